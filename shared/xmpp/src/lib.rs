@@ -1,0 +1,14 @@
+//! XMPP protocol types shared by the services: the element tree, the bounded stream
+//! reader, namespaces, stream and stanza errors, and JIDs (re-exported from `jid`).
+
+pub mod element;
+pub mod error;
+pub mod ns;
+pub mod reader;
+pub mod stanza;
+
+pub use element::{escape_attr, escape_text, Element, Node};
+pub use error::{ErrorType, StanzaError, StreamError};
+pub use jid::{BareJid, FullJid, Jid};
+pub use reader::{Inbound, Limits, ReadError, StreamHeader, StreamReader};
+pub use stanza::{StanzaKind, StanzaType};

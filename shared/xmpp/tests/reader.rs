@@ -1,0 +1,151 @@
+//! The stream reader against well-formed streams and the inputs RFC 6120 §11 forbids.
+
+use meerkat_xmpp::{Inbound, Limits, ReadError, StreamReader};
+
+const OPEN: &str = "<?xml version='1.0'?><stream:stream to='example.com' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+
+async fn read_all(input: String, limits: Limits) -> (Vec<Inbound>, Option<ReadError>) {
+    let mut reader = StreamReader::new(tokio::io::BufReader::new(input.as_bytes()), limits);
+    let mut out = Vec::new();
+    loop {
+        match reader.next().await {
+            Ok(Inbound::Close) => {
+                out.push(Inbound::Close);
+                return (out, None);
+            }
+            Ok(item) => out.push(item),
+            Err(e) => return (out, Some(e)),
+        }
+    }
+}
+
+fn condition(err: Option<ReadError>) -> &'static str {
+    match err {
+        Some(ReadError::Stream(e)) => e.condition,
+        other => panic!("expected a stream error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn reads_header_stanzas_and_close() {
+    let input = format!("{OPEN} <message to='b@example.com'><body>hi &lt;3</body></message>\n<presence/></stream:stream>");
+    let (items, err) = read_all(input, Limits::default()).await;
+    assert!(err.is_none(), "{err:?}");
+    let Inbound::Open(h) = &items[0] else {
+        panic!("no header")
+    };
+    assert_eq!(h.to.as_deref(), Some("example.com"));
+    assert_eq!(h.default_ns.as_deref(), Some("jabber:client"));
+    assert_eq!(h.stream_ns, "http://etherx.jabber.org/streams");
+    let Inbound::Stanza(m) = &items[1] else {
+        panic!("no message")
+    };
+    assert_eq!(m.ns(), "jabber:client");
+    assert_eq!(
+        m.child_text("body", "jabber:client").as_deref(),
+        Some("hi <3")
+    );
+    let Inbound::Stanza(p) = &items[2] else {
+        panic!("no presence")
+    };
+    assert_eq!(p.name(), "presence");
+    assert_eq!(items[3], Inbound::Close);
+}
+
+#[tokio::test]
+async fn a_dtd_is_restricted_xml() {
+    let input = "<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'><!ENTITY lol2 '&lol;&lol;&lol;'>]><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>".to_string();
+    let (_, err) = read_all(input, Limits::default()).await;
+    assert_eq!(condition(err), "restricted-xml");
+}
+
+#[tokio::test]
+async fn an_undeclared_entity_is_not_well_formed() {
+    let input = format!("{OPEN}<message><body>&lol9;</body></message>");
+    let (_, err) = read_all(input, Limits::default()).await;
+    assert_eq!(condition(err), "not-well-formed");
+}
+
+#[tokio::test]
+async fn comments_and_processing_instructions_are_restricted() {
+    let (_, err) = read_all(format!("{OPEN}<!-- hi --><presence/>"), Limits::default()).await;
+    assert_eq!(condition(err), "restricted-xml");
+    let (_, err) = read_all(format!("{OPEN}<?php x ?><presence/>"), Limits::default()).await;
+    assert_eq!(condition(err), "restricted-xml");
+}
+
+#[tokio::test]
+async fn mismatched_tags_are_not_well_formed() {
+    let (_, err) = read_all(
+        format!("{OPEN}<message><body></message>"),
+        Limits::default(),
+    )
+    .await;
+    assert_eq!(condition(err), "not-well-formed");
+}
+
+#[tokio::test]
+async fn an_oversized_stanza_is_a_policy_violation() {
+    let limits = Limits {
+        max_stanza_bytes: 1024,
+        max_depth: 32,
+    };
+    let body = "x".repeat(5000);
+    let input = format!("{OPEN}<message><body>{body}</body></message>");
+    let (_, err) = read_all(input, limits).await;
+    assert_eq!(condition(err), "policy-violation");
+    // An endless start tag is cut off too, not buffered.
+    let input = format!("{OPEN}<message a='{body}");
+    let (_, err) = read_all(input, limits).await;
+    assert_eq!(condition(err), "policy-violation");
+}
+
+#[tokio::test]
+async fn many_small_stanzas_fit_a_small_budget() {
+    let limits = Limits {
+        max_stanza_bytes: 200,
+        max_depth: 32,
+    };
+    let mut input = OPEN.to_string();
+    for i in 0..100 {
+        input.push_str(&format!("<message id='{i}'><body>hello</body></message>"));
+    }
+    input.push_str("</stream:stream>");
+    let (items, err) = read_all(input, limits).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(items.len(), 102);
+}
+
+#[tokio::test]
+async fn deep_nesting_is_a_policy_violation() {
+    let open = "<a>".repeat(100);
+    let input = format!("{OPEN}<message>{open}");
+    let (_, err) = read_all(input, Limits::default()).await;
+    assert_eq!(condition(err), "policy-violation");
+}
+
+#[tokio::test]
+async fn undeclared_prefix_is_reported() {
+    let (_, err) = read_all(format!("{OPEN}<foo:bar/>"), Limits::default()).await;
+    assert_eq!(condition(err), "bad-namespace-prefix");
+}
+
+#[tokio::test]
+async fn restart_reads_a_new_header() {
+    let input = format!(
+        "{OPEN}<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>{OPEN}<iq type='get' id='1'/>"
+    );
+    let mut reader = StreamReader::new(
+        tokio::io::BufReader::new(input.as_bytes()),
+        Limits::default(),
+    );
+    assert!(matches!(reader.next().await, Ok(Inbound::Open(_))));
+    assert!(matches!(reader.next().await, Ok(Inbound::Stanza(_))));
+    let mut reader = reader.restart();
+    assert!(matches!(reader.next().await, Ok(Inbound::Open(_))));
+    let Ok(Inbound::Stanza(iq)) = reader.next().await else {
+        panic!("no iq")
+    };
+    assert_eq!(iq.attr("id"), Some("1"));
+    assert!(matches!(reader.next().await, Err(ReadError::Eof)));
+}
