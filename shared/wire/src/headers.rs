@@ -1,0 +1,45 @@
+//! AMQP header names. The AMQP `message_id` property carries the envelope id (a UUID) used
+//! for de-duplication; `timestamp` the publish time in seconds; `content_type` is
+//! `application/xmpp+xml` for stanzas and `application/json` for events.
+
+/// Wire format version (u32).
+pub const WIRE: &str = "x-meerkat-wire";
+/// DC the message entered the system at (e.g. `dc1`).
+pub const ORIGIN_DC: &str = "x-meerkat-origin-dc";
+/// DC the message is addressed to (inter-DC traffic).
+pub const TARGET_DC: &str = "x-meerkat-target-dc";
+/// Epoch of the origin DC (changes on every DC restart).
+pub const ORIGIN_EPOCH: &str = "x-meerkat-origin-epoch";
+/// Hops left before a re-routed stanza falls back to RFC 6121 offline handling.
+pub const HOPS: &str = "x-meerkat-hops";
+/// Full JID of the sender as authenticated by the gateway.
+pub const SENDER: &str = "x-meerkat-sender";
+/// Session id of the sending session (route) or of the target session (deliver).
+pub const SESSION: &str = "x-meerkat-session";
+/// Gateway instance that owns the sending session.
+pub const GATEWAY: &str = "x-meerkat-gateway";
+/// Version of the sending session's entry when the stanza was sent.
+pub const SESSION_VERSION: &str = "x-meerkat-session-version";
+/// What a route or deliver message is: see [`kind`].
+pub const KIND: &str = "x-meerkat-kind";
+/// Set on a presence stanza that is the session's initial presence (it was unavailable).
+pub const INITIAL_PRESENCE: &str = "x-meerkat-initial-presence";
+/// On a bounced stanza: the session that was gone when the gateway tried to deliver.
+pub const BOUNCED_SESSION: &str = "x-meerkat-bounced-session";
+/// Milliseconds since the epoch when the client's stanza was read by the gateway.
+pub const RECEIVED_AT: &str = "x-meerkat-received-at";
+/// W3C trace context.
+pub const TRACEPARENT: &str = "traceparent";
+pub const TRACESTATE: &str = "tracestate";
+
+pub mod kind {
+    /// A stanza sent by a client of this DC.
+    pub const STANZA: &str = "stanza";
+    /// A stanza the gateway could not hand to its session (session gone): route it again.
+    pub const BOUNCE: &str = "bounce";
+    /// Deliver: close the target session with a `<conflict/>` stream error (replaced).
+    pub const CONFLICT: &str = "conflict";
+}
+
+pub const CONTENT_XMPP: &str = "application/xmpp+xml";
+pub const CONTENT_JSON: &str = "application/json";
