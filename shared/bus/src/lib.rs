@@ -1,0 +1,18 @@
+//! AMQP plumbing over lapin: one supervised connection per service that reconnects by itself,
+//! a confirming publisher that retries across reconnects (at-least-once), supervised
+//! consumers that re-declare their topology and resume after a broker restart, header
+//! helpers, and de-duplication by envelope id.
+
+pub mod connection;
+pub mod consumer;
+pub mod dedup;
+pub mod headers;
+pub mod publisher;
+pub mod topology;
+
+pub use connection::Bus;
+pub use consumer::{spawn_consumer, ConsumerSpec};
+pub use dedup::Dedup;
+pub use headers::{HeaderExt, Headers};
+pub use lapin;
+pub use publisher::{PublishError, Publisher};

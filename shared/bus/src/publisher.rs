@@ -1,0 +1,136 @@
+//! Publishing with publisher confirms, retried across reconnects until confirmed or the
+//! deadline passes: the sender learns of a failure, it never goes unnoticed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::publisher_confirm::Confirmation;
+use lapin::{BasicProperties, Channel, Connection};
+use tokio::sync::Mutex;
+
+use crate::Bus;
+
+/// A confirm-mode channel and the connection it belongs to.
+type OpenChannel = (Arc<Connection>, Channel);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("not confirmed by the broker within {0:?}")]
+    Timeout(Duration),
+    #[error("shutting down")]
+    Shutdown,
+}
+
+/// A confirm-mode channel shared by the tasks of a service. Messages published through one
+/// `Publisher` by one task reach the broker in the order of the calls.
+#[derive(Clone)]
+pub struct Publisher {
+    bus: Bus,
+    channel: Arc<Mutex<Option<OpenChannel>>>,
+    deadline: Duration,
+}
+
+impl Publisher {
+    pub fn new(bus: Bus) -> Publisher {
+        Publisher {
+            bus,
+            channel: Arc::new(Mutex::new(None)),
+            deadline: Duration::from_secs(30),
+        }
+    }
+
+    /// Publishes and waits for the broker's confirm. Retries (a possible duplicate is what
+    /// envelope ids are for) until confirmed or the deadline passes.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        props: BasicProperties,
+        body: &[u8],
+    ) -> Result<(), PublishError> {
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self
+                .try_publish(exchange, routing_key, props.clone(), body)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(Retry::Shutdown) => return Err(PublishError::Shutdown),
+                Err(Retry::Again(why)) => {
+                    if started.elapsed() >= self.deadline {
+                        tracing::error!(exchange, routing_key, error = %why, "publish failed");
+                        return Err(PublishError::Timeout(self.deadline));
+                    }
+                    tracing::debug!(exchange, routing_key, error = %why, "publish retry");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    async fn try_publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        props: BasicProperties,
+        body: &[u8],
+    ) -> Result<(), Retry> {
+        let confirm = {
+            let mut slot = self.channel.lock().await;
+            let stale = match slot.as_ref() {
+                Some((conn, ch)) => !conn.status().connected() || !ch.status().connected(),
+                None => true,
+            };
+            if stale {
+                *slot = None;
+                let conn = self.bus.connected().await.ok_or(Retry::Shutdown)?;
+                let ch = conn.create_channel().await.map_err(Retry::from)?;
+                ch.confirm_select(ConfirmSelectOptions::default())
+                    .await
+                    .map_err(Retry::from)?;
+                *slot = Some((conn, ch));
+            }
+            let Some((_, ch)) = slot.as_ref() else {
+                return Err(Retry::Again("no channel".into()));
+            };
+            match ch
+                .basic_publish(
+                    exchange,
+                    routing_key,
+                    BasicPublishOptions::default(),
+                    body,
+                    props,
+                )
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    *slot = None;
+                    return Err(Retry::from(e));
+                }
+            }
+        };
+        match confirm.await {
+            Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => Ok(()),
+            Ok(Confirmation::Nack(_)) => Err(Retry::Again("nacked by broker".into())),
+            Err(e) => {
+                *self.channel.lock().await = None;
+                Err(Retry::from(e))
+            }
+        }
+    }
+}
+
+enum Retry {
+    Again(String),
+    Shutdown,
+}
+
+impl From<lapin::Error> for Retry {
+    fn from(e: lapin::Error) -> Retry {
+        Retry::Again(e.to_string())
+    }
+}

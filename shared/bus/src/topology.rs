@@ -1,0 +1,142 @@
+//! Declares the DC's exchanges and queues. Idempotent: every service declares what it uses
+//! whenever it (re)connects, so a broker that lost its definitions is rebuilt by the services.
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, ExchangeKind};
+use meerkat_wire::topology as names;
+
+fn durable_exchange() -> ExchangeDeclareOptions {
+    ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    }
+}
+
+/// The exchanges every service of a DC publishes to.
+pub async fn declare_exchanges(ch: &Channel) -> Result<(), lapin::Error> {
+    ch.exchange_declare(
+        names::ROUTE_EXCHANGE,
+        ExchangeKind::Custom("x-consistent-hash".into()),
+        durable_exchange(),
+        FieldTable::default(),
+    )
+    .await?;
+    ch.exchange_declare(
+        names::DELIVER_EXCHANGE,
+        ExchangeKind::Direct,
+        durable_exchange(),
+        FieldTable::default(),
+    )
+    .await?;
+    ch.exchange_declare(
+        names::SESSIONS_EXCHANGE,
+        ExchangeKind::Fanout,
+        durable_exchange(),
+        FieldTable::default(),
+    )
+    .await?;
+    ch.exchange_declare(
+        names::CONTROL_EXCHANGE,
+        ExchangeKind::Fanout,
+        durable_exchange(),
+        FieldTable::default(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The route partition queues: durable, single active consumer, equal weight.
+pub async fn declare_route_partitions(ch: &Channel) -> Result<(), lapin::Error> {
+    declare_exchanges(ch).await?;
+    for n in 0..names::ROUTE_PARTITIONS {
+        let mut args = FieldTable::default();
+        args.insert(
+            ShortString::from("x-single-active-consumer"),
+            AMQPValue::Boolean(true),
+        );
+        let queue = names::route_queue(n);
+        ch.queue_declare(
+            &queue,
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            args,
+        )
+        .await?;
+        // For the consistent-hash exchange the binding key is the partition's weight.
+        ch.queue_bind(
+            &queue,
+            names::ROUTE_EXCHANGE,
+            "1",
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A gateway's delivery queue: durable so a broker restart keeps what was in flight, and
+/// expiring once its gateway has been gone for a while.
+pub async fn declare_gateway_queue(ch: &Channel, instance: &str) -> Result<String, lapin::Error> {
+    declare_exchanges(ch).await?;
+    let queue = names::gateway_queue(instance);
+    let mut args = FieldTable::default();
+    args.insert(
+        ShortString::from("x-expires"),
+        AMQPValue::LongUInt(names::GATEWAY_QUEUE_EXPIRES_MS),
+    );
+    ch.queue_declare(
+        &queue,
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        args,
+    )
+    .await?;
+    ch.queue_bind(
+        &queue,
+        names::DELIVER_EXCHANGE,
+        instance,
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    Ok(queue)
+}
+
+/// A per-instance queue on a fanout exchange that lives as long as the instance's connection.
+pub async fn declare_instance_queue(
+    ch: &Channel,
+    queue: &str,
+    exchange: &str,
+) -> Result<(), lapin::Error> {
+    declare_exchanges(ch).await?;
+    ch.queue_declare(
+        queue,
+        QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await?;
+    ch.queue_bind(
+        queue,
+        exchange,
+        "",
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Makes a header value a long string (for callers building tables by hand).
+pub fn long(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
