@@ -49,23 +49,32 @@ impl fmt::Display for ConfigError {
 /// `MEERKAT_*` env vars with flat keys (`MEERKAT_C2S_ADDR` -> `c2s_addr`; lowercase).
 pub fn load<T: DeserializeOwned + Serialize + Default>() -> Result<T, ConfigError> {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let file = match config_path_from_args(&args)? {
-        Some(path) => Some(path),
-        None => std::env::var_os(CONFIG_ENV)
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from),
-    };
     // Variables that are not Unicode cannot be config values; skip them rather than panic.
     let env: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
+    load_layers(&args, &env)
+}
+
+/// [`load`] with the process's arguments (without the program name) and environment passed in.
+fn load_layers<T: DeserializeOwned + Serialize + Default>(
+    args: &[OsString],
+    env: &[(String, String)],
+) -> Result<T, ConfigError> {
+    let file = match config_path_from_args(args)? {
+        Some(path) => Some(path),
+        None => env
+            .iter()
+            .find(|(k, v)| k == CONFIG_ENV && !v.is_empty())
+            .map(|(_, v)| PathBuf::from(v)),
+    };
     let figment = base::<T>();
     let figment = match &file {
         Some(path) => {
             if !path.is_file() {
                 return Err(ConfigError {
                     key: None,
-                    origin: path.display().to_string(),
+                    origin: display_path(path),
                     message: "config file not found".to_owned(),
                 });
             }
@@ -73,7 +82,7 @@ pub fn load<T: DeserializeOwned + Serialize + Default>() -> Result<T, ConfigErro
         }
         None => figment,
     };
-    extract(figment.merge(EnvPairs::new(&env)))
+    extract_with_env(figment, EnvPairs::new(env))
 }
 
 /// Same as [`load`], from explicit sources for tests: defaults overlaid by the given TOML text and
@@ -89,7 +98,7 @@ pub fn load_from<T: DeserializeOwned + Serialize + Default>(
         Some(text) => figment.merge(Toml::string(text)),
         None => figment,
     };
-    extract(figment.merge(EnvPairs::new(env)))
+    extract_with_env(figment, EnvPairs::new(env))
 }
 
 /// On error prints exactly one line to stderr, e.g. `meerkat: invalid config: c2s_addr: invalid
@@ -108,8 +117,31 @@ fn base<T: Serialize + Default>() -> Figment {
     Figment::from(Serialized::defaults(T::default()))
 }
 
-fn extract<T: DeserializeOwned>(figment: Figment) -> Result<T, ConfigError> {
-    figment.extract().map_err(|e| to_config_error(&e))
+/// Extracts `lower` overlaid by `env`. An env value that parses as a number or boolean but whose
+/// key wants a string (`MEERKAT_DC=2`, a numeric password) is retried as text; if the text is
+/// rejected too, the first, more telling error is reported.
+fn extract_with_env<T: DeserializeOwned>(
+    lower: Figment,
+    mut env: EnvPairs,
+) -> Result<T, ConfigError> {
+    let mut retried: Option<(String, figment::Error)> = None;
+    loop {
+        let error = match lower.clone().merge(env.clone()).extract() {
+            Ok(config) => return Ok(config),
+            Err(error) => error,
+        };
+        let env_key = match (&error.metadata, error.path.as_slice()) {
+            (Some(md), [key]) if md.name == ENV_LAYER => Some(key.clone()),
+            _ => None,
+        };
+        match (env_key, retried.take()) {
+            (Some(key), Some((previous, original))) if key == previous => {
+                return Err(to_config_error(&original))
+            }
+            (Some(key), _) if env.keep_as_text(&key) => retried = Some((key, error)),
+            _ => return Err(to_config_error(&error)),
+        }
+    }
 }
 
 /// `--config <path>` or `--config=<path>`; the last one wins, like most CLIs.
@@ -140,24 +172,41 @@ fn config_path_from_args(args: &[OsString]) -> Result<Option<PathBuf>, ConfigErr
 
 /// The `MEERKAT_*` layer: flat keys, values parsed like figment's `Env` (numbers, booleans,
 /// arrays), errors naming the variable.
+#[derive(Clone)]
 struct EnvPairs {
     dict: Dict,
+    /// The values as given, for keys whose parsed value the target type rejects.
+    raw: Map<String, String>,
 }
 
 impl EnvPairs {
     fn new<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) -> EnvPairs {
         let mut dict = Dict::new();
+        let mut raw = Map::new();
         for (name, value) in pairs {
             let Some(key) = env_key(name.as_ref()) else {
                 continue;
             };
-            let value: Value = match value.as_ref().parse() {
-                Ok(value) => value,
+            let parsed: Value = match value.as_ref().parse() {
+                Ok(parsed) => parsed,
                 Err(never) => match never {},
             };
-            dict.insert(key, value);
+            dict.insert(key.clone(), parsed);
+            raw.insert(key, value.as_ref().to_owned());
         }
-        EnvPairs { dict }
+        EnvPairs { dict, raw }
+    }
+
+    /// Replaces the parsed value of `key` by its text; false if there is nothing to replace.
+    fn keep_as_text(&mut self, key: &str) -> bool {
+        let Some(text) = self.raw.get(key) else {
+            return false;
+        };
+        if matches!(self.dict.get(key), Some(Value::String(..)) | None) {
+            return false;
+        }
+        self.dict.insert(key.to_owned(), Value::from(text.clone()));
+        true
     }
 }
 
@@ -216,4 +265,114 @@ fn one_line(message: &str) -> String {
         .filter(|line| !line.is_empty() && !line.contains('|'))
         .collect();
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+    struct Conf {
+        port: u16,
+        name: String,
+    }
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    fn env(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn temp_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("meerkat-runtime-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn config_flag_forms() {
+        assert_eq!(config_path_from_args(&args(&["-v"])).unwrap(), None);
+        assert_eq!(
+            config_path_from_args(&args(&["--config", "a.toml"])).unwrap(),
+            Some(PathBuf::from("a.toml"))
+        );
+        assert_eq!(
+            config_path_from_args(&args(&["--config=a.toml", "--config", "b.toml"])).unwrap(),
+            Some(PathBuf::from("b.toml"))
+        );
+        let error = config_path_from_args(&args(&["--config"])).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid config: --config needs a path (from command line)"
+        );
+    }
+
+    #[test]
+    fn env_keys_are_flat_and_lowercase() {
+        assert_eq!(env_key("MEERKAT_C2S_ADDR").as_deref(), Some("c2s_addr"));
+        assert_eq!(env_key("meerkat_port").as_deref(), Some("port"));
+        assert_eq!(env_key("MEERKAT_CONFIG"), None);
+        assert_eq!(env_key("MEERKAT_"), None);
+        assert_eq!(env_key("PATH"), None);
+        assert_eq!(env_key("MEERKA"), None);
+    }
+
+    #[test]
+    fn file_from_flag_then_env_overrides() {
+        let path = temp_file("flag.toml", "port = 5222\nname = \"file\"\n");
+        let flag = format!("--config={}", path.display());
+        let conf: Conf = load_layers(&args(&[&flag]), &env(&[("MEERKAT_NAME", "env")])).unwrap();
+        assert_eq!(
+            conf,
+            Conf {
+                port: 5222,
+                name: "env".into()
+            }
+        );
+    }
+
+    #[test]
+    fn file_from_meerkat_config_env() {
+        let path = temp_file("env.toml", "port = 5269\n");
+        let path = path.to_string_lossy().into_owned();
+        let conf: Conf = load_layers(&[], &env(&[("MEERKAT_CONFIG", &path)])).unwrap();
+        assert_eq!(conf.port, 5269);
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let error = load_layers::<Conf>(&args(&["--config", "/nonexistent/meerkat.toml"]), &[])
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid config: config file not found (from /nonexistent/meerkat.toml)"
+        );
+    }
+
+    #[test]
+    fn bad_file_value_names_the_file() {
+        let path = temp_file("bad.toml", "port = \"high\"\n");
+        let flag = format!("--config={}", path.display());
+        let error = load_layers::<Conf>(&args(&[&flag]), &[]).unwrap_err();
+        assert_eq!(error.key.as_deref(), Some("port"));
+        assert_eq!(error.origin, path.display().to_string());
+        assert!(!error.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn toml_syntax_error_is_one_line() {
+        let path = temp_file("syntax.toml", "port = \n");
+        let flag = format!("--config={}", path.display());
+        let error = load_layers::<Conf>(&args(&[&flag]), &[]).unwrap_err();
+        let line = error.to_string();
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.contains(&path.display().to_string()), "{line}");
+    }
 }
