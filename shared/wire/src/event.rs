@@ -112,7 +112,12 @@ mod tests {
             r#"{"v":1,"kind":"open","epoch":"e1","session":{"jid":"a@example.com/r","session_id":"00000000-0000-0000-0000-000000000000","version":1,"dc":"dc1","gateway":"dc1-gw1","available":false,"priority":0,"interested":false}}"#
         );
         assert_eq!(SessionEvent::from_json(json.as_bytes()).expect("parse"), ev);
-        let ctl = ControlEvent::Resync { requested_by: "r1".into() };
-        assert_eq!(String::from_utf8(ctl.to_json()).expect("utf8"), r#"{"kind":"resync","requested_by":"r1"}"#);
+        let ctl = ControlEvent::Resync {
+            requested_by: "r1".into(),
+        };
+        assert_eq!(
+            String::from_utf8(ctl.to_json()).expect("utf8"),
+            r#"{"kind":"resync","requested_by":"r1"}"#
+        );
     }
 }

@@ -1,0 +1,113 @@
+//! Consumes this gateway's delivery queue and hands each stanza to its session. A stanza for
+//! a session that is gone goes back to the routers as a bounce, never dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::BasicProperties;
+use meerkat_bus::lapin;
+use meerkat_bus::{spawn_consumer, ConsumerSpec, Dedup, HeaderExt, Headers};
+use meerkat_wire::{headers as h, topology as names, WIRE_VERSION};
+use meerkat_xmpp::Element;
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use crate::registry::Outbound;
+use crate::Ctx;
+
+pub async fn run(ctx: Arc<Ctx>) {
+    let instance = ctx.instance.clone();
+    let spec = ConsumerSpec {
+        queue: names::gateway_queue(&ctx.instance),
+        prefetch: 256,
+        exclusive: false,
+        declare: Arc::new(move |ch| {
+            let instance = instance.clone();
+            Box::pin(async move {
+                meerkat_bus::topology::declare_gateway_queue(&ch, &instance).await.map(|_| ())
+            })
+        }),
+    };
+    let dedup = Arc::new(Mutex::new(Dedup::new(65_536)));
+    let handler_ctx = ctx.clone();
+    let task = spawn_consumer(ctx.bus.clone(), spec, move |delivery| {
+        let ctx = handler_ctx.clone();
+        let dedup = dedup.clone();
+        async move {
+            let headers = delivery.properties.headers().as_ref();
+            if let Some(id) = delivery.properties.message_id() {
+                if !dedup.lock().first_time(id.as_str()) {
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                    return;
+                }
+            }
+            let session = headers.get_str(h::SESSION).and_then(|s| Uuid::parse_str(&s).ok());
+            let kind = headers.get_str(h::KIND).unwrap_or_default();
+            let tx = session.and_then(|id| ctx.registry.get(id));
+            let handed = match (kind.as_str(), tx) {
+                (h::kind::CONFLICT, Some(tx)) => {
+                    let _ = tx.send(Outbound::Conflict).await;
+                    true
+                }
+                (h::kind::CONFLICT, None) => true,
+                (_, Some(tx)) => {
+                    let xml = String::from_utf8_lossy(&delivery.data).into_owned();
+                    matches!(
+                        tokio::time::timeout(Duration::from_secs(5), tx.send(Outbound::Stanza(xml))).await,
+                        Ok(Ok(()))
+                    )
+                }
+                (_, None) => false,
+            };
+            if handed {
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+                return;
+            }
+            if bounce(&ctx, &delivery.data, headers, session).await {
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+            } else {
+                let _ = delivery
+                    .nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() })
+                    .await;
+            }
+        }
+    });
+    let _ = task.await;
+}
+
+/// Sends an undeliverable stanza back to the routers to be routed again without that session.
+async fn bounce(
+    ctx: &Ctx,
+    body: &[u8],
+    headers: Option<&lapin::types::FieldTable>,
+    session: Option<Uuid>,
+) -> bool {
+    let hops = headers.get_u64(h::HOPS).unwrap_or(3).saturating_sub(1);
+    let key = Element::parse(&String::from_utf8_lossy(body))
+        .ok()
+        .and_then(|el| el.attr("from").or(el.attr("to")).map(bare))
+        .unwrap_or_default();
+    let props = BasicProperties::default()
+        .with_message_id(Uuid::new_v4().to_string().into())
+        .with_content_type(h::CONTENT_XMPP.into())
+        .with_delivery_mode(2)
+        .with_headers(
+            Headers::new()
+                .u64(h::WIRE, u64::from(WIRE_VERSION))
+                .str(h::ORIGIN_DC, &ctx.config.dc)
+                .str(h::ORIGIN_EPOCH, &ctx.epoch)
+                .str(h::KIND, h::kind::BOUNCE)
+                .str(h::BOUNCED_SESSION, &session.map(|s| s.to_string()).unwrap_or_default())
+                .u64(h::HOPS, hops)
+                .build(),
+        );
+    ctx.publisher
+        .publish(names::ROUTE_EXCHANGE, &key, props, body)
+        .await
+        .is_ok()
+}
+
+fn bare(jid: &str) -> String {
+    jid.split('/').next().unwrap_or(jid).to_owned()
+}

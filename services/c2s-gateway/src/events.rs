@@ -1,0 +1,76 @@
+//! Session events to the routers, and the control requests from them.
+
+use std::sync::Arc;
+
+use lapin::BasicProperties;
+use meerkat_bus::lapin;
+use meerkat_bus::topology::declare_instance_queue;
+use meerkat_bus::{spawn_consumer, ConsumerSpec, Headers};
+use meerkat_wire::{headers as h, topology as names, ControlEvent, SessionEvent, SessionEventKind, SessionInfo, WIRE_VERSION};
+
+use crate::registry::Outbound;
+use crate::Ctx;
+
+/// Publishes one session event and waits for the broker's confirm.
+pub async fn publish(ctx: &Ctx, kind: SessionEventKind, info: &SessionInfo) -> bool {
+    let event = SessionEvent {
+        v: WIRE_VERSION,
+        kind,
+        epoch: ctx.epoch.clone(),
+        session: info.clone(),
+    };
+    let props = BasicProperties::default()
+        .with_message_id(uuid::Uuid::new_v4().to_string().into())
+        .with_content_type(h::CONTENT_JSON.into())
+        .with_delivery_mode(2)
+        .with_headers(
+            Headers::new()
+                .u64(h::WIRE, u64::from(WIRE_VERSION))
+                .str(h::ORIGIN_DC, &ctx.config.dc)
+                .str(h::ORIGIN_EPOCH, &ctx.epoch)
+                .build(),
+        );
+    match ctx
+        .publisher
+        .publish(names::SESSIONS_EXCHANGE, &info.dc, props, &event.to_json())
+        .await
+    {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, jid = %info.jid, "session event not published");
+            false
+        }
+    }
+}
+
+/// Answers resync requests by asking every session to announce itself again.
+pub async fn run_control(ctx: Arc<Ctx>) {
+    let queue = names::gateway_control_queue(&ctx.instance);
+    let declare_queue = queue.clone();
+    let spec = ConsumerSpec {
+        queue: queue.clone(),
+        prefetch: 16,
+        exclusive: true,
+        declare: Arc::new(move |ch| {
+            let q = declare_queue.clone();
+            Box::pin(async move { declare_instance_queue(&ch, &q, names::CONTROL_EXCHANGE).await })
+        }),
+    };
+    let handler_ctx = ctx.clone();
+    let task = spawn_consumer(ctx.bus.clone(), spec, move |delivery| {
+        let ctx = handler_ctx.clone();
+        async move {
+            match ControlEvent::from_json(&delivery.data) {
+                Ok(ControlEvent::Resync { requested_by }) => {
+                    tracing::debug!(requested_by, sessions = ctx.registry.len(), "resync: announcing sessions");
+                    for tx in ctx.registry.all() {
+                        let _ = tx.send(Outbound::Announce).await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "unreadable control event"),
+            }
+            let _ = delivery.ack(lapin::options::BasicAckOptions::default()).await;
+        }
+    });
+    let _ = task.await;
+}

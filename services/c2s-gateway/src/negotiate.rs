@@ -1,0 +1,314 @@
+//! Stream negotiation up to a bound resource (RFC 6120 §4–§7): stream header checks,
+//! features, STARTTLS, SASL, in-band registration, resource binding. A negotiation error
+//! ends the stream with the matching stream error; the service carries on.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meerkat_xmpp::stanza::{error_reply, iq_result, iq_result_with};
+use meerkat_xmpp::{ns, Element, Inbound, ReadError, StanzaError, StanzaKind, StanzaType, StreamError, StreamHeader};
+use tokio::net::TcpStream;
+
+use crate::conn::{Socket, Transport};
+use crate::{register, sasl, session, Ctx};
+
+/// Why negotiation stopped without a session.
+pub enum End {
+    /// Send this stream error, then close.
+    Error(StreamError),
+    /// The client closed the stream (we answer with our close).
+    ClientClosed,
+    /// The connection is gone; nothing can be sent.
+    Gone,
+}
+
+impl From<ReadError> for End {
+    fn from(e: ReadError) -> End {
+        match e {
+            ReadError::Stream(se) => End::Error(se),
+            ReadError::Eof | ReadError::Io(_) => End::Gone,
+        }
+    }
+}
+
+impl From<std::io::Error> for End {
+    fn from(_: std::io::Error) -> End {
+        End::Gone
+    }
+}
+
+/// State that grows as negotiation proceeds.
+pub struct Negotiated {
+    /// Authenticated local part, once SASL succeeded.
+    pub username: Option<String>,
+}
+
+/// Runs one client connection from accept to close.
+pub async fn serve_connection(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
+    ctx.metrics.connections.inc();
+    let _ = tcp.set_nodelay(true);
+    let socket = if direct_tls {
+        match tokio::time::timeout(Duration::from_secs(10), ctx.tls.accept(tcp)).await {
+            Ok(Ok(tls)) => Socket::Tls(Box::new(tls)),
+            _ => {
+                ctx.metrics.connections.dec();
+                return;
+            }
+        }
+    } else {
+        Socket::Plain(tcp)
+    };
+    let transport = Transport::new(socket, ctx.limits);
+    let deadline = Duration::from_secs(ctx.config.negotiation_timeout_secs);
+    let mut state = Negotiated { username: None };
+    let mut holder = Some(transport);
+    let outcome = tokio::time::timeout(deadline, negotiate(&ctx, &mut holder, &mut state, peer)).await;
+    match (outcome, holder) {
+        (Ok(Ok(bound)), Some(transport)) => {
+            session::run(ctx.clone(), transport, bound).await;
+        }
+        (Ok(Err(end)), Some(mut transport)) => finish(&ctx, &mut transport, end).await,
+        (Err(_elapsed), Some(mut transport)) => {
+            finish(&ctx, &mut transport, End::Error(StreamError::new("connection-timeout"))).await
+        }
+        _ => {}
+    }
+    ctx.metrics.connections.dec();
+}
+
+/// Writes the stream error (if any) and the closing tag.
+pub async fn finish(ctx: &Ctx, transport: &mut Transport, end: End) {
+    match end {
+        End::Error(e) => {
+            tracing::debug!(error = %e, "ending stream");
+            ctx.metrics
+                .stream_errors
+                .get_or_create(&crate::metrics::KindLabel { kind: e.condition.to_owned() })
+                .inc();
+            let _ = transport.write(&format!("{}</stream:stream>", e.to_xml())).await;
+        }
+        End::ClientClosed => {
+            let _ = transport.write("</stream:stream>").await;
+        }
+        End::Gone => {}
+    }
+}
+
+/// What negotiation produces: an authenticated, bound resource.
+pub struct Bound {
+    pub username: String,
+    pub jid: String,
+    /// The bind iq to answer once the session is announced.
+    pub bind_request: Element,
+}
+
+fn header_xml(ctx: &Ctx, client: &StreamHeader) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let to = client
+        .from
+        .as_deref()
+        .map(|f| format!(" to='{}'", meerkat_xmpp::escape_attr(f)))
+        .unwrap_or_default();
+    format!(
+        "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' id='{id}' from='{}'{to} version='1.0' xml:lang='en'>",
+        ns::CLIENT,
+        ns::STREAM,
+        meerkat_xmpp::escape_attr(&ctx.config.domain)
+    )
+}
+
+/// RFC 6120 §4.8–4.9: namespace, host and version checks on the client's header.
+fn check_header(ctx: &Ctx, h: &StreamHeader) -> Result<(), StreamError> {
+    if h.name != "stream" || h.stream_ns != ns::STREAM {
+        return Err(StreamError::with_text("invalid-namespace", "expected <stream:stream> in the streams namespace"));
+    }
+    if h.default_ns.as_deref() != Some(ns::CLIENT) {
+        return Err(StreamError::with_text("invalid-namespace", "the default namespace must be jabber:client"));
+    }
+    match h.to.as_deref() {
+        Some(to) if to.eq_ignore_ascii_case(&ctx.config.domain) => {}
+        Some(_) | None => return Err(StreamError::with_text("host-unknown", format!("this server serves {}", ctx.config.domain))),
+    }
+    let major = h.version.as_deref().and_then(|v| v.split('.').next()).and_then(|m| m.parse::<u32>().ok());
+    if major.unwrap_or(0) < 1 {
+        return Err(StreamError::with_text("unsupported-version", "XMPP 1.0 streams only"));
+    }
+    Ok(())
+}
+
+fn features(ctx: &Ctx, secure: bool, state: &Negotiated) -> String {
+    let mut f = Element::new("features", ns::STREAM);
+    let auth_allowed = secure || !ctx.config.tls_required;
+    match &state.username {
+        None => {
+            if !secure {
+                let mut starttls = Element::new("starttls", ns::TLS);
+                if ctx.config.tls_required {
+                    starttls.push_child(Element::new("required", ns::TLS));
+                }
+                f.push_child(starttls);
+            }
+            if auth_allowed {
+                let mut mechs = Element::new("mechanisms", ns::SASL);
+                for m in sasl::offered(secure) {
+                    mechs.push_child(Element::new("mechanism", ns::SASL).with_text(*m));
+                }
+                f.push_child(mechs);
+                if ctx.config.registration {
+                    f.push_child(Element::new("register", ns::REGISTER_FEATURE));
+                }
+            }
+        }
+        Some(_) => {
+            f.push_child(Element::new("bind", ns::BIND));
+            f.push_child(Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)));
+            f.push_child(Element::new("ver", ns::ROSTER_VER));
+        }
+    }
+    // Written with the conventional prefix so every client recognises it.
+    let mut out = String::from("<stream:features>");
+    for child in f.children() {
+        child.write_to(&mut out, ns::CLIENT);
+    }
+    out.push_str("</stream:features>");
+    out
+}
+
+async fn negotiate(
+    ctx: &Ctx,
+    holder: &mut Option<Transport>,
+    state: &mut Negotiated,
+    peer: SocketAddr,
+) -> Result<Bound, End> {
+    loop {
+        // A (new) stream: header, then features.
+        let t = holder.as_mut().ok_or(End::Gone)?;
+        let header = match t.read().await? {
+            Inbound::Open(h) => h,
+            _ => return Err(End::Error(StreamError::new("not-well-formed"))),
+        };
+        t.write(&header_xml(ctx, &header)).await?;
+        check_header(ctx, &header).map_err(End::Error)?;
+        t.write(&features(ctx, t.is_secure(), state)).await?;
+
+        // Stanzas and negotiation elements until a restart or a bound resource.
+        loop {
+            let t = holder.as_mut().ok_or(End::Gone)?;
+            let el = match t.read().await? {
+                Inbound::Stanza(el) => el,
+                Inbound::Close => return Err(End::ClientClosed),
+                Inbound::Open(_) => return Err(End::Error(StreamError::new("not-well-formed"))),
+            };
+            match (el.ns(), el.name()) {
+                (ns::TLS, "starttls") => {
+                    if t.is_secure() || state.username.is_some() {
+                        t.write("<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>").await?;
+                        return Err(End::Gone);
+                    }
+                    t.write("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await?;
+                    let plain = holder.take().ok_or(End::Gone)?;
+                    let secured = plain.starttls(&ctx.tls).await.map_err(|e| {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        End::Gone
+                    })?;
+                    *holder = Some(secured);
+                    break;
+                }
+                (ns::SASL, "auth") => {
+                    if state.username.is_some() {
+                        return Err(End::Error(StreamError::with_text("policy-violation", "already authenticated")));
+                    }
+                    let allowed = t.is_secure() || !ctx.config.tls_required;
+                    match sasl::authenticate(ctx, t, &el, peer, allowed).await? {
+                        Some(user) => {
+                            state.username = Some(user);
+                            let t = holder.take().ok_or(End::Gone)?;
+                            *holder = Some(t.restart());
+                            break;
+                        }
+                        None => continue,
+                    }
+                }
+                (ns::CLIENT, "iq") => {
+                    if let Some(bound) = pre_session_iq(ctx, t, el, state).await? {
+                        return Ok(bound);
+                    }
+                }
+                (ns::CLIENT, "message" | "presence") => {
+                    return Err(End::Error(StreamError::with_text("not-authorized", "authenticate and bind a resource first")));
+                }
+                _ => {
+                    return Err(End::Error(StreamError::with_text(
+                        "unsupported-stanza-type",
+                        format!("<{}/> in {} is not supported here", el.name(), el.ns()),
+                    )))
+                }
+            }
+        }
+    }
+}
+
+/// An iq before a resource is bound: registration before or after auth, bind, session.
+async fn pre_session_iq(
+    ctx: &Ctx,
+    t: &mut Transport,
+    iq: Element,
+    state: &Negotiated,
+) -> Result<Option<Bound>, End> {
+    let ty = StanzaType::of(&iq);
+    if !ty.is_request() {
+        return Ok(None);
+    }
+    let payload = iq.children().next().cloned();
+    let Some(payload) = payload else {
+        t.write(&error_reply(&iq, &StanzaError::bad_request()).to_client_xml()).await?;
+        return Ok(None);
+    };
+    match (&state.username, payload.ns()) {
+        (None, ns::REGISTER) => {
+            let reply = register::before_auth(ctx, t.is_secure(), &iq, &payload).await;
+            t.write(&reply.to_client_xml()).await?;
+            Ok(None)
+        }
+        (None, _) => Err(End::Error(StreamError::with_text("not-authorized", "authenticate first"))),
+        (Some(user), ns::BIND) if ty == StanzaType::Set => {
+            let requested = payload.child_text("resource", ns::BIND).filter(|r| !r.trim().is_empty());
+            let resource = requested.unwrap_or_else(|| format!("meerkat-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]));
+            let full = format!("{user}@{}/{resource}", ctx.config.domain);
+            match meerkat_xmpp::FullJid::new(&full) {
+                Ok(jid) => Ok(Some(Bound { username: user.clone(), jid: jid.to_string(), bind_request: iq })),
+                Err(_) => {
+                    t.write(&error_reply(&iq, &StanzaError::bad_request().text("invalid resource")).to_client_xml()).await?;
+                    Ok(None)
+                }
+            }
+        }
+        (Some(_), ns::SESSION) => {
+            t.write(&iq_result(&iq).to_client_xml()).await?;
+            Ok(None)
+        }
+        (Some(user), ns::REGISTER) => {
+            let (reply, _removed) = register::after_auth(ctx, user, &iq, &payload).await;
+            t.write(&reply.to_client_xml()).await?;
+            Ok(None)
+        }
+        (Some(_), _) => {
+            let reply = error_reply(&iq, &StanzaError::not_allowed().text("bind a resource first"));
+            t.write(&reply.to_client_xml()).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// The bind result for the bound JID.
+pub fn bind_result(request: &Element, jid: &str) -> Element {
+    iq_result_with(
+        request,
+        Element::new("bind", ns::BIND).with_child(Element::new("jid", ns::BIND).with_text(jid)),
+    )
+}
+
+pub fn is_stanza(el: &Element) -> bool {
+    StanzaKind::of(el).is_some()
+}

@@ -1,0 +1,115 @@
+//! In-band registration (XEP-0077): account creation before authentication, password
+//! change and account removal after.
+
+use meerkat_auth::Credentials;
+use meerkat_store::StoreError;
+use meerkat_xmpp::stanza::{error_reply, iq_result, iq_result_with};
+use meerkat_xmpp::{ns, Element, StanzaError, StanzaType};
+
+use crate::Ctx;
+
+fn form(instructions: &str) -> Element {
+    Element::new("query", ns::REGISTER)
+        .with_child(Element::new("instructions", ns::REGISTER).with_text(instructions))
+        .with_child(Element::new("username", ns::REGISTER))
+        .with_child(Element::new("password", ns::REGISTER))
+}
+
+/// `jabber:iq:register` before authentication.
+pub async fn before_auth(ctx: &Ctx, secure: bool, iq: &Element, query: &Element) -> Element {
+    if !ctx.config.registration || (!secure && ctx.config.tls_required) {
+        return error_reply(iq, &StanzaError::service_unavailable().text("in-band registration is disabled"));
+    }
+    match StanzaType::of(iq) {
+        StanzaType::Get => iq_result_with(iq, form("Choose a username and password.")),
+        StanzaType::Set => {
+            let (Some(username), Some(password)) = (
+                query.child_text("username", ns::REGISTER),
+                query.child_text("password", ns::REGISTER),
+            ) else {
+                return error_reply(iq, &StanzaError::bad_request().text("username and password are required"));
+            };
+            match create(ctx, &username, &password).await {
+                Ok(()) => iq_result(iq),
+                Err(e) => error_reply(iq, &e),
+            }
+        }
+        _ => error_reply(iq, &StanzaError::bad_request()),
+    }
+}
+
+async fn create(ctx: &Ctx, username: &str, password: &str) -> Result<(), StanzaError> {
+    let name = jid::NodePart::new(username.trim())
+        .map_err(|_| StanzaError::jid_malformed().text("not a valid username"))?
+        .to_string();
+    let creds = credentials(password)?;
+    match ctx.store.create_account(&name, &creds).await {
+        Ok(()) => {
+            tracing::info!(user = %name, "account registered");
+            Ok(())
+        }
+        Err(StoreError::Conflict) => Err(StanzaError::conflict().text("username taken")),
+        Err(e) => {
+            tracing::error!(error = %e, "registration failed");
+            Err(StanzaError::internal_server_error())
+        }
+    }
+}
+
+fn credentials(password: &str) -> Result<Credentials, StanzaError> {
+    if password.is_empty() {
+        return Err(StanzaError::not_acceptable().text("the password must not be empty"));
+    }
+    Credentials::derive(password, Credentials::DEFAULT_ITERATIONS)
+        .map_err(|_| StanzaError::not_acceptable().text("the password contains characters that are not allowed"))
+}
+
+/// `jabber:iq:register` from an authenticated user: get (registered), password change,
+/// removal. The flag says whether the account is gone (the stream must then end).
+pub async fn after_auth(ctx: &Ctx, user: &str, iq: &Element, query: &Element) -> (Element, bool) {
+    match StanzaType::of(iq) {
+        StanzaType::Get => (
+            iq_result_with(
+                iq,
+                Element::new("query", ns::REGISTER)
+                    .with_child(Element::new("registered", ns::REGISTER))
+                    .with_child(Element::new("username", ns::REGISTER).with_text(user)),
+            ),
+            false,
+        ),
+        StanzaType::Set if query.has_child("remove", ns::REGISTER) => match ctx.store.delete_account(user).await {
+            Ok(_) => {
+                tracing::info!(user, "account removed");
+                (iq_result(iq), true)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "account removal failed");
+                (error_reply(iq, &StanzaError::internal_server_error()), false)
+            }
+        },
+        StanzaType::Set => {
+            let name_ok = query
+                .child_text("username", ns::REGISTER)
+                .is_none_or(|n| jid::NodePart::new(n.trim()).is_ok_and(|n| n.as_str() == user));
+            let Some(password) = query.child_text("password", ns::REGISTER) else {
+                return (error_reply(iq, &StanzaError::bad_request()), false);
+            };
+            if !name_ok {
+                return (error_reply(iq, &StanzaError::not_allowed().text("you can only change your own password")), false);
+            }
+            let creds = match credentials(&password) {
+                Ok(c) => c,
+                Err(e) => return (error_reply(iq, &e), false),
+            };
+            match ctx.store.set_credentials(user, &creds).await {
+                Ok(true) => (iq_result(iq), false),
+                Ok(false) => (error_reply(iq, &StanzaError::item_not_found()), false),
+                Err(e) => {
+                    tracing::error!(error = %e, "password change failed");
+                    (error_reply(iq, &StanzaError::internal_server_error()), false)
+                }
+            }
+        }
+        _ => (error_reply(iq, &StanzaError::bad_request()), false),
+    }
+}

@@ -1,0 +1,156 @@
+//! SASL authentication (RFC 6120 §6): SCRAM-SHA-256, SCRAM-SHA-1 and, inside TLS only,
+//! PLAIN, against the salted keys in PostgreSQL. Failures are answered with the RFC's
+//! condition; repeated failures from one address are answered more and more slowly.
+
+use std::net::SocketAddr;
+
+use base64::Engine as _;
+use meerkat_auth::{parse_plain, SaslError, ScramAlg, ScramServer};
+use meerkat_xmpp::{ns, Element, Inbound};
+
+use crate::conn::Transport;
+use crate::negotiate::End;
+use crate::Ctx;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Mechanisms offered on a stream, strongest first.
+pub fn offered(secure: bool) -> &'static [&'static str] {
+    if secure {
+        &["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]
+    } else {
+        &["SCRAM-SHA-256", "SCRAM-SHA-1"]
+    }
+}
+
+/// Runs one SASL exchange. `Some(username)` on success (the success element is sent).
+pub async fn authenticate(
+    ctx: &Ctx,
+    t: &mut Transport,
+    auth: &Element,
+    peer: SocketAddr,
+    allowed: bool,
+) -> Result<Option<String>, End> {
+    let mechanism = auth.attr("mechanism").unwrap_or_default().to_owned();
+    let outcome = if !allowed {
+        Err(Failure::Condition("encryption-required"))
+    } else if !offered(t.is_secure()).contains(&mechanism.as_str()) {
+        Err(Failure::Condition("invalid-mechanism"))
+    } else {
+        match decode(&auth.text()) {
+            Err(f) => Err(f),
+            Ok(initial) => match mechanism.as_str() {
+                "PLAIN" => plain(ctx, &initial).await,
+                "SCRAM-SHA-256" => scram(ctx, t, ScramAlg::Sha256, &initial).await?,
+                _ => scram(ctx, t, ScramAlg::Sha1, &initial).await?,
+            },
+        }
+    };
+    let label = |o: &str| crate::metrics::OutcomeLabel { outcome: o.to_owned() };
+    match outcome {
+        Ok((user, server_final)) => {
+            ctx.throttle.succeeded(peer.ip());
+            ctx.metrics.auth.get_or_create(&label("success")).inc();
+            let body = match server_final {
+                Some(data) => B64.encode(data),
+                None => String::new(),
+            };
+            t.write(&format!("<success xmlns='{}'>{body}</success>", ns::SASL)).await?;
+            tracing::debug!(%peer, user, mechanism, "authenticated");
+            Ok(Some(user))
+        }
+        Err(failure) => {
+            ctx.metrics.auth.get_or_create(&label("failure")).inc();
+            let condition = match failure {
+                Failure::Condition(c) => c,
+                Failure::Sasl(e) => e.condition(),
+            };
+            if condition == "not-authorized" {
+                let delay = ctx.throttle.failed(peer.ip());
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            t.write(&format!("<failure xmlns='{}'><{condition}/></failure>", ns::SASL)).await?;
+            Ok(None)
+        }
+    }
+}
+
+enum Failure {
+    Condition(&'static str),
+    Sasl(SaslError),
+}
+
+type Success = (String, Option<Vec<u8>>);
+
+fn decode(text: &str) -> Result<Vec<u8>, Failure> {
+    let text = text.trim();
+    if text.is_empty() || text == "=" {
+        return Ok(Vec::new());
+    }
+    B64.decode(text).map_err(|_| Failure::Condition("incorrect-encoding"))
+}
+
+/// Turns the SASL user name into our account name (nodeprep), refusing what can't be one.
+fn account_name(name: &str) -> Option<String> {
+    jid::NodePart::new(name).ok().map(|n| n.to_string())
+}
+
+async fn plain(ctx: &Ctx, initial: &[u8]) -> Result<Success, Failure> {
+    let auth = parse_plain(initial).map_err(Failure::Sasl)?;
+    let user = account_name(&auth.authcid).ok_or(Failure::Condition("not-authorized"))?;
+    if let Some(authzid) = auth.authzid.as_deref().filter(|a| !a.is_empty()) {
+        let own = format!("{user}@{}", ctx.config.domain);
+        if authzid != own {
+            return Err(Failure::Condition("invalid-authzid"));
+        }
+    }
+    let creds = ctx
+        .store
+        .credentials(&user)
+        .await
+        .map_err(|_| Failure::Condition("temporary-auth-failure"))?;
+    match creds {
+        Some(c) if c.verify_plain(&auth.password) => Ok((user, None)),
+        _ => Err(Failure::Condition("not-authorized")),
+    }
+}
+
+async fn scram(
+    ctx: &Ctx,
+    t: &mut Transport,
+    alg: ScramAlg,
+    client_first: &[u8],
+) -> Result<Result<Success, Failure>, End> {
+    let (mut server, name) = match ScramServer::start(alg, client_first) {
+        Ok(ok) => ok,
+        Err(e) => return Ok(Err(Failure::Sasl(e))),
+    };
+    let user = account_name(&name);
+    let creds = match &user {
+        Some(u) => match ctx.store.credentials(u).await {
+            Ok(c) => c,
+            Err(_) => return Ok(Err(Failure::Condition("temporary-auth-failure"))),
+        },
+        None => None,
+    };
+    let server_first = server.server_first(creds.as_ref().map(|c| c.get(alg)));
+    t.write(&format!("<challenge xmlns='{}'>{}</challenge>", ns::SASL, B64.encode(server_first)))
+        .await?;
+    let response = match t.read().await? {
+        Inbound::Stanza(el) if el.is("response", ns::SASL) => el,
+        Inbound::Stanza(el) if el.is("abort", ns::SASL) => return Ok(Err(Failure::Condition("aborted"))),
+        Inbound::Close => return Err(End::ClientClosed),
+        _ => return Ok(Err(Failure::Condition("malformed-request"))),
+    };
+    let client_final = match decode(&response.text()) {
+        Ok(b) => b,
+        Err(f) => return Ok(Err(f)),
+    };
+    match (server.client_final(&client_final), user) {
+        (Ok(server_final), Some(user)) if creds.is_some() => Ok(Ok((user, Some(server_final)))),
+        (Ok(_), _) => Ok(Err(Failure::Condition("not-authorized"))),
+        (Err(e), _) => Ok(Err(Failure::Sasl(e))),
+    }
+}

@@ -1,0 +1,357 @@
+//! A bound session: announces itself, relays the client's stanzas to the routers (with the
+//! authenticated `from` stamped), writes what is delivered to it, keeps the routing-relevant
+//! state (presence, priority, roster interest, directed presence), and on its end tells the
+//! routers and the contacts.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::BasicProperties;
+use meerkat_bus::{lapin, Headers};
+use meerkat_wire::{headers as h, topology as names, SessionEventKind, SessionInfo, WIRE_VERSION};
+use meerkat_xmpp::stanza::{error_reply, iq_result};
+use meerkat_xmpp::{ns, Element, Inbound, ReadError, StanzaError, StanzaKind, StanzaType, StreamError};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::conn::{Reader, Transport};
+use crate::negotiate::{bind_result, Bound, End};
+use crate::registry::Outbound;
+use crate::{events, register, Ctx};
+
+/// Hops a stanza may be re-routed after a bounce before offline handling takes over.
+const HOPS: u64 = 3;
+
+struct State {
+    info: SessionInfo,
+    username: String,
+    bare: String,
+    /// JIDs this session sent directed available presence to (RFC 6121 §4.6).
+    directed: HashSet<String>,
+}
+
+pub async fn run(ctx: Arc<Ctx>, transport: Transport, bound: Bound) {
+    let id = Uuid::now_v7();
+    let bare = format!("{}@{}", bound.username, ctx.config.domain);
+    let mut st = State {
+        info: SessionInfo {
+            jid: bound.jid.clone(),
+            session_id: id,
+            version: 1,
+            dc: ctx.config.dc.clone(),
+            gateway: ctx.instance.clone(),
+            available: false,
+            priority: 0,
+            presence: None,
+            interested: false,
+        },
+        username: bound.username.clone(),
+        bare,
+        directed: HashSet::new(),
+    };
+    let (tx, mut rx) = mpsc::channel::<Outbound>(1024);
+    if let Some(old) = ctx.registry.insert(id, &st.info.jid, tx) {
+        let _ = old.send(Outbound::Conflict).await;
+    }
+    ctx.metrics.sessions.inc();
+    let activity = transport.activity();
+    let (reader, mut writer) = transport.into_parts();
+    let mut w = Writer { inner: &mut writer };
+
+    let end = if !events::publish(&ctx, SessionEventKind::Open, &st.info).await {
+        End::Error(StreamError::with_text("internal-server-error", "session directory unavailable"))
+    } else if w.send(&bind_result(&bound.bind_request, &st.info.jid).to_client_xml()).await.is_err() {
+        End::Gone
+    } else {
+        tracing::debug!(jid = %st.info.jid, session = %id, "session bound");
+        let (in_tx, mut in_rx) = mpsc::channel(64);
+        let read_task = tokio::spawn(read_loop(reader, in_tx));
+        let idle_limit = Duration::from_secs(ctx.config.idle_timeout_secs);
+        let mut tick = tokio::time::interval(Duration::from_secs(1).min(idle_limit));
+        let end = loop {
+            tokio::select! {
+                inbound = in_rx.recv() => match inbound {
+                    Some(Ok(Inbound::Stanza(el))) => {
+                        if let Err(end) = client_stanza(&ctx, &mut st, &mut w, el).await {
+                            break end;
+                        }
+                    }
+                    Some(Ok(Inbound::Close)) => break End::ClientClosed,
+                    Some(Ok(Inbound::Open(_))) => break End::Error(StreamError::new("not-well-formed")),
+                    Some(Err(ReadError::Stream(e))) => break End::Error(e),
+                    Some(Err(_)) | None => break End::Gone,
+                },
+                out = rx.recv() => match out {
+                    Some(Outbound::Stanza(xml)) => {
+                        if w.send(&xml).await.is_err() { break End::Gone; }
+                        ctx.metrics.stanzas_out.inc();
+                    }
+                    Some(Outbound::Conflict) => break End::Error(StreamError::with_text("conflict", "replaced by a new connection")),
+                    Some(Outbound::Announce) => {
+                        events::publish(&ctx, SessionEventKind::Announce, &st.info).await;
+                    }
+                    None => break End::Gone,
+                },
+                _ = tick.tick() => {
+                    if activity.idle_for() > idle_limit {
+                        break End::Error(StreamError::with_text("connection-timeout", "idle for too long"));
+                    }
+                }
+                _ = ctx.shutdown.cancelled() => break End::Error(StreamError::new("system-shutdown")),
+            }
+        };
+        read_task.abort();
+        end
+    };
+
+    // Stop taking deliveries first; whatever still arrives bounces back to the routers.
+    ctx.registry.remove(id);
+    drain_to_bounce(&ctx, id, &mut rx).await;
+    end_session(&ctx, &mut st).await;
+    let mut transport_end = TransportEnd { writer: &mut writer };
+    transport_end.finish(&ctx, end).await;
+    ctx.metrics.sessions.dec();
+    tracing::debug!(jid = %st.info.jid, session = %id, "session ended");
+}
+
+/// The write half, with errors folded into "the connection is gone".
+struct Writer<'a> {
+    inner: &'a mut tokio::io::WriteHalf<crate::conn::Socket>,
+}
+
+impl Writer<'_> {
+    async fn send(&mut self, xml: &str) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.inner.write_all(xml.as_bytes()).await?;
+        self.inner.flush().await
+    }
+}
+
+struct TransportEnd<'a> {
+    writer: &'a mut tokio::io::WriteHalf<crate::conn::Socket>,
+}
+
+impl TransportEnd<'_> {
+    async fn finish(&mut self, ctx: &Ctx, end: End) {
+        use tokio::io::AsyncWriteExt;
+        let text = match &end {
+            End::Error(e) => {
+                ctx.metrics
+                    .stream_errors
+                    .get_or_create(&crate::metrics::KindLabel { kind: e.condition.to_owned() })
+                    .inc();
+                format!("{}</stream:stream>", e.to_xml())
+            }
+            End::ClientClosed => "</stream:stream>".to_owned(),
+            End::Gone => return,
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = self.writer.write_all(text.as_bytes()).await;
+            let _ = self.writer.flush().await;
+            let _ = self.writer.shutdown().await;
+        })
+        .await;
+    }
+}
+
+async fn read_loop(mut reader: Reader, tx: mpsc::Sender<Result<Inbound, ReadError>>) {
+    loop {
+        let item = reader.next().await;
+        let stop = !matches!(item, Ok(Inbound::Stanza(_)));
+        if tx.send(item).await.is_err() || stop {
+            return;
+        }
+    }
+}
+
+/// One stanza from the client.
+async fn client_stanza(ctx: &Ctx, st: &mut State, w: &mut Writer<'_>, mut el: Element) -> Result<(), End> {
+    let Some(kind) = StanzaKind::of(&el) else {
+        return Err(End::Error(StreamError::with_text(
+            "unsupported-stanza-type",
+            format!("<{}/> in {} is not a stanza", el.name(), el.ns()),
+        )));
+    };
+    ctx.metrics
+        .stanzas_in
+        .get_or_create(&crate::metrics::KindLabel { kind: kind.as_str().to_owned() })
+        .inc();
+    // RFC 6120 §8.1.2.1: the server stamps the full JID the client is bound to.
+    el.set_attr("from", st.info.jid.clone());
+    let ty = StanzaType::of(&el);
+    if let Some(to) = el.attr("to") {
+        match meerkat_xmpp::Jid::new(to) {
+            Ok(jid) => {
+                let normalized = jid.to_string();
+                el.set_attr("to", normalized);
+            }
+            Err(_) => {
+                if kind != StanzaKind::Presence && !meerkat_xmpp::stanza::must_not_bounce(&el) {
+                    let reply = error_reply(&el, &StanzaError::jid_malformed());
+                    w.send(&reply.to_client_xml()).await.map_err(|_| End::Gone)?;
+                }
+                return Ok(());
+            }
+        }
+    }
+    let to_self = match el.attr("to") {
+        None => true,
+        Some(to) => to == st.bare || to.eq_ignore_ascii_case(&ctx.config.domain),
+    };
+    let mut initial = false;
+    match kind {
+        StanzaKind::Iq if to_self && ty.is_request() => {
+            if let Some(payload) = el.children().next().cloned() {
+                if payload.ns() == ns::SESSION {
+                    let reply = iq_result(&el);
+                    return w.send(&reply.to_client_xml()).await.map_err(|_| End::Gone);
+                }
+                if payload.ns() == ns::REGISTER {
+                    let (reply, removed) = register::after_auth(ctx, &st.username, &el, &payload).await;
+                    w.send(&reply.to_client_xml()).await.map_err(|_| End::Gone)?;
+                    if removed {
+                        return Err(End::Error(StreamError::with_text("not-authorized", "account removed")));
+                    }
+                    return Ok(());
+                }
+                if payload.ns() == ns::ROSTER && ty == StanzaType::Get && !st.info.interested {
+                    st.info.interested = true;
+                    update(ctx, st).await;
+                }
+            }
+        }
+        StanzaKind::Presence if el.attr("to").is_none() => match ty {
+            StanzaType::Available => {
+                initial = !st.info.available;
+                st.info.available = true;
+                st.info.priority = el
+                    .child_text("priority", ns::CLIENT)
+                    .and_then(|p| p.trim().parse::<i8>().ok())
+                    .unwrap_or(0);
+                st.info.presence = Some(el.to_xml());
+                update(ctx, st).await;
+            }
+            StanzaType::Unavailable => {
+                let was = st.info.available;
+                st.info.available = false;
+                st.info.presence = None;
+                update(ctx, st).await;
+                if was {
+                    route(ctx, st, &el, false).await?;
+                    directed_unavailable(ctx, st).await;
+                }
+                return Ok(());
+            }
+            _ => {}
+        },
+        StanzaKind::Presence => {
+            if let Some(to) = el.attr("to") {
+                match ty {
+                    StanzaType::Available => {
+                        st.directed.insert(to.to_owned());
+                    }
+                    StanzaType::Unavailable => {
+                        st.directed.remove(to);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+    route(ctx, st, &el, initial).await
+}
+
+async fn update(ctx: &Ctx, st: &mut State) {
+    st.info.version += 1;
+    events::publish(ctx, SessionEventKind::Update, &st.info).await;
+}
+
+/// Publishes a client stanza to the routers (confirmed before the next one, keeping order).
+async fn route(ctx: &Ctx, st: &State, el: &Element, initial: bool) -> Result<(), End> {
+    let mut headers = Headers::new()
+        .u64(h::WIRE, u64::from(WIRE_VERSION))
+        .str(h::ORIGIN_DC, &ctx.config.dc)
+        .str(h::ORIGIN_EPOCH, &ctx.epoch)
+        .u64(h::HOPS, HOPS)
+        .str(h::SENDER, &st.info.jid)
+        .str(h::SESSION, &st.info.session_id.to_string())
+        .str(h::GATEWAY, &ctx.instance)
+        .u64(h::SESSION_VERSION, st.info.version)
+        .str(h::KIND, h::kind::STANZA)
+        .u64(h::RECEIVED_AT, now_ms());
+    if initial {
+        headers = headers.bool(h::INITIAL_PRESENCE, true);
+    }
+    meerkat_runtime::telemetry::inject_context(headers.table());
+    let props = BasicProperties::default()
+        .with_message_id(Uuid::new_v4().to_string().into())
+        .with_content_type(h::CONTENT_XMPP.into())
+        .with_delivery_mode(2)
+        .with_headers(headers.build());
+    ctx.publisher
+        .publish(names::ROUTE_EXCHANGE, &st.bare, props, el.to_xml().as_bytes())
+        .await
+        .map_err(|_| End::Error(StreamError::with_text("internal-server-error", "routing unavailable")))
+}
+
+async fn directed_unavailable(ctx: &Ctx, st: &mut State) {
+    for to in std::mem::take(&mut st.directed) {
+        let p = Element::new("presence", ns::CLIENT)
+            .with_attr("type", "unavailable")
+            .with_attr("from", st.info.jid.clone())
+            .with_attr("to", to);
+        let _ = route(ctx, st, &p, false).await;
+    }
+}
+
+/// Tells contacts and routers that the session is over.
+async fn end_session(ctx: &Ctx, st: &mut State) {
+    if st.info.available {
+        st.info.available = false;
+        st.info.presence = None;
+        let p = Element::new("presence", ns::CLIENT)
+            .with_attr("type", "unavailable")
+            .with_attr("from", st.info.jid.clone());
+        let _ = route(ctx, st, &p, false).await;
+    }
+    directed_unavailable(ctx, st).await;
+    st.info.version += 1;
+    events::publish(ctx, SessionEventKind::Close, &st.info).await;
+}
+
+/// Stanzas handed to the session after it stopped reading go back for re-routing.
+async fn drain_to_bounce(ctx: &Ctx, id: Uuid, rx: &mut mpsc::Receiver<Outbound>) {
+    rx.close();
+    while let Ok(out) = rx.try_recv() {
+        if let Outbound::Stanza(xml) = out {
+            let el = Element::parse(&xml).ok();
+            let key = el
+                .as_ref()
+                .and_then(|e| e.attr("from").map(|f| f.split('/').next().unwrap_or(f).to_owned()))
+                .unwrap_or_default();
+            let props = BasicProperties::default()
+                .with_message_id(Uuid::new_v4().to_string().into())
+                .with_content_type(h::CONTENT_XMPP.into())
+                .with_delivery_mode(2)
+                .with_headers(
+                    Headers::new()
+                        .u64(h::WIRE, u64::from(WIRE_VERSION))
+                        .str(h::ORIGIN_DC, &ctx.config.dc)
+                        .str(h::KIND, h::kind::BOUNCE)
+                        .str(h::BOUNCED_SESSION, &id.to_string())
+                        .u64(h::HOPS, HOPS - 1)
+                        .build(),
+                );
+            let _ = ctx.publisher.publish(names::ROUTE_EXCHANGE, &key, props, xml.as_bytes()).await;
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
