@@ -18,6 +18,10 @@ use tracing_subscriber::EnvFilter;
 
 /// Environment variable that turns OTLP export on (e.g. `http://127.0.0.1:4318`).
 pub const OTLP_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// Environment variable choosing the OTLP transport: `http/protobuf` (default) or `grpc`.
+pub const OTLP_PROTOCOL_ENV: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
+/// Traces-only override of [`OTLP_PROTOCOL_ENV`].
+pub const OTLP_TRACES_PROTOCOL_ENV: &str = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
 /// AMQP header carrying the W3C `traceparent`.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// AMQP header carrying the W3C `tracestate`.
@@ -52,7 +56,7 @@ impl Drop for TelemetryGuard {
 }
 
 /// Installs the tracing-subscriber fmt layer (filter from `RUST_LOG`, default `info`), plus an
-/// OpenTelemetry OTLP (HTTP/protobuf) trace exporter ONLY when `OTEL_EXPORTER_OTLP_ENDPOINT` is
+/// OpenTelemetry OTLP trace exporter (HTTP/protobuf, or gRPC when `OTEL_EXPORTER_OTLP_PROTOCOL=grpc`) ONLY when `OTEL_EXPORTER_OTLP_ENDPOINT` is
 /// set; otherwise there is no OTel layer at all. The `service.name` resource is `service_name`.
 ///
 /// Safe to call several times in one process (tests run several services in-process): later
@@ -98,17 +102,42 @@ pub fn init(service_name: &'static str) -> TelemetryGuard {
 }
 
 fn otlp_provider(service_name: &'static str) -> anyhow::Result<SdkTracerProvider> {
-    // HTTP/protobuf: the batch processor runs on its own thread with a blocking client, so it
-    // needs no tokio runtime and survives the runtime shutting down before the guard drops.
-    // The exporter reads OTEL_EXPORTER_OTLP_ENDPOINT itself and appends /v1/traces.
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .build()?;
+    use opentelemetry_otlp::WithExportConfig as _;
+    // The exporter reads OTEL_EXPORTER_OTLP_ENDPOINT itself (and appends /v1/traces for HTTP).
+    let exporter = match otlp_protocol().as_deref() {
+        Some("grpc") => {
+            // tonic's channel runs on the tokio runtime current at build time.
+            if tokio::runtime::Handle::try_current().is_err() {
+                anyhow::bail!("OTLP over gRPC needs telemetry::init to run inside a tokio runtime");
+            }
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .build()?
+        }
+        Some("http/protobuf") | None => {
+            // The batch processor runs on its own thread with a blocking HTTP client, so it
+            // needs no tokio runtime and survives the runtime shutting down before the guard.
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .build()?
+        }
+        Some(other) => {
+            anyhow::bail!("unsupported {OTLP_PROTOCOL_ENV} {other:?} (use http/protobuf or grpc)")
+        }
+    };
     let resource = Resource::builder().with_service_name(service_name).build();
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource)
         .build())
+}
+
+/// The OTLP protocol asked for, traces-specific variable first, as the OTel spec orders them.
+fn otlp_protocol() -> Option<String> {
+    [OTLP_TRACES_PROTOCOL_ENV, OTLP_PROTOCOL_ENV]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
 }
 
 /// Writes the W3C trace context (`traceparent`/`tracestate`) of the current tracing span into AMQP

@@ -6,3 +6,4 @@
 mod admin;
 mod config;
 mod telemetry;
+mod telemetry_init;
