@@ -5,5 +5,6 @@
 
 mod admin;
 mod config;
+mod shutdown;
 mod telemetry;
 mod telemetry_init;
