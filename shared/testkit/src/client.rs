@@ -645,3 +645,6 @@ fn decode_sasl(el: &Element) -> anyhow::Result<String> {
     let bytes = B64.decode(text).context("SASL data is not base64")?;
     String::from_utf8(bytes).context("SASL data is not UTF-8")
 }
+
+#[cfg(test)]
+mod tests;
