@@ -1,0 +1,1 @@
+//! Cross-service scenario tests live in `tests/scenarios/`; this library is empty.
