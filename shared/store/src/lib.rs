@@ -1,0 +1,71 @@
+//! PostgreSQL persistence for Meerkat: accounts (SCRAM keys), rosters, pending subscription
+//! requests and offline messages, with the schema migrations that create them.
+//!
+//! Every write is a [`Change`] applied by [`Store::write`] inside one transaction, so that
+//! per-DC replication (a transactional outbox recording each change) can be added in one place.
+//! Usernames are stored as given: callers nodeprep them first.
+
+mod accounts;
+mod change;
+mod offline;
+mod roster;
+mod subscriptions;
+
+use std::time::Duration;
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+
+pub use change::{Change, Outcome};
+pub use offline::OfflineMessage;
+pub use roster::{RosterItem, Subscription};
+
+/// Failures a caller must tell apart.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The account already exists.
+    #[error("already exists")]
+    Conflict,
+    /// The user's offline storage is at its limit.
+    #[error("offline storage full")]
+    Full,
+    /// The write needs an account that does not exist.
+    #[error("no such account")]
+    NoSuchAccount,
+    /// A stored value is out of range (written by something other than this crate).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Handle to the database; cheap to clone (wraps a pool).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Opens a pool and applies pending migrations. Safe when several services start at once:
+    /// sqlx serialises migrators with a PostgreSQL advisory lock.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Wraps an existing pool without migrating (the caller has done so).
+    pub fn from_pool(pool: PgPool) -> Store {
+        Store { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}

@@ -1,0 +1,9 @@
+//! Store tests against a real PostgreSQL, one fresh database per test.
+
+// Test helpers outside #[test] functions unwrap too; a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod accounts;
+mod helpers;
+mod offline;
+mod roster;

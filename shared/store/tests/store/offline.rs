@@ -1,0 +1,102 @@
+use meerkat_auth::Credentials;
+use meerkat_store::StoreError;
+
+use crate::helpers::fresh_store;
+
+#[tokio::test]
+async fn store_limit_order_and_delete() {
+    let store = fresh_store().await;
+    for u in ["alice", "bob"] {
+        store
+            .create_account(u, &Credentials::derive("p", 16).unwrap())
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        store
+            .store_offline("alice", &format!("<message id='{i}'/>"), 3)
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        store.store_offline("alice", "<message id='3'/>", 3).await,
+        Err(StoreError::Full)
+    ));
+    store
+        .store_offline("bob", "<message id='b'/>", 3)
+        .await
+        .unwrap();
+
+    let msgs = store.offline_messages("alice").await.unwrap();
+    let stanzas: Vec<_> = msgs.iter().map(|m| m.stanza.as_str()).collect();
+    assert_eq!(
+        stanzas,
+        [
+            "<message id='0'/>",
+            "<message id='1'/>",
+            "<message id='2'/>"
+        ]
+    );
+    assert!(msgs
+        .windows(2)
+        .all(|w| w[0].id < w[1].id && w[0].stored_at <= w[1].stored_at));
+
+    // Bob's id is ignored when deleting Alice's messages.
+    let bob_id = store.offline_messages("bob").await.unwrap()[0].id;
+    store
+        .delete_offline("alice", &[msgs[0].id, msgs[2].id, bob_id])
+        .await
+        .unwrap();
+    let left: Vec<_> = store
+        .offline_messages("alice")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.stanza)
+        .collect();
+    assert_eq!(left, ["<message id='1'/>"]);
+    assert_eq!(store.offline_messages("bob").await.unwrap().len(), 1);
+    store.delete_offline("alice", &[]).await.unwrap();
+
+    // Room again after delivery.
+    store
+        .store_offline("alice", "<message id='4'/>", 2)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.store_offline("alice", "<message id='5'/>", 2).await,
+        Err(StoreError::Full)
+    ));
+    assert!(matches!(
+        store.store_offline("ghost", "<message/>", 2).await,
+        Err(StoreError::NoSuchAccount)
+    ));
+}
+
+#[tokio::test]
+async fn concurrent_stores_respect_the_bound() {
+    let store = fresh_store().await;
+    store
+        .create_account("alice", &Credentials::derive("p", 16).unwrap())
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let s = store.clone();
+            tokio::spawn(async move {
+                s.store_offline("alice", &format!("<message id='{i}'/>"), 5)
+                    .await
+            })
+        })
+        .collect();
+    let mut full = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => {}
+            Err(StoreError::Full) => full += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(full, 3);
+    assert_eq!(store.offline_messages("alice").await.unwrap().len(), 5);
+}
