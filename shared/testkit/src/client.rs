@@ -4,6 +4,7 @@
 //! the others that arrive around it.
 
 mod conn;
+pub mod pred;
 pub mod scram;
 
 use std::collections::VecDeque;

@@ -85,7 +85,8 @@ impl AsyncWrite for Conn {
 }
 
 type Reader = StreamReader<BufReader<ReadHalf<Conn>>>;
-type PendingRead = Pin<Box<dyn Future<Output = (Reader, Result<Inbound, ReadError>)> + Send>>;
+type PendingRead =
+    Pin<Box<dyn Future<Output = (Reader, Result<Inbound, ReadError>)> + Send + Sync>>;
 
 /// Reading and writing halves of one XML stream.
 pub struct XmlConn {

@@ -150,3 +150,9 @@ async fn negotiates_buffers_and_detects_stream_errors() {
     );
     server.await.unwrap();
 }
+
+#[test]
+fn client_can_move_between_tasks() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Client>();
+}
