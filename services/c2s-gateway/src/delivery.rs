@@ -25,7 +25,9 @@ pub async fn run(ctx: Arc<Ctx>) {
         declare: Arc::new(move |ch| {
             let instance = instance.clone();
             Box::pin(async move {
-                meerkat_bus::topology::declare_gateway_queue(&ch, &instance).await.map(|_| ())
+                meerkat_bus::topology::declare_gateway_queue(&ch, &instance)
+                    .await
+                    .map(|_| ())
             })
         }),
     };
@@ -42,7 +44,9 @@ pub async fn run(ctx: Arc<Ctx>) {
                     return;
                 }
             }
-            let session = headers.get_str(h::SESSION).and_then(|s| Uuid::parse_str(&s).ok());
+            let session = headers
+                .get_str(h::SESSION)
+                .and_then(|s| Uuid::parse_str(&s).ok());
             let kind = headers.get_str(h::KIND).unwrap_or_default();
             let tx = session.and_then(|id| ctx.registry.get(id));
             let handed = match (kind.as_str(), tx) {
@@ -54,7 +58,11 @@ pub async fn run(ctx: Arc<Ctx>) {
                 (_, Some(tx)) => {
                     let xml = String::from_utf8_lossy(&delivery.data).into_owned();
                     matches!(
-                        tokio::time::timeout(Duration::from_secs(5), tx.send(Outbound::Stanza(xml))).await,
+                        tokio::time::timeout(
+                            Duration::from_secs(5),
+                            tx.send(Outbound::Stanza(xml))
+                        )
+                        .await,
                         Ok(Ok(()))
                     )
                 }
@@ -68,7 +76,10 @@ pub async fn run(ctx: Arc<Ctx>) {
                 let _ = delivery.ack(BasicAckOptions::default()).await;
             } else {
                 let _ = delivery
-                    .nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() })
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
                     .await;
             }
         }
@@ -98,7 +109,10 @@ async fn bounce(
                 .str(h::ORIGIN_DC, &ctx.config.dc)
                 .str(h::ORIGIN_EPOCH, &ctx.epoch)
                 .str(h::KIND, h::kind::BOUNCE)
-                .str(h::BOUNCED_SESSION, &session.map(|s| s.to_string()).unwrap_or_default())
+                .str(
+                    h::BOUNCED_SESSION,
+                    &session.map(|s| s.to_string()).unwrap_or_default(),
+                )
                 .u64(h::HOPS, hops)
                 .build(),
         );

@@ -6,7 +6,10 @@ use lapin::BasicProperties;
 use meerkat_bus::lapin;
 use meerkat_bus::topology::declare_instance_queue;
 use meerkat_bus::{spawn_consumer, ConsumerSpec, Headers};
-use meerkat_wire::{headers as h, topology as names, ControlEvent, SessionEvent, SessionEventKind, SessionInfo, WIRE_VERSION};
+use meerkat_wire::{
+    headers as h, topology as names, ControlEvent, SessionEvent, SessionEventKind, SessionInfo,
+    WIRE_VERSION,
+};
 
 use crate::registry::Outbound;
 use crate::Ctx;
@@ -62,14 +65,20 @@ pub async fn run_control(ctx: Arc<Ctx>) {
         async move {
             match ControlEvent::from_json(&delivery.data) {
                 Ok(ControlEvent::Resync { requested_by }) => {
-                    tracing::debug!(requested_by, sessions = ctx.registry.len(), "resync: announcing sessions");
+                    tracing::debug!(
+                        requested_by,
+                        sessions = ctx.registry.len(),
+                        "resync: announcing sessions"
+                    );
                     for tx in ctx.registry.all() {
                         let _ = tx.send(Outbound::Announce).await;
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "unreadable control event"),
             }
-            let _ = delivery.ack(lapin::options::BasicAckOptions::default()).await;
+            let _ = delivery
+                .ack(lapin::options::BasicAckOptions::default())
+                .await;
         }
     });
     let _ = task.await;

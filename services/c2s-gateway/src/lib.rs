@@ -64,7 +64,11 @@ impl Gateway {
     /// Connects to PostgreSQL and RabbitMQ, binds the client and admin ports.
     pub async fn build(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<Gateway> {
         if config.instance_id.is_empty() {
-            config.instance_id = format!("{}-gw-{}", config.dc, &uuid::Uuid::new_v4().simple().to_string()[..8]);
+            config.instance_id = format!(
+                "{}-gw-{}",
+                config.dc,
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            );
         }
         let instance = config.instance_id.clone();
         let tls = tls::acceptor(&config)?;

@@ -35,12 +35,36 @@ impl Metrics {
             auth: Family::default(),
             stream_errors: Family::default(),
         };
-        registry.register("meerkat_gateway_connections", "Open client connections", m.connections.clone());
-        registry.register("meerkat_gateway_sessions", "Bound sessions", m.sessions.clone());
-        registry.register("meerkat_gateway_stanzas_in", "Stanzas received from clients", m.stanzas_in.clone());
-        registry.register("meerkat_gateway_stanzas_out", "Stanzas written to clients", m.stanzas_out.clone());
-        registry.register("meerkat_gateway_auth", "Authentication attempts by outcome", m.auth.clone());
-        registry.register("meerkat_gateway_stream_errors", "Streams ended with an error, by condition", m.stream_errors.clone());
+        registry.register(
+            "meerkat_gateway_connections",
+            "Open client connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "meerkat_gateway_sessions",
+            "Bound sessions",
+            m.sessions.clone(),
+        );
+        registry.register(
+            "meerkat_gateway_stanzas_in",
+            "Stanzas received from clients",
+            m.stanzas_in.clone(),
+        );
+        registry.register(
+            "meerkat_gateway_stanzas_out",
+            "Stanzas written to clients",
+            m.stanzas_out.clone(),
+        );
+        registry.register(
+            "meerkat_gateway_auth",
+            "Authentication attempts by outcome",
+            m.auth.clone(),
+        );
+        registry.register(
+            "meerkat_gateway_stream_errors",
+            "Streams ended with an error, by condition",
+            m.stream_errors.clone(),
+        );
         m
     }
 }

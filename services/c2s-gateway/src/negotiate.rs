@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meerkat_xmpp::stanza::{error_reply, iq_result, iq_result_with};
-use meerkat_xmpp::{ns, Element, Inbound, ReadError, StanzaError, StanzaKind, StanzaType, StreamError, StreamHeader};
+use meerkat_xmpp::{
+    ns, Element, Inbound, ReadError, StanzaError, StanzaType, StreamError, StreamHeader,
+};
 use tokio::net::TcpStream;
 
 use crate::conn::{Socket, Transport};
@@ -63,14 +65,20 @@ pub async fn serve_connection(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, d
     let deadline = Duration::from_secs(ctx.config.negotiation_timeout_secs);
     let mut state = Negotiated { username: None };
     let mut holder = Some(transport);
-    let outcome = tokio::time::timeout(deadline, negotiate(&ctx, &mut holder, &mut state, peer)).await;
+    let outcome =
+        tokio::time::timeout(deadline, negotiate(&ctx, &mut holder, &mut state, peer)).await;
     match (outcome, holder) {
         (Ok(Ok(bound)), Some(transport)) => {
             session::run(ctx.clone(), transport, bound).await;
         }
         (Ok(Err(end)), Some(mut transport)) => finish(&ctx, &mut transport, end).await,
         (Err(_elapsed), Some(mut transport)) => {
-            finish(&ctx, &mut transport, End::Error(StreamError::new("connection-timeout"))).await
+            finish(
+                &ctx,
+                &mut transport,
+                End::Error(StreamError::new("connection-timeout")),
+            )
+            .await
         }
         _ => {}
     }
@@ -84,9 +92,13 @@ pub async fn finish(ctx: &Ctx, transport: &mut Transport, end: End) {
             tracing::debug!(error = %e, "ending stream");
             ctx.metrics
                 .stream_errors
-                .get_or_create(&crate::metrics::KindLabel { kind: e.condition.to_owned() })
+                .get_or_create(&crate::metrics::KindLabel {
+                    kind: e.condition.to_owned(),
+                })
                 .inc();
-            let _ = transport.write(&format!("{}</stream:stream>", e.to_xml())).await;
+            let _ = transport
+                .write(&format!("{}</stream:stream>", e.to_xml()))
+                .await;
         }
         End::ClientClosed => {
             let _ = transport.write("</stream:stream>").await;
@@ -121,18 +133,36 @@ fn header_xml(ctx: &Ctx, client: &StreamHeader) -> String {
 /// RFC 6120 §4.8–4.9: namespace, host and version checks on the client's header.
 fn check_header(ctx: &Ctx, h: &StreamHeader) -> Result<(), StreamError> {
     if h.name != "stream" || h.stream_ns != ns::STREAM {
-        return Err(StreamError::with_text("invalid-namespace", "expected <stream:stream> in the streams namespace"));
+        return Err(StreamError::with_text(
+            "invalid-namespace",
+            "expected <stream:stream> in the streams namespace",
+        ));
     }
     if h.default_ns.as_deref() != Some(ns::CLIENT) {
-        return Err(StreamError::with_text("invalid-namespace", "the default namespace must be jabber:client"));
+        return Err(StreamError::with_text(
+            "invalid-namespace",
+            "the default namespace must be jabber:client",
+        ));
     }
     match h.to.as_deref() {
         Some(to) if to.eq_ignore_ascii_case(&ctx.config.domain) => {}
-        Some(_) | None => return Err(StreamError::with_text("host-unknown", format!("this server serves {}", ctx.config.domain))),
+        Some(_) | None => {
+            return Err(StreamError::with_text(
+                "host-unknown",
+                format!("this server serves {}", ctx.config.domain),
+            ))
+        }
     }
-    let major = h.version.as_deref().and_then(|v| v.split('.').next()).and_then(|m| m.parse::<u32>().ok());
+    let major = h
+        .version
+        .as_deref()
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse::<u32>().ok());
     if major.unwrap_or(0) < 1 {
-        return Err(StreamError::with_text("unsupported-version", "XMPP 1.0 streams only"));
+        return Err(StreamError::with_text(
+            "unsupported-version",
+            "XMPP 1.0 streams only",
+        ));
     }
     Ok(())
 }
@@ -162,7 +192,10 @@ fn features(ctx: &Ctx, secure: bool, state: &Negotiated) -> String {
         }
         Some(_) => {
             f.push_child(Element::new("bind", ns::BIND));
-            f.push_child(Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)));
+            f.push_child(
+                Element::new("session", ns::SESSION)
+                    .with_child(Element::new("optional", ns::SESSION)),
+            );
             f.push_child(Element::new("ver", ns::ROSTER_VER));
         }
     }
@@ -203,10 +236,14 @@ async fn negotiate(
             match (el.ns(), el.name()) {
                 (ns::TLS, "starttls") => {
                     if t.is_secure() || state.username.is_some() {
-                        t.write("<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>").await?;
+                        t.write(
+                            "<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>",
+                        )
+                        .await?;
                         return Err(End::Gone);
                     }
-                    t.write("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await?;
+                    t.write("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+                        .await?;
                     let plain = holder.take().ok_or(End::Gone)?;
                     let secured = plain.starttls(&ctx.tls).await.map_err(|e| {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -217,7 +254,10 @@ async fn negotiate(
                 }
                 (ns::SASL, "auth") => {
                     if state.username.is_some() {
-                        return Err(End::Error(StreamError::with_text("policy-violation", "already authenticated")));
+                        return Err(End::Error(StreamError::with_text(
+                            "policy-violation",
+                            "already authenticated",
+                        )));
                     }
                     let allowed = t.is_secure() || !ctx.config.tls_required;
                     match sasl::authenticate(ctx, t, &el, peer, allowed).await? {
@@ -236,7 +276,10 @@ async fn negotiate(
                     }
                 }
                 (ns::CLIENT, "message" | "presence") => {
-                    return Err(End::Error(StreamError::with_text("not-authorized", "authenticate and bind a resource first")));
+                    return Err(End::Error(StreamError::with_text(
+                        "not-authorized",
+                        "authenticate and bind a resource first",
+                    )));
                 }
                 _ => {
                     return Err(End::Error(StreamError::with_text(
@@ -262,7 +305,8 @@ async fn pre_session_iq(
     }
     let payload = iq.children().next().cloned();
     let Some(payload) = payload else {
-        t.write(&error_reply(&iq, &StanzaError::bad_request()).to_client_xml()).await?;
+        t.write(&error_reply(&iq, &StanzaError::bad_request()).to_client_xml())
+            .await?;
         return Ok(None);
     };
     match (&state.username, payload.ns()) {
@@ -271,15 +315,33 @@ async fn pre_session_iq(
             t.write(&reply.to_client_xml()).await?;
             Ok(None)
         }
-        (None, _) => Err(End::Error(StreamError::with_text("not-authorized", "authenticate first"))),
+        (None, _) => Err(End::Error(StreamError::with_text(
+            "not-authorized",
+            "authenticate first",
+        ))),
         (Some(user), ns::BIND) if ty == StanzaType::Set => {
-            let requested = payload.child_text("resource", ns::BIND).filter(|r| !r.trim().is_empty());
-            let resource = requested.unwrap_or_else(|| format!("meerkat-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]));
+            let requested = payload
+                .child_text("resource", ns::BIND)
+                .filter(|r| !r.trim().is_empty());
+            let resource = requested.unwrap_or_else(|| {
+                format!(
+                    "meerkat-{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..10]
+                )
+            });
             let full = format!("{user}@{}/{resource}", ctx.config.domain);
             match meerkat_xmpp::FullJid::new(&full) {
-                Ok(jid) => Ok(Some(Bound { username: user.clone(), jid: jid.to_string(), bind_request: iq })),
+                Ok(jid) => Ok(Some(Bound {
+                    username: user.clone(),
+                    jid: jid.to_string(),
+                    bind_request: iq,
+                })),
                 Err(_) => {
-                    t.write(&error_reply(&iq, &StanzaError::bad_request().text("invalid resource")).to_client_xml()).await?;
+                    t.write(
+                        &error_reply(&iq, &StanzaError::bad_request().text("invalid resource"))
+                            .to_client_xml(),
+                    )
+                    .await?;
                     Ok(None)
                 }
             }
@@ -294,7 +356,10 @@ async fn pre_session_iq(
             Ok(None)
         }
         (Some(_), _) => {
-            let reply = error_reply(&iq, &StanzaError::not_allowed().text("bind a resource first"));
+            let reply = error_reply(
+                &iq,
+                &StanzaError::not_allowed().text("bind a resource first"),
+            );
             t.write(&reply.to_client_xml()).await?;
             Ok(None)
         }
@@ -307,8 +372,4 @@ pub fn bind_result(request: &Element, jid: &str) -> Element {
         request,
         Element::new("bind", ns::BIND).with_child(Element::new("jid", ns::BIND).with_text(jid)),
     )
-}
-
-pub fn is_stanza(el: &Element) -> bool {
-    StanzaKind::of(el).is_some()
 }

@@ -18,7 +18,10 @@ fn form(instructions: &str) -> Element {
 /// `jabber:iq:register` before authentication.
 pub async fn before_auth(ctx: &Ctx, secure: bool, iq: &Element, query: &Element) -> Element {
     if !ctx.config.registration || (!secure && ctx.config.tls_required) {
-        return error_reply(iq, &StanzaError::service_unavailable().text("in-band registration is disabled"));
+        return error_reply(
+            iq,
+            &StanzaError::service_unavailable().text("in-band registration is disabled"),
+        );
     }
     match StanzaType::of(iq) {
         StanzaType::Get => iq_result_with(iq, form("Choose a username and password.")),
@@ -27,7 +30,10 @@ pub async fn before_auth(ctx: &Ctx, secure: bool, iq: &Element, query: &Element)
                 query.child_text("username", ns::REGISTER),
                 query.child_text("password", ns::REGISTER),
             ) else {
-                return error_reply(iq, &StanzaError::bad_request().text("username and password are required"));
+                return error_reply(
+                    iq,
+                    &StanzaError::bad_request().text("username and password are required"),
+                );
             };
             match create(ctx, &username, &password).await {
                 Ok(()) => iq_result(iq),
@@ -60,8 +66,9 @@ fn credentials(password: &str) -> Result<Credentials, StanzaError> {
     if password.is_empty() {
         return Err(StanzaError::not_acceptable().text("the password must not be empty"));
     }
-    Credentials::derive(password, Credentials::DEFAULT_ITERATIONS)
-        .map_err(|_| StanzaError::not_acceptable().text("the password contains characters that are not allowed"))
+    Credentials::derive(password, Credentials::DEFAULT_ITERATIONS).map_err(|_| {
+        StanzaError::not_acceptable().text("the password contains characters that are not allowed")
+    })
 }
 
 /// `jabber:iq:register` from an authenticated user: get (registered), password change,
@@ -77,16 +84,21 @@ pub async fn after_auth(ctx: &Ctx, user: &str, iq: &Element, query: &Element) ->
             ),
             false,
         ),
-        StanzaType::Set if query.has_child("remove", ns::REGISTER) => match ctx.store.delete_account(user).await {
-            Ok(_) => {
-                tracing::info!(user, "account removed");
-                (iq_result(iq), true)
+        StanzaType::Set if query.has_child("remove", ns::REGISTER) => {
+            match ctx.store.delete_account(user).await {
+                Ok(_) => {
+                    tracing::info!(user, "account removed");
+                    (iq_result(iq), true)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "account removal failed");
+                    (
+                        error_reply(iq, &StanzaError::internal_server_error()),
+                        false,
+                    )
+                }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "account removal failed");
-                (error_reply(iq, &StanzaError::internal_server_error()), false)
-            }
-        },
+        }
         StanzaType::Set => {
             let name_ok = query
                 .child_text("username", ns::REGISTER)
@@ -95,7 +107,13 @@ pub async fn after_auth(ctx: &Ctx, user: &str, iq: &Element, query: &Element) ->
                 return (error_reply(iq, &StanzaError::bad_request()), false);
             };
             if !name_ok {
-                return (error_reply(iq, &StanzaError::not_allowed().text("you can only change your own password")), false);
+                return (
+                    error_reply(
+                        iq,
+                        &StanzaError::not_allowed().text("you can only change your own password"),
+                    ),
+                    false,
+                );
             }
             let creds = match credentials(&password) {
                 Ok(c) => c,
@@ -106,7 +124,10 @@ pub async fn after_auth(ctx: &Ctx, user: &str, iq: &Element, query: &Element) ->
                 Ok(false) => (error_reply(iq, &StanzaError::item_not_found()), false),
                 Err(e) => {
                     tracing::error!(error = %e, "password change failed");
-                    (error_reply(iq, &StanzaError::internal_server_error()), false)
+                    (
+                        error_reply(iq, &StanzaError::internal_server_error()),
+                        false,
+                    )
                 }
             }
         }

@@ -72,8 +72,4 @@ impl Registry {
     pub fn len(&self) -> usize {
         self.inner.lock().by_id.len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

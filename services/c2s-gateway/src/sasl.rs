@@ -46,7 +46,9 @@ pub async fn authenticate(
             },
         }
     };
-    let label = |o: &str| crate::metrics::OutcomeLabel { outcome: o.to_owned() };
+    let label = |o: &str| crate::metrics::OutcomeLabel {
+        outcome: o.to_owned(),
+    };
     match outcome {
         Ok((user, server_final)) => {
             ctx.throttle.succeeded(peer.ip());
@@ -55,7 +57,8 @@ pub async fn authenticate(
                 Some(data) => B64.encode(data),
                 None => String::new(),
             };
-            t.write(&format!("<success xmlns='{}'>{body}</success>", ns::SASL)).await?;
+            t.write(&format!("<success xmlns='{}'>{body}</success>", ns::SASL))
+                .await?;
             tracing::debug!(%peer, user, mechanism, "authenticated");
             Ok(Some(user))
         }
@@ -71,7 +74,11 @@ pub async fn authenticate(
                     tokio::time::sleep(delay).await;
                 }
             }
-            t.write(&format!("<failure xmlns='{}'><{condition}/></failure>", ns::SASL)).await?;
+            t.write(&format!(
+                "<failure xmlns='{}'><{condition}/></failure>",
+                ns::SASL
+            ))
+            .await?;
             Ok(None)
         }
     }
@@ -89,7 +96,8 @@ fn decode(text: &str) -> Result<Vec<u8>, Failure> {
     if text.is_empty() || text == "=" {
         return Ok(Vec::new());
     }
-    B64.decode(text).map_err(|_| Failure::Condition("incorrect-encoding"))
+    B64.decode(text)
+        .map_err(|_| Failure::Condition("incorrect-encoding"))
 }
 
 /// Turns the SASL user name into our account name (nodeprep), refusing what can't be one.
@@ -136,11 +144,17 @@ async fn scram(
         None => None,
     };
     let server_first = server.server_first(creds.as_ref().map(|c| c.get(alg)));
-    t.write(&format!("<challenge xmlns='{}'>{}</challenge>", ns::SASL, B64.encode(server_first)))
-        .await?;
+    t.write(&format!(
+        "<challenge xmlns='{}'>{}</challenge>",
+        ns::SASL,
+        B64.encode(server_first)
+    ))
+    .await?;
     let response = match t.read().await? {
         Inbound::Stanza(el) if el.is("response", ns::SASL) => el,
-        Inbound::Stanza(el) if el.is("abort", ns::SASL) => return Ok(Err(Failure::Condition("aborted"))),
+        Inbound::Stanza(el) if el.is("abort", ns::SASL) => {
+            return Ok(Err(Failure::Condition("aborted")))
+        }
         Inbound::Close => return Err(End::ClientClosed),
         _ => return Ok(Err(Failure::Condition("malformed-request"))),
     };

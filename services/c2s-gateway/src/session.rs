@@ -11,8 +11,11 @@ use lapin::BasicProperties;
 use meerkat_bus::{lapin, Headers};
 use meerkat_wire::{headers as h, topology as names, SessionEventKind, SessionInfo, WIRE_VERSION};
 use meerkat_xmpp::stanza::{error_reply, iq_result};
-use meerkat_xmpp::{ns, Element, Inbound, ReadError, StanzaError, StanzaKind, StanzaType, StreamError};
+use meerkat_xmpp::{
+    ns, Element, Inbound, ReadError, StanzaError, StanzaKind, StanzaType, StreamError,
+};
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::conn::{Reader, Transport};
@@ -60,8 +63,15 @@ pub async fn run(ctx: Arc<Ctx>, transport: Transport, bound: Bound) {
     let mut w = Writer { inner: &mut writer };
 
     let end = if !events::publish(&ctx, SessionEventKind::Open, &st.info).await {
-        End::Error(StreamError::with_text("internal-server-error", "session directory unavailable"))
-    } else if w.send(&bind_result(&bound.bind_request, &st.info.jid).to_client_xml()).await.is_err() {
+        End::Error(StreamError::with_text(
+            "internal-server-error",
+            "session directory unavailable",
+        ))
+    } else if w
+        .send(&bind_result(&bound.bind_request, &st.info.jid).to_client_xml())
+        .await
+        .is_err()
+    {
         End::Gone
     } else {
         tracing::debug!(jid = %st.info.jid, session = %id, "session bound");
@@ -109,7 +119,9 @@ pub async fn run(ctx: Arc<Ctx>, transport: Transport, bound: Bound) {
     ctx.registry.remove(id);
     drain_to_bounce(&ctx, id, &mut rx).await;
     end_session(&ctx, &mut st).await;
-    let mut transport_end = TransportEnd { writer: &mut writer };
+    let mut transport_end = TransportEnd {
+        writer: &mut writer,
+    };
     transport_end.finish(&ctx, end).await;
     ctx.metrics.sessions.dec();
     tracing::debug!(jid = %st.info.jid, session = %id, "session ended");
@@ -139,7 +151,9 @@ impl TransportEnd<'_> {
             End::Error(e) => {
                 ctx.metrics
                     .stream_errors
-                    .get_or_create(&crate::metrics::KindLabel { kind: e.condition.to_owned() })
+                    .get_or_create(&crate::metrics::KindLabel {
+                        kind: e.condition.to_owned(),
+                    })
                     .inc();
                 format!("{}</stream:stream>", e.to_xml())
             }
@@ -166,7 +180,12 @@ async fn read_loop(mut reader: Reader, tx: mpsc::Sender<Result<Inbound, ReadErro
 }
 
 /// One stanza from the client.
-async fn client_stanza(ctx: &Ctx, st: &mut State, w: &mut Writer<'_>, mut el: Element) -> Result<(), End> {
+async fn client_stanza(
+    ctx: &Ctx,
+    st: &mut State,
+    w: &mut Writer<'_>,
+    mut el: Element,
+) -> Result<(), End> {
     let Some(kind) = StanzaKind::of(&el) else {
         return Err(End::Error(StreamError::with_text(
             "unsupported-stanza-type",
@@ -175,7 +194,9 @@ async fn client_stanza(ctx: &Ctx, st: &mut State, w: &mut Writer<'_>, mut el: El
     };
     ctx.metrics
         .stanzas_in
-        .get_or_create(&crate::metrics::KindLabel { kind: kind.as_str().to_owned() })
+        .get_or_create(&crate::metrics::KindLabel {
+            kind: kind.as_str().to_owned(),
+        })
         .inc();
     // RFC 6120 §8.1.2.1: the server stamps the full JID the client is bound to.
     el.set_attr("from", st.info.jid.clone());
@@ -189,7 +210,9 @@ async fn client_stanza(ctx: &Ctx, st: &mut State, w: &mut Writer<'_>, mut el: El
             Err(_) => {
                 if kind != StanzaKind::Presence && !meerkat_xmpp::stanza::must_not_bounce(&el) {
                     let reply = error_reply(&el, &StanzaError::jid_malformed());
-                    w.send(&reply.to_client_xml()).await.map_err(|_| End::Gone)?;
+                    w.send(&reply.to_client_xml())
+                        .await
+                        .map_err(|_| End::Gone)?;
                 }
                 return Ok(());
             }
@@ -208,10 +231,16 @@ async fn client_stanza(ctx: &Ctx, st: &mut State, w: &mut Writer<'_>, mut el: El
                     return w.send(&reply.to_client_xml()).await.map_err(|_| End::Gone);
                 }
                 if payload.ns() == ns::REGISTER {
-                    let (reply, removed) = register::after_auth(ctx, &st.username, &el, &payload).await;
-                    w.send(&reply.to_client_xml()).await.map_err(|_| End::Gone)?;
+                    let (reply, removed) =
+                        register::after_auth(ctx, &st.username, &el, &payload).await;
+                    w.send(&reply.to_client_xml())
+                        .await
+                        .map_err(|_| End::Gone)?;
                     if removed {
-                        return Err(End::Error(StreamError::with_text("not-authorized", "account removed")));
+                        return Err(End::Error(StreamError::with_text(
+                            "not-authorized",
+                            "account removed",
+                        )));
                     }
                     return Ok(());
                 }
@@ -269,7 +298,21 @@ async fn update(ctx: &Ctx, st: &mut State) {
 }
 
 /// Publishes a client stanza to the routers (confirmed before the next one, keeping order).
+/// The span is the root of the stanza's trace; its context travels in the AMQP headers.
 async fn route(ctx: &Ctx, st: &State, el: &Element, initial: bool) -> Result<(), End> {
+    let span = tracing::info_span!(
+        "meerkat.route publish",
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.operation = "publish",
+        messaging.destination.name = names::ROUTE_EXCHANGE,
+        messaging.rabbitmq.destination.routing_key = %st.bare,
+        xmpp.stanza = el.name(),
+    );
+    route_in_span(ctx, st, el, initial).instrument(span).await
+}
+
+async fn route_in_span(ctx: &Ctx, st: &State, el: &Element, initial: bool) -> Result<(), End> {
     let mut headers = Headers::new()
         .u64(h::WIRE, u64::from(WIRE_VERSION))
         .str(h::ORIGIN_DC, &ctx.config.dc)
@@ -291,9 +334,19 @@ async fn route(ctx: &Ctx, st: &State, el: &Element, initial: bool) -> Result<(),
         .with_delivery_mode(2)
         .with_headers(headers.build());
     ctx.publisher
-        .publish(names::ROUTE_EXCHANGE, &st.bare, props, el.to_xml().as_bytes())
+        .publish(
+            names::ROUTE_EXCHANGE,
+            &st.bare,
+            props,
+            el.to_xml().as_bytes(),
+        )
         .await
-        .map_err(|_| End::Error(StreamError::with_text("internal-server-error", "routing unavailable")))
+        .map_err(|_| {
+            End::Error(StreamError::with_text(
+                "internal-server-error",
+                "routing unavailable",
+            ))
+        })
 }
 
 async fn directed_unavailable(ctx: &Ctx, st: &mut State) {
@@ -329,7 +382,10 @@ async fn drain_to_bounce(ctx: &Ctx, id: Uuid, rx: &mut mpsc::Receiver<Outbound>)
             let el = Element::parse(&xml).ok();
             let key = el
                 .as_ref()
-                .and_then(|e| e.attr("from").map(|f| f.split('/').next().unwrap_or(f).to_owned()))
+                .and_then(|e| {
+                    e.attr("from")
+                        .map(|f| f.split('/').next().unwrap_or(f).to_owned())
+                })
                 .unwrap_or_default();
             let props = BasicProperties::default()
                 .with_message_id(Uuid::new_v4().to_string().into())
@@ -344,7 +400,10 @@ async fn drain_to_bounce(ctx: &Ctx, id: Uuid, rx: &mut mpsc::Receiver<Outbound>)
                         .u64(h::HOPS, HOPS - 1)
                         .build(),
                 );
-            let _ = ctx.publisher.publish(names::ROUTE_EXCHANGE, &key, props, xml.as_bytes()).await;
+            let _ = ctx
+                .publisher
+                .publish(names::ROUTE_EXCHANGE, &key, props, xml.as_bytes())
+                .await;
         }
     }
 }

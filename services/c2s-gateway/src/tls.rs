@@ -27,9 +27,7 @@ pub fn acceptor(config: &Config) -> anyhow::Result<TlsAcceptor> {
             tracing::warn!("no cert_path/key_path configured: using a self-signed certificate");
             let names = vec![config.domain.clone(), format!("*.{}", config.domain)];
             let cert = rcgen::generate_simple_self_signed(names)?;
-            let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
-                cert.key_pair.serialize_der().into(),
-            );
+            let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
             (vec![cert.cert.der().clone()], key)
         }
         _ => anyhow::bail!("cert_path and key_path must be set together"),

@@ -1,0 +1,204 @@
+//! A lean XMPP client for load: STARTTLS, SASL PLAIN, bind, roster get, initial presence;
+//! then a writer half that sends timestamped chat messages and a reader half that yields
+//! their timestamps.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use base64::Engine as _;
+use meerkat_xmpp::{ns, Inbound, Limits, StreamReader};
+use tokio::io::{AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+type Tls = TlsStream<TcpStream>;
+
+pub struct BenchClient {
+    reader: StreamReader<BufReader<ReadHalf<Tls>>>,
+    writer: WriteHalf<Tls>,
+}
+
+pub struct Reader(StreamReader<BufReader<ReadHalf<Tls>>>);
+pub struct Writer(WriteHalf<Tls>);
+
+const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0' to='";
+
+async fn next_el<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut StreamReader<R>,
+) -> anyhow::Result<meerkat_xmpp::Element> {
+    loop {
+        match r.next().await? {
+            Inbound::Stanza(el) => return Ok(el),
+            Inbound::Open(_) => continue,
+            Inbound::Close => bail!("stream closed"),
+        }
+    }
+}
+
+impl BenchClient {
+    pub async fn login(
+        addr: SocketAddr,
+        domain: &str,
+        user: &str,
+        password: &str,
+        register: bool,
+    ) -> anyhow::Result<BenchClient> {
+        let mut c = BenchClient::connect(addr, domain).await?;
+        if register {
+            c.write(&format!(
+                "<iq type='set' id='reg'><query xmlns='jabber:iq:register'><username>{user}</username><password>{password}</password></query></iq>"
+            ))
+            .await?;
+            let _ = next_el(&mut c.reader).await?; // result or conflict: both fine
+        }
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        c.write(&format!(
+            "<auth xmlns='{}' mechanism='PLAIN'>{token}</auth>",
+            ns::SASL
+        ))
+        .await?;
+        let reply = next_el(&mut c.reader).await?;
+        if reply.name() != "success" {
+            bail!("{user}: authentication failed: {reply}");
+        }
+        c.reader = c.reader.restart();
+        c.write(&format!("{HEADER}{domain}'>")).await?;
+        let _features = next_el(&mut c.reader).await?;
+        c.write("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>bench</resource></bind></iq>").await?;
+        let _ = next_el(&mut c.reader).await?;
+        c.write("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq><presence/>")
+            .await?;
+        Ok(c)
+    }
+
+    async fn connect(addr: SocketAddr, domain: &str) -> anyhow::Result<BenchClient> {
+        let mut tcp = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connect {addr}"))?;
+        tcp.set_nodelay(true)?;
+        tcp.write_all(format!("{HEADER}{domain}'>").as_bytes())
+            .await?;
+        {
+            let mut plain = StreamReader::new(BufReader::new(&mut tcp), Limits::default());
+            let _features = next_el(&mut plain).await?;
+            plain
+                .get_mut()
+                .get_mut()
+                .write_all(format!("<starttls xmlns='{}'/>", ns::TLS).as_bytes())
+                .await?;
+            let proceed = next_el(&mut plain).await?;
+            if proceed.name() != "proceed" {
+                bail!("STARTTLS refused");
+            }
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny))
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(domain.to_owned())?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await?;
+        let (r, w) = tokio::io::split(tls);
+        let mut c = BenchClient {
+            reader: StreamReader::new(BufReader::new(r), Limits::default()),
+            writer: w,
+        };
+        c.write(&format!("{HEADER}{domain}'>")).await?;
+        let _features = next_el(&mut c.reader).await?;
+        Ok(c)
+    }
+
+    async fn write(&mut self, s: &str) -> anyhow::Result<()> {
+        self.writer.write_all(s.as_bytes()).await?;
+        Ok(())
+    }
+
+    pub fn split(self) -> (Reader, Writer) {
+        (Reader(self.reader), Writer(self.writer))
+    }
+}
+
+impl Reader {
+    /// The send timestamp (µs) of the next bench message received; None when the stream ends.
+    pub async fn next_bench_message(&mut self) -> anyhow::Result<Option<u64>> {
+        loop {
+            let el = match self.0.next().await {
+                Ok(Inbound::Stanza(el)) => el,
+                Ok(Inbound::Open(_)) => continue,
+                Ok(Inbound::Close) | Err(_) => return Ok(None),
+            };
+            if el.name() != "message" {
+                continue;
+            }
+            if let Some(body) = el.child_text("body", ns::CLIENT) {
+                if let Some(ts) = body.strip_prefix("t=").and_then(|b| b.split(';').next()) {
+                    if let Ok(us) = ts.parse::<u64>() {
+                        return Ok(Some(us));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Writer {
+    /// A chat message with a 64-byte body carrying the send time.
+    pub async fn send_chat(&mut self, to: &str, micros: u64) -> anyhow::Result<()> {
+        let mut body = format!("t={micros};");
+        while body.len() < 64 {
+            body.push('x');
+        }
+        let xml = format!("<message to='{to}' type='chat'><body>{body}</body></message>");
+        self.0.write_all(xml.as_bytes()).await?;
+        Ok(())
+    }
+
+    pub async fn close(&mut self) -> anyhow::Result<()> {
+        self.0.write_all(b"</stream:stream>").await?;
+        Ok(())
+    }
+}
+
+/// Load runs against self-signed development certificates.
+#[derive(Debug)]
+struct AcceptAny;
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

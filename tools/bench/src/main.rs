@@ -1,0 +1,154 @@
+//! `meerkat-bench`: N users log in over a ramp, then each sends 64-byte chat messages to
+//! another online user at a fixed mean rate; prints delivered messages per second, end-to-end
+//! latency percentiles (timestamp in the body, one clock) and messages lost.
+
+mod client;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use tokio::sync::Mutex;
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "XMPP chat load generator")]
+struct Args {
+    /// Server address (STARTTLS port).
+    #[arg(long, default_value = "127.0.0.1:5222")]
+    addr: SocketAddr,
+    #[arg(long, default_value = "example.com")]
+    domain: String,
+    /// Number of users (an even number: users chat in pairs).
+    #[arg(long, default_value_t = 100)]
+    users: usize,
+    /// Total offered message rate, messages per second.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Seconds of chat after everyone is online.
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
+    /// Register the users in-band first (ignores "already exists").
+    #[arg(long, default_value_t = true)]
+    register: bool,
+    #[arg(long, default_value = "benchuser")]
+    prefix: String,
+    #[arg(long, default_value = "bench-password")]
+    password: String,
+    /// Print the result as one JSON line as well.
+    #[arg(long)]
+    json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let users = args.users.max(2) & !1;
+    let started = Instant::now();
+    let clock = Arc::new(started);
+    let latency = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
+    let received = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+
+    // Log in everyone (ramp: a few at a time).
+    let mut sessions = Vec::with_capacity(users);
+    let login_start = Instant::now();
+    for chunk in (0..users).collect::<Vec<_>>().chunks(20) {
+        let mut batch = Vec::new();
+        for &i in chunk {
+            let args = args.clone();
+            batch.push(tokio::spawn(async move {
+                let name = format!("{}{i}", args.prefix);
+                client::BenchClient::login(
+                    args.addr,
+                    &args.domain,
+                    &name,
+                    &args.password,
+                    args.register,
+                )
+                .await
+            }));
+        }
+        for b in batch {
+            sessions.push(b.await??);
+        }
+    }
+    let login_secs = login_start.elapsed().as_secs_f64();
+    eprintln!("{users} users online in {login_secs:.1} s");
+
+    let per_user_rate = args.rate / users as f64;
+    let interval = Duration::from_secs_f64(1.0 / per_user_rate.max(0.001));
+    let run_for = Duration::from_secs(args.duration);
+    let mut tasks = Vec::new();
+    for (i, s) in sessions.into_iter().enumerate() {
+        let peer = format!("{}{}@{}", args.prefix, i ^ 1, args.domain);
+        let (mut reader, mut writer) = s.split();
+        let latency = latency.clone();
+        let received = received.clone();
+        let rclock = clock.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Ok(Some(sent_us)) = reader.next_bench_message().await {
+                let now = u64::try_from(rclock.elapsed().as_micros()).unwrap_or(u64::MAX);
+                received.fetch_add(1, Ordering::Relaxed);
+                let _ = latency
+                    .lock()
+                    .await
+                    .record(now.saturating_sub(sent_us).max(1));
+            }
+        }));
+        let sent = sent.clone();
+        let clock = clock.clone();
+        tokio::spawn(async move {
+            // Spread the first sends so the load is smooth.
+            tokio::time::sleep(interval.mul_f64((i as f64 * 0.618).fract())).await;
+            let end = Instant::now() + run_for;
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            while Instant::now() < end {
+                tick.tick().await;
+                let us = u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX);
+                if writer.send_chat(&peer, us).await.is_err() {
+                    break;
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let _ = writer.close().await;
+        });
+    }
+    let chat_start = Instant::now();
+    tokio::time::sleep(run_for + Duration::from_secs(4)).await;
+    let elapsed = chat_start.elapsed().as_secs_f64() - 4.0;
+    for t in &tasks {
+        t.abort();
+    }
+    let sent = sent.load(Ordering::Relaxed);
+    let received = received.load(Ordering::Relaxed);
+    let h = latency.lock().await;
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "users {users}  offered {:.0} msg/s  sent {sent}  delivered {received}  lost {}  rate {:.0} msg/s  latency p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  logins {:.0}/s",
+        args.rate,
+        sent.saturating_sub(received),
+        received as f64 / elapsed,
+        ms(0.5),
+        ms(0.99),
+        h.max() as f64 / 1000.0,
+        users as f64 / login_secs,
+    );
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "users": users, "offered_rate": args.rate, "sent": sent, "delivered": received,
+                "lost": sent.saturating_sub(received), "rate": received as f64 / elapsed,
+                "p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": h.max() as f64 / 1000.0,
+            })
+        );
+    }
+    Ok(())
+}
