@@ -25,6 +25,8 @@ pub async fn run(ctx: Arc<Ctx>) {
         declare: Arc::new(move |ch| {
             let instance = instance.clone();
             Box::pin(async move {
+                // The partitions too: what clients send waits in them while no router runs.
+                meerkat_bus::topology::declare_route_partitions(&ch).await?;
                 meerkat_bus::topology::declare_gateway_queue(&ch, &instance)
                     .await
                     .map(|_| ())
