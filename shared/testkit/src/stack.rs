@@ -1,0 +1,213 @@
+//! One DC of Meerkat started inside the test process: routers and gateways from their
+//! libraries, on a fresh vhost of the shared broker and a fresh database, with client
+//! ports picked by the OS. Tests then talk to it over real sockets.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::ClientConfig;
+
+/// How to shape the DC under test.
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    pub domain: String,
+    pub dc: String,
+    pub gateways: usize,
+    pub routers: usize,
+    pub registration: bool,
+    pub tls_required: bool,
+    pub max_stanza_bytes: usize,
+    pub idle_timeout_secs: u64,
+    /// Use this AMQP URL (e.g. a dedicated broker) instead of a fresh vhost of the shared one.
+    pub amqp_url: Option<String>,
+}
+
+impl Default for StackOptions {
+    fn default() -> StackOptions {
+        StackOptions {
+            domain: "example.com".into(),
+            dc: "dc1".into(),
+            gateways: 1,
+            routers: 1,
+            registration: true,
+            tls_required: true,
+            max_stanza_bytes: 256 * 1024,
+            idle_timeout_secs: 600,
+            amqp_url: None,
+        }
+    }
+}
+
+/// A running service task and the token that stops it.
+pub struct ServiceHandle {
+    pub name: String,
+    pub admin: SocketAddr,
+    stop: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl ServiceHandle {
+    /// Graceful stop: cancels the service and waits for `run` to return.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .context("service did not stop within 30 s")???;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ServiceHandle {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub struct Dc {
+    pub options: StackOptions,
+    pub amqp_url: String,
+    pub database_url: String,
+    pub c2s: SocketAddr,
+    pub tls: Option<SocketAddr>,
+    pub gateways: Vec<ServiceHandle>,
+    pub routers: Vec<ServiceHandle>,
+}
+
+impl Dc {
+    pub async fn start(options: StackOptions) -> anyhow::Result<Dc> {
+        let infra = crate::infra().await?;
+        let amqp_url = match &options.amqp_url {
+            Some(url) => url.clone(),
+            None => infra.fresh_vhost().await?.amqp_url,
+        };
+        let database_url = infra.fresh_database().await?;
+        let mut dc = Dc {
+            options,
+            amqp_url,
+            database_url,
+            c2s: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: None,
+            gateways: Vec::new(),
+            routers: Vec::new(),
+        };
+        for _ in 0..dc.options.routers {
+            dc.start_router().await?;
+        }
+        for _ in 0..dc.options.gateways {
+            dc.start_gateway().await?;
+        }
+        Ok(dc)
+    }
+
+    pub async fn start_router(&mut self) -> anyhow::Result<()> {
+        let n = self.routers.len() + 1;
+        let config = router::Config {
+            dc: self.options.dc.clone(),
+            domain: self.options.domain.clone(),
+            amqp_url: self.amqp_url.clone(),
+            database_url: self.database_url.clone(),
+            instance_id: format!("{}-router{n}-{}", self.options.dc, short_id()),
+            ..router::Config::default()
+        };
+        let stop = CancellationToken::new();
+        let r = router::Router::build(config, stop.clone()).await?;
+        let admin = r.admin_addr();
+        self.routers.push(ServiceHandle {
+            name: format!("router{n}"),
+            admin,
+            stop,
+            task: Some(tokio::spawn(r.run())),
+        });
+        Ok(())
+    }
+
+    /// Starts one more gateway; every gateway after the first shares the first one's ports.
+    pub async fn start_gateway(&mut self) -> anyhow::Result<()> {
+        let n = self.gateways.len() + 1;
+        let config = c2s_gateway::Config {
+            dc: self.options.dc.clone(),
+            domain: self.options.domain.clone(),
+            amqp_url: self.amqp_url.clone(),
+            database_url: self.database_url.clone(),
+            instance_id: format!("{}-gw{n}-{}", self.options.dc, short_id()),
+            c2s_addr: self.c2s,
+            tls_addr: Some(self.tls.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))),
+            registration: self.options.registration,
+            tls_required: self.options.tls_required,
+            max_stanza_bytes: self.options.max_stanza_bytes,
+            idle_timeout_secs: self.options.idle_timeout_secs,
+            ..c2s_gateway::Config::default()
+        };
+        let stop = CancellationToken::new();
+        let g = c2s_gateway::Gateway::build(config, stop.clone()).await?;
+        self.c2s = g.c2s_addr();
+        self.tls = g.tls_addr();
+        let admin = g.admin_addr();
+        self.gateways.push(ServiceHandle {
+            name: format!("gw{n}"),
+            admin,
+            stop,
+            task: Some(tokio::spawn(g.run())),
+        });
+        wait_ready(admin).await
+    }
+
+    /// Client settings for this DC's STARTTLS port.
+    pub fn client(&self) -> ClientConfig {
+        ClientConfig {
+            addr: self.c2s,
+            domain: self.options.domain.clone(),
+            direct_tls: false,
+            starttls: true,
+        }
+    }
+
+    /// Client settings for this DC's direct TLS port.
+    pub fn client_direct_tls(&self) -> ClientConfig {
+        ClientConfig {
+            addr: self.tls.unwrap_or(self.c2s),
+            domain: self.options.domain.clone(),
+            direct_tls: true,
+            starttls: false,
+        }
+    }
+
+    /// Stops every service gracefully (gateways first, so their sessions are announced closed).
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        for g in &mut self.gateways {
+            g.stop().await?;
+        }
+        for r in &mut self.routers {
+            r.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+fn short_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..6].to_owned()
+}
+
+/// Polls a service's /readyz until it answers 200 (connected to the broker).
+pub async fn wait_ready(admin: SocketAddr) -> anyhow::Result<()> {
+    let url = format!("http://{admin}/readyz");
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(resp) = client.get(&url).send().await {
+            if resp.status().is_success() {
+                return Ok(());
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("{url} not ready within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
