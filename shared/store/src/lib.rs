@@ -14,7 +14,7 @@ mod subscriptions;
 use std::time::Duration;
 
 use sqlx::postgres::PgPoolOptions;
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 
 pub use change::{Change, Outcome};
 pub use offline::OfflineMessage;
@@ -35,9 +35,9 @@ pub enum StoreError {
     /// A stored value is out of range (written by something other than this crate).
     #[error("corrupt row: {0}")]
     Corrupt(String),
-    #[error("database: {0}")]
+    #[error(transparent)]
     Database(#[from] sqlx::Error),
-    #[error("migration: {0}")]
+    #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
@@ -51,6 +51,9 @@ impl Store {
     /// Opens a pool and applies pending migrations. Safe when several services start at once:
     /// sqlx serialises migrators with a PostgreSQL advisory lock.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        // One direct connection first: fails fast and with the real cause (refused, auth...),
+        // where the pool would retry until its timeout and report only that.
+        PgConnection::connect(url).await?.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(5))
