@@ -1,0 +1,160 @@
+//! The broker and database tests run against. `cargo xtask test` starts one RabbitMQ node and
+//! one PostgreSQL for the whole run and names its description in `MEERKAT_TEST_INFRA` (nextest
+//! runs every test in a process of its own, so nothing can be shared in memory); under plain
+//! `cargo test` each test process starts its own. Tests isolate with a fresh vhost and a fresh
+//! database each. Fault tests that stop or kill a broker get a dedicated one.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use meerkat_localstack::{
+    ensure_installed, free_rabbit_config, process, unique_dir, unique_node_name, InfraSpec,
+    LocalInfra, PgEndpoint, RabbitEndpoint, RabbitNode, TEST_INFRA_ENV,
+};
+use tokio::sync::OnceCell;
+
+/// The shared test infrastructure of this run.
+pub struct Infra {
+    spec: InfraSpec,
+    /// Set when this process started the infrastructure itself; a reaper stops it when the
+    /// process exits (statics are never dropped).
+    _owned: Option<LocalInfra>,
+}
+
+/// A vhost of its own on the shared broker; the guest user has full permissions on it.
+#[derive(Clone, Debug)]
+pub struct Vhost {
+    /// `amqp://guest:guest@127.0.0.1:<port>/<name>`
+    pub amqp_url: String,
+    pub name: String,
+    /// Management UI and API root of the broker, e.g. `http://127.0.0.1:15672/`.
+    pub mgmt_url: String,
+}
+
+static INFRA: OnceCell<Infra> = OnceCell::const_new();
+
+/// The run's shared infrastructure, started on first use when `MEERKAT_TEST_INFRA` is unset.
+pub async fn infra() -> anyhow::Result<&'static Infra> {
+    INFRA.get_or_try_init(start_or_find).await
+}
+
+async fn start_or_find() -> anyhow::Result<Infra> {
+    if let Some(path) = std::env::var_os(TEST_INFRA_ENV) {
+        let spec = InfraSpec::read(&PathBuf::from(&path)).with_context(|| {
+            format!("{TEST_INFRA_ENV} names a file that is not a test infrastructure")
+        })?;
+        return Ok(Infra { spec, _owned: None });
+    }
+    ensure_installed().await?;
+    let owned = LocalInfra::start(&unique_dir("meerkat-testinfra"), Some(std::process::id()))
+        .await
+        .context("starting test infrastructure (run `cargo xtask test` to share one per run)")?;
+    Ok(Infra {
+        spec: owned.spec(),
+        _owned: Some(owned),
+    })
+}
+
+impl Infra {
+    pub fn rabbit(&self) -> &RabbitEndpoint {
+        &self.spec.rabbit
+    }
+
+    pub fn postgres(&self) -> &PgEndpoint {
+        &self.spec.postgres
+    }
+
+    /// A new, uniquely named, empty vhost.
+    pub async fn fresh_vhost(&self) -> anyhow::Result<Vhost> {
+        let name = format!("t-{}", uuid::Uuid::new_v4().simple());
+        self.spec.rabbit.create_vhost(&name).await?;
+        Ok(Vhost {
+            amqp_url: self.spec.rabbit.amqp_url(&name),
+            mgmt_url: self.spec.rabbit.mgmt_url(),
+            name,
+        })
+    }
+
+    /// The URL of a new, empty database.
+    pub async fn fresh_database(&self) -> anyhow::Result<String> {
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        self.spec.postgres.create_database(&name).await
+    }
+}
+
+/// A RabbitMQ node of the test's own, on free ports, for tests that stop or kill a broker.
+/// Dropping it kills the node and deletes its files.
+pub struct DedicatedBroker {
+    node: RabbitNode,
+    dir: PathBuf,
+}
+
+/// A dedicated broker with cluster name `meerkat-broker`.
+pub async fn dedicated_broker() -> anyhow::Result<DedicatedBroker> {
+    dedicated_broker_named("meerkat-broker").await
+}
+
+/// A dedicated broker with the given cluster name (federation names its upstream queues after
+/// the downstream's cluster name, so DCs under test need distinct ones).
+pub async fn dedicated_broker_named(cluster_name: &str) -> anyhow::Result<DedicatedBroker> {
+    ensure_installed().await?;
+    let dir = unique_dir("meerkat-broker");
+    let node = RabbitNode::new(free_rabbit_config(
+        &dir,
+        unique_node_name("broker"),
+        cluster_name,
+    )?);
+    // Cleans up even if the test process dies without running Drop.
+    let cleanup = format!(
+        "{}\nrm -rf {}",
+        node.reaper_snippet(),
+        process::shell_quote(&dir.to_string_lossy())
+    );
+    process::spawn_reaper(std::process::id(), &cleanup)?;
+    let broker = DedicatedBroker { node, dir };
+    broker.node.start().await?;
+    Ok(broker)
+}
+
+impl DedicatedBroker {
+    /// The default vhost: `amqp://guest:guest@127.0.0.1:<port>/%2f`.
+    pub fn amqp_url(&self) -> String {
+        self.node.endpoint().amqp_url("/")
+    }
+
+    pub fn mgmt_url(&self) -> String {
+        self.node.endpoint().mgmt_url()
+    }
+
+    /// Ports, credentials and the management API client.
+    pub fn endpoint(&self) -> RabbitEndpoint {
+        self.node.endpoint()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.node.is_running()
+    }
+
+    /// Graceful shutdown: clients see their connections closed by the broker.
+    pub async fn stop(&self) -> anyhow::Result<()> {
+        self.node.stop().await
+    }
+
+    /// SIGKILL: connections drop without a close, unconfirmed work is lost.
+    pub async fn kill(&self) -> anyhow::Result<()> {
+        self.node.kill().await
+    }
+
+    /// Starts it again on the same ports and data (durable queues and messages survive).
+    pub async fn start(&self) -> anyhow::Result<()> {
+        self.node.start().await
+    }
+}
+
+impl Drop for DedicatedBroker {
+    fn drop(&mut self) {
+        self.node.kill_now();
+        // The dying VM may still hold files open; the reaper removes what is left.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
