@@ -1,0 +1,79 @@
+//! Server-side handlers, one file per protocol. Each parses its stanza into a typed request
+//! and applies it. `server_iq` dispatches an iq addressed to the server or to an account.
+
+pub mod disco;
+pub mod offline;
+pub mod ping;
+pub mod presence;
+pub mod roster;
+pub mod subscription;
+pub mod substate;
+pub mod version;
+
+use meerkat_xmpp::{ns, StanzaError, StanzaType};
+
+use crate::inbound::Inbound;
+use crate::metrics::Outcome;
+use crate::outbox::Outbox;
+use crate::route::{error, reply};
+use crate::Ctx;
+
+/// Who an iq is addressed to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entity {
+    /// The domain itself.
+    Server,
+    /// An account, answered by the server on its behalf. `own`: the sender's own account;
+    /// `no_to`: the iq had no `to` at all.
+    Account {
+        bare: String,
+        own: bool,
+        no_to: bool,
+    },
+}
+
+/// Answers an iq get/set addressed to the server or an account: exactly one reply.
+pub async fn server_iq(
+    ctx: &Ctx,
+    inb: &Inbound,
+    out: &mut Outbox,
+    entity: Entity,
+) -> anyhow::Result<Outcome> {
+    match inb.ty {
+        StanzaType::Get | StanzaType::Set => {}
+        // Results and errors addressed to the server answer nothing we asked.
+        StanzaType::Result | StanzaType::Error => return Ok(Outcome::Dropped),
+        _ => return Ok(error(ctx, inb, out, StanzaError::bad_request())),
+    }
+    let mut payloads = inb.el.children();
+    let (Some(payload), None) = (payloads.next(), payloads.next()) else {
+        return Ok(error(ctx, inb, out, StanzaError::bad_request()));
+    };
+    let server_like = matches!(entity, Entity::Server | Entity::Account { no_to: true, .. });
+    let answer = match payload.ns() {
+        ns::ROSTER => match &entity {
+            Entity::Account { own: true, .. } => return roster::handle(ctx, inb, out).await,
+            _ => Err(StanzaError::service_unavailable()),
+        },
+        ns::DISCO_INFO => disco::DiscoRequest::parse(inb.ty, payload)
+            .and_then(|req| req.answer_info(&inb.el, &entity, &ctx.config.domain)),
+        ns::DISCO_ITEMS => {
+            disco::DiscoRequest::parse(inb.ty, payload).and_then(|req| req.answer_items(&inb.el))
+        }
+        ns::PING => ping::Ping::parse(inb.ty, payload).map(|p| p.answer(&inb.el)),
+        ns::VERSION if server_like => {
+            version::VersionRequest::parse(inb.ty, payload).map(|v| v.answer(&inb.el))
+        }
+        _ => Err(StanzaError::service_unavailable()),
+    };
+    Ok(match answer {
+        Ok(mut result) => {
+            if result.attr("to").is_none() {
+                result.set_attr("to", inb.from.clone());
+            }
+            reply(ctx, inb, out, &result);
+            Outcome::Handled
+        }
+        Err(e) => error(ctx, inb, out, e),
+    })
+}

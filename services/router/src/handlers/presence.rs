@@ -1,0 +1,97 @@
+//! RFC 6121 §4: broadcast presence (to contacts who may see it and to the user's other
+//! resources), the initial-presence duties (probe answers, offline messages, pending
+//! subscription requests) and probes.
+
+use meerkat_store::Subscription;
+use meerkat_xmpp::{ns, Element, StanzaType};
+
+use super::offline;
+use super::subscription::{available_targets, last_presences};
+use crate::inbound::Inbound;
+use crate::jids::{self, Addr};
+use crate::metrics::Outcome;
+use crate::outbox::Outbox;
+use crate::Ctx;
+
+/// Presence without `to` from a client: available or unavailable.
+pub async fn broadcast(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Result<Outcome> {
+    let (_, items) = ctx.store.roster(inb.username()).await?;
+    let mut recipients: Vec<String> = items
+        .iter()
+        .filter(|i| matches!(i.subscription, Subscription::From | Subscription::Both))
+        .map(|i| jids::bare(&i.jid))
+        .collect();
+    recipients.push(inb.from_bare.clone());
+    for bare in &recipients {
+        for (target, jid) in available_targets(ctx, bare) {
+            if jid == inb.from {
+                continue;
+            }
+            let mut p = inb.el.clone();
+            p.set_attr("to", jid);
+            out.deliver(target, &p);
+        }
+    }
+    if inb.initial && inb.ty == StanzaType::Available {
+        if let Some(sender) = &inb.sender {
+            // Probe answers: who the user may see (to/both), and the user's other resources.
+            let mut watched: Vec<String> = items
+                .iter()
+                .filter(|i| matches!(i.subscription, Subscription::To | Subscription::Both))
+                .map(|i| jids::bare(&i.jid))
+                .collect();
+            watched.push(inb.from_bare.clone());
+            for bare in &watched {
+                for mut p in last_presences(ctx, bare) {
+                    if p.attr("from").map(jids::full).as_deref() == Some(inb.from.as_str()) {
+                        continue;
+                    }
+                    p.set_attr("to", inb.from.clone());
+                    out.deliver(sender.target.clone(), &p);
+                }
+            }
+            offline::deliver_pending(ctx, inb, out, &sender.target).await?;
+            for (_, stanza) in ctx.store.subscription_requests(inb.username()).await? {
+                match Element::parse(&stanza) {
+                    Ok(p) => out.deliver(sender.target.clone(), &p),
+                    Err(e) => tracing::warn!(error = %e, "unreadable stored subscription request"),
+                }
+            }
+        }
+    }
+    Ok(Outcome::Delivered)
+}
+
+/// A probe from a client to `contact`: answered by the server if the sender may see the
+/// contact's presence (RFC 6121 §4.3.2).
+pub async fn probe(
+    ctx: &Ctx,
+    inb: &Inbound,
+    out: &mut Outbox,
+    contact: &Addr,
+) -> anyhow::Result<Outcome> {
+    let Some(node) = &contact.node else {
+        return Ok(Outcome::Dropped);
+    };
+    let allowed = ctx
+        .store
+        .roster_item(node, &inb.from_bare)
+        .await?
+        .is_some_and(|i| matches!(i.subscription, Subscription::From | Subscription::Both));
+    if !allowed {
+        return Ok(Outcome::Dropped);
+    }
+    let mut answers = last_presences(ctx, &contact.bare);
+    if answers.is_empty() {
+        answers.push(
+            Element::new("presence", ns::CLIENT)
+                .with_attr("type", "unavailable")
+                .with_attr("from", contact.bare.clone()),
+        );
+    }
+    for mut p in answers {
+        p.set_attr("to", inb.from.clone());
+        crate::route::reply(ctx, inb, out, &p);
+    }
+    Ok(Outcome::Handled)
+}

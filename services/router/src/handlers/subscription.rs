@@ -1,0 +1,286 @@
+//! RFC 6121 §3 presence subscriptions between two local accounts: applies the state machine
+//! (substate.rs) to both rosters, stores pending inbound requests (redelivered at the next
+//! login), pushes roster changes to both users, and exchanges presence as subscriptions
+//! start and end.
+
+use meerkat_store::{RosterItem, Subscription};
+use meerkat_xmpp::{ns, Element};
+
+use super::roster::{item_element, push};
+use super::substate::{SubState, SubType};
+use crate::inbound::Inbound;
+use crate::jids::{self, Addr};
+use crate::metrics::Outcome;
+use crate::outbox::{Outbox, Target};
+use crate::route::account_exists;
+use crate::Ctx;
+
+/// A subscription stanza from a client to `contact` (already reduced to a bare JID).
+pub async fn outbound(
+    ctx: &Ctx,
+    inb: &Inbound,
+    out: &mut Outbox,
+    contact: &Addr,
+) -> anyhow::Result<Outcome> {
+    let Some(t) = SubType::of(inb.ty) else {
+        return Ok(Outcome::Dropped);
+    };
+    // RFC 6121 §3.1.2: the server stamps the user's bare JID and addresses the contact's.
+    let mut stanza = inb.el.clone();
+    stanza.set_attr("from", inb.from_bare.clone());
+    stanza.set_attr("to", contact.bare.clone());
+    send(ctx, out, &inb.from_bare, contact, t, &stanza).await
+}
+
+/// Ends every subscription between the user and a contact being removed from the roster
+/// (RFC 6121 §2.5.2).
+pub async fn cancel_all(
+    ctx: &Ctx,
+    out: &mut Outbox,
+    user_bare: &str,
+    item: &RosterItem,
+) -> anyhow::Result<()> {
+    let Some(contact) = Addr::parse(&item.jid) else {
+        return Ok(());
+    };
+    let contact = Addr {
+        resource: None,
+        ..contact
+    };
+    let (_, state) = load(ctx, user_bare, &contact.bare).await?;
+    if matches!(state.sub, Subscription::To | Subscription::Both) || state.ask_out {
+        let p = presence(SubType::Unsubscribe, user_bare, &contact.bare);
+        send(ctx, out, user_bare, &contact, SubType::Unsubscribe, &p).await?;
+    }
+    if matches!(state.sub, Subscription::From | Subscription::Both) || state.pending_in {
+        let p = presence(SubType::Unsubscribed, user_bare, &contact.bare);
+        send(ctx, out, user_bare, &contact, SubType::Unsubscribed, &p).await?;
+    }
+    Ok(())
+}
+
+/// `user_bare` sends `t` to `contact`: the user's side, then the contact's, then the
+/// contact's server's automatic answer if any.
+async fn send(
+    ctx: &Ctx,
+    out: &mut Outbox,
+    user_bare: &str,
+    contact: &Addr,
+    t: SubType,
+    stanza: &Element,
+) -> anyhow::Result<Outcome> {
+    let (item, state) = load(ctx, user_bare, &contact.bare).await?;
+    let step = state.outbound(t);
+    let create = matches!(t, SubType::Subscribe | SubType::Subscribed);
+    save(
+        ctx,
+        out,
+        user_bare,
+        &contact.bare,
+        item,
+        state,
+        step.state,
+        create,
+        stanza,
+    )
+    .await?;
+    if !step.forward {
+        return Ok(Outcome::Handled);
+    }
+    if !contact.domain.eq_ignore_ascii_case(&ctx.config.domain) {
+        return Ok(Outcome::Dropped);
+    }
+    if let Some(answer) = inbound(ctx, out, &contact.bare, user_bare, t, stanza).await? {
+        let p = presence(answer, &contact.bare, user_bare);
+        // An answer (subscribed/unsubscribed) never asks for another one.
+        inbound(ctx, out, user_bare, &contact.bare, answer, &p).await?;
+    }
+    Ok(Outcome::Delivered)
+}
+
+/// `user_bare` receives `t` from `contact_bare`. Returns the answer the server gives on the
+/// user's behalf.
+async fn inbound(
+    ctx: &Ctx,
+    out: &mut Outbox,
+    user_bare: &str,
+    contact_bare: &str,
+    t: SubType,
+    stanza: &Element,
+) -> anyhow::Result<Option<SubType>> {
+    let Some(user) = Addr::parse(user_bare) else {
+        return Ok(None);
+    };
+    if !account_exists(ctx, &user).await? {
+        // RFC 6121 §3.1.3: a request to a non-existent account is refused.
+        return Ok((t == SubType::Subscribe).then_some(SubType::Unsubscribed));
+    }
+    let (item, state) = load(ctx, user_bare, contact_bare).await?;
+    let step = state.inbound(t);
+    save(
+        ctx,
+        out,
+        user_bare,
+        contact_bare,
+        item,
+        state,
+        step.state,
+        false,
+        stanza,
+    )
+    .await?;
+    if step.forward {
+        for target in available_targets(ctx, user_bare) {
+            let mut p = stanza.clone();
+            p.set_attr("to", user_bare.to_owned());
+            out.deliver(target.0, &p);
+        }
+        match t {
+            // The user now sees the contact: current presence of each contact resource.
+            SubType::Subscribed => send_presence_of(ctx, out, contact_bare, user_bare),
+            // The user no longer sees the contact.
+            SubType::Unsubscribed => send_unavailable_of(ctx, out, contact_bare, user_bare),
+            // The contact no longer sees the user.
+            SubType::Unsubscribe => send_unavailable_of(ctx, out, user_bare, contact_bare),
+            SubType::Subscribe => {}
+        }
+    }
+    Ok(step.auto_reply)
+}
+
+/// The owner's roster item for the contact and the full subscription state.
+async fn load(
+    ctx: &Ctx,
+    owner_bare: &str,
+    contact_bare: &str,
+) -> anyhow::Result<(Option<RosterItem>, SubState)> {
+    let owner = jids::split_bare(owner_bare).0.unwrap_or("");
+    let item = ctx.store.roster_item(owner, contact_bare).await?;
+    let pending_in = ctx
+        .store
+        .subscription_requests(owner)
+        .await?
+        .iter()
+        .any(|(c, _)| jids::bare(c) == contact_bare);
+    let state = SubState {
+        sub: item.as_ref().map_or(Subscription::None, |i| i.subscription),
+        ask_out: item.as_ref().is_some_and(|i| i.ask_out),
+        approved: item.as_ref().is_some_and(|i| i.approved),
+        pending_in,
+    };
+    Ok((item, state))
+}
+
+/// Writes a state change: the roster item (pushed to the owner) and the pending request.
+#[allow(clippy::too_many_arguments)]
+async fn save(
+    ctx: &Ctx,
+    out: &mut Outbox,
+    owner_bare: &str,
+    contact_bare: &str,
+    item: Option<RosterItem>,
+    old: SubState,
+    new: SubState,
+    create: bool,
+    stanza: &Element,
+) -> anyhow::Result<()> {
+    let owner = jids::split_bare(owner_bare).0.unwrap_or("");
+    if new.pending_in && stanza.attr("type") == Some("subscribe") {
+        ctx.store
+            .add_subscription_request(owner, contact_bare, &stanza.to_xml())
+            .await?;
+    } else if old.pending_in && !new.pending_in {
+        ctx.store
+            .remove_subscription_request(owner, contact_bare)
+            .await?;
+    }
+    let changed = (old.sub, old.ask_out, old.approved) != (new.sub, new.ask_out, new.approved);
+    if !changed {
+        return Ok(());
+    }
+    let item = match item {
+        Some(i) => i,
+        None if create => RosterItem {
+            jid: contact_bare.to_owned(),
+            name: None,
+            subscription: Subscription::None,
+            ask_out: false,
+            approved: false,
+            groups: Vec::new(),
+        },
+        None => return Ok(()),
+    };
+    let item = RosterItem {
+        subscription: new.sub,
+        ask_out: new.ask_out,
+        approved: new.approved,
+        ..item
+    };
+    let ver = ctx.store.put_roster_item(owner, &item).await?;
+    push(ctx, out, owner_bare, item_element(&item), ver);
+    Ok(())
+}
+
+fn presence(t: SubType, from: &str, to: &str) -> Element {
+    Element::new("presence", ns::CLIENT)
+        .with_attr("type", t.as_str())
+        .with_attr("from", from.to_owned())
+        .with_attr("to", to.to_owned())
+}
+
+/// Available sessions of an account with their full JIDs.
+pub fn available_targets(ctx: &Ctx, bare: &str) -> Vec<(Target, String)> {
+    ctx.sessions
+        .read()
+        .available(bare)
+        .into_iter()
+        .map(|s| (Target::from(s), s.jid.clone()))
+        .collect()
+}
+
+/// The last presence of each available session of `from_bare`, to each available session
+/// of `to_bare`.
+pub fn send_presence_of(ctx: &Ctx, out: &mut Outbox, from_bare: &str, to_bare: &str) {
+    let presences = last_presences(ctx, from_bare);
+    for (target, jid) in available_targets(ctx, to_bare) {
+        for p in &presences {
+            let mut p = p.clone();
+            p.set_attr("to", jid.clone());
+            out.deliver(target.clone(), &p);
+        }
+    }
+}
+
+/// Unavailable presence from each available session of `from_bare` to `to_bare`'s sessions.
+pub fn send_unavailable_of(ctx: &Ctx, out: &mut Outbox, from_bare: &str, to_bare: &str) {
+    let from: Vec<String> = available_targets(ctx, from_bare)
+        .into_iter()
+        .map(|(_, j)| j)
+        .collect();
+    for (target, jid) in available_targets(ctx, to_bare) {
+        for f in &from {
+            let p = Element::new("presence", ns::CLIENT)
+                .with_attr("type", "unavailable")
+                .with_attr("from", f.clone())
+                .with_attr("to", jid.clone());
+            out.deliver(target.clone(), &p);
+        }
+    }
+}
+
+/// The stored last broadcast presence of each available session of an account.
+pub fn last_presences(ctx: &Ctx, bare: &str) -> Vec<Element> {
+    ctx.sessions
+        .read()
+        .available(bare)
+        .into_iter()
+        .map(|s| {
+            s.presence
+                .as_deref()
+                .and_then(|x| Element::parse(x).ok())
+                .unwrap_or_else(|| {
+                    Element::new("presence", ns::CLIENT).with_attr("from", s.jid.clone())
+                })
+        })
+        .collect()
+}

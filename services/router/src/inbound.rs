@@ -1,0 +1,104 @@
+//! One route-queue delivery, read into what the handlers need.
+
+use meerkat_bus::lapin::types::FieldTable;
+use meerkat_bus::HeaderExt;
+use meerkat_wire::headers as h;
+use meerkat_xmpp::{Element, StanzaKind, StanzaType};
+use uuid::Uuid;
+
+use crate::jids;
+use crate::outbox::Target;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    #[error("body is not a stanza: {0}")]
+    NotAStanza(String),
+    #[error("stanza without a from")]
+    NoFrom,
+}
+
+/// A stanza to route.
+#[derive(Clone, Debug)]
+pub struct Inbound {
+    pub el: Element,
+    pub kind: StanzaKind,
+    pub ty: StanzaType,
+    /// `from` as stamped by the gateway (full JID of the sender), bare part lowercased.
+    pub from: String,
+    /// Bare JID of `from`.
+    pub from_bare: String,
+    /// The sending session, when the stanza comes straight from a client.
+    pub sender: Option<Sender>,
+    /// x-meerkat-initial-presence.
+    pub initial: bool,
+    /// For a bounce: the session the gateway no longer has.
+    pub bounced: Option<Uuid>,
+    /// Came back from a gateway that no longer had the target session.
+    pub is_bounce: bool,
+    /// Hops left for re-routing.
+    pub hops: u64,
+    /// Milliseconds since the epoch when the gateway read it.
+    pub received_at: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Sender {
+    pub target: Target,
+    pub version: u64,
+}
+
+impl Inbound {
+    pub fn parse(body: &[u8], headers: Option<&FieldTable>) -> Result<Inbound, InboundError> {
+        let text = String::from_utf8_lossy(body);
+        let el = Element::parse(&text).map_err(|e| InboundError::NotAStanza(e.to_string()))?;
+        let kind = StanzaKind::of(&el)
+            .ok_or_else(|| InboundError::NotAStanza(format!("<{}/> in {}", el.name(), el.ns())))?;
+        let ty = StanzaType::of(&el);
+        let bounce = headers.get_str(h::KIND).as_deref() == Some(h::kind::BOUNCE);
+        let from = el
+            .attr("from")
+            .map(jids::full)
+            .or_else(|| headers.get_str(h::SENDER).map(|s| jids::full(&s)))
+            .ok_or(InboundError::NoFrom)?;
+        let sender = if bounce {
+            None
+        } else {
+            let session = headers
+                .get_str(h::SESSION)
+                .and_then(|s| Uuid::parse_str(&s).ok());
+            let gateway = headers.get_str(h::GATEWAY);
+            match (session, gateway) {
+                (Some(session), Some(gateway)) => Some(Sender {
+                    target: Target { gateway, session },
+                    version: headers.get_u64(h::SESSION_VERSION).unwrap_or(0),
+                }),
+                _ => None,
+            }
+        };
+        let bounced = if bounce {
+            headers
+                .get_str(h::BOUNCED_SESSION)
+                .and_then(|s| Uuid::parse_str(&s).ok())
+        } else {
+            None
+        };
+        Ok(Inbound {
+            from_bare: jids::bare(&from),
+            from,
+            kind,
+            ty,
+            sender,
+            initial: headers.get_bool(h::INITIAL_PRESENCE),
+            bounced,
+            is_bounce: bounce,
+            hops: headers.get_u64(h::HOPS).unwrap_or(3),
+            received_at: headers.get_u64(h::RECEIVED_AT),
+            el,
+        })
+    }
+
+    /// The sender's username (node of the bare JID).
+    pub fn username(&self) -> &str {
+        jids::split_bare(&self.from_bare).0.unwrap_or("")
+    }
+}

@@ -1,0 +1,150 @@
+//! The router: consumes client stanzas from the route partitions, decides where each goes
+//! (RFC 6120 §10, RFC 6121), runs the server-side handlers (roster, subscriptions, presence,
+//! offline storage, disco, ping, version) and delivers to the gateways. Its session directory
+//! lives in memory, fed by the gateways' session events.
+
+mod config;
+mod consume;
+pub mod directory;
+mod handlers;
+mod inbound;
+mod jids;
+mod metrics;
+mod outbox;
+mod partition;
+mod route;
+mod sessions;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use meerkat_bus::{Bus, Publisher};
+use meerkat_runtime::admin::{self, AdminState};
+use meerkat_store::Store;
+use meerkat_wire::topology as names;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+
+/// How long in-flight work may take after shutdown is requested.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// What every handler needs.
+pub(crate) struct Ctx {
+    pub config: Config,
+    pub instance: String,
+    pub store: Store,
+    pub bus: Bus,
+    pub publisher: Publisher,
+    pub sessions: sessions::Sessions,
+    pub metrics: metrics::Metrics,
+}
+
+pub struct Router {
+    ctx: Arc<Ctx>,
+    admin_addr: SocketAddr,
+    admin_task: tokio::task::JoinHandle<()>,
+    admin_state: AdminState,
+    /// Cancelled by the caller: stop consuming and drain.
+    shutdown: CancellationToken,
+    /// Cancelled by us after draining: closes the AMQP connection.
+    bus_shutdown: CancellationToken,
+}
+
+impl Router {
+    /// Connects to PostgreSQL (migrations), starts the AMQP supervisor, binds the admin port.
+    pub async fn build(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<Router> {
+        if config.instance_id.is_empty() {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            config.instance_id = format!("router-{}", &id[..8]);
+        }
+        let instance = config.instance_id.clone();
+        let store = Store::connect(&config.database_url)
+            .await
+            .context("database_url: cannot connect to PostgreSQL")?;
+        let bus_shutdown = CancellationToken::new();
+        let bus = Bus::start(&config.amqp_url, &instance, bus_shutdown.clone());
+        let publisher = Publisher::new(bus.clone());
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = metrics::Metrics::register(&mut registry);
+        let admin_state = AdminState::new(registry);
+        let (admin_addr, admin_task) =
+            admin::serve(config.admin_addr, admin_state.clone(), shutdown.clone())
+                .await
+                .context("admin_addr")?;
+        let ctx = Arc::new(Ctx {
+            instance,
+            store,
+            bus,
+            publisher,
+            sessions: sessions::Sessions::default(),
+            metrics,
+            config,
+        });
+        Ok(Router {
+            ctx,
+            admin_addr,
+            admin_task,
+            admin_state,
+            shutdown,
+            bus_shutdown,
+        })
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn instance_id(&self) -> &str {
+        &self.ctx.instance
+    }
+
+    /// Serves until `shutdown` is cancelled; then stops consuming, finishes in-flight work
+    /// (bounded, ~5 s) and returns.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let ctx = self.ctx.clone();
+        let consuming = Arc::new(AtomicUsize::new(0));
+        let tracker = TaskTracker::new();
+        tracker.spawn(sessions::run(
+            ctx.clone(),
+            self.shutdown.clone(),
+            consuming.clone(),
+        ));
+        let dedup = Arc::new(parking_lot::Mutex::new(partition::Seen::new(65_536)));
+        for n in 0..names::ROUTE_PARTITIONS {
+            tracker.spawn(partition::run(
+                ctx.clone(),
+                n,
+                dedup.clone(),
+                self.shutdown.clone(),
+                consuming.clone(),
+            ));
+        }
+        tracker.close();
+        let expected = usize::from(names::ROUTE_PARTITIONS) + 1;
+        tracing::info!(instance = %ctx.instance, admin = %self.admin_addr, "router serving");
+        loop {
+            let ready = ctx.bus.is_connected() && consuming.load(Ordering::Acquire) >= expected;
+            self.admin_state.set_ready(ready);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = self.shutdown.cancelled() => break,
+            }
+        }
+        self.admin_state.set_ready(false);
+        if tokio::time::timeout(DRAIN_LIMIT, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("in-flight work did not finish within {DRAIN_LIMIT:?}");
+        }
+        self.bus_shutdown.cancel();
+        let _ = self.admin_task.await;
+        tracing::info!(instance = %ctx.instance, "router stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,89 @@
+//! The router's Prometheus metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoutedLabel {
+    pub kind: String,
+    pub outcome: String,
+}
+
+pub struct Metrics {
+    /// Stanzas routed, by stanza kind and outcome (delivered, offline, error, dropped, handled).
+    pub routed: Family<RoutedLabel, Counter>,
+    /// Sessions in the in-memory directory.
+    pub directory_sessions: Gauge,
+    /// Deliveries the gateways sent back because the session was gone.
+    pub bounces: Counter,
+    /// Seconds from the gateway reading a stanza to the router finishing it.
+    pub routing_latency: Histogram,
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Metrics {
+        let m = Metrics {
+            routed: Family::default(),
+            directory_sessions: Gauge::default(),
+            bounces: Counter::default(),
+            routing_latency: Histogram::new(exponential_buckets(0.0002, 2.0, 16)),
+        };
+        registry.register(
+            "meerkat_router_stanzas",
+            "Stanzas routed, by kind and outcome",
+            m.routed.clone(),
+        );
+        registry.register(
+            "meerkat_router_directory_sessions",
+            "Sessions in the router's directory",
+            m.directory_sessions.clone(),
+        );
+        registry.register(
+            "meerkat_router_bounces",
+            "Deliveries bounced by a gateway (session gone)",
+            m.bounces.clone(),
+        );
+        registry.register(
+            "meerkat_router_routing_latency_seconds",
+            "Gateway read to routing done",
+            m.routing_latency.clone(),
+        );
+        m
+    }
+
+    pub fn routed(&self, kind: &str, outcome: Outcome) {
+        self.routed
+            .get_or_create(&RoutedLabel {
+                kind: kind.to_owned(),
+                outcome: outcome.as_str().to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// What became of a stanza.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    Offline,
+    Error,
+    Dropped,
+    /// Answered or processed by the server itself.
+    Handled,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Offline => "offline",
+            Outcome::Error => "error",
+            Outcome::Dropped => "dropped",
+            Outcome::Handled => "handled",
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! One route partition: its deliveries are handled one at a time, in order (the queue has a
+//! single active consumer, which keeps each sender's stanzas in order however many routers
+//! run). A delivery is acked only after its deliveries are confirmed and its writes done;
+//! a failure requeues it (at its place in the queue), a duplicate envelope id is dropped.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use meerkat_bus::lapin;
+use meerkat_wire::topology as names;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::consume::{self, Spec};
+use crate::inbound::Inbound;
+use crate::metrics::Outcome;
+use crate::outbox::Outbox;
+use crate::route;
+use crate::Ctx;
+
+const PREFETCH: u16 = 64;
+/// A stanza failing this many times in a row is given up (logged), so one poison message
+/// cannot block its partition forever.
+const MAX_ATTEMPTS: u32 = 20;
+/// How long a stanza waits for its sender's session event to reach this router.
+const SESSION_EVENT_WAIT: Duration = Duration::from_secs(2);
+
+/// Envelope ids already handled (recorded only after success, so a failed attempt can run
+/// again).
+pub struct Seen {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+    capacity: usize,
+}
+
+impl Seen {
+    pub fn new(capacity: usize) -> Seen {
+        Seen {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.set.contains(id)
+    }
+
+    pub fn insert(&mut self, id: &str) {
+        if !self.set.insert(id.to_owned()) {
+            return;
+        }
+        self.order.push_back(id.to_owned());
+        if self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+}
+
+pub async fn run(
+    ctx: Arc<Ctx>,
+    n: u16,
+    seen: Arc<Mutex<Seen>>,
+    stop: CancellationToken,
+    consuming: Arc<AtomicUsize>,
+) {
+    let spec = Spec {
+        queue: names::route_queue(n),
+        prefetch: PREFETCH,
+        exclusive: false,
+        declare: Arc::new(|ch| {
+            Box::pin(async move { meerkat_bus::topology::declare_route_partitions(&ch).await })
+        }),
+    };
+    let attempts = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
+    let bus = ctx.bus.clone();
+    consume::run(bus, spec, stop, consuming, |delivery| {
+        let ctx = ctx.clone();
+        let seen = seen.clone();
+        let attempts = attempts.clone();
+        async move { handle_delivery(&ctx, delivery, &seen, &attempts).await }
+    })
+    .await;
+}
+
+async fn handle_delivery(
+    ctx: &Ctx,
+    delivery: Delivery,
+    seen: &Mutex<Seen>,
+    attempts: &Mutex<HashMap<String, u32>>,
+) {
+    let id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|s| s.as_str().to_owned());
+    if let Some(id) = &id {
+        if seen.lock().contains(id) {
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+            return;
+        }
+    }
+    let headers = delivery.properties.headers().as_ref();
+    let span = tracing::info_span!(
+        "route",
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.operation = "process",
+        messaging.destination.name = names::ROUTE_EXCHANGE,
+        messaging.message.id = id.as_deref().unwrap_or(""),
+    );
+    meerkat_runtime::telemetry::set_parent_from_headers(&span, headers);
+    let result = async {
+        let inb = match Inbound::parse(&delivery.data, headers) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(error = %e, "unroutable delivery dropped");
+                return Ok(());
+            }
+        };
+        handle(ctx, &inb).await
+    }
+    .instrument(span)
+    .await;
+    match result {
+        Ok(()) => {
+            if let Some(id) = &id {
+                seen.lock().insert(id);
+                attempts.lock().remove(id);
+            }
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+        }
+        Err(e) => {
+            let key = id.clone().unwrap_or_default();
+            let n = {
+                let mut a = attempts.lock();
+                let n = a.entry(key.clone()).or_insert(0);
+                *n += 1;
+                *n
+            };
+            if n >= MAX_ATTEMPTS {
+                tracing::error!(error = %e, attempts = n, "stanza given up after repeated failures");
+                attempts.lock().remove(&key);
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+                return;
+            }
+            tracing::warn!(error = %e, attempt = n, "routing failed; requeued");
+            tokio::time::sleep(Duration::from_millis(100 * u64::from(n.min(10)))).await;
+            let _ = delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await;
+        }
+    }
+}
+
+async fn handle(ctx: &Ctx, inb: &Inbound) -> anyhow::Result<()> {
+    if let Some(sender) = &inb.sender {
+        ctx.sessions
+            .wait_seen(sender.target.session, sender.version, SESSION_EVENT_WAIT)
+            .await;
+    }
+    let mut out = Outbox::new(inb.hops);
+    let outcome = route::route(ctx, inb, &mut out).await?;
+    out.flush(ctx).await?;
+    ctx.metrics.routed(inb.kind.as_str(), outcome);
+    if let Some(at) = inb.received_at {
+        let now = chrono::Utc::now().timestamp_millis();
+        let ms = now.saturating_sub(i64::try_from(at).unwrap_or(now)).max(0);
+        ctx.metrics.routing_latency.observe(ms as f64 / 1000.0);
+    }
+    if outcome == Outcome::Error {
+        tracing::debug!(from = %inb.from, to = ?inb.el.attr("to"), "answered with an error");
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! The shared directory and the consumer of the gateways' session events that keeps it.
+//! On every (re)subscription the router asks the gateways to re-announce their sessions,
+//! since its exclusive queue missed whatever happened while it was gone.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::BasicProperties;
+use meerkat_bus::{lapin, Headers};
+use meerkat_wire::{headers as h, topology as names, ControlEvent, SessionEvent, WIRE_VERSION};
+use parking_lot::{RwLock, RwLockReadGuard};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::consume::{self, Spec};
+use crate::directory::{Applied, Directory};
+use crate::outbox::Outbox;
+use crate::Ctx;
+
+pub struct Sessions {
+    dir: RwLock<Directory>,
+    /// Bumped on every change, so a stanza can wait for its sender's event.
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Sessions {
+    fn default() -> Sessions {
+        Sessions {
+            dir: RwLock::new(Directory::new()),
+            changed: watch::channel(0).0,
+        }
+    }
+}
+
+impl Sessions {
+    pub fn read(&self) -> RwLockReadGuard<'_, Directory> {
+        self.dir.read()
+    }
+
+    pub fn apply(&self, event: &SessionEvent) -> Applied {
+        let applied = self.dir.write().apply(event);
+        if applied != Applied::Ignored {
+            self.changed.send_modify(|n| *n += 1);
+        }
+        applied
+    }
+
+    pub fn remove_session(&self, id: Uuid) -> bool {
+        let removed = self.dir.write().remove_session(id);
+        self.changed.send_modify(|n| *n += 1);
+        removed
+    }
+
+    /// Waits (bounded) until the directory has seen `version` of session `id`. The gateway
+    /// publishes a session's event before the stanza it caused, but on another queue.
+    pub async fn wait_seen(&self, id: Uuid, version: u64, limit: Duration) {
+        let mut rx = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.read().has_seen(id, version) {
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    tracing::debug!(session = %id, version, "session event not seen in time");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Consumes this router's session-event queue until `stop`.
+pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
+    let queue = names::router_sessions_queue(&ctx.instance);
+    let declare_ctx = ctx.clone();
+    let declare_queue = queue.clone();
+    let spec = Spec {
+        queue,
+        prefetch: 256,
+        exclusive: true,
+        declare: Arc::new(move |ch| {
+            let ctx = declare_ctx.clone();
+            let q = declare_queue.clone();
+            Box::pin(async move {
+                meerkat_bus::topology::declare_instance_queue(&ch, &q, names::SESSIONS_EXCHANGE)
+                    .await?;
+                request_resync(&ctx).await;
+                Ok(())
+            })
+        }),
+    };
+    let bus = ctx.bus.clone();
+    consume::run(bus, spec, stop, consuming, |delivery| {
+        let ctx = ctx.clone();
+        async move {
+            let event = match SessionEvent::from_json(&delivery.data) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable session event dropped");
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                    return;
+                }
+            };
+            let applied = ctx.sessions.apply(&event);
+            ctx.metrics
+                .directory_sessions
+                .set(i64::try_from(ctx.sessions.read().len()).unwrap_or(i64::MAX));
+            if let Applied::Replaced(old) = applied {
+                tracing::debug!(jid = %old.jid, session = %old.session_id, "session replaced: kick");
+                let mut out = Outbox::new(0);
+                out.kick(&old);
+                if let Err(e) = out.flush(&ctx).await {
+                    tracing::warn!(error = %e, "conflict kick not published");
+                    let _ = delivery
+                        .nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() })
+                        .await;
+                    return;
+                }
+            }
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+        }
+    })
+    .await;
+}
+
+/// Asks every gateway to announce its sessions again.
+async fn request_resync(ctx: &Ctx) {
+    let event = ControlEvent::Resync {
+        requested_by: ctx.instance.clone(),
+    };
+    let props = BasicProperties::default()
+        .with_message_id(Uuid::new_v4().to_string().into())
+        .with_content_type(h::CONTENT_JSON.into())
+        .with_headers(
+            Headers::new()
+                .u64(h::WIRE, u64::from(WIRE_VERSION))
+                .str(h::ORIGIN_DC, &ctx.config.dc)
+                .build(),
+        );
+    // Spawned: the publisher may need the connection this declare runs on.
+    let publisher = ctx.publisher.clone();
+    let body = event.to_json();
+    tokio::spawn(async move {
+        if let Err(e) = publisher
+            .publish(names::CONTROL_EXCHANGE, "", props, &body)
+            .await
+        {
+            tracing::warn!(error = %e, "resync request not published");
+        }
+    });
+}
