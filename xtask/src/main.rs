@@ -1,0 +1,51 @@
+//! `cargo xtask`: the local stack (`up`, `down`, `status`) and the test run (`test`).
+
+mod certs;
+mod endpoints;
+mod layout;
+mod services;
+mod stack;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Meerkat's development tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the local stack: RabbitMQ per DC, PostgreSQL, services (idempotent).
+    Up(stack::UpArgs),
+    /// Stop everything `up` started (idempotent; data is kept).
+    Down,
+    /// What runs, per DC.
+    Status,
+    /// Run the workspace's tests with nextest against one shared broker and database.
+    Test {
+        /// Passed on to `cargo nextest run`.
+        #[arg(last = true)]
+        nextest_args: Vec<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up(args) => stack::up(args).await.map(|()| 0),
+        Command::Down => stack::down().await.map(|()| 0),
+        Command::Status => stack::status().await.map(|()| 0),
+        Command::Test { nextest_args } => test::run(nextest_args).await,
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

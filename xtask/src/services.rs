@@ -1,0 +1,243 @@
+//! The Meerkat services of the local stack as detached processes: their environment, pid
+//! files, logs, stopping, and waiting until a DC's client port speaks XMPP.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use meerkat_localstack::process;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::layout::{self, DcPorts};
+
+/// One service process of the stack.
+#[derive(Clone, Debug)]
+pub struct Service {
+    /// `c2s-gateway` or `router`: the binary's name.
+    pub binary: &'static str,
+    /// `dc1-gw1`, `dc1-router1`: the instance id, and the name of its log and pid files.
+    pub instance_id: String,
+    pub admin_port: u16,
+    pub env: Vec<(String, String)>,
+}
+
+/// What every service of one DC shares.
+pub struct DcEnv<'a> {
+    pub dc: u16,
+    pub domain: &'a str,
+    pub amqp_url: String,
+    pub database_url: String,
+    pub cert: &'a Path,
+    pub key: &'a Path,
+}
+
+impl Service {
+    pub fn log_file(&self) -> PathBuf {
+        layout::logs_dir().join(format!("{}.log", self.instance_id))
+    }
+    pub fn pid_file(&self) -> PathBuf {
+        layout::run_dir().join(format!("{}.pid", self.instance_id))
+    }
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
+    }
+    fn exe(&self) -> PathBuf {
+        layout::release_bin(self.binary)
+    }
+    /// The pid, if the process runs.
+    pub fn pid(&self) -> Option<u32> {
+        let exe = self.exe();
+        process::read_pid_file(&self.pid_file())
+            .filter(|p| process::pid_alive(*p, &exe.to_string_lossy()))
+    }
+
+    /// Starts it detached unless it already runs.
+    pub fn start(&self) -> anyhow::Result<()> {
+        if self.pid().is_some() {
+            return Ok(());
+        }
+        let exe = self.exe();
+        if !exe.is_file() {
+            bail!(
+                "{} is missing; `cargo build --release -p {}`",
+                exe.display(),
+                self.binary
+            );
+        }
+        for dir in [layout::logs_dir(), layout::run_dir()] {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_file())
+            .with_context(|| format!("opening {}", self.log_file().display()))?;
+        let log2 = log.try_clone().context("cloning log handle")?;
+        let child = process::detached(&exe)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            .spawn()
+            .with_context(|| format!("starting {}", exe.display()))?;
+        std::fs::write(self.pid_file(), child.id().to_string())
+            .with_context(|| format!("writing {}", self.pid_file().display()))?;
+        Ok(())
+    }
+}
+
+/// The gateways and routers of one DC, with their environment.
+pub fn plan(env: &DcEnv<'_>, gateways: u16, routers: u16) -> Vec<Service> {
+    let ports = DcPorts::of(env.dc);
+    let dc = layout::dc_id(env.dc);
+    let common = |instance: &str, admin: u16| {
+        vec![
+            ("MEERKAT_DC".to_string(), dc.clone()),
+            ("MEERKAT_DOMAIN".into(), env.domain.to_string()),
+            ("MEERKAT_AMQP_URL".into(), env.amqp_url.clone()),
+            ("MEERKAT_DATABASE_URL".into(), env.database_url.clone()),
+            ("MEERKAT_ADMIN_ADDR".into(), format!("127.0.0.1:{admin}")),
+            ("MEERKAT_INSTANCE_ID".into(), instance.to_string()),
+        ]
+    };
+    let mut out = Vec::new();
+    for r in 1..=routers {
+        let id = format!("{dc}-router{r}");
+        let admin = ports.router_admin(r);
+        out.push(Service {
+            binary: "router",
+            env: common(&id, admin),
+            instance_id: id,
+            admin_port: admin,
+        });
+    }
+    for i in 1..=gateways {
+        let id = format!("{dc}-gw{i}");
+        let admin = ports.gateway_admin(i);
+        let mut e = common(&id, admin);
+        e.extend([
+            (
+                "MEERKAT_C2S_ADDR".to_string(),
+                format!("127.0.0.1:{}", ports.c2s),
+            ),
+            (
+                "MEERKAT_TLS_ADDR".into(),
+                format!("127.0.0.1:{}", ports.tls),
+            ),
+            ("MEERKAT_CERT_PATH".into(), env.cert.display().to_string()),
+            ("MEERKAT_KEY_PATH".into(), env.key.display().to_string()),
+            ("MEERKAT_REGISTRATION".into(), "true".into()),
+        ]);
+        out.push(Service {
+            binary: "c2s-gateway",
+            env: e,
+            instance_id: id,
+            admin_port: admin,
+        });
+    }
+    out
+}
+
+/// Waits until `port` answers a stream header with `<stream:features`, failing early if one
+/// of `services` died, and pointing at the logs either way.
+pub async fn wait_xmpp(
+    domain: &str,
+    port: u16,
+    services: &[Service],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let logs = || {
+        services
+            .iter()
+            .map(|s| s.log_file().display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    loop {
+        if let Some(dead) = services.iter().find(|s| s.pid().is_none()) {
+            bail!(
+                "{} exited; its log {}:\n{}",
+                dead.instance_id,
+                dead.log_file().display(),
+                process::log_tail(&dead.log_file(), 20)
+            );
+        }
+        match probe(domain, port).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => {
+                bail!(
+                    "127.0.0.1:{port} did not answer XMPP within {timeout:?} ({e:#}); see {}",
+                    logs()
+                )
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+async fn probe(domain: &str, port: u16) -> anyhow::Result<()> {
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .context("connect")?;
+        let header = format!(
+            "<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' xmlns='jabber:client' \
+             xmlns:stream='http://etherx.jabber.org/streams'>"
+        );
+        s.write_all(header.as_bytes()).await.context("write")?;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).await.context("read")?;
+            if n == 0 {
+                bail!("closed before <stream:features>");
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&seen).contains("<stream:features") {
+                return Ok(());
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .context("no answer in 5 s")?
+}
+
+/// Every service pid file in the run directory: (instance id, pid file).
+pub fn pid_files() -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(layout::run_dir()) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pid"))
+        .filter_map(|p| Some((p.file_stem()?.to_string_lossy().into_owned(), p)))
+        .collect();
+    out.sort();
+    out
+}
+
+/// The live pid of the service with this pid file (either binary) and its executable path.
+pub fn live_pid(pid_file: &Path) -> Option<(u32, String)> {
+    let pid = process::read_pid_file(pid_file)?;
+    ["c2s-gateway", "router"]
+        .iter()
+        .map(|b| layout::release_bin(b).to_string_lossy().into_owned())
+        .find(|exe| process::pid_alive(pid, exe))
+        .map(|exe| (pid, exe))
+}
+
+/// SIGTERM every service, wait for their graceful shutdown, SIGKILL stragglers.
+pub async fn stop_all() -> anyhow::Result<()> {
+    let stops = pid_files().into_iter().map(|(id, file)| async move {
+        if let Some((pid, exe)) = live_pid(&file) {
+            println!("stopping {id} (pid {pid})");
+            process::terminate(pid, &exe, Duration::from_secs(15)).await?;
+        }
+        std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))
+    });
+    futures::future::try_join_all(stops).await?;
+    Ok(())
+}
