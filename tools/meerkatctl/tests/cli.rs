@@ -4,33 +4,16 @@
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use meerkat_store::Store;
-use sqlx::Connection;
 
-/// An empty database on the server named by MEERKAT_TEST_PG_URL (an admin URL).
 async fn fresh_database() -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let admin = std::env::var("MEERKAT_TEST_PG_URL")
-        .expect("set MEERKAT_TEST_PG_URL to a PostgreSQL admin URL");
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let name = format!(
-        "ctl_test_{}_{}_{}",
-        std::process::id(),
-        nanos,
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
+    meerkat_testkit::infra()
         .await
-        .unwrap();
-    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-    format!("{base}/{name}")
+        .unwrap()
+        .fresh_database()
+        .await
+        .unwrap()
 }
 
 fn ctl(db: &str, args: &[&str], stdin: Option<&str>) -> Output {
