@@ -58,12 +58,26 @@ pub async fn ensure_installed() -> anyhow::Result<()> {
     if !update.success() {
         bail!("apt-get update failed: {update}");
     }
+    // Keep the packages' maintainer scripts from starting system-wide instances: a system
+    // RabbitMQ would hold the ports `cargo xtask up` uses. 101 means "action forbidden".
+    let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
+    let own_policy = !policy.exists();
+    if own_policy {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(policy, "#!/bin/sh\nexit 101\n").context("writing policy-rc.d")?;
+        std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755))
+            .context("chmod policy-rc.d")?;
+    }
     let install = tokio::process::Command::new("apt-get")
         .args(["install", "-y", "rabbitmq-server", "postgresql"])
         .env("DEBIAN_FRONTEND", "noninteractive")
         .status()
         .await
-        .context("running apt-get install")?;
+        .context("running apt-get install");
+    if own_policy {
+        let _ = std::fs::remove_file(policy);
+    }
+    let install = install?;
     // A failed postinst (service start) can make apt report failure although the files are
     // in place; what we need is the binaries.
     if !installed() {
