@@ -2,6 +2,9 @@
 //! full and bare JIDs, offline storage, iq errors, disco/ping/version, rosters and the
 //! subscription handshake, presence broadcast and probes.
 
+// Test helpers panic on failure by design.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use meerkat_testkit::client::pred::{iq_request, message_with_body, presence_of_type};
