@@ -6,6 +6,8 @@ Prints one line per step and exits 0 only if every step passed.
 """
 
 import asyncio
+import logging
+import os
 import ssl
 import sys
 
@@ -13,6 +15,7 @@ import slixmpp
 from slixmpp.exceptions import IqError
 
 HOST, PORT, DOMAIN, PREFIX = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+logging.basicConfig(level=logging.DEBUG if os.environ.get("INTEROP_DEBUG") else logging.ERROR)
 PASSWORD = "interop-secret"
 TIMEOUT = 15
 

@@ -65,8 +65,10 @@ pub async fn serve_connection(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, d
     let deadline = Duration::from_secs(ctx.config.negotiation_timeout_secs);
     let mut state = Negotiated { username: None };
     let mut holder = Some(transport);
-    let outcome =
-        tokio::time::timeout(deadline, negotiate(&ctx, &mut holder, &mut state, peer)).await;
+    let outcome = tokio::select! {
+        o = tokio::time::timeout(deadline, negotiate(&ctx, &mut holder, &mut state, peer)) => o,
+        _ = ctx.shutdown.cancelled() => Ok(Err(End::Error(StreamError::new("system-shutdown")))),
+    };
     match (outcome, holder) {
         (Ok(Ok(bound)), Some(transport)) => {
             session::run(ctx.clone(), transport, bound).await;

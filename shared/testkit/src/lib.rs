@@ -3,3 +3,4 @@
 pub mod client;
 pub mod infra;
 pub use infra::*;
+pub mod stack;

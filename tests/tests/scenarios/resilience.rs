@@ -29,11 +29,11 @@ async fn a_broker_restart_during_sessions_is_survived() {
     alice.send_message(&bob_jid, "during").await.unwrap();
     broker.start().await.expect("start broker");
 
-    bob.expect_within("message sent during the outage", Duration::from_secs(40), body_is("during"))
+    bob.expect_within(Duration::from_secs(40), "message sent during the outage", body_is("during"))
         .await
         .unwrap();
     alice.send_message(&bob_jid, "after").await.unwrap();
-    bob.expect_within("message after the restart", Duration::from_secs(20), body_is("after"))
+    bob.expect_within(Duration::from_secs(20), "message after the restart", body_is("after"))
         .await
         .unwrap();
     // Services report ready again.
