@@ -31,8 +31,6 @@ pub struct Inbound {
     pub sender: Option<Sender>,
     /// x-meerkat-initial-presence.
     pub initial: bool,
-    /// For a bounce: the session the gateway no longer has.
-    pub bounced: Option<Uuid>,
     /// Came back from a gateway that no longer had the target session.
     pub is_bounce: bool,
     /// Hops left for re-routing.
@@ -75,13 +73,6 @@ impl Inbound {
                 _ => None,
             }
         };
-        let bounced = if bounce {
-            headers
-                .get_str(h::BOUNCED_SESSION)
-                .and_then(|s| Uuid::parse_str(&s).ok())
-        } else {
-            None
-        };
         Ok(Inbound {
             from_bare: jids::bare(&from),
             from,
@@ -89,7 +80,6 @@ impl Inbound {
             ty,
             sender,
             initial: headers.get_bool(h::INITIAL_PRESENCE),
-            bounced,
             is_bounce: bounce,
             hops: headers.get_u64(h::HOPS).unwrap_or(3),
             received_at: headers.get_u64(h::RECEIVED_AT),

@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use meerkat_bus::lapin;
+use meerkat_bus::{lapin, HeaderExt};
+use meerkat_wire::headers as h;
 use meerkat_wire::topology as names;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::consume::{self, Spec};
 use crate::inbound::Inbound;
@@ -108,6 +110,17 @@ async fn handle_delivery(
         }
     }
     let headers = delivery.properties.headers().as_ref();
+    // A bounce means the gateway no longer has that session: forget it first, whether or
+    // not the stanza itself can be routed again.
+    if headers.get_str(h::KIND).as_deref() == Some(h::kind::BOUNCE) {
+        ctx.metrics.bounces.inc();
+        if let Some(id) = headers
+            .get_str(h::BOUNCED_SESSION)
+            .and_then(|s| Uuid::parse_str(&s).ok())
+        {
+            ctx.sessions.remove_session(id);
+        }
+    }
     let span = tracing::info_span!(
         "route",
         otel.kind = "consumer",

@@ -73,10 +73,6 @@ pub fn full_without_session(kind: StanzaKind, ty: StanzaType) -> NoSession {
 
 /// Routes one stanza; deliveries go to `out`.
 pub async fn route(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Result<Outcome> {
-    if let Some(id) = inb.bounced {
-        ctx.metrics.bounces.inc();
-        ctx.sessions.remove_session(id);
-    }
     let Some(to) = inb.el.attr("to") else {
         return no_to(ctx, inb, out).await;
     };
