@@ -50,6 +50,9 @@ pub struct Negotiated {
 pub async fn serve_connection(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
     ctx.metrics.connections.inc();
     let _ = tcp.set_nodelay(true);
+    // A client that starts TLS at once on the STARTTLS port (some try direct TLS first on any
+    // port they are given) gets TLS rather than a stream that would wait forever for XML.
+    let direct_tls = direct_tls || starts_with_tls_handshake(&tcp).await;
     let socket = if direct_tls {
         match tokio::time::timeout(Duration::from_secs(10), ctx.tls.accept(tcp)).await {
             Ok(Ok(tls)) => Socket::Tls(Box::new(tls)),
@@ -85,6 +88,15 @@ pub async fn serve_connection(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, d
         _ => {}
     }
     ctx.metrics.connections.dec();
+}
+
+/// Whether the first byte the client sent opens a TLS handshake record (0x16).
+async fn starts_with_tls_handshake(tcp: &TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), tcp.peek(&mut first)).await,
+        Ok(Ok(1))
+    ) && first[0] == 0x16
 }
 
 /// Writes the stream error (if any) and the closing tag.

@@ -226,6 +226,14 @@ impl<R: AsyncBufRead + Unpin> StreamReader<R> {
                         }
                     }
                 },
+                Event::Text(text) if !self.opened => {
+                    if !text.iter().all(u8::is_ascii_whitespace) {
+                        return Err(ReadError::stream(
+                            "not-well-formed",
+                            "text before the stream header",
+                        ));
+                    }
+                }
                 Event::Text(text) => {
                     let s = text.unescape().map_err(|e| {
                         ReadError::stream("not-well-formed", format!("bad text: {e}"))

@@ -149,3 +149,9 @@ async fn restart_reads_a_new_header() {
     assert_eq!(iq.attr("id"), Some("1"));
     assert!(matches!(reader.next().await, Err(ReadError::Eof)));
 }
+
+#[tokio::test]
+async fn text_before_the_stream_header_is_not_well_formed() {
+    let (_, err) = read_all("hello <stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>".into(), Limits::default()).await;
+    assert_eq!(condition(err), "not-well-formed");
+}
