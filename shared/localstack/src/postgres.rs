@@ -90,6 +90,9 @@ impl PgCluster {
                 .arg(&data)
                 .arg("-l")
                 .arg(&log)
+                // The port on the command line, not in postgresql.conf: a cluster made for
+                // one port may be started on another.
+                .args(["-o", &format!("-p {}", self.config.port)])
                 .args(["-w", "-t", "60", "start"])
                 .stdout(std::process::Stdio::null()),
             "pg_ctl start",
@@ -133,9 +136,8 @@ impl PgCluster {
         .await?;
         // Appended settings win over initdb's defaults earlier in the file.
         let extra = format!(
-            "\n# meerkat-localstack\n{DEV_CONF}\nport = {}\nlisten_addresses = '127.0.0.1'\n\
+            "\n# meerkat-localstack\n{DEV_CONF}\nlisten_addresses = '127.0.0.1'\n\
              unix_socket_directories = '{}'\nlogging_collector = off\n",
-            self.config.port,
             dir.display()
         );
         append(&data.join("postgresql.conf"), &extra)
