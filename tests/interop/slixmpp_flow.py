@@ -45,8 +45,8 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("presence_available", lambda p: self.presences.put_nowait(p))
         self.add_event_handler("presence_subscribe", lambda p: self.subscriptions.put_nowait(p))
         self.add_event_handler("failed_auth", lambda _: self.started.done() or self.started.set_exception(RuntimeError("auth failed")))
-        # Answer subscription requests ourselves, explicitly.
-        self.roster.auto_authorize = False
+        # Answer subscription requests ourselves, explicitly (None: neither accept nor deny).
+        self.roster.auto_authorize = None
         self.roster.auto_subscribe = False
 
     async def on_register(self, _form):
