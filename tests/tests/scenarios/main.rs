@@ -16,14 +16,22 @@ pub async fn dc() -> Dc {
 
 /// A unique account name for this test.
 pub fn user(prefix: &str) -> String {
-    format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 /// Registers `name` in-band and logs in with SCRAM-SHA-256 and the given resource.
 pub async fn online(dc: &Dc, name: &str, resource: &str) -> Client {
     let cfg = dc.client();
     let mut c = Client::connect(&cfg).await.expect("connect");
-    c.register(name, "secret-pw").await.expect("register io").expect("registered");
+    c.register(name, "secret-pw")
+        .await
+        .expect("register io")
+        .expect("registered");
     drop(c);
-    Client::login(&cfg, name, "secret-pw", Some(resource)).await.expect("login")
+    Client::login(&cfg, name, "secret-pw", Some(resource))
+        .await
+        .expect("login")
 }

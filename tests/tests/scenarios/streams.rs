@@ -10,7 +10,10 @@ use meerkat_xmpp::{ns, Element};
 use crate::{dc, online, user};
 
 async fn ping_server(c: &mut Client) {
-    let reply = c.iq("get", Some("example.com"), Element::new("ping", ns::PING)).await.expect("ping");
+    let reply = c
+        .iq("get", Some("example.com"), Element::new("ping", ns::PING))
+        .await
+        .expect("ping");
     assert_eq!(reply.attr("type"), Some("result"), "{reply}");
 }
 
@@ -25,7 +28,12 @@ async fn condition_after(dc: &Dc, bad: &str) -> Option<String> {
 
 #[tokio::test]
 async fn bad_input_ends_that_stream_with_the_right_error_and_others_carry_on() {
-    let dc = Dc::start(StackOptions { max_stanza_bytes: 16 * 1024, ..StackOptions::default() }).await.unwrap();
+    let dc = Dc::start(StackOptions {
+        max_stanza_bytes: 16 * 1024,
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
     let mut bystander = online(&dc, &user("by"), "r").await;
     ping_server(&mut bystander).await;
 
@@ -42,7 +50,12 @@ async fn bad_input_ends_that_stream_with_the_right_error_and_others_carry_on() {
     ];
     for (want, input) in cases {
         let got = condition_after(&dc, &input).await;
-        assert_eq!(got.as_deref(), Some(want), "input {}", &input[..input.len().min(60)]);
+        assert_eq!(
+            got.as_deref(),
+            Some(want),
+            "input {}",
+            &input[..input.len().min(60)]
+        );
         ping_server(&mut bystander).await;
     }
     dc.stop().await.unwrap();
@@ -52,8 +65,14 @@ async fn bad_input_ends_that_stream_with_the_right_error_and_others_carry_on() {
 async fn stream_header_errors() {
     let dc = dc().await;
     // Wrong host.
-    let cfg = meerkat_testkit::client::ClientConfig { domain: "elsewhere.org".into(), ..dc.client() };
-    let err = Client::connect(&cfg).await.err().expect("wrong host refused");
+    let cfg = meerkat_testkit::client::ClientConfig {
+        domain: "elsewhere.org".into(),
+        ..dc.client()
+    };
+    let err = Client::connect(&cfg)
+        .await
+        .err()
+        .expect("wrong host refused");
     assert!(format!("{err:#}").contains("host-unknown"), "{err:#}");
     // Wrong default namespace.
     let mut raw = tokio::net::TcpStream::connect(dc.c2s).await.unwrap();
@@ -70,8 +89,13 @@ async fn stream_header_errors() {
 async fn stanzas_before_authentication_are_not_authorized() {
     let dc = dc().await;
     let mut c = Client::connect(&dc.client()).await.unwrap();
-    c.send_raw("<message to='a@example.com'><body>hi</body></message>").await.unwrap();
-    assert_eq!(c.expect_stream_end().await.unwrap().as_deref(), Some("not-authorized"));
+    c.send_raw("<message to='a@example.com'><body>hi</body></message>")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.expect_stream_end().await.unwrap().as_deref(),
+        Some("not-authorized")
+    );
     dc.stop().await.unwrap();
 }
 
@@ -80,23 +104,38 @@ async fn binding_an_online_full_jid_replaces_the_old_session() {
     let dc = dc().await;
     let name = user("dup");
     let mut first = online(&dc, &name, "same").await;
-    let mut second = Client::login(&dc.client(), &name, "secret-pw", Some("same")).await.unwrap();
-    assert_eq!(first.expect_stream_end().await.unwrap().as_deref(), Some("conflict"));
+    let mut second = Client::login(&dc.client(), &name, "secret-pw", Some("same"))
+        .await
+        .unwrap();
+    assert_eq!(
+        first.expect_stream_end().await.unwrap().as_deref(),
+        Some("conflict")
+    );
     ping_server(&mut second).await;
     dc.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn binding_an_online_full_jid_at_another_gateway_replaces_the_old_session() {
-    let dc = Dc::start(StackOptions { gateways: 2, ..StackOptions::default() }).await.unwrap();
+    let dc = Dc::start(StackOptions {
+        gateways: 2,
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
     let name = user("dup2");
     // Connections are spread over the gateways by the kernel; open several until one
     // pair lands on different gateways is not deterministic, so log in repeatedly: each new
     // login must end the previous one wherever it is.
     let mut prev = online(&dc, &name, "same").await;
     for _ in 0..4 {
-        let mut next = Client::login(&dc.client(), &name, "secret-pw", Some("same")).await.unwrap();
-        assert_eq!(prev.expect_stream_end().await.unwrap().as_deref(), Some("conflict"));
+        let mut next = Client::login(&dc.client(), &name, "secret-pw", Some("same"))
+            .await
+            .unwrap();
+        assert_eq!(
+            prev.expect_stream_end().await.unwrap().as_deref(),
+            Some("conflict")
+        );
         ping_server(&mut next).await;
         prev = next;
     }
@@ -105,9 +144,17 @@ async fn binding_an_online_full_jid_at_another_gateway_replaces_the_old_session(
 
 #[tokio::test]
 async fn idle_connections_time_out() {
-    let dc = Dc::start(StackOptions { idle_timeout_secs: 2, ..StackOptions::default() }).await.unwrap();
+    let dc = Dc::start(StackOptions {
+        idle_timeout_secs: 2,
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
     let mut c = online(&dc, &user("idle"), "r").await;
-    assert_eq!(c.expect_stream_end().await.unwrap().as_deref(), Some("connection-timeout"));
+    assert_eq!(
+        c.expect_stream_end().await.unwrap().as_deref(),
+        Some("connection-timeout")
+    );
     dc.stop().await.unwrap();
 }
 
@@ -116,6 +163,9 @@ async fn gateway_shutdown_sends_system_shutdown() {
     let mut dc = dc().await;
     let mut c = online(&dc, &user("bye"), "r").await;
     dc.gateways[0].stop().await.unwrap();
-    assert_eq!(c.expect_stream_end().await.unwrap().as_deref(), Some("system-shutdown"));
+    assert_eq!(
+        c.expect_stream_end().await.unwrap().as_deref(),
+        Some("system-shutdown")
+    );
     dc.stop().await.unwrap();
 }
