@@ -162,11 +162,15 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         build_services().await?;
         crate::certs::ensure(&args.domain)?;
     }
+    // Written first so that after a failure half-way, `status` and a retried `up` know the
+    // shape that was asked for.
+    std::fs::create_dir_all(layout::stack_dir())
+        .with_context(|| format!("creating {}", layout::stack_dir().display()))?;
+    want.write()?;
     start_infra(args.dcs, args.pg_port).await?;
     if !args.infra_only {
         start_services(&want).await?;
     }
-    want.write()?;
     println!("up");
     want.print();
     Ok(())
