@@ -37,9 +37,15 @@ pub mod kind {
     pub const STANZA: &str = "stanza";
     /// A stanza the gateway could not hand to its session (session gone): route it again.
     pub const BOUNCE: &str = "bounce";
+    /// Route: a stanza that came from another DC for a session here (or one that was here).
+    pub const REMOTE: &str = "remote";
     /// Deliver: close the target session with a `<conflict/>` stream error (replaced).
     pub const CONFLICT: &str = "conflict";
 }
+
+/// Namespace of the readable envelope a stanza travels in between DCs:
+/// `<route xmlns='urn:xmpp:meerkat:route:1' from='dc1.example.com' to='dc2.example.com'>…</route>`.
+pub const ROUTE_NS: &str = "urn:xmpp:meerkat:route:1";
 
 pub const CONTENT_XMPP: &str = "application/xmpp+xml";
 pub const CONTENT_JSON: &str = "application/json";

@@ -4,9 +4,11 @@
 
 pub mod event;
 pub mod headers;
+pub mod inter;
 pub mod topology;
 
 pub use event::{ControlEvent, SessionEvent, SessionEventKind, SessionInfo};
+pub use inter::{InterControl, ReplicatedEvent};
 
 /// Version of the wire format; carried in the `x-meerkat-wire` header of every message.
 /// Receivers accept any message whose major version they know.

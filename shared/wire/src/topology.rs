@@ -40,3 +40,43 @@ pub fn gateway_control_queue(instance: &str) -> String {
 
 /// An idle gateway queue (its gateway gone for good) is removed after this long.
 pub const GATEWAY_QUEUE_EXPIRES_MS: u32 = 10 * 60 * 1000;
+
+// ---- Between DCs (federated exchanges; each DC's broker federates them from every other DC,
+// max-hops 1, ack-mode on-confirm). Bindings propagate upstream, so a DC's broker only buffers
+// what another DC has bound.
+
+/// Stanzas for sessions at another DC: direct exchange, routing key = target DC id.
+pub const INTER_STANZAS_EXCHANGE: &str = "meerkat.inter.stanzas";
+
+/// A DC's inbound queue of stanzas from other DCs, bound with its own DC id; single active
+/// consumer, so stanzas of one sender keep their order into the route partitions.
+pub fn inter_stanzas_queue(dc: &str) -> String {
+    format!("meerkat.inter.stanzas.{dc}")
+}
+
+/// Sequenced session events of every DC: topic exchange, routing key = origin DC id.
+pub const INTER_SESSIONS_EXCHANGE: &str = "meerkat.inter.sessions";
+
+/// A DC's queue of the other DCs' session events (its replicator consumes it).
+pub fn inter_sessions_queue(dc: &str) -> String {
+    format!("meerkat.inter.sessions.{dc}")
+}
+
+/// Snapshot requests and snapshots between replicators: direct, routing key = target DC id.
+pub const INTER_CONTROL_EXCHANGE: &str = "meerkat.inter.control";
+
+/// A DC's queue of control messages from other DCs.
+pub fn inter_control_queue(dc: &str) -> String {
+    format!("meerkat.inter.control.{dc}")
+}
+
+/// The local session events queue of a DC's session replicator (durable: events that arrive
+/// while it restarts wait for it).
+pub fn replicator_sessions_queue(dc: &str) -> String {
+    format!("meerkat.sessions.replicator.{dc}")
+}
+
+/// The XMPP address of a DC: `dc1` serving `example.com` is `dc1.example.com`.
+pub fn dc_address(dc: &str, domain: &str) -> String {
+    format!("{dc}.{domain}")
+}
