@@ -241,3 +241,69 @@ pub async fn stop_all() -> anyhow::Result<()> {
     futures::future::try_join_all(stops).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that answers any stream header the way a gateway does.
+    async fn fake_gateway(reply: &'static str) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(reply.as_bytes()).await;
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn probe_sees_stream_features() {
+        let port = fake_gateway(
+            "<?xml version='1.0'?><stream:stream from='example.com' id='1' version='1.0' \
+             xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>\
+             <stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:features>",
+        )
+        .await;
+        probe("example.com", port).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn probe_rejects_a_server_that_closes() {
+        let port = fake_gateway("HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        assert!(probe("example.com", port).await.is_err());
+    }
+
+    #[test]
+    fn plan_gives_each_instance_its_ports_and_ids() {
+        let cert = PathBuf::from("/c.pem");
+        let key = PathBuf::from("/k.pem");
+        let env = DcEnv {
+            dc: 2,
+            domain: "example.com",
+            amqp_url: "amqp://guest:guest@127.0.0.1:5682/%2f".into(),
+            database_url: "postgres://postgres@127.0.0.1:55432/meerkat_dc2".into(),
+            cert: &cert,
+            key: &key,
+        };
+        let plan = plan(&env, 2, 1);
+        let ids: Vec<_> = plan
+            .iter()
+            .map(|s| (s.instance_id.as_str(), s.admin_port))
+            .collect();
+        assert_eq!(
+            ids,
+            [("dc2-router1", 8151), ("dc2-gw1", 8101), ("dc2-gw2", 8102)]
+        );
+        let gw = &plan[1].env;
+        let get = |k: &str| gw.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("MEERKAT_C2S_ADDR"), Some("127.0.0.1:5232"));
+        assert_eq!(get("MEERKAT_TLS_ADDR"), Some("127.0.0.1:5233"));
+        assert_eq!(get("MEERKAT_DC"), Some("dc2"));
+        assert_eq!(get("MEERKAT_REGISTRATION"), Some("true"));
+        assert!(plan[0].env.iter().all(|(k, _)| k != "MEERKAT_C2S_ADDR"));
+    }
+}
