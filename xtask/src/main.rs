@@ -2,6 +2,7 @@
 
 mod certs;
 mod endpoints;
+mod interop;
 mod layout;
 mod services;
 mod stack;

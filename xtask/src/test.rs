@@ -10,6 +10,7 @@ use crate::layout;
 /// exit code.
 pub async fn run(extra: Vec<String>) -> anyhow::Result<i32> {
     ensure_installed().await?;
+    crate::interop::ensure_slixmpp().await?;
     // One directory per run: several runs may share a target directory.
     let dir = layout::test_dir().join(std::process::id().to_string());
     // The reaper stops the infrastructure even if this process is interrupted.
