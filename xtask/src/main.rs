@@ -1,5 +1,6 @@
 //! `cargo xtask`: the local stack (`up`, `down`, `status`) and the test run (`test`).
 
+mod bench;
 mod certs;
 mod endpoints;
 mod interop;
@@ -31,6 +32,12 @@ enum Command {
         #[arg(last = true)]
         nextest_args: Vec<String>,
     },
+    /// Chat load against the running local stack's DC 1 (`cargo xtask bench -- --users 500 --rate 500`).
+    Bench {
+        /// Passed on to `meerkat-bench` (see `--help` there).
+        #[arg(last = true)]
+        bench_args: Vec<String>,
+    },
 }
 
 #[tokio::main]
@@ -41,6 +48,7 @@ async fn main() {
         Command::Down => stack::down().await.map(|()| 0),
         Command::Status => stack::status().await.map(|()| 0),
         Command::Test { nextest_args } => test::run(nextest_args).await,
+        Command::Bench { bench_args } => bench::run(bench_args).await,
     };
     match result {
         Ok(code) => std::process::exit(code),

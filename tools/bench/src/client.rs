@@ -126,7 +126,7 @@ impl BenchClient {
 
 impl Reader {
     /// The send timestamp (µs) of the next bench message received; None when the stream ends.
-    pub async fn next_bench_message(&mut self) -> anyhow::Result<Option<u64>> {
+    pub async fn next_bench_message(&mut self, run: &str) -> anyhow::Result<Option<u64>> {
         loop {
             let el = match self.0.next().await {
                 Ok(Inbound::Stanza(el)) => el,
@@ -137,7 +137,13 @@ impl Reader {
                 continue;
             }
             if let Some(body) = el.child_text("body", ns::CLIENT) {
-                if let Some(ts) = body.strip_prefix("t=").and_then(|b| b.split(';').next()) {
+                // Messages of an earlier run (e.g. stored offline) are not this run's.
+                let mut fields = body.split(';');
+                let ts = fields.next().and_then(|f| f.strip_prefix("t="));
+                if fields.next() != Some(run) {
+                    continue;
+                }
+                if let Some(ts) = ts {
                     if let Ok(us) = ts.parse::<u64>() {
                         return Ok(Some(us));
                     }
@@ -149,8 +155,8 @@ impl Reader {
 
 impl Writer {
     /// A chat message with a 64-byte body carrying the send time.
-    pub async fn send_chat(&mut self, to: &str, micros: u64) -> anyhow::Result<()> {
-        let mut body = format!("t={micros};");
+    pub async fn send_chat(&mut self, to: &str, run: &str, micros: u64) -> anyhow::Result<()> {
+        let mut body = format!("t={micros};{run};");
         while body.len() < 64 {
             body.push('x');
         }

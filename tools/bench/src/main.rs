@@ -53,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
     )?));
     let received = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
+    let run: Arc<str> = format!("{:x}", std::process::id() ^ (started.elapsed().subsec_nanos())).into();
 
     // Log in everyone (ramp: a few at a time).
     let mut sessions = Vec::with_capacity(users);
@@ -90,8 +91,9 @@ async fn main() -> anyhow::Result<()> {
         let latency = latency.clone();
         let received = received.clone();
         let rclock = clock.clone();
+        let rrun = run.clone();
         tasks.push(tokio::spawn(async move {
-            while let Ok(Some(sent_us)) = reader.next_bench_message().await {
+            while let Ok(Some(sent_us)) = reader.next_bench_message(&rrun).await {
                 let now = u64::try_from(rclock.elapsed().as_micros()).unwrap_or(u64::MAX);
                 received.fetch_add(1, Ordering::Relaxed);
                 let _ = latency
@@ -102,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
         }));
         let sent = sent.clone();
         let clock = clock.clone();
+        let run = run.clone();
         tokio::spawn(async move {
             // Spread the first sends so the load is smooth.
             tokio::time::sleep(interval.mul_f64((i as f64 * 0.618).fract())).await;
@@ -111,18 +114,31 @@ async fn main() -> anyhow::Result<()> {
             while Instant::now() < end {
                 tick.tick().await;
                 let us = u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX);
-                if writer.send_chat(&peer, us).await.is_err() {
+                if writer.send_chat(&peer, &run, us).await.is_err() {
                     break;
                 }
                 sent.fetch_add(1, Ordering::Relaxed);
             }
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            // Keep the stream open while the others drain.
+            tokio::time::sleep(Duration::from_secs(60)).await;
             let _ = writer.close().await;
         });
     }
     let chat_start = Instant::now();
-    tokio::time::sleep(run_for + Duration::from_secs(4)).await;
-    let elapsed = chat_start.elapsed().as_secs_f64() - 4.0;
+    tokio::time::sleep(run_for).await;
+    // Drain: wait until everything sent has arrived, or nothing arrived for 10 s.
+    let mut last = (received.load(Ordering::Relaxed), Instant::now());
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let got = received.load(Ordering::Relaxed);
+        if got >= sent.load(Ordering::Relaxed) || last.1.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        if got != last.0 {
+            last = (got, Instant::now());
+        }
+    }
+    let elapsed = chat_start.elapsed().as_secs_f64();
     for t in &tasks {
         t.abort();
     }
