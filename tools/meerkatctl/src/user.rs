@@ -51,8 +51,13 @@ pub async fn run(cli: &Cli, cmd: &UserCommand) -> anyhow::Result<ExitCode> {
             }
         }
         _ => {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
             for name in store.list_accounts().await.context("listing accounts")? {
-                println!("{name}");
+                // A closed pipe (`| head`) ends the listing quietly.
+                if writeln!(out, "{name}").is_err() {
+                    break;
+                }
             }
         }
     }
