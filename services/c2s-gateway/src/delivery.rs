@@ -74,7 +74,8 @@ pub async fn run(ctx: Arc<Ctx>) {
                 let _ = delivery.ack(BasicAckOptions::default()).await;
                 return;
             }
-            if bounce(&ctx, &delivery.data, headers, session).await {
+            let hops = headers.get_u64(h::HOPS).unwrap_or(3).saturating_sub(1);
+            if bounce(&ctx, &delivery.data, session, hops).await {
                 let _ = delivery.ack(BasicAckOptions::default()).await;
             } else {
                 let _ = delivery
@@ -90,13 +91,7 @@ pub async fn run(ctx: Arc<Ctx>) {
 }
 
 /// Sends an undeliverable stanza back to the routers to be routed again without that session.
-async fn bounce(
-    ctx: &Ctx,
-    body: &[u8],
-    headers: Option<&lapin::types::FieldTable>,
-    session: Option<Uuid>,
-) -> bool {
-    let hops = headers.get_u64(h::HOPS).unwrap_or(3).saturating_sub(1);
+pub async fn bounce(ctx: &Ctx, body: &[u8], session: Option<Uuid>, hops: u64) -> bool {
     let key = Element::parse(&String::from_utf8_lossy(body))
         .ok()
         .and_then(|el| el.attr("from").or(el.attr("to")).map(bare))

@@ -379,31 +379,7 @@ async fn drain_to_bounce(ctx: &Ctx, id: Uuid, rx: &mut mpsc::Receiver<Outbound>)
     rx.close();
     while let Ok(out) = rx.try_recv() {
         if let Outbound::Stanza(xml) = out {
-            let el = Element::parse(&xml).ok();
-            let key = el
-                .as_ref()
-                .and_then(|e| {
-                    e.attr("from")
-                        .map(|f| f.split('/').next().unwrap_or(f).to_owned())
-                })
-                .unwrap_or_default();
-            let props = BasicProperties::default()
-                .with_message_id(Uuid::new_v4().to_string().into())
-                .with_content_type(h::CONTENT_XMPP.into())
-                .with_delivery_mode(2)
-                .with_headers(
-                    Headers::new()
-                        .u64(h::WIRE, u64::from(WIRE_VERSION))
-                        .str(h::ORIGIN_DC, &ctx.config.dc)
-                        .str(h::KIND, h::kind::BOUNCE)
-                        .str(h::BOUNCED_SESSION, &id.to_string())
-                        .u64(h::HOPS, HOPS - 1)
-                        .build(),
-                );
-            let _ = ctx
-                .publisher
-                .publish(names::ROUTE_EXCHANGE, &key, props, xml.as_bytes())
-                .await;
+            crate::delivery::bounce(ctx, xml.as_bytes(), Some(id), HOPS - 1).await;
         }
     }
 }
