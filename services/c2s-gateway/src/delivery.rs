@@ -11,6 +11,7 @@ use meerkat_bus::{spawn_consumer, ConsumerSpec, Dedup, HeaderExt, Headers};
 use meerkat_wire::{headers as h, topology as names, WIRE_VERSION};
 use meerkat_xmpp::Element;
 use parking_lot::Mutex;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::registry::Outbound;
@@ -38,6 +39,18 @@ pub async fn run(ctx: Arc<Ctx>) {
     let task = spawn_consumer(ctx.bus.clone(), spec, move |delivery| {
         let ctx = handler_ctx.clone();
         let dedup = dedup.clone();
+        // The last hop of the stanza's trace: its parent came in the AMQP headers.
+        let span = tracing::info_span!(
+            "meerkat.deliver receive",
+            otel.kind = "consumer",
+            messaging.system = "rabbitmq",
+            messaging.operation = "receive",
+            messaging.destination.name = names::DELIVER_EXCHANGE,
+        );
+        meerkat_runtime::telemetry::set_parent_from_headers(
+            &span,
+            delivery.properties.headers().as_ref(),
+        );
         async move {
             let headers = delivery.properties.headers().as_ref();
             if let Some(id) = delivery.properties.message_id() {
@@ -86,6 +99,7 @@ pub async fn run(ctx: Arc<Ctx>) {
                     .await;
             }
         }
+        .instrument(span)
     });
     let _ = task.await;
 }
