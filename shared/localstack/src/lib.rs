@@ -2,6 +2,7 @@
 //! them when missing, starting our own instances on loopback in directories we own, stopping
 //! and killing them, creating vhosts and databases. No Docker needed.
 
+pub mod federation;
 pub mod install;
 pub mod ports;
 pub mod postgres;

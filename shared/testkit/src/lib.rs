@@ -3,4 +3,5 @@
 pub mod client;
 pub mod infra;
 pub use infra::*;
+pub mod multi;
 pub mod stack;

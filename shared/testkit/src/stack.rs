@@ -24,6 +24,10 @@ pub struct StackOptions {
     pub idle_timeout_secs: u64,
     /// Use this AMQP URL (e.g. a dedicated broker) instead of a fresh vhost of the shared one.
     pub amqp_url: Option<String>,
+    /// Start a session replicator too (multi-DC tests; `multi::MultiDc` sets it).
+    pub replicator: bool,
+    /// The other DCs, as (DC id, upstream URI of its broker): the replicator's peers.
+    pub peers: Vec<(String, String)>,
 }
 
 impl Default for StackOptions {
@@ -38,6 +42,8 @@ impl Default for StackOptions {
             max_stanza_bytes: 256 * 1024,
             idle_timeout_secs: 600,
             amqp_url: None,
+            replicator: false,
+            peers: Vec::new(),
         }
     }
 }

@@ -1,0 +1,274 @@
+//! Exchange federation between DCs, full mesh, through the RabbitMQ management API: on every
+//! DC's broker/vhost, one upstream `meerkat-<other dc>` per other DC and a policy per federated
+//! exchange that applies them all (`federation-upstream-set: all`); and reading the links'
+//! status. Works for one broker per DC and for one vhost per DC on a single broker (the
+//! federation plugin names its upstream queues after the downstream vhost when they differ).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use serde::{Deserialize, Serialize};
+
+use crate::rabbit_api::percent_encode;
+
+/// The exchanges federated between DCs (the names of `meerkat_wire::topology`, repeated here so
+/// that xtask need not build the wire crate), with their AMQP type.
+pub const FEDERATED_EXCHANGES: [(&str, &str); 3] = [
+    ("meerkat.inter.stanzas", "direct"),
+    ("meerkat.inter.sessions", "topic"),
+    ("meerkat.inter.control", "direct"),
+];
+
+/// One DC as federation sees it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FederatedDc {
+    /// `dc1`, `dc2`, ...
+    pub dc: String,
+    /// Management API root of the DC's broker, e.g. `http://127.0.0.1:15672/`.
+    pub mgmt_url: String,
+    pub user: String,
+    pub password: String,
+    /// The DC's vhost on that broker.
+    pub vhost: String,
+    /// The AMQP URI by which the *other* DCs reach this one (the upstream URI they configure).
+    pub amqp_uri: String,
+}
+
+impl FederatedDc {
+    /// A DC whose management API takes the default guest account.
+    pub fn new(dc: &str, mgmt_url: &str, vhost: &str, amqp_uri: &str) -> FederatedDc {
+        FederatedDc {
+            dc: dc.into(),
+            mgmt_url: mgmt_url.into(),
+            user: "guest".into(),
+            password: "guest".into(),
+            vhost: vhost.into(),
+            amqp_uri: amqp_uri.into(),
+        }
+    }
+
+    fn api(&self, path: &str) -> String {
+        format!("{}/api/{path}", self.mgmt_url.trim_end_matches('/'))
+    }
+
+    async fn put(&self, path: &str, body: serde_json::Value) -> anyhow::Result<()> {
+        let url = self.api(path);
+        let resp = client()?
+            .put(&url)
+            .basic_auth(&self.user, Some(&self.password))
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("PUT {url} (is the broker up?)"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            bail!("PUT {url}: {status}: {text}");
+        }
+        Ok(())
+    }
+}
+
+/// Name of the upstream that pulls from `dc`.
+pub fn upstream_name(dc: &str) -> String {
+    format!("meerkat-{dc}")
+}
+
+/// Name of the policy that federates `exchange`.
+pub fn policy_name(exchange: &str) -> String {
+    format!("meerkat-federate-{exchange}")
+}
+
+/// `uri` without `user:password@`: the form the federation plugin writes into the
+/// `x-received-from` header of what it forwards, so the form receivers compare against.
+pub fn strip_credentials(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => uri.to_owned(),
+    }
+}
+
+// A client per call: a pooled connection is tied to the tokio runtime that opened it.
+fn client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("building HTTP client")
+}
+
+/// Declares the federated exchanges on `dc` (durable, as the services declare them), so the
+/// links can start before any service has run: a link whose upstream exchange is missing
+/// fails and waits `reconnect-delay` before trying again.
+pub async fn declare_exchanges(dc: &FederatedDc) -> anyhow::Result<()> {
+    let vhost = percent_encode(&dc.vhost);
+    for (name, kind) in FEDERATED_EXCHANGES {
+        let body = serde_json::json!({
+            "type": kind, "durable": true, "auto_delete": false, "internal": false,
+            "arguments": {}
+        });
+        dc.put(&format!("exchanges/{vhost}/{}", percent_encode(name)), body)
+            .await
+            .with_context(|| format!("declaring {name} on {}", dc.dc))?;
+    }
+    Ok(())
+}
+
+/// Configures the full mesh: on every DC, the federated exchanges, one upstream per other DC
+/// and the policies. Idempotent (every call is a PUT), so it also repairs a drifted broker.
+pub async fn configure(dcs: &[FederatedDc]) -> anyhow::Result<()> {
+    for dc in dcs {
+        declare_exchanges(dc).await?;
+    }
+    for dc in dcs {
+        let vhost = percent_encode(&dc.vhost);
+        for other in dcs.iter().filter(|o| o.dc != dc.dc) {
+            let value = serde_json::json!({
+                "uri": other.amqp_uri,
+                // The upstream acks only once the downstream confirmed: at-least-once across.
+                "ack-mode": "on-confirm",
+                // Full mesh: one hop reaches every DC, and nothing is forwarded twice.
+                "max-hops": 1,
+                "trust-user-id": false,
+                // The plugin's default is 5 s; a DC coming back should resume quickly.
+                "reconnect-delay": 1,
+            });
+            let name = upstream_name(&other.dc);
+            dc.put(
+                &format!(
+                    "parameters/federation-upstream/{vhost}/{}",
+                    percent_encode(&name)
+                ),
+                serde_json::json!({ "value": value }),
+            )
+            .await
+            .with_context(|| format!("upstream {name} on {}", dc.dc))?;
+        }
+        for (exchange, _) in FEDERATED_EXCHANGES {
+            let name = policy_name(exchange);
+            let body = serde_json::json!({
+                "pattern": format!("^{}$", exchange.replace('.', "\\.")),
+                "apply-to": "exchanges",
+                "priority": 0,
+                "definition": { "federation-upstream-set": "all" },
+            });
+            dc.put(&format!("policies/{vhost}/{}", percent_encode(&name)), body)
+                .await
+                .with_context(|| format!("policy {name} on {}", dc.dc))?;
+        }
+    }
+    Ok(())
+}
+
+/// One federation link of a downstream DC, as the management API reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct LinkStatus {
+    /// Upstream name, `meerkat-<dc>`.
+    pub upstream: String,
+    /// Federated exchange (absent for queue federation).
+    #[serde(default)]
+    pub exchange: Option<String>,
+    /// `starting`, `running` or `error`.
+    pub status: String,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// `GET /api/federation-links/<vhost>`: every link whose downstream is `dc`.
+pub async fn link_status(dc: &FederatedDc) -> anyhow::Result<Vec<LinkStatus>> {
+    let url = dc.api(&format!("federation-links/{}", percent_encode(&dc.vhost)));
+    let resp = client()?
+        .get(&url)
+        .basic_auth(&dc.user, Some(&dc.password))
+        .send()
+        .await
+        .with_context(|| format!("GET {url} (is the broker up?)"))?;
+    let status = resp.status();
+    if !status.is_success() {
+        bail!("GET {url}: {status}");
+    }
+    resp.json().await.with_context(|| format!("parsing {url}"))
+}
+
+/// The links of `dc` the mesh needs that are not `running` (`upstream exchange: status`).
+pub async fn links_not_running(
+    dc: &FederatedDc,
+    all: &[FederatedDc],
+) -> anyhow::Result<Vec<String>> {
+    let links = link_status(dc).await?;
+    let mut missing = Vec::new();
+    for other in all.iter().filter(|o| o.dc != dc.dc) {
+        let upstream = upstream_name(&other.dc);
+        for (exchange, _) in FEDERATED_EXCHANGES {
+            let link = links
+                .iter()
+                .find(|l| l.upstream == upstream && l.exchange.as_deref() == Some(exchange));
+            match link {
+                Some(l) if l.status == "running" => {}
+                Some(l) => missing.push(format!(
+                    "{upstream} {exchange}: {} {}",
+                    l.status,
+                    l.error.as_deref().unwrap_or("")
+                )),
+                None => missing.push(format!("{upstream} {exchange}: absent")),
+            }
+        }
+    }
+    Ok(missing)
+}
+
+/// Polls until every DC has a running link from every other DC for every federated exchange.
+/// A link reports `running` once its channel is up; whether traffic flows is another matter
+/// (heartbeats tell that), but until then nothing can flow at all.
+pub async fn wait_links_running(dcs: &[FederatedDc], timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut missing = Vec::new();
+        for dc in dcs {
+            match links_not_running(dc, dcs).await {
+                Ok(m) => missing.extend(m.into_iter().map(|m| format!("{}: {m}", dc.dc))),
+                Err(e) => missing.push(format!("{}: {e:#}", dc.dc)),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "federation links not running within {timeout:?}: {}",
+                missing.join("; ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_stripped() {
+        assert_eq!(
+            strip_credentials("amqp://guest:guest@127.0.0.1:5672/t-1"),
+            "amqp://127.0.0.1:5672/t-1"
+        );
+        assert_eq!(
+            strip_credentials("amqp://127.0.0.1:5672/%2f"),
+            "amqp://127.0.0.1:5672/%2f"
+        );
+        assert_eq!(strip_credentials("amqp://u@h"), "amqp://h");
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(upstream_name("dc2"), "meerkat-dc2");
+        assert_eq!(
+            policy_name("meerkat.inter.stanzas"),
+            "meerkat-federate-meerkat.inter.stanzas"
+        );
+    }
+}

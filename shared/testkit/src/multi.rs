@@ -1,0 +1,210 @@
+//! Several DCs inside one test: one fresh vhost per DC on the shared broker (`dc1`..`dcN`),
+//! federated full mesh by `meerkat_localstack::federation`, and each DC started as a
+//! `stack::Dc` on its vhost with a database of its own.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use meerkat_localstack::federation::{self, FederatedDc, FEDERATED_EXCHANGES};
+use meerkat_localstack::rabbit_api::percent_encode;
+
+use crate::stack::{Dc, StackOptions};
+use crate::Vhost;
+
+/// How long links and bindings get to come up before a test gives up.
+pub const FEDERATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One DC's place on the shared broker.
+#[derive(Clone, Debug)]
+pub struct DcBroker {
+    /// `dc1`, `dc2`, ...
+    pub dc: String,
+    pub vhost: Vhost,
+    pub federation: FederatedDc,
+}
+
+/// `n` fresh vhosts named for DCs `dc1`..`dcN`, federated full mesh, links running. No
+/// services: for tests of the federation itself.
+pub async fn federated_vhosts(n: usize) -> anyhow::Result<Vec<DcBroker>> {
+    let infra = crate::infra().await?;
+    let mut brokers = Vec::with_capacity(n);
+    for k in 1..=n {
+        let vhost = infra.fresh_vhost().await?;
+        let dc = format!("dc{k}");
+        let federation = FederatedDc::new(&dc, &vhost.mgmt_url, &vhost.name, &vhost.amqp_url);
+        brokers.push(DcBroker {
+            dc,
+            vhost,
+            federation,
+        });
+    }
+    let feds = federations(&brokers);
+    federation::configure(&feds).await?;
+    federation::wait_links_running(&feds, FEDERATION_TIMEOUT).await?;
+    Ok(brokers)
+}
+
+fn federations(brokers: &[DcBroker]) -> Vec<FederatedDc> {
+    brokers.iter().map(|b| b.federation.clone()).collect()
+}
+
+/// Waits until `downstream`'s binding of `exchange` with `routing_key` has reached
+/// `upstream`'s broker (bindings travel over the link after it runs; until then the upstream
+/// drops what only that binding would route).
+pub async fn wait_binding_propagated(
+    upstream: &DcBroker,
+    downstream: &DcBroker,
+    exchange: &str,
+    routing_key: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let url = format!(
+        "{}api/exchanges/{}/{}/bindings/source",
+        upstream.vhost.mgmt_url,
+        percent_encode(&upstream.vhost.name),
+        percent_encode(exchange)
+    );
+    // The upstream side of a link is an exchange named after the downstream vhost and
+    // exchange, e.g. `federation: X -> <cluster>:<vhost>:X B` (the last letter alternates
+    // when the link rebuilds its bindings).
+    let marker = format!(":{}:{exchange}", downstream.vhost.name);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let client = reqwest::Client::new();
+    loop {
+        let bindings: Vec<serde_json::Value> = client
+            .get(&url)
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?
+            .json()
+            .await
+            .with_context(|| format!("parsing {url}"))?;
+        let found = bindings.iter().any(|b| {
+            b["destination"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("federation: ") && d.contains(&marker))
+                && b["routing_key"].as_str() == Some(routing_key)
+        });
+        if found {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            let seen: Vec<String> = bindings
+                .iter()
+                .map(|b| format!("{} [{}]", b["destination"], b["routing_key"]))
+                .collect();
+            anyhow::bail!(
+                "binding {exchange}/{routing_key} of {} not at {} within {timeout:?}; there: {}",
+                downstream.dc,
+                upstream.dc,
+                seen.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `n` DCs of Meerkat, federated, each with its own vhost, database and services.
+pub struct MultiDc {
+    pub brokers: Vec<DcBroker>,
+    pub dcs: Vec<Dc>,
+}
+
+impl MultiDc {
+    /// Starts `n` DCs shaped like `options` (its `dc` and `amqp_url` are set per DC).
+    pub async fn start(n: usize, options: StackOptions) -> anyhow::Result<MultiDc> {
+        let brokers = federated_vhosts(n).await?;
+        let mut dcs = Vec::with_capacity(n);
+        for b in &brokers {
+            let peers = brokers
+                .iter()
+                .filter(|o| o.dc != b.dc)
+                .map(|o| (o.dc.clone(), o.federation.amqp_uri.clone()))
+                .collect();
+            let opts = StackOptions {
+                dc: b.dc.clone(),
+                amqp_url: Some(b.vhost.amqp_url.clone()),
+                peers,
+                ..options.clone()
+            };
+            dcs.push(
+                Dc::start(opts)
+                    .await
+                    .with_context(|| format!("starting {}", b.dc))?,
+            );
+        }
+        let multi = MultiDc { brokers, dcs };
+        multi.wait_inter_bindings().await?;
+        Ok(multi)
+    }
+
+    /// DC `k`, counting from 1 like the DC ids.
+    pub fn dc(&self, k: usize) -> &Dc {
+        &self.dcs[k - 1]
+    }
+
+    pub fn dc_mut(&mut self, k: usize) -> &mut Dc {
+        &mut self.dcs[k - 1]
+    }
+
+    /// Every link of the mesh `running`.
+    pub async fn wait_links_running(&self) -> anyhow::Result<()> {
+        federation::wait_links_running(&federations(&self.brokers), FEDERATION_TIMEOUT).await
+    }
+
+    /// Waits until the bindings the services made on the inter-DC exchanges (routing key = own
+    /// DC for stanzas and control, `#` for sessions) reached every other DC, so nothing a DC
+    /// publishes from now on is dropped for want of a binding. Bindings that no service made
+    /// (e.g. a DC without replicator has no sessions queue) are not waited for.
+    pub async fn wait_inter_bindings(&self) -> anyhow::Result<()> {
+        for down in &self.brokers {
+            let bound = bound_keys(down).await?;
+            for (exchange, _) in FEDERATED_EXCHANGES {
+                for key in bound.iter().filter(|(x, _)| x == exchange).map(|(_, k)| k) {
+                    for up in self.brokers.iter().filter(|u| u.dc != down.dc) {
+                        wait_binding_propagated(up, down, exchange, key, FEDERATION_TIMEOUT)
+                            .await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every DC gracefully.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        for dc in self.dcs {
+            dc.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+/// (exchange, routing key) of every queue binding on a federated exchange of `b`'s vhost.
+async fn bound_keys(b: &DcBroker) -> anyhow::Result<Vec<(String, String)>> {
+    let url = format!(
+        "{}api/bindings/{}",
+        b.vhost.mgmt_url,
+        percent_encode(&b.vhost.name)
+    );
+    let bindings: Vec<serde_json::Value> = reqwest::Client::new()
+        .get(&url)
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?
+        .json()
+        .await
+        .with_context(|| format!("parsing {url}"))?;
+    Ok(bindings
+        .iter()
+        .filter(|x| x["destination_type"].as_str() == Some("queue"))
+        .filter_map(|x| {
+            let source = x["source"].as_str()?;
+            let key = x["routing_key"].as_str()?;
+            let federated = FEDERATED_EXCHANGES.iter().any(|(e, _)| *e == source);
+            federated.then(|| (source.to_owned(), key.to_owned()))
+        })
+        .collect())
+}
