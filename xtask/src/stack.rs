@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use meerkat_localstack::federation::{self, FederatedDc};
 use meerkat_localstack::{
     ensure_installed, port_open, PgCluster, PgConfig, RabbitConfig, RabbitNode,
 };
@@ -13,6 +14,8 @@ use crate::services::{self, DcEnv, Service};
 
 /// How long a DC's services get to answer XMPP after starting.
 const XMPP_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long the federation links between the DCs' brokers get to run.
+const FEDERATION_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
@@ -168,6 +171,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", layout::stack_dir().display()))?;
     want.write()?;
     start_infra(args.dcs, args.pg_port).await?;
+    federate(&want).await?;
     if !args.infra_only {
         start_services(&want).await?;
     }
@@ -236,6 +240,29 @@ async fn start_infra(dcs: u16, pg_port: u16) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Full-mesh exchange federation between the DCs' brokers (none for one DC). Idempotent, so
+/// a repeated `up` repairs it.
+async fn federate(e: &Endpoints) -> anyhow::Result<()> {
+    if e.dcs.len() < 2 {
+        return Ok(());
+    }
+    let dcs: Vec<FederatedDc> = e
+        .dcs
+        .iter()
+        .map(|d| FederatedDc {
+            dc: d.dc.clone(),
+            mgmt_url: d.management_url.clone(),
+            user: d.management_user.clone(),
+            password: d.management_password.clone(),
+            vhost: "/".into(),
+            amqp_uri: d.amqp_url.clone(),
+        })
+        .collect();
+    println!("federating {} DCs (full mesh)", dcs.len());
+    federation::configure(&dcs).await?;
+    federation::wait_links_running(&dcs, FEDERATION_TIMEOUT).await
 }
 
 async fn start_services(e: &Endpoints) -> anyhow::Result<()> {
