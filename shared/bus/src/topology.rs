@@ -136,6 +136,50 @@ pub async fn declare_instance_queue(
     Ok(())
 }
 
+/// The federated exchange of stanzas between DCs (direct, routing key = target DC). The
+/// federation setup declares it with the same arguments; declaring it here too lets a router
+/// publish before (or without) that setup.
+pub async fn declare_inter_stanzas_exchange(ch: &Channel) -> Result<(), lapin::Error> {
+    ch.exchange_declare(
+        names::INTER_STANZAS_EXCHANGE,
+        ExchangeKind::Direct,
+        durable_exchange(),
+        FieldTable::default(),
+    )
+    .await
+}
+
+/// A DC's inbound queue of stanzas from the other DCs: durable, single active consumer (one
+/// router of the DC at a time, so each sender's stanzas keep their order), bound to the inter
+/// stanza exchange with the DC's own id. Returns the queue name.
+pub async fn declare_inter_stanzas_queue(ch: &Channel, dc: &str) -> Result<String, lapin::Error> {
+    declare_inter_stanzas_exchange(ch).await?;
+    let queue = names::inter_stanzas_queue(dc);
+    let mut args = FieldTable::default();
+    args.insert(
+        ShortString::from("x-single-active-consumer"),
+        AMQPValue::Boolean(true),
+    );
+    ch.queue_declare(
+        &queue,
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        args,
+    )
+    .await?;
+    ch.queue_bind(
+        &queue,
+        names::INTER_STANZAS_EXCHANGE,
+        dc,
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    Ok(queue)
+}
+
 /// Makes a header value a long string (for callers building tables by hand).
 pub fn long(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s))
