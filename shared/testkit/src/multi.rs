@@ -44,6 +44,24 @@ pub async fn federated_vhosts(n: usize) -> anyhow::Result<Vec<DcBroker>> {
     Ok(brokers)
 }
 
+/// The broker's cluster name (`GET /api/overview`).
+async fn cluster_name(b: &DcBroker) -> anyhow::Result<String> {
+    let url = format!("{}api/overview", b.vhost.mgmt_url);
+    let overview: serde_json::Value = reqwest::Client::new()
+        .get(&url)
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?
+        .json()
+        .await
+        .with_context(|| format!("parsing {url}"))?;
+    overview["cluster_name"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{url} names no cluster"))
+}
+
 fn federations(brokers: &[DcBroker]) -> Vec<FederatedDc> {
     brokers.iter().map(|b| b.federation.clone()).collect()
 }
@@ -64,10 +82,19 @@ pub async fn wait_binding_propagated(
         percent_encode(&upstream.vhost.name),
         percent_encode(exchange)
     );
-    // The upstream side of a link is an exchange named after the downstream vhost and
-    // exchange, e.g. `federation: X -> <cluster>:<vhost>:X B` (the last letter alternates
-    // when the link rebuilds its bindings).
-    let marker = format!(":{}:{exchange}", downstream.vhost.name);
+    // The upstream side of a link is an exchange named after the downstream's cluster, and its
+    // vhost and exchange when they differ from the upstream's: `federation: X -> <cluster> B`
+    // or `federation: X -> <cluster>:<vhost>:X A` (the last letter alternates when the link
+    // rebuilds its bindings).
+    let prefix = format!(
+        "federation: {exchange} -> {}",
+        cluster_name(downstream).await?
+    );
+    let tail = if upstream.vhost.name == downstream.vhost.name {
+        " ".to_owned()
+    } else {
+        format!(":{}:{exchange} ", downstream.vhost.name)
+    };
     let deadline = tokio::time::Instant::now() + timeout;
     let client = reqwest::Client::new();
     loop {
@@ -83,7 +110,8 @@ pub async fn wait_binding_propagated(
         let found = bindings.iter().any(|b| {
             b["destination"]
                 .as_str()
-                .is_some_and(|d| d.starts_with("federation: ") && d.contains(&marker))
+                .and_then(|d| d.strip_prefix(&prefix))
+                .is_some_and(|rest| rest.starts_with(&tail) && rest.len() == tail.len() + 1)
                 && b["routing_key"].as_str() == Some(routing_key)
         });
         if found {

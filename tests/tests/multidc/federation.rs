@@ -184,3 +184,50 @@ async fn configuring_again_changes_nothing() {
         .iter()
         .all(|l| l.upstream == "meerkat-dc1" && l.status == "running"));
 }
+
+/// The `cargo xtask up --dcs 2` shape: a broker per DC (distinct cluster names), default vhost.
+#[tokio::test]
+async fn one_broker_per_dc_federates_too() {
+    let (n1, n2) = tokio::join!(
+        meerkat_testkit::dedicated_broker_named("meerkat-dc1"),
+        meerkat_testkit::dedicated_broker_named("meerkat-dc2")
+    );
+    let (n1, n2) = (n1.unwrap(), n2.unwrap());
+    let b: Vec<DcBroker> = [("dc1", &n1), ("dc2", &n2)]
+        .into_iter()
+        .map(|(dc, n)| {
+            let vhost = meerkat_testkit::Vhost {
+                amqp_url: n.amqp_url(),
+                name: "/".into(),
+                mgmt_url: n.mgmt_url(),
+            };
+            let federation =
+                federation::FederatedDc::new(dc, &vhost.mgmt_url, "/", &vhost.amqp_url);
+            DcBroker {
+                dc: dc.into(),
+                vhost,
+                federation,
+            }
+        })
+        .collect();
+    let feds: Vec<_> = b.iter().map(|x| x.federation.clone()).collect();
+    federation::configure(&feds).await.unwrap();
+    federation::wait_links_running(&feds, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let (_c1, ch1) = channel(&b[0]).await;
+    let (_c2, ch2) = channel(&b[1]).await;
+    let mut in2 = bound_consumer(&ch2, STANZAS, "meerkat.inter.stanzas.dc2", "dc2").await;
+    wait_binding_propagated(&b[0], &b[1], STANZAS, "dc2", Duration::from_secs(10))
+        .await
+        .unwrap();
+    publish(&ch1, STANZAS, "dc2", b"across brokers").await;
+    let d = next_delivery(&mut in2, Duration::from_secs(10))
+        .await
+        .expect("federated message");
+    assert_eq!(d.data, b"across brokers");
+    assert_eq!(
+        received_from_uri(&d),
+        Some(strip_credentials(&n1.amqp_url()))
+    );
+}
