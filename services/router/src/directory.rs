@@ -29,6 +29,9 @@ pub enum Applied {
     Removed,
     /// A newer session took the full JID; the old one must be told to go (conflict).
     Replaced(SessionInfo),
+    /// The event is of a session older than the one holding its full JID, seen here for the
+    /// first time (events of two DCs arrive in any order): it lost, and must be told to go.
+    Lost(SessionInfo),
 }
 
 #[derive(Default)]
@@ -92,7 +95,10 @@ impl Directory {
                 self.insert(key, info.clone());
                 Applied::Replaced(old)
             }
-            Some(_) => Applied::Ignored,
+            Some(_) => {
+                self.remember_closed(info.session_id);
+                Applied::Lost(info.clone())
+            }
         }
     }
 
@@ -131,6 +137,11 @@ impl Directory {
     /// The session bound to a full JID.
     pub fn session(&self, full_jid: &str) -> Option<&SessionInfo> {
         self.sessions.get(&jids::full(full_jid))
+    }
+
+    /// The session with that id, if it holds its full JID.
+    pub fn by_session(&self, id: Uuid) -> Option<&SessionInfo> {
+        self.by_id.get(&id).and_then(|k| self.sessions.get(k))
     }
 
     /// Every session of an account (available or not), in resource order.
@@ -296,13 +307,19 @@ mod tests {
             Applied::Ignored
         );
         assert_eq!(d.session("a@x/r").map(|s| s.session_id), Some(new));
-        // An open older than the entry is ignored.
+        // An open older than the entry lost (it must be kicked), once.
         let mut d = Directory::new();
         d.apply(&ev(Open, info("a@x/r", new, 1, false)));
-        assert_eq!(
+        assert!(matches!(
             d.apply(&ev(Open, info("a@x/r", old, 1, false))),
+            Applied::Lost(s) if s.session_id == old
+        ));
+        assert_eq!(
+            d.apply(&ev(Update, info("a@x/r", old, 2, true))),
             Applied::Ignored
         );
+        assert_eq!(d.by_session(new).map(|s| s.version), Some(1));
+        assert!(d.by_session(old).is_none());
     }
 
     #[test]

@@ -31,8 +31,13 @@ pub struct Inbound {
     pub sender: Option<Sender>,
     /// x-meerkat-initial-presence.
     pub initial: bool,
-    /// Came back from a gateway that no longer had the target session.
+    /// Came back from a gateway that no longer had the target session (or, re-resolved, a
+    /// stanza from another DC whose target session is not here).
     pub is_bounce: bool,
+    /// Came from another DC (`x-meerkat-kind=remote`) for one session here.
+    pub is_remote: bool,
+    /// On a stanza from another DC: the intended target session (`x-meerkat-session`).
+    pub target_session: Option<Uuid>,
     /// Hops left for re-routing.
     pub hops: u64,
     /// Milliseconds since the epoch when the gateway read it.
@@ -52,22 +57,30 @@ impl Inbound {
         let kind = StanzaKind::of(&el)
             .ok_or_else(|| InboundError::NotAStanza(format!("<{}/> in {}", el.name(), el.ns())))?;
         let ty = StanzaType::of(&el);
-        let bounce = headers.get_str(h::KIND).as_deref() == Some(h::kind::BOUNCE);
+        let kind_header = headers.get_str(h::KIND);
+        let bounce = kind_header.as_deref() == Some(h::kind::BOUNCE);
+        let remote = kind_header.as_deref() == Some(h::kind::REMOTE);
+        let session_header = headers
+            .get_str(h::SESSION)
+            .and_then(|s| Uuid::parse_str(&s).ok());
         let from = el
             .attr("from")
             .map(jids::full)
             .or_else(|| headers.get_str(h::SENDER).map(|s| jids::full(&s)))
             .ok_or(InboundError::NoFrom)?;
-        let sender = if bounce {
+        // Only a client's own stanza names its sending session; on a stanza from another DC
+        // x-meerkat-session is the target, and the sender's session lives elsewhere.
+        let sender = if bounce || remote {
             None
         } else {
-            let session = headers
-                .get_str(h::SESSION)
-                .and_then(|s| Uuid::parse_str(&s).ok());
             let gateway = headers.get_str(h::GATEWAY);
-            match (session, gateway) {
+            match (session_header, gateway) {
                 (Some(session), Some(gateway)) => Some(Sender {
-                    target: Target { gateway, session },
+                    target: Target {
+                        dc: String::new(),
+                        gateway,
+                        session,
+                    },
                     version: headers.get_u64(h::SESSION_VERSION).unwrap_or(0),
                 }),
                 _ => None,
@@ -81,6 +94,8 @@ impl Inbound {
             sender,
             initial: headers.get_bool(h::INITIAL_PRESENCE),
             is_bounce: bounce,
+            is_remote: remote,
+            target_session: if remote { session_header } else { None },
             hops: headers.get_u64(h::HOPS).unwrap_or(3),
             received_at: headers.get_u64(h::RECEIVED_AT),
             el,

@@ -1,13 +1,16 @@
 //! The router: consumes client stanzas from the route partitions, decides where each goes
 //! (RFC 6120 §10, RFC 6121), runs the server-side handlers (roster, subscriptions, presence,
-//! offline storage, disco, ping, version) and delivers to the gateways. Its session directory
-//! lives in memory, fed by the gateways' session events.
+//! offline storage, disco, ping, version) and delivers to the gateways — or, for a session at
+//! another DC, wraps the stanza for that DC. Its session directory lives in memory, fed by the
+//! session events of the DC's gateways and of the other DCs (republished by the replicator).
 
 mod config;
 mod consume;
 pub mod directory;
+mod envelope;
 mod handlers;
 mod inbound;
+mod inter;
 mod jids;
 mod metrics;
 mod outbox;
@@ -124,8 +127,14 @@ impl Router {
                 consuming.clone(),
             ));
         }
+        tracker.spawn(inter::run(
+            ctx.clone(),
+            self.shutdown.clone(),
+            consuming.clone(),
+        ));
         tracker.close();
-        let expected = usize::from(names::ROUTE_PARTITIONS) + 1;
+        // Partitions, the session queue and the inter-DC queue.
+        let expected = usize::from(names::ROUTE_PARTITIONS) + 2;
         tracing::info!(instance = %ctx.instance, admin = %self.admin_addr, "router serving");
         loop {
             let ready = ctx.bus.is_connected() && consuming.load(Ordering::Acquire) >= expected;

@@ -22,6 +22,10 @@ pub struct Metrics {
     pub bounces: Counter,
     /// Seconds from the gateway reading a stanza to the router finishing it.
     pub routing_latency: Histogram,
+    /// Deliveries sent to sessions at other DCs (wrapped on `meerkat.inter.stanzas`).
+    pub inter_out: Counter,
+    /// Stanzas taken from this DC's inter-DC queue (duplicates excluded).
+    pub inter_in: Counter,
 }
 
 impl Metrics {
@@ -31,6 +35,8 @@ impl Metrics {
             directory_sessions: Gauge::default(),
             bounces: Counter::default(),
             routing_latency: Histogram::new(exponential_buckets(0.0002, 2.0, 16)),
+            inter_out: Counter::default(),
+            inter_in: Counter::default(),
         };
         registry.register(
             "meerkat_router_stanzas",
@@ -51,6 +57,16 @@ impl Metrics {
             "meerkat_router_routing_latency_seconds",
             "Gateway read to routing done",
             m.routing_latency.clone(),
+        );
+        registry.register(
+            "meerkat_router_inter_out",
+            "Deliveries sent to sessions at other DCs",
+            m.inter_out.clone(),
+        );
+        registry.register(
+            "meerkat_router_inter_in",
+            "Stanzas received from other DCs",
+            m.inter_in.clone(),
         );
         m
     }

@@ -1,5 +1,8 @@
 //! Deliveries produced while handling one stanza, published together (confirmed) before the
 //! stanza is acked. Publishing through one channel in call order keeps per-recipient order.
+//! A session of this DC gets its delivery from `meerkat.deliver`; a session of another DC
+//! (its directory entry names that DC) gets the stanza wrapped in a route envelope on the
+//! federated `meerkat.inter.stanzas`, routing key = that DC.
 
 use lapin::BasicProperties;
 use meerkat_bus::{lapin, Headers};
@@ -7,18 +10,28 @@ use meerkat_wire::{headers as h, topology as names, SessionInfo, WIRE_VERSION};
 use meerkat_xmpp::Element;
 use uuid::Uuid;
 
-use crate::Ctx;
+use crate::{envelope, Ctx};
 
-/// A session to deliver to: the gateway that holds it and its id.
+/// A session to deliver to: its DC, the gateway that holds it and its id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
+    /// The session's DC; empty means this DC.
+    pub dc: String,
     pub gateway: String,
     pub session: Uuid,
+}
+
+impl Target {
+    /// Whether the session lives at another DC than `own_dc`.
+    pub fn is_remote(&self, own_dc: &str) -> bool {
+        !self.dc.is_empty() && self.dc != own_dc
+    }
 }
 
 impl From<&SessionInfo> for Target {
     fn from(s: &SessionInfo) -> Target {
         Target {
+            dc: s.dc.clone(),
             gateway: s.gateway.clone(),
             session: s.session_id,
         }
@@ -29,13 +42,15 @@ impl From<&SessionInfo> for Target {
 struct Out {
     target: Target,
     kind: &'static str,
-    body: String,
+    /// `None` for a kick.
+    stanza: Option<Element>,
 }
 
 #[derive(Debug, Default)]
 pub struct Outbox {
     items: Vec<Out>,
-    /// Hops left, carried on deliveries so a bounce decrements it.
+    /// Hops left, carried on deliveries so a bounce decrements it; a hop to another DC
+    /// spends one.
     hops: u64,
 }
 
@@ -52,7 +67,7 @@ impl Outbox {
         self.items.push(Out {
             target: target.into(),
             kind: h::kind::STANZA,
-            body: stanza.to_xml(),
+            stanza: Some(stanza.clone()),
         });
     }
 
@@ -61,34 +76,58 @@ impl Outbox {
         self.items.push(Out {
             target: target.into(),
             kind: h::kind::CONFLICT,
-            body: String::new(),
+            stanza: None,
         });
     }
 
     /// Publishes everything queued and waits for every confirm.
     pub async fn flush(&mut self, ctx: &Ctx) -> anyhow::Result<()> {
         let items = std::mem::take(&mut self.items);
+        let own = ctx.config.dc.as_str();
         // Started in order: the publisher's channel lock is fair, so the broker sees them in
         // this order; the confirms are awaited together.
         let publishes = items.iter().map(|o| {
+            let remote = o.target.is_remote(own);
+            let hops = if remote {
+                self.hops.saturating_sub(1)
+            } else {
+                self.hops
+            };
             let mut headers = Headers::new()
                 .u64(h::WIRE, u64::from(WIRE_VERSION))
-                .str(h::ORIGIN_DC, &ctx.config.dc)
+                .str(h::ORIGIN_DC, own)
                 .str(h::SESSION, &o.target.session.to_string())
                 .str(h::KIND, o.kind)
-                .u64(h::HOPS, self.hops);
+                .u64(h::HOPS, hops);
+            if remote {
+                headers = headers.str(h::TARGET_DC, &o.target.dc);
+                if let Some(from) = o.stanza.as_ref().and_then(|s| s.attr("from")) {
+                    headers = headers.str(h::SENDER, from);
+                }
+            }
             meerkat_runtime::telemetry::inject_context(headers.table());
             let props = BasicProperties::default()
                 .with_message_id(Uuid::new_v4().to_string().into())
                 .with_content_type(h::CONTENT_XMPP.into())
                 .with_delivery_mode(2)
                 .with_headers(headers.build());
-            ctx.publisher.publish(
-                names::DELIVER_EXCHANGE,
-                &o.target.gateway,
-                props,
-                o.body.as_bytes(),
-            )
+            let (exchange, key, body) = if remote {
+                let body = envelope::wrap(
+                    o.stanza.as_ref(),
+                    &names::dc_address(own, &ctx.config.domain),
+                    &names::dc_address(&o.target.dc, &ctx.config.domain),
+                );
+                ctx.metrics.inter_out.inc();
+                (names::INTER_STANZAS_EXCHANGE, o.target.dc.as_str(), body)
+            } else {
+                let body = o.stanza.as_ref().map(Element::to_xml).unwrap_or_default();
+                (names::DELIVER_EXCHANGE, o.target.gateway.as_str(), body)
+            };
+            async move {
+                ctx.publisher
+                    .publish(exchange, key, props, body.as_bytes())
+                    .await
+            }
         });
         for r in futures::future::join_all(publishes).await {
             r?;

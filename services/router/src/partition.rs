@@ -22,7 +22,7 @@ use crate::consume::{self, Spec};
 use crate::inbound::Inbound;
 use crate::metrics::Outcome;
 use crate::outbox::Outbox;
-use crate::route;
+use crate::route::{self, RemoteArrival};
 use crate::Ctx;
 
 const PREFETCH: u16 = 64;
@@ -31,6 +31,8 @@ const PREFETCH: u16 = 64;
 const MAX_ATTEMPTS: u32 = 20;
 /// How long a stanza waits for its sender's session event to reach this router.
 const SESSION_EVENT_WAIT: Duration = Duration::from_secs(2);
+/// How long a stanza from another DC waits for its target session's event (see `arrival`).
+const REMOTE_TARGET_WAIT: Duration = Duration::from_millis(500);
 
 /// Envelope ids already handled (recorded only after success, so a failed attempt can run
 /// again).
@@ -176,12 +178,51 @@ async fn handle_delivery(
     }
 }
 
+/// Where a stanza from another DC goes. Its target session opened here before the other DC
+/// could know of it, so its event has almost surely reached this router; the short wait
+/// covers the rare router that lags behind.
+async fn arrival(ctx: &Ctx, inb: &Inbound) -> RemoteArrival {
+    if let Some(id) = inb.target_session {
+        ctx.sessions.wait_seen(id, 0, REMOTE_TARGET_WAIT).await;
+    }
+    let entry = inb
+        .target_session
+        .and_then(|id| ctx.sessions.read().by_session(id).cloned());
+    route::remote_arrival(entry.as_ref(), &ctx.config.dc, inb.hops)
+}
+
 async fn handle(ctx: &Ctx, inb: &Inbound) -> anyhow::Result<()> {
+    // Only a client of this DC names its session; a stanza from another DC has no sender
+    // session here to wait for.
     if let Some(sender) = &inb.sender {
         ctx.sessions
             .wait_seen(sender.target.session, sender.version, SESSION_EVENT_WAIT)
             .await;
     }
+    let rerouted;
+    let inb = if inb.is_remote {
+        match arrival(ctx, inb).await {
+            RemoteArrival::Deliver(target) => {
+                let mut out = Outbox::new(inb.hops);
+                out.deliver(target, &inb.el);
+                out.flush(ctx).await?;
+                ctx.metrics.routed(inb.kind.as_str(), Outcome::Delivered);
+                return Ok(());
+            }
+            RemoteArrival::Reresolve { hops } => {
+                tracing::debug!(session = ?inb.target_session, hops, "remote stanza's session not here: re-resolved");
+                rerouted = Inbound {
+                    is_remote: false,
+                    is_bounce: true,
+                    hops,
+                    ..inb.clone()
+                };
+                &rerouted
+            }
+        }
+    } else {
+        inb
+    };
     let mut out = Outbox::new(inb.hops);
     let outcome = route::route(ctx, inb, &mut out).await?;
     out.flush(ctx).await?;

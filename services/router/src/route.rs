@@ -71,6 +71,27 @@ pub fn full_without_session(kind: StanzaKind, ty: StanzaType) -> NoSession {
     }
 }
 
+/// What to do with a stanza another DC sent for one session of this DC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemoteArrival {
+    /// The session is here: deliver exactly to it (the sending DC already applied the
+    /// routing rules, e.g. picked this resource among the account's).
+    Deliver(Target),
+    /// Gone, moved, or never here: route again like a bounce, with one hop fewer (at 0 hops
+    /// the RFC 6121 fallback: offline storage, an error for an iq).
+    Reresolve { hops: u64 },
+}
+
+/// `entry`: the directory's entry for the target session id, if any.
+pub fn remote_arrival(entry: Option<&SessionInfo>, own_dc: &str, hops: u64) -> RemoteArrival {
+    match entry {
+        Some(s) if s.dc == own_dc => RemoteArrival::Deliver(Target::from(s)),
+        _ => RemoteArrival::Reresolve {
+            hops: hops.saturating_sub(1),
+        },
+    }
+}
+
 /// Routes one stanza; deliveries go to `out`.
 pub async fn route(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Result<Outcome> {
     let Some(to) = inb.el.attr("to") else {
@@ -356,6 +377,40 @@ mod tests {
             BareMessage::Error(_)
         ));
         assert_eq!(bare_message(&[&a], StanzaType::Error), BareMessage::Drop);
+    }
+
+    #[test]
+    fn remote_stanza_goes_to_its_session_only_if_here() {
+        let mut here = s("a", true, 0);
+        here.dc = "dc2".into();
+        assert_eq!(
+            remote_arrival(Some(&here), "dc2", 2),
+            RemoteArrival::Deliver(Target::from(&here))
+        );
+        // Gone: re-resolved with one hop fewer; never below zero.
+        assert_eq!(
+            remote_arrival(None, "dc2", 2),
+            RemoteArrival::Reresolve { hops: 1 }
+        );
+        assert_eq!(
+            remote_arrival(None, "dc2", 0),
+            RemoteArrival::Reresolve { hops: 0 }
+        );
+        // Known, but at another DC (moved, or misrouted): re-resolved too.
+        assert_eq!(
+            remote_arrival(Some(&here), "dc1", 3),
+            RemoteArrival::Reresolve { hops: 2 }
+        );
+    }
+
+    #[test]
+    fn targets_know_their_dc() {
+        let mut t = Target::from(&s("a", true, 0));
+        assert!(!t.is_remote("dc1"));
+        t.dc = "dc2".into();
+        assert!(t.is_remote("dc1"));
+        t.dc = String::new();
+        assert!(!t.is_remote("dc1"));
     }
 
     #[test]

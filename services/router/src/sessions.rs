@@ -107,8 +107,9 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
             ctx.metrics
                 .directory_sessions
                 .set(i64::try_from(ctx.sessions.read().len()).unwrap_or(i64::MAX));
-            if let Applied::Replaced(old) = applied {
-                tracing::debug!(jid = %old.jid, session = %old.session_id, "session replaced: kick");
+            if let Applied::Replaced(old) | Applied::Lost(old) = applied {
+                // A session of another DC is kicked through its DC's router.
+                tracing::debug!(jid = %old.jid, session = %old.session_id, dc = %old.dc, "session replaced: kick");
                 let mut out = Outbox::new(0);
                 out.kick(&old);
                 if let Err(e) = out.flush(&ctx).await {

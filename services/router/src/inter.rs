@@ -1,0 +1,297 @@
+//! The DC's inbound stanzas from other DCs: `meerkat.inter.stanzas.<dc>` (durable, single
+//! active consumer across the DC's routers, so each sender's stanzas keep their order). Each
+//! envelope is unwrapped and republished into the local route exchange with routing key =
+//! the sender's bare JID (the sender's partition, so per-sender order holds from there on),
+//! `x-meerkat-kind=remote`, keeping the target session, hops and origin; the partition then
+//! delivers it or re-resolves it (partition.rs). A conflict kick is turned into a local kick
+//! straight away. Acked after the republish is confirmed; envelope ids already handled are
+//! dropped (federation is at-least-once).
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::types::FieldTable;
+use lapin::BasicProperties;
+use meerkat_bus::{lapin, HeaderExt, Headers};
+use meerkat_wire::{headers as h, topology as names, WIRE_VERSION};
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::consume::{self, Spec};
+use crate::outbox::{Outbox, Target};
+use crate::partition::Seen;
+use crate::{envelope, jids, Ctx};
+
+const PREFETCH: u16 = 64;
+
+/// Consumes this DC's inter-DC stanza queue until `stop`.
+pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
+    let dc = ctx.config.dc.clone();
+    let spec = Spec {
+        queue: names::inter_stanzas_queue(&dc),
+        prefetch: PREFETCH,
+        exclusive: false,
+        declare: Arc::new(move |ch| {
+            let dc = dc.clone();
+            Box::pin(async move {
+                meerkat_bus::topology::declare_route_partitions(&ch).await?;
+                meerkat_bus::topology::declare_inter_stanzas_queue(&ch, &dc).await?;
+                Ok(())
+            })
+        }),
+    };
+    let seen = Arc::new(Mutex::new(Seen::new(65_536)));
+    let bus = ctx.bus.clone();
+    consume::run(bus, spec, stop, consuming, |delivery| {
+        let ctx = ctx.clone();
+        let seen = seen.clone();
+        async move { handle_delivery(&ctx, delivery, &seen).await }
+    })
+    .await;
+}
+
+async fn handle_delivery(ctx: &Ctx, delivery: Delivery, seen: &Mutex<Seen>) {
+    let id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|s| s.as_str().to_owned());
+    if let Some(id) = &id {
+        if seen.lock().contains(id) {
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+            return;
+        }
+    }
+    let headers = delivery.properties.headers().as_ref();
+    let span = tracing::info_span!(
+        "inter receive",
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.operation = "process",
+        messaging.destination.name = names::INTER_STANZAS_EXCHANGE,
+        messaging.rabbitmq.destination.routing_key = %ctx.config.dc,
+        messaging.message.id = id.as_deref().unwrap_or(""),
+    );
+    meerkat_runtime::telemetry::set_parent_from_headers(&span, headers);
+    let result = forward(ctx, &delivery.data, headers, id.as_deref())
+        .instrument(span)
+        .await;
+    match result {
+        Ok(()) => {
+            if let Some(id) = &id {
+                seen.lock().insert(id);
+            }
+            ctx.metrics.inter_in.inc();
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "stanza from another DC not forwarded; requeued");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await;
+        }
+    }
+}
+
+/// What a message on the inter-DC queue asks for, read from its headers and body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Arrival {
+    /// Close this DC's session with a `<conflict/>` stream error.
+    Kick(Uuid),
+    /// Route this stanza (as `remote`) into the local partition of `key`.
+    Stanza(RouteIn),
+    /// Unusable (logged and dropped).
+    Invalid(String),
+}
+
+/// A stanza to republish into the local route exchange.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteIn {
+    /// Routing key: the sender's bare JID.
+    pub key: String,
+    pub body: String,
+    pub target: Option<Uuid>,
+    pub sender: Option<String>,
+    pub hops: u64,
+    pub origin_dc: Option<String>,
+}
+
+/// Reads one inter-DC message (pure: tested below).
+pub fn read(body: &[u8], headers: Option<&FieldTable>) -> Arrival {
+    let target = headers
+        .get_str(h::SESSION)
+        .and_then(|s| Uuid::parse_str(&s).ok());
+    if headers.get_str(h::KIND).as_deref() == Some(h::kind::CONFLICT) {
+        return match target {
+            Some(id) => Arrival::Kick(id),
+            None => Arrival::Invalid("conflict kick without a session".into()),
+        };
+    }
+    let stanza = match envelope::unwrap(body) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Arrival::Invalid("empty envelope".into()),
+        Err(e) => return Arrival::Invalid(e.to_string()),
+    };
+    let sender = headers
+        .get_str(h::SENDER)
+        .or_else(|| stanza.attr("from").map(str::to_owned));
+    // No sender (a server-made stanza such as a roster push): the recipient's partition.
+    let Some(key) = sender
+        .clone()
+        .or_else(|| stanza.attr("to").map(str::to_owned))
+        .map(|j| jids::bare(&j))
+    else {
+        return Arrival::Invalid("stanza with neither sender nor recipient".into());
+    };
+    Arrival::Stanza(RouteIn {
+        key,
+        body: stanza.to_xml(),
+        target,
+        sender,
+        hops: headers.get_u64(h::HOPS).unwrap_or(0),
+        origin_dc: headers.get_str(h::ORIGIN_DC),
+    })
+}
+
+async fn forward(
+    ctx: &Ctx,
+    body: &[u8],
+    headers: Option<&FieldTable>,
+    id: Option<&str>,
+) -> anyhow::Result<()> {
+    match read(body, headers) {
+        Arrival::Invalid(why) => {
+            tracing::warn!(why, "unusable message from another DC dropped");
+            Ok(())
+        }
+        Arrival::Kick(session) => {
+            let target = ctx
+                .sessions
+                .read()
+                .by_session(session)
+                .filter(|s| s.dc == ctx.config.dc)
+                .map(Target::from);
+            // Unknown here: already gone, or this DC's routers will kick it themselves once
+            // they see both sessions (the directory rule is the same everywhere).
+            let Some(target) = target else {
+                tracing::debug!(%session, "conflict kick for a session not here: nothing to do");
+                return Ok(());
+            };
+            let mut out = Outbox::new(0);
+            out.kick(target);
+            out.flush(ctx).await
+        }
+        Arrival::Stanza(r) => {
+            let mut headers = Headers::new()
+                .u64(h::WIRE, u64::from(WIRE_VERSION))
+                .str(h::KIND, h::kind::REMOTE)
+                .u64(h::HOPS, r.hops)
+                .str(
+                    h::ORIGIN_DC,
+                    r.origin_dc.as_deref().unwrap_or(&ctx.config.dc),
+                );
+            if let Some(t) = r.target {
+                headers = headers.str(h::SESSION, &t.to_string());
+            }
+            if let Some(s) = &r.sender {
+                headers = headers.str(h::SENDER, s);
+            }
+            meerkat_runtime::telemetry::inject_context(headers.table());
+            // The envelope id travels on, so the partition also drops a duplicate republish.
+            let message_id = id.map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
+            let props = BasicProperties::default()
+                .with_message_id(message_id.into())
+                .with_content_type(h::CONTENT_XMPP.into())
+                .with_delivery_mode(2)
+                .with_headers(headers.build());
+            ctx.publisher
+                .publish(names::ROUTE_EXCHANGE, &r.key, props, r.body.as_bytes())
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meerkat_xmpp::{ns, Element};
+
+    fn stanza() -> Element {
+        Element::new("message", ns::CLIENT)
+            .with_attr("from", "Alice@Example.com/phone")
+            .with_attr("to", "bob@example.com/desk")
+            .with_attr("type", "chat")
+    }
+
+    fn wrapped(s: &Element) -> String {
+        envelope::wrap(Some(s), "dc1.example.com", "dc2.example.com")
+    }
+
+    #[test]
+    fn a_stanza_goes_to_its_senders_partition_with_its_metadata() {
+        let target = Uuid::now_v7();
+        let headers = Headers::new()
+            .str(h::KIND, h::kind::STANZA)
+            .str(h::SESSION, &target.to_string())
+            .str(h::SENDER, "Alice@Example.com/phone")
+            .str(h::ORIGIN_DC, "dc1")
+            .u64(h::HOPS, 2)
+            .build();
+        let s = stanza();
+        assert_eq!(
+            read(wrapped(&s).as_bytes(), Some(&headers)),
+            Arrival::Stanza(RouteIn {
+                key: "alice@example.com".into(),
+                body: s.to_xml(),
+                target: Some(target),
+                sender: Some("Alice@Example.com/phone".into()),
+                hops: 2,
+                origin_dc: Some("dc1".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn without_sender_header_the_stanza_says_who() {
+        let s = stanza();
+        let Arrival::Stanza(r) = read(wrapped(&s).as_bytes(), None) else {
+            panic!("expected a stanza");
+        };
+        assert_eq!(r.key, "alice@example.com");
+        assert_eq!((r.hops, r.target), (0, None));
+        let mut push = stanza();
+        push.remove_attr("from");
+        let Arrival::Stanza(r) = read(wrapped(&push).as_bytes(), None) else {
+            panic!("expected a stanza");
+        };
+        assert_eq!((r.key, r.sender), ("bob@example.com".into(), None));
+    }
+
+    #[test]
+    fn conflicts_and_garbage() {
+        let id = Uuid::now_v7();
+        let kick = Headers::new()
+            .str(h::KIND, h::kind::CONFLICT)
+            .str(h::SESSION, &id.to_string())
+            .build();
+        let body = envelope::wrap(None, "dc1.example.com", "dc2.example.com");
+        assert_eq!(read(body.as_bytes(), Some(&kick)), Arrival::Kick(id));
+        let no_id = Headers::new().str(h::KIND, h::kind::CONFLICT).build();
+        assert!(matches!(
+            read(body.as_bytes(), Some(&no_id)),
+            Arrival::Invalid(_)
+        ));
+        assert!(matches!(read(body.as_bytes(), None), Arrival::Invalid(_)));
+        assert!(matches!(read(b"<message/>", None), Arrival::Invalid(_)));
+    }
+}
