@@ -63,7 +63,16 @@ pub async fn run(ctx: Arc<Ctx>) {
                 .get_str(h::SESSION)
                 .and_then(|s| Uuid::parse_str(&s).ok());
             let kind = headers.get_str(h::KIND).unwrap_or_default();
-            let tx = session.and_then(|id| ctx.registry.get(id));
+            let kind_is_stanza = kind != h::kind::CONFLICT;
+            // A stanza for a session replaced meanwhile (same full JID, newer login at this
+            // gateway) goes to the session now bound to that JID, as it would on one server.
+            let tx = session.and_then(|id| ctx.registry.get(id)).or_else(|| {
+                if !kind_is_stanza {
+                    return None;
+                }
+                let el = Element::parse(&String::from_utf8_lossy(&delivery.data)).ok()?;
+                ctx.registry.get_by_jid(el.attr("to")?)
+            });
             let handed = match (kind.as_str(), tx) {
                 (h::kind::CONFLICT, Some(tx)) => {
                     let _ = tx.send(Outbound::Conflict).await;

@@ -60,6 +60,13 @@ impl Registry {
         self.inner.lock().by_id.get(&id).map(|(_, tx)| tx.clone())
     }
 
+    /// The session bound to a full JID now.
+    pub fn get_by_jid(&self, jid: &str) -> Option<mpsc::Sender<Outbound>> {
+        let inner = self.inner.lock();
+        let id = inner.by_jid.get(jid)?;
+        inner.by_id.get(id).map(|(_, tx)| tx.clone())
+    }
+
     pub fn all(&self) -> Vec<mpsc::Sender<Outbound>> {
         self.inner
             .lock()
