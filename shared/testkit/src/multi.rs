@@ -200,6 +200,37 @@ impl MultiDc {
         Ok(())
     }
 
+    /// Waits until every router of every DC holds exactly `expected` sessions in its directory
+    /// (local and remote): the DCs have converged on who is online where.
+    pub async fn wait_directory_sessions(
+        &self,
+        expected: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let mut off = Vec::new();
+            for dc in &self.dcs {
+                for r in &dc.routers {
+                    let n = directory_sessions(r.admin).await;
+                    if n != Some(expected) {
+                        off.push(format!("{} {}: {n:?}", dc.options.dc, r.name));
+                    }
+                }
+            }
+            if off.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "directories not at {expected} sessions within {timeout:?}: {}",
+                    off.join(", ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Stops every DC gracefully.
     pub async fn stop(self) -> anyhow::Result<()> {
         for dc in self.dcs {
@@ -235,4 +266,20 @@ async fn bound_keys(b: &DcBroker) -> anyhow::Result<Vec<(String, String)>> {
             federated.then(|| (source.to_owned(), key.to_owned()))
         })
         .collect())
+}
+
+/// The router's `meerkat_router_directory_sessions` gauge, from its admin `/metrics`.
+async fn directory_sessions(admin: std::net::SocketAddr) -> Option<u64> {
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with("meerkat_router_directory_sessions"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
 }

@@ -1,8 +1,87 @@
 //! Multi-DC scenarios: several DCs in one test, one vhost each on the shared broker, federated
 //! full mesh (`meerkat_testkit::multi`). `federation` checks the links themselves; the other
 //! modules run the issue-3 scenarios through real clients at different DCs.
+//!
+//! Until persistent data is replicated, an account lives in the database of the DC where it
+//! was registered: each test registers an account at every DC where it logs in.
 
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used)]
 
+mod chat;
 mod federation;
+mod presence;
+mod sessions;
+
+use std::time::Duration;
+
+use meerkat_testkit::client::Client;
+use meerkat_testkit::multi::MultiDc;
+use meerkat_testkit::stack::{Dc, StackOptions};
+use meerkat_xmpp::{ns, Element};
+
+/// How long session replication gets to show a session in every DC's directory.
+pub const CONVERGE: Duration = Duration::from_secs(20);
+
+/// `n` federated DCs, each with a session replicator.
+pub async fn multi(n: usize) -> MultiDc {
+    MultiDc::start(n, StackOptions::default())
+        .await
+        .expect("start DCs")
+}
+
+/// A unique account name for this test.
+pub fn user(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+pub async fn register(dc: &Dc, name: &str) {
+    Client::register_account(&dc.client(), name, "secret-pw")
+        .await
+        .expect("register");
+}
+
+pub async fn login(dc: &Dc, name: &str, resource: &str) -> Client {
+    Client::login(&dc.client(), name, "secret-pw", Some(resource))
+        .await
+        .expect("login")
+}
+
+/// Registered at `dc`, logged in there, roster requested, available.
+pub async fn online(dc: &Dc, name: &str, resource: &str) -> Client {
+    register(dc, name).await;
+    available(dc, name, resource).await
+}
+
+/// Logged in at `dc` (account already there), roster requested, available.
+pub async fn available(dc: &Dc, name: &str, resource: &str) -> Client {
+    let mut c = login(dc, name, resource).await;
+    c.iq_ok("get", None, Element::new("query", ns::ROSTER))
+        .await
+        .expect("roster get");
+    c.send_presence().await.expect("presence");
+    c
+}
+
+pub fn presence(kind: &str, to: &str) -> Element {
+    Element::new("presence", ns::CLIENT)
+        .with_attr("type", kind)
+        .with_attr("to", to)
+}
+
+/// Every message body `c` receives until `quiet` passes without one.
+pub async fn bodies_until_quiet(c: &mut Client, quiet: Duration) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Ok(el) = c
+        .expect_within(quiet, "a message", |e| e.is("message", ns::CLIENT))
+        .await
+    {
+        if let Some(body) = el.child_text("body", ns::CLIENT) {
+            out.push(body);
+        }
+    }
+    out
+}

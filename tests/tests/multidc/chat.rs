@@ -1,0 +1,72 @@
+//! Chat between users at different DCs: full JIDs both ways, in order; a bare JID reaching
+//! resources of one account at two DCs.
+
+use std::time::Duration;
+
+use meerkat_testkit::client::pred::message_with_body;
+
+use crate::{available, bodies_until_quiet, multi, online, register, user, CONVERGE};
+
+#[tokio::test]
+#[ignore = "needs cross-DC routing"]
+async fn chat_crosses_dcs_both_ways_in_order() {
+    let m = multi(2).await;
+    let mut alice = online(m.dc(1), &user("a"), "phone").await;
+    let mut bob = online(m.dc(2), &user("b"), "desk").await;
+    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
+    let (aj, bj) = (alice.jid().to_owned(), bob.jid().to_owned());
+
+    for n in 0..100 {
+        alice.send_message(&bj, &format!("a{n}")).await.unwrap();
+    }
+    for n in 0..100 {
+        let want = format!("a{n}");
+        let got = bob
+            .expect("alice's message", |e| {
+                e.is("message", meerkat_xmpp::ns::CLIENT)
+            })
+            .await
+            .unwrap();
+        assert_eq!(got.child_text("body", meerkat_xmpp::ns::CLIENT), Some(want));
+        assert_eq!(got.attr("from"), Some(aj.as_str()));
+    }
+    for n in 0..100 {
+        bob.send_message(&aj, &format!("b{n}")).await.unwrap();
+    }
+    let got = bodies_until_quiet(&mut alice, Duration::from_secs(3)).await;
+    let want: Vec<String> = (0..100).map(|n| format!("b{n}")).collect();
+    assert_eq!(got, want);
+    m.stop().await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs cross-DC routing"]
+async fn bare_jid_message_reaches_resources_at_two_dcs() {
+    let m = multi(2).await;
+    let carol = user("c");
+    register(m.dc(1), &carol).await;
+    register(m.dc(2), &carol).await;
+    let mut at1 = available(m.dc(1), &carol, "one").await;
+    let mut at2 = available(m.dc(2), &carol, "two").await;
+    let mut dave = online(m.dc(1), &user("d"), "x").await;
+    m.wait_directory_sessions(3, CONVERGE).await.unwrap();
+    let bare = at1.bare_jid().to_owned();
+
+    dave.send_message(&bare, "to all of carol").await.unwrap();
+    at1.expect("bare message at dc1", message_with_body("to all of carol"))
+        .await
+        .unwrap();
+    at2.expect("bare message at dc2", message_with_body("to all of carol"))
+        .await
+        .unwrap();
+    // A full JID reaches that resource only.
+    let two = at2.jid().to_owned();
+    dave.send_message(&two, "only two").await.unwrap();
+    at2.expect("full message at dc2", message_with_body("only two"))
+        .await
+        .unwrap();
+    at1.expect_none(Duration::from_millis(500), message_with_body("only two"))
+        .await
+        .unwrap();
+    m.stop().await.unwrap();
+}

@@ -1,0 +1,100 @@
+//! Subscriptions, presence and iq between users at different DCs.
+
+use std::time::Duration;
+
+use meerkat_testkit::client::pred::{iq_request, presence_of_type};
+use meerkat_testkit::client::stanza_error_condition;
+use meerkat_xmpp::{ns, Element};
+
+use crate::{multi, online, presence, user, CONVERGE};
+
+#[tokio::test]
+#[ignore = "needs cross-DC routing"]
+async fn subscription_handshake_and_presence_across_dcs() {
+    let m = multi(2).await;
+    let mut alice = online(m.dc(1), &user("a"), "phone").await;
+    let mut bob = online(m.dc(2), &user("b"), "desk").await;
+    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
+    let (aj, bj) = (alice.bare_jid().to_owned(), bob.bare_jid().to_owned());
+
+    alice.send(&presence("subscribe", &bj)).await.unwrap();
+    bob.expect("subscribe", presence_of_type(&aj, Some("subscribe")))
+        .await
+        .unwrap();
+    bob.send(&presence("subscribed", &aj)).await.unwrap();
+    alice
+        .expect("subscribed", presence_of_type(&bj, Some("subscribed")))
+        .await
+        .unwrap();
+    alice
+        .expect("bob's presence", presence_of_type(&bj, None))
+        .await
+        .unwrap();
+
+    bob.send(&presence("subscribe", &aj)).await.unwrap();
+    alice
+        .expect("subscribe", presence_of_type(&bj, Some("subscribe")))
+        .await
+        .unwrap();
+    alice.send(&presence("subscribed", &bj)).await.unwrap();
+    bob.expect("alice's presence", presence_of_type(&aj, None))
+        .await
+        .unwrap();
+
+    // Both ways now: a presence change crosses, and so does going offline.
+    let away = Element::new("presence", ns::CLIENT)
+        .with_child(Element::new("show", ns::CLIENT).with_text("away"));
+    alice.send(&away).await.unwrap();
+    bob.expect("alice away", |e| {
+        presence_of_type(&aj, None)(e)
+            && e.child_text("show", ns::CLIENT).as_deref() == Some("away")
+    })
+    .await
+    .unwrap();
+    bob.close().await.unwrap();
+    alice
+        .expect(
+            "bob unavailable",
+            presence_of_type(&bj, Some("unavailable")),
+        )
+        .await
+        .unwrap();
+    m.stop().await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs cross-DC routing"]
+async fn ping_round_trip_across_dcs() {
+    let m = multi(2).await;
+    let mut alice = online(m.dc(1), &user("a"), "phone").await;
+    let mut bob = online(m.dc(2), &user("b"), "desk").await;
+    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
+    let (aj, bj) = (alice.jid().to_owned(), bob.jid().to_owned());
+
+    let ping = Element::new("iq", ns::CLIENT)
+        .with_attr("type", "get")
+        .with_attr("id", "p1")
+        .with_attr("to", bj.as_str())
+        .with_child(Element::new("ping", ns::PING));
+    alice.send(&ping).await.unwrap();
+    let req = bob
+        .expect("ping", iq_request("ping", ns::PING))
+        .await
+        .unwrap();
+    assert_eq!(req.attr("from"), Some(aj.as_str()));
+    let pong = Element::new("iq", ns::CLIENT)
+        .with_attr("type", "result")
+        .with_attr("id", req.attr("id").unwrap_or_default())
+        .with_attr("to", aj.as_str());
+    bob.send(&pong).await.unwrap();
+    let reply = alice
+        .expect_within(Duration::from_secs(10), "pong", |e| {
+            e.is("iq", ns::CLIENT) && e.attr("id") == Some("p1")
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.attr("type"), Some("result"), "{reply}");
+    assert_eq!(reply.attr("from"), Some(bj.as_str()));
+    assert_eq!(stanza_error_condition(&reply), None);
+    m.stop().await.unwrap();
+}
