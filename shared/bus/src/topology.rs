@@ -180,6 +180,57 @@ pub async fn declare_inter_stanzas_queue(ch: &Channel, dc: &str) -> Result<Strin
     Ok(queue)
 }
 
+/// The federated exchanges of the session replicators: sequenced session events (topic,
+/// routing key = origin DC) and snapshot requests/snapshots (direct, routing key = target DC).
+/// Same arguments as the federation setup declares them with.
+pub async fn declare_inter_replication_exchanges(ch: &Channel) -> Result<(), lapin::Error> {
+    ch.exchange_declare(
+        names::INTER_SESSIONS_EXCHANGE,
+        ExchangeKind::Topic,
+        durable_exchange(),
+        FieldTable::default(),
+    )
+    .await?;
+    ch.exchange_declare(
+        names::INTER_CONTROL_EXCHANGE,
+        ExchangeKind::Direct,
+        durable_exchange(),
+        FieldTable::default(),
+    )
+    .await
+}
+
+/// A DC's replicator queues: `meerkat.inter.sessions.<dc>` bound with `#` (every DC's stream;
+/// its own events are ignored by the consumer), `meerkat.inter.control.<dc>` bound with the
+/// DC's id, and `meerkat.sessions.replicator.<dc>` on the local session fanout. All durable:
+/// what arrives while the replicator restarts waits for it.
+pub async fn declare_replicator_queues(ch: &Channel, dc: &str) -> Result<(), lapin::Error> {
+    declare_exchanges(ch).await?;
+    declare_inter_replication_exchanges(ch).await?;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let bindings = [
+        (names::inter_sessions_queue(dc), names::INTER_SESSIONS_EXCHANGE, "#"),
+        (names::inter_control_queue(dc), names::INTER_CONTROL_EXCHANGE, dc),
+        (names::replicator_sessions_queue(dc), names::SESSIONS_EXCHANGE, ""),
+    ];
+    for (queue, exchange, key) in bindings {
+        ch.queue_declare(&queue, durable, FieldTable::default())
+            .await?;
+        ch.queue_bind(
+            &queue,
+            exchange,
+            key,
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Makes a header value a long string (for callers building tables by hand).
 pub fn long(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s))

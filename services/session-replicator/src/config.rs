@@ -1,0 +1,133 @@
+//! The replicator's configuration: defaults, then a TOML file, then `MEERKAT_*` variables.
+//! `peers` takes a list of tables in TOML, or one string `dc2=amqp://...,dc3=amqp://...`
+//! (what `MEERKAT_PEERS` can carry, since env keys are flat).
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// This DC's id (`dc1`).
+    pub dc: String,
+    /// The XMPP domain served.
+    pub domain: String,
+    /// This DC's broker (vhost).
+    pub amqp_url: String,
+    /// Admin HTTP port (`/healthz`, `/readyz`, `/metrics`); port 0 picks one.
+    pub admin_addr: SocketAddr,
+    /// Unique instance id; empty = `replicator-<dc>-<8 hex>`. Names its control queue.
+    pub instance_id: String,
+    /// The other DCs: id and the federation upstream URI they are reached by (as configured
+    /// in this DC's broker federation upstream; used to check x-received-from).
+    #[serde(deserialize_with = "peers_from_list_or_spec")]
+    pub peers: Vec<Peer>,
+    /// Milliseconds after start during which snapshot requests wait, so that the local
+    /// gateways' re-announcements are in the view first: a snapshot missing a live session
+    /// would make the other DCs close it for good.
+    pub snapshot_warmup_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    pub dc: String,
+    pub upstream_uri: String,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            dc: "dc1".into(),
+            domain: "example.com".into(),
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            instance_id: String::new(),
+            peers: Vec::new(),
+            snapshot_warmup_ms: 2000,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("peers: expected `dc=uri[,dc=uri...]`, got `{0}`")]
+pub struct BadPeers(String);
+
+/// Parses `dc2=amqp://...,dc3=amqp://...` (empty = no peers).
+pub fn parse_peers(spec: &str) -> Result<Vec<Peer>, BadPeers> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((dc, uri)) if !dc.trim().is_empty() && !uri.trim().is_empty() => Ok(Peer {
+                dc: dc.trim().to_owned(),
+                upstream_uri: uri.trim().to_owned(),
+            }),
+            _ => Err(BadPeers(p.to_owned())),
+        })
+        .collect()
+}
+
+fn peers_from_list_or_spec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Peer>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<Peer>),
+        Spec(String),
+    }
+    match Form::deserialize(d)? {
+        Form::List(list) => Ok(list),
+        Form::Spec(spec) => parse_peers(&spec).map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_from_env_spec() {
+        let c: Config = meerkat_runtime::config::load_from(
+            None,
+            &[(
+                "MEERKAT_PEERS",
+                "dc2=amqp://guest:guest@127.0.0.1:5672/dc2,dc3=amqp://h:5673/%2f",
+            )],
+        )
+        .expect("config");
+        assert_eq!(
+            c.peers,
+            vec![
+                Peer {
+                    dc: "dc2".into(),
+                    upstream_uri: "amqp://guest:guest@127.0.0.1:5672/dc2".into()
+                },
+                Peer {
+                    dc: "dc3".into(),
+                    upstream_uri: "amqp://h:5673/%2f".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn peers_from_toml_list() {
+        let c: Config = meerkat_runtime::config::load_from(
+            Some("[[peers]]\ndc = \"dc2\"\nupstream_uri = \"amqp://x/y\"\n"),
+            &[],
+        )
+        .expect("config");
+        assert_eq!(c.peers.len(), 1);
+        assert_eq!(c.peers[0].dc, "dc2");
+    }
+
+    #[test]
+    fn bad_peers_are_refused() {
+        assert!(parse_peers("dc2").is_err());
+        assert!(parse_peers("=amqp://x").is_err());
+        assert_eq!(parse_peers(""), Ok(vec![]));
+        let r: Result<Config, _> =
+            meerkat_runtime::config::load_from(None, &[("MEERKAT_PEERS", "nonsense")]);
+        assert!(r.is_err());
+    }
+}

@@ -1,0 +1,159 @@
+//! Control traffic. From the other DCs (queue `meerkat.inter.control.<dc>`, origin checked):
+//! snapshot requests, answered with the live local sessions, and snapshots, applied to the
+//! local directory. From this DC's routers (`meerkat.control`): a resync, answered by
+//! re-announcing every remote session known.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Instant;
+
+use meerkat_bus::lapin::message::Delivery;
+use meerkat_bus::lapin::options::BasicAckOptions;
+use meerkat_wire::{topology as names, ControlEvent, InterControl};
+use tokio_util::sync::CancellationToken;
+
+use crate::consume::{self, Spec};
+use crate::metrics::Metrics;
+use crate::streams::Outcome;
+use crate::{actions, publish, Ctx};
+
+/// Consumes `meerkat.inter.control.<dc>` until `stop`.
+pub async fn run_inter(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
+    let declare_ctx = ctx.clone();
+    let spec = Spec {
+        queue: names::inter_control_queue(&ctx.config.dc),
+        prefetch: 16,
+        exclusive: false,
+        declare: Arc::new(move |ch| {
+            let ctx = declare_ctx.clone();
+            Box::pin(async move {
+                meerkat_bus::topology::declare_replicator_queues(&ch, &ctx.config.dc).await
+            })
+        }),
+    };
+    consume::run(ctx.bus.clone(), spec, stop, consuming, |delivery| {
+        let ctx = ctx.clone();
+        async move {
+            handle_inter(&ctx, &delivery).await;
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+        }
+    })
+    .await;
+}
+
+async fn handle_inter(ctx: &Ctx, delivery: &Delivery) {
+    let msg = match InterControl::from_json(&delivery.data) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable inter-DC control message dropped");
+            return;
+        }
+    };
+    let claimed = match &msg {
+        InterControl::SnapshotRequest { from_dc } => from_dc.clone(),
+        InterControl::Snapshot { origin_dc, .. } => origin_dc.clone(),
+    };
+    if let Err(refusal) = ctx
+        .origins
+        .check(delivery.properties.headers().as_ref(), &claimed)
+    {
+        tracing::warn!(%claimed, %refusal, "inter-DC control message refused");
+        ctx.metrics
+            .refused
+            .get_or_create(&Metrics::dc(&claimed))
+            .inc();
+        return;
+    }
+    match msg {
+        InterControl::SnapshotRequest { from_dc } => serve_snapshot(ctx, &from_dc).await,
+        InterControl::Snapshot {
+            origin_dc,
+            epoch,
+            seq,
+            sessions,
+        } => {
+            let count = sessions.len();
+            let (outcome, todo) =
+                ctx.streams
+                    .lock()
+                    .on_snapshot(&origin_dc, &epoch, seq, sessions, Instant::now());
+            if outcome == Outcome::Applied {
+                tracing::info!(origin = %origin_dc, %epoch, seq, sessions = count, "snapshot applied");
+                ctx.metrics
+                    .snapshots_applied
+                    .get_or_create(&Metrics::dc(&origin_dc))
+                    .inc();
+            } else {
+                tracing::debug!(origin = %origin_dc, %epoch, seq, ?outcome, "snapshot not applied");
+            }
+            actions::execute(ctx, &origin_dc, todo).await;
+        }
+    }
+}
+
+/// Answers a snapshot request, once the local view has had its warm-up after start.
+async fn serve_snapshot(ctx: &Ctx, to: &str) {
+    tokio::time::sleep_until(ctx.warm_at).await;
+    let snapshot = ctx.sequencer.lock().snapshot();
+    match publish::inter_control(ctx, to, &snapshot).await {
+        Ok(()) => {
+            if let InterControl::Snapshot { seq, sessions, .. } = &snapshot {
+                tracing::info!(to, seq, sessions = sessions.len(), "snapshot served");
+            }
+            ctx.metrics
+                .snapshots_served
+                .get_or_create(&Metrics::dc(to))
+                .inc();
+        }
+        // The requester asks again when it hears nothing.
+        Err(e) => tracing::warn!(error = %e, to, "snapshot not sent"),
+    }
+}
+
+/// Consumes this instance's queue on the local `meerkat.control` until `stop`.
+pub async fn run_local(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
+    let queue = names::gateway_control_queue(&ctx.instance);
+    let declare_queue = queue.clone();
+    let spec = Spec {
+        queue,
+        prefetch: 16,
+        exclusive: true,
+        declare: Arc::new(move |ch| {
+            let q = declare_queue.clone();
+            Box::pin(async move {
+                meerkat_bus::topology::declare_instance_queue(&ch, &q, names::CONTROL_EXCHANGE)
+                    .await
+            })
+        }),
+    };
+    consume::run(ctx.bus.clone(), spec, stop, consuming, |delivery| {
+        let ctx = ctx.clone();
+        async move {
+            match ControlEvent::from_json(&delivery.data) {
+                Ok(ControlEvent::Resync { requested_by }) if requested_by != ctx.instance => {
+                    reannounce(&ctx, &requested_by).await;
+                }
+                Ok(ControlEvent::Resync { .. }) => {}
+                Err(e) => tracing::warn!(error = %e, "unreadable control event"),
+            }
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+        }
+    })
+    .await;
+}
+
+/// A local router rebuilds its directory: tell it every remote session known.
+async fn reannounce(ctx: &Ctx, requested_by: &str) {
+    let events = ctx.streams.lock().announcements();
+    tracing::debug!(
+        requested_by,
+        sessions = events.len(),
+        "resync: announcing remote sessions"
+    );
+    for event in events {
+        if let Err(e) = publish::local_session_event(ctx, &event).await {
+            tracing::warn!(error = %e, "remote session not re-announced");
+            return;
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The other DCs' session streams (queue `meerkat.inter.sessions.<dc>`): check where each
+//! event came from, then apply it in sequence to the local `meerkat.sessions`, or hold the
+//! stream and ask for a snapshot.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Instant;
+
+use meerkat_bus::lapin::options::BasicAckOptions;
+use meerkat_wire::{topology as names, ReplicatedEvent};
+use tokio_util::sync::CancellationToken;
+
+use crate::consume::{self, Spec};
+use crate::metrics::Metrics;
+use crate::streams::Outcome;
+use crate::{actions, Ctx};
+
+pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
+    let declare_ctx = ctx.clone();
+    let spec = Spec {
+        queue: names::inter_sessions_queue(&ctx.config.dc),
+        prefetch: 256,
+        exclusive: false,
+        declare: Arc::new(move |ch| {
+            let ctx = declare_ctx.clone();
+            Box::pin(async move {
+                meerkat_bus::topology::declare_replicator_queues(&ch, &ctx.config.dc).await
+            })
+        }),
+    };
+    consume::run(ctx.bus.clone(), spec, stop, consuming, |delivery| {
+        let ctx = ctx.clone();
+        async move {
+            handle(&ctx, &delivery).await;
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+        }
+    })
+    .await;
+}
+
+async fn handle(ctx: &Ctx, delivery: &meerkat_bus::lapin::message::Delivery) {
+    let ev = match ReplicatedEvent::from_json(&delivery.data) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable replicated event dropped");
+            return;
+        }
+    };
+    // The topic exchange also brings this DC's own stream back to it.
+    if ev.origin_dc == ctx.config.dc {
+        return;
+    }
+    if let Err(refusal) = ctx
+        .origins
+        .check(delivery.properties.headers().as_ref(), &ev.origin_dc)
+    {
+        tracing::warn!(origin = %ev.origin_dc, seq = ev.seq, %refusal, "replicated event refused");
+        ctx.metrics
+            .refused
+            .get_or_create(&Metrics::dc(&ev.origin_dc))
+            .inc();
+        return;
+    }
+    let origin = ev.origin_dc.clone();
+    let (seq, epoch) = (ev.seq, ev.epoch.clone());
+    let (outcome, todo) = ctx.streams.lock().on_event(ev, Instant::now());
+    match outcome {
+        Outcome::Applied => {
+            ctx.metrics
+                .replicated_in
+                .get_or_create(&Metrics::dc(&origin))
+                .inc();
+        }
+        Outcome::Gap => {
+            tracing::info!(%origin, %epoch, seq, "gap or new epoch: asking for a snapshot");
+            ctx.metrics.gaps.get_or_create(&Metrics::dc(&origin)).inc();
+        }
+        Outcome::UnknownDc => {
+            tracing::warn!(%origin, "event from a DC that is not a peer dropped");
+        }
+        Outcome::Duplicate | Outcome::Stale | Outcome::Buffered => {
+            tracing::debug!(%origin, %epoch, seq, ?outcome, "event not applied");
+        }
+    }
+    actions::execute(ctx, &origin, todo).await;
+}

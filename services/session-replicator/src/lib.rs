@@ -1,0 +1,208 @@
+//! The session replicator: the DC's authority on sessions between DCs. It turns the local
+//! gateways' session events into a sequenced stream (DC id, epoch, seq) for the other DCs,
+//! applies the other DCs' streams into the local `meerkat.sessions` (so every router's
+//! directory holds remote sessions too), detects gaps and new epochs and repairs them with
+//! snapshots, serves snapshots of its live local sessions, and refuses whatever did not come
+//! through the federation link of the DC it claims.
+
+mod actions;
+mod config;
+mod consume;
+mod control;
+mod inbound;
+mod local;
+mod metrics;
+pub mod origin;
+mod publish;
+pub mod sequencer;
+pub mod streams;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use meerkat_bus::{Bus, Publisher};
+use meerkat_runtime::admin::{self, AdminState};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{parse_peers, Config, Peer};
+
+/// How long in-flight work may take after shutdown is requested.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// How often unanswered snapshot requests are looked at.
+const TICK: Duration = Duration::from_millis(500);
+/// Consumers that must be subscribed for the replicator to be ready.
+const CONSUMERS: usize = 4;
+
+/// What every task needs.
+pub(crate) struct Ctx {
+    pub config: Config,
+    pub instance: String,
+    /// This start's epoch (UUIDv7: later starts compare greater).
+    pub epoch: String,
+    pub bus: Bus,
+    pub publisher: Publisher,
+    pub sequencer: parking_lot::Mutex<sequencer::Sequencer>,
+    pub streams: parking_lot::Mutex<streams::Streams>,
+    pub origins: origin::Origins,
+    pub metrics: metrics::Metrics,
+    /// Snapshot requests are answered from then on (see `Config::snapshot_warmup_ms`).
+    pub warm_at: tokio::time::Instant,
+}
+
+pub struct SessionReplicator {
+    ctx: Arc<Ctx>,
+    admin_addr: SocketAddr,
+    admin_task: tokio::task::JoinHandle<()>,
+    admin_state: AdminState,
+    /// Cancelled by the caller: stop consuming and drain.
+    shutdown: CancellationToken,
+    /// Cancelled by us after draining: closes the AMQP connection.
+    bus_shutdown: CancellationToken,
+}
+
+impl SessionReplicator {
+    /// Checks the config, makes the epoch, starts the AMQP supervisor, binds the admin port.
+    pub async fn build(
+        mut config: Config,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<SessionReplicator> {
+        if config.dc.is_empty() {
+            bail!("dc: must not be empty");
+        }
+        if let Some(p) = config.peers.iter().find(|p| p.dc == config.dc) {
+            bail!("peers: {} is this DC itself", p.dc);
+        }
+        if config.instance_id.is_empty() {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            config.instance_id = format!("replicator-{}-{}", config.dc, &id[..8]);
+        }
+        let instance = config.instance_id.clone();
+        let epoch = uuid::Uuid::now_v7().to_string();
+        let bus_shutdown = CancellationToken::new();
+        let bus = Bus::start(&config.amqp_url, &instance, bus_shutdown.clone());
+        let publisher = Publisher::new(bus.clone());
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = metrics::Metrics::register(&mut registry);
+        let admin_state = AdminState::new(registry);
+        let (admin_addr, admin_task) =
+            admin::serve(config.admin_addr, admin_state.clone(), shutdown.clone())
+                .await
+                .context("admin_addr")?;
+        let origins = origin::Origins::new(
+            config
+                .peers
+                .iter()
+                .map(|p| (p.dc.as_str(), p.upstream_uri.as_str())),
+        );
+        let streams =
+            streams::Streams::new(config.peers.iter().map(|p| p.dc.as_str()), Instant::now())
+                .with_retry_after(Duration::from_secs(2));
+        let warm_at =
+            tokio::time::Instant::now() + Duration::from_millis(config.snapshot_warmup_ms);
+        let ctx = Arc::new(Ctx {
+            instance,
+            sequencer: parking_lot::Mutex::new(sequencer::Sequencer::new(&config.dc, &epoch)),
+            epoch,
+            bus,
+            publisher,
+            streams: parking_lot::Mutex::new(streams),
+            origins,
+            metrics,
+            warm_at,
+            config,
+        });
+        Ok(SessionReplicator {
+            ctx,
+            admin_addr,
+            admin_task,
+            admin_state,
+            shutdown,
+            bus_shutdown,
+        })
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// This start's epoch: the other DCs see a new one after every restart.
+    pub fn epoch(&self) -> &str {
+        &self.ctx.epoch
+    }
+
+    /// Serves until `shutdown` is cancelled; then stops consuming, finishes in-flight work
+    /// (bounded, ~5 s) and returns.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let ctx = self.ctx.clone();
+        let consuming = Arc::new(AtomicUsize::new(0));
+        let tracker = TaskTracker::new();
+        let stop = self.shutdown.clone();
+        tracker.spawn(local::run(ctx.clone(), stop.clone(), consuming.clone()));
+        tracker.spawn(inbound::run(ctx.clone(), stop.clone(), consuming.clone()));
+        tracker.spawn(control::run_inter(
+            ctx.clone(),
+            stop.clone(),
+            consuming.clone(),
+        ));
+        tracker.spawn(control::run_local(
+            ctx.clone(),
+            stop.clone(),
+            consuming.clone(),
+        ));
+        tracker.spawn(ask_peers_then_retry(ctx.clone(), stop.clone()));
+        tracker.close();
+        tracing::info!(
+            instance = %ctx.instance, dc = %ctx.config.dc, epoch = %ctx.epoch,
+            admin = %self.admin_addr, "session replicator serving"
+        );
+        loop {
+            let ready = ctx.bus.is_connected() && consuming.load(Ordering::Acquire) >= CONSUMERS;
+            self.admin_state.set_ready(ready);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = self.shutdown.cancelled() => break,
+            }
+        }
+        self.admin_state.set_ready(false);
+        if tokio::time::timeout(DRAIN_LIMIT, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("in-flight work did not finish within {DRAIN_LIMIT:?}");
+        }
+        self.bus_shutdown.cancel();
+        let _ = self.admin_task.await;
+        tracing::info!(instance = %ctx.instance, "session replicator stopped");
+        Ok(())
+    }
+}
+
+/// At start every peer's stream is on hold: ask each for a snapshot, then keep asking those
+/// that have not answered (the request or the answer may have found no binding yet).
+async fn ask_peers_then_retry(ctx: Arc<Ctx>, stop: CancellationToken) {
+    let peers: Vec<String> = ctx.config.peers.iter().map(|p| p.dc.clone()).collect();
+    for dc in peers {
+        tokio::select! {
+            _ = actions::request_snapshot(&ctx, &dc) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = stop.cancelled() => return,
+        }
+        let todo = ctx.streams.lock().tick(Instant::now());
+        for action in todo {
+            if let streams::Action::RequestSnapshot(dc) = action {
+                tracing::debug!(%dc, "snapshot request unanswered: asking again");
+                actions::request_snapshot(&ctx, &dc).await;
+            }
+        }
+        actions::update_gauges(&ctx);
+    }
+}

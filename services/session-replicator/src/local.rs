@@ -1,0 +1,97 @@
+//! This DC's session events (queue `meerkat.sessions.replicator.<dc>`): sequence the local
+//! gateways' events and send them to the other DCs; confirmed, then acked. Every
+//! (re)subscription asks the local gateways to re-announce, which rebuilds the local view
+//! after a start without losing a session.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use meerkat_bus::lapin::options::{BasicAckOptions, BasicNackOptions};
+use meerkat_bus::lapin::BasicProperties;
+use meerkat_bus::Headers;
+use meerkat_wire::{headers as h, topology as names, ControlEvent, SessionEvent, WIRE_VERSION};
+use tokio_util::sync::CancellationToken;
+
+use crate::consume::{self, Spec};
+use crate::{publish, Ctx};
+
+pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
+    let declare_ctx = ctx.clone();
+    let spec = Spec {
+        queue: names::replicator_sessions_queue(&ctx.config.dc),
+        prefetch: 256,
+        exclusive: false,
+        declare: Arc::new(move |ch| {
+            let ctx = declare_ctx.clone();
+            Box::pin(async move {
+                meerkat_bus::topology::declare_replicator_queues(&ch, &ctx.config.dc).await?;
+                request_local_resync(&ctx);
+                Ok(())
+            })
+        }),
+    };
+    consume::run(ctx.bus.clone(), spec, stop, consuming, |delivery| {
+        let ctx = ctx.clone();
+        async move {
+            let event = match SessionEvent::from_json(&delivery.data) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable session event dropped");
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                    return;
+                }
+            };
+            // Remote sessions (our own republications) are not ours to replicate.
+            let replicated = {
+                let mut seq = ctx.sequencer.lock();
+                let r = seq.sequence(event);
+                ctx.metrics
+                    .local_sessions
+                    .set(i64::try_from(seq.live_sessions()).unwrap_or(i64::MAX));
+                r
+            };
+            if let Some(r) = replicated {
+                if let Err(e) = publish::replicated(&ctx, &r).await {
+                    // Its seq is spent: the other DCs will see a gap and ask for a snapshot.
+                    tracing::error!(error = %e, seq = r.seq, "replicated event not published");
+                    let _ = delivery
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        })
+                        .await;
+                    return;
+                }
+                ctx.metrics.replicated_out.inc();
+            }
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+        }
+    })
+    .await;
+}
+
+/// Asks every local gateway to announce its sessions again.
+fn request_local_resync(ctx: &Arc<Ctx>) {
+    let event = ControlEvent::Resync {
+        requested_by: ctx.instance.clone(),
+    };
+    let props = BasicProperties::default()
+        .with_message_id(uuid::Uuid::new_v4().to_string().into())
+        .with_content_type(h::CONTENT_JSON.into())
+        .with_headers(
+            Headers::new()
+                .u64(h::WIRE, u64::from(WIRE_VERSION))
+                .str(h::ORIGIN_DC, &ctx.config.dc)
+                .build(),
+        );
+    // Spawned: the publisher may need the connection this declare runs on.
+    let publisher = ctx.publisher.clone();
+    tokio::spawn(async move {
+        if let Err(e) = publisher
+            .publish(names::CONTROL_EXCHANGE, "", props, &event.to_json())
+            .await
+        {
+            tracing::warn!(error = %e, "resync request not published");
+        }
+    });
+}

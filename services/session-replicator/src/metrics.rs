@@ -1,0 +1,98 @@
+//! The replicator's Prometheus metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DcLabel {
+    /// The other DC concerned (origin of what came in, target of what went out).
+    pub dc: String,
+}
+
+pub struct Metrics {
+    /// Local session events sequenced and published to the other DCs.
+    pub replicated_out: Counter,
+    /// Remote session events applied to the local directory, by origin DC.
+    pub replicated_in: Family<DcLabel, Counter>,
+    /// Gaps and new epochs seen in a DC's stream.
+    pub gaps: Family<DcLabel, Counter>,
+    pub snapshots_requested: Family<DcLabel, Counter>,
+    pub snapshots_served: Family<DcLabel, Counter>,
+    pub snapshots_applied: Family<DcLabel, Counter>,
+    /// Messages refused because they did not come through the link of the DC they claim.
+    pub refused: Family<DcLabel, Counter>,
+    /// Remote sessions known, by DC.
+    pub remote_sessions: Family<DcLabel, Gauge>,
+    /// Live local sessions (what a snapshot serves).
+    pub local_sessions: Gauge,
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Metrics {
+        let m = Metrics {
+            replicated_out: Counter::default(),
+            replicated_in: Family::default(),
+            gaps: Family::default(),
+            snapshots_requested: Family::default(),
+            snapshots_served: Family::default(),
+            snapshots_applied: Family::default(),
+            refused: Family::default(),
+            remote_sessions: Family::default(),
+            local_sessions: Gauge::default(),
+        };
+        let r = registry.sub_registry_with_prefix("meerkat_replicator");
+        r.register(
+            "events_out",
+            "Local session events sent to the other DCs",
+            m.replicated_out.clone(),
+        );
+        r.register(
+            "events_in",
+            "Remote session events applied, by origin DC",
+            m.replicated_in.clone(),
+        );
+        r.register(
+            "gaps",
+            "Gaps or new epochs in a DC's session stream",
+            m.gaps.clone(),
+        );
+        r.register(
+            "snapshots_requested",
+            "Snapshot requests sent, by target DC",
+            m.snapshots_requested.clone(),
+        );
+        r.register(
+            "snapshots_served",
+            "Snapshots sent, by requesting DC",
+            m.snapshots_served.clone(),
+        );
+        r.register(
+            "snapshots_applied",
+            "Snapshots applied, by origin DC",
+            m.snapshots_applied.clone(),
+        );
+        r.register(
+            "refused",
+            "Messages refused: not received through the link of the DC they claim",
+            m.refused.clone(),
+        );
+        r.register(
+            "remote_sessions",
+            "Remote sessions known, by DC",
+            m.remote_sessions.clone(),
+        );
+        r.register(
+            "local_sessions",
+            "Live local sessions",
+            m.local_sessions.clone(),
+        );
+        m
+    }
+
+    pub fn dc(dc: &str) -> DcLabel {
+        DcLabel { dc: dc.to_owned() }
+    }
+}

@@ -1,0 +1,70 @@
+//! What the replicator publishes: session events into the local fanout, its sequenced stream
+//! and control messages to the other DCs. Each waits for the broker's confirm.
+
+use meerkat_bus::lapin::BasicProperties;
+use meerkat_bus::{Headers, PublishError};
+use meerkat_wire::{
+    headers as h, topology as names, InterControl, ReplicatedEvent, SessionEvent, WIRE_VERSION,
+};
+
+use crate::Ctx;
+
+fn props(origin_dc: &str, epoch: &str) -> BasicProperties {
+    BasicProperties::default()
+        .with_message_id(uuid::Uuid::new_v4().to_string().into())
+        .with_content_type(h::CONTENT_JSON.into())
+        .with_delivery_mode(2)
+        .with_headers(
+            Headers::new()
+                .u64(h::WIRE, u64::from(WIRE_VERSION))
+                .str(h::ORIGIN_DC, origin_dc)
+                .str(h::ORIGIN_EPOCH, epoch)
+                .build(),
+        )
+}
+
+/// A (remote) session event into this DC's `meerkat.sessions`, unchanged, as the gateways
+/// publish theirs. New properties: nothing of the federation headers is carried over.
+pub async fn local_session_event(ctx: &Ctx, event: &SessionEvent) -> Result<(), PublishError> {
+    let p = props(&event.session.dc, &event.epoch);
+    ctx.publisher
+        .publish(
+            names::SESSIONS_EXCHANGE,
+            &event.session.dc,
+            p,
+            &event.to_json(),
+        )
+        .await
+}
+
+/// One event of this DC's stream to every other DC.
+pub async fn replicated(ctx: &Ctx, event: &ReplicatedEvent) -> Result<(), PublishError> {
+    let p = props(&ctx.config.dc, &event.epoch);
+    ctx.publisher
+        .publish(
+            names::INTER_SESSIONS_EXCHANGE,
+            &ctx.config.dc,
+            p,
+            &event.to_json(),
+        )
+        .await
+}
+
+/// A control message to DC `target`.
+pub async fn inter_control(
+    ctx: &Ctx,
+    target: &str,
+    msg: &InterControl,
+) -> Result<(), PublishError> {
+    let p = props(&ctx.config.dc, &ctx.epoch).with_headers(
+        Headers::new()
+            .u64(h::WIRE, u64::from(WIRE_VERSION))
+            .str(h::ORIGIN_DC, &ctx.config.dc)
+            .str(h::ORIGIN_EPOCH, &ctx.epoch)
+            .str(h::TARGET_DC, target)
+            .build(),
+    );
+    ctx.publisher
+        .publish(names::INTER_CONTROL_EXCHANGE, target, p, &msg.to_json())
+        .await
+}
