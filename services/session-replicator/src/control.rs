@@ -91,8 +91,8 @@ async fn handle_inter(ctx: &Ctx, delivery: &Delivery) {
     }
 }
 
-/// Answers a snapshot request, once the local view has had its warm-up after start.
-async fn serve_snapshot(ctx: &Ctx, to: &str) {
+/// Sends DC `to` a snapshot (answer to its request, or news of this start), once the local view has had its warm-up after start.
+pub(crate) async fn serve_snapshot(ctx: &Ctx, to: &str) {
     tokio::time::sleep_until(ctx.warm_at).await;
     let snapshot = ctx.sequencer.lock().snapshot();
     match publish::inter_control(ctx, to, &snapshot).await {

@@ -181,8 +181,9 @@ impl SessionReplicator {
     }
 }
 
-/// At start every peer's stream is on hold: ask each for a snapshot, then keep asking those
-/// that have not answered (the request or the answer may have found no binding yet).
+/// At start every peer's stream is on hold: ask each for a snapshot, send each ours, then keep
+/// asking those that have not answered (the request or the answer may have found no binding
+/// yet).
 async fn ask_peers_then_retry(ctx: Arc<Ctx>, stop: CancellationToken) {
     let peers: Vec<String> = ctx.config.peers.iter().map(|p| p.dc.clone()).collect();
     for dc in peers {
@@ -190,6 +191,15 @@ async fn ask_peers_then_retry(ctx: Arc<Ctx>, stop: CancellationToken) {
             _ = actions::request_snapshot(&ctx, &dc) => {}
             _ = stop.cancelled() => return,
         }
+    }
+    // Tell the peers of this start (a new epoch) at once, rather than at this DC's next
+    // session event: they close what this DC's previous life had and no longer has.
+    tokio::select! {
+        _ = tokio::time::sleep_until(ctx.warm_at) => {}
+        _ = stop.cancelled() => return,
+    }
+    for peer in &ctx.config.peers {
+        control::serve_snapshot(&ctx, &peer.dc).await;
     }
     loop {
         tokio::select! {
