@@ -140,7 +140,8 @@ pub struct MultiDc {
 }
 
 impl MultiDc {
-    /// Starts `n` DCs shaped like `options` (its `dc` and `amqp_url` are set per DC).
+    /// Starts `n` DCs shaped like `options` (its `dc`, `amqp_url`, `peers` are set per DC),
+    /// each with a session replicator.
     pub async fn start(n: usize, options: StackOptions) -> anyhow::Result<MultiDc> {
         let brokers = federated_vhosts(n).await?;
         let mut dcs = Vec::with_capacity(n);
@@ -153,6 +154,7 @@ impl MultiDc {
             let opts = StackOptions {
                 dc: b.dc.clone(),
                 amqp_url: Some(b.vhost.amqp_url.clone()),
+                replicator: true,
                 peers,
                 ..options.clone()
             };

@@ -83,6 +83,8 @@ pub struct Dc {
     pub tls: Option<SocketAddr>,
     pub gateways: Vec<ServiceHandle>,
     pub routers: Vec<ServiceHandle>,
+    /// The session replicator, when `options.replicator`.
+    pub replicators: Vec<ServiceHandle>,
 }
 
 impl Dc {
@@ -101,7 +103,11 @@ impl Dc {
             tls: None,
             gateways: Vec::new(),
             routers: Vec::new(),
+            replicators: Vec::new(),
         };
+        if dc.options.replicator {
+            dc.start_replicator().await?;
+        }
         for _ in 0..dc.options.routers {
             dc.start_router().await?;
         }
@@ -131,6 +137,36 @@ impl Dc {
             task: Some(tokio::spawn(r.run())),
         });
         Ok(())
+    }
+
+    /// Starts the DC's session replicator, its peers from `options.peers`.
+    pub async fn start_replicator(&mut self) -> anyhow::Result<()> {
+        let config = session_replicator::Config {
+            dc: self.options.dc.clone(),
+            domain: self.options.domain.clone(),
+            amqp_url: self.amqp_url.clone(),
+            instance_id: format!("{}-replicator-{}", self.options.dc, short_id()),
+            peers: self
+                .options
+                .peers
+                .iter()
+                .map(|(dc, uri)| session_replicator::Peer {
+                    dc: dc.clone(),
+                    upstream_uri: uri.clone(),
+                })
+                .collect(),
+            ..session_replicator::Config::default()
+        };
+        let stop = CancellationToken::new();
+        let r = session_replicator::SessionReplicator::build(config, stop.clone()).await?;
+        let admin = r.admin_addr();
+        self.replicators.push(ServiceHandle {
+            name: "replicator".into(),
+            admin,
+            stop,
+            task: Some(tokio::spawn(r.run())),
+        });
+        wait_ready(admin).await
     }
 
     /// Starts one more gateway; every gateway after the first shares the first one's ports.
@@ -190,6 +226,9 @@ impl Dc {
             g.stop().await?;
         }
         for r in &mut self.routers {
+            r.stop().await?;
+        }
+        for r in &mut self.replicators {
             r.stop().await?;
         }
         Ok(())

@@ -8,7 +8,6 @@ use meerkat_testkit::client::pred::message_with_body;
 use crate::{available, bodies_until_quiet, multi, online, register, user, CONVERGE};
 
 #[tokio::test]
-#[ignore = "needs cross-DC routing"]
 async fn chat_crosses_dcs_both_ways_in_order() {
     let m = multi(2).await;
     let mut alice = online(m.dc(1), &user("a"), "phone").await;
@@ -40,7 +39,6 @@ async fn chat_crosses_dcs_both_ways_in_order() {
 }
 
 #[tokio::test]
-#[ignore = "needs cross-DC routing"]
 async fn bare_jid_message_reaches_resources_at_two_dcs() {
     let m = multi(2).await;
     let carol = user("c");

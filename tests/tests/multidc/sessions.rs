@@ -9,7 +9,6 @@ use meerkat_testkit::client::Client;
 use crate::{available, bodies_until_quiet, multi, online, register, user, CONVERGE};
 
 #[tokio::test]
-#[ignore = "needs cross-DC routing"]
 async fn same_full_jid_at_another_dc_gets_the_old_session_a_conflict() {
     let m = multi(2).await;
     let eve = user("e");
@@ -36,7 +35,6 @@ async fn same_full_jid_at_another_dc_gets_the_old_session_a_conflict() {
 }
 
 #[tokio::test]
-#[ignore = "needs cross-DC routing"]
 async fn reconnecting_at_another_dc_mid_stream_gets_every_message_once() {
     let m = multi(2).await;
     let bob = user("b");
