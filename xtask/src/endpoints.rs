@@ -30,6 +30,9 @@ pub struct DcEndpoints {
     pub direct_tls: String,
     pub gateways: Vec<AdminEndpoint>,
     pub routers: Vec<AdminEndpoint>,
+    /// The session replicator (multi-DC stacks only).
+    #[serde(default)]
+    pub replicators: Vec<AdminEndpoint>,
     pub amqp_url: String,
     pub management_url: String,
     pub management_user: String,
@@ -101,7 +104,7 @@ impl Endpoints {
             if !self.infra_only {
                 println!("  XMPP c2s (STARTTLS)  {}", dc.c2s);
                 println!("  XMPP direct TLS      {}", dc.direct_tls);
-                for s in dc.gateways.iter().chain(&dc.routers) {
+                for s in dc.gateways.iter().chain(&dc.routers).chain(&dc.replicators) {
                     println!(
                         "  {:<20} {}  (/healthz /readyz /metrics)",
                         s.instance_id, s.admin_url

@@ -79,4 +79,9 @@ impl DcPorts {
     pub fn router_admin(&self, r: u16) -> u16 {
         self.admin_base + 50 + r
     }
+    /// Admin port of the DC's session replicator (between the gateways' 1..49 and the
+    /// routers' 51..99).
+    pub fn replicator_admin(&self) -> u16 {
+        self.admin_base + 50
+    }
 }

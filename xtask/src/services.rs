@@ -14,7 +14,7 @@ use crate::layout::{self, DcPorts};
 /// One service process of the stack.
 #[derive(Clone, Debug)]
 pub struct Service {
-    /// `c2s-gateway` or `router`: the binary's name.
+    /// `c2s-gateway`, `router` or `session-replicator`: the binary's name.
     pub binary: &'static str,
     /// `dc1-gw1`, `dc1-router1`: the instance id, and the name of its log and pid files.
     pub instance_id: String,
@@ -30,6 +30,9 @@ pub struct DcEnv<'a> {
     pub database_url: String,
     pub cert: &'a Path,
     pub key: &'a Path,
+    /// The other DCs for the session replicator, `dc2=amqp://...,dc3=...`; empty for a
+    /// single DC, which needs no replicator.
+    pub peers: String,
 }
 
 impl Service {
@@ -86,7 +89,8 @@ impl Service {
     }
 }
 
-/// The gateways and routers of one DC, with their environment.
+/// The routers, gateways and (with peers) session replicator of one DC, with their
+/// environment.
 pub fn plan(env: &DcEnv<'_>, gateways: u16, routers: u16) -> Vec<Service> {
     let ports = DcPorts::of(env.dc);
     let dc = layout::dc_id(env.dc);
@@ -130,6 +134,18 @@ pub fn plan(env: &DcEnv<'_>, gateways: u16, routers: u16) -> Vec<Service> {
         ]);
         out.push(Service {
             binary: "c2s-gateway",
+            env: e,
+            instance_id: id,
+            admin_port: admin,
+        });
+    }
+    if !env.peers.is_empty() {
+        let id = format!("{dc}-replicator");
+        let admin = ports.replicator_admin();
+        let mut e = common(&id, admin);
+        e.push(("MEERKAT_PEERS".into(), env.peers.clone()));
+        out.push(Service {
+            binary: "session-replicator",
             env: e,
             instance_id: id,
             admin_port: admin,
@@ -219,10 +235,10 @@ pub fn pid_files() -> Vec<(String, PathBuf)> {
     out
 }
 
-/// The live pid of the service with this pid file (either binary) and its executable path.
+/// The live pid of the service with this pid file (any of our binaries) and its executable path.
 pub fn live_pid(pid_file: &Path) -> Option<(u32, String)> {
     let pid = process::read_pid_file(pid_file)?;
-    ["c2s-gateway", "router"]
+    ["c2s-gateway", "router", "session-replicator"]
         .iter()
         .map(|b| layout::release_bin(b).to_string_lossy().into_owned())
         .find(|exe| process::pid_alive(pid, exe))
@@ -288,6 +304,7 @@ mod tests {
             database_url: "postgres://postgres@127.0.0.1:55432/meerkat_dc2".into(),
             cert: &cert,
             key: &key,
+            peers: String::new(),
         };
         let plan = plan(&env, 2, 1);
         let ids: Vec<_> = plan
@@ -305,5 +322,27 @@ mod tests {
         assert_eq!(get("MEERKAT_DC"), Some("dc2"));
         assert_eq!(get("MEERKAT_REGISTRATION"), Some("true"));
         assert!(plan[0].env.iter().all(|(k, _)| k != "MEERKAT_C2S_ADDR"));
+
+        // With other DCs, a session replicator too, told its peers.
+        let env = DcEnv {
+            peers: "dc1=amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            ..env
+        };
+        let with_peers = super::plan(&env, 1, 1);
+        let r = with_peers.last().expect("replicator");
+        assert_eq!(
+            (r.binary, r.instance_id.as_str(), r.admin_port),
+            ("session-replicator", "dc2-replicator", 8150)
+        );
+        let get = |k: &str| {
+            r.env
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(
+            get("MEERKAT_PEERS"),
+            Some("dc1=amqp://guest:guest@127.0.0.1:5672/%2f")
+        );
     }
 }

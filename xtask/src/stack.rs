@@ -72,6 +72,13 @@ fn dc_env<'a>(dc: u16, e: &'a Endpoints) -> DcEnv<'a> {
         database_url: d.database_url.clone(),
         cert: &e.cert_path,
         key: &e.key_path,
+        peers: e
+            .dcs
+            .iter()
+            .filter(|o| o.dc != d.dc)
+            .map(|o| format!("{}={}", o.dc, o.amqp_url))
+            .collect::<Vec<_>>()
+            .join(","),
     }
 }
 
@@ -97,6 +104,7 @@ fn wanted(args: &UpArgs) -> Endpoints {
             direct_tls: format!("127.0.0.1:{}", p.tls),
             gateways: Vec::new(),
             routers: Vec::new(),
+            replicators: Vec::new(),
             amqp_url: node.amqp_url("/"),
             management_url: node.mgmt_url(),
             management_user: node.user.clone(),
@@ -110,10 +118,10 @@ fn wanted(args: &UpArgs) -> Endpoints {
             let d = &mut e.dcs[usize::from(dc - 1)];
             for s in plan {
                 let admin = AdminEndpoint::new(&s.instance_id, &s.admin_url());
-                if s.binary == "router" {
-                    d.routers.push(admin)
-                } else {
-                    d.gateways.push(admin)
+                match s.binary {
+                    "router" => d.routers.push(admin),
+                    "session-replicator" => d.replicators.push(admin),
+                    _ => d.gateways.push(admin),
                 }
             }
         }
@@ -191,6 +199,8 @@ async fn build_services() -> anyhow::Result<()> {
                 "c2s-gateway",
                 "-p",
                 "router",
+                "-p",
+                "session-replicator",
                 "-p",
                 "meerkatctl",
             ])
