@@ -71,8 +71,12 @@ async fn reconnecting_at_another_dc_mid_stream_gets_every_message_once() {
     at2.close().await.unwrap();
     // What arrived while Bob was offline waits in the offline storage of the DC that routed
     // it (alice's), until persistent data is replicated: fetch it there.
+    // Stanzas still in flight to r2 when it closed were stored at dc2: fetch there too.
     let mut again: Client = available(m.dc(1), &bob, "r3").await;
-    got.extend(bodies_until_quiet(&mut again, Duration::from_secs(2)).await);
+    got.extend(bodies_until_quiet(&mut again, Duration::from_secs(3)).await);
+    again.close().await.unwrap();
+    let mut again2: Client = available(m.dc(2), &bob, "r4").await;
+    got.extend(bodies_until_quiet(&mut again2, Duration::from_secs(3)).await);
 
     let unique: HashSet<&String> = got.iter().collect();
     assert_eq!(unique.len(), got.len(), "duplicates in {got:?}");
