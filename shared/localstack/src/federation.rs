@@ -51,21 +51,30 @@ impl FederatedDc {
         format!("{}/api/{path}", self.mgmt_url.trim_end_matches('/'))
     }
 
+    /// PUTs a definition. A 5xx is retried for a few seconds: right after a vhost is created
+    /// the broker may not have started everything the runtime parameters need.
     async fn put(&self, path: &str, body: serde_json::Value) -> anyhow::Result<()> {
         let url = self.api(path);
-        let resp = client()?
-            .put(&url)
-            .basic_auth(&self.user, Some(&self.password))
-            .json(&body)
-            .send()
-            .await
-            .with_context(|| format!("PUT {url} (is the broker up?)"))?;
-        let status = resp.status();
-        if !status.is_success() {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let resp = client()?
+                .put(&url)
+                .basic_auth(&self.user, Some(&self.password))
+                .json(&body)
+                .send()
+                .await
+                .with_context(|| format!("PUT {url} (is the broker up?)"))?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(());
+            }
             let text = resp.text().await.unwrap_or_default();
-            bail!("PUT {url}: {status}: {text}");
+            if !status.is_server_error() || attempt >= 20 {
+                bail!("PUT {url}: {status}: {text}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         }
-        Ok(())
     }
 }
 
