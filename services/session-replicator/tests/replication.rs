@@ -324,16 +324,19 @@ async fn sessions_cross_and_a_restart_is_repaired_by_a_snapshot() {
         d.ack(BasicAckOptions::default()).await.expect("ack");
         all.push(SessionEvent::from_json(&d.data).expect("event"));
     }
-    wait_metric(
-        r2.admin,
-        r#"meerkat_replicator_remote_sessions{dc="dc1"}"#,
-        1.0,
-    )
-    .await;
-    assert_eq!(
-        metric(r2.admin, r#"meerkat_replicator_remote_sessions{dc="dc1"}"#).await,
-        1.0
-    );
+    // The gauge follows once the whole snapshot is applied.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let known = metric(r2.admin, r#"meerkat_replicator_remote_sessions{dc="dc1"}"#).await;
+        if known == 1.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "dc2 knows {known} sessions of dc1, wanted 1"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // The new epoch's event was a gap that asked for a snapshot, unless the snapshot DC 1
     // sends at start got there first (then the event was simply next in the new epoch).
     let gaps = metric(r2.admin, r#"meerkat_replicator_gaps_total{dc="dc1"}"#).await;
