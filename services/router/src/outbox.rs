@@ -44,6 +44,10 @@ struct Out {
     kind: &'static str,
     /// `None` for a kick.
     stanza: Option<Element>,
+    /// Names what is delivered when the same thing can be sent to a session by two
+    /// routes (a subscription request, live and at login): the delivery's message id is
+    /// derived from it, and the gateway shows a message id only once.
+    key: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -68,6 +72,18 @@ impl Outbox {
             target: target.into(),
             kind: h::kind::STANZA,
             stanza: Some(stanza.clone()),
+            key: None,
+        });
+    }
+
+    /// Queues a stanza that a session must see once even if it is queued for it again,
+    /// from another stanza's handling, under the same `key`.
+    pub fn deliver_once(&mut self, target: impl Into<Target>, stanza: &Element, key: &str) {
+        self.items.push(Out {
+            target: target.into(),
+            kind: h::kind::STANZA,
+            stanza: Some(stanza.clone()),
+            key: Some(key.to_owned()),
         });
     }
 
@@ -77,6 +93,7 @@ impl Outbox {
             target: target.into(),
             kind: h::kind::CONFLICT,
             stanza: None,
+            key: None,
         });
     }
 
@@ -107,7 +124,7 @@ impl Outbox {
             }
             meerkat_runtime::telemetry::inject_context(headers.table());
             let props = BasicProperties::default()
-                .with_message_id(Uuid::new_v4().to_string().into())
+                .with_message_id(message_id(o).to_string().into())
                 .with_content_type(h::CONTENT_XMPP.into())
                 .with_delivery_mode(2)
                 .with_headers(headers.build());
@@ -133,5 +150,48 @@ impl Outbox {
             r?;
         }
         Ok(())
+    }
+}
+
+/// Namespace of keyed delivery ids (a fixed random UUID).
+const KEYED_DELIVERY: Uuid = Uuid::from_u128(0x5d1c_83a4_2b6f_4e0d_9a57_c3e1_64f0_8b29);
+
+/// A random id, or for a keyed delivery one derived from the key and the session, so the
+/// same key queued twice for one session carries one id.
+fn message_id(o: &Out) -> Uuid {
+    match &o.key {
+        Some(key) => Uuid::new_v5(
+            &KEYED_DELIVERY,
+            format!("{}\n{}", o.target.session, key).as_bytes(),
+        ),
+        None => Uuid::new_v4(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(session: Uuid, key: Option<&str>) -> Out {
+        Out {
+            target: Target {
+                dc: String::new(),
+                gateway: "gw".into(),
+                session,
+            },
+            kind: h::kind::STANZA,
+            stanza: None,
+            key: key.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn keyed_deliveries_share_an_id_per_session_only() {
+        let (s1, s2) = (Uuid::now_v7(), Uuid::now_v7());
+        let id = |s, k| message_id(&out(s, k));
+        assert_eq!(id(s1, Some("a")), id(s1, Some("a")));
+        assert_ne!(id(s1, Some("a")), id(s2, Some("a")));
+        assert_ne!(id(s1, Some("a")), id(s1, Some("b")));
+        assert_ne!(id(s1, None), id(s1, None));
     }
 }

@@ -212,9 +212,21 @@ pub async fn declare_replicator_queues(ch: &Channel, dc: &str) -> Result<(), lap
         ..QueueDeclareOptions::default()
     };
     let bindings = [
-        (names::inter_sessions_queue(dc), names::INTER_SESSIONS_EXCHANGE, "#"),
-        (names::inter_control_queue(dc), names::INTER_CONTROL_EXCHANGE, dc),
-        (names::replicator_sessions_queue(dc), names::SESSIONS_EXCHANGE, ""),
+        (
+            names::inter_sessions_queue(dc),
+            names::INTER_SESSIONS_EXCHANGE,
+            "#",
+        ),
+        (
+            names::inter_control_queue(dc),
+            names::INTER_CONTROL_EXCHANGE,
+            dc,
+        ),
+        (
+            names::replicator_sessions_queue(dc),
+            names::SESSIONS_EXCHANGE,
+            "",
+        ),
     ];
     for (queue, exchange, key) in bindings {
         ch.queue_declare(&queue, durable, FieldTable::default())

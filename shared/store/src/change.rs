@@ -55,6 +55,8 @@ pub enum Outcome {
     Existed(bool),
     /// The new roster version, if the roster changed.
     RosterVersion(Option<i64>),
+    /// When the written item was first created (µs since the Unix epoch).
+    Since(i64),
 }
 
 impl Store {
@@ -86,10 +88,7 @@ impl Store {
                 username,
                 contact,
                 stanza,
-            } => {
-                subscriptions::add(&mut tx, username, contact, stanza).await?;
-                Outcome::Done
-            }
+            } => Outcome::Since(subscriptions::add(&mut tx, username, contact, stanza).await?),
             Change::RemoveSubscriptionRequest { username, contact } => {
                 Outcome::Existed(subscriptions::remove(&mut tx, username, contact).await?)
             }

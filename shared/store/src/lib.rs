@@ -19,6 +19,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 pub use change::{Change, Outcome};
 pub use offline::OfflineMessage;
 pub use roster::{RosterItem, Subscription};
+pub use subscriptions::SubscriptionRequest;
 
 /// Failures a caller must tell apart.
 #[derive(Debug, thiserror::Error)]

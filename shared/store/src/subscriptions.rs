@@ -5,20 +5,36 @@ use sqlx::PgConnection;
 
 use crate::{accounts, Change, Outcome, Store, StoreError};
 
+/// A request from `contact` that the user has not answered yet.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct SubscriptionRequest {
+    pub contact: String,
+    /// The presence stanza as the user is shown it.
+    pub stanza: String,
+    /// When the request was first made (µs since the Unix epoch): with the two JIDs, it
+    /// names the request, so showing it twice to one session can be recognised.
+    pub since: i64,
+}
+
 impl Store {
-    /// Records a pending request; a repeat from the same contact replaces the stored stanza.
+    /// Records a pending request; a repeat from the same contact replaces the stored stanza
+    /// but keeps the request's `since` (returned), so one request keeps one identity until
+    /// it is answered.
     pub async fn add_subscription_request(
         &self,
         username: &str,
         contact: &str,
         stanza: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<i64, StoreError> {
         let change = Change::AddSubscriptionRequest {
             username: username.to_owned(),
             contact: contact.to_owned(),
             stanza: stanza.to_owned(),
         };
-        self.write(&change).await.map(|_| ())
+        match self.write(&change).await? {
+            Outcome::Since(since) => Ok(since),
+            other => unreachable!("a subscription request write returned {other:?}"),
+        }
     }
 
     /// Forgets a pending request; false if there was none.
@@ -34,13 +50,14 @@ impl Store {
         Ok(self.write(&change).await? == Outcome::Existed(true))
     }
 
-    /// Pending requests as (contact, stanza), oldest first.
+    /// Pending requests, oldest first.
     pub async fn subscription_requests(
         &self,
         username: &str,
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    ) -> Result<Vec<SubscriptionRequest>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT contact, stanza FROM subscription_requests WHERE username = $1 ORDER BY created_at, contact",
+            "SELECT contact, stanza, (extract(epoch FROM created_at) * 1000000)::bigint AS since \
+             FROM subscription_requests WHERE username = $1 ORDER BY created_at, contact",
         )
         .bind(username)
         .fetch_all(self.pool())
@@ -53,20 +70,20 @@ pub(crate) async fn add(
     username: &str,
     contact: &str,
     stanza: &str,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     if !accounts::lock(conn, username).await? {
         return Err(StoreError::NoSuchAccount);
     }
-    sqlx::query(
+    Ok(sqlx::query_scalar(
         "INSERT INTO subscription_requests (username, contact, stanza) VALUES ($1, $2, $3) \
-         ON CONFLICT (username, contact) DO UPDATE SET stanza = EXCLUDED.stanza",
+         ON CONFLICT (username, contact) DO UPDATE SET stanza = EXCLUDED.stanza \
+         RETURNING (extract(epoch FROM created_at) * 1000000)::bigint",
     )
     .bind(username)
     .bind(contact)
     .bind(stanza)
-    .execute(conn)
-    .await?;
-    Ok(())
+    .fetch_one(conn)
+    .await?)
 }
 
 pub(crate) async fn remove(

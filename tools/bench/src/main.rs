@@ -53,7 +53,11 @@ async fn main() -> anyhow::Result<()> {
     )?));
     let received = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
-    let run: Arc<str> = format!("{:x}", std::process::id() ^ (started.elapsed().subsec_nanos())).into();
+    let run: Arc<str> = format!(
+        "{:x}",
+        std::process::id() ^ (started.elapsed().subsec_nanos())
+    )
+    .into();
 
     // Log in everyone (ramp: a few at a time).
     let mut sessions = Vec::with_capacity(users);

@@ -6,7 +6,7 @@ use meerkat_store::Subscription;
 use meerkat_xmpp::{ns, Element, StanzaType};
 
 use super::offline;
-use super::subscription::{available_targets, last_presences};
+use super::subscription::{self, available_targets, last_presences};
 use crate::inbound::Inbound;
 use crate::jids::{self, Addr};
 use crate::metrics::Outcome;
@@ -51,9 +51,10 @@ pub async fn broadcast(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Re
                 }
             }
             offline::deliver_pending(ctx, inb, out, &sender.target).await?;
-            for (_, stanza) in ctx.store.subscription_requests(inb.username()).await? {
-                match Element::parse(&stanza) {
-                    Ok(p) => out.deliver(sender.target.clone(), &p),
+            for r in ctx.store.subscription_requests(inb.username()).await? {
+                let key = subscription::request_key(&jids::bare(&r.contact), r.since);
+                match Element::parse(&r.stanza) {
+                    Ok(p) => out.deliver_once(sender.target.clone(), &p, &key),
                     Err(e) => tracing::warn!(error = %e, "unreadable stored subscription request"),
                 }
             }

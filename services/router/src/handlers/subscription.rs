@@ -117,7 +117,7 @@ async fn inbound(
     }
     let (item, state) = load(ctx, user_bare, contact_bare).await?;
     let step = state.inbound(t);
-    save(
+    let request = save(
         ctx,
         out,
         user_bare,
@@ -130,10 +130,15 @@ async fn inbound(
     )
     .await?;
     if step.forward {
+        let mut p = stanza.clone();
+        p.set_attr("to", user_bare.to_owned());
         for target in available_targets(ctx, user_bare) {
-            let mut p = stanza.clone();
-            p.set_attr("to", user_bare.to_owned());
-            out.deliver(target.0, &p);
+            match request {
+                // The stored request is shown at login too; a session that logs in while it
+                // is being made must not see it twice.
+                Some(since) => out.deliver_once(target.0, &p, &request_key(contact_bare, since)),
+                None => out.deliver(target.0, &p),
+            }
         }
         match t {
             // The user now sees the contact: current presence of each contact resource.
@@ -161,7 +166,7 @@ async fn load(
         .subscription_requests(owner)
         .await?
         .iter()
-        .any(|(c, _)| jids::bare(c) == contact_bare);
+        .any(|r| jids::bare(&r.contact) == contact_bare);
     let state = SubState {
         sub: item.as_ref().map_or(Subscription::None, |i| i.subscription),
         ask_out: item.as_ref().is_some_and(|i| i.ask_out),
@@ -171,7 +176,13 @@ async fn load(
     Ok((item, state))
 }
 
+/// Names a pending request from `contact_bare` made at `since`, for `deliver_once`.
+pub fn request_key(contact_bare: &str, since: i64) -> String {
+    format!("subscribe\n{contact_bare}\n{since}")
+}
+
 /// Writes a state change: the roster item (pushed to the owner) and the pending request.
+/// Returns the pending request's `since` when one was stored.
 #[allow(clippy::too_many_arguments)]
 async fn save(
     ctx: &Ctx,
@@ -183,12 +194,15 @@ async fn save(
     new: SubState,
     create: bool,
     stanza: &Element,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<i64>> {
     let owner = jids::split_bare(owner_bare).0.unwrap_or("");
+    let mut request = None;
     if new.pending_in && stanza.attr("type") == Some("subscribe") {
-        ctx.store
-            .add_subscription_request(owner, contact_bare, &stanza.to_xml())
-            .await?;
+        request = Some(
+            ctx.store
+                .add_subscription_request(owner, contact_bare, &stanza.to_xml())
+                .await?,
+        );
     } else if old.pending_in && !new.pending_in {
         ctx.store
             .remove_subscription_request(owner, contact_bare)
@@ -196,7 +210,7 @@ async fn save(
     }
     let changed = (old.sub, old.ask_out, old.approved) != (new.sub, new.ask_out, new.approved);
     if !changed {
-        return Ok(());
+        return Ok(request);
     }
     let item = match item {
         Some(i) => i,
@@ -208,7 +222,7 @@ async fn save(
             approved: false,
             groups: Vec::new(),
         },
-        None => return Ok(()),
+        None => return Ok(request),
     };
     let item = RosterItem {
         subscription: new.sub,
@@ -218,7 +232,7 @@ async fn save(
     };
     let ver = ctx.store.put_roster_item(owner, &item).await?;
     push(ctx, out, owner_bare, item_element(&item), ver);
-    Ok(())
+    Ok(request)
 }
 
 fn presence(t: SubType, from: &str, to: &str) -> Element {

@@ -89,11 +89,12 @@ async fn subscription_requests_are_idempotent() {
         .create_account("alice", &Credentials::derive("p", 16).unwrap())
         .await
         .unwrap();
-    store
+    let first = store
         .add_subscription_request("alice", "bob@example.com", "<presence type='subscribe'/>")
         .await
         .unwrap();
-    store
+    // A repeat while pending is the same request with the newer stanza.
+    let repeat = store
         .add_subscription_request(
             "alice",
             "bob@example.com",
@@ -101,6 +102,7 @@ async fn subscription_requests_are_idempotent() {
         )
         .await
         .unwrap();
+    assert_eq!(first, repeat);
     store
         .add_subscription_request("alice", "carol@example.com", "<presence type='subscribe'/>")
         .await
@@ -108,10 +110,15 @@ async fn subscription_requests_are_idempotent() {
     let reqs = store.subscription_requests("alice").await.unwrap();
     assert_eq!(reqs.len(), 2);
     assert_eq!(
-        reqs[0],
         (
-            "bob@example.com".into(),
-            "<presence type='subscribe'><status>hi</status></presence>".into()
+            reqs[0].contact.as_str(),
+            reqs[0].stanza.as_str(),
+            reqs[0].since
+        ),
+        (
+            "bob@example.com",
+            "<presence type='subscribe'><status>hi</status></presence>",
+            first
         )
     );
     assert!(store
@@ -122,13 +129,26 @@ async fn subscription_requests_are_idempotent() {
         .remove_subscription_request("alice", "bob@example.com")
         .await
         .unwrap());
+    let left: Vec<_> = store
+        .subscription_requests("alice")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.contact, r.stanza))
+        .collect();
     assert_eq!(
-        store.subscription_requests("alice").await.unwrap(),
+        left,
         [(
-            "carol@example.com".into(),
-            "<presence type='subscribe'/>".into()
+            "carol@example.com".to_owned(),
+            "<presence type='subscribe'/>".to_owned()
         )]
     );
+    // Asked again after an answer: a new request, named differently.
+    let again = store
+        .add_subscription_request("alice", "bob@example.com", "<presence type='subscribe'/>")
+        .await
+        .unwrap();
+    assert!(again > first, "{again} after {first}");
     assert!(matches!(
         store
             .add_subscription_request("ghost", "bob@example.com", "<presence/>")
