@@ -75,6 +75,7 @@ impl Gateway {
         let store = Store::connect(&config.database_url)
             .await
             .context("database_url: cannot connect to PostgreSQL")?;
+        store.claim_dc(&config.dc).await.context("database_url")?;
         // The bus outlives the sessions so they can announce their end during shutdown.
         let bus_shutdown = CancellationToken::new();
         let bus = Bus::start(&config.amqp_url, &instance, bus_shutdown.clone());

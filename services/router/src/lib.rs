@@ -69,6 +69,7 @@ impl Router {
         let store = Store::connect(&config.database_url)
             .await
             .context("database_url: cannot connect to PostgreSQL")?;
+        store.claim_dc(&config.dc).await.context("database_url")?;
         let bus_shutdown = CancellationToken::new();
         let bus = Bus::start(&config.amqp_url, &instance, bus_shutdown.clone());
         let publisher = Publisher::new(bus.clone());

@@ -27,6 +27,14 @@ pub struct Config {
     /// gateways' re-announcements are in the view first: a snapshot missing a live session
     /// would make the other DCs close it for good.
     pub snapshot_warmup_ms: u64,
+    /// This DC's PostgreSQL: when set, the replicator also replicates persistent data
+    /// (docs/replication.md); empty = sessions only.
+    pub database_url: String,
+    /// Outbox entries older than this are trimmed even if a DC has not applied them (it then
+    /// gets a full copy when it asks); tombstones are kept as long.
+    pub outbox_retention_secs: u64,
+    /// How often the data replication status goes to every other DC, in milliseconds.
+    pub data_status_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +53,9 @@ impl Default for Config {
             instance_id: String::new(),
             peers: Vec::new(),
             snapshot_warmup_ms: 2000,
+            database_url: String::new(),
+            outbox_retention_secs: 7 * 24 * 3600,
+            data_status_ms: 1000,
         }
     }
 }

@@ -52,6 +52,7 @@ async fn handle_inter(ctx: &Ctx, delivery: &Delivery) {
     let claimed = match &msg {
         InterControl::SnapshotRequest { from_dc } => from_dc.clone(),
         InterControl::Snapshot { origin_dc, .. } => origin_dc.clone(),
+        InterControl::Data(d) => crate::data::claimed(d).to_owned(),
     };
     if let Err(refusal) = ctx
         .origins
@@ -65,6 +66,7 @@ async fn handle_inter(ctx: &Ctx, delivery: &Delivery) {
         return;
     }
     match msg {
+        InterControl::Data(d) => crate::data::handle_control(ctx, d).await,
         InterControl::SnapshotRequest { from_dc } => serve_snapshot(ctx, &from_dc).await,
         InterControl::Snapshot {
             origin_dc,

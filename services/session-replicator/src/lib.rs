@@ -3,12 +3,14 @@
 //! applies the other DCs' streams into the local `meerkat.sessions` (so every router's
 //! directory holds remote sessions too), detects gaps and new epochs and repairs them with
 //! snapshots, serves snapshots of its live local sessions, and refuses whatever did not come
-//! through the federation link of the DC it claims.
+//! through the federation link of the DC it claims. With a database configured it also
+//! replicates the DC's persistent data (`data.rs`, docs/replication.md).
 
 mod actions;
 mod config;
 mod consume;
 mod control;
+mod data;
 mod inbound;
 mod local;
 mod metrics;
@@ -51,6 +53,9 @@ pub(crate) struct Ctx {
     pub metrics: metrics::Metrics,
     /// Snapshot requests are answered from then on (see `Config::snapshot_warmup_ms`).
     pub warm_at: tokio::time::Instant,
+    /// The DC's database, when persistent data is replicated too.
+    pub store: Option<meerkat_store::Store>,
+    pub data: parking_lot::Mutex<data::DataState>,
 }
 
 pub struct SessionReplicator {
@@ -103,6 +108,15 @@ impl SessionReplicator {
                 .with_retry_after(Duration::from_secs(2));
         let warm_at =
             tokio::time::Instant::now() + Duration::from_millis(config.snapshot_warmup_ms);
+        let store = if config.database_url.is_empty() {
+            None
+        } else {
+            let store = meerkat_store::Store::connect(&config.database_url)
+                .await
+                .context("database_url")?;
+            store.claim_dc(&config.dc).await.context("database_url")?;
+            Some(store)
+        };
         let ctx = Arc::new(Ctx {
             instance,
             sequencer: parking_lot::Mutex::new(sequencer::Sequencer::new(&config.dc, &epoch)),
@@ -113,6 +127,8 @@ impl SessionReplicator {
             origins,
             metrics,
             warm_at,
+            store,
+            data: parking_lot::Mutex::new(data::DataState::default()),
             config,
         });
         Ok(SessionReplicator {
@@ -154,13 +170,25 @@ impl SessionReplicator {
             consuming.clone(),
         ));
         tracker.spawn(ask_peers_then_retry(ctx.clone(), stop.clone()));
+        let mut consumers = CONSUMERS;
+        if ctx.store.is_some() {
+            consumers += 1;
+            tracker.spawn(data::run_inbound(
+                ctx.clone(),
+                stop.clone(),
+                consuming.clone(),
+            ));
+            tracker.spawn(data::ship(ctx.clone(), stop.clone()));
+            let every = Duration::from_millis(ctx.config.data_status_ms.max(100));
+            tracker.spawn(data::report(ctx.clone(), stop.clone(), every));
+        }
         tracker.close();
         tracing::info!(
             instance = %ctx.instance, dc = %ctx.config.dc, epoch = %ctx.epoch,
             admin = %self.admin_addr, "session replicator serving"
         );
         loop {
-            let ready = ctx.bus.is_connected() && consuming.load(Ordering::Acquire) >= CONSUMERS;
+            let ready = ctx.bus.is_connected() && consuming.load(Ordering::Acquire) >= consumers;
             self.admin_state.set_ready(ready);
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}

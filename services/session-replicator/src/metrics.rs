@@ -28,6 +28,22 @@ pub struct Metrics {
     pub remote_sessions: Family<DcLabel, Gauge>,
     /// Live local sessions (what a snapshot serves).
     pub local_sessions: Gauge,
+    /// Outbox entries of this DC published to the other DCs (replays included).
+    pub data_shipped: Counter,
+    /// Data changes applied, by origin DC.
+    pub data_applied: Family<DcLabel, Counter>,
+    /// Gaps seen in a DC's data stream.
+    pub data_gaps: Family<DcLabel, Counter>,
+    /// Replays served, by requesting DC.
+    pub data_replays: Family<DcLabel, Counter>,
+    /// Full copies served, by requesting DC.
+    pub data_copies: Family<DcLabel, Counter>,
+    /// Seconds between the origin's commit and the apply here of the last change, by origin.
+    pub data_lag_seconds: Family<DcLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Changes of the origin not yet applied here (its last reported head minus ours).
+    pub data_lag_changes: Family<DcLabel, Gauge>,
+    /// Changes of this DC that a peer has not reported applied yet.
+    pub data_backlog: Family<DcLabel, Gauge>,
 }
 
 impl Metrics {
@@ -42,6 +58,14 @@ impl Metrics {
             refused: Family::default(),
             remote_sessions: Family::default(),
             local_sessions: Gauge::default(),
+            data_shipped: Counter::default(),
+            data_applied: Family::default(),
+            data_gaps: Family::default(),
+            data_replays: Family::default(),
+            data_copies: Family::default(),
+            data_lag_seconds: Family::default(),
+            data_lag_changes: Family::default(),
+            data_backlog: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("meerkat_replicator");
         r.register(
@@ -88,6 +112,46 @@ impl Metrics {
             "local_sessions",
             "Live local sessions",
             m.local_sessions.clone(),
+        );
+        r.register(
+            "data_shipped",
+            "Outbox entries published to the other DCs",
+            m.data_shipped.clone(),
+        );
+        r.register(
+            "data_applied",
+            "Data changes applied, by origin DC",
+            m.data_applied.clone(),
+        );
+        r.register(
+            "data_gaps",
+            "Gaps in a DC's data stream",
+            m.data_gaps.clone(),
+        );
+        r.register(
+            "data_replays",
+            "Outbox replays served, by requesting DC",
+            m.data_replays.clone(),
+        );
+        r.register(
+            "data_copies",
+            "Full copies served, by requesting DC",
+            m.data_copies.clone(),
+        );
+        r.register(
+            "data_lag_seconds",
+            "Commit at the origin to apply here, last change, by origin DC",
+            m.data_lag_seconds.clone(),
+        );
+        r.register(
+            "data_lag_changes",
+            "Changes of the origin DC not applied here yet",
+            m.data_lag_changes.clone(),
+        );
+        r.register(
+            "data_backlog",
+            "Changes of this DC not yet applied by the peer DC",
+            m.data_backlog.clone(),
         );
         m
     }

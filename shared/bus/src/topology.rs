@@ -197,6 +197,37 @@ pub async fn declare_inter_replication_exchanges(ch: &Channel) -> Result<(), lap
         durable_exchange(),
         FieldTable::default(),
     )
+    .await?;
+    ch.exchange_declare(
+        names::INTER_DATA_EXCHANGE,
+        ExchangeKind::Topic,
+        durable_exchange(),
+        FieldTable::default(),
+    )
+    .await
+}
+
+/// A DC's queue of the other DCs' persistent-data changes, `meerkat.inter.data.<dc>` bound
+/// with `#` (durable; declared only where data replication runs, or it would fill unread).
+pub async fn declare_data_queue(ch: &Channel, dc: &str) -> Result<(), lapin::Error> {
+    declare_inter_replication_exchanges(ch).await?;
+    let queue = names::inter_data_queue(dc);
+    ch.queue_declare(
+        &queue,
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await?;
+    ch.queue_bind(
+        &queue,
+        names::INTER_DATA_EXCHANGE,
+        "#",
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
     .await
 }
 

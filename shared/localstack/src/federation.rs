@@ -13,10 +13,11 @@ use crate::rabbit_api::percent_encode;
 
 /// The exchanges federated between DCs (the names of `meerkat_wire::topology`, repeated here so
 /// that xtask need not build the wire crate), with their AMQP type.
-pub const FEDERATED_EXCHANGES: [(&str, &str); 3] = [
+pub const FEDERATED_EXCHANGES: [(&str, &str); 4] = [
     ("meerkat.inter.stanzas", "direct"),
     ("meerkat.inter.sessions", "topic"),
     ("meerkat.inter.control", "direct"),
+    ("meerkat.inter.data", "topic"),
 ];
 
 /// One DC as federation sees it.

@@ -4,6 +4,8 @@ use meerkat_auth::{Credentials, StoredCredential};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
+use meerkat_wire::data::Stamp;
+
 use crate::{Change, Outcome, Store, StoreError};
 
 impl Store {
@@ -105,12 +107,15 @@ pub(crate) async fn create(
     conn: &mut PgConnection,
     username: &str,
     c: &Credentials,
+    stamp: &Stamp,
 ) -> Result<(), StoreError> {
     let inserted = sqlx::query(
         "INSERT INTO accounts (username, \
          sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key, \
-         sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (username) DO NOTHING",
+         sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key, \
+         hlc, hlc_dc, born, born_dc) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10, $11) \
+         ON CONFLICT (username) DO NOTHING",
     )
     .bind(username)
     .bind(&c.sha1.salt)
@@ -121,6 +126,8 @@ pub(crate) async fn create(
     .bind(iterations(&c.sha256)?)
     .bind(&c.sha256.stored_key)
     .bind(&c.sha256.server_key)
+    .bind(stamp.hlc)
+    .bind(&stamp.dc)
     .execute(conn)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -133,12 +140,13 @@ pub(crate) async fn set_credentials(
     conn: &mut PgConnection,
     username: &str,
     c: &Credentials,
+    stamp: &Stamp,
 ) -> Result<bool, StoreError> {
     let updated = sqlx::query(
         "UPDATE accounts SET \
          sha1_salt = $2, sha1_iterations = $3, sha1_stored_key = $4, sha1_server_key = $5, \
-         sha256_salt = $6, sha256_iterations = $7, sha256_stored_key = $8, sha256_server_key = $9 \
-         WHERE username = $1",
+         sha256_salt = $6, sha256_iterations = $7, sha256_stored_key = $8, sha256_server_key = $9, \
+         hlc = $10, hlc_dc = $11 WHERE username = $1",
     )
     .bind(username)
     .bind(&c.sha1.salt)
@@ -149,12 +157,14 @@ pub(crate) async fn set_credentials(
     .bind(iterations(&c.sha256)?)
     .bind(&c.sha256.stored_key)
     .bind(&c.sha256.server_key)
+    .bind(stamp.hlc)
+    .bind(&stamp.dc)
     .execute(conn)
     .await?;
     Ok(updated.rows_affected() == 1)
 }
 
-/// Rows owned by the account go with it (ON DELETE CASCADE).
+/// The rows the account owns are deleted by the caller (`replication::account_deleted`).
 pub(crate) async fn delete(conn: &mut PgConnection, username: &str) -> Result<bool, StoreError> {
     let deleted = sqlx::query("DELETE FROM accounts WHERE username = $1")
         .bind(username)

@@ -1,9 +1,10 @@
 //! The one write path: every mutation is a [`Change`], applied in one transaction by
-//! [`Store::write`]. A replication outbox will append the change in that same transaction.
+//! [`Store::write`], which appends what it changed to the replication outbox in that same
+//! transaction.
 
 use meerkat_auth::Credentials;
 
-use crate::{accounts, offline, roster, subscriptions, RosterItem, Store, StoreError};
+use crate::{accounts, offline, replication, roster, subscriptions, RosterItem, Store, StoreError};
 
 /// A mutation of persistent user data.
 #[derive(Clone, Debug)]
@@ -60,51 +61,93 @@ pub enum Outcome {
 }
 
 impl Store {
-    /// Applies `change` in one transaction.
+    /// Applies `change` in one transaction, with the outbox records that carry it to the other
+    /// DCs (see `replication.rs`).
     pub async fn write(&self, change: &Change) -> Result<Outcome, StoreError> {
         let mut tx = self.pool().begin().await?;
+        let stamp = replication::tick(&mut tx).await?;
+        let mut records = Vec::new();
         let outcome = match change {
             Change::CreateAccount {
                 username,
                 credentials,
             } => {
-                accounts::create(&mut tx, username, credentials).await?;
+                accounts::create(&mut tx, username, credentials, &stamp).await?;
+                replication::account_created(&mut tx, username, &stamp).await?;
+                records.push(replication::account_record(&mut tx, username).await?);
                 Outcome::Done
             }
             Change::SetCredentials {
                 username,
                 credentials,
-            } => Outcome::Existed(accounts::set_credentials(&mut tx, username, credentials).await?),
+            } => {
+                let existed =
+                    accounts::set_credentials(&mut tx, username, credentials, &stamp).await?;
+                if existed {
+                    records.push(replication::account_record(&mut tx, username).await?);
+                }
+                Outcome::Existed(existed)
+            }
             Change::DeleteAccount { username } => {
-                Outcome::Existed(accounts::delete(&mut tx, username).await?)
+                let existed = accounts::delete(&mut tx, username).await?;
+                if existed {
+                    records.push(replication::account_deleted(&mut tx, username, &stamp).await?);
+                }
+                Outcome::Existed(existed)
             }
             Change::PutRosterItem { username, item } => {
-                Outcome::RosterVersion(Some(roster::put(&mut tx, username, item).await?))
+                let version = roster::put(&mut tx, username, item, &stamp).await?;
+                replication::roster_put(&mut tx, username, &item.jid).await?;
+                records.push(replication::roster_record(username, item, &stamp));
+                Outcome::RosterVersion(Some(version))
             }
             Change::RemoveRosterItem { username, contact } => {
-                Outcome::RosterVersion(roster::remove(&mut tx, username, contact).await?)
+                let version = roster::remove(&mut tx, username, contact).await?;
+                if version.is_some() {
+                    records.push(
+                        replication::roster_removed(&mut tx, username, contact, &stamp).await?,
+                    );
+                }
+                Outcome::RosterVersion(version)
             }
             Change::AddSubscriptionRequest {
                 username,
                 contact,
                 stanza,
-            } => Outcome::Since(subscriptions::add(&mut tx, username, contact, stanza).await?),
+            } => {
+                let since = subscriptions::add(&mut tx, username, contact, stanza, &stamp).await?;
+                records.push(
+                    replication::request_put(&mut tx, username, contact, stanza, since, &stamp)
+                        .await?,
+                );
+                Outcome::Since(since)
+            }
             Change::RemoveSubscriptionRequest { username, contact } => {
-                Outcome::Existed(subscriptions::remove(&mut tx, username, contact).await?)
+                let existed = subscriptions::remove(&mut tx, username, contact).await?;
+                if existed {
+                    records.push(
+                        replication::request_removed(&mut tx, username, contact, &stamp).await?,
+                    );
+                }
+                Outcome::Existed(existed)
             }
             Change::StoreOffline {
                 username,
                 stanza,
                 max,
             } => {
-                offline::store(&mut tx, username, stanza, *max).await?;
+                records.push(offline::store(&mut tx, username, stanza, *max, &stamp).await?);
                 Outcome::Done
             }
             Change::DeleteOffline { username, ids } => {
-                offline::delete(&mut tx, username, ids).await?;
+                for uid in offline::delete(&mut tx, username, ids).await? {
+                    records
+                        .push(replication::offline_removed(&mut tx, username, uid, &stamp).await?);
+                }
                 Outcome::Done
             }
         };
+        replication::append(&mut tx, &records).await?;
         tx.commit().await?;
         Ok(outcome)
     }

@@ -8,6 +8,7 @@
 mod accounts;
 mod change;
 mod offline;
+mod replication;
 mod roster;
 mod subscriptions;
 
@@ -17,7 +18,9 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 
 pub use change::{Change, Outcome};
+pub use meerkat_wire::data::{Applied, Record, Stamp};
 pub use offline::OfflineMessage;
+pub use replication::{ApplyOutcome, Identity, OutboxEntry, PeerState};
 pub use roster::{RosterItem, Subscription};
 pub use subscriptions::SubscriptionRequest;
 

@@ -1,7 +1,8 @@
 //! Offline messages (RFC 6121 §8.5.2.2.1 / XEP-0160), bounded per user.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use meerkat_wire::data::{OfflineState, Record, Stamp};
+use sqlx::{PgConnection, Row};
 
 use crate::{accounts, Change, Store, StoreError};
 
@@ -60,7 +61,8 @@ pub(crate) async fn store(
     username: &str,
     stanza: &str,
     max: u32,
-) -> Result<(), StoreError> {
+    stamp: &Stamp,
+) -> Result<Record, StoreError> {
     // The account lock makes count-then-insert atomic against concurrent stores.
     if !accounts::lock(conn, username).await? {
         return Err(StoreError::NoSuchAccount);
@@ -73,23 +75,37 @@ pub(crate) async fn store(
     if count >= i64::from(max) {
         return Err(StoreError::Full);
     }
-    sqlx::query("INSERT INTO offline_messages (username, stanza) VALUES ($1, $2)")
-        .bind(username)
-        .bind(stanza)
-        .execute(conn)
-        .await?;
-    Ok(())
+    let row = sqlx::query(
+        "INSERT INTO offline_messages (username, stanza, hlc, hlc_dc) VALUES ($1, $2, $3, $4) \
+         RETURNING uid, (extract(epoch FROM stored_at) * 1000000)::bigint AS stored_at",
+    )
+    .bind(username)
+    .bind(stanza)
+    .bind(stamp.hlc)
+    .bind(&stamp.dc)
+    .fetch_one(conn)
+    .await?;
+    Ok(Record::Offline {
+        username: username.to_owned(),
+        id: row.try_get("uid")?,
+        stamp: stamp.clone(),
+        state: Some(OfflineState {
+            stanza: stanza.to_owned(),
+            stored_at: row.try_get("stored_at")?,
+        }),
+    })
 }
 
 pub(crate) async fn delete(
     conn: &mut PgConnection,
     username: &str,
     ids: &[i64],
-) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM offline_messages WHERE username = $1 AND id = ANY($2)")
-        .bind(username)
-        .bind(ids)
-        .execute(conn)
-        .await?;
-    Ok(())
+) -> Result<Vec<uuid::Uuid>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "DELETE FROM offline_messages WHERE username = $1 AND id = ANY($2) RETURNING uid",
+    )
+    .bind(username)
+    .bind(ids)
+    .fetch_all(conn)
+    .await?)
 }

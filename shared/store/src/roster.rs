@@ -3,6 +3,8 @@
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
+use meerkat_wire::data::Stamp;
+
 use crate::{Change, Outcome, Store, StoreError};
 
 /// Subscription state of a roster item (RFC 6121 §2.1.2.5).
@@ -150,13 +152,15 @@ pub(crate) async fn put(
     conn: &mut PgConnection,
     username: &str,
     it: &RosterItem,
+    stamp: &Stamp,
 ) -> Result<i64, StoreError> {
     let version = bump(conn, username).await?;
     sqlx::query(
-        "INSERT INTO roster_items (username, contact, name, subscription, ask_out, approved, groups, version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+        "INSERT INTO roster_items (username, contact, name, subscription, ask_out, approved, groups, version, hlc, hlc_dc) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (username, contact) DO UPDATE SET name = EXCLUDED.name, subscription = EXCLUDED.subscription, \
-         ask_out = EXCLUDED.ask_out, approved = EXCLUDED.approved, groups = EXCLUDED.groups, version = EXCLUDED.version",
+         ask_out = EXCLUDED.ask_out, approved = EXCLUDED.approved, groups = EXCLUDED.groups, version = EXCLUDED.version, \
+         hlc = EXCLUDED.hlc, hlc_dc = EXCLUDED.hlc_dc",
     )
     .bind(username)
     .bind(&it.jid)
@@ -166,6 +170,8 @@ pub(crate) async fn put(
     .bind(it.approved)
     .bind(&it.groups)
     .bind(version)
+    .bind(stamp.hlc)
+    .bind(&stamp.dc)
     .execute(conn)
     .await?;
     Ok(version)

@@ -3,6 +3,8 @@
 
 use sqlx::PgConnection;
 
+use meerkat_wire::data::Stamp;
+
 use crate::{accounts, Change, Outcome, Store, StoreError};
 
 /// A request from `contact` that the user has not answered yet.
@@ -70,18 +72,23 @@ pub(crate) async fn add(
     username: &str,
     contact: &str,
     stanza: &str,
+    stamp: &Stamp,
 ) -> Result<i64, StoreError> {
     if !accounts::lock(conn, username).await? {
         return Err(StoreError::NoSuchAccount);
     }
     Ok(sqlx::query_scalar(
-        "INSERT INTO subscription_requests (username, contact, stanza) VALUES ($1, $2, $3) \
-         ON CONFLICT (username, contact) DO UPDATE SET stanza = EXCLUDED.stanza \
+        "INSERT INTO subscription_requests (username, contact, stanza, hlc, hlc_dc) \
+         VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (username, contact) DO UPDATE SET stanza = EXCLUDED.stanza, \
+         hlc = EXCLUDED.hlc, hlc_dc = EXCLUDED.hlc_dc \
          RETURNING (extract(epoch FROM created_at) * 1000000)::bigint",
     )
     .bind(username)
     .bind(contact)
     .bind(stanza)
+    .bind(stamp.hlc)
+    .bind(&stamp.dc)
     .fetch_one(conn)
     .await?)
 }

@@ -155,6 +155,7 @@ impl Dc {
                     upstream_uri: uri.clone(),
                 })
                 .collect(),
+            database_url: self.database_url.clone(),
             ..session_replicator::Config::default()
         };
         let stop = CancellationToken::new();

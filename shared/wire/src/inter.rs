@@ -34,6 +34,8 @@ pub enum InterControl {
         seq: u64,
         sessions: Vec<SessionInfo>,
     },
+    /// Persistent-data replication (see [`crate::data`]).
+    Data(crate::data::DataControl),
 }
 
 impl ReplicatedEvent {

@@ -2,6 +2,7 @@
 //! routing keys, AMQP header names and the JSON events. Another implementation that follows
 //! this crate (documented in `docs/protocol.md`) interoperates.
 
+pub mod data;
 pub mod event;
 pub mod headers;
 pub mod inter;

@@ -62,6 +62,15 @@ pub fn inter_sessions_queue(dc: &str) -> String {
     format!("meerkat.inter.sessions.{dc}")
 }
 
+/// Persistent-data changes of every DC (`meerkat_wire::data::DataChange`): topic exchange,
+/// routing key = origin DC id.
+pub const INTER_DATA_EXCHANGE: &str = "meerkat.inter.data";
+
+/// A DC's queue of the other DCs' data changes (its replicator applies them).
+pub fn inter_data_queue(dc: &str) -> String {
+    format!("meerkat.inter.data.{dc}")
+}
+
 /// Snapshot requests and snapshots between replicators: direct, routing key = target DC id.
 pub const INTER_CONTROL_EXCHANGE: &str = "meerkat.inter.control";
 

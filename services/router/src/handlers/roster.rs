@@ -90,6 +90,13 @@ pub fn item_element(item: &RosterItem) -> Element {
     e
 }
 
+/// The roster version as clients see it. Each DC numbers its copy of a roster on its own,
+/// so the version names the DC: a client that moves to another DC with a cached version gets
+/// the full roster there instead of a wrong "unchanged".
+fn ver_string(ctx: &Ctx, version: i64) -> String {
+    format!("{}-{version}", ctx.config.dc)
+}
+
 /// Pushes one changed item (or a removal) to every interested resource of `user_bare`.
 pub fn push(ctx: &Ctx, out: &mut Outbox, user_bare: &str, item: Element, ver: i64) {
     let sessions: Vec<(Target, String)> = ctx
@@ -107,7 +114,7 @@ pub fn push(ctx: &Ctx, out: &mut Outbox, user_bare: &str, item: Element, ver: i6
             .with_attr("to", jid)
             .with_child(
                 Element::new("query", ns::ROSTER)
-                    .with_attr("ver", ver.to_string())
+                    .with_attr("ver", ver_string(ctx, ver))
                     .with_child(item.clone()),
             );
         out.deliver(target, &iq);
@@ -127,7 +134,7 @@ pub async fn handle(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Resul
     let result = match req {
         RosterRequest::Get { ver } => {
             let (version, items) = ctx.store.roster(&user).await?;
-            let current = version.to_string();
+            let current = ver_string(ctx, version);
             if ver.as_deref() == Some(current.as_str()) {
                 iq_result(&inb.el)
             } else {

@@ -6,4 +6,5 @@
 mod accounts;
 mod helpers;
 mod offline;
+mod replication;
 mod roster;

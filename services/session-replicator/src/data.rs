@@ -1,0 +1,482 @@
+//! The replicator's second duty: persistent data (docs/replication.md). It ships this DC's
+//! database outbox to the other DCs on `meerkat.inter.data`, applies theirs in sequence, asks
+//! an origin to replay after a gap or a missed tail, serves replays and full copies, reports
+//! its position to every peer each second and trims the outbox once every peer has applied it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meerkat_bus::lapin::message::Delivery;
+use meerkat_bus::lapin::options::{BasicAckOptions, BasicNackOptions};
+use meerkat_bus::lapin::BasicProperties;
+use meerkat_bus::{Headers, PublishError};
+use meerkat_store::{Applied, ApplyOutcome, Record, Store};
+use meerkat_wire::data::{DataChange, DataControl};
+use meerkat_wire::{headers as h, topology as names, InterControl, WIRE_VERSION};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::consume::{self, Spec};
+use crate::metrics::Metrics;
+use crate::{publish, Ctx};
+
+/// Records per full-copy message.
+const COPY_CHUNK: usize = 500;
+/// Outbox entries read per query when shipping or replaying.
+const BATCH: i64 = 500;
+/// A replay is asked of one origin at most this often.
+const REPLAY_EVERY: Duration = Duration::from_secs(2);
+
+/// What the data duty keeps in memory.
+#[derive(Default)]
+pub(crate) struct DataState {
+    /// When a replay was last asked of each origin.
+    replay_asked: HashMap<String, Instant>,
+    /// Full copies being received: id → chunks applied.
+    copies: HashMap<Uuid, u32>,
+    /// What each peer last reported as its head.
+    heads: HashMap<String, Applied>,
+}
+
+pub(crate) fn store(ctx: &Ctx) -> &Store {
+    ctx.store
+        .as_ref()
+        .expect("data replication runs only with a database")
+}
+
+fn props(ctx: &Ctx, id: String) -> BasicProperties {
+    BasicProperties::default()
+        .with_message_id(id.into())
+        .with_content_type(h::CONTENT_JSON.into())
+        .with_delivery_mode(2)
+        .with_headers(
+            Headers::new()
+                .u64(h::WIRE, u64::from(WIRE_VERSION))
+                .str(h::ORIGIN_DC, &ctx.config.dc)
+                .build(),
+        )
+}
+
+async fn publish_change(ctx: &Ctx, change: &DataChange) -> Result<(), PublishError> {
+    let id = format!("{}/{}/{}", change.origin_dc, change.epoch, change.seq);
+    ctx.publisher
+        .publish(
+            names::INTER_DATA_EXCHANGE,
+            &ctx.config.dc,
+            props(ctx, id),
+            &change.to_json(),
+        )
+        .await
+}
+
+/// Publishes outbox entries after `after` (up to the head); returns the last one published.
+async fn publish_from(ctx: &Ctx, after: i64) -> anyhow::Result<i64> {
+    let me = store(ctx).identity().await?;
+    let mut last = after;
+    loop {
+        let entries = store(ctx).outbox_after(last, BATCH).await?;
+        if entries.is_empty() {
+            return Ok(last);
+        }
+        for e in entries {
+            publish_change(
+                ctx,
+                &DataChange {
+                    v: 1,
+                    origin_dc: me.dc.clone(),
+                    epoch: me.epoch.clone(),
+                    seq: e.seq,
+                    written_at: e.written_at,
+                    record: e.record,
+                },
+            )
+            .await?;
+            last = e.seq;
+            ctx.metrics.data_shipped.inc();
+        }
+    }
+}
+
+/// Ships the outbox as it grows: woken by the writers' notification, or every second.
+pub(crate) async fn ship(ctx: Arc<Ctx>, stop: CancellationToken) {
+    let mut listener = None;
+    // From the lowest position any peer has reported; the receivers drop duplicates.
+    let mut shipped = match start_position(&ctx).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "outbox position unknown: shipping from its start");
+            0
+        }
+    };
+    loop {
+        if listener.is_none() {
+            match sqlx::postgres::PgListener::connect_with(store(&ctx).pool()).await {
+                Ok(mut l) => {
+                    if l.listen("meerkat_outbox").await.is_ok() {
+                        listener = Some(l);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "outbox notifications unavailable"),
+            }
+        }
+        match publish_from(&ctx, shipped).await {
+            Ok(last) => shipped = last,
+            Err(e) => tracing::warn!(error = %e, after = shipped, "outbox not shipped; retrying"),
+        }
+        let wait = tokio::time::sleep(Duration::from_secs(1));
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = wait => {}
+            n = async {
+                match listener.as_mut() {
+                    Some(l) => l.recv().await.map(|_| ()),
+                    None => std::future::pending().await,
+                }
+            } => {
+                if n.is_err() {
+                    listener = None;
+                }
+            }
+        }
+    }
+}
+
+async fn start_position(ctx: &Ctx) -> anyhow::Result<i64> {
+    let me = store(ctx).identity().await?;
+    let peers = store(ctx).peers().await?;
+    let mut from = me.head;
+    for p in &ctx.config.peers {
+        let acked = peers
+            .iter()
+            .find(|s| s.dc == p.dc)
+            .and_then(|s| s.acked.clone())
+            .filter(|a| a.epoch == me.epoch)
+            .map_or(0, |a| a.seq);
+        from = from.min(acked);
+    }
+    Ok(from.max(store(ctx).outbox_first().await? - 1))
+}
+
+/// Consumes `meerkat.inter.data.<dc>`: the other DCs' changes.
+pub(crate) async fn run_inbound(
+    ctx: Arc<Ctx>,
+    stop: CancellationToken,
+    consuming: Arc<AtomicUsize>,
+) {
+    let declare_ctx = ctx.clone();
+    let spec = Spec {
+        queue: names::inter_data_queue(&ctx.config.dc),
+        prefetch: 64,
+        exclusive: false,
+        declare: Arc::new(move |ch| {
+            let ctx = declare_ctx.clone();
+            Box::pin(
+                async move { meerkat_bus::topology::declare_data_queue(&ch, &ctx.config.dc).await },
+            )
+        }),
+    };
+    consume::run(ctx.bus.clone(), spec, stop, consuming, |delivery| {
+        let ctx = ctx.clone();
+        async move {
+            if handle_change(&ctx, &delivery).await {
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+            } else {
+                // The database is unreachable: keep the change, try again shortly.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await;
+            }
+        }
+    })
+    .await;
+}
+
+/// False when the change must be retried.
+async fn handle_change(ctx: &Ctx, delivery: &Delivery) -> bool {
+    let change = match DataChange::from_json(&delivery.data) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable data change dropped");
+            return true;
+        }
+    };
+    if change.origin_dc == ctx.config.dc {
+        return true;
+    }
+    if let Err(refusal) = ctx
+        .origins
+        .check(delivery.properties.headers().as_ref(), &change.origin_dc)
+    {
+        tracing::warn!(origin = %change.origin_dc, seq = change.seq, %refusal, "data change refused");
+        ctx.metrics
+            .refused
+            .get_or_create(&Metrics::dc(&change.origin_dc))
+            .inc();
+        return true;
+    }
+    let origin = change.origin_dc.as_str();
+    match store(ctx)
+        .apply_remote(origin, &change.epoch, change.seq, &change.record)
+        .await
+    {
+        Ok(ApplyOutcome::Applied) => {
+            let label = Metrics::dc(origin);
+            ctx.metrics.data_applied.get_or_create(&label).inc();
+            let now = chrono_micros();
+            let lag = (now - change.written_at).max(0) as f64 / 1e6;
+            ctx.metrics.data_lag_seconds.get_or_create(&label).set(lag);
+            true
+        }
+        Ok(ApplyOutcome::Gap { expected }) => {
+            ctx.metrics
+                .data_gaps
+                .get_or_create(&Metrics::dc(origin))
+                .inc();
+            ask_replay(ctx, origin, expected).await;
+            true
+        }
+        Ok(ApplyOutcome::Duplicate | ApplyOutcome::Stale) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, origin, seq = change.seq, "data change not applied");
+            false
+        }
+    }
+}
+
+fn chrono_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+async fn ask_replay(ctx: &Ctx, origin: &str, from_seq: i64) {
+    {
+        let mut st = ctx.data.lock();
+        let now = Instant::now();
+        if st
+            .replay_asked
+            .get(origin)
+            .is_some_and(|t| now.duration_since(*t) < REPLAY_EVERY)
+        {
+            return;
+        }
+        st.replay_asked.insert(origin.to_owned(), now);
+    }
+    tracing::info!(origin, from_seq, "asking for a replay");
+    let msg = InterControl::Data(DataControl::Replay {
+        from_dc: ctx.config.dc.clone(),
+        from_seq,
+    });
+    if let Err(e) = publish::inter_control(ctx, origin, &msg).await {
+        tracing::warn!(error = %e, origin, "replay request not sent");
+    }
+}
+
+/// Who a data control message claims to come from.
+pub(crate) fn claimed(msg: &DataControl) -> &str {
+    match msg {
+        DataControl::Status { from_dc, .. }
+        | DataControl::Replay { from_dc, .. }
+        | DataControl::CopyChunk { from_dc, .. }
+        | DataControl::CopyEnd { from_dc, .. } => from_dc,
+    }
+}
+
+/// A data control message from another DC (origin already checked).
+pub(crate) async fn handle_control(ctx: &Ctx, msg: DataControl) {
+    if ctx.store.is_none() {
+        return;
+    }
+    let result = match msg {
+        DataControl::Status {
+            from_dc,
+            epoch,
+            head,
+            applied,
+        } => on_status(ctx, &from_dc, epoch, head, &applied).await,
+        DataControl::Replay { from_dc, from_seq } => serve_replay(ctx, &from_dc, from_seq).await,
+        DataControl::CopyChunk {
+            copy_id, records, ..
+        } => {
+            let r = store(ctx).apply_copy(&records).await;
+            if r.is_ok() {
+                *ctx.data.lock().copies.entry(copy_id).or_default() += 1;
+            }
+            r.map_err(Into::into)
+        }
+        DataControl::CopyEnd {
+            from_dc,
+            copy_id,
+            chunks,
+            positions,
+        } => {
+            let got = ctx.data.lock().copies.remove(&copy_id).unwrap_or(0);
+            if got == chunks {
+                tracing::info!(from = %from_dc, chunks, "full copy applied");
+                store(ctx).copy_done(&positions).await.map_err(Into::into)
+            } else {
+                // A part went missing: the next status asks again.
+                tracing::warn!(from = %from_dc, got, chunks, "incomplete full copy ignored");
+                Ok(())
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "data control message not handled");
+    }
+}
+
+async fn on_status(
+    ctx: &Ctx,
+    from_dc: &str,
+    epoch: String,
+    head: i64,
+    applied: &BTreeMap<String, Applied>,
+) -> anyhow::Result<()> {
+    let acked = applied.get(&ctx.config.dc).cloned().unwrap_or(Applied {
+        epoch: String::new(),
+        seq: 0,
+    });
+    let theirs = Applied { epoch, seq: head };
+    store(ctx).peer_reported(from_dc, &theirs, &acked).await?;
+    // The head of the previous report: changes up to it have had a whole period to arrive.
+    let previous = ctx
+        .data
+        .lock()
+        .heads
+        .insert(from_dc.to_owned(), theirs.clone())
+        .filter(|p| p.epoch == theirs.epoch)
+        .map_or(0, |p| p.seq);
+    // Still behind it (a lost tail, a new life of the origin's database, or a DC never
+    // followed): ask for what is missing.
+    let mine = store(ctx).applied().await?.remove(from_dc);
+    let next = match mine {
+        Some(a) if a.epoch == theirs.epoch => a.seq + 1,
+        Some(a) if a.epoch > theirs.epoch => return Ok(()),
+        _ => 1,
+    };
+    if next <= previous {
+        ask_replay(ctx, from_dc, next).await;
+    }
+    Ok(())
+}
+
+async fn serve_replay(ctx: &Ctx, to: &str, from_seq: i64) -> anyhow::Result<()> {
+    let first = store(ctx).outbox_first().await?;
+    if from_seq >= first {
+        tracing::info!(to, from_seq, "replaying the outbox");
+        publish_from(ctx, from_seq - 1).await?;
+        ctx.metrics
+            .data_replays
+            .get_or_create(&Metrics::dc(to))
+            .inc();
+        return Ok(());
+    }
+    // What they need is no longer in the outbox: everything, then the stream from here.
+    let me = store(ctx).identity().await?;
+    let mut positions = store(ctx).applied().await?;
+    let records = store(ctx).copy_records().await?;
+    positions.insert(
+        me.dc.clone(),
+        Applied {
+            epoch: me.epoch.clone(),
+            seq: me.head,
+        },
+    );
+    let copy_id = Uuid::new_v4();
+    let chunks: Vec<Vec<Record>> = records.chunks(COPY_CHUNK).map(<[_]>::to_vec).collect();
+    tracing::info!(
+        to,
+        from_seq,
+        records = records.len(),
+        chunks = chunks.len(),
+        "sending a full copy"
+    );
+    for part in &chunks {
+        let msg = InterControl::Data(DataControl::CopyChunk {
+            from_dc: ctx.config.dc.clone(),
+            copy_id,
+            records: part.clone(),
+        });
+        publish::inter_control(ctx, to, &msg).await?;
+    }
+    let end = InterControl::Data(DataControl::CopyEnd {
+        from_dc: ctx.config.dc.clone(),
+        copy_id,
+        chunks: chunks.len() as u32,
+        positions,
+    });
+    publish::inter_control(ctx, to, &end).await?;
+    ctx.metrics
+        .data_copies
+        .get_or_create(&Metrics::dc(to))
+        .inc();
+    Ok(())
+}
+
+/// Every `every`: this DC's status to each peer, gauges, and outbox trimming.
+pub(crate) async fn report(ctx: Arc<Ctx>, stop: CancellationToken, every: Duration) {
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        ticks += 1;
+        if let Err(e) = report_once(&ctx, ticks.is_multiple_of(10)).await {
+            tracing::warn!(error = %e, "data replication status not sent");
+        }
+    }
+}
+
+async fn report_once(ctx: &Ctx, trim: bool) -> anyhow::Result<()> {
+    let me = store(ctx).identity().await?;
+    let applied = store(ctx).applied().await?;
+    for p in &ctx.config.peers {
+        let msg = InterControl::Data(DataControl::Status {
+            from_dc: me.dc.clone(),
+            epoch: me.epoch.clone(),
+            head: me.head,
+            applied: applied.clone(),
+        });
+        publish::inter_control(ctx, &p.dc, &msg).await?;
+    }
+    let peers = store(ctx).peers().await?;
+    let heads = ctx.data.lock().heads.clone();
+    for p in &ctx.config.peers {
+        let label = Metrics::dc(&p.dc);
+        let state = peers.iter().find(|s| s.dc == p.dc);
+        let acked = state
+            .and_then(|s| s.acked.clone())
+            .filter(|a| a.epoch == me.epoch)
+            .map_or(0, |a| a.seq);
+        ctx.metrics
+            .data_backlog
+            .get_or_create(&label)
+            .set(me.head - acked);
+        let behind = match (heads.get(&p.dc), applied.get(&p.dc)) {
+            (Some(head), Some(a)) if a.epoch == head.epoch => head.seq - a.seq,
+            (Some(head), _) => head.seq,
+            (None, _) => 0,
+        };
+        ctx.metrics
+            .data_lag_changes
+            .get_or_create(&label)
+            .set(behind.max(0));
+    }
+    if trim {
+        let names: Vec<String> = ctx.config.peers.iter().map(|p| p.dc.clone()).collect();
+        let retention = Duration::from_secs(ctx.config.outbox_retention_secs);
+        let n = store(ctx).trim_outbox(&names, retention).await?;
+        if n > 0 {
+            tracing::debug!(trimmed = n, "outbox trimmed");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! Replication between two or three real databases, with the shipping done by hand: what one
+//! DC's outbox holds, another applies.
+
+use meerkat_auth::Credentials;
+use meerkat_store::{ApplyOutcome, RosterItem, Store, Subscription};
+
+use crate::helpers::fresh_store;
+
+async fn dc(name: &str) -> Store {
+    let store = fresh_store().await;
+    store.claim_dc(name).await.unwrap();
+    store
+}
+
+/// Applies to `to` everything in `from`'s outbox it has not applied yet; returns how many.
+async fn ship(from: &Store, to: &Store) -> usize {
+    let me = from.identity().await.unwrap();
+    let after = to
+        .applied()
+        .await
+        .unwrap()
+        .get(&me.dc)
+        .filter(|a| a.epoch == me.epoch)
+        .map_or(0, |a| a.seq);
+    let entries = from.outbox_after(after, 10_000).await.unwrap();
+    for e in &entries {
+        let done = to
+            .apply_remote(&me.dc, &me.epoch, e.seq, &e.record)
+            .await
+            .unwrap();
+        assert_eq!(done, ApplyOutcome::Applied, "seq {}", e.seq);
+    }
+    entries.len()
+}
+
+/// Whether the DC accepts `password` for `user` (as PLAIN would check it).
+async fn accepts(store: &Store, user: &str, password: &str) -> bool {
+    store
+        .credentials(user)
+        .await
+        .unwrap()
+        .is_some_and(|c| c.verify_plain(password))
+}
+
+fn item(jid: &str, name: &str) -> RosterItem {
+    RosterItem {
+        jid: jid.into(),
+        name: Some(name.into()),
+        subscription: Subscription::None,
+        ask_out: false,
+        approved: false,
+        groups: vec![],
+    }
+}
+
+#[tokio::test]
+async fn an_account_made_at_one_dc_logs_in_at_another_with_the_newest_password() {
+    let (a, b) = (dc("dc1").await, dc("dc2").await);
+    let old = Credentials::derive("old", 16).unwrap();
+    a.create_account("charlie", &old).await.unwrap();
+    assert_eq!(ship(&a, &b).await, 1);
+    assert!(accepts(&b, "charlie", "old").await);
+    // Changed at dc2: dc1 takes it.
+    let new = Credentials::derive("new", 16).unwrap();
+    assert!(b.set_credentials("charlie", &new).await.unwrap());
+    ship(&b, &a).await;
+    assert!(accepts(&a, "charlie", "new").await);
+    assert!(!accepts(&a, "charlie", "old").await);
+    // Shipping again changes nothing.
+    assert_eq!(ship(&b, &a).await, 0);
+    assert!(accepts(&a, "charlie", "new").await);
+}
+
+#[tokio::test]
+async fn concurrent_roster_writes_converge_to_one_winner() {
+    let (a, b) = (dc("dc1").await, dc("dc2").await);
+    let creds = Credentials::derive("p", 16).unwrap();
+    a.create_account("charlie", &creds).await.unwrap();
+    ship(&a, &b).await;
+    // The same item written at both DCs before either hears of the other's write, plus one
+    // item per DC.
+    a.put_roster_item("charlie", &item("bob@example.com", "from dc1"))
+        .await
+        .unwrap();
+    b.put_roster_item("charlie", &item("bob@example.com", "from dc2"))
+        .await
+        .unwrap();
+    a.put_roster_item("charlie", &item("dave@example.com", "d"))
+        .await
+        .unwrap();
+    b.put_roster_item("charlie", &item("erin@example.com", "e"))
+        .await
+        .unwrap();
+    ship(&a, &b).await;
+    ship(&b, &a).await;
+    let (_, at_a) = a.roster("charlie").await.unwrap();
+    let (_, at_b) = b.roster("charlie").await.unwrap();
+    assert_eq!(at_a, at_b);
+    assert_eq!(at_a.len(), 3);
+    // The later write (dc2's, made after dc2 had seen nothing of dc1's) or the higher DC id on
+    // a tie: either way the same at both.
+    let bob = at_a.iter().find(|i| i.jid == "bob@example.com").unwrap();
+    assert_eq!(bob.name.as_deref(), Some("from dc2"));
+    // A removal at one DC reaches the other and an older write cannot bring it back.
+    a.remove_roster_item("charlie", "dave@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    ship(&a, &b).await;
+    assert!(b
+        .roster_item("charlie", "dave@example.com")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn an_offline_message_delivered_at_one_dc_is_gone_at_the_other() {
+    let (a, b) = (dc("dc1").await, dc("dc2").await);
+    a.create_account("charlie", &Credentials::derive("p", 16).unwrap())
+        .await
+        .unwrap();
+    a.store_offline("charlie", "<message><body>hi</body></message>", 100)
+        .await
+        .unwrap();
+    ship(&a, &b).await;
+    let at_b = b.offline_messages("charlie").await.unwrap();
+    assert_eq!(at_b.len(), 1);
+    assert_eq!(at_b[0].stanza, "<message><body>hi</body></message>");
+    // Delivered at dc2.
+    b.delete_offline("charlie", &[at_b[0].id]).await.unwrap();
+    ship(&b, &a).await;
+    assert!(a.offline_messages("charlie").await.unwrap().is_empty());
+    assert!(b.offline_messages("charlie").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_gap_is_reported_and_nothing_is_applied_out_of_order() {
+    let (a, b) = (dc("dc1").await, dc("dc2").await);
+    let creds = Credentials::derive("p", 16).unwrap();
+    a.create_account("u1", &creds).await.unwrap();
+    a.create_account("u2", &creds).await.unwrap();
+    let me = a.identity().await.unwrap();
+    let entries = a.outbox_after(0, 10).await.unwrap();
+    assert_eq!(entries.len(), 2);
+    let second = b
+        .apply_remote(&me.dc, &me.epoch, 2, &entries[1].record)
+        .await
+        .unwrap();
+    assert_eq!(second, ApplyOutcome::Gap { expected: 1 });
+    assert!(!b.account_exists("u2").await.unwrap());
+    // Repaired by replaying from 1; a repeat is a duplicate.
+    assert_eq!(ship(&a, &b).await, 2);
+    let again = b
+        .apply_remote(&me.dc, &me.epoch, 1, &entries[0].record)
+        .await
+        .unwrap();
+    assert_eq!(again, ApplyOutcome::Duplicate);
+    assert!(b.account_exists("u2").await.unwrap());
+}
+
+#[tokio::test]
+async fn a_deleted_account_stays_deleted_and_a_new_one_of_that_name_starts_empty() {
+    let (a, b) = (dc("dc1").await, dc("dc2").await);
+    let creds = Credentials::derive("p", 16).unwrap();
+    a.create_account("charlie", &creds).await.unwrap();
+    a.put_roster_item("charlie", &item("bob@example.com", "b"))
+        .await
+        .unwrap();
+    ship(&a, &b).await;
+    assert!(b.delete_account("charlie").await.unwrap());
+    ship(&b, &a).await;
+    assert!(!a.account_exists("charlie").await.unwrap());
+    assert!(a.roster("charlie").await.unwrap().1.is_empty());
+    // Registered again at dc1: the old roster does not come back anywhere.
+    a.create_account("charlie", &creds).await.unwrap();
+    ship(&a, &b).await;
+    assert!(b.account_exists("charlie").await.unwrap());
+    assert!(b.roster("charlie").await.unwrap().1.is_empty());
+}
+
+#[tokio::test]
+async fn a_dc_rebuilt_empty_catches_up_from_a_full_copy() {
+    let (a, b) = (dc("dc1").await, dc("dc2").await);
+    let creds = Credentials::derive("p", 16).unwrap();
+    a.create_account("charlie", &creds).await.unwrap();
+    a.put_roster_item("charlie", &item("bob@example.com", "b"))
+        .await
+        .unwrap();
+    b.create_account("dora", &creds).await.unwrap();
+    b.store_offline("dora", "<message/>", 10).await.unwrap();
+    ship(&b, &a).await;
+    a.remove_roster_item("charlie", "bob@example.com")
+        .await
+        .unwrap();
+    // dc3 joins empty: a copy from dc1 holds dc2's data too, and the positions say so.
+    let c = dc("dc3").await;
+    c.apply_copy(&a.copy_records().await.unwrap())
+        .await
+        .unwrap();
+    let mut positions = a.applied().await.unwrap();
+    let me = a.identity().await.unwrap();
+    positions.insert(
+        me.dc.clone(),
+        meerkat_store::Applied {
+            epoch: me.epoch,
+            seq: me.head,
+        },
+    );
+    c.copy_done(&positions).await.unwrap();
+    assert!(accepts(&c, "charlie", "p").await);
+    assert!(accepts(&c, "dora", "p").await);
+    assert_eq!(c.offline_messages("dora").await.unwrap().len(), 1);
+    assert!(c.roster("charlie").await.unwrap().1.is_empty());
+    // Then it follows the streams from where the copy ends: nothing new to apply.
+    assert_eq!(ship(&a, &c).await, 0);
+    assert_eq!(ship(&b, &c).await, 0);
+    b.store_offline("dora", "<message>2</message>", 10)
+        .await
+        .unwrap();
+    assert_eq!(ship(&b, &c).await, 1);
+    assert_eq!(c.offline_messages("dora").await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_database_belongs_to_one_dc() {
+    let a = dc("dc1").await;
+    a.claim_dc("dc1").await.unwrap();
+    let err = a.claim_dc("dc2").await.unwrap_err().to_string();
+    assert!(err.contains("belongs to DC \"dc1\""), "{err}");
+}
