@@ -144,6 +144,11 @@ impl Directory {
         self.by_id.get(&id).and_then(|k| self.sessions.get(k))
     }
 
+    /// Every live session, local and remote, in no particular order.
+    pub fn all(&self) -> impl Iterator<Item = &SessionInfo> {
+        self.sessions.values()
+    }
+
     /// Every session of an account (available or not), in resource order.
     pub fn resources(&self, bare: &str) -> Vec<&SessionInfo> {
         self.by_bare

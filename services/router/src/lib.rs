@@ -4,6 +4,7 @@
 //! another DC, wraps the stanza for that DC. Its session directory lives in memory, fed by the
 //! session events of the DC's gateways and of the other DCs (republished by the replicator).
 
+mod admin_api;
 mod config;
 mod consume;
 pub mod directory;
@@ -76,10 +77,7 @@ impl Router {
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = metrics::Metrics::register(&mut registry);
         let admin_state = AdminState::new(registry);
-        let (admin_addr, admin_task) =
-            admin::serve(config.admin_addr, admin_state.clone(), shutdown.clone())
-                .await
-                .context("admin_addr")?;
+        let admin_addr = config.admin_addr;
         let ctx = Arc::new(Ctx {
             instance,
             store,
@@ -89,6 +87,14 @@ impl Router {
             metrics,
             config,
         });
+        let (admin_addr, admin_task) = admin::serve_with(
+            admin_addr,
+            admin_state.clone(),
+            admin_api::routes(ctx.clone()),
+            shutdown.clone(),
+        )
+        .await
+        .context("admin_addr")?;
         Ok(Router {
             ctx,
             admin_addr,

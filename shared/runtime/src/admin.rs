@@ -67,9 +67,20 @@ pub async fn serve(
     state: AdminState,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_with(addr, state, Router::new(), shutdown).await
+}
+
+/// Like [`serve`], with a service's own admin routes (e.g. the router's `/directory`) beside
+/// the common three.
+pub async fn serve_with(
+    addr: SocketAddr,
+    state: AdminState,
+    extra: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let app = router(state);
+    let app = router(state).merge(extra);
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())

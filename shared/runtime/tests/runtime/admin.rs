@@ -103,3 +103,31 @@ async fn serve_binds_port_zero_and_stops_on_cancel() {
         .expect("admin server stops after cancel")
         .unwrap();
 }
+
+#[tokio::test]
+async fn serve_with_adds_a_service_route_beside_the_common_ones() {
+    let shutdown = CancellationToken::new();
+    let extra = axum::Router::new().route("/directory", axum::routing::get(|| async { "[]" }));
+    let (addr, task) = meerkat_runtime::admin::serve_with(
+        "127.0.0.1:0".parse().unwrap(),
+        state(),
+        extra,
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for (path, want) in [("/directory", "[]"), ("/healthz", "ok")] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: admin\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+        assert!(response.ends_with(want), "{response}");
+    }
+    shutdown.cancel();
+    task.await.unwrap();
+}
