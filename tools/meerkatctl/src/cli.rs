@@ -25,6 +25,15 @@ pub struct Cli {
         global = true
     )]
     pub domain: String,
+    /// The local stack's endpoints file (`cargo xtask up` writes it): where `sessions` and `dc`
+    /// find a DC's router and broker when no URL is given.
+    #[arg(
+        long,
+        env = "MEERKAT_ENDPOINTS",
+        default_value = "target/meerkat/endpoints.json",
+        global = true
+    )]
+    pub endpoints: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -36,6 +45,52 @@ pub enum Command {
     User(UserCommand),
     /// Account count and the health of services' admin endpoints.
     Status(StatusArgs),
+    /// The sessions a DC's directory holds (local and at other DCs), grouped by DC.
+    Sessions(SessionsArgs),
+    /// Between DCs.
+    #[command(subcommand)]
+    Dc(DcCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct SessionsArgs {
+    /// Ask this DC's router (found in the endpoints file); default: the file's first DC.
+    #[arg(long)]
+    pub dc: Option<String>,
+    /// Admin base URL of the router to ask (e.g. http://127.0.0.1:8051); --dc wins over it.
+    #[arg(long, env = "MEERKAT_ROUTER_ADMIN_URL")]
+    pub router: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DcCommand {
+    /// The federation links of a DC's broker: upstream, exchange, status (and the error of a
+    /// link that is not running).
+    Links(LinksArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LinksArgs {
+    /// This DC's broker (found in the endpoints file); default: the file's first DC.
+    #[arg(long)]
+    pub dc: Option<String>,
+    /// RabbitMQ management API root of the broker (e.g. http://127.0.0.1:15672/); --dc wins
+    /// over it.
+    #[arg(long, env = "MEERKAT_MANAGEMENT_URL")]
+    pub management_url: Option<String>,
+    /// The DC's vhost on that broker (with --management-url; from the AMQP URL with --dc).
+    #[arg(long, default_value = "/")]
+    pub vhost: String,
+    /// Management API user (with --management-url; from the endpoints file with --dc).
+    #[arg(long, env = "MEERKAT_MANAGEMENT_USER", default_value = "guest")]
+    pub management_user: String,
+    #[arg(
+        long,
+        env = "MEERKAT_MANAGEMENT_PASSWORD",
+        default_value = "guest",
+        hide_env_values = true
+    )]
+    pub management_password: String,
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,8 +1,11 @@
-//! meerkatctl: administration of a Meerkat deployment (accounts, service status), in the
-//! manner of ejabberdctl. Every failure is one line on stderr and a non-zero exit.
+//! meerkatctl: administration of a Meerkat deployment (accounts, service status, sessions,
+//! links between DCs), in the manner of ejabberdctl. Every failure is one line on stderr and a non-zero exit.
 
 mod cli;
+mod dc;
+mod endpoints;
 mod password;
+mod sessions;
 mod status;
 mod user;
 
@@ -18,6 +21,8 @@ async fn main() -> ExitCode {
     let result = match &cli.command {
         Command::User(cmd) => user::run(&cli, cmd).await,
         Command::Status(args) => status::run(&cli, args).await,
+        Command::Sessions(args) => sessions::run(&cli, args).await,
+        Command::Dc(cmd) => dc::run(&cli, cmd).await,
     };
     match result {
         Ok(code) => code,
