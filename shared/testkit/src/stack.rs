@@ -139,6 +139,37 @@ impl Dc {
         Ok(())
     }
 
+    /// Stops router `i` (an index into `routers`) gracefully and forgets it.
+    pub async fn stop_router(&mut self, i: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(i < self.routers.len(), "no router {i}");
+        let mut r = self.routers.remove(i);
+        r.stop().await
+    }
+
+    /// Restarts router `i`: a graceful stop, then a new router (new instance id, empty
+    /// directory, as after a process restart), waited for until ready.
+    pub async fn restart_router(&mut self, i: usize) -> anyhow::Result<()> {
+        self.stop_router(i).await?;
+        self.start_router().await?;
+        let admin = self.routers.last().map(|r| r.admin).context("router")?;
+        wait_ready(admin).await
+    }
+
+    /// Stops the session replicator gracefully and forgets it.
+    pub async fn stop_replicator(&mut self) -> anyhow::Result<()> {
+        for mut r in self.replicators.drain(..) {
+            r.stop().await?;
+        }
+        Ok(())
+    }
+
+    /// Restarts the session replicator: a graceful stop, then a new one (new epoch, empty
+    /// view, as after a process restart), waited for until ready.
+    pub async fn restart_replicator(&mut self) -> anyhow::Result<()> {
+        self.stop_replicator().await?;
+        self.start_replicator().await
+    }
+
     /// Starts the DC's session replicator, its peers from `options.peers`.
     pub async fn start_replicator(&mut self) -> anyhow::Result<()> {
         let config = session_replicator::Config {

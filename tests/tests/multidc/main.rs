@@ -11,7 +11,9 @@
 mod chat;
 mod federation;
 mod presence;
+mod restarts;
 mod sessions;
+mod three_dcs;
 
 use std::time::Duration;
 
