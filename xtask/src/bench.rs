@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: runs the load generator (`tools/bench`) against the running local
-//! stack's DC 1 and prints its figures, plus the CPU the DC's processes used meanwhile.
+//! stack's DC 1 (or, with `--inter-dc`, from DC 1 to DC 2) and prints its figures, plus the CPU
+//! the stack's processes used meanwhile.
 
 use anyhow::Context as _;
 
@@ -21,15 +22,23 @@ fn stack_cpu_seconds() -> f64 {
             l.contains(&root)
                 || l.contains("target/release/c2s-gateway")
                 || l.contains("target/release/router")
+                || l.contains("target/release/session-replicator")
         })
         .filter_map(|l| l.split_whitespace().next()?.parse::<f64>().ok())
         .sum()
 }
 
-pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
+pub async fn run(inter_dc: bool, args: Vec<String>) -> anyhow::Result<i32> {
     let endpoints =
         Endpoints::read()?.context("the local stack is not up: run `cargo xtask up` first")?;
     let dc = endpoints.dcs.first().context("no DC in endpoints.json")?;
+    let mut target = vec!["--addr".to_owned(), dc.c2s.clone()];
+    if inter_dc {
+        let Some(dc2) = endpoints.dcs.get(1) else {
+            anyhow::bail!("--inter-dc needs two DCs: `cargo xtask down && cargo xtask up --dcs 2`");
+        };
+        target.extend(["--to-addr".to_owned(), dc2.c2s.clone()]);
+    }
     let build =
         tokio::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(["build", "--release", "--quiet", "-p", "meerkat-bench"])
@@ -40,7 +49,8 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
     let cpu_before = stack_cpu_seconds();
     let started = std::time::Instant::now();
     let status = tokio::process::Command::new(layout::root().join("target/release/meerkat-bench"))
-        .args(["--addr", &dc.c2s, "--domain", &endpoints.domain])
+        .args(&target)
+        .args(["--domain", &endpoints.domain])
         .args(&args)
         .status()
         .await
@@ -48,7 +58,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<i32> {
     let wall = started.elapsed().as_secs_f64();
     let cpu = stack_cpu_seconds() - cpu_before;
     println!(
-        "DC processes (gateways, routers, RabbitMQ, PostgreSQL): {cpu:.1} CPU-s in {wall:.1} s = {:.0}% of one core",
+        "stack processes, every DC (gateways, routers, replicators, RabbitMQ, PostgreSQL): {cpu:.1} CPU-s in {wall:.1} s = {:.0}% of one core",
         100.0 * cpu / wall
     );
     Ok(status.code().unwrap_or(1))

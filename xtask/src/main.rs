@@ -32,8 +32,12 @@ enum Command {
         #[arg(last = true)]
         nextest_args: Vec<String>,
     },
-    /// Chat load against the running local stack's DC 1 (`cargo xtask bench -- --users 500 --rate 500`).
+    /// Chat load against the running local stack's DC 1 (`cargo xtask bench -- --users 500 --rate 500`);
+    /// with `--inter-dc`, from DC 1 to DC 2 of a `--dcs 2` stack.
     Bench {
+        /// Senders at DC 1, receivers at DC 2 (`meerkat-bench --to-addr`); needs `up --dcs 2`.
+        #[arg(long)]
+        inter_dc: bool,
         /// Passed on to `meerkat-bench` (see `--help` there).
         #[arg(last = true)]
         bench_args: Vec<String>,
@@ -48,7 +52,10 @@ async fn main() {
         Command::Down => stack::down().await.map(|()| 0),
         Command::Status => stack::status().await.map(|()| 0),
         Command::Test { nextest_args } => test::run(nextest_args).await,
-        Command::Bench { bench_args } => bench::run(bench_args).await,
+        Command::Bench {
+            inter_dc,
+            bench_args,
+        } => bench::run(inter_dc, bench_args).await,
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -44,6 +44,18 @@ impl BenchClient {
         password: &str,
         register: bool,
     ) -> anyhow::Result<BenchClient> {
+        BenchClient::login_as(addr, domain, user, password, register, "bench").await
+    }
+
+    /// [`BenchClient::login`] with a chosen resource.
+    pub async fn login_as(
+        addr: SocketAddr,
+        domain: &str,
+        user: &str,
+        password: &str,
+        register: bool,
+        resource: &str,
+    ) -> anyhow::Result<BenchClient> {
         let mut c = BenchClient::connect(addr, domain).await?;
         if register {
             c.write(&format!(
@@ -66,7 +78,7 @@ impl BenchClient {
         c.reader = c.reader.restart();
         c.write(&format!("{HEADER}{domain}'>")).await?;
         let _features = next_el(&mut c.reader).await?;
-        c.write("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>bench</resource></bind></iq>").await?;
+        c.write(&format!("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>")).await?;
         let _ = next_el(&mut c.reader).await?;
         c.write("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq><presence/>")
             .await?;
@@ -153,14 +165,72 @@ impl Reader {
     }
 }
 
+impl Reader {
+    /// The id of the next iq result or error received; None when the stream ends.
+    pub async fn next_iq_reply(&mut self) -> Option<String> {
+        loop {
+            let el = match self.0.next().await {
+                Ok(Inbound::Stanza(el)) => el,
+                Ok(Inbound::Open(_)) => continue,
+                Ok(Inbound::Close) | Err(_) => return None,
+            };
+            if el.name() == "iq" && matches!(el.attr("type"), Some("result" | "error")) {
+                if let Some(id) = el.attr("id") {
+                    return Some(id.to_owned());
+                }
+            }
+        }
+    }
+
+    /// The timestamp (µs) in the id `<prefix><µs>` of the next iq request so named; None when
+    /// the stream ends.
+    pub async fn next_iq_request(&mut self, prefix: &str) -> Option<u64> {
+        loop {
+            let el = match self.0.next().await {
+                Ok(Inbound::Stanza(el)) => el,
+                Ok(Inbound::Open(_)) => continue,
+                Ok(Inbound::Close) | Err(_) => return None,
+            };
+            if el.name() != "iq" {
+                continue;
+            }
+            if let Some(us) = el
+                .attr("id")
+                .and_then(|id| id.strip_prefix(prefix))
+                .and_then(|us| us.parse().ok())
+            {
+                return Some(us);
+            }
+        }
+    }
+}
+
 impl Writer {
+    /// An XMPP ping (XEP-0199) to `to` with the given id.
+    pub async fn send_ping(&mut self, to: &str, id: &str) -> anyhow::Result<()> {
+        let xml = format!("<iq to='{to}' type='get' id='{id}'><ping xmlns='urn:xmpp:ping'/></iq>");
+        self.0.write_all(xml.as_bytes()).await?;
+        Ok(())
+    }
+
     /// A chat message with a 64-byte body carrying the send time.
     pub async fn send_chat(&mut self, to: &str, run: &str, micros: u64) -> anyhow::Result<()> {
+        self.send_typed(to, "chat", run, micros).await
+    }
+
+    /// A message of type `kind` with a 64-byte body carrying the send time.
+    pub async fn send_typed(
+        &mut self,
+        to: &str,
+        kind: &str,
+        run: &str,
+        micros: u64,
+    ) -> anyhow::Result<()> {
         let mut body = format!("t={micros};{run};");
         while body.len() < 64 {
             body.push('x');
         }
-        let xml = format!("<message to='{to}' type='chat'><body>{body}</body></message>");
+        let xml = format!("<message to='{to}' type='{kind}'><body>{body}</body></message>");
         self.0.write_all(xml.as_bytes()).await?;
         Ok(())
     }

@@ -1,8 +1,13 @@
 //! `meerkat-bench`: N users log in over a ramp, then each sends 64-byte chat messages to
 //! another online user at a fixed mean rate; prints delivered messages per second, end-to-end
 //! latency percentiles (timestamp in the body, one clock) and messages lost.
+//!
+//! Inter-DC mode (`--to-addr`): the senders log in at `--addr` (DC 1), their partners at
+//! `--to-addr` (DC 2), and only the senders send, so every message crosses between the DCs.
+//! `--lag-logins N` also measures session replication lag (see `lag.rs`).
 
 mod client;
+mod lag;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,12 +45,68 @@ struct Args {
     /// Print the result as one JSON line as well.
     #[arg(long)]
     json: bool,
+    /// Inter-DC mode: the receiving half of the users logs in here (another DC's STARTTLS
+    /// port) and only the half at --addr sends.
+    #[arg(long)]
+    to_addr: Option<SocketAddr>,
+    /// After the chat, measure session replication lag over this many logins at --addr, seen
+    /// from --to-addr (needs --to-addr). `--duration 0` skips the chat.
+    #[arg(long, default_value_t = 0)]
+    lag_logins: usize,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.lag_logins > 0 && args.to_addr.is_none() {
+        anyhow::bail!("--lag-logins needs --to-addr (the DC that must learn of the sessions)");
+    }
+    if args.duration > 0 {
+        chat(&args).await?;
+    }
+    if let (Some(to_addr), true) = (args.to_addr, args.lag_logins > 0) {
+        let run = format!("{:x}", std::process::id());
+        let lag = lag::measure(&lag::LagArgs {
+            login_at: args.addr,
+            probe_from: to_addr,
+            domain: &args.domain,
+            prefix: &args.prefix,
+            password: &args.password,
+            run: &run,
+            logins: args.lag_logins,
+        })
+        .await?;
+        let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "session replication lag over {} logins (failed {}): until a ping arrives p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms; until the first ping that got through was sent p50 {:.2} ms  p99 {:.2} ms",
+            args.lag_logins,
+            lag.failed,
+            ms(&lag.arrived, 0.5),
+            ms(&lag.arrived, 0.99),
+            lag.arrived.max() as f64 / 1000.0,
+            ms(&lag.sent, 0.5),
+            ms(&lag.sent, 0.99),
+        );
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "lag_logins": args.lag_logins, "lag_failed": lag.failed,
+                    "lag_p50_ms": ms(&lag.arrived, 0.5), "lag_p99_ms": ms(&lag.arrived, 0.99),
+                    "lag_max_ms": lag.arrived.max() as f64 / 1000.0,
+                    "lag_sent_p50_ms": ms(&lag.sent, 0.5), "lag_sent_p99_ms": ms(&lag.sent, 0.99),
+                })
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The chat load: log everyone in, send for `duration`, drain, print.
+async fn chat(args: &Args) -> anyhow::Result<()> {
     let users = args.users.max(2) & !1;
+    let inter_dc = args.to_addr.is_some();
+    let senders = if inter_dc { users / 2 } else { users };
     let started = Instant::now();
     let clock = Arc::new(started);
     let latency = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
@@ -68,14 +129,13 @@ async fn main() -> anyhow::Result<()> {
             let args = args.clone();
             batch.push(tokio::spawn(async move {
                 let name = format!("{}{i}", args.prefix);
-                client::BenchClient::login(
-                    args.addr,
-                    &args.domain,
-                    &name,
-                    &args.password,
-                    args.register,
-                )
-                .await
+                // Inter-DC: the odd users (the receivers) at the other DC.
+                let addr = match args.to_addr {
+                    Some(to) if i % 2 == 1 => to,
+                    _ => args.addr,
+                };
+                client::BenchClient::login(addr, &args.domain, &name, &args.password, args.register)
+                    .await
             }));
         }
         for b in batch {
@@ -85,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
     let login_secs = login_start.elapsed().as_secs_f64();
     eprintln!("{users} users online in {login_secs:.1} s");
 
-    let per_user_rate = args.rate / users as f64;
+    let per_user_rate = args.rate / senders as f64;
     let interval = Duration::from_secs_f64(1.0 / per_user_rate.max(0.001));
     let run_for = Duration::from_secs(args.duration);
     let mut tasks = Vec::new();
@@ -109,7 +169,14 @@ async fn main() -> anyhow::Result<()> {
         let sent = sent.clone();
         let clock = clock.clone();
         let run = run.clone();
+        let sends = !inter_dc || i % 2 == 0;
         tokio::spawn(async move {
+            if !sends {
+                // A receiver only: keep the stream open while the others drain.
+                tokio::time::sleep(run_for + Duration::from_secs(60)).await;
+                let _ = writer.close().await;
+                return;
+            }
             // Spread the first sends so the load is smooth.
             tokio::time::sleep(interval.mul_f64((i as f64 * 0.618).fract())).await;
             let end = Instant::now() + run_for;
@@ -151,7 +218,8 @@ async fn main() -> anyhow::Result<()> {
     let h = latency.lock().await;
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "users {users}  offered {:.0} msg/s  sent {sent}  delivered {received}  lost {}  rate {:.0} msg/s  latency p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  logins {:.0}/s",
+        "{}users {users}  offered {:.0} msg/s  sent {sent}  delivered {received}  lost {}  rate {:.0} msg/s  latency p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  logins {:.0}/s",
+        if inter_dc { "inter-DC (senders at DC 1, receivers at DC 2)  " } else { "" },
         args.rate,
         sent.saturating_sub(received),
         received as f64 / elapsed,
@@ -164,7 +232,7 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "users": users, "offered_rate": args.rate, "sent": sent, "delivered": received,
+                "inter_dc": inter_dc, "users": users, "offered_rate": args.rate, "sent": sent, "delivered": received,
                 "lost": sent.saturating_sub(received), "rate": received as f64 / elapsed,
                 "p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": h.max() as f64 / 1000.0,
             })
