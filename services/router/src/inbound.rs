@@ -67,6 +67,9 @@ impl Inbound {
             .attr("from")
             .map(jids::full)
             .or_else(|| headers.get_str(h::SENDER).map(|s| jids::full(&s)))
+            // A server-made stanza from another DC (a roster push) speaks for the account
+            // it is addressed to.
+            .or_else(|| remote.then(|| el.attr("to").map(jids::bare)).flatten())
             .ok_or(InboundError::NoFrom)?;
         // Only a client's own stanza names its sending session; on a stanza from another DC
         // x-meerkat-session is the target, and the sender's session lives elsewhere.

@@ -46,13 +46,78 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
         }),
     };
     let seen = Arc::new(Mutex::new(Seen::new(65_536)));
+    let applied = Arc::new(Mutex::new(AppliedView::default()));
     let bus = ctx.bus.clone();
     consume::run(bus, spec, stop, consuming, |delivery| {
         let ctx = ctx.clone();
         let seen = seen.clone();
-        async move { handle_delivery(&ctx, delivery, &seen).await }
+        let applied = applied.clone();
+        async move {
+            wait_for_data(&ctx, delivery.properties.headers().as_ref(), &applied).await;
+            handle_delivery(&ctx, delivery, &seen).await
+        }
     })
     .await;
+}
+
+/// How long a stanza from another DC may wait for the data its sender's DC wrote before it.
+const DATA_WAIT: Duration = Duration::from_secs(3);
+
+/// What is known here of how far each origin's data stream has been applied.
+#[derive(Default)]
+struct AppliedView {
+    /// origin → (epoch, seq) applied, as last read.
+    applied: std::collections::HashMap<String, (String, i64)>,
+    /// origin → the applied seq at which a wait last timed out: while replication makes no
+    /// progress, later stanzas do not wait again.
+    stalled: std::collections::HashMap<String, i64>,
+}
+
+/// Holds a stanza until this DC has applied the data its origin wrote before sending it
+/// (headers `x-meerkat-data-epoch`/`-seq`), at most `DATA_WAIT`. Without those headers, for
+/// another life of the origin's database, or while replication is stalled: no wait.
+async fn wait_for_data(ctx: &Ctx, headers: Option<&FieldTable>, view: &Mutex<AppliedView>) {
+    let (Some(origin), Some(epoch), Some(seq)) = (
+        headers.get_str(h::ORIGIN_DC),
+        headers.get_str(h::DATA_EPOCH),
+        headers.get_u64(h::DATA_SEQ),
+    ) else {
+        return;
+    };
+    let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+    let caught_up = |view: &AppliedView| match view.applied.get(&origin) {
+        Some((e, s)) => *e != epoch || *s >= seq || view.stalled.get(&origin) == Some(s),
+        None => false,
+    };
+    if caught_up(&view.lock()) {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + DATA_WAIT;
+    loop {
+        match ctx.store.applied().await {
+            Ok(all) => {
+                let Some(a) = all.get(&origin) else {
+                    // This DC has never applied that origin's data: nothing to wait for.
+                    return;
+                };
+                let mut v = view.lock();
+                v.applied.insert(origin.clone(), (a.epoch.clone(), a.seq));
+                if caught_up(&v) {
+                    return;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(%origin, want = seq, have = a.seq, "data replication behind: routing without waiting");
+                    v.stalled.insert(origin.clone(), a.seq);
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "applied positions unreadable");
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn handle_delivery(ctx: &Ctx, delivery: Delivery, seen: &Mutex<Seen>) {

@@ -101,6 +101,7 @@ impl Outbox {
     pub async fn flush(&mut self, ctx: &Ctx) -> anyhow::Result<()> {
         let items = std::mem::take(&mut self.items);
         let own = ctx.config.dc.as_str();
+        let written = ctx.store.written_mark();
         // Started in order: the publisher's channel lock is fair, so the broker sees them in
         // this order; the confirms are awaited together.
         let publishes = items.iter().map(|o| {
@@ -118,6 +119,11 @@ impl Outbox {
                 .u64(h::HOPS, hops);
             if remote {
                 headers = headers.str(h::TARGET_DC, &o.target.dc);
+                if let Some((epoch, seq)) = &written {
+                    headers = headers
+                        .str(h::DATA_EPOCH, epoch)
+                        .u64(h::DATA_SEQ, u64::try_from(*seq).unwrap_or(0));
+                }
                 if let Some(from) = o.stanza.as_ref().and_then(|s| s.attr("from")) {
                     headers = headers.str(h::SENDER, from);
                 }

@@ -147,8 +147,11 @@ impl Store {
                 Outcome::Done
             }
         };
-        replication::append(&mut tx, &records).await?;
+        let mark = replication::append(&mut tx, &records).await?;
         tx.commit().await?;
+        if let Some((epoch, seq)) = mark {
+            self.note_written(&epoch, seq);
+        }
         Ok(outcome)
     }
 }

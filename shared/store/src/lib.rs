@@ -49,6 +49,8 @@ pub enum StoreError {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
+    /// The outbox position (database epoch, seq) of this process's latest write.
+    written: std::sync::Arc<parking_lot::Mutex<Option<(String, i64)>>>,
 }
 
 impl Store {
@@ -64,12 +66,29 @@ impl Store {
             .connect(url)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store::from_pool(pool))
     }
 
     /// Wraps an existing pool without migrating (the caller has done so).
     pub fn from_pool(pool: PgPool) -> Store {
-        Store { pool }
+        Store {
+            pool,
+            written: Default::default(),
+        }
+    }
+
+    /// Where this process's latest write sits in the DC's outbox, as (database epoch, seq):
+    /// a stanza sent after that write can carry it, so that another DC routes the stanza only
+    /// once it has applied the write (a subscription request before the stanza announcing it).
+    pub fn written_mark(&self) -> Option<(String, i64)> {
+        self.written.lock().clone()
+    }
+
+    pub(crate) fn note_written(&self, epoch: &str, seq: i64) {
+        let mut w = self.written.lock();
+        if w.as_ref().is_none_or(|(e, s)| e != epoch || *s < seq) {
+            *w = Some((epoch.to_owned(), seq));
+        }
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -30,16 +30,22 @@ pub(crate) async fn tick(conn: &mut PgConnection) -> Result<Stamp, StoreError> {
 }
 
 /// Appends the transaction's records to the outbox with the next sequence numbers, and wakes
-/// the replicator (the notification is delivered at commit).
-pub(crate) async fn append(conn: &mut PgConnection, records: &[Record]) -> Result<(), StoreError> {
+/// the replicator (the notification is delivered at commit). Returns the database epoch and
+/// the last sequence used, if any.
+pub(crate) async fn append(
+    conn: &mut PgConnection,
+    records: &[Record],
+) -> Result<Option<(String, i64)>, StoreError> {
     if records.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let n = records.len() as i64;
-    let last: i64 = sqlx::query_scalar("UPDATE replication_clock SET seq = seq + $1 RETURNING seq")
+    let row = sqlx::query("UPDATE replication_clock SET seq = seq + $1 RETURNING seq, epoch")
         .bind(n)
         .fetch_one(&mut *conn)
         .await?;
+    let last: i64 = row.try_get("seq")?;
+    let epoch: String = row.try_get("epoch")?;
     let first = last - n + 1;
     let seqs: Vec<i64> = (first..=last).collect();
     let bodies: Vec<serde_json::Value> = records
@@ -55,7 +61,7 @@ pub(crate) async fn append(conn: &mut PgConnection, records: &[Record]) -> Resul
         .bind(last.to_string())
         .execute(conn)
         .await?;
-    Ok(())
+    Ok(Some((epoch, last)))
 }
 
 /// The key of an item in `tombstones`.

@@ -28,6 +28,12 @@ pub const INITIAL_PRESENCE: &str = "x-meerkat-initial-presence";
 pub const BOUNCED_SESSION: &str = "x-meerkat-bounced-session";
 /// Milliseconds since the epoch when the client's stanza was read by the gateway.
 pub const RECEIVED_AT: &str = "x-meerkat-received-at";
+/// On a stanza sent to another DC after its sender's DC wrote persistent data: that
+/// database's epoch and outbox sequence. The receiving DC routes the stanza once it has
+/// applied that far (waiting a bounded time), so a stanza never overtakes the data it
+/// announces (e.g. a subscription request).
+pub const DATA_EPOCH: &str = "x-meerkat-data-epoch";
+pub const DATA_SEQ: &str = "x-meerkat-data-seq";
 /// W3C trace context.
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";

@@ -2,13 +2,15 @@
 //! full mesh (`meerkat_testkit::multi`). `federation` checks the links themselves; the other
 //! modules run the issue-3 scenarios through real clients at different DCs.
 //!
-//! Until persistent data is replicated, an account lives in the database of the DC where it
-//! was registered: each test registers an account at every DC where it logs in.
+//! Accounts reach every DC by data replication (`data`); tests that only exercise sessions
+//! still register at every DC where they log in (a `conflict` counts as done), which spares
+//! them waiting for the replication.
 
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used)]
 
 mod chat;
+mod data;
 mod federation;
 mod presence;
 mod restarts;

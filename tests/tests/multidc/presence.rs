@@ -9,16 +9,16 @@ use meerkat_xmpp::{ns, Element};
 use crate::{available, multi, online, presence, register, user, CONVERGE};
 
 #[tokio::test]
-#[ignore = "needs persistent-data replication: the contact's answer is applied to rosters in its own DC's database, which never saw the request"]
 async fn subscription_handshake_and_presence_across_dcs() {
     let m = multi(2).await;
-    // The router applies a subscription to both rosters in its own DC's database, so until
-    // persistent data is replicated both accounts must exist at both DCs.
+    // Each account registered at its own DC; data replication brings it to the other. The
+    // router applies a subscription to both rosters in its own DC's database; the stanza
+    // that reaches the contact's DC waits there until that write has been applied.
     let (a, b) = (user("a"), user("b"));
-    for name in [&a, &b] {
-        register(m.dc(1), name).await;
-        register(m.dc(2), name).await;
-    }
+    register(m.dc(1), &a).await;
+    register(m.dc(2), &b).await;
+    crate::data::wait_account(m.dc(1), &b).await;
+    crate::data::wait_account(m.dc(2), &a).await;
     let mut alice = available(m.dc(1), &a, "phone").await;
     let mut bob = available(m.dc(2), &b, "desk").await;
     m.wait_directory_sessions(2, CONVERGE).await.unwrap();
