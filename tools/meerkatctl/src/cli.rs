@@ -67,6 +67,17 @@ pub enum DcCommand {
     /// The federation links of a DC's broker: upstream, exchange, status (and the error of a
     /// link that is not running).
     Links(LinksArgs),
+    /// Persistent-data replication seen from a DC's database: per other DC, how far each has
+    /// applied the other's changes and how far behind that is.
+    Replication(ReplicationArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReplicationArgs {
+    /// This DC's database (found in the endpoints file); default: --database-url, else the
+    /// file's first DC.
+    #[arg(long)]
+    pub dc: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -11,6 +11,7 @@ use crate::endpoints;
 pub async fn run(cli: &Cli, cmd: &DcCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         DcCommand::Links(args) => links(cli, args).await,
+        DcCommand::Replication(args) => crate::replication::run(cli, args).await,
     }
 }
 

@@ -19,6 +19,8 @@ pub struct DcEndpoints {
     pub management_url: String,
     pub management_user: String,
     pub management_password: String,
+    #[serde(default)]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

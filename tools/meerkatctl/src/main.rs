@@ -5,6 +5,7 @@ mod cli;
 mod dc;
 mod endpoints;
 mod password;
+mod replication;
 mod sessions;
 mod status;
 mod user;

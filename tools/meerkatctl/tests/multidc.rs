@@ -259,3 +259,72 @@ async fn dc_links_shows_each_link_and_the_error_of_a_broken_one() {
     );
     m.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn dc_replication_shows_what_each_dc_applied_of_the_other() {
+    let m = MultiDc::start(2, StackOptions::default()).await.unwrap();
+    let file = endpoints_file(&m);
+    let name = format!("carol{}", &uuid_like()[..6]);
+    Client::register_account(&m.dc(1).client(), &name, "pw-secret")
+        .await
+        .unwrap();
+    // DC 2 applies DC 1's registration, then both report: the dc1 row at DC 2 shows it
+    // applied and nothing behind.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let out = ctl(&[
+            "--endpoints",
+            file.as_str(),
+            "dc",
+            "replication",
+            "--dc",
+            "dc2",
+        ])
+        .await;
+        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+        let text = stdout(&out);
+        let row: Vec<String> = text
+            .lines()
+            .find(|l| l.starts_with("dc1 "))
+            .map(|l| l.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
+        if row.len() > 3 && row[1] != "-" && row[1] != "0" && row[3] == "0" {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never caught up: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(text.starts_with("dc2  epoch "), "{text}");
+    // Asked at DC 1: its own outbox holds the registration.
+    let out = ctl(&[
+        "--endpoints",
+        file.as_str(),
+        "dc",
+        "replication",
+        "--dc",
+        "dc1",
+    ])
+    .await;
+    let first = stdout(&out);
+    let head: i64 = first
+        .split("outbox head ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(head >= 1, "{first}");
+    // No database there: one line, a failure.
+    let out = ctl(&[
+        "--database-url",
+        "postgres://nobody@127.0.0.1:1/none",
+        "dc",
+        "replication",
+    ])
+    .await;
+    assert!(!out.status.success());
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    m.stop().await.unwrap();
+}
