@@ -144,6 +144,12 @@ async fn chat(args: &Args) -> anyhow::Result<()> {
     }
     let login_secs = login_start.elapsed().as_secs_f64();
     eprintln!("{users} users online in {login_secs:.1} s");
+    if inter_dc {
+        // The receivers' presence must reach DC 1 before the first message to their bare JID,
+        // or DC 1 stores it offline (no available resource yet): give replication a moment
+        // (its lag is measured by --lag-logins; tens of milliseconds).
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 
     let per_user_rate = args.rate / senders as f64;
     let interval = Duration::from_secs_f64(1.0 / per_user_rate.max(0.001));
