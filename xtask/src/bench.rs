@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: runs the load generator (`tools/bench`) against the running local
 //! stack's DC 1 (or, with `--inter-dc`, from DC 1 to DC 2) and prints its figures, plus the CPU
-//! the stack's processes used meanwhile.
+//! the stack's processes used meanwhile. With `--replication`, persistent-data replication
+//! from DC 1 to DC 2 instead: DC 2 is cut off by pausing its replicator (SIGSTOP/SIGCONT).
 
 use anyhow::Context as _;
 
@@ -28,12 +29,41 @@ fn stack_cpu_seconds() -> f64 {
         .sum()
 }
 
-pub async fn run(inter_dc: bool, args: Vec<String>) -> anyhow::Result<i32> {
+/// `meerkat-bench` arguments for `--replication`: DC 1 and DC 2, no chat, and commands that
+/// pause and resume DC 2's replicator.
+fn replication_args(endpoints: &Endpoints) -> anyhow::Result<Vec<String>> {
+    let (Some(dc1), Some(dc2)) = (endpoints.dcs.first(), endpoints.dcs.get(1)) else {
+        anyhow::bail!("--replication needs two DCs: `cargo xtask down && cargo xtask up --dcs 2`");
+    };
+    let replicator = dc2
+        .replicators
+        .first()
+        .context("DC 2 has no session-replicator in endpoints.json")?;
+    let pid_file = layout::run_dir().join(format!("{}.pid", replicator.instance_id));
+    let (pid, _) = crate::services::live_pid(&pid_file)
+        .with_context(|| format!("{} is not running", replicator.instance_id))?;
+    Ok(vec![
+        "--addr".into(),
+        dc1.c2s.clone(),
+        "--to-addr".into(),
+        dc2.c2s.clone(),
+        "--duration".into(),
+        "0".into(),
+        "--cut-off".into(),
+        format!("kill -STOP {pid}"),
+        "--reconnect".into(),
+        format!("kill -CONT {pid}"),
+    ])
+}
+
+pub async fn run(inter_dc: bool, replication: bool, args: Vec<String>) -> anyhow::Result<i32> {
     let endpoints =
         Endpoints::read()?.context("the local stack is not up: run `cargo xtask up` first")?;
     let dc = endpoints.dcs.first().context("no DC in endpoints.json")?;
     let mut target = vec!["--addr".to_owned(), dc.c2s.clone()];
-    if inter_dc {
+    if replication {
+        target = replication_args(&endpoints)?;
+    } else if inter_dc {
         let Some(dc2) = endpoints.dcs.get(1) else {
             anyhow::bail!("--inter-dc needs two DCs: `cargo xtask down && cargo xtask up --dcs 2`");
         };

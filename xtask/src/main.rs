@@ -38,6 +38,10 @@ enum Command {
         /// Senders at DC 1, receivers at DC 2 (`meerkat-bench --to-addr`); needs `up --dcs 2`.
         #[arg(long)]
         inter_dc: bool,
+        /// Persistent-data replication from DC 1 to DC 2 (`meerkat-bench --data-lag N
+        /// --data-catch-up N`; DC 2 cut off by pausing its replicator); needs `up --dcs 2`.
+        #[arg(long)]
+        replication: bool,
         /// Passed on to `meerkat-bench` (see `--help` there).
         #[arg(last = true)]
         bench_args: Vec<String>,
@@ -54,8 +58,9 @@ async fn main() {
         Command::Test { nextest_args } => test::run(nextest_args).await,
         Command::Bench {
             inter_dc,
+            replication,
             bench_args,
-        } => bench::run(inter_dc, bench_args).await,
+        } => bench::run(inter_dc, replication, bench_args).await,
     };
     match result {
         Ok(code) => std::process::exit(code),

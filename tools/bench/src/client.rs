@@ -85,6 +85,24 @@ impl BenchClient {
         Ok(c)
     }
 
+    /// In-band registration (XEP-0077) on a connection of its own, closed after the answer;
+    /// false when the server refuses (e.g. the name exists).
+    pub async fn register(
+        addr: SocketAddr,
+        domain: &str,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<bool> {
+        let mut c = BenchClient::connect(addr, domain).await?;
+        c.write(&format!(
+            "<iq type='set' id='reg'><query xmlns='jabber:iq:register'><username>{user}</username><password>{password}</password></query></iq>"
+        ))
+        .await?;
+        let reply = next_el(&mut c.reader).await?;
+        let _ = c.write("</stream:stream>").await;
+        Ok(reply.attr("type") == Some("result"))
+    }
+
     async fn connect(addr: SocketAddr, domain: &str) -> anyhow::Result<BenchClient> {
         let mut tcp = TcpStream::connect(addr)
             .await
@@ -178,6 +196,26 @@ impl Reader {
                 if let Some(id) = el.attr("id") {
                     return Some(id.to_owned());
                 }
+            }
+        }
+    }
+
+    /// The id of the next iq answer and whether it is a result (not an error); None when the
+    /// stream ends.
+    pub async fn next_iq_answer(&mut self) -> Option<(String, bool)> {
+        loop {
+            let el = match self.0.next().await {
+                Ok(Inbound::Stanza(el)) => el,
+                Ok(Inbound::Open(_)) => continue,
+                Ok(Inbound::Close) | Err(_) => return None,
+            };
+            let ok = match (el.name(), el.attr("type")) {
+                ("iq", Some("result")) => true,
+                ("iq", Some("error")) => false,
+                _ => continue,
+            };
+            if let Some(id) = el.attr("id") {
+                return Some((id.to_owned(), ok));
             }
         }
     }

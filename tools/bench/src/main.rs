@@ -4,9 +4,11 @@
 //!
 //! Inter-DC mode (`--to-addr`): the senders log in at `--addr` (DC 1), their partners at
 //! `--to-addr` (DC 2), and only the senders send, so every message crosses between the DCs.
-//! `--lag-logins N` also measures session replication lag (see `lag.rs`).
+//! `--lag-logins N` also measures session replication lag (see `lag.rs`); `--data-lag N` and
+//! `--data-catch-up N` measure persistent-data replication (see `data.rs`).
 
 mod client;
+mod data;
 mod lag;
 
 use std::net::SocketAddr;
@@ -53,6 +55,20 @@ struct Args {
     /// from --to-addr (needs --to-addr). `--duration 0` skips the chat.
     #[arg(long, default_value_t = 0)]
     lag_logins: usize,
+    /// Persistent-data replication lag over this many registrations at --addr, each until it
+    /// is visible at --to-addr (needs --to-addr).
+    #[arg(long, default_value_t = 0)]
+    data_lag: usize,
+    /// Catch-up of a cut-off DC: runs --cut-off, registers this many accounts at --addr, runs
+    /// --reconnect, then times until --to-addr has them (needs all three).
+    #[arg(long, default_value_t = 0)]
+    data_catch_up: usize,
+    /// Shell command that cuts the DC at --to-addr off from data replication.
+    #[arg(long)]
+    cut_off: Option<String>,
+    /// Shell command that undoes --cut-off.
+    #[arg(long)]
+    reconnect: Option<String>,
 }
 
 #[tokio::main]
@@ -61,8 +77,19 @@ async fn main() -> anyhow::Result<()> {
     if args.lag_logins > 0 && args.to_addr.is_none() {
         anyhow::bail!("--lag-logins needs --to-addr (the DC that must learn of the sessions)");
     }
+    if (args.data_lag > 0 || args.data_catch_up > 0) && args.to_addr.is_none() {
+        anyhow::bail!(
+            "--data-lag and --data-catch-up need --to-addr (the DC that must learn of the writes)"
+        );
+    }
+    if args.data_catch_up > 0 && (args.cut_off.is_none() || args.reconnect.is_none()) {
+        anyhow::bail!("--data-catch-up needs --cut-off and --reconnect");
+    }
     if args.duration > 0 {
         chat(&args).await?;
+    }
+    if let Some(to_addr) = args.to_addr {
+        data_figures(&args, to_addr).await?;
     }
     if let (Some(to_addr), true) = (args.to_addr, args.lag_logins > 0) {
         let run = format!("{:x}", std::process::id());
@@ -95,6 +122,65 @@ async fn main() -> anyhow::Result<()> {
                     "lag_p50_ms": ms(&lag.arrived, 0.5), "lag_p99_ms": ms(&lag.arrived, 0.99),
                     "lag_max_ms": lag.arrived.max() as f64 / 1000.0,
                     "lag_sent_p50_ms": ms(&lag.sent, 0.5), "lag_sent_p99_ms": ms(&lag.sent, 0.99),
+                })
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Persistent-data replication figures (`--data-lag`, `--data-catch-up`).
+async fn data_figures(args: &Args, to_addr: SocketAddr) -> anyhow::Result<()> {
+    let run = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis()
+    );
+    let a = data::DataArgs {
+        write_at: args.addr,
+        probe_from: to_addr,
+        domain: &args.domain,
+        prefix: &args.prefix,
+        password: &args.password,
+        run: &run,
+    };
+    if args.data_lag > 0 {
+        let (h, failed) = data::lag(&a, args.data_lag).await?;
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "data replication lag over {} registrations (failed {failed}): registered at DC 1 until visible at DC 2 p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            args.data_lag,
+            ms(0.5),
+            ms(0.99),
+            h.max() as f64 / 1000.0,
+        );
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "data_lag_writes": args.data_lag, "data_lag_failed": failed,
+                    "data_lag_p50_ms": ms(0.5), "data_lag_p99_ms": ms(0.99),
+                    "data_lag_max_ms": h.max() as f64 / 1000.0,
+                })
+            );
+        }
+    }
+    if let (n @ 1.., Some(cut), Some(back)) = (args.data_catch_up, &args.cut_off, &args.reconnect) {
+        let c = data::catch_up(&a, n, cut, back).await?;
+        println!(
+            "data catch-up of a cut-off DC: {n} registrations at DC 1 in {:.1} s; DC 2 had them {:.2} s after reconnecting ({:.0} changes/s); missing {}",
+            c.write.as_secs_f64(),
+            c.catch_up.as_secs_f64(),
+            n as f64 / c.catch_up.as_secs_f64(),
+            c.missing,
+        );
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "catch_up_writes": n, "catch_up_write_s": c.write.as_secs_f64(),
+                    "catch_up_s": c.catch_up.as_secs_f64(), "catch_up_missing": c.missing,
                 })
             );
         }
