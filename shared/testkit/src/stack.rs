@@ -28,6 +28,10 @@ pub struct StackOptions {
     pub replicator: bool,
     /// The other DCs, as (DC id, upstream URI of its broker): the replicator's peers.
     pub peers: Vec<(String, String)>,
+    /// The replicator's `outbox_retention_secs` (its default when `None`).
+    pub outbox_retention_secs: Option<u64>,
+    /// The replicator's `data_status_ms` (its default when `None`).
+    pub data_status_ms: Option<u64>,
 }
 
 impl Default for StackOptions {
@@ -44,6 +48,8 @@ impl Default for StackOptions {
             amqp_url: None,
             replicator: false,
             peers: Vec::new(),
+            outbox_retention_secs: None,
+            data_status_ms: None,
         }
     }
 }
@@ -172,6 +178,7 @@ impl Dc {
 
     /// Starts the DC's session replicator, its peers from `options.peers`.
     pub async fn start_replicator(&mut self) -> anyhow::Result<()> {
+        let defaults = session_replicator::Config::default();
         let config = session_replicator::Config {
             dc: self.options.dc.clone(),
             domain: self.options.domain.clone(),
@@ -187,7 +194,15 @@ impl Dc {
                 })
                 .collect(),
             database_url: self.database_url.clone(),
-            ..session_replicator::Config::default()
+            outbox_retention_secs: self
+                .options
+                .outbox_retention_secs
+                .unwrap_or(defaults.outbox_retention_secs),
+            data_status_ms: self
+                .options
+                .data_status_ms
+                .unwrap_or(defaults.data_status_ms),
+            ..defaults
         };
         let stop = CancellationToken::new();
         let r = session_replicator::SessionReplicator::build(config, stop.clone()).await?;
@@ -230,6 +245,30 @@ impl Dc {
             task: Some(tokio::spawn(g.run())),
         });
         wait_ready(admin).await
+    }
+
+    /// The DC's database rebuilt empty, as after losing it: every service stops, the DC gets a
+    /// fresh database, and its replicator (when it has one), routers and gateways start again
+    /// on it (the gateways on the same client ports).
+    pub async fn rebuild_database(&mut self) -> anyhow::Result<()> {
+        for mut g in self.gateways.drain(..) {
+            g.stop().await?;
+        }
+        for mut r in self.routers.drain(..) {
+            r.stop().await?;
+        }
+        self.stop_replicator().await?;
+        self.database_url = crate::infra().await?.fresh_database().await?;
+        if self.options.replicator {
+            self.start_replicator().await?;
+        }
+        for _ in 0..self.options.routers {
+            self.start_router().await?;
+        }
+        for _ in 0..self.options.gateways {
+            self.start_gateway().await?;
+        }
+        Ok(())
     }
 
     /// Client settings for this DC's STARTTLS port.

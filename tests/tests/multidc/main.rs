@@ -13,6 +13,7 @@ mod chat;
 mod data;
 mod federation;
 mod presence;
+mod replication;
 mod restarts;
 mod sessions;
 mod three_dcs;
