@@ -105,36 +105,53 @@ async fn ping_round_trip_across_dcs() {
     m.stop().await.unwrap();
 }
 
-/// What already works without shared rosters: a subscription request and a directed presence
-/// reach the contact at the other DC.
+/// The contact is offline when asked: the request waits in their data (replicated to their
+/// DC) and is shown at their next login there; their answer completes the handshake, and a
+/// directed presence reaches them across DCs.
 #[tokio::test]
-async fn subscription_request_and_directed_presence_cross_dcs() {
+async fn subscription_to_an_offline_contact_at_another_dc() {
     let m = multi(2).await;
     let (a, b) = (user("a"), user("b"));
-    for name in [&a, &b] {
-        register(m.dc(1), name).await;
-        register(m.dc(2), name).await;
-    }
+    register(m.dc(1), &a).await;
+    register(m.dc(2), &b).await;
+    crate::data::wait_account(m.dc(1), &b).await;
+    crate::data::wait_account(m.dc(2), &a).await;
     let mut alice = available(m.dc(1), &a, "phone").await;
-    let mut bob = available(m.dc(2), &b, "desk").await;
-    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
-    let (aj, bj) = (alice.bare_jid().to_owned(), bob.jid().to_owned());
+    m.wait_directory_sessions(1, CONVERGE).await.unwrap();
+    let aj = alice.bare_jid().to_owned();
+    let bj = format!("{b}@example.com");
 
+    alice.send(&presence("subscribe", &bj)).await.unwrap();
+    // The request is stored (at DC 1, then replicated): wait until DC 2 holds it.
+    let dc2 = meerkat_store::Store::connect(&m.dc(2).database_url)
+        .await
+        .unwrap();
+    let until = std::time::Instant::now() + CONVERGE;
+    while dc2.subscription_requests(&b).await.unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < until,
+            "request never reached DC 2"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut bob = available(m.dc(2), &b, "desk").await;
+    bob.expect("stored request", presence_of_type(&aj, Some("subscribe")))
+        .await
+        .unwrap();
+    bob.send(&presence("subscribed", &aj)).await.unwrap();
     alice
-        .send(&presence("subscribe", &b_bare(&bj)))
+        .expect("subscribed", presence_of_type(&bj, Some("subscribed")))
         .await
         .unwrap();
-    bob.expect("subscribe", presence_of_type(&aj, Some("subscribe")))
+    alice
+        .expect("bob's presence", presence_of_type(bob.jid(), None))
         .await
         .unwrap();
-    let directed = Element::new("presence", ns::CLIENT).with_attr("to", bj.as_str());
+
+    let directed = Element::new("presence", ns::CLIENT).with_attr("to", bob.jid());
     alice.send(&directed).await.unwrap();
     bob.expect("directed presence", presence_of_type(alice.jid(), None))
         .await
         .unwrap();
     m.stop().await.unwrap();
-}
-
-fn b_bare(full: &str) -> String {
-    full.split('/').next().unwrap_or_default().to_owned()
 }
