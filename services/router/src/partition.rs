@@ -3,13 +3,13 @@
 //! run). A delivery is acked only after its deliveries are confirmed and its writes done;
 //! a failure requeues it (at its place in the queue), a duplicate envelope id is dropped.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::options::BasicAckOptions;
 use meerkat_bus::{lapin, HeaderExt};
 use meerkat_wire::headers as h;
 use meerkat_wire::topology as names;
@@ -83,23 +83,16 @@ pub async fn run(
             Box::pin(async move { meerkat_bus::topology::declare_route_partitions(&ch).await })
         }),
     };
-    let attempts = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
     let bus = ctx.bus.clone();
     consume::run(bus, spec, stop, consuming, |delivery| {
         let ctx = ctx.clone();
         let seen = seen.clone();
-        let attempts = attempts.clone();
-        async move { handle_delivery(&ctx, delivery, &seen, &attempts).await }
+        async move { handle_delivery(&ctx, delivery, &seen).await }
     })
     .await;
 }
 
-async fn handle_delivery(
-    ctx: &Ctx,
-    delivery: Delivery,
-    seen: &Mutex<Seen>,
-    attempts: &Mutex<HashMap<String, u32>>,
-) {
+async fn handle_delivery(ctx: &Ctx, delivery: Delivery, seen: &Mutex<Seen>) {
     let id = delivery
         .properties
         .message_id()
@@ -132,48 +125,38 @@ async fn handle_delivery(
         messaging.message.id = id.as_deref().unwrap_or(""),
     );
     meerkat_runtime::telemetry::set_parent_from_headers(&span, headers);
-    let result = async {
-        let inb = match Inbound::parse(&delivery.data, headers) {
-            Ok(i) => i,
-            Err(e) => {
-                tracing::warn!(error = %e, "unroutable delivery dropped");
-                return Ok(());
-            }
-        };
-        handle(ctx, &inb).await
-    }
-    .instrument(span)
-    .await;
-    match result {
-        Ok(()) => {
-            if let Some(id) = &id {
-                seen.lock().insert(id);
-                attempts.lock().remove(id);
-            }
-            let _ = delivery.ack(BasicAckOptions::default()).await;
-        }
+    let inb = match Inbound::parse(&delivery.data, headers) {
+        Ok(i) => i,
         Err(e) => {
-            let key = id.clone().unwrap_or_default();
-            let n = {
-                let mut a = attempts.lock();
-                let n = a.entry(key.clone()).or_insert(0);
-                *n += 1;
-                *n
-            };
-            if n >= MAX_ATTEMPTS {
-                tracing::error!(error = %e, attempts = n, "stanza given up after repeated failures");
-                attempts.lock().remove(&key);
+            tracing::warn!(error = %e, "unroutable delivery dropped");
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+            return;
+        }
+    };
+    // A failure (database or broker unavailable) is retried here, holding the delivery: the
+    // partition's later stanzas wait behind it, so the sender's order holds. (A requeue would
+    // let the ones already prefetched overtake it.)
+    let mut attempt = 0u32;
+    loop {
+        let result = handle(ctx, &inb).instrument(span.clone()).await;
+        match result {
+            Ok(()) => {
+                if let Some(id) = &id {
+                    seen.lock().insert(id);
+                }
                 let _ = delivery.ack(BasicAckOptions::default()).await;
                 return;
             }
-            tracing::warn!(error = %e, attempt = n, "routing failed; requeued");
-            tokio::time::sleep(Duration::from_millis(100 * u64::from(n.min(10)))).await;
-            let _ = delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                })
-                .await;
+            Err(e) => {
+                attempt += 1;
+                if attempt >= MAX_ATTEMPTS {
+                    tracing::error!(error = %e, attempts = attempt, "stanza given up after repeated failures");
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                    return;
+                }
+                tracing::warn!(error = %e, attempt, "routing failed; retrying in place");
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(10)))).await;
+            }
         }
     }
 }

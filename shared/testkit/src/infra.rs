@@ -35,7 +35,30 @@ static INFRA: OnceCell<Infra> = OnceCell::const_new();
 
 /// The run's shared infrastructure, started on first use when `MEERKAT_TEST_INFRA` is unset.
 pub async fn infra() -> anyhow::Result<&'static Infra> {
+    log_to_file_if_asked();
     INFRA.get_or_try_init(start_or_find).await
+}
+
+/// With `MEERKAT_TEST_LOG=<dir>` (and `RUST_LOG` as usual, default `info`), the services a
+/// test runs in-process log to `<dir>/<pid>.log`: what to read when a test fails.
+fn log_to_file_if_asked() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let Some(dir) = std::env::var_os("MEERKAT_TEST_LOG") else {
+        return;
+    };
+    ONCE.call_once(|| {
+        let path = PathBuf::from(dir).join(format!("{}.log", std::process::id()));
+        let Ok(file) = std::fs::File::create(&path) else {
+            return;
+        };
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::sync::Arc::new(file))
+            .with_ansi(false)
+            .try_init();
+    });
 }
 
 async fn start_or_find() -> anyhow::Result<Infra> {

@@ -106,8 +106,7 @@ async fn ping_round_trip_across_dcs() {
 }
 
 /// The contact is offline when asked: the request waits in their data (replicated to their
-/// DC) and is shown at their next login there; their answer completes the handshake, and a
-/// directed presence reaches them across DCs.
+/// DC) and is shown at their next login there; their answer completes the handshake.
 #[tokio::test]
 async fn subscription_to_an_offline_contact_at_another_dc() {
     let m = multi(2).await;
@@ -148,7 +147,31 @@ async fn subscription_to_an_offline_contact_at_another_dc() {
         .await
         .unwrap();
 
-    let directed = Element::new("presence", ns::CLIENT).with_attr("to", bob.jid());
+    m.stop().await.unwrap();
+}
+
+/// A subscription request and a directed presence reach the contact at the other DC.
+#[tokio::test]
+async fn subscription_request_and_directed_presence_cross_dcs() {
+    let m = multi(2).await;
+    let (a, b) = (user("a"), user("b"));
+    for name in [&a, &b] {
+        register(m.dc(1), name).await;
+        register(m.dc(2), name).await;
+    }
+    let mut alice = available(m.dc(1), &a, "phone").await;
+    let mut bob = available(m.dc(2), &b, "desk").await;
+    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
+    let (aj, bj) = (alice.bare_jid().to_owned(), bob.jid().to_owned());
+
+    alice
+        .send(&presence("subscribe", &format!("{b}@example.com")))
+        .await
+        .unwrap();
+    bob.expect("subscribe", presence_of_type(&aj, Some("subscribe")))
+        .await
+        .unwrap();
+    let directed = Element::new("presence", ns::CLIENT).with_attr("to", bj.as_str());
     alice.send(&directed).await.unwrap();
     bob.expect("directed presence", presence_of_type(alice.jid(), None))
         .await
