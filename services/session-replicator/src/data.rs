@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 
 use meerkat_bus::lapin::message::Delivery;
 use meerkat_bus::lapin::options::{BasicAckOptions, BasicNackOptions};
-use meerkat_bus::lapin::BasicProperties;
-use meerkat_bus::{Headers, PublishError};
+use meerkat_bus::PublishError;
 use meerkat_store::{Applied, ApplyOutcome, Record, Store};
 use meerkat_wire::data::{DataChange, DataControl};
-use meerkat_wire::{headers as h, topology as names, InterControl, WIRE_VERSION};
+use meerkat_wire::{topology as names, InterControl};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -46,26 +45,13 @@ pub(crate) fn store(ctx: &Ctx) -> &Store {
         .expect("data replication runs only with a database")
 }
 
-fn props(ctx: &Ctx, id: String) -> BasicProperties {
-    BasicProperties::default()
-        .with_message_id(id.into())
-        .with_content_type(h::CONTENT_JSON.into())
-        .with_delivery_mode(2)
-        .with_headers(
-            Headers::new()
-                .u64(h::WIRE, u64::from(WIRE_VERSION))
-                .str(h::ORIGIN_DC, &ctx.config.dc)
-                .build(),
-        )
-}
-
 async fn publish_change(ctx: &Ctx, change: &DataChange) -> Result<(), PublishError> {
     let id = format!("{}/{}/{}", change.origin_dc, change.epoch, change.seq);
     ctx.publisher
         .publish(
             names::INTER_DATA_EXCHANGE,
             &ctx.config.dc,
-            props(ctx, id),
+            publish::props(&change.origin_dc, &change.epoch).with_message_id(id.into()),
             &change.to_json(),
         )
         .await

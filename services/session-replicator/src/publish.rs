@@ -9,7 +9,9 @@ use meerkat_wire::{
 
 use crate::Ctx;
 
-fn props(origin_dc: &str, epoch: &str) -> BasicProperties {
+/// Properties of a replicator publication: a fresh message id, JSON, persistent, the wire
+/// version, origin DC and epoch.
+pub(crate) fn props(origin_dc: &str, epoch: &str) -> BasicProperties {
     BasicProperties::default()
         .with_message_id(uuid::Uuid::new_v4().to_string().into())
         .with_content_type(h::CONTENT_JSON.into())

@@ -88,7 +88,7 @@ impl Store {
     }
 }
 
-fn stored(row: &PgRow, alg: &str) -> Result<StoredCredential, StoreError> {
+pub(crate) fn stored(row: &PgRow, alg: &str) -> Result<StoredCredential, StoreError> {
     let iterations: i32 = row.try_get(format!("{alg}_iterations").as_str())?;
     Ok(StoredCredential {
         salt: row.try_get(format!("{alg}_salt").as_str())?,

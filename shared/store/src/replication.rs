@@ -168,13 +168,12 @@ pub(crate) async fn account_record(
 }
 
 fn keys_from_row(row: &PgRow, alg: &str) -> Result<ScramKeys, StoreError> {
-    let iterations: i32 = row.try_get(format!("{alg}_iterations").as_str())?;
+    let c = crate::accounts::stored(row, alg)?;
     Ok(ScramKeys {
-        salt: row.try_get(format!("{alg}_salt").as_str())?,
-        iterations: u32::try_from(iterations)
-            .map_err(|_| StoreError::Corrupt(format!("{alg}_iterations")))?,
-        stored_key: row.try_get(format!("{alg}_stored_key").as_str())?,
-        server_key: row.try_get(format!("{alg}_server_key").as_str())?,
+        salt: c.salt,
+        iterations: c.iterations,
+        stored_key: c.stored_key,
+        server_key: c.server_key,
     })
 }
 
@@ -400,10 +399,6 @@ async fn newer(conn: &mut PgConnection, rec: &Record) -> Result<bool, StoreError
     }
 }
 
-fn micros_to_ts() -> &'static str {
-    "(timestamptz 'epoch' + $X * interval '1 microsecond')"
-}
-
 /// Applies one record if its stamp wins. Returns whether anything changed.
 pub(crate) async fn apply_record(
     conn: &mut PgConnection,
@@ -523,13 +518,12 @@ pub(crate) async fn apply_record(
             ..
         } => match state {
             Some(r) => {
-                sqlx::query(&format!(
+                sqlx::query(
                     "INSERT INTO subscription_requests (username, contact, stanza, created_at, hlc, hlc_dc) \
-                     VALUES ($1, $2, $3, {}, $5, $6) \
+                     VALUES ($1, $2, $3, timestamptz 'epoch' + $4 * interval '1 microsecond', $5, $6) \
                      ON CONFLICT (username, contact) DO UPDATE SET stanza = EXCLUDED.stanza, \
                      created_at = EXCLUDED.created_at, hlc = EXCLUDED.hlc, hlc_dc = EXCLUDED.hlc_dc",
-                    micros_to_ts().replace("$X", "$4")
-                ))
+                )
                 .bind(username)
                 .bind(contact)
                 .bind(&r.stanza)
@@ -558,13 +552,12 @@ pub(crate) async fn apply_record(
             ..
         } => match state {
             Some(m) => {
-                sqlx::query(&format!(
+                sqlx::query(
                     "INSERT INTO offline_messages (username, stanza, stored_at, uid, hlc, hlc_dc) \
-                     VALUES ($1, $2, {}, $4, $5, $6) \
+                     VALUES ($1, $2, timestamptz 'epoch' + $3 * interval '1 microsecond', $4, $5, $6) \
                      ON CONFLICT (uid) DO UPDATE SET stanza = EXCLUDED.stanza, \
                      hlc = EXCLUDED.hlc, hlc_dc = EXCLUDED.hlc_dc",
-                    micros_to_ts().replace("$X", "$3")
-                ))
+                )
                 .bind(username)
                 .bind(&m.stanza)
                 .bind(m.stored_at)

@@ -1,51 +1,21 @@
 //! Persistent data at every DC (docs/replication.md): an account, its roster and its offline
 //! messages written at one DC are there at the others, through the replicators.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use meerkat_store::Store;
-use meerkat_testkit::client::{Client, Mechanism};
+use meerkat_testkit::client::Client;
 use meerkat_testkit::stack::Dc;
 use meerkat_xmpp::{ns, Element};
 
-use crate::{available, multi, user, CONVERGE};
-
-/// Whether `dc` accepts `password` for `name` (a real SCRAM login).
-async fn accepts(dc: &Dc, name: &str, password: &str) -> bool {
-    let mut c = Client::connect(&dc.client()).await.expect("connect");
-    let ok = c
-        .authenticate(Mechanism::ScramSha256, name, password)
-        .await
-        .expect("authenticate")
-        .is_ok();
-    let _ = c.close().await;
-    ok
-}
-
-/// Polls `check` until it holds, for at most CONVERGE.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = Instant::now() + CONVERGE;
-    while !check().await {
-        assert!(Instant::now() < until, "{what}: not within {CONVERGE:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use crate::{accepts, available, eventually, multi, store, user, CONVERGE};
 
 /// Waits until `dc`'s database holds the account `name`.
 pub async fn wait_account(dc: &Dc, name: &str) {
     let s = store(dc).await;
-    eventually("the account reached the DC", || async {
+    eventually("the account reached the DC", CONVERGE, || async {
         s.account_exists(name).await.unwrap()
     })
     .await;
-}
-
-async fn store(dc: &Dc) -> Store {
-    Store::connect(&dc.database_url).await.expect("database")
 }
 
 #[tokio::test]
@@ -55,7 +25,7 @@ async fn registered_at_one_dc_then_the_password_changed_at_another() {
     let mut reg = Client::connect(&m.dc(1).client()).await.unwrap();
     reg.register(&charlie, "first-pw").await.unwrap().unwrap();
     reg.close().await.unwrap();
-    eventually("DC 2 knows the account", || {
+    eventually("DC 2 knows the account", CONVERGE, || {
         accepts(m.dc(2), &charlie, "first-pw")
     })
     .await;
@@ -68,7 +38,7 @@ async fn registered_at_one_dc_then_the_password_changed_at_another() {
         .with_child(Element::new("username", ns::REGISTER).with_text(charlie.as_str()))
         .with_child(Element::new("password", ns::REGISTER).with_text("second-pw"));
     c.iq_ok("set", None, change).await.unwrap();
-    eventually("DC 1 takes the new password", || {
+    eventually("DC 1 takes the new password", CONVERGE, || {
         accepts(m.dc(1), &charlie, "second-pw")
     })
     .await;
@@ -84,7 +54,7 @@ async fn a_roster_change_at_one_dc_is_pushed_and_stored_at_the_other() {
     Client::register_account(&m.dc(1).client(), &charlie, "secret-pw")
         .await
         .unwrap();
-    eventually("DC 2 knows the account", || {
+    eventually("DC 2 knows the account", CONVERGE, || {
         accepts(m.dc(2), &charlie, "secret-pw")
     })
     .await;
@@ -117,7 +87,7 @@ async fn a_roster_change_at_one_dc_is_pushed_and_stored_at_the_other() {
         Some("dora@example.com")
     );
     // And DC 2's copy of the roster has it: a fresh login there lists it.
-    eventually("DC 2's roster has the item", || async {
+    eventually("DC 2's roster has the item", CONVERGE, || async {
         let mut c = Client::login(&m.dc(2).client(), &charlie, "secret-pw", None)
             .await
             .unwrap();
@@ -151,7 +121,7 @@ async fn an_offline_message_stored_at_one_dc_is_delivered_once_at_another() {
         .unwrap();
     // Stored at DC 1; replicated to DC 2.
     let dc2 = store(m.dc(2)).await;
-    eventually("DC 2 holds the offline message", || async {
+    eventually("DC 2 holds the offline message", CONVERGE, || async {
         dc2.offline_messages(&dora).await.unwrap().len() == 1
     })
     .await;
@@ -168,7 +138,7 @@ async fn an_offline_message_stored_at_one_dc_is_delivered_once_at_another() {
     assert!(msg.get_child("delay", ns::DELAY).is_some());
     // Delivered at DC 2, so gone at DC 1 too: a login there gets nothing.
     let dc1 = store(m.dc(1)).await;
-    eventually("DC 1 forgot the delivered message", || async {
+    eventually("DC 1 forgot the delivered message", CONVERGE, || async {
         dc1.offline_messages(&dora).await.unwrap().is_empty()
     })
     .await;

@@ -90,3 +90,42 @@ pub async fn bodies_until_quiet(c: &mut Client, quiet: Duration) -> Vec<String> 
     }
     out
 }
+
+/// The DC's database, as its services see it.
+pub async fn store(dc: &Dc) -> meerkat_store::Store {
+    meerkat_store::Store::connect(&dc.database_url)
+        .await
+        .expect("database")
+}
+
+/// Polls `check` until it holds, for at most `within`.
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = std::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < until,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether `dc` accepts `password` for `name` (a real SCRAM login).
+pub async fn accepts(dc: &Dc, name: &str, password: &str) -> bool {
+    let mut c = Client::connect(&dc.client()).await.expect("connect");
+    let ok = c
+        .authenticate(
+            meerkat_testkit::client::Mechanism::ScramSha256,
+            name,
+            password,
+        )
+        .await
+        .expect("authenticate")
+        .is_ok();
+    let _ = c.close().await;
+    ok
+}

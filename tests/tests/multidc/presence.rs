@@ -122,17 +122,11 @@ async fn subscription_to_an_offline_contact_at_another_dc() {
 
     alice.send(&presence("subscribe", &bj)).await.unwrap();
     // The request is stored (at DC 1, then replicated): wait until DC 2 holds it.
-    let dc2 = meerkat_store::Store::connect(&m.dc(2).database_url)
-        .await
-        .unwrap();
-    let until = std::time::Instant::now() + CONVERGE;
-    while dc2.subscription_requests(&b).await.unwrap().is_empty() {
-        assert!(
-            std::time::Instant::now() < until,
-            "request never reached DC 2"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let dc2 = crate::store(m.dc(2)).await;
+    crate::eventually("the request reached DC 2", CONVERGE, || async {
+        !dc2.subscription_requests(&b).await.unwrap().is_empty()
+    })
+    .await;
     let mut bob = available(m.dc(2), &b, "desk").await;
     bob.expect("stored request", presence_of_type(&aj, Some("subscribe")))
         .await

@@ -6,45 +6,16 @@
 use std::time::{Duration, Instant};
 
 use meerkat_localstack::rabbit_api::percent_encode;
-use meerkat_store::Store;
-use meerkat_testkit::client::{Client, Mechanism};
+
+use meerkat_testkit::client::Client;
 use meerkat_testkit::multi::{DcBroker, MultiDc};
 use meerkat_testkit::stack::{Dc, StackOptions};
 use meerkat_xmpp::{ns, Element};
 
-use crate::{available, multi, register, user, CONVERGE};
+use crate::{accepts, available, eventually, multi, register, store, user, CONVERGE};
 
 /// How long a DC gets to catch up after an outage or a rebuild.
 const CATCH_UP: Duration = Duration::from_secs(60);
-
-async fn store(dc: &Dc) -> Store {
-    Store::connect(&dc.database_url).await.expect("database")
-}
-
-/// Polls `check` until it holds, for at most `within`.
-async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < until, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Whether `dc` accepts `password` for `name` (a real SCRAM login).
-async fn accepts(dc: &Dc, name: &str, password: &str) -> bool {
-    let mut c = Client::connect(&dc.client()).await.expect("connect");
-    let ok = c
-        .authenticate(Mechanism::ScramSha256, name, password)
-        .await
-        .expect("authenticate")
-        .is_ok();
-    let _ = c.close().await;
-    ok
-}
 
 /// Waits until `dc`'s database holds every account of `names`.
 async fn wait_accounts(dc: &Dc, names: &[String], within: Duration) {
