@@ -268,6 +268,7 @@ async fn federate(e: &Endpoints) -> anyhow::Result<()> {
             password: d.management_password.clone(),
             vhost: "/".into(),
             amqp_uri: d.amqp_url.clone(),
+            via: Default::default(),
         })
         .collect();
     println!("federating {} DCs (full mesh)", dcs.len());

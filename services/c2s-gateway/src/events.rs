@@ -48,7 +48,7 @@ pub async fn publish(ctx: &Ctx, kind: SessionEventKind, info: &SessionInfo) -> b
 
 /// Answers resync requests by asking every session to announce itself again.
 pub async fn run_control(ctx: Arc<Ctx>) {
-    let queue = names::gateway_control_queue(&ctx.instance);
+    let queue = names::control_queue(&ctx.instance);
     let declare_queue = queue.clone();
     let spec = ConsumerSpec {
         queue: queue.clone(),
@@ -74,6 +74,8 @@ pub async fn run_control(ctx: Arc<Ctx>) {
                         let _ = tx.send(Outbound::Announce).await;
                     }
                 }
+                // DC status and gateway loss are the routers' and replicator's business.
+                Ok(ControlEvent::DcStatus { .. } | ControlEvent::GatewayDown { .. }) => {}
                 Err(e) => tracing::warn!(error = %e, "unreadable control event"),
             }
             let _ = delivery

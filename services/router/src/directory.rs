@@ -67,6 +67,19 @@ impl Directory {
                 self.upsert(info)
             }
             SessionEventKind::Close => self.close(info),
+            SessionEventKind::Purge => self.purge(info),
+        }
+    }
+
+    /// Removes the session (any version) without remembering it as closed.
+    fn purge(&mut self, info: &SessionInfo) -> Applied {
+        let key = jids::full(&info.jid);
+        match self.sessions.get(&key) {
+            Some(e) if e.session_id == info.session_id => {
+                self.remove_key(&key);
+                Applied::Removed
+            }
+            _ => Applied::Ignored,
         }
     }
 
@@ -240,7 +253,31 @@ mod tests {
         }
     }
 
-    use SessionEventKind::{Announce, Close, Open, Update};
+    use SessionEventKind::{Announce, Close, Open, Purge, Update};
+
+    #[test]
+    fn a_purged_session_can_come_back() {
+        let mut d = Directory::new();
+        let id = Uuid::now_v7();
+        d.apply(&ev(Open, info("a@x/r", id, 2, true)));
+        // Another session's purge removes nothing.
+        assert_eq!(
+            d.apply(&ev(Purge, info("a@x/r", Uuid::now_v7(), 9, false))),
+            Applied::Ignored
+        );
+        assert_eq!(
+            d.apply(&ev(Purge, info("a@x/r", id, 2, true))),
+            Applied::Removed
+        );
+        assert!(d.is_empty());
+        assert!(!d.has_seen(id, 1));
+        // The DC's snapshot after a healed partition announces it again.
+        assert_eq!(
+            d.apply(&ev(Announce, info("a@x/r", id, 2, true))),
+            Applied::Added
+        );
+        assert_eq!(d.available("a@x").len(), 1);
+    }
 
     #[test]
     fn open_update_close() {

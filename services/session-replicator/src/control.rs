@@ -114,7 +114,7 @@ pub(crate) async fn serve_snapshot(ctx: &Ctx, to: &str) {
 
 /// Consumes this instance's queue on the local `meerkat.control` until `stop`.
 pub async fn run_local(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
-    let queue = names::gateway_control_queue(&ctx.instance);
+    let queue = names::control_queue(&ctx.instance);
     let declare_queue = queue.clone();
     let spec = Spec {
         queue,
@@ -136,6 +136,7 @@ pub async fn run_local(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<At
                     reannounce(&ctx, &requested_by).await;
                 }
                 Ok(ControlEvent::Resync { .. }) => {}
+                Ok(ControlEvent::DcStatus { .. } | ControlEvent::GatewayDown { .. }) => {}
                 Err(e) => tracing::warn!(error = %e, "unreadable control event"),
             }
             let _ = delivery.ack(BasicAckOptions::default()).await;

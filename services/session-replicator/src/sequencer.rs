@@ -70,6 +70,8 @@ impl Sequencer {
                     self.remember_closed(id);
                 }
             }
+            // Only sessions of a DC declared down are purged, never this DC's own.
+            SessionEventKind::Purge => {}
             SessionEventKind::Open | SessionEventKind::Update | SessionEventKind::Announce => {
                 if self.closed.contains(&id) {
                     return;

@@ -263,6 +263,7 @@ impl Stream {
                     self.sessions.remove(&info.session_id);
                 }
             }
+            SessionEventKind::Purge => {}
             _ => {
                 if self
                     .sessions

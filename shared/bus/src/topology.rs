@@ -274,6 +274,54 @@ pub async fn declare_replicator_queues(ch: &Channel, dc: &str) -> Result<(), lap
     Ok(())
 }
 
+/// The heartbeat exchanges: `meerkat.inter.health` (federated, topic, routing key = origin DC)
+/// and the DC's own `meerkat.health` (topic, gateways' beats).
+pub async fn declare_health_exchanges(ch: &Channel) -> Result<(), lapin::Error> {
+    for name in [names::INTER_HEALTH_EXCHANGE, names::HEALTH_EXCHANGE] {
+        ch.exchange_declare(
+            name,
+            ExchangeKind::Topic,
+            durable_exchange(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The dead-letter exchange of the federation queues towards other DCs (fanout) and the DC's
+/// durable queue of what comes back through it, `meerkat.inter.returned.<dc>`. Declared by
+/// the routers (which consume it) and by the federation setup, so that nothing that expires
+/// is dropped for want of a queue.
+pub async fn declare_returned_queue(ch: &Channel, dc: &str) -> Result<String, lapin::Error> {
+    ch.exchange_declare(
+        names::INTER_RETURNED_EXCHANGE,
+        ExchangeKind::Fanout,
+        durable_exchange(),
+        FieldTable::default(),
+    )
+    .await?;
+    let queue = names::inter_returned_queue(dc);
+    ch.queue_declare(
+        &queue,
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await?;
+    ch.queue_bind(
+        &queue,
+        names::INTER_RETURNED_EXCHANGE,
+        "",
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    Ok(queue)
+}
+
 /// Makes a header value a long string (for callers building tables by hand).
 pub fn long(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s))

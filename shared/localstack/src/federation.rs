@@ -13,12 +13,55 @@ use crate::rabbit_api::percent_encode;
 
 /// The exchanges federated between DCs (the names of `meerkat_wire::topology`, repeated here so
 /// that xtask need not build the wire crate), with their AMQP type.
-pub const FEDERATED_EXCHANGES: [(&str, &str); 4] = [
+pub const FEDERATED_EXCHANGES: [(&str, &str); 5] = [
     ("meerkat.inter.stanzas", "direct"),
     ("meerkat.inter.sessions", "topic"),
     ("meerkat.inter.control", "direct"),
     ("meerkat.inter.data", "topic"),
+    ("meerkat.inter.health", "topic"),
 ];
+
+/// Dead-letter exchange of the upstream queues of `meerkat.inter.stanzas` (the name of
+/// `meerkat_wire::topology::INTER_RETURNED_EXCHANGE`).
+pub const RETURNED_EXCHANGE: &str = "meerkat.inter.returned";
+
+/// How long a stanza may wait in the upstream queue towards another DC before it expires into
+/// [`RETURNED_EXCHANGE`] and this DC's routers route it again (offline storage once that DC
+/// is declared down). Longer than any healthy link keeps a stanza; short enough that nothing
+/// waits for a dead DC to return.
+pub const STANZA_BACKLOG_TTL_MS: u64 = 10_000;
+
+/// How long a heartbeat may wait towards another DC: older ones are noise.
+pub const HEARTBEAT_TTL_MS: u64 = 3_000;
+
+/// How long session events, replication control and data changes may wait towards a DC that
+/// does not take them. Whatever expires is repaired when it returns (snapshot, outbox replay).
+pub const REPLICATION_BACKLOG_TTL_MS: u64 = 600_000;
+
+/// The queue policies on the upstream side of the links (`federation: <exchange> -> ...`):
+/// (policy name, exchange pattern, definition).
+fn backlog_policies() -> [(&'static str, &'static str, serde_json::Value); 3] {
+    [
+        (
+            "meerkat-backlog-stanzas",
+            "meerkat\\.inter\\.stanzas",
+            serde_json::json!({
+                "message-ttl": STANZA_BACKLOG_TTL_MS,
+                "dead-letter-exchange": RETURNED_EXCHANGE,
+            }),
+        ),
+        (
+            "meerkat-backlog-health",
+            "meerkat\\.inter\\.health",
+            serde_json::json!({ "message-ttl": HEARTBEAT_TTL_MS }),
+        ),
+        (
+            "meerkat-backlog-replication",
+            "meerkat\\.inter\\.(sessions|control|data)",
+            serde_json::json!({ "message-ttl": REPLICATION_BACKLOG_TTL_MS }),
+        ),
+    ]
+}
 
 /// One DC as federation sees it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -33,6 +76,10 @@ pub struct FederatedDc {
     pub vhost: String,
     /// The AMQP URI by which the *other* DCs reach this one (the upstream URI they configure).
     pub amqp_uri: String,
+    /// Other DC id -> the URI by which that DC reaches this one instead of `amqp_uri` (e.g.
+    /// through a proxy that can cut the link between just those two).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub via: std::collections::BTreeMap<String, String>,
 }
 
 impl FederatedDc {
@@ -45,7 +92,13 @@ impl FederatedDc {
             password: "guest".into(),
             vhost: vhost.into(),
             amqp_uri: amqp_uri.into(),
+            via: Default::default(),
         }
+    }
+
+    /// The URI by which DC `downstream` reaches this one.
+    pub fn uri_for(&self, downstream: &str) -> &str {
+        self.via.get(downstream).unwrap_or(&self.amqp_uri)
     }
 
     fn api(&self, path: &str) -> String {
@@ -102,6 +155,26 @@ pub fn strip_credentials(uri: &str) -> String {
     }
 }
 
+impl FederatedDc {
+    /// POSTs a definition (bindings are created by POST).
+    async fn post(&self, path: &str, body: serde_json::Value) -> anyhow::Result<()> {
+        let url = self.api(path);
+        let resp = client()?
+            .post(&url)
+            .basic_auth(&self.user, Some(&self.password))
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("POST {url} (is the broker up?)"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            bail!("POST {url}: {status}: {text}");
+        }
+        Ok(())
+    }
+}
+
 // A client per call: a pooled connection is tied to the tokio runtime that opened it.
 fn client() -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
@@ -132,12 +205,13 @@ pub async fn declare_exchanges(dc: &FederatedDc) -> anyhow::Result<()> {
 pub async fn configure(dcs: &[FederatedDc]) -> anyhow::Result<()> {
     for dc in dcs {
         declare_exchanges(dc).await?;
+        declare_returned_queue(dc).await?;
     }
     for dc in dcs {
         let vhost = percent_encode(&dc.vhost);
         for other in dcs.iter().filter(|o| o.dc != dc.dc) {
             let value = serde_json::json!({
-                "uri": other.amqp_uri,
+                "uri": other.uri_for(&dc.dc),
                 // The upstream acks only once the downstream confirmed: at-least-once across.
                 "ack-mode": "on-confirm",
                 // Full mesh: one hop reaches every DC, and nothing is forwarded twice.
@@ -169,8 +243,51 @@ pub async fn configure(dcs: &[FederatedDc]) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("policy {name} on {}", dc.dc))?;
         }
+        for (name, exchange, definition) in backlog_policies() {
+            let body = serde_json::json!({
+                "pattern": format!("^federation: {exchange} -> "),
+                "apply-to": "queues",
+                "priority": 0,
+                "definition": definition,
+            });
+            dc.put(&format!("policies/{vhost}/{name}"), body)
+                .await
+                .with_context(|| format!("policy {name} on {}", dc.dc))?;
+        }
     }
     Ok(())
+}
+
+/// The dead-letter exchange of the stanza backlog and the DC's queue on it (as the routers
+/// declare them), so what expires before any router ran is kept.
+async fn declare_returned_queue(dc: &FederatedDc) -> anyhow::Result<()> {
+    let vhost = percent_encode(&dc.vhost);
+    dc.put(
+        &format!("exchanges/{vhost}/{}", percent_encode(RETURNED_EXCHANGE)),
+        serde_json::json!({
+            "type": "fanout", "durable": true, "auto_delete": false, "internal": false,
+            "arguments": {}
+        }),
+    )
+    .await
+    .with_context(|| format!("declaring {RETURNED_EXCHANGE} on {}", dc.dc))?;
+    let queue = format!("{RETURNED_EXCHANGE}.{}", dc.dc);
+    dc.put(
+        &format!("queues/{vhost}/{}", percent_encode(&queue)),
+        serde_json::json!({ "durable": true, "auto_delete": false, "arguments": {} }),
+    )
+    .await
+    .with_context(|| format!("declaring {queue} on {}", dc.dc))?;
+    dc.post(
+        &format!(
+            "bindings/{vhost}/e/{}/q/{}",
+            percent_encode(RETURNED_EXCHANGE),
+            percent_encode(&queue)
+        ),
+        serde_json::json!({ "routing_key": "", "arguments": {} }),
+    )
+    .await
+    .with_context(|| format!("binding {queue} on {}", dc.dc))
 }
 
 /// One federation link of a downstream DC, as the management API reports it.

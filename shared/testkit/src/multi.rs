@@ -149,7 +149,7 @@ impl MultiDc {
             let peers = brokers
                 .iter()
                 .filter(|o| o.dc != b.dc)
-                .map(|o| (o.dc.clone(), o.federation.amqp_uri.clone()))
+                .map(|o| (o.dc.clone(), o.federation.uri_for(&b.dc).to_owned()))
                 .collect();
             let opts = StackOptions {
                 dc: b.dc.clone(),

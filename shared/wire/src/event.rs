@@ -19,6 +19,9 @@ pub enum SessionEventKind {
     Close,
     /// Re-announcement of a live session (answer to a resync request); same as `update`.
     Announce,
+    /// The session's DC was declared down: removed from the directory, but not remembered as
+    /// closed (unlike `close`), so that once a partition heals the DC's snapshot brings it back.
+    Purge,
 }
 
 /// The routing-relevant state of one session.
@@ -72,6 +75,24 @@ impl SessionEvent {
 pub enum ControlEvent {
     /// A router started with an empty directory: every gateway re-announces its sessions.
     Resync { requested_by: String },
+    /// The DC's health service changed its view of another DC (also repeated periodically, so
+    /// a service that starts late learns the current state). `epoch` is the epoch of the last
+    /// heartbeat heard from that DC, if any.
+    DcStatus {
+        dc: String,
+        state: crate::health::DcState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
+        reported_by: String,
+    },
+    /// A gateway of this DC fell silent (or restarted): its sessions of life `epoch` are over.
+    /// The health service itself closes them and tells their contacts; this event is for
+    /// everything else that holds per-gateway state.
+    GatewayDown {
+        instance: String,
+        epoch: String,
+        reported_by: String,
+    },
 }
 
 impl ControlEvent {

@@ -47,6 +47,13 @@ pub mod kind {
     pub const REMOTE: &str = "remote";
     /// Deliver: close the target session with a `<conflict/>` stream error (replaced).
     pub const CONFLICT: &str = "conflict";
+    /// Route: a stanza for another DC that expired in the federation queue towards it (the
+    /// queue's dead-letter exchange brought it back): route it again; the target session is
+    /// not forgotten (its DC may be slow, not dead).
+    pub const RETURNED: &str = "returned";
+    /// Route: unavailable presence made by this DC for a session of a DC declared down;
+    /// broadcast to the contacts' sessions at this DC only (every surviving DC does its own).
+    pub const PURGED: &str = "purged";
 }
 
 /// Namespace of the readable envelope a stanza travels in between DCs:

@@ -5,10 +5,12 @@
 pub mod data;
 pub mod event;
 pub mod headers;
+pub mod health;
 pub mod inter;
 pub mod topology;
 
 pub use event::{ControlEvent, SessionEvent, SessionEventKind, SessionInfo};
+pub use health::{DcState, Heartbeat};
 pub use inter::{InterControl, ReplicatedEvent};
 
 /// Version of the wire format; carried in the `x-meerkat-wire` header of every message.

@@ -29,14 +29,10 @@ pub fn router_sessions_queue(instance: &str) -> String {
     format!("meerkat.sessions.{instance}")
 }
 
-/// Control requests to every gateway of the DC (e.g. "announce your sessions again" when a
-/// router starts): fanout, each gateway binds its own queue.
+/// Control events of the DC (`meerkat_wire::ControlEvent`: "announce your sessions again" when
+/// a router starts, DC status, a gateway gone): fanout, each interested instance binds its own
+/// queue ([`control_queue`]).
 pub const CONTROL_EXCHANGE: &str = "meerkat.control";
-
-/// The control queue of one gateway instance.
-pub fn gateway_control_queue(instance: &str) -> String {
-    format!("meerkat.control.{instance}")
-}
 
 /// An idle gateway queue (its gateway gone for good) is removed after this long.
 pub const GATEWAY_QUEUE_EXPIRES_MS: u32 = 10 * 60 * 1000;
@@ -77,6 +73,45 @@ pub const INTER_CONTROL_EXCHANGE: &str = "meerkat.inter.control";
 /// A DC's queue of control messages from other DCs.
 pub fn inter_control_queue(dc: &str) -> String {
     format!("meerkat.inter.control.{dc}")
+}
+
+/// Heartbeats of every DC's health service (`meerkat_wire::Heartbeat`): topic exchange,
+/// routing key = origin DC id. Federated; its upstream queues keep a beat a few seconds only.
+pub const INTER_HEALTH_EXCHANGE: &str = "meerkat.inter.health";
+
+/// A DC's queue of the other DCs' heartbeats (its health service consumes it).
+pub fn inter_health_queue(dc: &str) -> String {
+    format!("meerkat.inter.health.{dc}")
+}
+
+/// Heartbeats of the DC's own processes (gateways: routing key [`gateway_heartbeat_key`]):
+/// topic exchange, not federated.
+pub const HEALTH_EXCHANGE: &str = "meerkat.health";
+
+/// Routing key of a gateway's heartbeats on [`HEALTH_EXCHANGE`].
+pub fn gateway_heartbeat_key(instance: &str) -> String {
+    format!("gateway.{instance}")
+}
+
+/// The local heartbeat queue of a DC's health service.
+pub fn health_queue(dc: &str) -> String {
+    format!("meerkat.health.{dc}")
+}
+
+/// Dead-letter exchange of the federation queues that carry stanzas towards other DCs (a
+/// policy on the sending broker sets it, with a message TTL): fanout, not federated. What
+/// expires there because the other DC does not take it comes back to this DC's routers.
+pub const INTER_RETURNED_EXCHANGE: &str = "meerkat.inter.returned";
+
+/// A DC's queue of stanzas returned by [`INTER_RETURNED_EXCHANGE`] (durable; its routers
+/// consume it).
+pub fn inter_returned_queue(dc: &str) -> String {
+    format!("meerkat.inter.returned.{dc}")
+}
+
+/// The control queue of any instance that listens to [`CONTROL_EXCHANGE`] (exclusive).
+pub fn control_queue(instance: &str) -> String {
+    format!("meerkat.control.{instance}")
 }
 
 /// The local session events queue of a DC's session replicator (durable: events that arrive

@@ -24,6 +24,7 @@ async fn links(cli: &Cli, args: &LinksArgs) -> anyhow::Result<ExitCode> {
             password: args.management_password.clone(),
             vhost: args.vhost.clone(),
             amqp_uri: String::new(),
+            via: Default::default(),
         },
         (dc, _) => {
             let dc = endpoints::dc(&cli.endpoints, dc.as_deref())?;
@@ -34,6 +35,7 @@ async fn links(cli: &Cli, args: &LinksArgs) -> anyhow::Result<ExitCode> {
                 user: dc.management_user,
                 password: dc.management_password,
                 amqp_uri: dc.amqp_url,
+                via: Default::default(),
             }
         }
     };
