@@ -14,7 +14,7 @@ mod data;
 mod inbound;
 mod local;
 mod metrics;
-pub mod origin;
+pub use meerkat_bus::origin;
 mod publish;
 pub mod sequencer;
 pub mod streams;

@@ -1,12 +1,13 @@
 //! AMQP plumbing over lapin: one supervised connection per service that reconnects by itself,
 //! a confirming publisher that retries across reconnects (at-least-once), supervised
 //! consumers that re-declare their topology and resume after a broker restart, header
-//! helpers, and de-duplication by envelope id.
+//! helpers, de-duplication by envelope id, and the origin check of what comes from another DC.
 
 pub mod connection;
 pub mod consumer;
 pub mod dedup;
 pub mod headers;
+pub mod origin;
 pub mod publisher;
 pub mod topology;
 

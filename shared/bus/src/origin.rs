@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use meerkat_bus::lapin::types::{AMQPValue, FieldTable};
+use lapin::types::{AMQPValue, FieldTable};
 
 pub const RECEIVED_FROM: &str = "x-received-from";
 
@@ -84,7 +84,7 @@ pub fn strip_credentials(uri: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meerkat_bus::lapin::types::{FieldArray, LongString, ShortString};
+    use lapin::types::{FieldArray, LongString, ShortString};
 
     fn hop(uri: &str) -> AMQPValue {
         let mut t = FieldTable::default();
