@@ -7,6 +7,7 @@ pub mod install;
 pub mod ports;
 pub mod postgres;
 pub mod process;
+pub mod proxy;
 pub mod rabbit;
 pub mod rabbit_api;
 pub mod test_infra;
