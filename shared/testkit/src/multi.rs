@@ -1,11 +1,14 @@
 //! Several DCs inside one test: one fresh vhost per DC on the shared broker (`dc1`..`dcN`),
 //! federated full mesh by `meerkat_localstack::federation`, and each DC started as a
-//! `stack::Dc` on its vhost with a database of its own.
+//! `stack::Dc` on its vhost with a database of its own. Each DC reaches each other DC's vhost
+//! through a `LinkProxy` of its own, so a test can cut the links between two DCs (a partition)
+//! or around one (with its services killed: a dead DC).
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use meerkat_localstack::federation::{self, FederatedDc, FEDERATED_EXCHANGES};
+use meerkat_localstack::proxy::LinkProxy;
 use meerkat_localstack::rabbit_api::percent_encode;
 
 use crate::stack::{Dc, StackOptions};
@@ -26,6 +29,42 @@ pub struct DcBroker {
 /// `n` fresh vhosts named for DCs `dc1`..`dcN`, federated full mesh, links running. No
 /// services: for tests of the federation itself.
 pub async fn federated_vhosts(n: usize) -> anyhow::Result<Vec<DcBroker>> {
+    Ok(proxied_vhosts(n).await?.0)
+}
+
+/// The links of a mesh: `(downstream, upstream)` DC numbers -> the proxy by which the
+/// downstream DC's broker reaches the upstream's.
+pub struct Links {
+    proxies: Vec<((usize, usize), LinkProxy)>,
+}
+
+impl Links {
+    fn each(&self, mut pick: impl FnMut(usize, usize) -> bool) -> impl Iterator<Item = &LinkProxy> {
+        self.proxies
+            .iter()
+            .filter(move |((d, u), _)| pick(*d, *u))
+            .map(|(_, p)| p)
+    }
+
+    /// Cuts both directions between DCs `k` and `l`.
+    pub fn cut(&self, k: usize, l: usize) {
+        self.each(|d, u| (d, u) == (k, l) || (d, u) == (l, k))
+            .for_each(LinkProxy::cut);
+    }
+
+    /// Cuts every link of DC `k`.
+    pub fn isolate(&self, k: usize) {
+        self.each(|d, u| d == k || u == k).for_each(LinkProxy::cut);
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        self.each(|_, _| true).for_each(LinkProxy::heal);
+    }
+}
+
+/// Like [`federated_vhosts`], with the proxies of the links.
+async fn proxied_vhosts(n: usize) -> anyhow::Result<(Vec<DcBroker>, Links)> {
     let infra = crate::infra().await?;
     let mut brokers = Vec::with_capacity(n);
     for k in 1..=n {
@@ -38,10 +77,24 @@ pub async fn federated_vhosts(n: usize) -> anyhow::Result<Vec<DcBroker>> {
             federation,
         });
     }
+    let broker_addr = std::net::SocketAddr::from(([127, 0, 0, 1], infra.rabbit().amqp_port));
+    let mut proxies = Vec::new();
+    for up in 1..=n {
+        for down in (1..=n).filter(|d| *d != up) {
+            let proxy = LinkProxy::start(broker_addr).await.context("link proxy")?;
+            let b = &mut brokers[up - 1];
+            let uri = infra.rabbit().amqp_url(&b.vhost.name).replace(
+                &format!(":{}/", broker_addr.port()),
+                &format!(":{}/", proxy.addr().port()),
+            );
+            b.federation.via.insert(format!("dc{down}"), uri);
+            proxies.push(((down, up), proxy));
+        }
+    }
     let feds = federations(&brokers);
     federation::configure(&feds).await?;
     federation::wait_links_running(&feds, FEDERATION_TIMEOUT).await?;
-    Ok(brokers)
+    Ok((brokers, Links { proxies }))
 }
 
 /// The broker's cluster name (`GET /api/overview`).
@@ -137,13 +190,15 @@ pub async fn wait_binding_propagated(
 pub struct MultiDc {
     pub brokers: Vec<DcBroker>,
     pub dcs: Vec<Dc>,
+    /// The links between the DCs, to cut and heal.
+    pub links: Links,
 }
 
 impl MultiDc {
     /// Starts `n` DCs shaped like `options` (its `dc`, `amqp_url`, `peers` are set per DC),
     /// each with a session replicator.
     pub async fn start(n: usize, options: StackOptions) -> anyhow::Result<MultiDc> {
-        let brokers = federated_vhosts(n).await?;
+        let (brokers, links) = proxied_vhosts(n).await?;
         let mut dcs = Vec::with_capacity(n);
         for b in &brokers {
             let peers = brokers
@@ -164,7 +219,11 @@ impl MultiDc {
                     .with_context(|| format!("starting {}", b.dc))?,
             );
         }
-        let multi = MultiDc { brokers, dcs };
+        let multi = MultiDc {
+            brokers,
+            dcs,
+            links,
+        };
         multi.wait_inter_bindings().await?;
         Ok(multi)
     }
@@ -231,6 +290,14 @@ impl MultiDc {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// DC `k` dies: every service of it ends without a word and its links are cut (its broker
+    /// is unreachable for the others; what it had received stays in its vhost, as on the disk
+    /// of a dead broker).
+    pub fn kill_dc(&mut self, k: usize) {
+        self.links.isolate(k);
+        self.dcs[k - 1].kill();
     }
 
     /// Stops every DC gracefully.

@@ -54,30 +54,103 @@ impl Default for StackOptions {
     }
 }
 
-/// A running service task and the token that stops it.
+/// A running service: its own tokio runtime (so that killing it ends every task it spawned,
+/// as a crashed process would) and the token that stops it gracefully.
 pub struct ServiceHandle {
     pub name: String,
     pub admin: SocketAddr,
     stop: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl ServiceHandle {
+    /// Builds a service with `build` and runs it with `run`, both on a runtime of its own.
+    /// `build` returns the service and its admin address.
+    pub async fn spawn<S, B, BF, R, RF>(
+        name: &str,
+        build: B,
+        run: R,
+    ) -> anyhow::Result<ServiceHandle>
+    where
+        S: Send + 'static,
+        B: FnOnce(CancellationToken) -> BF + Send + 'static,
+        BF: std::future::Future<Output = anyhow::Result<(S, SocketAddr)>> + Send + 'static,
+        R: FnOnce(S) -> RF + Send + 'static,
+        RF: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("svc-{name}"))
+            .enable_all()
+            .build()
+            .context("service runtime")?;
+        let stop = CancellationToken::new();
+        let (built_tx, built_rx) = tokio::sync::oneshot::channel();
+        let token = stop.clone();
+        let task = runtime.spawn(async move {
+            match build(token).await {
+                Ok((service, admin)) => {
+                    let _ = built_tx.send(Ok(admin));
+                    run(service).await
+                }
+                Err(e) => {
+                    let _ = built_tx.send(Err(e));
+                    Ok(())
+                }
+            }
+        });
+        let mut handle = ServiceHandle {
+            name: name.to_owned(),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stop,
+            task: Some(task),
+            runtime: Some(runtime),
+        };
+        handle.admin = built_rx
+            .await
+            .map_err(|_| anyhow::anyhow!("{name} did not build"))??;
+        Ok(handle)
+    }
+
     /// Graceful stop: cancels the service and waits for `run` to return.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(30), task)
+        let result = match self.task.take() {
+            Some(task) => tokio::time::timeout(Duration::from_secs(30), task)
                 .await
-                .context("service did not stop within 30 s")???;
+                .context("service did not stop within 30 s")
+                .and_then(|r| r.context("service task"))
+                .and_then(|r| r),
+            None => Ok(()),
+        };
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
         }
-        Ok(())
+        result
+    }
+
+    /// Ends the service at once, without a word: every task it spawned is dropped, its
+    /// sockets and broker connections close as if the process had been killed.
+    pub fn kill(&mut self) {
+        self.task.take();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+
+    /// Whether it still runs.
+    pub fn is_running(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| !t.is_finished())
     }
 }
 
 impl Drop for ServiceHandle {
     fn drop(&mut self) {
         self.stop.cancel();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
     }
 }
 
@@ -133,15 +206,17 @@ impl Dc {
             instance_id: format!("{}-router{n}-{}", self.options.dc, short_id()),
             ..router::Config::default()
         };
-        let stop = CancellationToken::new();
-        let r = router::Router::build(config, stop.clone()).await?;
-        let admin = r.admin_addr();
-        self.routers.push(ServiceHandle {
-            name: format!("router{n}"),
-            admin,
-            stop,
-            task: Some(tokio::spawn(r.run())),
-        });
+        let handle = ServiceHandle::spawn(
+            &format!("{}-router{n}", self.options.dc),
+            |stop| async move {
+                let r = router::Router::build(config, stop).await?;
+                let admin = r.admin_addr();
+                Ok((r, admin))
+            },
+            |r| r.run(),
+        )
+        .await?;
+        self.routers.push(handle);
         Ok(())
     }
 
@@ -204,15 +279,18 @@ impl Dc {
                 .unwrap_or(defaults.data_status_ms),
             ..defaults
         };
-        let stop = CancellationToken::new();
-        let r = session_replicator::SessionReplicator::build(config, stop.clone()).await?;
-        let admin = r.admin_addr();
-        self.replicators.push(ServiceHandle {
-            name: "replicator".into(),
-            admin,
-            stop,
-            task: Some(tokio::spawn(r.run())),
-        });
+        let handle = ServiceHandle::spawn(
+            &format!("{}-replicator", self.options.dc),
+            |stop| async move {
+                let r = session_replicator::SessionReplicator::build(config, stop).await?;
+                let admin = r.admin_addr();
+                Ok((r, admin))
+            },
+            |r| r.run(),
+        )
+        .await?;
+        let admin = handle.admin;
+        self.replicators.push(handle);
         wait_ready(admin).await
     }
 
@@ -233,17 +311,23 @@ impl Dc {
             idle_timeout_secs: self.options.idle_timeout_secs,
             ..c2s_gateway::Config::default()
         };
-        let stop = CancellationToken::new();
-        let g = c2s_gateway::Gateway::build(config, stop.clone()).await?;
-        self.c2s = g.c2s_addr();
-        self.tls = g.tls_addr();
-        let admin = g.admin_addr();
-        self.gateways.push(ServiceHandle {
-            name: format!("gw{n}"),
-            admin,
-            stop,
-            task: Some(tokio::spawn(g.run())),
-        });
+        let (addrs_tx, addrs_rx) = tokio::sync::oneshot::channel();
+        let handle = ServiceHandle::spawn(
+            &format!("{}-gw{n}", self.options.dc),
+            |stop| async move {
+                let g = c2s_gateway::Gateway::build(config, stop).await?;
+                let _ = addrs_tx.send((g.c2s_addr(), g.tls_addr()));
+                let admin = g.admin_addr();
+                Ok((g, admin))
+            },
+            |g| g.run(),
+        )
+        .await?;
+        let (c2s, tls) = addrs_rx.await.context("gateway addresses")?;
+        self.c2s = c2s;
+        self.tls = tls;
+        let admin = handle.admin;
+        self.gateways.push(handle);
         wait_ready(admin).await
     }
 
@@ -289,6 +373,37 @@ impl Dc {
             direct_tls: true,
             starttls: false,
         }
+    }
+
+    /// Ends every service at once, without a word (gateways first), as if the DC's machines
+    /// lost power. The services can be started again with `start_*` on the same database.
+    pub fn kill(&mut self) {
+        let all = self
+            .gateways
+            .iter_mut()
+            .chain(self.routers.iter_mut())
+            .chain(self.replicators.iter_mut());
+        for s in all {
+            s.kill();
+        }
+    }
+
+    /// Starts the DC's services again after [`Dc::kill`], on the same database and client
+    /// ports: new instances, new epochs, as after a power cut.
+    pub async fn revive(&mut self) -> anyhow::Result<()> {
+        self.gateways.clear();
+        self.routers.clear();
+        self.replicators.clear();
+        if self.options.replicator {
+            self.start_replicator().await?;
+        }
+        for _ in 0..self.options.routers {
+            self.start_router().await?;
+        }
+        for _ in 0..self.options.gateways {
+            self.start_gateway().await?;
+        }
+        Ok(())
     }
 
     /// Stops every service gracefully (gateways first, so their sessions are announced closed).
