@@ -60,6 +60,77 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
     .await;
 }
 
+/// Consumes this DC's queue of stanzas returned by the dead-letter exchange of the federation
+/// queues towards other DCs (they expired there: the other DC is dead, cut off or too slow),
+/// until `stop`. Each is routed again as its sender's (`x-meerkat-kind=returned`): to the
+/// target session if its DC is still believed up (it goes back into the queue), else by
+/// RFC 6121 as if the user were offline there — offline storage, other resources, an error.
+pub async fn run_returned(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
+    let dc = ctx.config.dc.clone();
+    let spec = Spec {
+        queue: names::inter_returned_queue(&dc),
+        prefetch: PREFETCH,
+        exclusive: false,
+        declare: Arc::new(move |ch| {
+            let dc = dc.clone();
+            Box::pin(async move {
+                meerkat_bus::topology::declare_route_partitions(&ch).await?;
+                meerkat_bus::topology::declare_returned_queue(&ch, &dc).await?;
+                Ok(())
+            })
+        }),
+    };
+    let bus = ctx.bus.clone();
+    consume::run(bus, spec, stop, consuming, |delivery| {
+        let ctx = ctx.clone();
+        async move {
+            let id = delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|s| s.as_str().to_owned());
+            let headers = delivery.properties.headers().as_ref();
+            let result = match read(&delivery.data, headers) {
+                Arrival::Stanza(r) if r.sender.is_some() => {
+                    ctx.metrics.returned.inc();
+                    let hops = r.hops.saturating_add(1).min(ROUTE_HOPS);
+                    let r = RouteIn {
+                        hops,
+                        origin_dc: Some(ctx.config.dc.clone()),
+                        ..r
+                    };
+                    republish(&ctx, &r, h::kind::RETURNED, id.as_deref()).await
+                }
+                // A kick for a session of a DC that does not answer, or a server-made stanza
+                // (a roster push) for one: moot once that DC is declared down.
+                other => {
+                    tracing::debug!(?other, "returned message without a sender dropped");
+                    Ok(())
+                }
+            };
+            match result {
+                Ok(()) => {
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "returned stanza not routed again; requeued");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let _ = delivery
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        })
+                        .await;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// Hops a stanza starts with (as the gateways stamp it).
+const ROUTE_HOPS: u64 = 3;
+
 /// How long a stanza from another DC may wait for the data its sender's DC wrote before it.
 const DATA_WAIT: Duration = Duration::from_secs(3);
 
@@ -255,35 +326,38 @@ async fn forward(
             out.kick(target);
             out.flush(ctx).await
         }
-        Arrival::Stanza(r) => {
-            let mut headers = Headers::new()
-                .u64(h::WIRE, u64::from(WIRE_VERSION))
-                .str(h::KIND, h::kind::REMOTE)
-                .u64(h::HOPS, r.hops)
-                .str(
-                    h::ORIGIN_DC,
-                    r.origin_dc.as_deref().unwrap_or(&ctx.config.dc),
-                );
-            if let Some(t) = r.target {
-                headers = headers.str(h::SESSION, &t.to_string());
-            }
-            if let Some(s) = &r.sender {
-                headers = headers.str(h::SENDER, s);
-            }
-            meerkat_runtime::telemetry::inject_context(headers.table());
-            // The envelope id travels on, so the partition also drops a duplicate republish.
-            let message_id = id.map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
-            let props = BasicProperties::default()
-                .with_message_id(message_id.into())
-                .with_content_type(h::CONTENT_XMPP.into())
-                .with_delivery_mode(2)
-                .with_headers(headers.build());
-            ctx.publisher
-                .publish(names::ROUTE_EXCHANGE, &r.key, props, r.body.as_bytes())
-                .await?;
-            Ok(())
-        }
+        Arrival::Stanza(r) => republish(ctx, &r, h::kind::REMOTE, id).await,
     }
+}
+
+/// Publishes `r` into the local route exchange, partition of its key, as `kind`.
+async fn republish(ctx: &Ctx, r: &RouteIn, kind: &str, id: Option<&str>) -> anyhow::Result<()> {
+    let mut headers = Headers::new()
+        .u64(h::WIRE, u64::from(WIRE_VERSION))
+        .str(h::KIND, kind)
+        .u64(h::HOPS, r.hops)
+        .str(
+            h::ORIGIN_DC,
+            r.origin_dc.as_deref().unwrap_or(&ctx.config.dc),
+        );
+    if let Some(t) = r.target {
+        headers = headers.str(h::SESSION, &t.to_string());
+    }
+    if let Some(s) = &r.sender {
+        headers = headers.str(h::SENDER, s);
+    }
+    meerkat_runtime::telemetry::inject_context(headers.table());
+    // The envelope id travels on, so the partition also drops a duplicate republish.
+    let message_id = id.map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
+    let props = BasicProperties::default()
+        .with_message_id(message_id.into())
+        .with_content_type(h::CONTENT_XMPP.into())
+        .with_delivery_mode(2)
+        .with_headers(headers.build());
+    ctx.publisher
+        .publish(names::ROUTE_EXCHANGE, &r.key, props, r.body.as_bytes())
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

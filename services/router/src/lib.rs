@@ -139,9 +139,14 @@ impl Router {
             self.shutdown.clone(),
             consuming.clone(),
         ));
+        tracker.spawn(inter::run_returned(
+            ctx.clone(),
+            self.shutdown.clone(),
+            consuming.clone(),
+        ));
         tracker.close();
-        // Partitions, the session queue and the inter-DC queue.
-        let expected = usize::from(names::ROUTE_PARTITIONS) + 2;
+        // Partitions, the session queue, the inter-DC queue and the returned queue.
+        let expected = usize::from(names::ROUTE_PARTITIONS) + 3;
         tracing::info!(instance = %ctx.instance, admin = %self.admin_addr, "router serving");
         loop {
             let ready = ctx.bus.is_connected() && consuming.load(Ordering::Acquire) >= expected;

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub inter_out: Counter,
     /// Stanzas taken from this DC's inter-DC queue (duplicates excluded).
     pub inter_in: Counter,
+    /// Stanzas for another DC that expired in the federation queue and were routed again.
+    pub returned: Counter,
 }
 
 impl Metrics {
@@ -37,6 +39,7 @@ impl Metrics {
             routing_latency: Histogram::new(exponential_buckets(0.0002, 2.0, 16)),
             inter_out: Counter::default(),
             inter_in: Counter::default(),
+            returned: Counter::default(),
         };
         registry.register(
             "meerkat_router_stanzas",
@@ -67,6 +70,11 @@ impl Metrics {
             "meerkat_router_inter_in",
             "Stanzas received from other DCs",
             m.inter_in.clone(),
+        );
+        registry.register(
+            "meerkat_router_returned",
+            "Stanzas for another DC that expired on the way and were routed again",
+            m.returned.clone(),
         );
         m
     }

@@ -24,6 +24,13 @@ pub async fn execute(ctx: &Ctx, origin: &str, actions: Vec<Action>) {
                 }
             }
             Action::RequestSnapshot(dc) => request_snapshot(ctx, &dc).await,
+            Action::Unavailable(info) => {
+                if let Err(e) = publish::purged_presence(ctx, &info).await {
+                    // The session is purged all the same; its contacts here see it gone at
+                    // their next probe.
+                    tracing::warn!(error = %e, jid = %info.jid, "unavailable presence of a purged session not sent");
+                }
+            }
         }
     }
     update_gauges(ctx);

@@ -9,12 +9,12 @@ use std::time::Instant;
 
 use meerkat_bus::lapin::message::Delivery;
 use meerkat_bus::lapin::options::BasicAckOptions;
-use meerkat_wire::{topology as names, ControlEvent, InterControl};
+use meerkat_wire::{topology as names, ControlEvent, DcState, InterControl};
 use tokio_util::sync::CancellationToken;
 
 use crate::consume::{self, Spec};
 use crate::metrics::Metrics;
-use crate::streams::Outcome;
+use crate::streams::{Action, Outcome};
 use crate::{actions, publish, Ctx};
 
 /// Consumes `meerkat.inter.control.<dc>` until `stop`.
@@ -136,13 +136,48 @@ pub async fn run_local(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<At
                     reannounce(&ctx, &requested_by).await;
                 }
                 Ok(ControlEvent::Resync { .. }) => {}
-                Ok(ControlEvent::DcStatus { .. } | ControlEvent::GatewayDown { .. }) => {}
+                Ok(ControlEvent::DcStatus { dc, state, .. }) => {
+                    dc_status(&ctx, &dc, state).await;
+                }
+                Ok(ControlEvent::GatewayDown { .. }) => {}
                 Err(e) => tracing::warn!(error = %e, "unreadable control event"),
             }
             let _ = delivery.ack(BasicAckOptions::default()).await;
         }
     })
     .await;
+}
+
+/// The health service's view of another DC: purge it when down, resync when back.
+async fn dc_status(ctx: &Ctx, dc: &str, state: DcState) {
+    let now = Instant::now();
+    let actions = match state {
+        DcState::Down => ctx.streams.lock().on_dc_down(dc, now),
+        DcState::Up => ctx.streams.lock().on_dc_up(dc, now),
+        DcState::Suspect => Vec::new(),
+    };
+    if actions.is_empty() {
+        return;
+    }
+    match state {
+        DcState::Down => {
+            let purged = actions
+                .iter()
+                .filter(|a| matches!(a, Action::Apply(_)))
+                .count();
+            tracing::warn!(
+                dc,
+                sessions = purged,
+                "DC declared down: its sessions purged"
+            );
+            ctx.metrics
+                .purged
+                .get_or_create(&Metrics::dc(dc))
+                .inc_by(purged as u64);
+        }
+        _ => tracing::info!(dc, "DC up again: asking for its snapshot"),
+    }
+    actions::execute(ctx, dc, actions).await;
 }
 
 /// A local router rebuilds its directory: tell it every remote session known.

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub refused: Family<DcLabel, Counter>,
     /// Remote sessions known, by DC.
     pub remote_sessions: Family<DcLabel, Gauge>,
+    /// Sessions purged because their DC was declared down, by DC.
+    pub purged: Family<DcLabel, Counter>,
     /// Live local sessions (what a snapshot serves).
     pub local_sessions: Gauge,
     /// Outbox entries of this DC published to the other DCs (replays included).
@@ -57,6 +59,7 @@ impl Metrics {
             snapshots_applied: Family::default(),
             refused: Family::default(),
             remote_sessions: Family::default(),
+            purged: Family::default(),
             local_sessions: Gauge::default(),
             data_shipped: Counter::default(),
             data_applied: Family::default(),
@@ -107,6 +110,11 @@ impl Metrics {
             "remote_sessions",
             "Remote sessions known, by DC",
             m.remote_sessions.clone(),
+        );
+        r.register(
+            "purged",
+            "Sessions purged because their DC was declared down, by DC",
+            m.purged.clone(),
         );
         r.register(
             "local_sessions",

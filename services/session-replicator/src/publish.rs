@@ -4,8 +4,10 @@
 use meerkat_bus::lapin::BasicProperties;
 use meerkat_bus::{Headers, PublishError};
 use meerkat_wire::{
-    headers as h, topology as names, InterControl, ReplicatedEvent, SessionEvent, WIRE_VERSION,
+    headers as h, topology as names, InterControl, ReplicatedEvent, SessionEvent, SessionInfo,
+    WIRE_VERSION,
 };
+use meerkat_xmpp::{ns, Element};
 
 use crate::Ctx;
 
@@ -35,6 +37,42 @@ pub async fn local_session_event(ctx: &Ctx, event: &SessionEvent) -> Result<(), 
             &event.session.dc,
             p,
             &event.to_json(),
+        )
+        .await
+}
+
+/// Unavailable presence for a session of a DC declared down, into the local route exchange
+/// (the session's partition): the routers broadcast it to its contacts' sessions at this DC
+/// only (`x-meerkat-kind=purged`), as every surviving DC does for its own.
+pub async fn purged_presence(ctx: &Ctx, info: &SessionInfo) -> Result<(), PublishError> {
+    let presence = Element::new("presence", ns::CLIENT)
+        .with_attr("type", "unavailable")
+        .with_attr("from", info.jid.clone());
+    let bare = info
+        .jid
+        .split('/')
+        .next()
+        .unwrap_or(&info.jid)
+        .to_lowercase();
+    let p = BasicProperties::default()
+        .with_message_id(uuid::Uuid::new_v4().to_string().into())
+        .with_content_type(h::CONTENT_XMPP.into())
+        .with_delivery_mode(2)
+        .with_headers(
+            Headers::new()
+                .u64(h::WIRE, u64::from(WIRE_VERSION))
+                .str(h::ORIGIN_DC, &ctx.config.dc)
+                .str(h::KIND, h::kind::PURGED)
+                .str(h::SENDER, &info.jid)
+                .u64(h::HOPS, 0)
+                .build(),
+        );
+    ctx.publisher
+        .publish(
+            names::ROUTE_EXCHANGE,
+            &bare,
+            p,
+            presence.to_xml().as_bytes(),
         )
         .await
 }

@@ -19,6 +19,8 @@ pub enum Action {
     Apply(SessionEvent),
     /// Send a `SnapshotRequest` to this DC.
     RequestSnapshot(String),
+    /// Tell this DC's sessions that this session (of a DC declared down) is unavailable.
+    Unavailable(SessionInfo),
 }
 
 /// Why an event or snapshot was not applied (for logs and metrics).
@@ -44,6 +46,9 @@ struct Stream {
     awaiting: Option<Instant>,
     buffer: Vec<ReplicatedEvent>,
     sessions: HashMap<Uuid, SessionInfo>,
+    /// Declared down by the DC's health service: its sessions are purged here and no snapshot
+    /// is asked for until it is up again.
+    down: bool,
 }
 
 pub struct Streams {
@@ -113,7 +118,7 @@ impl Streams {
                 s.buffer.push(ev);
             }
             let mut actions = Vec::new();
-            if now.duration_since(since) >= retry_after {
+            if !s.down && now.duration_since(since) >= retry_after {
                 s.awaiting = Some(now);
                 actions.push(Action::RequestSnapshot(origin));
             }
@@ -153,6 +158,11 @@ impl Streams {
         let Some(s) = self.streams.get_mut(origin) else {
             return (Outcome::UnknownDc, Vec::new());
         };
+        // An answer that was on its way when the DC was declared down: the one asked for once
+        // it is up again replaces it.
+        if s.down {
+            return (Outcome::Buffered, Vec::new());
+        }
         let older = match s.epoch.as_deref() {
             Some(e) => epoch < e || (epoch == e && seq < s.last_seq),
             None => false,
@@ -225,10 +235,62 @@ impl Streams {
         }
     }
 
-    /// Snapshot requests unanswered for too long are sent again.
+    /// `dc` was declared down: purge every session known of it (removed from the directory,
+    /// not remembered as closed, so a snapshot after a healed partition brings them back),
+    /// tell this DC's sessions that the available ones are gone, and hold its stream until it
+    /// is up again. Nothing to do if it is already down.
+    pub fn on_dc_down(&mut self, dc: &str, now: Instant) -> Vec<Action> {
+        let Some(s) = self.streams.get_mut(dc) else {
+            return Vec::new();
+        };
+        if s.down {
+            return Vec::new();
+        }
+        s.down = true;
+        s.awaiting = Some(now);
+        let mut gone: Vec<SessionInfo> = s.sessions.drain().map(|(_, i)| i).collect();
+        gone.sort_by_key(|i| i.session_id);
+        let epoch = s.epoch.clone().unwrap_or_default();
+        let mut actions = Vec::new();
+        for info in gone {
+            if info.available {
+                actions.push(Action::Unavailable(info.clone()));
+            }
+            actions.push(Action::Apply(SessionEvent {
+                v: WIRE_VERSION,
+                kind: SessionEventKind::Purge,
+                epoch: epoch.clone(),
+                session: info,
+            }));
+        }
+        actions
+    }
+
+    /// `dc` is up (again): if it was down, ask it for a snapshot now (its sessions, which a
+    /// healed partition kept alive, come back; a new life's are learnt).
+    pub fn on_dc_up(&mut self, dc: &str, now: Instant) -> Vec<Action> {
+        match self.streams.get_mut(dc) {
+            Some(s) if s.down => {
+                s.down = false;
+                s.awaiting = Some(now);
+                vec![Action::RequestSnapshot(dc.to_owned())]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether `dc` is declared down.
+    pub fn is_down(&self, dc: &str) -> bool {
+        self.streams.get(dc).is_some_and(|s| s.down)
+    }
+
+    /// Snapshot requests unanswered for too long are sent again (not to a DC declared down).
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         for (dc, s) in &mut self.streams {
+            if s.down {
+                continue;
+            }
             if let Some(since) = s.awaiting {
                 if now.duration_since(since) >= self.retry_after {
                     s.awaiting = Some(now);
@@ -324,7 +386,7 @@ mod tests {
                 Action::Apply(e) => {
                     Some((e.kind, e.session.session_id.as_u128(), e.session.version))
                 }
-                Action::RequestSnapshot(_) => None,
+                Action::RequestSnapshot(_) | Action::Unavailable(_) => None,
             })
             .collect()
     }
@@ -385,6 +447,52 @@ mod tests {
         assert_eq!(s.known("dc1"), 4);
         let (o, _) = s.on_event(rep("E1", 5, Close, 4, 2), now);
         assert_eq!(o, Outcome::Applied);
+    }
+
+    #[test]
+    fn a_dc_declared_down_is_purged_and_resynced_when_up() {
+        let now = Instant::now();
+        let mut s = live("E1", 0, now);
+        s.on_event(rep("E1", 1, Open, 1, 1), now);
+        let mut hidden = info("dc1", 2, 3);
+        hidden.available = false;
+        s.on_event(
+            ReplicatedEvent {
+                event: event(Update, hidden),
+                ..rep("E1", 2, Open, 2, 3)
+            },
+            now,
+        );
+        let a = s.on_dc_down("dc1", now);
+        // Both purged; only the available one is announced unavailable.
+        assert_eq!(applied(&a), vec![(Purge, 1, 1), (Purge, 2, 3)]);
+        let told: Vec<u128> = a
+            .iter()
+            .filter_map(|a| match a {
+                Action::Unavailable(i) => Some(i.session_id.as_u128()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(told, vec![1]);
+        assert!(s.is_down("dc1"));
+        assert_eq!(s.known("dc1"), 0);
+        assert!(
+            s.on_dc_down("dc1", now).is_empty(),
+            "repeated status: nothing"
+        );
+        // While down: events are held, no snapshot is asked for, a late answer is ignored.
+        let later = now + Duration::from_secs(60);
+        let (o, a) = s.on_event(rep("E1", 3, Open, 3, 1), later);
+        assert_eq!((o, requests(&a)), (Outcome::Buffered, 0));
+        assert!(s.tick(later).is_empty());
+        let (o, _) = s.on_snapshot("dc1", "E1", 2, vec![info("dc1", 1, 1)], later);
+        assert_eq!(o, Outcome::Buffered);
+        // Up again: one snapshot request; its answer brings back what lives there.
+        assert_eq!(requests(&s.on_dc_up("dc1", later)), 1);
+        assert!(s.on_dc_up("dc1", later).is_empty());
+        let (_, a) = s.on_snapshot("dc1", "E1", 2, vec![info("dc1", 1, 1)], later);
+        assert_eq!(applied(&a), vec![(Announce, 1, 1), (Open, 3, 1)]);
+        assert_eq!(s.known("dc1"), 2);
     }
 
     #[test]
