@@ -289,6 +289,55 @@ pub async fn declare_health_exchanges(ch: &Channel) -> Result<(), lapin::Error> 
     Ok(())
 }
 
+/// How long a heartbeat waits in a health service's queue: an older beat is noise, and a
+/// health service that restarts must not read a backlog of them. Part of the queues'
+/// arguments, so it cannot change without deleting the queues.
+pub const HEALTH_QUEUE_TTL_MS: u32 = 3_000;
+
+/// The queues of a DC's health service, durable with a message TTL: `meerkat.inter.health.<dc>`
+/// bound with `#` (every DC's beats; its own are ignored by the consumer) and
+/// `meerkat.health.<dc>` bound with `gateway.*` (the DC's gateways).
+pub async fn declare_health_queues(ch: &Channel, dc: &str) -> Result<(), lapin::Error> {
+    declare_health_exchanges(ch).await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        ShortString::from("x-message-ttl"),
+        AMQPValue::LongUInt(HEALTH_QUEUE_TTL_MS),
+    );
+    let bindings = [
+        (
+            names::inter_health_queue(dc),
+            names::INTER_HEALTH_EXCHANGE,
+            "#".to_owned(),
+        ),
+        (
+            names::health_queue(dc),
+            names::HEALTH_EXCHANGE,
+            names::gateway_heartbeat_key("*"),
+        ),
+    ];
+    for (queue, exchange, key) in bindings {
+        ch.queue_declare(
+            &queue,
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            args.clone(),
+        )
+        .await?;
+        ch.queue_bind(
+            &queue,
+            exchange,
+            &key,
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// The dead-letter exchange of the federation queues towards other DCs (fanout) and the DC's
 /// durable queue of what comes back through it, `meerkat.inter.returned.<dc>`. Declared by
 /// the routers (which consume it) and by the federation setup, so that nothing that expires

@@ -1,0 +1,78 @@
+//! The other DCs' heartbeats (`meerkat.inter.health.<dc>`): each is checked to have come
+//! through the federation link of the DC it claims, then fed to the detector.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Instant;
+
+use meerkat_bus::lapin::message::Delivery;
+use meerkat_bus::lapin::options::BasicAckOptions;
+use meerkat_bus::{consume_until, ConsumerSpec};
+use meerkat_wire::{topology as names, Heartbeat};
+use tokio_util::sync::CancellationToken;
+
+use crate::detector::Heard;
+use crate::metrics::Metrics;
+use crate::{watch, Ctx};
+
+pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
+    let dc = ctx.config.dc.clone();
+    let spec = ConsumerSpec {
+        queue: names::inter_health_queue(&ctx.config.dc),
+        prefetch: 64,
+        exclusive: false,
+        declare: Arc::new(move |ch| {
+            let dc = dc.clone();
+            Box::pin(async move { meerkat_bus::topology::declare_health_queues(&ch, &dc).await })
+        }),
+    };
+    consume_until(ctx.bus.clone(), spec, stop, consuming, |delivery| {
+        let ctx = ctx.clone();
+        async move {
+            handle(&ctx, &delivery);
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+        }
+    })
+    .await;
+}
+
+fn handle(ctx: &Ctx, delivery: &Delivery) {
+    let hb = match Heartbeat::from_json(&delivery.data) {
+        Ok(hb) => hb,
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable heartbeat dropped");
+            return;
+        }
+    };
+    // The exchange carries this DC's own beats too (it binds `#`).
+    if hb.dc == ctx.config.dc {
+        return;
+    }
+    if let Err(refusal) = ctx
+        .origins
+        .check(delivery.properties.headers().as_ref(), &hb.dc)
+    {
+        tracing::warn!(claimed = %hb.dc, %refusal, "heartbeat refused");
+        ctx.metrics
+            .heartbeats_refused
+            .get_or_create(&Metrics::dc(&hb.dc))
+            .inc();
+        return;
+    }
+    let heard = ctx.detector.lock().on_beat(&hb, Instant::now());
+    match heard {
+        Heard::Fresh(change) => {
+            ctx.metrics
+                .heartbeats_received
+                .get_or_create(&Metrics::dc(&hb.dc))
+                .inc();
+            if let Some(c) = change {
+                watch::report(ctx, &c);
+            }
+        }
+        Heard::Stale => {
+            tracing::debug!(dc = %hb.dc, epoch = %hb.epoch, seq = hb.seq, "stale heartbeat ignored")
+        }
+        Heard::Unknown => tracing::warn!(dc = %hb.dc, "heartbeat of a DC that is not a peer"),
+    }
+}

@@ -1,0 +1,227 @@
+//! dc-health: the DC's reliable signal of failure. It sends this DC's heartbeat to every other
+//! DC (`meerkat.inter.health`), judges the other DCs by the age of their last heartbeat (up,
+//! suspect, down within a configured bound) and tells its own DC (`DcStatus` on
+//! `meerkat.control`); it watches the DC's gateways the same way (`meerkat.health`) and ends
+//! the sessions of one that dies without a word: contacts told, directories cleaned, its queue
+//! re-routed. The federation link status from the management API is shown beside, as
+//! information. See docs/dc-health.md.
+
+mod config;
+pub mod detector;
+pub mod gateways;
+mod inbound;
+mod links;
+mod local;
+mod metrics;
+mod publish;
+mod reaper;
+mod status;
+mod watch;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use meerkat_bus::heartbeat::Beater;
+use meerkat_bus::origin::Origins;
+use meerkat_bus::{Bus, Publisher};
+use meerkat_runtime::admin::{self, AdminState};
+use meerkat_wire::{topology as names, ControlEvent};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{parse_peers, Config, Invalid, Peer, CHECK_TICK};
+
+/// How long in-flight work may take after shutdown is requested.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// Consumers that must be subscribed for the service to be ready: the other DCs' beats, the
+/// gateways' beats, the session events, the control queue.
+const CONSUMERS: usize = 4;
+
+/// What every task needs.
+pub(crate) struct Ctx {
+    pub config: Config,
+    pub instance: String,
+    /// This start's epoch (UUIDv7): the other DCs see a new one after every restart.
+    pub epoch: String,
+    pub bus: Bus,
+    pub publisher: Publisher,
+    pub origins: Origins,
+    pub detector: parking_lot::Mutex<detector::Detector>,
+    pub gateways: parking_lot::Mutex<gateways::GatewayWatch>,
+    pub links: parking_lot::Mutex<links::LinkView>,
+    pub metrics: metrics::Metrics,
+    /// DC status events to publish, in order.
+    pub announce: mpsc::UnboundedSender<ControlEvent>,
+    /// Gateway lives that ended, to act on, in order.
+    pub losses: mpsc::UnboundedSender<gateways::Loss>,
+}
+
+pub struct DcHealth {
+    ctx: Arc<Ctx>,
+    admin_addr: SocketAddr,
+    admin_task: tokio::task::JoinHandle<()>,
+    admin_state: AdminState,
+    announcements: mpsc::UnboundedReceiver<ControlEvent>,
+    losses: mpsc::UnboundedReceiver<gateways::Loss>,
+    /// Cancelled by the caller: stop and drain.
+    shutdown: CancellationToken,
+    /// Cancelled by us after draining: closes the AMQP connection.
+    bus_shutdown: CancellationToken,
+}
+
+impl DcHealth {
+    /// Checks the config, makes the epoch, starts the AMQP supervisor, binds the admin port.
+    /// Every peer counts as heard now.
+    pub async fn build(
+        mut config: Config,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<DcHealth> {
+        config.validate()?;
+        config.instance_id = config.instance();
+        let instance = config.instance_id.clone();
+        let epoch = uuid::Uuid::now_v7().to_string();
+        let bus_shutdown = CancellationToken::new();
+        let bus = Bus::start(&config.amqp_url, &instance, bus_shutdown.clone());
+        let publisher = Publisher::new(bus.clone());
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = metrics::Metrics::register(&mut registry);
+        let admin_state = AdminState::new(registry);
+        let origins = Origins::new(
+            config
+                .peers
+                .iter()
+                .map(|p| (p.dc.as_str(), p.upstream_uri.as_str())),
+        );
+        let detector = detector::Detector::new(
+            config.peers.iter().map(|p| p.dc.as_str()),
+            Duration::from_millis(config.suspect_after_ms),
+            Duration::from_millis(config.down_after_ms),
+            Instant::now(),
+        );
+        let gateways = gateways::GatewayWatch::new(
+            &config.dc,
+            Duration::from_millis(config.gateway_down_after_ms),
+        );
+        let (announce, announcements) = mpsc::unbounded_channel();
+        let (loss_tx, losses) = mpsc::unbounded_channel();
+        let ctx = Arc::new(Ctx {
+            instance,
+            epoch,
+            bus,
+            publisher,
+            origins,
+            detector: parking_lot::Mutex::new(detector),
+            gateways: parking_lot::Mutex::new(gateways),
+            links: parking_lot::Mutex::new(links::LinkView::default()),
+            metrics,
+            announce,
+            losses: loss_tx,
+            config,
+        });
+        let (admin_addr, admin_task) = admin::serve_with(
+            ctx.config.admin_addr,
+            admin_state.clone(),
+            status::routes(ctx.clone()),
+            shutdown.clone(),
+        )
+        .await
+        .context("admin_addr")?;
+        Ok(DcHealth {
+            ctx,
+            admin_addr,
+            admin_task,
+            admin_state,
+            announcements,
+            losses,
+            shutdown,
+            bus_shutdown,
+        })
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// This start's epoch.
+    pub fn epoch(&self) -> &str {
+        &self.ctx.epoch
+    }
+
+    /// Serves until `shutdown` is cancelled; then stops, finishes in-flight work (bounded) and
+    /// returns. No last word: the other DCs judge by silence alone.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let ctx = self.ctx.clone();
+        let consuming = Arc::new(AtomicUsize::new(0));
+        let tracker = TaskTracker::new();
+        let stop = self.shutdown.clone();
+        let beater = Beater {
+            exchange: names::INTER_HEALTH_EXCHANGE,
+            routing_key: ctx.config.dc.clone(),
+            dc: ctx.config.dc.clone(),
+            instance: ctx.instance.clone(),
+            epoch: ctx.epoch.clone(),
+            interval: ctx.config.heartbeat_interval(),
+        };
+        let sent = ctx.clone();
+        tracker.spawn(beater.run(
+            ctx.bus.clone(),
+            ctx.publisher.clone(),
+            stop.clone(),
+            move |_| {
+                sent.metrics.heartbeats_sent.inc();
+            },
+        ));
+        tracker.spawn(inbound::run(ctx.clone(), stop.clone(), consuming.clone()));
+        tracker.spawn(local::run_beats(
+            ctx.clone(),
+            stop.clone(),
+            consuming.clone(),
+        ));
+        tracker.spawn(local::run_sessions(
+            ctx.clone(),
+            stop.clone(),
+            consuming.clone(),
+        ));
+        tracker.spawn(local::run_control(
+            ctx.clone(),
+            stop.clone(),
+            consuming.clone(),
+        ));
+        tracker.spawn(watch::run(ctx.clone(), stop.clone()));
+        tracker.spawn(watch::announcer(
+            ctx.clone(),
+            self.announcements,
+            stop.clone(),
+        ));
+        tracker.spawn(reaper::run(ctx.clone(), self.losses, stop.clone()));
+        tracker.spawn(links::poll(ctx.clone(), stop.clone()));
+        tracker.close();
+        tracing::info!(
+            instance = %ctx.instance, dc = %ctx.config.dc, epoch = %ctx.epoch,
+            peers = ctx.config.peers.len(), admin = %self.admin_addr, "dc-health serving"
+        );
+        loop {
+            let ready = ctx.bus.is_connected() && consuming.load(Ordering::Acquire) >= CONSUMERS;
+            self.admin_state.set_ready(ready);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = self.shutdown.cancelled() => break,
+            }
+        }
+        self.admin_state.set_ready(false);
+        if tokio::time::timeout(DRAIN_LIMIT, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("in-flight work did not finish within {DRAIN_LIMIT:?}");
+        }
+        self.bus_shutdown.cancel();
+        let _ = self.admin_task.await;
+        tracing::info!(instance = %ctx.instance, "dc-health stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,123 @@
+//! This DC's own traffic: the gateways' heartbeats (`meerkat.health.<dc>`), and the DC's
+//! session events (an exclusive queue on `meerkat.sessions`; on every subscription a resync is
+//! requested, so the gateways announce their live sessions again).
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Instant;
+
+use meerkat_bus::lapin::options::BasicAckOptions;
+use meerkat_bus::{consume_until, ConsumerSpec};
+use meerkat_wire::{topology as names, ControlEvent, Heartbeat, SessionEvent};
+use tokio_util::sync::CancellationToken;
+
+use crate::{publish, Ctx};
+
+/// Consumes the gateways' heartbeats until `stop`.
+pub async fn run_beats(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
+    let dc = ctx.config.dc.clone();
+    let spec = ConsumerSpec {
+        queue: names::health_queue(&ctx.config.dc),
+        prefetch: 64,
+        exclusive: false,
+        declare: Arc::new(move |ch| {
+            let dc = dc.clone();
+            Box::pin(async move { meerkat_bus::topology::declare_health_queues(&ch, &dc).await })
+        }),
+    };
+    consume_until(ctx.bus.clone(), spec, stop, consuming, |delivery| {
+        let ctx = ctx.clone();
+        async move {
+            match Heartbeat::from_json(&delivery.data) {
+                Ok(hb) if hb.dc == ctx.config.dc => {
+                    let loss = ctx
+                        .gateways
+                        .lock()
+                        .on_beat(&hb.instance, &hb.epoch, Instant::now());
+                    if let Some(loss) = loss {
+                        let _ = ctx.losses.send(loss);
+                    }
+                }
+                Ok(hb) => tracing::warn!(dc = %hb.dc, "heartbeat of another DC's gateway ignored"),
+                Err(e) => tracing::warn!(error = %e, "unreadable gateway heartbeat dropped"),
+            }
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+        }
+    })
+    .await;
+}
+
+/// Consumes the DC's session events until `stop`.
+pub async fn run_sessions(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
+    // Named like a router's: one exclusive queue per listening instance.
+    let queue = names::router_sessions_queue(&ctx.instance);
+    let declare_ctx = ctx.clone();
+    let declare_queue = queue.clone();
+    let spec = ConsumerSpec {
+        queue,
+        prefetch: 256,
+        exclusive: true,
+        declare: Arc::new(move |ch| {
+            let ctx = declare_ctx.clone();
+            let q = declare_queue.clone();
+            Box::pin(async move {
+                meerkat_bus::topology::declare_instance_queue(&ch, &q, names::SESSIONS_EXCHANGE)
+                    .await?;
+                // Spawned: the publisher may need the connection this declare runs on.
+                tokio::spawn(async move {
+                    let event = ControlEvent::Resync {
+                        requested_by: ctx.instance.clone(),
+                    };
+                    if let Err(e) = publish::control(&ctx, &event).await {
+                        tracing::warn!(error = %e, "resync request not published");
+                    }
+                });
+                Ok(())
+            })
+        }),
+    };
+    consume_until(ctx.bus.clone(), spec, stop, consuming, |delivery| {
+        let ctx = ctx.clone();
+        async move {
+            match SessionEvent::from_json(&delivery.data) {
+                Ok(event) => ctx.gateways.lock().on_session(&event, Instant::now()),
+                Err(e) => tracing::warn!(error = %e, "unreadable session event dropped"),
+            }
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+        }
+    })
+    .await;
+}
+
+/// Consumes this instance's control queue until `stop`: a service that asks for a resync (it
+/// starts with an empty view) gets the DC status view at once.
+pub async fn run_control(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
+    let queue = names::control_queue(&ctx.instance);
+    let declare_queue = queue.clone();
+    let spec = ConsumerSpec {
+        queue,
+        prefetch: 16,
+        exclusive: true,
+        declare: Arc::new(move |ch| {
+            let q = declare_queue.clone();
+            Box::pin(async move {
+                meerkat_bus::topology::declare_instance_queue(&ch, &q, names::CONTROL_EXCHANGE)
+                    .await
+            })
+        }),
+    };
+    consume_until(ctx.bus.clone(), spec, stop, consuming, |delivery| {
+        let ctx = ctx.clone();
+        async move {
+            match ControlEvent::from_json(&delivery.data) {
+                Ok(ControlEvent::Resync { requested_by }) if requested_by != ctx.instance => {
+                    crate::watch::repeat_view(&ctx);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "unreadable control event"),
+            }
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+        }
+    })
+    .await;
+}
