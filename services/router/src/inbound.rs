@@ -36,9 +36,9 @@ pub struct Inbound {
     pub is_bounce: bool,
     /// Came from another DC (`x-meerkat-kind=remote`) for one session here.
     pub is_remote: bool,
-    /// Unavailable presence this DC made for a session of a DC declared down
-    /// (`x-meerkat-kind=purged`): for this DC's sessions only.
-    pub is_purged: bool,
+    /// Presence this DC made for a session of another DC declared down or back
+    /// (`x-meerkat-kind=local-presence`): for this DC's sessions only.
+    pub local_only: bool,
     /// On a stanza from another DC: the intended target session (`x-meerkat-session`).
     pub target_session: Option<Uuid>,
     /// Hops left for re-routing.
@@ -63,7 +63,7 @@ impl Inbound {
         let kind_header = headers.get_str(h::KIND);
         let bounce = kind_header.as_deref() == Some(h::kind::BOUNCE);
         let remote = kind_header.as_deref() == Some(h::kind::REMOTE);
-        let purged = kind_header.as_deref() == Some(h::kind::PURGED);
+        let local_only = kind_header.as_deref() == Some(h::kind::LOCAL_PRESENCE);
         // A stanza that expired on its way to another DC is routed again like a new one of its
         // sender's, without a sending session (its sender may well be online; nothing waits).
         let returned = kind_header.as_deref() == Some(h::kind::RETURNED);
@@ -80,7 +80,7 @@ impl Inbound {
             .ok_or(InboundError::NoFrom)?;
         // Only a client's own stanza names its sending session; on a stanza from another DC
         // x-meerkat-session is the target, and the sender's session lives elsewhere.
-        let sender = if bounce || remote || returned || purged {
+        let sender = if bounce || remote || returned || local_only {
             None
         } else {
             let gateway = headers.get_str(h::GATEWAY);
@@ -105,7 +105,7 @@ impl Inbound {
             initial: headers.get_bool(h::INITIAL_PRESENCE),
             is_bounce: bounce,
             is_remote: remote,
-            is_purged: purged,
+            local_only,
             target_session: if remote { session_header } else { None },
             hops: headers.get_u64(h::HOPS).unwrap_or(3),
             received_at: headers.get_u64(h::RECEIVED_AT),

@@ -25,10 +25,14 @@ pub async fn execute(ctx: &Ctx, origin: &str, actions: Vec<Action>) {
             }
             Action::RequestSnapshot(dc) => request_snapshot(ctx, &dc).await,
             Action::Unavailable(info) => {
-                if let Err(e) = publish::purged_presence(ctx, &info).await {
-                    // The session is purged all the same; its contacts here see it gone at
-                    // their next probe.
+                if let Err(e) = publish::local_presence(ctx, &info, false).await {
+                    // The session is purged all the same.
                     tracing::warn!(error = %e, jid = %info.jid, "unavailable presence of a purged session not sent");
+                }
+            }
+            Action::Available(info) => {
+                if let Err(e) = publish::local_presence(ctx, &info, true).await {
+                    tracing::warn!(error = %e, jid = %info.jid, "presence of a returning session not sent");
                 }
             }
         }

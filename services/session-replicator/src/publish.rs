@@ -41,13 +41,26 @@ pub async fn local_session_event(ctx: &Ctx, event: &SessionEvent) -> Result<(), 
         .await
 }
 
-/// Unavailable presence for a session of a DC declared down, into the local route exchange
-/// (the session's partition): the routers broadcast it to its contacts' sessions at this DC
-/// only (`x-meerkat-kind=purged`), as every surviving DC does for its own.
-pub async fn purged_presence(ctx: &Ctx, info: &SessionInfo) -> Result<(), PublishError> {
-    let presence = Element::new("presence", ns::CLIENT)
-        .with_attr("type", "unavailable")
-        .with_attr("from", info.jid.clone());
+/// Presence of a session of another DC into the local route exchange (the session's
+/// partition): unavailable when its DC was declared down, its last presence when the DC is
+/// back. The routers broadcast it to its contacts' sessions at this DC only
+/// (`x-meerkat-kind=local-presence`), as every other DC does for its own.
+pub async fn local_presence(
+    ctx: &Ctx,
+    info: &SessionInfo,
+    available: bool,
+) -> Result<(), PublishError> {
+    let last = info
+        .presence
+        .as_deref()
+        .and_then(|p| Element::parse(p).ok())
+        .filter(|p| p.attr("type").is_none());
+    let presence = match last {
+        Some(p) if available => p,
+        _ if available => Element::new("presence", ns::CLIENT),
+        _ => Element::new("presence", ns::CLIENT).with_attr("type", "unavailable"),
+    }
+    .with_attr("from", info.jid.clone());
     let bare = info
         .jid
         .split('/')
@@ -62,7 +75,7 @@ pub async fn purged_presence(ctx: &Ctx, info: &SessionInfo) -> Result<(), Publis
             Headers::new()
                 .u64(h::WIRE, u64::from(WIRE_VERSION))
                 .str(h::ORIGIN_DC, &ctx.config.dc)
-                .str(h::KIND, h::kind::PURGED)
+                .str(h::KIND, h::kind::LOCAL_PRESENCE)
                 .str(h::SENDER, &info.jid)
                 .u64(h::HOPS, 0)
                 .build(),

@@ -21,6 +21,9 @@ pub enum Action {
     RequestSnapshot(String),
     /// Tell this DC's sessions that this session (of a DC declared down) is unavailable.
     Unavailable(SessionInfo),
+    /// Tell this DC's sessions the presence of this session (of a DC back up after it was
+    /// declared down: its contacts here were told it was gone).
+    Available(SessionInfo),
 }
 
 /// Why an event or snapshot was not applied (for logs and metrics).
@@ -49,6 +52,9 @@ struct Stream {
     /// Declared down by the DC's health service: its sessions are purged here and no snapshot
     /// is asked for until it is up again.
     down: bool,
+    /// Up again after being down: the next snapshot's available sessions are announced to
+    /// this DC's contacts.
+    returning: bool,
 }
 
 pub struct Streams {
@@ -195,9 +201,17 @@ impl Streams {
         announced.sort_by_key(|i| i.session_id);
         actions.extend(
             announced
-                .into_iter()
-                .map(|i| Action::Apply(announce(epoch, i.clone()))),
+                .iter()
+                .map(|i| Action::Apply(announce(epoch, (*i).clone()))),
         );
+        if std::mem::take(&mut s.returning) {
+            actions.extend(
+                announced
+                    .iter()
+                    .filter(|i| i.available)
+                    .map(|i| Action::Available((*i).clone())),
+            );
+        }
         s.sessions = fresh;
         s.epoch = Some(epoch.to_owned());
         s.last_seq = seq;
@@ -272,6 +286,7 @@ impl Streams {
         match self.streams.get_mut(dc) {
             Some(s) if s.down => {
                 s.down = false;
+                s.returning = true;
                 s.awaiting = Some(now);
                 vec![Action::RequestSnapshot(dc.to_owned())]
             }
@@ -386,7 +401,7 @@ mod tests {
                 Action::Apply(e) => {
                     Some((e.kind, e.session.session_id.as_u128(), e.session.version))
                 }
-                Action::RequestSnapshot(_) | Action::Unavailable(_) => None,
+                Action::RequestSnapshot(_) | Action::Unavailable(_) | Action::Available(_) => None,
             })
             .collect()
     }
@@ -493,6 +508,16 @@ mod tests {
         let (_, a) = s.on_snapshot("dc1", "E1", 2, vec![info("dc1", 1, 1)], later);
         assert_eq!(applied(&a), vec![(Announce, 1, 1), (Open, 3, 1)]);
         assert_eq!(s.known("dc1"), 2);
+        // Its contacts here are told it is back, once.
+        let back = |a: &[Action]| {
+            a.iter()
+                .filter(|a| matches!(a, Action::Available(_)))
+                .count()
+        };
+        assert_eq!(back(&a), 1);
+        s.on_event(rep("E1", 4, Open, 4, 1), later);
+        let (_, a) = s.on_snapshot("dc1", "E1", 9, vec![info("dc1", 1, 1)], later);
+        assert_eq!(back(&a), 0);
     }
 
     #[test]

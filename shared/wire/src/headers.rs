@@ -51,9 +51,10 @@ pub mod kind {
     /// queue's dead-letter exchange brought it back): route it again; the target session is
     /// not forgotten (its DC may be slow, not dead).
     pub const RETURNED: &str = "returned";
-    /// Route: unavailable presence made by this DC for a session of a DC declared down;
-    /// broadcast to the contacts' sessions at this DC only (every surviving DC does its own).
-    pub const PURGED: &str = "purged";
+    /// Route: presence this DC made for a session of another DC — unavailable when that DC
+    /// is declared down, its last presence when it is back — broadcast to the contacts'
+    /// sessions at this DC only (every DC does its own).
+    pub const LOCAL_PRESENCE: &str = "local-presence";
 }
 
 /// Namespace of the readable envelope a stanza travels in between DCs:

@@ -24,8 +24,8 @@ pub async fn broadcast(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Re
     recipients.push(inb.from_bare.clone());
     for bare in &recipients {
         for (target, jid) in available_targets(ctx, bare) {
-            // A purged session's unavailable presence: each surviving DC tells its own.
-            if jid == inb.from || (inb.is_purged && target.is_remote(&ctx.config.dc)) {
+            // Made here for a session of a DC declared down or back: each DC tells its own.
+            if jid == inb.from || (inb.local_only && target.is_remote(&ctx.config.dc)) {
                 continue;
             }
             let mut p = inb.el.clone();
