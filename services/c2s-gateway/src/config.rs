@@ -39,6 +39,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Failed authentications from one address before answers are delayed.
     pub auth_failures_before_delay: u32,
+    /// How often the gateway tells the DC's health service it lives; well below the health
+    /// service's `gateway_down_after_ms`.
+    pub heartbeat_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -61,6 +64,7 @@ impl Default for Config {
             negotiation_timeout_secs: 60,
             max_connections: 100_000,
             auth_failures_before_delay: 3,
+            heartbeat_interval_ms: 1000,
         }
     }
 }

@@ -6,6 +6,7 @@ mod config;
 mod conn;
 mod delivery;
 mod events;
+mod heartbeat;
 mod metrics;
 mod negotiate;
 mod register;
@@ -63,6 +64,10 @@ pub struct Gateway {
 impl Gateway {
     /// Connects to PostgreSQL and RabbitMQ, binds the client and admin ports.
     pub async fn build(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<Gateway> {
+        anyhow::ensure!(
+            config.heartbeat_interval_ms > 0,
+            "heartbeat_interval_ms: must be above 0 (the DC's health service takes a silent gateway for dead)"
+        );
         if config.instance_id.is_empty() {
             config.instance_id = format!(
                 "{}-gw-{}",
@@ -144,6 +149,7 @@ impl Gateway {
         let tracker = TaskTracker::new();
         tracker.spawn(delivery::run(ctx.clone()));
         tracker.spawn(events::run_control(ctx.clone()));
+        tracker.spawn(heartbeat::run(ctx.clone()));
         let readiness = {
             let ctx = ctx.clone();
             let state = self.admin_state.clone();

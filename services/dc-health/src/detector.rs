@@ -30,6 +30,8 @@ pub struct Change {
     pub from: DcState,
     pub to: DcState,
     pub epoch: Option<String>,
+    /// The epoch believed before (none: the first heartbeat heard since start).
+    pub previous_epoch: Option<String>,
     /// Time since the last heartbeat when the change was made (for a `down`, the detection
     /// time).
     pub silence: Duration,
@@ -97,6 +99,7 @@ impl Detector {
         view.last_seq = hb.seq;
         view.interval_ms = Some(hb.interval_ms);
         // The first epoch heard since start is news too: it makes the view known.
+        let previous_epoch = view.epoch.clone();
         if new_epoch {
             view.epoch = Some(hb.epoch.clone());
         }
@@ -111,6 +114,7 @@ impl Detector {
             from,
             to: DcState::Up,
             epoch: view.epoch.clone(),
+            previous_epoch,
             silence,
         }))
     }
@@ -134,6 +138,7 @@ impl Detector {
                     from: view.state,
                     to: due,
                     epoch: view.epoch.clone(),
+                    previous_epoch: view.epoch.clone(),
                     silence,
                 });
                 view.state = due;
@@ -141,6 +146,14 @@ impl Detector {
             }
         }
         out
+    }
+
+    /// Counts every peer as heard now: this service could not listen until now (it started,
+    /// or its broker connection came back), and silence it could not hear is no evidence.
+    pub fn heard_all(&mut self, now: Instant) {
+        for view in self.peers.values_mut() {
+            view.last_heard = now;
+        }
     }
 
     pub fn peers(&self) -> impl Iterator<Item = (&String, &PeerView)> {

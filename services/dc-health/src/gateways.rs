@@ -188,6 +188,13 @@ impl GatewayWatch {
         out
     }
 
+    /// Counts every gateway as heard now (see `Detector::heard_all`).
+    pub fn heard_all(&mut self, now: Instant) {
+        for gw in self.gateways.values_mut() {
+            gw.last_heard = now;
+        }
+    }
+
     pub fn status(&self, now: Instant) -> Vec<GatewayStatus> {
         self.gateways
             .iter()

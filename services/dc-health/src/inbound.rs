@@ -1,7 +1,6 @@
 //! The other DCs' heartbeats (`meerkat.inter.health.<dc>`): each is checked to have come
 //! through the federation link of the DC it claims, then fed to the detector.
 
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,18 +14,22 @@ use crate::detector::Heard;
 use crate::metrics::Metrics;
 use crate::{watch, Ctx};
 
-pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
-    let dc = ctx.config.dc.clone();
+pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
+    let declare_ctx = ctx.clone();
     let spec = ConsumerSpec {
         queue: names::inter_health_queue(&ctx.config.dc),
         prefetch: 64,
         exclusive: false,
         declare: Arc::new(move |ch| {
-            let dc = dc.clone();
-            Box::pin(async move { meerkat_bus::topology::declare_health_queues(&ch, &dc).await })
+            let ctx = declare_ctx.clone();
+            Box::pin(async move {
+                ctx.peers_ear.subscribing();
+                meerkat_bus::topology::declare_health_queues(&ch, &ctx.config.dc).await
+            })
         }),
     };
-    consume_until(ctx.bus.clone(), spec, stop, consuming, |delivery| {
+    let subscribed = ctx.peers_ear.subscribed.clone();
+    consume_until(ctx.bus.clone(), spec, stop, subscribed, |delivery| {
         let ctx = ctx.clone();
         async move {
             handle(&ctx, &delivery);

@@ -19,7 +19,7 @@ mod status;
 mod watch;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,9 +37,24 @@ pub use config::{parse_peers, Config, Invalid, Peer, CHECK_TICK};
 
 /// How long in-flight work may take after shutdown is requested.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
-/// Consumers that must be subscribed for the service to be ready: the other DCs' beats, the
-/// gateways' beats, the session events, the control queue.
-const CONSUMERS: usize = 4;
+/// Whether a heartbeat consumer listens, and how often it subscribed: silence counts only
+/// while it listens, and only from its latest subscription on.
+#[derive(Default)]
+pub(crate) struct Ear {
+    pub subscribed: Arc<AtomicUsize>,
+    pub subscriptions: AtomicU64,
+}
+
+impl Ear {
+    /// Called on every (re)subscription.
+    pub fn subscribing(&self) {
+        self.subscriptions.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn listens(&self) -> bool {
+        self.subscribed.load(Ordering::Acquire) > 0
+    }
+}
 
 /// What every task needs.
 pub(crate) struct Ctx {
@@ -54,6 +69,10 @@ pub(crate) struct Ctx {
     pub gateways: parking_lot::Mutex<gateways::GatewayWatch>,
     pub links: parking_lot::Mutex<links::LinkView>,
     pub metrics: metrics::Metrics,
+    /// The consumer of the other DCs' heartbeats.
+    pub peers_ear: Ear,
+    /// The consumer of the gateways' heartbeats.
+    pub gateways_ear: Ear,
     /// DC status events to publish, in order.
     pub announce: mpsc::UnboundedSender<ControlEvent>,
     /// Gateway lives that ended, to act on, in order.
@@ -118,6 +137,8 @@ impl DcHealth {
             gateways: parking_lot::Mutex::new(gateways),
             links: parking_lot::Mutex::new(links::LinkView::default()),
             metrics,
+            peers_ear: Ear::default(),
+            gateways_ear: Ear::default(),
             announce,
             losses: loss_tx,
             config,
@@ -175,12 +196,8 @@ impl DcHealth {
                 sent.metrics.heartbeats_sent.inc();
             },
         ));
-        tracker.spawn(inbound::run(ctx.clone(), stop.clone(), consuming.clone()));
-        tracker.spawn(local::run_beats(
-            ctx.clone(),
-            stop.clone(),
-            consuming.clone(),
-        ));
+        tracker.spawn(inbound::run(ctx.clone(), stop.clone()));
+        tracker.spawn(local::run_beats(ctx.clone(), stop.clone()));
         tracker.spawn(local::run_sessions(
             ctx.clone(),
             stop.clone(),
@@ -205,7 +222,11 @@ impl DcHealth {
             peers = ctx.config.peers.len(), admin = %self.admin_addr, "dc-health serving"
         );
         loop {
-            let ready = ctx.bus.is_connected() && consuming.load(Ordering::Acquire) >= CONSUMERS;
+            // The session events and the control queue, and both heartbeat consumers.
+            let ready = ctx.bus.is_connected()
+                && consuming.load(Ordering::Acquire) >= 2
+                && ctx.peers_ear.listens()
+                && ctx.gateways_ear.listens();
             self.admin_state.set_ready(ready);
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}

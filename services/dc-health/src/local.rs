@@ -14,18 +14,22 @@ use tokio_util::sync::CancellationToken;
 use crate::{publish, Ctx};
 
 /// Consumes the gateways' heartbeats until `stop`.
-pub async fn run_beats(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
-    let dc = ctx.config.dc.clone();
+pub async fn run_beats(ctx: Arc<Ctx>, stop: CancellationToken) {
+    let declare_ctx = ctx.clone();
     let spec = ConsumerSpec {
         queue: names::health_queue(&ctx.config.dc),
         prefetch: 64,
         exclusive: false,
         declare: Arc::new(move |ch| {
-            let dc = dc.clone();
-            Box::pin(async move { meerkat_bus::topology::declare_health_queues(&ch, &dc).await })
+            let ctx = declare_ctx.clone();
+            Box::pin(async move {
+                ctx.gateways_ear.subscribing();
+                meerkat_bus::topology::declare_health_queues(&ch, &ctx.config.dc).await
+            })
         }),
     };
-    consume_until(ctx.bus.clone(), spec, stop, consuming, |delivery| {
+    let subscribed = ctx.gateways_ear.subscribed.clone();
+    consume_until(ctx.bus.clone(), spec, stop, subscribed, |delivery| {
         let ctx = ctx.clone();
         async move {
             match Heartbeat::from_json(&delivery.data) {

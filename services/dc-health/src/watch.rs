@@ -2,6 +2,7 @@
 //! (gateways); the whole view is repeated now and then. Every change is logged, counted, and
 //! told to the DC as a `DcStatus` control event.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,32 +13,68 @@ use tokio_util::sync::CancellationToken;
 use crate::config::CHECK_TICK;
 use crate::detector::{self, Change};
 use crate::metrics::{Metrics, TransitionLabel};
-use crate::{publish, Ctx};
+use crate::{publish, Ctx, Ear};
 
 pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(CHECK_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let repeat = Duration::from_millis(ctx.config.status_repeat_ms);
     let mut next_repeat = Instant::now() + repeat;
+    let (mut peers_heard, mut gateways_heard) = (0, 0);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
         let now = Instant::now();
-        let changes = ctx.detector.lock().tick(now);
-        for c in &changes {
-            report(&ctx, c);
+        match hearing(&ctx, &ctx.peers_ear, &mut peers_heard) {
+            Hearing::Deaf => {}
+            Hearing::Again => {
+                tracing::info!("listening to the other DCs: each counts as heard now");
+                ctx.detector.lock().heard_all(now);
+            }
+            Hearing::Listening => {
+                let changes = ctx.detector.lock().tick(now);
+                for c in &changes {
+                    report(&ctx, c);
+                }
+            }
         }
-        let losses = ctx.gateways.lock().tick(now);
-        for loss in losses {
-            let _ = ctx.losses.send(loss);
+        match hearing(&ctx, &ctx.gateways_ear, &mut gateways_heard) {
+            Hearing::Deaf => {}
+            Hearing::Again => ctx.gateways.lock().heard_all(now),
+            Hearing::Listening => {
+                let losses = ctx.gateways.lock().tick(now);
+                for loss in losses {
+                    let _ = ctx.losses.send(loss);
+                }
+            }
         }
         if now >= next_repeat {
             repeat_view(&ctx);
             next_repeat = now + repeat;
         }
         update_gauges(&ctx, now);
+    }
+}
+
+enum Hearing {
+    /// Not subscribed: silence means nothing, nobody is judged.
+    Deaf,
+    /// Subscribed anew since the last tick: every clock starts again.
+    Again,
+    Listening,
+}
+
+fn hearing(ctx: &Ctx, ear: &Ear, seen: &mut u64) -> Hearing {
+    if !ctx.bus.is_connected() || !ear.listens() {
+        return Hearing::Deaf;
+    }
+    let now = ear.subscriptions.load(Ordering::Acquire);
+    if std::mem::replace(seen, now) != now {
+        Hearing::Again
+    } else {
+        Hearing::Listening
     }
 }
 
@@ -51,9 +88,12 @@ pub fn report(ctx: &Ctx, c: &Change) {
         (_, DcState::Suspect) => {
             tracing::warn!(dc = %c.dc, silence_ms, "DC suspect: heartbeats late")
         }
-        (DcState::Up, DcState::Up) => {
-            tracing::info!(dc = %c.dc, epoch = ?c.epoch, "DC up under a new epoch")
+        (DcState::Up, DcState::Up) if c.previous_epoch.is_none() => {
+            tracing::info!(dc = %c.dc, epoch = ?c.epoch, "DC heard: up")
         }
+        (DcState::Up, DcState::Up) => tracing::info!(
+            dc = %c.dc, epoch = ?c.epoch, previous = ?c.previous_epoch, "DC up under a new epoch"
+        ),
         (from, DcState::Up) => tracing::info!(
             dc = %c.dc, epoch = ?c.epoch, was = from.as_str(), silence_ms, "DC up again"
         ),

@@ -32,6 +32,9 @@ pub struct StackOptions {
     pub outbox_retention_secs: Option<u64>,
     /// The replicator's `data_status_ms` (its default when `None`).
     pub data_status_ms: Option<u64>,
+    /// Start the DC's health service (dc-health; its peers are `peers`): it watches the
+    /// gateways, and with peers the other DCs.
+    pub health: bool,
 }
 
 impl Default for StackOptions {
@@ -50,6 +53,7 @@ impl Default for StackOptions {
             peers: Vec::new(),
             outbox_retention_secs: None,
             data_status_ms: None,
+            health: true,
         }
     }
 }
@@ -164,6 +168,8 @@ pub struct Dc {
     pub routers: Vec<ServiceHandle>,
     /// The session replicator, when `options.replicator`.
     pub replicators: Vec<ServiceHandle>,
+    /// The health service, when `options.health`.
+    pub health: Vec<ServiceHandle>,
 }
 
 impl Dc {
@@ -183,9 +189,13 @@ impl Dc {
             gateways: Vec::new(),
             routers: Vec::new(),
             replicators: Vec::new(),
+            health: Vec::new(),
         };
         if dc.options.replicator {
             dc.start_replicator().await?;
+        }
+        if dc.options.health {
+            dc.start_health().await?;
         }
         for _ in 0..dc.options.routers {
             dc.start_router().await?;
@@ -294,6 +304,73 @@ impl Dc {
         wait_ready(admin).await
     }
 
+    /// Starts the DC's health service, its peers from `options.peers`, and waits until it is
+    /// ready. Its instance id stays the same across restarts, as in a deployment.
+    pub async fn start_health(&mut self) -> anyhow::Result<()> {
+        let (management_url, vhost) = self.management().await.unwrap_or_default();
+        let config = dc_health::Config {
+            dc: self.options.dc.clone(),
+            domain: self.options.domain.clone(),
+            amqp_url: self.amqp_url.clone(),
+            peers: self
+                .options
+                .peers
+                .iter()
+                .map(|(dc, uri)| dc_health::Peer {
+                    dc: dc.clone(),
+                    upstream_uri: uri.clone(),
+                })
+                .collect(),
+            management_url,
+            vhost,
+            ..dc_health::Config::default()
+        };
+        let handle = ServiceHandle::spawn(
+            &format!("{}-health", self.options.dc),
+            |stop| async move {
+                let h = dc_health::DcHealth::build(config, stop).await?;
+                let admin = h.admin_addr();
+                Ok((h, admin))
+            },
+            |h| h.run(),
+        )
+        .await?;
+        let admin = handle.admin;
+        self.health.push(handle);
+        wait_ready(admin).await
+    }
+
+    /// Stops the health service gracefully and forgets it.
+    pub async fn stop_health(&mut self) -> anyhow::Result<()> {
+        for mut h in self.health.drain(..) {
+            h.stop().await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the health service at once, without a word (its heartbeats just stop), and forgets
+    /// it; [`Dc::start_health`] starts it again (a new epoch).
+    pub fn kill_health(&mut self) {
+        for mut h in self.health.drain(..) {
+            h.kill();
+        }
+    }
+
+    /// Ends gateway `i` (an index into `gateways`) at once, without a word: its client
+    /// connections drop, its sessions are never announced closed, its heartbeats stop.
+    pub fn kill_gateway(&mut self, i: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(i < self.gateways.len(), "no gateway {i}");
+        self.gateways.remove(i).kill();
+        Ok(())
+    }
+
+    /// The management API root and vhost of the DC's broker when it is the run's shared one.
+    async fn management(&self) -> Option<(String, String)> {
+        let rabbit = crate::infra().await.ok()?.rabbit();
+        let vhost = self.amqp_url.strip_prefix(&rabbit.amqp_url(""))?;
+        Some((rabbit.mgmt_url(), vhost.to_owned()))
+    }
+
     /// Starts one more gateway; every gateway after the first shares the first one's ports.
     pub async fn start_gateway(&mut self) -> anyhow::Result<()> {
         let n = self.gateways.len() + 1;
@@ -382,7 +459,8 @@ impl Dc {
             .gateways
             .iter_mut()
             .chain(self.routers.iter_mut())
-            .chain(self.replicators.iter_mut());
+            .chain(self.replicators.iter_mut())
+            .chain(self.health.iter_mut());
         for s in all {
             s.kill();
         }
@@ -394,8 +472,12 @@ impl Dc {
         self.gateways.clear();
         self.routers.clear();
         self.replicators.clear();
+        self.health.clear();
         if self.options.replicator {
             self.start_replicator().await?;
+        }
+        if self.options.health {
+            self.start_health().await?;
         }
         for _ in 0..self.options.routers {
             self.start_router().await?;
@@ -406,8 +488,10 @@ impl Dc {
         Ok(())
     }
 
-    /// Stops every service gracefully (gateways first, so their sessions are announced closed).
+    /// Stops every service gracefully (the health service first, so that gateways saying
+    /// goodbye are not taken for dead; then gateways, so their sessions are announced closed).
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.stop_health().await?;
         for g in &mut self.gateways {
             g.stop().await?;
         }
