@@ -500,7 +500,15 @@ impl Client {
     /// condition if it sent one, `None` for a plain close. Stanzas before the end are kept
     /// in the buffer.
     pub async fn expect_stream_end(&mut self) -> anyhow::Result<Option<String>> {
-        let deadline = tokio::time::Instant::now() + DEFAULT_TIMEOUT;
+        self.expect_stream_end_within(DEFAULT_TIMEOUT).await
+    }
+
+    /// [`Client::expect_stream_end`] with a chosen timeout.
+    pub async fn expect_stream_end_within(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<String>> {
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(end) = &self.ended {
                 return Ok(end.clone());

@@ -11,6 +11,7 @@
 
 mod chat;
 mod data;
+mod failover;
 mod federation;
 mod presence;
 mod replication;

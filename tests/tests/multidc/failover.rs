@@ -1,0 +1,257 @@
+//! A DC dies, stops or is cut off: its users' contacts are told within the detection bound,
+//! what is sent to its users meanwhile waits (offline storage, or the user's new session),
+//! its users resume at another DC, and when it returns or the partition heals the directories
+//! converge without resurrecting anything.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use meerkat_testkit::client::pred::presence_of_type;
+use meerkat_testkit::client::Client;
+use meerkat_xmpp::ns;
+
+use crate::{available, multi, presence, register, user, CONVERGE};
+
+/// Detection bound (dc-health's default: down 4 s after the last beat) plus the time for the
+/// purge to reach a client, with room for a loaded machine.
+const TOLD: Duration = Duration::from_secs(20);
+
+/// Longer than a stanza may wait in the federation queue towards a dead DC (10 s) plus the
+/// detection bound: by then everything sent to the dead DC's users has been routed again.
+const SETTLED: Duration = Duration::from_secs(40);
+
+/// Mutual presence subscription between two available clients.
+async fn befriend(a: &mut Client, b: &mut Client) {
+    let (aj, bj) = (a.bare_jid().to_owned(), b.bare_jid().to_owned());
+    a.send(&presence("subscribe", &bj)).await.unwrap();
+    b.expect("subscribe", presence_of_type(&aj, Some("subscribe")))
+        .await
+        .unwrap();
+    b.send(&presence("subscribed", &aj)).await.unwrap();
+    a.expect("their presence", presence_of_type(&bj, None))
+        .await
+        .unwrap();
+    b.send(&presence("subscribe", &aj)).await.unwrap();
+    a.expect("subscribe", presence_of_type(&bj, Some("subscribe")))
+        .await
+        .unwrap();
+    a.send(&presence("subscribed", &bj)).await.unwrap();
+    b.expect("their presence", presence_of_type(&aj, None))
+        .await
+        .unwrap();
+}
+
+/// How many times each body arrived at `c`, until `want` are all there (or `within` passes),
+/// then for `quiet` more (a duplicate would show up meanwhile).
+async fn collect(
+    c: &mut Client,
+    want: &[String],
+    within: Duration,
+    quiet: Duration,
+) -> BTreeMap<String, usize> {
+    let mut got: BTreeMap<String, usize> = BTreeMap::new();
+    let until = Instant::now() + within;
+    loop {
+        let complete = want.iter().all(|w| got.contains_key(w));
+        let left = if complete {
+            quiet
+        } else {
+            until.saturating_duration_since(Instant::now())
+        };
+        if left.is_zero() {
+            return got;
+        }
+        match c
+            .expect_within(left, "a message", |e| e.is("message", ns::CLIENT))
+            .await
+        {
+            Ok(m) => {
+                if let Some(body) = m.child_text("body", ns::CLIENT) {
+                    *got.entry(body).or_default() += 1;
+                }
+            }
+            Err(_) => return got,
+        }
+    }
+}
+
+/// A counter of the DC's first router.
+async fn router_metric(dc: &meerkat_testkit::stack::Dc, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", dc.routers[0].admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_dead_dcs_users_resume_elsewhere_and_nothing_sent_to_them_is_lost() {
+    let mut m = multi(2).await;
+    let (a, b) = (user("alice"), user("bob"));
+    register(m.dc(1), &a).await;
+    register(m.dc(2), &b).await;
+    crate::data::wait_account(m.dc(1), &b).await;
+    crate::data::wait_account(m.dc(2), &a).await;
+    let mut alice = available(m.dc(1), &a, "phone").await;
+    let mut bob = available(m.dc(2), &b, "car").await;
+    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
+    befriend(&mut alice, &mut bob).await;
+    let (bob_bare, bob_full) = (bob.bare_jid().to_owned(), bob.jid().to_owned());
+
+    // Traffic before: delivered at DC 2.
+    let before: Vec<String> = (0..5).map(|i| format!("before-{i}")).collect();
+    for body in &before {
+        alice.send_message(&bob_bare, body).await.unwrap();
+    }
+    let got = collect(&mut bob, &before, CONVERGE, Duration::ZERO).await;
+    assert!(
+        before.iter().all(|b| got.contains_key(b)),
+        "before: {got:?}"
+    );
+
+    // DC 2 loses power; Alice keeps writing to Bob throughout the detection time.
+    let killed = Instant::now();
+    m.kill_dc(2);
+    let after: Vec<String> = (0..24).map(|i| format!("after-{i}")).collect();
+    for body in &after {
+        alice.send_message(&bob_bare, body).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    alice
+        .expect_within(
+            TOLD.saturating_sub(killed.elapsed()),
+            "bob unavailable",
+            presence_of_type(&bob_full, Some("unavailable")),
+        )
+        .await
+        .unwrap();
+    println!(
+        "alice told bob is gone {:?} after the kill",
+        killed.elapsed()
+    );
+
+    // Bob's device reconnects to DC 1 and gets every one of them, once; Alice sees him back.
+    let mut bob = available(m.dc(1), &b, "car").await;
+    alice
+        .expect("bob back", presence_of_type(&bob_full, None))
+        .await
+        .unwrap();
+    let got = collect(&mut bob, &after, SETTLED, Duration::from_secs(2)).await;
+    let missing: Vec<&String> = after.iter().filter(|w| !got.contains_key(*w)).collect();
+    assert!(missing.is_empty(), "lost: {missing:?} (got {got:?})");
+    let twice: Vec<(&String, &usize)> = got.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    // Those sent before DC 1 knew came back from the federation queue towards DC 2.
+    let returned = router_metric(m.dc(1), "meerkat_router_returned_total").await;
+    assert!(
+        returned > 0.0,
+        "no stanza came back from the queue towards DC 2"
+    );
+
+    // DC 2 returns (new life): nothing of its previous life comes back, and it serves again.
+    m.links.heal();
+    m.dc_mut(2).revive().await.unwrap();
+    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
+    let c = user("carol");
+    register(m.dc(2), &c).await;
+    let mut carol = available(m.dc(2), &c, "tablet").await;
+    m.wait_directory_sessions(3, CONVERGE).await.unwrap();
+    carol
+        .send_message(alice.bare_jid(), "from the returned DC")
+        .await
+        .unwrap();
+    let got = collect(
+        &mut alice,
+        &["from the returned DC".to_owned()],
+        CONVERGE,
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(got.get("from the returned DC"), Some(&1), "{got:?}");
+    let late = collect(&mut bob, &[], Duration::ZERO, Duration::from_secs(2)).await;
+    assert!(
+        late.is_empty(),
+        "bob got again after DC 2 returned: {late:?}"
+    );
+    m.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_partition_heals_into_one_session_per_full_jid() {
+    let m = multi(2).await;
+    let (a, b) = (user("alice"), user("bob"));
+    register(m.dc(1), &a).await;
+    register(m.dc(2), &b).await;
+    crate::data::wait_account(m.dc(1), &b).await;
+    crate::data::wait_account(m.dc(2), &a).await;
+    let mut alice = available(m.dc(1), &a, "phone").await;
+    let mut bob = available(m.dc(2), &b, "desk").await;
+    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
+    befriend(&mut alice, &mut bob).await;
+    let (aj, bj) = (alice.jid().to_owned(), bob.jid().to_owned());
+
+    // Cut: each side declares the other down and tells its own users.
+    m.links.cut(1, 2);
+    alice
+        .expect_within(
+            TOLD,
+            "bob unavailable",
+            presence_of_type(&bj, Some("unavailable")),
+        )
+        .await
+        .unwrap();
+    bob.expect_within(
+        TOLD,
+        "alice unavailable",
+        presence_of_type(&aj, Some("unavailable")),
+    )
+    .await
+    .unwrap();
+
+    // Both sides keep serving: Bob's desk reconnects on DC 1's side (its old connection to DC 2
+    // still open) and chats with Alice.
+    let mut bob1 = available(m.dc(1), &b, "desk").await;
+    alice
+        .expect("bob at DC 1", presence_of_type(&bj, None))
+        .await
+        .unwrap();
+    alice
+        .send_message(bob1.bare_jid(), "during the partition")
+        .await
+        .unwrap();
+    let got = collect(
+        &mut bob1,
+        &["during the partition".to_owned()],
+        CONVERGE,
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(got.get("during the partition"), Some(&1));
+
+    // Heal: the directories converge; the full JID online on both sides ends up in one session,
+    // the later one; the other gets a conflict.
+    m.links.heal();
+    let end = bob.expect_stream_end_within(SETTLED).await.unwrap();
+    assert_eq!(end.as_deref(), Some("conflict"));
+    m.wait_directory_sessions(2, SETTLED).await.unwrap();
+    // Bob (at DC 1) sees Alice again, and still gets her messages.
+    alice
+        .send_message(bob1.bare_jid(), "after the heal")
+        .await
+        .unwrap();
+    let got = collect(
+        &mut bob1,
+        &["after the heal".to_owned()],
+        CONVERGE,
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(got.get("after the heal"), Some(&1));
+    m.stop().await.unwrap();
+}
