@@ -24,6 +24,7 @@ fn stack_cpu_seconds() -> f64 {
                 || l.contains("target/release/c2s-gateway")
                 || l.contains("target/release/router")
                 || l.contains("target/release/session-replicator")
+                || l.contains("target/release/dc-health")
         })
         .filter_map(|l| l.split_whitespace().next()?.parse::<f64>().ok())
         .sum()
@@ -88,7 +89,7 @@ pub async fn run(inter_dc: bool, replication: bool, args: Vec<String>) -> anyhow
     let wall = started.elapsed().as_secs_f64();
     let cpu = stack_cpu_seconds() - cpu_before;
     println!(
-        "stack processes, every DC (gateways, routers, replicators, RabbitMQ, PostgreSQL): {cpu:.1} CPU-s in {wall:.1} s = {:.0}% of one core",
+        "stack processes, every DC (gateways, routers, replicators, health services, RabbitMQ, PostgreSQL): {cpu:.1} CPU-s in {wall:.1} s = {:.0}% of one core",
         100.0 * cpu / wall
     );
     Ok(status.code().unwrap_or(1))

@@ -33,6 +33,9 @@ pub struct DcEndpoints {
     /// The session replicator (multi-DC stacks only).
     #[serde(default)]
     pub replicators: Vec<AdminEndpoint>,
+    /// The health service (`/status` beside the usual three).
+    #[serde(default)]
+    pub health: Vec<AdminEndpoint>,
     pub amqp_url: String,
     pub management_url: String,
     pub management_user: String,
@@ -104,7 +107,8 @@ impl Endpoints {
             if !self.infra_only {
                 println!("  XMPP c2s (STARTTLS)  {}", dc.c2s);
                 println!("  XMPP direct TLS      {}", dc.direct_tls);
-                for s in dc.gateways.iter().chain(&dc.routers).chain(&dc.replicators) {
+                let services = dc.gateways.iter().chain(&dc.routers).chain(&dc.replicators);
+                for s in services.chain(&dc.health) {
                     println!(
                         "  {:<20} {}  (/healthz /readyz /metrics)",
                         s.instance_id, s.admin_url

@@ -84,4 +84,8 @@ impl DcPorts {
     pub fn replicator_admin(&self) -> u16 {
         self.admin_base + 50
     }
+    /// Admin port of the DC's health service: the block's base, below the gateways'.
+    pub fn health_admin(&self) -> u16 {
+        self.admin_base
+    }
 }

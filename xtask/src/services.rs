@@ -14,7 +14,7 @@ use crate::layout::{self, DcPorts};
 /// One service process of the stack.
 #[derive(Clone, Debug)]
 pub struct Service {
-    /// `c2s-gateway`, `router` or `session-replicator`: the binary's name.
+    /// `c2s-gateway`, `router`, `session-replicator` or `dc-health`: the binary's name.
     pub binary: &'static str,
     /// `dc1-gw1`, `dc1-router1`: the instance id, and the name of its log and pid files.
     pub instance_id: String,
@@ -30,9 +30,11 @@ pub struct DcEnv<'a> {
     pub database_url: String,
     pub cert: &'a Path,
     pub key: &'a Path,
-    /// The other DCs for the session replicator, `dc2=amqp://...,dc3=...`; empty for a
-    /// single DC, which needs no replicator.
+    /// The other DCs for the session replicator and the health service,
+    /// `dc2=amqp://...,dc3=...`; empty for a single DC, which needs no replicator.
     pub peers: String,
+    /// The management API of the DC's broker (the health service shows the federation links).
+    pub management_url: String,
 }
 
 impl Service {
@@ -89,8 +91,8 @@ impl Service {
     }
 }
 
-/// The routers, gateways and (with peers) session replicator of one DC, with their
-/// environment.
+/// The routers, gateways, health service and (with peers) session replicator of one DC, with
+/// their environment.
 pub fn plan(env: &DcEnv<'_>, gateways: u16, routers: u16) -> Vec<Service> {
     let ports = DcPorts::of(env.dc);
     let dc = layout::dc_id(env.dc);
@@ -139,6 +141,20 @@ pub fn plan(env: &DcEnv<'_>, gateways: u16, routers: u16) -> Vec<Service> {
             admin_port: admin,
         });
     }
+    // One health service per DC, also alone: it watches the gateways.
+    let id = format!("{dc}-health");
+    let admin = ports.health_admin();
+    let mut e = common(&id, admin);
+    e.push(("MEERKAT_MANAGEMENT_URL".into(), env.management_url.clone()));
+    if !env.peers.is_empty() {
+        e.push(("MEERKAT_PEERS".into(), env.peers.clone()));
+    }
+    out.push(Service {
+        binary: "dc-health",
+        env: e,
+        instance_id: id,
+        admin_port: admin,
+    });
     if !env.peers.is_empty() {
         let id = format!("{dc}-replicator");
         let admin = ports.replicator_admin();
@@ -238,7 +254,7 @@ pub fn pid_files() -> Vec<(String, PathBuf)> {
 /// The live pid of the service with this pid file (any of our binaries) and its executable path.
 pub fn live_pid(pid_file: &Path) -> Option<(u32, String)> {
     let pid = process::read_pid_file(pid_file)?;
-    ["c2s-gateway", "router", "session-replicator"]
+    ["c2s-gateway", "router", "session-replicator", "dc-health"]
         .iter()
         .map(|b| layout::release_bin(b).to_string_lossy().into_owned())
         .find(|exe| process::pid_alive(pid, exe))
@@ -305,6 +321,7 @@ mod tests {
             cert: &cert,
             key: &key,
             peers: String::new(),
+            management_url: "http://127.0.0.1:15682/".into(),
         };
         let plan = plan(&env, 2, 1);
         let ids: Vec<_> = plan
@@ -313,8 +330,20 @@ mod tests {
             .collect();
         assert_eq!(
             ids,
-            [("dc2-router1", 8151), ("dc2-gw1", 8101), ("dc2-gw2", 8102)]
+            [
+                ("dc2-router1", 8151),
+                ("dc2-gw1", 8101),
+                ("dc2-gw2", 8102),
+                ("dc2-health", 8100)
+            ]
         );
+        let health = &plan[3];
+        assert_eq!(health.binary, "dc-health");
+        assert!(health.env.contains(&(
+            "MEERKAT_MANAGEMENT_URL".into(),
+            "http://127.0.0.1:15682/".into()
+        )));
+        assert!(health.env.iter().all(|(k, _)| k != "MEERKAT_PEERS"));
         let gw = &plan[1].env;
         let get = |k: &str| gw.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
         assert_eq!(get("MEERKAT_C2S_ADDR"), Some("127.0.0.1:5232"));
@@ -344,5 +373,14 @@ mod tests {
             get("MEERKAT_PEERS"),
             Some("dc1=amqp://guest:guest@127.0.0.1:5672/%2f")
         );
+        // The health service is told the same peers.
+        let h = with_peers
+            .iter()
+            .find(|s| s.binary == "dc-health")
+            .expect("health");
+        assert!(h.env.contains(&(
+            "MEERKAT_PEERS".into(),
+            "dc1=amqp://guest:guest@127.0.0.1:5672/%2f".into()
+        )));
     }
 }

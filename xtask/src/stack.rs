@@ -79,6 +79,7 @@ fn dc_env<'a>(dc: u16, e: &'a Endpoints) -> DcEnv<'a> {
             .map(|o| format!("{}={}", o.dc, o.amqp_url))
             .collect::<Vec<_>>()
             .join(","),
+        management_url: d.management_url.clone(),
     }
 }
 
@@ -105,6 +106,7 @@ fn wanted(args: &UpArgs) -> Endpoints {
             gateways: Vec::new(),
             routers: Vec::new(),
             replicators: Vec::new(),
+            health: Vec::new(),
             amqp_url: node.amqp_url("/"),
             management_url: node.mgmt_url(),
             management_user: node.user.clone(),
@@ -121,6 +123,7 @@ fn wanted(args: &UpArgs) -> Endpoints {
                 match s.binary {
                     "router" => d.routers.push(admin),
                     "session-replicator" => d.replicators.push(admin),
+                    "dc-health" => d.health.push(admin),
                     _ => d.gateways.push(admin),
                 }
             }
@@ -201,6 +204,8 @@ async fn build_services() -> anyhow::Result<()> {
                 "router",
                 "-p",
                 "session-replicator",
+                "-p",
+                "dc-health",
                 "-p",
                 "meerkatctl",
             ])

@@ -64,12 +64,27 @@ pub struct SessionsArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum DcCommand {
+    /// The other DCs as a DC's health service sees them: state (up, suspect, down), epoch,
+    /// heartbeat age; its gateways and federation links. Fails when a DC is not up.
+    Status(DcStatusArgs),
     /// The federation links of a DC's broker: upstream, exchange, status (and the error of a
     /// link that is not running).
     Links(LinksArgs),
     /// Persistent-data replication seen from a DC's database: per other DC, how far each has
     /// applied the other's changes and how far behind that is.
     Replication(ReplicationArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DcStatusArgs {
+    /// Ask this DC's health service (found in the endpoints file); default: the file's first
+    /// DC.
+    #[arg(long)]
+    pub dc: Option<String>,
+    /// Admin base URL of the health service to ask (e.g. http://127.0.0.1:8000); --dc wins
+    /// over it.
+    #[arg(long, env = "MEERKAT_HEALTH_ADMIN_URL")]
+    pub health: Option<String>,
 }
 
 #[derive(Args, Debug)]

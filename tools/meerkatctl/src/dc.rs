@@ -1,5 +1,6 @@
 //! `dc links`: the federation links of one DC's broker, from the RabbitMQ management API
-//! (`GET /api/federation-links/<vhost>`), one line each.
+//! (`GET /api/federation-links/<vhost>`), one line each. (`dc status` is in `dc_status.rs`,
+//! `dc replication` in `replication.rs`.)
 
 use std::process::ExitCode;
 
@@ -11,6 +12,7 @@ use crate::endpoints;
 pub async fn run(cli: &Cli, cmd: &DcCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         DcCommand::Links(args) => links(cli, args).await,
+        DcCommand::Status(args) => crate::dc_status::run(cli, args).await,
         DcCommand::Replication(args) => crate::replication::run(cli, args).await,
     }
 }

@@ -15,6 +15,9 @@ pub struct DcEndpoints {
     pub dc: String,
     #[serde(default)]
     pub routers: Vec<AdminEndpoint>,
+    /// The DC's health service.
+    #[serde(default)]
+    pub health: Vec<AdminEndpoint>,
     pub amqp_url: String,
     pub management_url: String,
     pub management_user: String,

@@ -3,6 +3,7 @@
 
 mod cli;
 mod dc;
+mod dc_status;
 mod endpoints;
 mod password;
 mod replication;

@@ -49,6 +49,10 @@ fn endpoints_file(m: &MultiDc) -> tempfile_path::TempPath {
                     "instance_id": r.name,
                     "admin_url": format!("http://{}", r.admin),
                 })).collect::<Vec<_>>(),
+                "health": dc.health.iter().map(|h| serde_json::json!({
+                    "instance_id": h.name,
+                    "admin_url": format!("http://{}", h.admin),
+                })).collect::<Vec<_>>(),
                 "amqp_url": b.vhost.amqp_url,
                 "management_url": b.vhost.mgmt_url,
                 "management_user": "guest",
@@ -326,5 +330,81 @@ async fn dc_replication_shows_what_each_dc_applied_of_the_other() {
     .await;
     assert!(!out.status.success());
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    m.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn dc_status_shows_each_dc_and_fails_when_one_is_down() {
+    let mut m = MultiDc::start(2, StackOptions::default()).await.unwrap();
+    let file = endpoints_file(&m);
+    // DC 2 as DC 1's health service sees it, once its first heartbeat is in.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let out = ctl(&["--endpoints", file.as_str(), "dc", "status", "--dc", "dc1"]).await;
+        let text = stdout(&out);
+        let up = text.lines().any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.len() > 3 && cols[..2] == ["dc2", "up"] && cols[2] != "-"
+        });
+        if up {
+            assert!(out.status.success(), "{text}{}", stderr(&out));
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{text}{}",
+            stderr(&out)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(text.starts_with("dc1  dc1-health  epoch "), "{text}");
+    assert!(text.contains("\npeer  state  epoch"), "{text}");
+    // Its gateway, and its broker's links (all running).
+    assert!(text.lines().any(|l| l.starts_with("dc1-gw1-")), "{text}");
+    for (exchange, _) in FEDERATED_EXCHANGES {
+        assert!(
+            text.lines().any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols == ["meerkat-dc2", exchange, "running"]
+            }),
+            "{exchange}: {text}"
+        );
+    }
+
+    // DC 2's heartbeats stop: down, and the command fails.
+    m.dc_mut(2).kill_health();
+    let health1 = format!("http://{}", m.dc(1).health[0].admin);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = ctl(&["dc", "status", "--health", &health1]).await;
+        let text = stdout(&out);
+        if text
+            .lines()
+            .any(|l| l.starts_with("dc2 ") && l.contains(" down "))
+        {
+            assert!(
+                !out.status.success(),
+                "a DC down must fail the command: {text}"
+            );
+            break;
+        }
+        assert!(out.status.success() || text.contains(" suspect "), "{text}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{text}{}",
+            stderr(&out)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // No health service there: one line, a failure.
+    let out = ctl(&["dc", "status", "--health", &dead_url()]).await;
+    assert!(!out.status.success());
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot reach the health service"),
+        "{}",
+        stderr(&out)
+    );
     m.stop().await.unwrap();
 }
