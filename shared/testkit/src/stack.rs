@@ -491,6 +491,11 @@ impl Dc {
     /// Stops every service gracefully (the health service first, so that gateways saying
     /// goodbye are not taken for dead; then gateways, so their sessions are announced closed).
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown().await
+    }
+
+    /// [`Dc::stop`] keeping the DC, so that [`Dc::revive`] can start it again.
+    pub async fn shutdown(&mut self) -> anyhow::Result<()> {
         self.stop_health().await?;
         for g in &mut self.gateways {
             g.stop().await?;

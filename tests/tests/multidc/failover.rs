@@ -255,3 +255,61 @@ async fn a_partition_heals_into_one_session_per_full_jid() {
     assert_eq!(got.get("after the heal"), Some(&1));
     m.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_dc_stopped_gracefully_says_goodbye_and_comes_back_under_a_new_epoch() {
+    let mut m = multi(2).await;
+    let (a, b) = (user("alice"), user("bob"));
+    register(m.dc(1), &a).await;
+    register(m.dc(2), &b).await;
+    crate::data::wait_account(m.dc(1), &b).await;
+    crate::data::wait_account(m.dc(2), &a).await;
+    let mut alice = available(m.dc(1), &a, "phone").await;
+    let mut bob = available(m.dc(2), &b, "desk").await;
+    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
+    befriend(&mut alice, &mut bob).await;
+    let bob_full = bob.jid().to_owned();
+
+    // A graceful stop: Bob is told, and so is Alice at once (not after a detection time).
+    m.dc_mut(2).shutdown().await.unwrap();
+    assert_eq!(
+        bob.expect_stream_end().await.unwrap().as_deref(),
+        Some("system-shutdown")
+    );
+    alice
+        .expect(
+            "bob unavailable",
+            presence_of_type(&bob_full, Some("unavailable")),
+        )
+        .await
+        .unwrap();
+    crate::eventually("DC 1's directory without bob", CONVERGE, || async {
+        router_metric(m.dc(1), "meerkat_router_directory_sessions").await == 1.0
+    })
+    .await;
+
+    // Back under a new epoch: Bob logs in there again, Alice sees him, they chat.
+    m.dc_mut(2).revive().await.unwrap();
+    let mut bob = available(m.dc(2), &b, "desk").await;
+    alice
+        .expect_within(CONVERGE, "bob back", presence_of_type(&bob_full, None))
+        .await
+        .unwrap();
+    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
+    alice
+        .send_message(bob.bare_jid(), "welcome back")
+        .await
+        .unwrap();
+    let got = collect(
+        &mut bob,
+        &["welcome back".to_owned()],
+        CONVERGE,
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(got.get("welcome back"), Some(&1));
+    bob.send_message(alice.bare_jid(), "thanks").await.unwrap();
+    let got = collect(&mut alice, &["thanks".to_owned()], CONVERGE, Duration::ZERO).await;
+    assert_eq!(got.get("thanks"), Some(&1));
+    m.stop().await.unwrap();
+}
