@@ -39,6 +39,9 @@ pub struct Inbound {
     /// Presence this DC made for a session of another DC declared down or back
     /// (`x-meerkat-kind=local-presence`): for this DC's sessions only.
     pub local_only: bool,
+    /// Offline messages of the account in `to` came from another DC while it is available here
+    /// (`x-meerkat-kind=offline`): deliver them.
+    pub offline_nudge: bool,
     /// On a stanza from another DC: the intended target session (`x-meerkat-session`).
     pub target_session: Option<Uuid>,
     /// Hops left for re-routing.
@@ -64,6 +67,7 @@ impl Inbound {
         let bounce = kind_header.as_deref() == Some(h::kind::BOUNCE);
         let remote = kind_header.as_deref() == Some(h::kind::REMOTE);
         let local_only = kind_header.as_deref() == Some(h::kind::LOCAL_PRESENCE);
+        let offline_nudge = kind_header.as_deref() == Some(h::kind::OFFLINE);
         // A stanza that expired on its way to another DC is routed again like a new one of its
         // sender's, without a sending session (its sender may well be online; nothing waits).
         let returned = kind_header.as_deref() == Some(h::kind::RETURNED);
@@ -80,7 +84,7 @@ impl Inbound {
             .ok_or(InboundError::NoFrom)?;
         // Only a client's own stanza names its sending session; on a stanza from another DC
         // x-meerkat-session is the target, and the sender's session lives elsewhere.
-        let sender = if bounce || remote || returned || local_only {
+        let sender = if bounce || remote || returned || local_only || offline_nudge {
             None
         } else {
             let gateway = headers.get_str(h::GATEWAY);
@@ -106,6 +110,7 @@ impl Inbound {
             is_bounce: bounce,
             is_remote: remote,
             local_only,
+            offline_nudge,
             target_session: if remote { session_header } else { None },
             hops: headers.get_u64(h::HOPS).unwrap_or(3),
             received_at: headers.get_u64(h::RECEIVED_AT),

@@ -207,7 +207,11 @@ async fn handle(ctx: &Ctx, inb: &Inbound) -> anyhow::Result<()> {
         inb
     };
     let mut out = Outbox::new(inb.hops);
-    let outcome = route::route(ctx, inb, &mut out).await?;
+    let outcome = if inb.offline_nudge {
+        crate::handlers::offline::deliver_to_available(ctx, inb, &mut out).await?
+    } else {
+        route::route(ctx, inb, &mut out).await?
+    };
     out.flush(ctx).await?;
     ctx.metrics.routed(inb.kind.as_str(), outcome);
     if let Some(at) = inb.received_at {

@@ -212,6 +212,20 @@ async fn handle_change(ctx: &Ctx, delivery: &Delivery) -> bool {
         .await
     {
         Ok(ApplyOutcome::Applied) => {
+            if let Record::Offline {
+                username,
+                state: Some(_),
+                ..
+            } = &change.record
+            {
+                let bare = format!("{username}@{}", ctx.config.domain).to_lowercase();
+                if ctx.sequencer.lock().is_available(&bare) {
+                    if let Err(e) = crate::publish::offline_nudge(ctx, &bare).await {
+                        // Still stored: delivered at the user's next initial presence.
+                        tracing::warn!(error = %e, %bare, "offline delivery nudge not sent");
+                    }
+                }
+            }
             let label = Metrics::dc(origin);
             ctx.metrics.data_applied.get_or_create(&label).inc();
             let now = chrono_micros();

@@ -42,6 +42,17 @@ impl Sequencer {
         self.live.len()
     }
 
+    /// Whether the account `bare` (lowercase) has an available session here.
+    pub fn is_available(&self, bare: &str) -> bool {
+        self.live.values().any(|s| {
+            s.available
+                && s.jid
+                    .split('/')
+                    .next()
+                    .is_some_and(|b| b.eq_ignore_ascii_case(bare))
+        })
+    }
+
     /// The next event of the stream, and the view updated by it. Every event from a local
     /// gateway gets a seq (receivers' directories sort out stale versions); an event of a
     /// session of another DC is not ours to replicate (`None`).

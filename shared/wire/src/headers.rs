@@ -55,6 +55,10 @@ pub mod kind {
     /// is declared down, its last presence when it is back — broadcast to the contacts'
     /// sessions at this DC only (every DC does its own).
     pub const LOCAL_PRESENCE: &str = "local-presence";
+    /// Route: offline messages for this account came from another DC (stored there while the
+    /// account looked offline, e.g. during a partition) while it is available here: deliver
+    /// them now. The body is `<message from='BARE' to='BARE'/>`, naming the account.
+    pub const OFFLINE: &str = "offline";
 }
 
 /// Namespace of the readable envelope a stanza travels in between DCs:

@@ -313,3 +313,58 @@ async fn a_dc_stopped_gracefully_says_goodbye_and_comes_back_under_a_new_epoch()
     assert_eq!(got.get("thanks"), Some(&1));
     m.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn messages_sent_across_a_partition_arrive_when_it_heals() {
+    let m = multi(2).await;
+    let (a, b) = (user("alice"), user("bob"));
+    register(m.dc(1), &a).await;
+    register(m.dc(2), &b).await;
+    crate::data::wait_account(m.dc(1), &b).await;
+    crate::data::wait_account(m.dc(2), &a).await;
+    let mut alice = available(m.dc(1), &a, "phone").await;
+    let mut bob = available(m.dc(2), &b, "desk").await;
+    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
+    befriend(&mut alice, &mut bob).await;
+    let (aj, bj) = (alice.jid().to_owned(), bob.jid().to_owned());
+
+    m.links.cut(1, 2);
+    alice
+        .expect_within(
+            TOLD,
+            "bob unavailable",
+            presence_of_type(&bj, Some("unavailable")),
+        )
+        .await
+        .unwrap();
+    bob.expect_within(
+        TOLD,
+        "alice unavailable",
+        presence_of_type(&aj, Some("unavailable")),
+    )
+    .await
+    .unwrap();
+    // Each side believes the other offline: what they write is stored on their own side.
+    let to_bob: Vec<String> = (0..3).map(|i| format!("to bob while apart {i}")).collect();
+    for body in &to_bob {
+        alice.send_message(bob.bare_jid(), body).await.unwrap();
+    }
+    let to_alice = vec!["to alice while apart".to_owned()];
+    bob.send_message(alice.bare_jid(), &to_alice[0])
+        .await
+        .unwrap();
+
+    // The heal: both see each other again and get what was written, without logging in again.
+    m.links.heal();
+    bob.expect_within(SETTLED, "alice back", presence_of_type(&aj, None))
+        .await
+        .unwrap();
+    let got = collect(&mut bob, &to_bob, SETTLED, Duration::from_secs(1)).await;
+    assert!(
+        to_bob.iter().all(|w| got.get(w) == Some(&1)),
+        "bob got {got:?}"
+    );
+    let got = collect(&mut alice, &to_alice, SETTLED, Duration::from_secs(1)).await;
+    assert_eq!(got.get(&to_alice[0]), Some(&1), "alice got {got:?}");
+    m.stop().await.unwrap();
+}

@@ -54,11 +54,11 @@ pub async fn store(
 /// deletes them once the deliveries are confirmed.
 pub async fn deliver_pending(
     ctx: &Ctx,
-    inb: &Inbound,
+    username: &str,
     out: &mut Outbox,
     session: &Target,
 ) -> anyhow::Result<()> {
-    let stored = ctx.store.offline_messages(inb.username()).await?;
+    let stored = ctx.store.offline_messages(username).await?;
     if stored.is_empty() {
         return Ok(());
     }
@@ -71,8 +71,34 @@ pub async fn deliver_pending(
         ids.push(m.id);
     }
     out.flush(ctx).await?;
-    ctx.store.delete_offline(inb.username(), &ids).await?;
+    ctx.store.delete_offline(username, &ids).await?;
     Ok(())
+}
+
+/// Offline messages that came from another DC while the account is available here: to the
+/// account's resource at this DC that a message to the bare JID would reach first (RFC 6121
+/// §8.5.2.1.1: highest non-negative priority), as at an initial presence.
+pub async fn deliver_to_available(
+    ctx: &Ctx,
+    inb: &Inbound,
+    out: &mut Outbox,
+) -> anyhow::Result<Outcome> {
+    let target = {
+        let dir = ctx.sessions.read();
+        let mut here: Vec<_> = dir
+            .available(&inb.from_bare)
+            .into_iter()
+            .filter(|s| s.dc == ctx.config.dc && s.priority >= 0)
+            .collect();
+        here.sort_by_key(|s| (std::cmp::Reverse(s.priority), s.session_id));
+        here.first().map(|s| Target::from(*s))
+    };
+    let Some(target) = target else {
+        // Not (or no longer) available here: the next initial presence delivers them.
+        return Ok(Outcome::Dropped);
+    };
+    deliver_pending(ctx, inb.username(), out, &target).await?;
+    Ok(Outcome::Handled)
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ pub async fn broadcast(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Re
                     out.deliver(sender.target.clone(), &p);
                 }
             }
-            offline::deliver_pending(ctx, inb, out, &sender.target).await?;
+            offline::deliver_pending(ctx, inb.username(), out, &sender.target).await?;
             for r in ctx.store.subscription_requests(inb.username()).await? {
                 let key = subscription::request_key(&jids::bare(&r.contact), r.since);
                 match Element::parse(&r.stanza) {
