@@ -2,6 +2,7 @@
 //! stack's DC 1 (or, with `--inter-dc`, from DC 1 to DC 2) and prints its figures, plus the CPU
 //! the stack's processes used meanwhile. With `--replication`, persistent-data replication
 //! from DC 1 to DC 2 instead: DC 2 is cut off by pausing its replicator (SIGSTOP/SIGCONT).
+//! With `--failover`, the bench's failover rounds, which need no running stack.
 
 use anyhow::Context as _;
 
@@ -70,13 +71,7 @@ pub async fn run(inter_dc: bool, replication: bool, args: Vec<String>) -> anyhow
         };
         target.extend(["--to-addr".to_owned(), dc2.c2s.clone()]);
     }
-    let build =
-        tokio::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "--quiet", "-p", "meerkat-bench"])
-            .current_dir(layout::root())
-            .status()
-            .await?;
-    anyhow::ensure!(build.success(), "building meerkat-bench failed");
+    build_bench().await?;
     let cpu_before = stack_cpu_seconds();
     let started = std::time::Instant::now();
     let status = tokio::process::Command::new(layout::root().join("target/release/meerkat-bench"))
@@ -93,4 +88,28 @@ pub async fn run(inter_dc: bool, replication: bool, args: Vec<String>) -> anyhow
         100.0 * cpu / wall
     );
     Ok(status.code().unwrap_or(1))
+}
+
+/// `--failover`: `meerkat-bench --failover`, which starts its own DCs (and, unless
+/// `MEERKAT_TEST_INFRA` names one, its own RabbitMQ and PostgreSQL, stopped when it exits).
+pub async fn failover(args: Vec<String>) -> anyhow::Result<i32> {
+    build_bench().await?;
+    let status = tokio::process::Command::new(layout::root().join("target/release/meerkat-bench"))
+        .arg("--failover")
+        .args(&args)
+        .status()
+        .await
+        .context("running meerkat-bench")?;
+    Ok(status.code().unwrap_or(1))
+}
+
+async fn build_bench() -> anyhow::Result<()> {
+    let build =
+        tokio::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "--quiet", "-p", "meerkat-bench"])
+            .current_dir(layout::root())
+            .status()
+            .await?;
+    anyhow::ensure!(build.success(), "building meerkat-bench failed");
+    Ok(())
 }

@@ -42,6 +42,10 @@ enum Command {
         /// --data-catch-up N`; DC 2 cut off by pausing its replicator); needs `up --dcs 2`.
         #[arg(long)]
         replication: bool,
+        /// Failover figures (`meerkat-bench --failover`: DC kills and partitions); starts two
+        /// DCs of its own in-process, on a RabbitMQ and PostgreSQL of its own; needs no `up`.
+        #[arg(long, conflicts_with_all = ["inter_dc", "replication"])]
+        failover: bool,
         /// Passed on to `meerkat-bench` (see `--help` there).
         #[arg(last = true)]
         bench_args: Vec<String>,
@@ -57,9 +61,15 @@ async fn main() {
         Command::Status => stack::status().await.map(|()| 0),
         Command::Test { nextest_args } => test::run(nextest_args).await,
         Command::Bench {
+            failover: true,
+            bench_args,
+            ..
+        } => bench::failover(bench_args).await,
+        Command::Bench {
             inter_dc,
             replication,
             bench_args,
+            ..
         } => bench::run(inter_dc, replication, bench_args).await,
     };
     match result {

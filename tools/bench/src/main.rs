@@ -6,9 +6,13 @@
 //! `--to-addr` (DC 2), and only the senders send, so every message crosses between the DCs.
 //! `--lag-logins N` also measures session replication lag (see `lag.rs`); `--data-lag N` and
 //! `--data-catch-up N` measure persistent-data replication (see `data.rs`).
+//!
+//! Failover mode (`--failover`): starts two DCs of its own and measures what users see when
+//! one dies or they are cut apart (see `failover.rs`); the other options do not apply.
 
 mod client;
 mod data;
+mod failover;
 mod lag;
 
 use std::net::SocketAddr;
@@ -69,11 +73,35 @@ struct Args {
     /// Shell command that undoes --cut-off.
     #[arg(long)]
     reconnect: Option<String>,
+    /// Failover figures instead of chat load: two DCs started in this process (on the
+    /// infrastructure `MEERKAT_TEST_INFRA` names, else on its own), DC 2 killed and revived
+    /// --kills times, then cut off from DC 1 and healed --partitions times.
+    #[arg(long)]
+    failover: bool,
+    /// Kill rounds of --failover.
+    #[arg(long, default_value_t = 5)]
+    kills: usize,
+    /// Partition rounds of --failover.
+    #[arg(long, default_value_t = 3)]
+    partitions: usize,
+    /// Milliseconds between two messages of the sender in --failover rounds.
+    #[arg(long, default_value_t = 100)]
+    send_every_ms: u64,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.failover {
+        return failover::run(&failover::FailoverArgs {
+            kills: args.kills,
+            partitions: args.partitions,
+            send_every: Duration::from_millis(args.send_every_ms.max(1)),
+            password: args.password.clone(),
+            json: args.json,
+        })
+        .await;
+    }
     if args.lag_logins > 0 && args.to_addr.is_none() {
         anyhow::bail!("--lag-logins needs --to-addr (the DC that must learn of the sessions)");
     }
