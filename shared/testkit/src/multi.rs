@@ -29,7 +29,7 @@ pub struct DcBroker {
 /// `n` fresh vhosts named for DCs `dc1`..`dcN`, federated full mesh, links running. No
 /// services: for tests of the federation itself.
 pub async fn federated_vhosts(n: usize) -> anyhow::Result<Vec<DcBroker>> {
-    Ok(proxied_vhosts(n).await?.0)
+    Ok(vhosts(n, false).await?.0)
 }
 
 /// The links of a mesh: `(downstream, upstream)` DC numbers -> the proxy by which the
@@ -63,8 +63,9 @@ impl Links {
     }
 }
 
-/// Like [`federated_vhosts`], with the proxies of the links.
-async fn proxied_vhosts(n: usize) -> anyhow::Result<(Vec<DcBroker>, Links)> {
+/// Like [`federated_vhosts`]; with `proxied`, each link goes through a proxy of its own
+/// (returned: the links stay up as long as it lives).
+async fn vhosts(n: usize, proxied: bool) -> anyhow::Result<(Vec<DcBroker>, Links)> {
     let infra = crate::infra().await?;
     let mut brokers = Vec::with_capacity(n);
     for k in 1..=n {
@@ -79,7 +80,7 @@ async fn proxied_vhosts(n: usize) -> anyhow::Result<(Vec<DcBroker>, Links)> {
     }
     let broker_addr = std::net::SocketAddr::from(([127, 0, 0, 1], infra.rabbit().amqp_port));
     let mut proxies = Vec::new();
-    for up in 1..=n {
+    for up in (1..=n).filter(|_| proxied) {
         for down in (1..=n).filter(|d| *d != up) {
             let proxy = LinkProxy::start(broker_addr).await.context("link proxy")?;
             let b = &mut brokers[up - 1];
@@ -198,7 +199,7 @@ impl MultiDc {
     /// Starts `n` DCs shaped like `options` (its `dc`, `amqp_url`, `peers` are set per DC),
     /// each with a session replicator.
     pub async fn start(n: usize, options: StackOptions) -> anyhow::Result<MultiDc> {
-        let (brokers, links) = proxied_vhosts(n).await?;
+        let (brokers, links) = vhosts(n, true).await?;
         let mut dcs = Vec::with_capacity(n);
         for b in &brokers {
             let peers = brokers
