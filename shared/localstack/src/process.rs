@@ -10,19 +10,39 @@ use anyhow::{bail, Context as _};
 /// True when `pid` is a live (not zombie) process whose command line contains `needle`.
 /// The needle guards against a recycled pid belonging to some other program.
 pub fn pid_alive(pid: u32, needle: &str) -> bool {
+    // A process in the middle of execve(2) shows an empty command line for a moment (a
+    // freshly spawned service, `setsid` exec'ing it): look again rather than call it dead.
+    for _ in 0..50 {
+        match command_line(pid) {
+            Probe::Gone => return false,
+            Probe::Running(cmdline) if cmdline.is_empty() => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Probe::Running(cmdline) => return String::from_utf8_lossy(&cmdline).contains(needle),
+        }
+    }
+    false
+}
+
+enum Probe {
+    Gone,
+    Running(Vec<u8>),
+}
+
+fn command_line(pid: u32) -> Probe {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
+        return Probe::Gone;
     };
     // The state letter follows the parenthesised command name, which may itself hold spaces.
     let state = stat
         .rsplit_once(')')
         .and_then(|(_, rest)| rest.split_whitespace().next());
     if matches!(state, Some("Z") | Some("X") | None) {
-        return false;
+        return Probe::Gone;
     }
     match std::fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(cmdline) => String::from_utf8_lossy(&cmdline).contains(needle),
-        Err(_) => false,
+        Ok(cmdline) => Probe::Running(cmdline),
+        Err(_) => Probe::Gone,
     }
 }
 
@@ -136,4 +156,23 @@ pub async fn run_checked(cmd: &mut tokio::process::Command, what: &str) -> anyho
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Right after spawning, the child may still be exec'ing (`setsid` replacing itself with
+    /// the program): it is alive all the same.
+    #[test]
+    fn a_process_just_spawned_is_alive() {
+        for _ in 0..50 {
+            let mut child = detached("sleep").arg("5").spawn().expect("spawn");
+            let alive = pid_alive(child.id(), "sleep");
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(alive, "pid {} looked dead right after spawning", child.id());
+            assert!(!pid_alive(child.id(), "sleep"), "reaped, so gone");
+        }
+    }
 }
