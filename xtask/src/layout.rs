@@ -21,6 +21,14 @@ pub fn logs_dir() -> PathBuf {
 pub fn run_dir() -> PathBuf {
     stack_dir().join("run")
 }
+/// Pid files of the link proxies (apart from the services', which `run/` holds).
+pub fn links_dir() -> PathBuf {
+    run_dir().join("links")
+}
+/// The partitions made by `cargo xtask partition`, until `heal`.
+pub fn partitions_file() -> PathBuf {
+    run_dir().join("partitions.json")
+}
 pub fn rabbit_dir(dc: u16) -> PathBuf {
     stack_dir().join("rabbitmq").join(dc_id(dc))
 }

@@ -1,10 +1,13 @@
-//! `cargo xtask`: the local stack (`up`, `down`, `status`) and the test run (`test`).
+//! `cargo xtask`: the local stack (`up`, `down`, `status`), DC failure drills on it (`dc`,
+//! `partition`, `heal`) and the test run (`test`).
 
 mod bench;
 mod certs;
+mod drills;
 mod endpoints;
 mod interop;
 mod layout;
+mod links;
 mod services;
 mod stack;
 mod test;
@@ -24,8 +27,31 @@ enum Command {
     Up(stack::UpArgs),
     /// Stop everything `up` started (idempotent; data is kept).
     Down,
-    /// What runs, per DC.
+    /// What runs, per DC; the links between the DCs and the partitions.
     Status,
+    /// DC failure drills on the running stack: `dc stop K`, `dc kill K`, `dc start K`.
+    Dc {
+        #[command(subcommand)]
+        action: drills::DcAction,
+    },
+    /// Cut both directions of the links between DCs K and L (a network partition; kept by
+    /// `up` and `dc start` until `heal`).
+    Partition {
+        #[arg(value_parser = drills::parse_dc)]
+        k: u16,
+        #[arg(value_parser = drills::parse_dc)]
+        l: u16,
+    },
+    /// Restore every link cut by `partition`.
+    Heal,
+    /// A link proxy between two DCs' brokers; `up` runs one per ordered pair of DCs.
+    #[command(hide = true)]
+    LinkProxy {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        to: std::net::SocketAddr,
+    },
     /// Run the workspace's tests with nextest against one shared broker and database.
     Test {
         /// Passed on to `cargo nextest run`.
@@ -59,6 +85,10 @@ async fn main() {
         Command::Up(args) => stack::up(args).await.map(|()| 0),
         Command::Down => stack::down().await.map(|()| 0),
         Command::Status => stack::status().await.map(|()| 0),
+        Command::Dc { action } => drills::dc(action).await.map(|()| 0),
+        Command::Partition { k, l } => drills::partition(k, l).await.map(|()| 0),
+        Command::Heal => drills::heal().await.map(|()| 0),
+        Command::LinkProxy { listen, to } => links::serve(listen, to).await.map(|()| 0),
         Command::Test { nextest_args } => test::run(nextest_args).await,
         Command::Bench {
             failover: true,

@@ -1,6 +1,7 @@
-//! `cargo xtask up`, `down` and `status`: the local multi-DC stack on loopback.
+//! `cargo xtask up`, `down` and `status`: the local multi-DC stack on loopback. With several
+//! DCs, each reaches each other through a link proxy of its own (see `links`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use meerkat_localstack::federation::{self, FederatedDc};
@@ -10,12 +11,13 @@ use meerkat_localstack::{
 
 use crate::endpoints::{AdminEndpoint, DcEndpoints, Endpoints};
 use crate::layout::{self, DcPorts, MAX_DCS, PG_PORT};
+use crate::links::{self, Link, Partitions};
 use crate::services::{self, DcEnv, Service};
 
 /// How long a DC's services get to answer XMPP after starting.
 const XMPP_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long the federation links between the DCs' brokers get to run.
-const FEDERATION_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const FEDERATION_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
@@ -39,7 +41,7 @@ pub struct UpArgs {
     pub pg_port: u16,
 }
 
-fn rabbit(dc: u16) -> RabbitNode {
+pub(crate) fn rabbit(dc: u16) -> RabbitNode {
     let p = DcPorts::of(dc);
     RabbitNode::new(RabbitConfig {
         name: format!("meerkat-{}", layout::dc_id(dc)),
@@ -52,7 +54,7 @@ fn rabbit(dc: u16) -> RabbitNode {
 }
 
 /// The stack's PostgreSQL; the port matters only for starting it (stopping goes by pid).
-fn postgres(port: u16) -> PgCluster {
+pub(crate) fn postgres(port: u16) -> PgCluster {
     PgCluster::new(PgConfig {
         dir: layout::pg_dir(),
         port,
@@ -63,7 +65,7 @@ fn database(dc: u16) -> String {
     format!("meerkat_{}", layout::dc_id(dc))
 }
 
-fn dc_env<'a>(dc: u16, e: &'a Endpoints) -> DcEnv<'a> {
+pub(crate) fn dc_env<'a>(dc: u16, e: &'a Endpoints) -> DcEnv<'a> {
     let d = &e.dcs[usize::from(dc - 1)];
     DcEnv {
         dc,
@@ -72,13 +74,7 @@ fn dc_env<'a>(dc: u16, e: &'a Endpoints) -> DcEnv<'a> {
         database_url: d.database_url.clone(),
         cert: &e.cert_path,
         key: &e.key_path,
-        peers: e
-            .dcs
-            .iter()
-            .filter(|o| o.dc != d.dc)
-            .map(|o| format!("{}={}", o.dc, o.amqp_url))
-            .collect::<Vec<_>>()
-            .join(","),
+        peers: links::peers(dc, e.dcs.len() as u16),
         management_url: d.management_url.clone(),
     }
 }
@@ -141,10 +137,13 @@ fn anything_running() -> bool {
             .any(|(_, f)| services::live_pid(f).is_some())
 }
 
-fn everything_running(e: &Endpoints) -> bool {
+fn everything_running(e: &Endpoints, partitions: &Partitions) -> bool {
     let dcs = e.dcs.len() as u16;
     (1..=dcs).all(|dc| rabbit(dc).is_running())
         && postgres(e.postgres_port).is_running()
+        && Link::all(dcs)
+            .iter()
+            .all(|l| partitions.cuts(l) || l.pid().is_some())
         && (e.infra_only
             || (1..=dcs).all(|dc| {
                 services::plan(&dc_env(dc, e), e.gateways_per_dc, e.routers_per_dc)
@@ -155,6 +154,7 @@ fn everything_running(e: &Endpoints) -> bool {
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let want = wanted(&args);
+    let partitions = Partitions::load()?;
     if let Some(have) = Endpoints::read()? {
         if anything_running() && !have.same_shape(&want) {
             bail!(
@@ -165,9 +165,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
                 have.infra_only
             );
         }
-        if everything_running(&have) && have.same_shape(&want) {
+        if everything_running(&have, &partitions) && have.same_shape(&want) {
             println!("already up");
             have.print();
+            links::print_partitions_kept(&partitions);
             return Ok(());
         }
     }
@@ -182,12 +183,39 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", layout::stack_dir().display()))?;
     want.write()?;
     start_infra(args.dcs, args.pg_port).await?;
-    federate(&want).await?;
+    let all: Vec<u16> = (1..=args.dcs).collect();
+    start_links(&want, &all, &partitions).await?;
+    federate(&want, &partitions).await?;
     if !args.infra_only {
-        start_services(&want).await?;
+        start_services(&want, &all).await?;
     }
     println!("up");
     want.print();
+    links::print_partitions_kept(&partitions);
+    Ok(())
+}
+
+/// Starts the link proxies of DCs `dcs` that no partition cuts (none for one DC).
+pub(crate) async fn start_links(
+    e: &Endpoints,
+    dcs: &[u16],
+    partitions: &Partitions,
+) -> anyhow::Result<()> {
+    for l in Link::all(e.dcs.len() as u16) {
+        if partitions.cuts(&l) || !dcs.iter().any(|k| l.touches(*k)) {
+            continue;
+        }
+        if l.pid().is_none() {
+            println!(
+                "starting link proxy {} ({} → {}, log {})",
+                l.label(),
+                l.listen(),
+                l.target(),
+                l.log_file().display()
+            );
+        }
+        l.start().await?;
+    }
     Ok(())
 }
 
@@ -257,35 +285,93 @@ async fn start_infra(dcs: u16, pg_port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Full-mesh exchange federation between the DCs' brokers (none for one DC). Idempotent, so
-/// a repeated `up` repairs it.
-async fn federate(e: &Endpoints) -> anyhow::Result<()> {
-    if e.dcs.len() < 2 {
-        return Ok(());
-    }
-    let dcs: Vec<FederatedDc> = e
-        .dcs
-        .iter()
-        .map(|d| FederatedDc {
+/// The DCs as federation sees them: each reaches each other through its link proxy.
+pub(crate) fn federated_dcs(e: &Endpoints) -> Vec<FederatedDc> {
+    let links = Link::all(e.dcs.len() as u16);
+    (1..=e.dcs.len() as u16)
+        .zip(&e.dcs)
+        .map(|(dc, d)| FederatedDc {
             dc: d.dc.clone(),
             mgmt_url: d.management_url.clone(),
             user: d.management_user.clone(),
             password: d.management_password.clone(),
             vhost: "/".into(),
             amqp_uri: d.amqp_url.clone(),
-            via: Default::default(),
+            via: links
+                .iter()
+                .filter(|l| l.to == dc)
+                .map(|l| (layout::dc_id(l.from), l.uri()))
+                .collect(),
         })
-        .collect();
-    println!("federating {} DCs (full mesh)", dcs.len());
-    federation::configure(&dcs).await?;
-    federation::wait_links_running(&dcs, FEDERATION_TIMEOUT).await
+        .collect()
 }
 
-async fn start_services(e: &Endpoints) -> anyhow::Result<()> {
+/// Full-mesh exchange federation between the DCs' brokers (none for one DC), each link
+/// through its proxy. Idempotent, so a repeated `up` repairs it.
+async fn federate(e: &Endpoints, partitions: &Partitions) -> anyhow::Result<()> {
+    if e.dcs.len() < 2 {
+        return Ok(());
+    }
+    let dcs = federated_dcs(e);
+    println!(
+        "federating {} DCs (full mesh, through the link proxies)",
+        dcs.len()
+    );
+    federation::configure(&dcs).await?;
+    let uncut: Vec<Link> = Link::all(e.dcs.len() as u16)
+        .into_iter()
+        .filter(|l| !partitions.cuts(l))
+        .collect();
+    wait_links(e, &uncut, FEDERATION_TIMEOUT).await
+}
+
+/// Waits until each of `links` runs for every federated exchange, as the management API of
+/// its downstream DC reports it.
+pub(crate) async fn wait_links(
+    e: &Endpoints,
+    links: &[Link],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let feds = federated_dcs(e);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut missing = Vec::new();
+        for (down, fed) in (1..).zip(&feds) {
+            let ups: Vec<FederatedDc> = links
+                .iter()
+                .filter(|l| l.from == down)
+                .map(|l| feds[usize::from(l.to - 1)].clone())
+                .collect();
+            if ups.is_empty() {
+                continue;
+            }
+            match federation::links_not_running(fed, &ups).await {
+                Ok(m) => missing.extend(m.into_iter().map(|m| format!("{}: {m}", fed.dc))),
+                Err(e) => missing.push(format!("{}: {e:#}", fed.dc)),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "federation links not running within {timeout:?}: {}",
+                missing.join("; ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Starts the services of DCs `dcs` that do not run (and restarts those started with other
+/// peers, e.g. before their links went through the proxies), then waits until each DC
+/// serves XMPP.
+pub(crate) async fn start_services(e: &Endpoints, dcs: &[u16]) -> anyhow::Result<()> {
     let mut per_dc: Vec<(u16, Vec<Service>)> = Vec::new();
-    for dc in 1..=e.dcs.len() as u16 {
+    for &dc in dcs {
         let plan = services::plan(&dc_env(dc, e), e.gateways_per_dc, e.routers_per_dc);
         for s in &plan {
+            restart_if_peers_changed(s).await?;
             if s.pid().is_none() {
                 println!(
                     "starting {} (log {})",
@@ -306,8 +392,50 @@ async fn start_services(e: &Endpoints) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A running service whose `MEERKAT_PEERS` is not what it should be now is stopped (for
+/// `start` to start it again): it would refuse what arrives through the links.
+async fn restart_if_peers_changed(s: &Service) -> anyhow::Result<()> {
+    const PEERS: &str = "MEERKAT_PEERS";
+    let Some(pid) = s.pid() else {
+        return Ok(());
+    };
+    let wanted = s
+        .env
+        .iter()
+        .find(|(k, _)| k == PEERS)
+        .map(|(_, v)| v.clone());
+    if started_env(pid, PEERS) != wanted {
+        println!(
+            "restarting {} (pid {pid}): its peers changed",
+            s.instance_id
+        );
+        let exe = layout::release_bin(s.binary);
+        meerkat_localstack::process::terminate(
+            pid,
+            &exe.to_string_lossy(),
+            Duration::from_secs(15),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The value of `key` in the environment process `pid` was started with.
+fn started_env(pid: u32, key: &str) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    environ.split(|b| *b == 0).find_map(|kv| {
+        let kv = String::from_utf8_lossy(kv);
+        kv.strip_prefix(key)?.strip_prefix('=').map(str::to_owned)
+    })
+}
+
 pub async fn down() -> anyhow::Result<()> {
     services::stop_all().await?;
+    for l in links::recorded() {
+        if let Some(pid) = l.stop().await? {
+            println!("stopping link proxy {} (pid {pid})", l.label());
+        }
+    }
     let nodes: Vec<RabbitNode> = (1..=MAX_DCS)
         .map(rabbit)
         .filter(|n| n.is_running())
@@ -331,21 +459,37 @@ pub async fn down() -> anyhow::Result<()> {
 
 pub async fn status() -> anyhow::Result<()> {
     let endpoints = Endpoints::read()?;
-    let services = services::pid_files();
-    let mut any = false;
+    let pid_files = services::pid_files();
+    let partitions = Partitions::load()?;
+    let shape = endpoints.as_ref().map_or(0, |e| e.dcs.len() as u16);
+    let pg_port = endpoints.as_ref().map_or(PG_PORT, |e| e.postgres_port);
+    let pg = postgres(pg_port).pid();
+    let proxies = links::recorded();
+    if !anything_running() && pg.is_none() && proxies.iter().all(|l| l.pid().is_none()) {
+        println!("nothing running");
+        links::print_partitions_kept(&partitions);
+        return Ok(());
+    }
     for dc in 1..=MAX_DCS {
         let node = rabbit(dc);
         let id = layout::dc_id(dc);
-        let own: Vec<_> = services
+        let own: Vec<_> = pid_files
             .iter()
             .filter(|(s, _)| s.starts_with(&format!("{id}-")))
+            .map(|(s, f)| (s, services::live_pid(f).map(|(pid, _)| pid)))
             .collect();
-        if !node.is_running() && own.is_empty() {
+        let node_pid = node.pid();
+        let live = own.iter().filter(|(_, pid)| pid.is_some()).count();
+        if dc > shape && node_pid.is_none() && live == 0 {
             continue;
         }
-        any = true;
-        println!("{id}:");
-        match node.pid() {
+        let state = match (node_pid.is_some(), live) {
+            (true, n) if n == own.len() => "up",
+            (false, 0) => "down",
+            _ => "partly up",
+        };
+        println!("{id}: {state}");
+        match node_pid {
             Some(pid) => {
                 let ready = if node.endpoint().is_ready().await {
                     "ready"
@@ -360,21 +504,38 @@ pub async fn status() -> anyhow::Result<()> {
             }
             None => println!("  RabbitMQ {:<28} stopped", node.config().node()),
         }
-        for (instance, file) in own {
-            match services::live_pid(file) {
-                Some((pid, _)) => println!("  {instance:<37} pid {pid}"),
+        for (instance, pid) in own {
+            match pid {
+                Some(pid) => println!("  {instance:<37} pid {pid}"),
                 None => println!("  {instance:<37} not running"),
             }
         }
     }
-    let pg_port = endpoints.as_ref().map_or(PG_PORT, |e| e.postgres_port);
-    if let Some(pid) = postgres(pg_port).pid() {
-        any = true;
+    let mut all_links = Link::all(shape);
+    all_links.extend(proxies);
+    all_links.sort();
+    all_links.dedup();
+    if !all_links.is_empty() {
+        println!("links (DC K's broker reaches DC L's through a proxy on 127.0.0.1:57KL):");
+        for l in &all_links {
+            let state = match l.pid() {
+                Some(pid) => format!("pid {pid}"),
+                None if partitions.cuts(l) => "cut (partition)".to_owned(),
+                None => "not running (`cargo xtask up` starts it)".to_owned(),
+            };
+            println!(
+                "  {:<9} {} → {}  {state}",
+                l.label(),
+                l.listen(),
+                l.target()
+            );
+        }
+    }
+    links::print_partitions_kept(&partitions);
+    if let Some(pid) = pg {
         println!("PostgreSQL 127.0.0.1:{pg_port} pid {pid}");
     }
-    if !any {
-        println!("nothing running");
-    } else if endpoints.is_some() {
+    if endpoints.is_some() {
         println!("endpoints: {}", layout::endpoints_file().display());
     }
     Ok(())
