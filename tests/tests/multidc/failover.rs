@@ -174,9 +174,11 @@ async fn a_dead_dcs_users_resume_elsewhere_and_nothing_sent_to_them_is_lost() {
     )
     .await;
     assert_eq!(got.get("from the returned DC"), Some(&1), "{got:?}");
+    // At most a message that DC 2's gateway had written to Bob's old connection but not yet
+    // acknowledged when it died comes again (at-least-once); nothing sent after the kill does.
     let late = collect(&mut bob, &[], Duration::ZERO, Duration::from_secs(2)).await;
     assert!(
-        late.is_empty(),
+        late.keys().all(|body| before.contains(body)),
         "bob got again after DC 2 returned: {late:?}"
     );
     m.stop().await.unwrap();
