@@ -112,7 +112,7 @@ impl Link {
         for dir in [layout::logs_dir(), layout::links_dir()] {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let exe = std::env::current_exe().context("locating the xtask binary")?;
+        let exe = proxy_exe()?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -160,6 +160,17 @@ impl Link {
         let _ = std::fs::remove_file(self.pid_file());
         Ok(pid)
     }
+}
+
+/// The release build of xtask, which `up` builds with the services (every message between
+/// DCs passes a proxy, and a debug build costs several times the CPU per message); this very
+/// binary when there is none (`up --infra-only` builds nothing).
+fn proxy_exe() -> anyhow::Result<PathBuf> {
+    let release = layout::release_bin("xtask");
+    if release.is_file() {
+        return Ok(release);
+    }
+    std::env::current_exe().context("locating the xtask binary")
 }
 
 /// Every link proxy with a pid file (whatever the stack's shape now), for `down`.

@@ -236,6 +236,9 @@ async fn build_services() -> anyhow::Result<()> {
                 "dc-health",
                 "-p",
                 "meerkatctl",
+                // The link proxies between DCs run `xtask link-proxy` (see `links`).
+                "-p",
+                "xtask",
             ])
             .current_dir(layout::root())
             .status()
