@@ -200,6 +200,11 @@ impl Dc {
         for _ in 0..dc.options.routers {
             dc.start_router().await?;
         }
+        // A stanza published before the routers have declared and bound the route partitions
+        // would be dropped by the exchange: clients come only once they consume.
+        for r in &dc.routers {
+            wait_ready(r.admin).await?;
+        }
         for _ in 0..dc.options.gateways {
             dc.start_gateway().await?;
         }
