@@ -97,7 +97,7 @@ fn kill_line(r: &KillRound) -> String {
     format!(
         "kill {}: DC 2 declared down {} after the kill ({} after its last heartbeat); contact told {}; \
          reconnected at DC 1: first message {}, all {}, latency once back ≤ {}; \
-         sent {} lost {} duplicates {} (after DC 2 returned {}) bounced {}",
+         sent {} lost {} duplicates {}{} (after DC 2 returned {}) bounced {}",
         r.round,
         s(r.detected),
         opt(r.silence),
@@ -109,6 +109,7 @@ fn kill_line(r: &KillRound) -> String {
         r.sent,
         r.lost,
         r.duplicates,
+        detail(&r.duplicate_detail),
         r.after_return,
         r.bounced,
     )
@@ -118,7 +119,7 @@ fn partition_line(r: &PartitionRound) -> String {
     format!(
         "partition {}: declared down {} (DC 1) / {} (DC 2) after the cut; told {} / {}; \
          after the heal: both up {}, {} {}, directories converged {}; \
-         sent {} lost {} duplicates {} bounced {}",
+         sent {} lost {} duplicates {}{} bounced {}",
         r.round,
         s(r.detected[0]),
         s(r.detected[1]),
@@ -131,8 +132,18 @@ fn partition_line(r: &PartitionRound) -> String {
         r.sent,
         r.lost,
         r.duplicates,
+        detail(&r.duplicate_detail),
         r.bounced,
     )
+}
+
+/// ` [seq@ms:conns ...]` when there is something to say.
+fn detail(d: &str) -> String {
+    if d.is_empty() {
+        String::new()
+    } else {
+        format!(" [{d}]")
+    }
 }
 
 /// Median (the lower one of an even count), min and max, in seconds.

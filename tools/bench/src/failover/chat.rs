@@ -169,6 +169,27 @@ impl Tally {
             .sum()
     }
 
+    /// The messages received more than once, as `seq@ms:conn,conn`: sent `ms` after `t0`
+    /// (negative: before), and the connection of each copy.
+    pub fn duplicate_detail(&self, t0: Instant) -> String {
+        let mut out = Vec::new();
+        for (i, a) in self
+            .arrivals
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.len() > 1)
+        {
+            let conns: Vec<String> = a.iter().map(|(c, _)| c.to_string()).collect();
+            let ms = if self.sent[i] >= t0 {
+                (self.sent[i] - t0).as_millis() as i128
+            } else {
+                -((t0 - self.sent[i]).as_millis() as i128)
+            };
+            out.push(format!("{}@{ms}:{}", i + 1, conns.join(",")));
+        }
+        out.join(" ")
+    }
+
     /// Copies received after `t` (on any connection).
     pub fn received_after(&self, t: Instant) -> usize {
         self.arrivals

@@ -75,52 +75,101 @@ pub async fn dc_metric(admin: SocketAddr, name: &str, dc: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// The router's `meerkat_router_directory_sessions` gauge.
-async fn directory_sessions(admin: SocketAddr) -> Option<u64> {
-    let text = reqwest::get(format!("http://{admin}/metrics"))
+/// One session as a router's `GET /directory` lists it: full JID, session id, available.
+type Entry = (String, String, bool);
+
+/// The sessions in the directory of the router at `admin`, sorted.
+async fn directory(client: &reqwest::Client, admin: SocketAddr) -> Option<Vec<Entry>> {
+    let view: serde_json::Value = client
+        .get(format!("http://{admin}/directory"))
+        .send()
         .await
         .ok()?
-        .text()
+        .json()
         .await
         .ok()?;
-    text.lines()
-        .find(|l| l.split_whitespace().next() == Some("meerkat_router_directory_sessions"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|v| v as u64)
+    let mut out: Vec<Entry> = view["sessions"]
+        .as_array()?
+        .iter()
+        .map(|s| {
+            (
+                s["jid"].as_str().unwrap_or_default().to_owned(),
+                s["session_id"].as_str().unwrap_or_default().to_owned(),
+                s["available"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    out.sort();
+    Some(out)
 }
 
-/// Waits until every router of every DC has held exactly `expected` sessions for `hold`;
-/// returns when that stretch began.
-pub async fn wait_directories(
-    m: &MultiDc,
-    expected: u64,
-    hold: Duration,
-    within: Duration,
-) -> anyhow::Result<Instant> {
-    let routers: Vec<SocketAddr> = m
-        .dcs
-        .iter()
-        .flat_map(|dc| dc.routers.iter().map(|r| r.admin))
-        .collect();
-    let deadline = Instant::now() + within;
-    let mut since: Option<Instant> = None;
-    loop {
-        let at = Instant::now();
-        let mut all = true;
-        let mut seen = Vec::with_capacity(routers.len());
-        for r in &routers {
-            let n = directory_sessions(*r).await;
-            all &= n == Some(expected);
-            seen.push(n);
+/// Every router's directory, DC by DC.
+async fn directories(client: &reqwest::Client, m: &MultiDc) -> Vec<Option<Vec<Entry>>> {
+    let mut out = Vec::new();
+    for dc in &m.dcs {
+        for r in &dc.routers {
+            out.push(directory(client, r.admin).await);
         }
-        since = if all { since.or(Some(at)) } else { None };
-        if let Some(s) = since.filter(|s| s.elapsed() >= hold) {
-            return Ok(s);
+    }
+    out
+}
+
+/// Waits until every router of every DC lists exactly the sessions of `jids` (full JIDs),
+/// each available: the DCs agree on who is online where and a contact's presence counts.
+pub async fn wait_available(m: &MultiDc, jids: &[&str], within: Duration) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let mut want: Vec<&str> = jids.to_vec();
+    want.sort_unstable();
+    let deadline = Instant::now() + within;
+    loop {
+        let dirs = directories(&client, m).await;
+        let ok = dirs.iter().all(|d| {
+            d.as_ref().is_some_and(|d| {
+                d.iter().all(|(_, _, available)| *available)
+                    && d.iter()
+                        .map(|(j, _, _)| j.as_str())
+                        .eq(want.iter().copied())
+            })
+        });
+        if ok {
+            return Ok(());
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "directories not at {expected} sessions within {within:?}: {seen:?}"
+            "directories not at {want:?}, all available, within {within:?}: {dirs:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until every router of every DC lists the same `expected` sessions (same session
+/// ids) and has kept them for `hold`; returns when that stretch began.
+pub async fn wait_directories(
+    m: &MultiDc,
+    expected: usize,
+    hold: Duration,
+    within: Duration,
+) -> anyhow::Result<Instant> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + within;
+    let mut stretch: Option<(Instant, Vec<Entry>)> = None;
+    loop {
+        let at = Instant::now();
+        let dirs = directories(&client, m).await;
+        let first = dirs.first().cloned().flatten();
+        let agreed =
+            first.filter(|f| f.len() == expected && dirs.iter().all(|d| d.as_ref() == Some(f)));
+        stretch = match (stretch, agreed) {
+            (Some((since, held)), Some(now)) if held == now => Some((since, held)),
+            (_, Some(now)) => Some((at, now)),
+            (_, None) => None,
+        };
+        if let Some((since, _)) = stretch.as_ref().filter(|(s, _)| s.elapsed() >= hold) {
+            return Ok(*since);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "directories do not agree on {expected} sessions within {within:?}: {dirs:?}"
         );
         tokio::time::sleep(POLL).await;
     }
@@ -139,4 +188,43 @@ pub async fn rabbit_version() -> Option<String> {
         .await
         .ok()?;
     overview["rabbitmq_version"].as_str().map(str::to_owned)
+}
+
+/// Each DC's queues (messages ready / unacked, consumers) and federation links, on stderr:
+/// what to look at when a round fails.
+pub async fn dump_brokers(m: &MultiDc) {
+    let client = reqwest::Client::new();
+    for b in &m.brokers {
+        // Fresh vhosts are named `t-<hex>`: nothing to encode.
+        let vhost = &b.vhost.name;
+        for what in ["queues", "federation-links"] {
+            let url = format!("{}api/{what}/{vhost}", b.vhost.mgmt_url);
+            let list: Vec<serde_json::Value> = match client
+                .get(&url)
+                .basic_auth("guest", Some("guest"))
+                .send()
+                .await
+            {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => Vec::new(),
+            };
+            for x in list {
+                if what == "queues" {
+                    eprintln!(
+                        "  {} queue {}: ready {} unacked {} consumers {}",
+                        b.dc,
+                        x["name"],
+                        x["messages_ready"],
+                        x["messages_unacknowledged"],
+                        x["consumers"]
+                    );
+                } else {
+                    eprintln!(
+                        "  {} link {} from {}: {}",
+                        b.dc, x["exchange"], x["upstream"], x["status"]
+                    );
+                }
+            }
+        }
+    }
 }
