@@ -378,6 +378,39 @@ impl Dc {
 
     /// Starts one more gateway; every gateway after the first shares the first one's ports.
     pub async fn start_gateway(&mut self) -> anyhow::Result<()> {
+        let (c2s, tls) = (self.c2s, self.tls);
+        let (c2s, tls) = self.spawn_gateway(c2s, tls).await?;
+        self.c2s = c2s;
+        self.tls = tls;
+        Ok(())
+    }
+
+    /// Starts one more gateway on ports of its own, as an instance added behind a load
+    /// balancer would be, and returns client settings that reach just that instance (STARTTLS).
+    /// It serves the DC like every other gateway; `stop_gateway` with the last index ends it.
+    pub async fn start_gateway_on_own_port(&mut self) -> anyhow::Result<ClientConfig> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (c2s, _) = self.spawn_gateway(any, Some(any)).await?;
+        Ok(ClientConfig {
+            addr: c2s,
+            ..self.client()
+        })
+    }
+
+    /// Stops gateway `i` (an index into `gateways`) gracefully, as when an instance is scaled
+    /// away: its clients get `<system-shutdown/>` and its sessions end as if they logged out.
+    pub async fn stop_gateway(&mut self, i: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(i < self.gateways.len(), "no gateway {i}");
+        self.gateways.remove(i).stop().await
+    }
+
+    /// Spawns a gateway listening on `c2s` and `tls` (port 0: any free port) and waits until it
+    /// is ready; returns the addresses it listens on.
+    async fn spawn_gateway(
+        &mut self,
+        c2s: SocketAddr,
+        tls: Option<SocketAddr>,
+    ) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
         let n = self.gateways.len() + 1;
         let config = c2s_gateway::Config {
             dc: self.options.dc.clone(),
@@ -385,8 +418,8 @@ impl Dc {
             amqp_url: self.amqp_url.clone(),
             database_url: self.database_url.clone(),
             instance_id: format!("{}-gw{n}-{}", self.options.dc, short_id()),
-            c2s_addr: self.c2s,
-            tls_addr: Some(self.tls.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))),
+            c2s_addr: c2s,
+            tls_addr: Some(tls.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))),
             registration: self.options.registration,
             tls_required: self.options.tls_required,
             max_stanza_bytes: self.options.max_stanza_bytes,
@@ -405,12 +438,11 @@ impl Dc {
             |g| g.run(),
         )
         .await?;
-        let (c2s, tls) = addrs_rx.await.context("gateway addresses")?;
-        self.c2s = c2s;
-        self.tls = tls;
+        let addrs = addrs_rx.await.context("gateway addresses")?;
         let admin = handle.admin;
         self.gateways.push(handle);
-        wait_ready(admin).await
+        wait_ready(admin).await?;
+        Ok(addrs)
     }
 
     /// The DC's database rebuilt empty, as after losing it: every service stops, the DC gets a

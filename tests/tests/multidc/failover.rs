@@ -10,7 +10,7 @@ use meerkat_testkit::client::pred::presence_of_type;
 use meerkat_testkit::client::Client;
 use meerkat_xmpp::ns;
 
-use crate::{available, multi, presence, register, user, CONVERGE};
+use crate::{available, befriend, multi, register, user, CONVERGE};
 
 /// Detection bound (dc-health's default: down 4 s after the last beat) plus the time for the
 /// purge to reach a client, with room for a loaded machine.
@@ -19,27 +19,6 @@ const TOLD: Duration = Duration::from_secs(20);
 /// Longer than a stanza may wait in the federation queue towards a dead DC (10 s) plus the
 /// detection bound: by then everything sent to the dead DC's users has been routed again.
 const SETTLED: Duration = Duration::from_secs(40);
-
-/// Mutual presence subscription between two available clients.
-async fn befriend(a: &mut Client, b: &mut Client) {
-    let (aj, bj) = (a.bare_jid().to_owned(), b.bare_jid().to_owned());
-    a.send(&presence("subscribe", &bj)).await.unwrap();
-    b.expect("subscribe", presence_of_type(&aj, Some("subscribe")))
-        .await
-        .unwrap();
-    b.send(&presence("subscribed", &aj)).await.unwrap();
-    a.expect("their presence", presence_of_type(&bj, None))
-        .await
-        .unwrap();
-    b.send(&presence("subscribe", &aj)).await.unwrap();
-    a.expect("subscribe", presence_of_type(&bj, Some("subscribe")))
-        .await
-        .unwrap();
-    a.send(&presence("subscribed", &bj)).await.unwrap();
-    b.expect("their presence", presence_of_type(&aj, None))
-        .await
-        .unwrap();
-}
 
 /// How many times each body arrived at `c`, until `want` are all there (or `within` passes),
 /// then for `quiet` more (a duplicate would show up meanwhile).

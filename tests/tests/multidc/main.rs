@@ -13,6 +13,7 @@ mod chat;
 mod data;
 mod failover;
 mod federation;
+mod gateways;
 mod presence;
 mod replication;
 mod restarts;
@@ -21,6 +22,7 @@ mod three_dcs;
 
 use std::time::Duration;
 
+use meerkat_testkit::client::pred::presence_of_type;
 use meerkat_testkit::client::Client;
 use meerkat_testkit::multi::MultiDc;
 use meerkat_testkit::stack::{Dc, StackOptions};
@@ -76,6 +78,27 @@ pub fn presence(kind: &str, to: &str) -> Element {
     Element::new("presence", ns::CLIENT)
         .with_attr("type", kind)
         .with_attr("to", to)
+}
+
+/// Mutual presence subscription between two available clients.
+pub async fn befriend(a: &mut Client, b: &mut Client) {
+    let (aj, bj) = (a.bare_jid().to_owned(), b.bare_jid().to_owned());
+    a.send(&presence("subscribe", &bj)).await.unwrap();
+    b.expect("subscribe", presence_of_type(&aj, Some("subscribe")))
+        .await
+        .unwrap();
+    b.send(&presence("subscribed", &aj)).await.unwrap();
+    a.expect("their presence", presence_of_type(&bj, None))
+        .await
+        .unwrap();
+    b.send(&presence("subscribe", &aj)).await.unwrap();
+    a.expect("subscribe", presence_of_type(&bj, Some("subscribe")))
+        .await
+        .unwrap();
+    a.send(&presence("subscribed", &bj)).await.unwrap();
+    b.expect("their presence", presence_of_type(&aj, None))
+        .await
+        .unwrap();
 }
 
 /// Every message body `c` receives until `quiet` passes without one.
