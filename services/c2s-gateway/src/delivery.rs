@@ -39,13 +39,21 @@ pub async fn run(ctx: Arc<Ctx>) {
     let task = spawn_consumer(ctx.bus.clone(), spec, move |delivery| {
         let ctx = handler_ctx.clone();
         let dedup = dedup.clone();
-        // The last hop of the stanza's trace: its parent came in the AMQP headers.
+        // The last hop of the stanza's trace: its parent (and link) came in the AMQP headers.
         let span = tracing::info_span!(
-            "meerkat.deliver receive",
+            "process meerkat.deliver",
             otel.kind = "consumer",
             messaging.system = "rabbitmq",
-            messaging.operation = "receive",
+            messaging.operation.type = "process",
+            messaging.operation.name = "process",
             messaging.destination.name = names::DELIVER_EXCHANGE,
+            messaging.rabbitmq.destination.routing_key = delivery.routing_key.as_str(),
+            messaging.rabbitmq.message.delivery_tag = delivery.delivery_tag,
+            messaging.message.id = delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map_or("", |id| id.as_str()),
         );
         meerkat_runtime::telemetry::set_parent_from_headers(
             &span,

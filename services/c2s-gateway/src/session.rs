@@ -298,21 +298,33 @@ async fn update(ctx: &Ctx, st: &mut State) {
 }
 
 /// Publishes a client stanza to the routers (confirmed before the next one, keeping order).
-/// The span is the root of the stanza's trace; its context travels in the AMQP headers.
+/// The span is the root of the stanza's trace and its creation context: it travels in the AMQP
+/// headers. Named and attributed by the OpenTelemetry messaging conventions (docs/observability.md).
 async fn route(ctx: &Ctx, st: &State, el: &Element, initial: bool) -> Result<(), End> {
+    let message_id = Uuid::new_v4().to_string();
     let span = tracing::info_span!(
-        "meerkat.route publish",
+        "publish meerkat.route",
         otel.kind = "producer",
         messaging.system = "rabbitmq",
-        messaging.operation = "publish",
+        messaging.operation.type = "publish",
+        messaging.operation.name = "publish",
         messaging.destination.name = names::ROUTE_EXCHANGE,
         messaging.rabbitmq.destination.routing_key = %st.bare,
+        messaging.message.id = %message_id,
         xmpp.stanza = el.name(),
     );
-    route_in_span(ctx, st, el, initial).instrument(span).await
+    route_in_span(ctx, st, el, initial, message_id)
+        .instrument(span)
+        .await
 }
 
-async fn route_in_span(ctx: &Ctx, st: &State, el: &Element, initial: bool) -> Result<(), End> {
+async fn route_in_span(
+    ctx: &Ctx,
+    st: &State,
+    el: &Element,
+    initial: bool,
+    message_id: String,
+) -> Result<(), End> {
     let mut headers = Headers::new()
         .u64(h::WIRE, u64::from(WIRE_VERSION))
         .str(h::ORIGIN_DC, &ctx.config.dc)
@@ -329,7 +341,7 @@ async fn route_in_span(ctx: &Ctx, st: &State, el: &Element, initial: bool) -> Re
     }
     meerkat_runtime::telemetry::inject_context(headers.table());
     let props = BasicProperties::default()
-        .with_message_id(Uuid::new_v4().to_string().into())
+        .with_message_id(message_id.into())
         .with_content_type(h::CONTENT_XMPP.into())
         .with_delivery_mode(2)
         .with_headers(headers.build());

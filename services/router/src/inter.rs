@@ -204,13 +204,16 @@ async fn handle_delivery(ctx: &Ctx, delivery: Delivery, seen: &Mutex<Seen>) {
         }
     }
     let headers = delivery.properties.headers().as_ref();
+    // Its parent is the other DC's router's publish: the federation link forwards the headers.
     let span = tracing::info_span!(
-        "inter receive",
+        "process meerkat.inter.stanzas",
         otel.kind = "consumer",
         messaging.system = "rabbitmq",
-        messaging.operation = "process",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
         messaging.destination.name = names::INTER_STANZAS_EXCHANGE,
-        messaging.rabbitmq.destination.routing_key = %ctx.config.dc,
+        messaging.rabbitmq.destination.routing_key = delivery.routing_key.as_str(),
+        messaging.rabbitmq.message.delivery_tag = delivery.delivery_tag,
         messaging.message.id = id.as_deref().unwrap_or(""),
     );
     meerkat_runtime::telemetry::set_parent_from_headers(&span, headers);
@@ -346,9 +349,19 @@ async fn republish(ctx: &Ctx, r: &RouteIn, kind: &str, id: Option<&str>) -> anyh
     if let Some(s) = &r.sender {
         headers = headers.str(h::SENDER, s);
     }
-    meerkat_runtime::telemetry::inject_context(headers.table());
     // The envelope id travels on, so the partition also drops a duplicate republish.
     let message_id = id.map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
+    let span = tracing::info_span!(
+        "publish meerkat.route",
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "publish",
+        messaging.operation.name = "publish",
+        messaging.destination.name = names::ROUTE_EXCHANGE,
+        messaging.rabbitmq.destination.routing_key = r.key.as_str(),
+        messaging.message.id = message_id.as_str(),
+    );
+    span.in_scope(|| meerkat_runtime::telemetry::inject_context(headers.table()));
     let props = BasicProperties::default()
         .with_message_id(message_id.into())
         .with_content_type(h::CONTENT_XMPP.into())
@@ -356,6 +369,7 @@ async fn republish(ctx: &Ctx, r: &RouteIn, kind: &str, id: Option<&str>) -> anyh
         .with_headers(headers.build());
     ctx.publisher
         .publish(names::ROUTE_EXCHANGE, &r.key, props, r.body.as_bytes())
+        .instrument(span)
         .await?;
     Ok(())
 }

@@ -8,6 +8,7 @@ use lapin::BasicProperties;
 use meerkat_bus::{lapin, Headers};
 use meerkat_wire::{headers as h, topology as names, SessionInfo, WIRE_VERSION};
 use meerkat_xmpp::Element;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::{envelope, Ctx};
@@ -128,9 +129,11 @@ impl Outbox {
                     headers = headers.str(h::SENDER, from);
                 }
             }
-            meerkat_runtime::telemetry::inject_context(headers.table());
+            let id = message_id(o).to_string();
+            let span = publish_span(remote, o, &id);
+            span.in_scope(|| meerkat_runtime::telemetry::inject_context(headers.table()));
             let props = BasicProperties::default()
-                .with_message_id(message_id(o).to_string().into())
+                .with_message_id(id.into())
                 .with_content_type(h::CONTENT_XMPP.into())
                 .with_delivery_mode(2)
                 .with_headers(headers.build());
@@ -151,11 +154,44 @@ impl Outbox {
                     .publish(exchange, key, props, body.as_bytes())
                     .await
             }
+            .instrument(span)
         });
         for r in futures::future::join_all(publishes).await {
             r?;
         }
         Ok(())
+    }
+}
+
+/// The publish span of one delivery, a child of the span handling the stanza (current here);
+/// its context is the delivery's creation context. Named and attributed by the OpenTelemetry
+/// messaging conventions: to another DC over the federated exchange, routing key = that DC, or
+/// to a gateway of this DC, routing key = the gateway.
+fn publish_span(remote: bool, o: &Out, message_id: &str) -> tracing::Span {
+    if remote {
+        tracing::info_span!(
+            "publish meerkat.inter.stanzas",
+            otel.kind = "producer",
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "publish",
+            messaging.operation.name = "publish",
+            messaging.destination.name = names::INTER_STANZAS_EXCHANGE,
+            messaging.rabbitmq.destination.routing_key = o.target.dc.as_str(),
+            messaging.message.id = message_id,
+            meerkat.delivery.kind = o.kind,
+        )
+    } else {
+        tracing::info_span!(
+            "publish meerkat.deliver",
+            otel.kind = "producer",
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "publish",
+            messaging.operation.name = "publish",
+            messaging.destination.name = names::DELIVER_EXCHANGE,
+            messaging.rabbitmq.destination.routing_key = o.target.gateway.as_str(),
+            messaging.message.id = message_id,
+            meerkat.delivery.kind = o.kind,
+        )
     }
 }
 

@@ -117,11 +117,14 @@ async fn handle_delivery(ctx: &Ctx, delivery: Delivery, seen: &Mutex<Seen>) {
         }
     }
     let span = tracing::info_span!(
-        "route",
+        "process meerkat.route",
         otel.kind = "consumer",
         messaging.system = "rabbitmq",
-        messaging.operation = "process",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
         messaging.destination.name = names::ROUTE_EXCHANGE,
+        messaging.rabbitmq.destination.routing_key = delivery.routing_key.as_str(),
+        messaging.rabbitmq.message.delivery_tag = delivery.delivery_tag,
         messaging.message.id = id.as_deref().unwrap_or(""),
     );
     meerkat_runtime::telemetry::set_parent_from_headers(&span, headers);

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
@@ -156,9 +156,17 @@ pub fn extract_context(headers: Option<&FieldTable>) -> opentelemetry::Context {
     TraceContextPropagator::new().extract(&HeaderExtractor::new(headers))
 }
 
-/// Makes `span` a child of the trace context found in `headers` (if any).
+/// Makes `span` (a consumer's `process` span) a child of the message's creation context found
+/// in `headers`, and links it to that context as the OpenTelemetry messaging conventions ask of
+/// a consumer span; nothing when the headers carry no (valid) context.
 pub fn set_parent_from_headers(span: &tracing::Span, headers: Option<&FieldTable>) {
-    span.set_parent(extract_context(headers));
+    let context = extract_context(headers);
+    let creation = context.span().span_context().clone();
+    if !creation.is_valid() {
+        return;
+    }
+    span.set_parent(context);
+    span.add_link(creation);
 }
 
 struct HeaderInjector<'a>(&'a mut FieldTable);
