@@ -1,7 +1,10 @@
 //! Test kit: the shared broker and database of a test run (`infra`), dedicated brokers for
-//! fault tests, and an XMPP test client.
+//! fault tests, an XMPP test client, DCs of service processes (`procs`) and an OTLP trace
+//! receiver (`otlp`).
 pub mod client;
 pub mod infra;
 pub use infra::*;
 pub mod multi;
+pub mod otlp;
+pub mod procs;
 pub mod stack;

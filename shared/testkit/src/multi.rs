@@ -65,7 +65,7 @@ impl Links {
 
 /// Like [`federated_vhosts`]; with `proxied`, each link goes through a proxy of its own
 /// (returned: the links stay up as long as it lives).
-async fn vhosts(n: usize, proxied: bool) -> anyhow::Result<(Vec<DcBroker>, Links)> {
+pub(crate) async fn vhosts(n: usize, proxied: bool) -> anyhow::Result<(Vec<DcBroker>, Links)> {
     let infra = crate::infra().await?;
     let mut brokers = Vec::with_capacity(n);
     for k in 1..=n {
@@ -248,18 +248,7 @@ impl MultiDc {
     /// publishes from now on is dropped for want of a binding. Bindings that no service made
     /// (e.g. a DC without replicator has no sessions queue) are not waited for.
     pub async fn wait_inter_bindings(&self) -> anyhow::Result<()> {
-        for down in &self.brokers {
-            let bound = bound_keys(down).await?;
-            for (exchange, _) in FEDERATED_EXCHANGES {
-                for key in bound.iter().filter(|(x, _)| x == exchange).map(|(_, k)| k) {
-                    for up in self.brokers.iter().filter(|u| u.dc != down.dc) {
-                        wait_binding_propagated(up, down, exchange, key, FEDERATION_TIMEOUT)
-                            .await?;
-                    }
-                }
-            }
-        }
-        Ok(())
+        wait_inter_bindings(&self.brokers).await
     }
 
     /// Waits until every router of every DC holds exactly `expected` sessions in its directory
@@ -310,6 +299,21 @@ impl MultiDc {
     }
 }
 
+/// [`MultiDc::wait_inter_bindings`] for the DCs on `brokers`, whatever runs their services.
+pub(crate) async fn wait_inter_bindings(brokers: &[DcBroker]) -> anyhow::Result<()> {
+    for down in brokers {
+        let bound = bound_keys(down).await?;
+        for (exchange, _) in FEDERATED_EXCHANGES {
+            for key in bound.iter().filter(|(x, _)| x == exchange).map(|(_, k)| k) {
+                for up in brokers.iter().filter(|u| u.dc != down.dc) {
+                    wait_binding_propagated(up, down, exchange, key, FEDERATION_TIMEOUT).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// (exchange, routing key) of every queue binding on a federated exchange of `b`'s vhost.
 async fn bound_keys(b: &DcBroker) -> anyhow::Result<Vec<(String, String)>> {
     let url = format!(
@@ -339,7 +343,7 @@ async fn bound_keys(b: &DcBroker) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 /// The router's `meerkat_router_directory_sessions` gauge, from its admin `/metrics`.
-async fn directory_sessions(admin: std::net::SocketAddr) -> Option<u64> {
+pub(crate) async fn directory_sessions(admin: std::net::SocketAddr) -> Option<u64> {
     let text = reqwest::get(format!("http://{admin}/metrics"))
         .await
         .ok()?
