@@ -200,62 +200,122 @@ pub async fn declare_exchanges(dc: &FederatedDc) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Another DC as one DC's broker pulls from it: its id and the AMQP URI by which this DC
+/// reaches it (what the upstream is configured with, and what the federation plugin names in
+/// the `x-received-from` header of what comes through; services get the same URI as a peer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    pub dc: String,
+    pub uri: String,
+}
+
+/// Parses `dc2=amqp://...,dc3=amqp://...` (the form of the services' `MEERKAT_PEERS`; empty =
+/// none).
+pub fn parse_upstreams(spec: &str) -> anyhow::Result<Vec<Upstream>> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((dc, uri)) if !dc.trim().is_empty() && !uri.trim().is_empty() => Ok(Upstream {
+                dc: dc.trim().to_owned(),
+                uri: uri.trim().to_owned(),
+            }),
+            _ => bail!("peers: expected `dc=uri[,dc=uri...]`, got `{p}`"),
+        })
+        .collect()
+}
+
 /// Configures the full mesh: on every DC, the federated exchanges, one upstream per other DC
 /// and the policies. Idempotent (every call is a PUT), so it also repairs a drifted broker.
+/// Every DC's exchanges exist before any link is defined, so no link starts towards a missing
+/// exchange (it would wait `reconnect-delay` before trying again).
 pub async fn configure(dcs: &[FederatedDc]) -> anyhow::Result<()> {
     for dc in dcs {
-        declare_exchanges(dc).await?;
-        declare_returned_queue(dc).await?;
+        declare_local(dc).await?;
     }
     for dc in dcs {
-        let vhost = percent_encode(&dc.vhost);
-        for other in dcs.iter().filter(|o| o.dc != dc.dc) {
-            let value = serde_json::json!({
-                "uri": other.uri_for(&dc.dc),
-                // The upstream acks only once the downstream confirmed: at-least-once across.
-                "ack-mode": "on-confirm",
-                // Full mesh: one hop reaches every DC, and nothing is forwarded twice.
-                "max-hops": 1,
-                "trust-user-id": false,
-                // The plugin's default is 5 s; a DC coming back should resume quickly.
-                "reconnect-delay": 1,
-            });
-            let name = upstream_name(&other.dc);
-            dc.put(
-                &format!(
-                    "parameters/federation-upstream/{vhost}/{}",
-                    percent_encode(&name)
-                ),
-                serde_json::json!({ "value": value }),
-            )
-            .await
-            .with_context(|| format!("upstream {name} on {}", dc.dc))?;
-        }
-        for (exchange, _) in FEDERATED_EXCHANGES {
-            let name = policy_name(exchange);
-            let body = serde_json::json!({
-                "pattern": format!("^{}$", exchange.replace('.', "\\.")),
-                "apply-to": "exchanges",
-                "priority": 0,
-                "definition": { "federation-upstream-set": "all" },
-            });
-            dc.put(&format!("policies/{vhost}/{}", percent_encode(&name)), body)
-                .await
-                .with_context(|| format!("policy {name} on {}", dc.dc))?;
-        }
-        for (name, exchange, definition) in backlog_policies() {
-            let body = serde_json::json!({
-                "pattern": format!("^federation: {exchange} -> "),
-                "apply-to": "queues",
-                "priority": 0,
-                "definition": definition,
-            });
-            dc.put(&format!("policies/{vhost}/{name}"), body)
-                .await
-                .with_context(|| format!("policy {name} on {}", dc.dc))?;
-        }
+        let upstreams: Vec<Upstream> = dcs
+            .iter()
+            .filter(|o| o.dc != dc.dc)
+            .map(|o| Upstream {
+                dc: o.dc.clone(),
+                uri: o.uri_for(&dc.dc).to_owned(),
+            })
+            .collect();
+        federate(dc, &upstreams).await?;
     }
     Ok(())
+}
+
+/// Configures one DC's broker for the mesh, knowing only how it reaches the other DCs: what
+/// [`configure`] does on each DC, for a deployment where each DC is set up on its own
+/// (`meerkatctl broker setup`, run by docker compose).
+pub async fn configure_dc(dc: &FederatedDc, upstreams: &[Upstream]) -> anyhow::Result<()> {
+    declare_local(dc).await?;
+    federate(dc, upstreams).await
+}
+
+/// What a DC's broker holds for the mesh before any link: the federated exchanges and the
+/// returned-stanza exchange and queue.
+async fn declare_local(dc: &FederatedDc) -> anyhow::Result<()> {
+    declare_exchanges(dc).await?;
+    declare_returned_queue(dc).await
+}
+
+/// On `dc`'s broker: one upstream per other DC, a policy federating each exchange from all of
+/// them, and the policies bounding the backlog towards them.
+async fn federate(dc: &FederatedDc, upstreams: &[Upstream]) -> anyhow::Result<()> {
+    let vhost = percent_encode(&dc.vhost);
+    for other in upstreams {
+        let name = upstream_name(&other.dc);
+        dc.put(
+            &format!(
+                "parameters/federation-upstream/{vhost}/{}",
+                percent_encode(&name)
+            ),
+            serde_json::json!({ "value": upstream_definition(&other.uri) }),
+        )
+        .await
+        .with_context(|| format!("upstream {name} on {}", dc.dc))?;
+    }
+    for (exchange, _) in FEDERATED_EXCHANGES {
+        let name = policy_name(exchange);
+        let body = serde_json::json!({
+            "pattern": format!("^{}$", exchange.replace('.', "\\.")),
+            "apply-to": "exchanges",
+            "priority": 0,
+            "definition": { "federation-upstream-set": "all" },
+        });
+        dc.put(&format!("policies/{vhost}/{}", percent_encode(&name)), body)
+            .await
+            .with_context(|| format!("policy {name} on {}", dc.dc))?;
+    }
+    for (name, exchange, definition) in backlog_policies() {
+        let body = serde_json::json!({
+            "pattern": format!("^federation: {exchange} -> "),
+            "apply-to": "queues",
+            "priority": 0,
+            "definition": definition,
+        });
+        dc.put(&format!("policies/{vhost}/{name}"), body)
+            .await
+            .with_context(|| format!("policy {name} on {}", dc.dc))?;
+    }
+    Ok(())
+}
+
+/// The value of the federation upstream that pulls from the DC reached by `uri`.
+fn upstream_definition(uri: &str) -> serde_json::Value {
+    serde_json::json!({
+        "uri": uri,
+        // The upstream acks only once the downstream confirmed: at-least-once across.
+        "ack-mode": "on-confirm",
+        // Full mesh: one hop reaches every DC, and nothing is forwarded twice.
+        "max-hops": 1,
+        "trust-user-id": false,
+        // The plugin's default is 5 s; a DC coming back should resume quickly.
+        "reconnect-delay": 1,
+    })
 }
 
 /// The dead-letter exchange of the stanza backlog and the DC's queue on it (as the routers
@@ -388,6 +448,26 @@ mod tests {
             "amqp://127.0.0.1:5672/%2f"
         );
         assert_eq!(strip_credentials("amqp://u@h"), "amqp://h");
+    }
+
+    #[test]
+    fn upstreams_from_peers_spec() {
+        assert_eq!(
+            parse_upstreams(" dc2=amqp://u:p@dc2-rabbitmq:5672/%2f , dc3=amqp://h/x").unwrap(),
+            vec![
+                Upstream {
+                    dc: "dc2".into(),
+                    uri: "amqp://u:p@dc2-rabbitmq:5672/%2f".into()
+                },
+                Upstream {
+                    dc: "dc3".into(),
+                    uri: "amqp://h/x".into()
+                },
+            ]
+        );
+        assert_eq!(parse_upstreams("").unwrap(), vec![]);
+        assert!(parse_upstreams("dc2").is_err());
+        assert!(parse_upstreams("=amqp://h").is_err());
     }
 
     #[test]

@@ -50,6 +50,48 @@ pub enum Command {
     /// Between DCs.
     #[command(subcommand)]
     Dc(DcCommand),
+    /// A DC's RabbitMQ.
+    #[command(subcommand)]
+    Broker(BrokerCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BrokerCommand {
+    /// Defines on one DC's broker what the mesh of DCs needs (the federated exchanges, one
+    /// federation upstream per other DC, the federation and backlog policies, the returned
+    /// stanza exchange and queue), the same definitions `cargo xtask up` and the tests apply.
+    /// Idempotent. Waits for the management API first.
+    Setup(BrokerSetupArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BrokerSetupArgs {
+    /// This DC's id (`dc1`).
+    #[arg(long, env = "MEERKAT_DC")]
+    pub dc: String,
+    /// RabbitMQ management API root of this DC's broker (e.g. http://dc1-rabbitmq:15672/).
+    #[arg(long, env = "MEERKAT_MANAGEMENT_URL")]
+    pub management_url: String,
+    /// This DC's vhost on that broker.
+    #[arg(long, env = "MEERKAT_VHOST", default_value = "/")]
+    pub vhost: String,
+    #[arg(long, env = "MEERKAT_MANAGEMENT_USER", default_value = "guest")]
+    pub management_user: String,
+    #[arg(
+        long,
+        env = "MEERKAT_MANAGEMENT_PASSWORD",
+        default_value = "guest",
+        hide_env_values = true
+    )]
+    pub management_password: String,
+    /// The other DCs and the AMQP URI this broker reaches each by, `dc2=amqp://...[,dc3=...]`:
+    /// the same value as the session replicator's and the health service's `MEERKAT_PEERS`
+    /// (they check the `x-received-from` header against it).
+    #[arg(long, env = "MEERKAT_PEERS", hide_env_values = true)]
+    pub peers: String,
+    /// How long to wait for the management API to answer.
+    #[arg(long, default_value_t = 120)]
+    pub wait_secs: u64,
 }
 
 #[derive(Args, Debug)]

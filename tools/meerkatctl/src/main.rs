@@ -1,6 +1,7 @@
 //! meerkatctl: administration of a Meerkat deployment (accounts, service status, sessions,
-//! links between DCs), in the manner of ejabberdctl. Every failure is one line on stderr and a non-zero exit.
+//! links between DCs, broker setup), in the manner of ejabberdctl. Every failure is one line on stderr and a non-zero exit.
 
+mod broker;
 mod cli;
 mod dc;
 mod dc_status;
@@ -25,6 +26,7 @@ async fn main() -> ExitCode {
         Command::Status(args) => status::run(&cli, args).await,
         Command::Sessions(args) => sessions::run(&cli, args).await,
         Command::Dc(cmd) => dc::run(&cli, cmd).await,
+        Command::Broker(cmd) => broker::run(cmd).await,
     };
     match result {
         Ok(code) => code,
