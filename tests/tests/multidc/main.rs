@@ -19,6 +19,7 @@ mod replication;
 mod restarts;
 mod sessions;
 mod three_dcs;
+mod traces;
 
 use std::time::Duration;
 
