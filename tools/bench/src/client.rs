@@ -64,6 +64,38 @@ impl BenchClient {
             .await?;
             let _ = next_el(&mut c.reader).await?; // result or conflict: both fine
         }
+        let mut c = c
+            .authenticate_and_bind(domain, user, password, resource)
+            .await?;
+        c.write("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq><presence/>")
+            .await?;
+        Ok(c)
+    }
+
+    /// One turn of the login loop: connect, STARTTLS, SASL PLAIN, bind (waiting for the
+    /// answer), close.
+    pub async fn login_and_close(
+        addr: SocketAddr,
+        domain: &str,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<()> {
+        let mut c = BenchClient::connect(addr, domain)
+            .await?
+            .authenticate_and_bind(domain, user, password, "loop")
+            .await?;
+        let _ = c.write("</stream:stream>").await;
+        Ok(())
+    }
+
+    async fn authenticate_and_bind(
+        self,
+        domain: &str,
+        user: &str,
+        password: &str,
+        resource: &str,
+    ) -> anyhow::Result<BenchClient> {
+        let mut c = self;
         let token =
             base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
         c.write(&format!(
@@ -79,9 +111,10 @@ impl BenchClient {
         c.write(&format!("{HEADER}{domain}'>")).await?;
         let _features = next_el(&mut c.reader).await?;
         c.write(&format!("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>")).await?;
-        let _ = next_el(&mut c.reader).await?;
-        c.write("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq><presence/>")
-            .await?;
+        let bound = next_el(&mut c.reader).await?;
+        if bound.attr("type") != Some("result") {
+            bail!("{user}: bind failed: {bound}");
+        }
         Ok(c)
     }
 

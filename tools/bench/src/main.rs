@@ -7,6 +7,9 @@
 //! `--lag-logins N` also measures session replication lag (see `lag.rs`); `--data-lag N` and
 //! `--data-catch-up N` measure persistent-data replication (see `data.rs`).
 //!
+//! Login mode (`--login-loop C`): C clients in a closed loop of connect, STARTTLS, SASL PLAIN,
+//! bind, close for `--duration` seconds; prints logins per second and their latency.
+//!
 //! Failover mode (`--failover`): starts two DCs of its own and measures what users see when
 //! one dies or they are cut apart (see `failover.rs`); the other options do not apply.
 
@@ -84,6 +87,11 @@ struct Args {
     /// Partition rounds of --failover.
     #[arg(long, default_value_t = 3)]
     partitions: usize,
+    /// Login workload instead of chat: this many clients, each in a closed loop of connect,
+    /// STARTTLS, SASL PLAIN, bind, close, for --duration seconds (users `<prefix>login<i>`,
+    /// registered first).
+    #[arg(long, default_value_t = 0)]
+    login_loop: usize,
     /// Milliseconds between two messages of the sender in --failover rounds.
     #[arg(long, default_value_t = 100)]
     send_every_ms: u64,
@@ -112,6 +120,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.data_catch_up > 0 && (args.cut_off.is_none() || args.reconnect.is_none()) {
         anyhow::bail!("--data-catch-up needs --cut-off and --reconnect");
+    }
+    if args.login_loop > 0 {
+        return login_loop(&args).await;
     }
     if args.duration > 0 {
         chat(&args).await?;
@@ -212,6 +223,77 @@ async fn data_figures(args: &Args, to_addr: SocketAddr) -> anyhow::Result<()> {
                 })
             );
         }
+    }
+    Ok(())
+}
+
+/// The login workload: `--login-loop` clients log in and out in a closed loop.
+async fn login_loop(args: &Args) -> anyhow::Result<()> {
+    let clients = args.login_loop;
+    for i in 0..clients {
+        let name = format!("{}login{i}", args.prefix);
+        // false: the account exists already, which is fine.
+        client::BenchClient::register(args.addr, &args.domain, &name, &args.password).await?;
+    }
+    let latency = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let end = started + Duration::from_secs(args.duration.max(1));
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let (args, latency, failed) = (args.clone(), latency.clone(), failed.clone());
+        tasks.push(tokio::spawn(async move {
+            let name = format!("{}login{i}", args.prefix);
+            while Instant::now() < end {
+                let t = Instant::now();
+                match client::BenchClient::login_and_close(
+                    args.addr,
+                    &args.domain,
+                    &name,
+                    &args.password,
+                )
+                .await
+                {
+                    Ok(()) => {
+                        let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        let _ = latency.lock().await.record(us.max(1));
+                    }
+                    Err(e) => {
+                        if failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                            eprintln!("first failed login: {e:#}");
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let h = latency.lock().await;
+    let failed = failed.load(Ordering::Relaxed);
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let logins = h.len();
+    println!(
+        "login loop: {clients} clients  logins {logins}  failed {failed}  rate {:.0}/s  latency p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        logins as f64 / elapsed,
+        ms(0.5),
+        ms(0.99),
+        h.max() as f64 / 1000.0,
+    );
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "workload": "login", "clients": clients, "logins": logins, "failed": failed,
+                "rate": logins as f64 / elapsed, "p50_ms": ms(0.5), "p99_ms": ms(0.99),
+                "max_ms": h.max() as f64 / 1000.0,
+            })
+        );
     }
     Ok(())
 }
@@ -352,7 +434,7 @@ async fn chat(args: &Args) -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "inter_dc": inter_dc, "users": users, "offered_rate": args.rate, "sent": sent, "delivered": received,
+                "workload": "chat", "inter_dc": inter_dc, "users": users, "offered_rate": args.rate, "sent": sent, "delivered": received,
                 "lost": sent.saturating_sub(received), "rate": received as f64 / elapsed,
                 "p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": h.max() as f64 / 1000.0,
             })
