@@ -9,26 +9,35 @@ use anyhow::Context as _;
 use crate::endpoints::Endpoints;
 use crate::layout;
 
-/// CPU seconds used so far by the processes of the local stack (services, broker, database).
-fn stack_cpu_seconds() -> f64 {
-    let Ok(out) = std::process::Command::new("ps")
-        .args(["-eo", "cputimes=,args="])
-        .output()
-    else {
-        return 0.0;
-    };
-    let root = layout::stack_dir().display().to_string();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| {
-            l.contains(&root)
+/// CPU seconds used so far by the processes of the local stack (services, broker, database;
+/// not the peers of `--against`), from `/proc` (to the hundredth of a second): those whose
+/// command line names the stack's directory or a service binary, and their children (e.g.
+/// PostgreSQL's backends, whose command lines name neither).
+pub(crate) fn stack_cpu_seconds() -> f64 {
+    // With the slash: not `target/meerkat-test/`, the test runs' brokers and databases.
+    let root = format!("{}/", layout::stack_dir().display());
+    let peers = crate::against::against_dir().display().to_string();
+    let mut pids = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let l = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let ours = (l.contains(&root) && !l.contains(&peers))
                 || l.contains("target/release/c2s-gateway")
                 || l.contains("target/release/router")
                 || l.contains("target/release/session-replicator")
-                || l.contains("target/release/dc-health")
-        })
-        .filter_map(|l| l.split_whitespace().next()?.parse::<f64>().ok())
-        .sum()
+                || l.contains("target/release/dc-health");
+            if ours {
+                pids.push(pid);
+            }
+        }
+    }
+    crate::against::cpu_seconds(&crate::against::trees(&pids))
 }
 
 /// `meerkat-bench` arguments for `--replication`: DC 1 and DC 2, no chat, and commands that
@@ -103,7 +112,7 @@ pub async fn failover(args: Vec<String>) -> anyhow::Result<i32> {
     Ok(status.code().unwrap_or(1))
 }
 
-async fn build_bench() -> anyhow::Result<()> {
+pub(crate) async fn build_bench() -> anyhow::Result<()> {
     let build =
         tokio::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(["build", "--release", "--quiet", "-p", "meerkat-bench"])

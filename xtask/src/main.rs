@@ -1,6 +1,7 @@
 //! `cargo xtask`: the local stack (`up`, `down`, `status`), DC failure drills on it (`dc`,
 //! `partition`, `heal`) and the test run (`test`).
 
+mod against;
 mod bench;
 mod certs;
 mod drills;
@@ -59,8 +60,24 @@ enum Command {
         nextest_args: Vec<String>,
     },
     /// Chat load against the running local stack's DC 1 (`cargo xtask bench -- --users 500 --rate 500`);
-    /// with `--inter-dc`, from DC 1 to DC 2 of a `--dcs 2` stack.
+    /// with `--inter-dc`, from DC 1 to DC 2 of a `--dcs 2` stack; with `--against`, side by
+    /// side with ejabberd or Prosody.
     Bench {
+        /// Compare with this server (Debian's package, installed if missing, run on loopback
+        /// with a configuration of ours): the same workloads against it and Meerkat,
+        /// alternately, `--runs` times; the stack is started if it is not up.
+        #[arg(long, value_enum, conflicts_with_all = ["inter_dc", "replication", "failover"])]
+        against: Option<against::Peer>,
+        /// Rounds of `--against` (each runs every workload on both servers).
+        #[arg(long, default_value_t = 3, requires = "against")]
+        runs: usize,
+        /// Clients of `--against`'s login workload (a closed loop of connect, STARTTLS, auth,
+        /// bind, close); 0 skips it.
+        #[arg(long, default_value_t = 50, requires = "against")]
+        login_clients: usize,
+        /// Seconds of each login workload run of `--against`.
+        #[arg(long, default_value_t = 10, requires = "against")]
+        login_duration: u64,
         /// Senders at DC 1, receivers at DC 2 (`meerkat-bench --to-addr`); needs `up --dcs 2`.
         #[arg(long)]
         inter_dc: bool,
@@ -90,6 +107,23 @@ async fn main() {
         Command::Heal => drills::heal().await.map(|()| 0),
         Command::LinkProxy { listen, to } => links::serve(listen, to).await.map(|()| 0),
         Command::Test { nextest_args } => test::run(nextest_args).await,
+        Command::Bench {
+            against: Some(peer),
+            runs,
+            login_clients,
+            login_duration,
+            bench_args,
+            ..
+        } => {
+            against::run(against::AgainstArgs {
+                peer,
+                runs,
+                login_clients,
+                login_duration,
+                chat_args: bench_args,
+            })
+            .await
+        }
         Command::Bench {
             failover: true,
             bench_args,

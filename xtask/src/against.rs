@@ -1,0 +1,715 @@
+//! `cargo xtask bench --against ejabberd|prosody`: the same `meerkat-bench` workloads against
+//! Meerkat (the running local stack's DC 1) and against a peer server on loopback, alternately,
+//! `--runs` times; then a side-by-side table with medians, ranges and Meerkat/peer ratios.
+//!
+//! The peer is Debian's package (installed if missing), run as an instance of our own: its
+//! configuration, data and logs in `target/meerkat/against/<server>/`, its own port, so it
+//! clashes neither with the package's service nor with Meerkat's 5222. Server CPU is measured
+//! from `/proc` before and after each run: for Meerkat every process of the stack (see
+//! [`crate::bench::stack_cpu_seconds`]), for the peer every process of its instance.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::endpoints::Endpoints;
+use crate::layout;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Peer {
+    Ejabberd,
+    Prosody,
+}
+
+impl Peer {
+    fn name(self) -> &'static str {
+        match self {
+            Peer::Ejabberd => "ejabberd",
+            Peer::Prosody => "prosody",
+        }
+    }
+    /// The Debian package and the version the comparison is made with.
+    fn package(self) -> (&'static str, &'static str) {
+        match self {
+            Peer::Ejabberd => ("ejabberd", "23.01"),
+            Peer::Prosody => ("prosody", "0.12.3"),
+        }
+    }
+    /// Its client (STARTTLS) port on loopback: away from Meerkat's 5222 + 10 per DC.
+    fn port(self) -> u16 {
+        match self {
+            Peer::Ejabberd => 15222,
+            Peer::Prosody => 15232,
+        }
+    }
+    fn dir(self) -> PathBuf {
+        against_dir().join(self.name())
+    }
+}
+
+pub struct AgainstArgs {
+    pub peer: Peer,
+    pub runs: usize,
+    /// Clients of the login workload; 0 skips it.
+    pub login_clients: usize,
+    pub login_duration: u64,
+    /// Passed on to `meerkat-bench` for the chat workload.
+    pub chat_args: Vec<String>,
+}
+
+const DOMAIN: &str = "example.com";
+
+/// `target/meerkat/against/`: the peers' instances.
+pub fn against_dir() -> PathBuf {
+    layout::stack_dir().join("against")
+}
+
+/// One workload's figures from one run against one server.
+#[derive(Clone, Debug, Default)]
+struct Figures {
+    /// msg/s (chat) or logins/s (login).
+    rate: f64,
+    p50: f64,
+    p99: f64,
+    max: f64,
+    /// Messages lost (chat) or failed logins (login).
+    lost: f64,
+    /// The server's CPU, percent of one core.
+    server_cpu: f64,
+    /// The load generator's CPU, percent of one core.
+    bench_cpu: f64,
+}
+
+pub async fn run(args: AgainstArgs) -> anyhow::Result<i32> {
+    anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
+    let peer = args.peer;
+    crate::bench::build_bench().await?;
+    let meerkat_addr = ensure_meerkat().await?;
+    ensure_installed(peer).await?;
+    let mut instance = Instance::start(peer).await?;
+    let result = rounds(&args, meerkat_addr, &instance).await;
+    instance.stop().await;
+    let (chat, login) = result?;
+    print_table(&args, &chat, &login);
+    Ok(0)
+}
+
+type Series = Vec<(Figures, Figures)>;
+
+/// The rounds: in odd ones Meerkat goes first, in even ones the peer.
+async fn rounds(
+    args: &AgainstArgs,
+    meerkat: SocketAddr,
+    instance: &Instance,
+) -> anyhow::Result<(Series, Series)> {
+    let peer_addr = SocketAddr::from(([127, 0, 0, 1], args.peer.port()));
+    let mut chat = Vec::new();
+    let mut login = Vec::new();
+    for round in 1..=args.runs {
+        let meerkat_first = round % 2 == 1;
+        let mut order = [Target::Meerkat, Target::Peer(instance)];
+        if !meerkat_first {
+            order.reverse();
+        }
+        let mut c = (Figures::default(), Figures::default());
+        let mut l = (Figures::default(), Figures::default());
+        for target in order {
+            let (addr, slot_c, slot_l) = match target {
+                Target::Meerkat => (meerkat, &mut c.0, &mut l.0),
+                Target::Peer(_) => (peer_addr, &mut c.1, &mut l.1),
+            };
+            println!(
+                "== round {round}/{}: chat against {}",
+                args.runs,
+                target.label(args.peer)
+            );
+            *slot_c = measure(&target, addr, &args.chat_args).await?;
+            if args.login_clients > 0 {
+                println!(
+                    "== round {round}/{}: login loop against {}",
+                    args.runs,
+                    target.label(args.peer)
+                );
+                let login_args = vec![
+                    "--login-loop".to_owned(),
+                    args.login_clients.to_string(),
+                    "--duration".to_owned(),
+                    args.login_duration.to_string(),
+                ];
+                *slot_l = measure(&target, addr, &login_args).await?;
+            }
+        }
+        chat.push(c);
+        login.push(l);
+    }
+    Ok((chat, login))
+}
+
+enum Target<'a> {
+    Meerkat,
+    Peer(&'a Instance),
+}
+
+impl Target<'_> {
+    fn label(&self, peer: Peer) -> &'static str {
+        match self {
+            Target::Meerkat => "meerkat",
+            Target::Peer(_) => peer.name(),
+        }
+    }
+    fn cpu_seconds(&self) -> f64 {
+        match self {
+            Target::Meerkat => crate::bench::stack_cpu_seconds(),
+            Target::Peer(i) => cpu_seconds(&descendants(i.pid)),
+        }
+    }
+}
+
+/// One `meerkat-bench` run against `addr`, with the server's and its own CPU.
+async fn measure(
+    target: &Target<'_>,
+    addr: SocketAddr,
+    args: &[String],
+) -> anyhow::Result<Figures> {
+    let server_before = target.cpu_seconds();
+    let bench_before = children_cpu_seconds();
+    let started = Instant::now();
+    let out = tokio::process::Command::new(layout::release_bin("meerkat-bench"))
+        .args(["--addr", &addr.to_string(), "--domain", DOMAIN, "--json"])
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await
+        .context("running meerkat-bench")?;
+    let wall = started.elapsed().as_secs_f64();
+    let server = target.cpu_seconds() - server_before;
+    let bench = children_cpu_seconds() - bench_before;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut json = None;
+    for line in stdout.lines() {
+        if line.starts_with('{') {
+            json = serde_json::from_str::<serde_json::Value>(line).ok();
+        } else {
+            println!("{line}");
+        }
+    }
+    anyhow::ensure!(
+        out.status.success(),
+        "meerkat-bench failed ({})",
+        out.status
+    );
+    let json = json.context("meerkat-bench printed no JSON result")?;
+    let num = |k: &str| {
+        json.get(k)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0)
+    };
+    let f = Figures {
+        rate: num("rate"),
+        p50: num("p50_ms"),
+        p99: num("p99_ms"),
+        max: num("max_ms"),
+        lost: if json.get("workload").and_then(|w| w.as_str()) == Some("login") {
+            num("failed")
+        } else {
+            num("lost")
+        },
+        server_cpu: 100.0 * server / wall,
+        bench_cpu: 100.0 * bench / wall,
+    };
+    println!(
+        "server CPU {:.1} s in {wall:.1} s = {:.0}% of one core; meerkat-bench {:.0}%",
+        server, f.server_cpu, f.bench_cpu
+    );
+    Ok(f)
+}
+
+fn print_table(args: &AgainstArgs, chat: &Series, login: &Series) {
+    let peer = args.peer.name();
+    println!();
+    println!(
+        "Meerkat vs {peer}: {} rounds, alternating; median [min–max]; ratio = Meerkat/{peer} per round",
+        args.runs
+    );
+    println!("chat: meerkat-bench {}", args.chat_args.join(" "));
+    let header = format!(
+        "| {:<26} | {:<24} | {:<24} | {:<22} |",
+        "", "Meerkat", peer, "Meerkat/peer"
+    );
+    println!("{header}");
+    println!(
+        "|{}|{}|{}|{}|",
+        "-".repeat(28),
+        "-".repeat(26),
+        "-".repeat(26),
+        "-".repeat(24)
+    );
+    let rows: [(&str, fn(&Figures) -> f64, usize); 7] = [
+        ("delivered msg/s", |f| f.rate, 0),
+        ("latency p50 ms", |f| f.p50, 2),
+        ("latency p99 ms", |f| f.p99, 2),
+        ("latency max ms", |f| f.max, 2),
+        ("lost", |f| f.lost, 0),
+        ("server CPU % of a core", |f| f.server_cpu, 0),
+        ("meerkat-bench CPU %", |f| f.bench_cpu, 0),
+    ];
+    for (name, get, prec) in rows {
+        row(&format!("chat: {name}"), chat, get, prec);
+    }
+    if args.login_clients > 0 {
+        println!(
+            "login: {} clients in a closed loop, {} s",
+            args.login_clients, args.login_duration
+        );
+        let rows: [(&str, fn(&Figures) -> f64, usize); 6] = [
+            ("logins/s", |f| f.rate, 0),
+            ("latency p50 ms", |f| f.p50, 2),
+            ("latency p99 ms", |f| f.p99, 2),
+            ("failed", |f| f.lost, 0),
+            ("server CPU % of a core", |f| f.server_cpu, 0),
+            ("meerkat-bench CPU %", |f| f.bench_cpu, 0),
+        ];
+        for (name, get, prec) in rows {
+            row(&format!("login: {name}"), login, get, prec);
+        }
+    }
+}
+
+fn row(name: &str, series: &Series, get: fn(&Figures) -> f64, prec: usize) {
+    let m: Vec<f64> = series.iter().map(|(m, _)| get(m)).collect();
+    let p: Vec<f64> = series.iter().map(|(_, p)| get(p)).collect();
+    let ratios: Vec<f64> = series
+        .iter()
+        .filter(|(_, p)| get(p) != 0.0)
+        .map(|(m, p)| get(m) / get(p))
+        .collect();
+    let ratio = if ratios.is_empty() {
+        "–".to_owned()
+    } else {
+        summary(&ratios, 2)
+    };
+    println!(
+        "| {name:<26} | {:<24} | {:<24} | {ratio:<22} |",
+        summary(&m, prec),
+        summary(&p, prec)
+    );
+}
+
+/// `median [min–max]`.
+fn summary(values: &[f64], prec: usize) -> String {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    if n == 1 {
+        format!("{median:.prec$}")
+    } else {
+        format!("{median:.prec$} [{:.prec$}–{:.prec$}]", v[0], v[n - 1])
+    }
+}
+
+/// DC 1's client address of the running local stack; `cargo xtask up` first if it is not up.
+async fn ensure_meerkat() -> anyhow::Result<SocketAddr> {
+    let reachable = |e: &Endpoints| -> Option<SocketAddr> {
+        let addr: SocketAddr = e.dcs.first()?.c2s.parse().ok()?;
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+            .ok()
+            .map(|_| addr)
+    };
+    if let Some(addr) = Endpoints::read()?.as_ref().and_then(reachable) {
+        return Ok(addr);
+    }
+    println!("the local stack is not up: cargo xtask up");
+    let status = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("up")
+        .status()
+        .await?;
+    anyhow::ensure!(status.success(), "cargo xtask up failed");
+    let endpoints = Endpoints::read()?.context("no endpoints.json after `up`")?;
+    anyhow::ensure!(
+        endpoints.domain == DOMAIN,
+        "the stack serves {}, the comparison {DOMAIN}",
+        endpoints.domain
+    );
+    reachable(&endpoints).context("DC 1's client port does not answer after `up`")
+}
+
+/// Installs the peer's Debian package if missing, and stops the service the package may have
+/// started (our instance has its own configuration and port).
+async fn ensure_installed(peer: Peer) -> anyhow::Result<()> {
+    let (package, version) = peer.package();
+    let installed = std::process::Command::new("dpkg-query")
+        .args(["-W", "-f=${Status} ${Version}", package])
+        .output()?;
+    let status = String::from_utf8_lossy(&installed.stdout).into_owned();
+    if status.starts_with("install ok installed") {
+        if !status.contains(version) {
+            println!("note: {package} {status:?} installed, the comparison is made with {version}");
+        }
+        return Ok(());
+    }
+    println!("installing Debian's {package} {version}");
+    let sh = |cmd: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", cmd])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+    };
+    anyhow::ensure!(sh("apt-get update")?.success(), "apt-get update failed");
+    anyhow::ensure!(
+        sh(&format!(
+            "apt-get install -y --no-install-recommends {package}"
+        ))?
+        .success(),
+        "installing {package} failed"
+    );
+    // Debian starts the packaged service (unless policy-rc.d forbids it): stop it.
+    let _ = sh(&format!("/etc/init.d/{package} stop >/dev/null 2>&1"));
+    Ok(())
+}
+
+/// A peer server of our own, started by us.
+struct Instance {
+    peer: Peer,
+    child: tokio::process::Child,
+    pid: u32,
+}
+
+const EJABBERD_NODE: &str = "ejabberd-bench@localhost";
+
+impl Instance {
+    async fn start(peer: Peer) -> anyhow::Result<Instance> {
+        let dir = peer.dir();
+        stop_stale(peer, &dir).await;
+        std::fs::create_dir_all(dir.join("logs"))?;
+        let (cert, key) = crate::certs::ensure(DOMAIN)?;
+        let log = std::fs::File::create(dir.join("logs").join("console.log"))?;
+        let mut cmd = match peer {
+            Peer::Ejabberd => {
+                std::fs::create_dir_all(dir.join("database"))?;
+                std::fs::write(dir.join("server.pem"), ejabberd_pem()?)?;
+                std::fs::write(dir.join("ejabberd.yml"), ejabberd_config(&dir, peer.port()))?;
+                std::fs::write(
+                    dir.join("ejabberdctl.cfg"),
+                    "ERL_OPTIONS=\"-env ERL_CRASH_DUMP_BYTES 0\"\n",
+                )?;
+                std::fs::copy("/etc/ejabberd/inetrc", dir.join("inetrc"))?;
+                // ejabberdctl runs ejabberd as the package's user.
+                let chown = std::process::Command::new("chown")
+                    .args(["-R", "ejabberd:ejabberd"])
+                    .arg(&dir)
+                    .status()?;
+                anyhow::ensure!(chown.success(), "chown ejabberd {}", dir.display());
+                let mut c = tokio::process::Command::new("ejabberdctl");
+                c.args(ejabberdctl_args(&dir)).arg("foreground");
+                c
+            }
+            Peer::Prosody => {
+                std::fs::create_dir_all(dir.join("data"))?;
+                std::fs::write(dir.join("cert.pem"), std::fs::read(&cert)?)?;
+                std::fs::write(dir.join("key.pem"), std::fs::read(&key)?)?;
+                std::fs::write(
+                    dir.join("prosody.cfg.lua"),
+                    prosody_config(&dir, peer.port()),
+                )?;
+                let mut c = tokio::process::Command::new("prosody");
+                c.arg("--config").arg(dir.join("prosody.cfg.lua")).arg("-F");
+                c
+            }
+        };
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {}", peer.name()))?;
+        let pid = child.id().context("no pid")?;
+        std::fs::write(dir.join("pid"), pid.to_string())?;
+        let mut instance = Instance { peer, child, pid };
+        let addr = SocketAddr::from(([127, 0, 0, 1], peer.port()));
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = instance.child.try_wait() {
+                anyhow::bail!(
+                    "{} exited ({status}) before listening; see {}",
+                    peer.name(),
+                    dir.join("logs").display()
+                );
+            }
+            if Instant::now() > deadline {
+                instance.stop().await;
+                anyhow::bail!(
+                    "{} does not listen on {addr}; see {}",
+                    peer.name(),
+                    dir.join("logs").display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        println!(
+            "{} listens on {addr} (pid {pid}, {})",
+            peer.name(),
+            dir.display()
+        );
+        Ok(instance)
+    }
+
+    async fn stop(&mut self) {
+        if self.peer == Peer::Ejabberd {
+            let _ = tokio::process::Command::new("ejabberdctl")
+                .args(ejabberdctl_args(&self.peer.dir()))
+                .arg("stop")
+                .stdout(std::process::Stdio::null())
+                .status()
+                .await;
+        } else {
+            signal_group(self.pid, "TERM");
+        }
+        if tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .is_err()
+        {
+            signal_group(self.pid, "KILL");
+            let _ = self.child.wait().await;
+        }
+        let _ = std::fs::remove_file(self.peer.dir().join("pid"));
+    }
+}
+
+/// An instance left by an interrupted run: its process group (we started it in a group of its
+/// own, whose id is the pid we recorded).
+async fn stop_stale(peer: Peer, dir: &Path) {
+    let Ok(pid) = std::fs::read_to_string(dir.join("pid")) else {
+        return;
+    };
+    let Ok(pid) = pid.trim().parse::<u32>() else {
+        return;
+    };
+    if !Path::new(&format!("/proc/{pid}")).exists() {
+        return;
+    }
+    println!(
+        "stopping the {} instance of an earlier run (pid {pid})",
+        peer.name()
+    );
+    if peer == Peer::Ejabberd {
+        let _ = tokio::process::Command::new("ejabberdctl")
+            .args(ejabberdctl_args(dir))
+            .arg("stop")
+            .status()
+            .await;
+    }
+    signal_group(pid, "TERM");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal_group(pid, "KILL");
+}
+
+fn signal_group(pgid: u32, signal: &str) {
+    let _ = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), "--", &format!("-{pgid}")])
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+/// A self-signed certificate and key for ejabberd: the stack's lasts until the year 4096,
+/// beyond what ejabberd's expiry timer accepts (it stops with `badarg` in `start_timer`).
+fn ejabberd_pem() -> anyhow::Result<String> {
+    let mut params = rcgen::CertificateParams::new(vec![DOMAIN.to_owned(), format!("*.{DOMAIN}")])?;
+    params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2035, 1, 1);
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    Ok(format!("{}{}", cert.pem(), key.serialize_pem()))
+}
+
+fn ejabberdctl_args(dir: &Path) -> Vec<String> {
+    let p = |f: &str| dir.join(f).display().to_string();
+    vec![
+        "--node".into(),
+        EJABBERD_NODE.into(),
+        "--config-dir".into(),
+        dir.display().to_string(),
+        "--config".into(),
+        p("ejabberd.yml"),
+        "--ctl-config".into(),
+        p("ejabberdctl.cfg"),
+        "--spool".into(),
+        p("database"),
+        "--logs".into(),
+        p("logs"),
+    ]
+}
+
+/// ejabberd 23.01: one host, STARTTLS required, no shaper, roster, offline, ping, disco,
+/// carbons, MAM (every message archived), in-band registration for anyone without a
+/// per-address timeout, SCRAM-hashed passwords (as Meerkat and Prosody store them).
+fn ejabberd_config(dir: &Path, port: u16) -> String {
+    let pem = dir.join("server.pem").display().to_string();
+    format!(
+        r#"# Written by `cargo xtask bench --against ejabberd`.
+hosts:
+  - {DOMAIN}
+loglevel: warning
+certfiles:
+  - "{pem}"
+auth_method: internal
+auth_password_format: scram
+default_db: mnesia
+registration_timeout: infinity
+listen:
+  -
+    port: {port}
+    ip: "127.0.0.1"
+    module: ejabberd_c2s
+    starttls: true
+    starttls_required: true
+    shaper: none
+    max_stanza_size: 262144
+    access: c2s
+acl:
+  local:
+    user_regexp: ""
+  loopback:
+    ip:
+      - 127.0.0.0/8
+access_rules:
+  c2s:
+    allow: all
+  register:
+    allow: all
+  local:
+    allow: local
+shaper_rules:
+  max_user_sessions: 100000
+  max_user_offline_messages: 100000
+modules:
+  mod_roster: {{}}
+  mod_offline:
+    access_max_user_messages: max_user_offline_messages
+  mod_ping: {{}}
+  mod_disco: {{}}
+  mod_carboncopy: {{}}
+  mod_mam:
+    default: always
+  mod_register:
+    access: register
+    ip_access: all
+"#
+    )
+}
+
+/// Prosody 0.12: one host, STARTTLS required, no mod_limits (no rate limits), roster, offline,
+/// ping, disco, carbons, MAM (every message archived), in-band registration without throttle,
+/// hashed passwords, default (internal) storage, no s2s or HTTP. As root (like everything
+/// `cargo xtask` starts), hence `run_as_root`.
+fn prosody_config(dir: &Path, port: u16) -> String {
+    let p = |f: &str| dir.join(f).display().to_string();
+    format!(
+        r#"-- Written by `cargo xtask bench --against prosody`.
+run_as_root = true
+pidfile = "{pid}"
+certificates = "{dir}"
+data_path = "{data}"
+log = {{ {{ levels = {{ min = "warn" }}, to = "file", filename = "{log}" }} }}
+c2s_ports = {{ {port} }}
+c2s_interfaces = {{ "127.0.0.1" }}
+s2s_ports = {{ }}
+http_ports = {{ }}
+https_ports = {{ }}
+c2s_direct_tls_ports = {{ }}
+c2s_require_encryption = true
+authentication = "internal_hashed"
+storage = "internal"
+allow_registration = true
+min_seconds_between_registrations = nil
+registration_throttle_max = nil
+modules_enabled = {{
+  "roster"; "saslauth"; "tls"; "disco"; "carbons"; "ping"; "register"; "mam"; "offline";
+}}
+modules_disabled = {{ "s2s" }}
+default_archive_policy = true
+VirtualHost "{DOMAIN}"
+  ssl = {{ certificate = "{cert}"; key = "{key}" }}
+"#,
+        dir = dir.display(),
+        pid = p("prosody.pid"),
+        data = p("data"),
+        log = p("logs/prosody.log"),
+        cert = p("cert.pem"),
+        key = p("key.pem"),
+    )
+}
+
+/// Every process in the tree under `root` (its children, theirs, ...), `root` included.
+fn descendants(root: u32) -> Vec<u32> {
+    trees(&[root])
+}
+
+/// Every process in the trees under `roots`, the roots included.
+pub fn trees(roots: &[u32]) -> Vec<u32> {
+    let mut parent = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some(ppid) = stat_fields(pid).and_then(|f| f.get(1)?.parse::<u32>().ok()) {
+                parent.push((pid, ppid));
+            }
+        }
+    }
+    let mut tree = roots.to_vec();
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        let children: Vec<u32> = parent
+            .iter()
+            .filter(|(c, pp)| *pp == p && !tree.contains(c))
+            .map(|(c, _)| *c)
+            .collect();
+        tree.extend(children);
+        i += 1;
+    }
+    tree
+}
+
+/// `/proc/<pid>/stat` after the command name: state, ppid, ... (field 3 on).
+fn stat_fields(pid: impl std::fmt::Display) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat`'s CPU times (USER_HZ, 100 on Linux).
+const TICKS: f64 = 100.0;
+
+/// CPU seconds (user + system) used so far by these processes.
+pub fn cpu_seconds(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|pid| {
+            let f = stat_fields(pid)?;
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(ticks as f64 / TICKS)
+        })
+        .sum()
+}
+
+/// CPU seconds used by this process's children that have been waited for.
+fn children_cpu_seconds() -> f64 {
+    stat_fields("self")
+        .and_then(|f| {
+            let ticks = f.get(13)?.parse::<u64>().ok()? + f.get(14)?.parse::<u64>().ok()?;
+            Some(ticks as f64 / TICKS)
+        })
+        .unwrap_or(0.0)
+}
