@@ -226,6 +226,9 @@ async fn measure(
     Ok(f)
 }
 
+/// A table row: its name, the figure it shows, the decimals.
+type Row = (&'static str, fn(&Figures) -> f64, usize);
+
 fn print_table(args: &AgainstArgs, chat: &Series, login: &Series) {
     let peer = args.peer.name();
     println!();
@@ -246,7 +249,7 @@ fn print_table(args: &AgainstArgs, chat: &Series, login: &Series) {
         "-".repeat(26),
         "-".repeat(24)
     );
-    let rows: [(&str, fn(&Figures) -> f64, usize); 7] = [
+    let rows: [Row; 7] = [
         ("delivered msg/s", |f| f.rate, 0),
         ("latency p50 ms", |f| f.p50, 2),
         ("latency p99 ms", |f| f.p99, 2),
@@ -263,7 +266,7 @@ fn print_table(args: &AgainstArgs, chat: &Series, login: &Series) {
             "login: {} clients in a closed loop, {} s",
             args.login_clients, args.login_duration
         );
-        let rows: [(&str, fn(&Figures) -> f64, usize); 6] = [
+        let rows: [Row; 6] = [
             ("logins/s", |f| f.rate, 0),
             ("latency p50 ms", |f| f.p50, 2),
             ("latency p99 ms", |f| f.p99, 2),
