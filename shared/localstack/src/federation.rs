@@ -365,19 +365,30 @@ pub struct LinkStatus {
 }
 
 /// `GET /api/federation-links/<vhost>`: every link whose downstream is `dc`.
+///
+/// The broker gathers link status from every federation link process it runs, within a
+/// timeout of its own; a busy broker answers 500 now and then, so a 5xx is asked again a few
+/// times before it counts.
 pub async fn link_status(dc: &FederatedDc) -> anyhow::Result<Vec<LinkStatus>> {
     let url = dc.api(&format!("federation-links/{}", percent_encode(&dc.vhost)));
-    let resp = client()?
-        .get(&url)
-        .basic_auth(&dc.user, Some(&dc.password))
-        .send()
-        .await
-        .with_context(|| format!("GET {url} (is the broker up?)"))?;
-    let status = resp.status();
-    if !status.is_success() {
-        bail!("GET {url}: {status}");
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let resp = client()?
+            .get(&url)
+            .basic_auth(&dc.user, Some(&dc.password))
+            .send()
+            .await
+            .with_context(|| format!("GET {url} (is the broker up?)"))?;
+        let status = resp.status();
+        if status.is_success() {
+            return resp.json().await.with_context(|| format!("parsing {url}"));
+        }
+        if !status.is_server_error() || attempt >= 4 {
+            bail!("GET {url}: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    resp.json().await.with_context(|| format!("parsing {url}"))
 }
 
 /// The links of `dc` the mesh needs that are not `running` (`upstream exchange: status`).

@@ -21,7 +21,8 @@ pub struct Infra {
     _owned: Option<LocalInfra>,
 }
 
-/// A vhost of its own on the shared broker; the guest user has full permissions on it.
+/// A vhost of its own on the shared broker; the guest user has full permissions on it. The
+/// vhost is deleted when the last clone of this goes (see [`VhostLease`]).
 #[derive(Clone, Debug)]
 pub struct Vhost {
     /// `amqp://guest:guest@127.0.0.1:<port>/<name>`
@@ -29,6 +30,58 @@ pub struct Vhost {
     pub name: String,
     /// Management UI and API root of the broker, e.g. `http://127.0.0.1:15672/`.
     pub mgmt_url: String,
+    _lease: Option<std::sync::Arc<VhostLease>>,
+}
+
+impl Vhost {
+    /// A vhost this harness did not make (e.g. the default vhost of a dedicated broker):
+    /// never deleted by it.
+    pub fn unowned(amqp_url: String, name: String, mgmt_url: String) -> Vhost {
+        Vhost {
+            amqp_url,
+            name,
+            mgmt_url,
+            _lease: None,
+        }
+    }
+}
+
+/// Deletes a test's vhost when the test is done with it (also when it panics): its durable
+/// queues go, and so do the federation links of its DCs, which would otherwise keep trying
+/// their vanished link proxies every second for the rest of the run and slow the shared
+/// broker (and its management API) down for every later test.
+#[derive(Debug)]
+struct VhostLease {
+    rabbit: RabbitEndpoint,
+    name: String,
+}
+
+impl Drop for VhostLease {
+    fn drop(&mut self) {
+        let (rabbit, name) = (self.rabbit.clone(), std::mem::take(&mut self.name));
+        // Its own thread and runtime: this may run inside a runtime, or during unwinding.
+        let deleting = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            let deleted = rt.block_on(async {
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    rabbit.delete_vhost(&name),
+                )
+                .await
+            });
+            match deleted {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => eprintln!("test vhost {name} not deleted: {error:#}"),
+                Err(_) => eprintln!("test vhost {name} not deleted within 10 s"),
+            }
+        });
+        let _ = deleting.join();
+    }
 }
 
 static INFRA: OnceCell<Infra> = OnceCell::const_new();
@@ -94,6 +147,10 @@ impl Infra {
         Ok(Vhost {
             amqp_url: self.spec.rabbit.amqp_url(&name),
             mgmt_url: self.spec.rabbit.mgmt_url(),
+            _lease: Some(std::sync::Arc::new(VhostLease {
+                rabbit: self.spec.rabbit.clone(),
+                name: name.clone(),
+            })),
             name,
         })
     }

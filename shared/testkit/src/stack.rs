@@ -170,14 +170,20 @@ pub struct Dc {
     pub replicators: Vec<ServiceHandle>,
     /// The health service, when `options.health`.
     pub health: Vec<ServiceHandle>,
+    /// The DC's own vhost, when it made one: deleted when the DC goes (after its services,
+    /// which are dropped first).
+    _vhost: Option<crate::infra::Vhost>,
 }
 
 impl Dc {
     pub async fn start(options: StackOptions) -> anyhow::Result<Dc> {
         let infra = crate::infra().await?;
-        let amqp_url = match &options.amqp_url {
-            Some(url) => url.clone(),
-            None => infra.fresh_vhost().await?.amqp_url,
+        let (amqp_url, vhost) = match &options.amqp_url {
+            Some(url) => (url.clone(), None),
+            None => {
+                let v = infra.fresh_vhost().await?;
+                (v.amqp_url.clone(), Some(v))
+            }
         };
         let database_url = infra.fresh_database().await?;
         let mut dc = Dc {
@@ -190,6 +196,7 @@ impl Dc {
             routers: Vec::new(),
             replicators: Vec::new(),
             health: Vec::new(),
+            _vhost: vhost,
         };
         if dc.options.replicator {
             dc.start_replicator().await?;

@@ -57,6 +57,26 @@ async fn fresh_vhost_takes_amqp_and_consistent_hash_exchange() -> anyhow::Result
 }
 
 #[tokio::test]
+async fn a_vhost_is_deleted_once_its_last_holder_is_done() -> anyhow::Result<()> {
+    let vhost = infra().await?.fresh_vhost().await?;
+    let url = format!("{}api/vhosts/{}", vhost.mgmt_url, vhost.name);
+    let status = || async {
+        reqwest::Client::new()
+            .get(&url)
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    };
+    let copy = vhost.clone();
+    drop(vhost);
+    assert_eq!(status().await?, 200, "a clone still holds it");
+    drop(copy);
+    assert_eq!(status().await?, 404, "deleted with its last holder");
+    Ok(())
+}
+
+#[tokio::test]
 async fn fresh_database_takes_sqlx_connection() -> anyhow::Result<()> {
     use sqlx::Connection as _;
     let url = infra().await?.fresh_database().await?;

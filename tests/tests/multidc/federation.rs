@@ -201,11 +201,7 @@ async fn one_broker_per_dc_federates_too() {
     let b: Vec<DcBroker> = [("dc1", &n1), ("dc2", &n2)]
         .into_iter()
         .map(|(dc, n)| {
-            let vhost = meerkat_testkit::Vhost {
-                amqp_url: n.amqp_url(),
-                name: "/".into(),
-                mgmt_url: n.mgmt_url(),
-            };
+            let vhost = meerkat_testkit::Vhost::unowned(n.amqp_url(), "/".into(), n.mgmt_url());
             let federation =
                 federation::FederatedDc::new(dc, &vhost.mgmt_url, "/", &vhost.amqp_url);
             DcBroker {

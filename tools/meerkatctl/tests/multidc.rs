@@ -198,17 +198,27 @@ async fn dc_links_shows_each_link_and_the_error_of_a_broken_one() {
         b.vhost.mgmt_url,
         percent_encode(&b.vhost.name)
     );
-    let resp = reqwest::Client::new()
-        .put(&url)
-        .basic_auth("guest", Some("guest"))
-        .json(&serde_json::json!({ "value": {
-            "uri": dead_url().replace("http://", "amqp://"),
-            "reconnect-delay": 1,
-        }}))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.status());
+    let body = serde_json::json!({ "value": {
+        "uri": dead_url().replace("http://", "amqp://"),
+        "reconnect-delay": 1,
+    }});
+    // A busy broker answers a runtime-parameter PUT with 500 now and then: ask again.
+    let mut attempts = 0;
+    let status = loop {
+        attempts += 1;
+        let resp = reqwest::Client::new()
+            .put(&url)
+            .basic_auth("guest", Some("guest"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        if !resp.status().is_server_error() || attempts == 10 {
+            break resp.status();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(status.is_success(), "{status}");
     let mgmt = b.vhost.mgmt_url.clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let text = loop {
