@@ -577,6 +577,8 @@ listen:
     starttls: true
     starttls_required: true
     shaper: none
+    # As deep an accept queue as Meerkat's gateway listens with (tokio's 1024).
+    backlog: 1024
     max_stanza_size: 262144
     access: c2s
 acl:
