@@ -4,6 +4,7 @@
 //! through a `LinkProxy` of its own, so a test can cut the links between two DCs (a partition)
 //! or around one (with its services killed: a dead DC).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -258,28 +259,16 @@ impl MultiDc {
         expected: u64,
         timeout: Duration,
     ) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let mut off = Vec::new();
-            for dc in &self.dcs {
-                for r in &dc.routers {
-                    let n = directory_sessions(r.admin).await;
-                    if n != Some(expected) {
-                        off.push(format!("{} {}: {n:?}", dc.options.dc, r.name));
-                    }
-                }
-            }
-            if off.is_empty() {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                anyhow::bail!(
-                    "directories not at {expected} sessions within {timeout:?}: {}",
-                    off.join(", ")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let routers: Vec<(String, SocketAddr)> = self
+            .dcs
+            .iter()
+            .flat_map(|dc| {
+                dc.routers
+                    .iter()
+                    .map(|r| (format!("{} {}", dc.options.dc, r.name), r.admin))
+            })
+            .collect();
+        wait_routers_hold(&routers, expected, timeout).await
     }
 
     /// DC `k` dies: every service of it ends without a word and its links are cut (its broker
@@ -342,8 +331,37 @@ async fn bound_keys(b: &DcBroker) -> anyhow::Result<Vec<(String, String)>> {
         .collect())
 }
 
+/// Polls until every router of `routers` (name, admin address) holds exactly `expected`
+/// sessions in its directory, whatever runs the routers (in-process or as processes).
+pub(crate) async fn wait_routers_hold(
+    routers: &[(String, SocketAddr)],
+    expected: u64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let mut off = Vec::new();
+        for (name, admin) in routers {
+            let n = directory_sessions(*admin).await;
+            if n != Some(expected) {
+                off.push(format!("{name}: {n:?}"));
+            }
+        }
+        if off.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "directories not at {expected} sessions within {timeout:?}: {}",
+                off.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The router's `meerkat_router_directory_sessions` gauge, from its admin `/metrics`.
-pub(crate) async fn directory_sessions(admin: std::net::SocketAddr) -> Option<u64> {
+pub(crate) async fn directory_sessions(admin: SocketAddr) -> Option<u64> {
     let text = reqwest::get(format!("http://{admin}/metrics"))
         .await
         .ok()?

@@ -284,28 +284,12 @@ impl ProcMultiDc {
         expected: u64,
         timeout: Duration,
     ) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let mut off = Vec::new();
-            for dc in &self.dcs {
-                for r in &dc.routers {
-                    let n = multi::directory_sessions(r.admin).await;
-                    if n != Some(expected) {
-                        off.push(format!("{}: {n:?}", r.name));
-                    }
-                }
-            }
-            if off.is_empty() {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                anyhow::bail!(
-                    "directories not at {expected} sessions within {timeout:?}: {}",
-                    off.join(", ")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let routers: Vec<(String, SocketAddr)> = self
+            .dcs
+            .iter()
+            .flat_map(|dc| dc.routers.iter().map(|r| (r.name.clone(), r.admin)))
+            .collect();
+        multi::wait_routers_hold(&routers, expected, timeout).await
     }
 
     /// Stops every DC's services gracefully, then removes the logs.
