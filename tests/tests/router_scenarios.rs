@@ -1,6 +1,6 @@
 //! Router scenarios end to end: real broker, database, gateway and XMPP clients. Messages to
-//! full and bare JIDs, offline storage, iq errors, disco/ping/version, rosters and the
-//! subscription handshake, presence broadcast and probes.
+//! full and bare JIDs, offline storage and its bound, iq errors, disco/ping/version, rosters and
+//! the subscription handshake, presence broadcast and probes, directed presence.
 
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used)]
@@ -13,6 +13,8 @@ use meerkat_testkit::stack::{Dc, StackOptions};
 use meerkat_xmpp::{ns, Element};
 
 const QUIET: Duration = Duration::from_millis(500);
+/// Offline messages kept per user by this file's DC (the routers' `max_offline`).
+const OFFLINE_LIMIT: u32 = 3;
 
 fn user(prefix: &str) -> String {
     format!(
@@ -22,7 +24,12 @@ fn user(prefix: &str) -> String {
 }
 
 async fn dc() -> Dc {
-    Dc::start(StackOptions::default()).await.expect("start DC")
+    Dc::start(StackOptions {
+        max_offline: Some(OFFLINE_LIMIT),
+        ..StackOptions::default()
+    })
+    .await
+    .expect("start DC")
 }
 
 async fn register(dc: &Dc, name: &str) {
@@ -115,12 +122,14 @@ async fn router_scenarios() {
     let dc = dc().await;
     chat_to_full_and_bare_jids(&dc).await;
     offline_messages_carry_a_delay(&dc).await;
+    offline_store_is_bounded(&dc).await;
     iq_errors(&dc).await;
     disco_ping_version(&dc).await;
     subscription_handshake_both_online(&dc).await;
     subscription_request_waits_for_login(&dc).await;
     presence_probe_and_broadcast(&dc).await;
     roster_versioning_and_remove(&dc).await;
+    directed_presence_and_a_lost_connection(&dc).await;
     dc.stop().await.unwrap();
 }
 
@@ -132,6 +141,18 @@ async fn chat_to_full_and_bare_jids(dc: &Dc) {
     alice.send_message(&bob_full, "to full").await.unwrap();
     let m = bob
         .expect("message to full JID", message_with_body("to full"))
+        .await
+        .unwrap();
+    assert_eq!(m.attr("from"), Some(alice.jid()));
+    // A forged `from` is replaced by the sender's authenticated full JID.
+    let forged = Element::new("message", ns::CLIENT)
+        .with_attr("to", bob_full.clone())
+        .with_attr("from", format!("{bob_bare}/mallory"))
+        .with_attr("type", "chat")
+        .with_child(Element::new("body", ns::CLIENT).with_text("forged"));
+    alice.send(&forged).await.unwrap();
+    let m = bob
+        .expect("message with a forged from", message_with_body("forged"))
         .await
         .unwrap();
     assert_eq!(m.attr("from"), Some(alice.jid()));
@@ -211,6 +232,49 @@ async fn offline_messages_carry_a_delay(dc: &Dc) {
     again.send_presence().await.unwrap();
     again
         .expect_none(Duration::from_secs(1), message_with_body("while away"))
+        .await
+        .unwrap();
+}
+
+async fn offline_store_is_bounded(dc: &Dc) {
+    let (a, b) = (user("fa"), user("fb"));
+    let mut alice = online(dc, &a, "phone").await;
+    register(dc, &b).await;
+    let bob_bare = format!("{b}@example.com");
+    for i in 0..OFFLINE_LIMIT {
+        alice
+            .send_message(&bob_bare, &format!("kept {i}"))
+            .await
+            .unwrap();
+    }
+    alice.send_message(&bob_bare, "one too many").await.unwrap();
+    let e = alice
+        .expect("error for the message over the bound", |e| {
+            e.name() == "message" && e.attr("type") == Some("error")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        stanza_error_condition(&e).as_deref(),
+        Some("resource-constraint"),
+        "{e}"
+    );
+    assert_eq!(e.attr("from"), Some(bob_bare.as_str()));
+    assert_eq!(
+        e.child_text("body", ns::CLIENT).as_deref(),
+        Some("one too many")
+    );
+    let mut bob = login(dc, &b, "desk").await;
+    bob.send_presence().await.unwrap();
+    for i in 0..OFFLINE_LIMIT {
+        let m = bob.next(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(
+            m.child_text("body", ns::CLIENT),
+            Some(format!("kept {i}")),
+            "{m}"
+        );
+    }
+    bob.expect_none(QUIET, message_with_body("one too many"))
         .await
         .unwrap();
 }
@@ -632,4 +696,28 @@ async fn roster_versioning_and_remove(dc: &Dc) {
         stanza_error_condition(&r).as_deref(),
         Some("item-not-found")
     );
+}
+
+async fn directed_presence_and_a_lost_connection(dc: &Dc) {
+    let (a, c) = (user("pa"), user("pc"));
+    let mut alice = online(dc, &a, "phone").await;
+    let mut carol = online(dc, &c, "desk").await;
+    let alice_full = alice.jid().to_owned();
+    // No subscription either way: only a directed presence reaches Carol.
+    let directed = Element::new("presence", ns::CLIENT).with_attr("to", carol.jid().to_owned());
+    alice.send(&directed).await.unwrap();
+    carol
+        .expect("directed presence", presence_of_type(&alice_full, None))
+        .await
+        .unwrap();
+    // The connection is lost without a closing tag: Carol, who had Alice's directed
+    // presence, is told she is unavailable.
+    drop(alice);
+    carol
+        .expect(
+            "unavailable after a lost connection",
+            presence_of_type(&alice_full, Some("unavailable")),
+        )
+        .await
+        .unwrap();
 }

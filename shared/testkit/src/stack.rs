@@ -35,6 +35,8 @@ pub struct StackOptions {
     /// Start the DC's health service (dc-health; its peers are `peers`): it watches the
     /// gateways, and with peers the other DCs.
     pub health: bool,
+    /// The routers' `max_offline` (offline messages kept per user; their default when `None`).
+    pub max_offline: Option<u32>,
 }
 
 impl Default for StackOptions {
@@ -54,6 +56,7 @@ impl Default for StackOptions {
             outbox_retention_secs: None,
             data_status_ms: None,
             health: true,
+            max_offline: None,
         }
     }
 }
@@ -220,13 +223,15 @@ impl Dc {
 
     pub async fn start_router(&mut self) -> anyhow::Result<()> {
         let n = self.routers.len() + 1;
+        let defaults = router::Config::default();
         let config = router::Config {
             dc: self.options.dc.clone(),
             domain: self.options.domain.clone(),
             amqp_url: self.amqp_url.clone(),
             database_url: self.database_url.clone(),
             instance_id: format!("{}-router{n}-{}", self.options.dc, short_id()),
-            ..router::Config::default()
+            max_offline: self.options.max_offline.unwrap_or(defaults.max_offline),
+            ..defaults
         };
         let handle = ServiceHandle::spawn(
             &format!("{}-router{n}", self.options.dc),

@@ -37,7 +37,7 @@ async fn bad_input_ends_that_stream_with_the_right_error_and_others_carry_on() {
     let mut bystander = online(&dc, &user("by"), "r").await;
     ping_server(&mut bystander).await;
 
-    let cases: [(&str, String); 6] = [
+    let cases: [(&str, String); 8] = [
         ("not-well-formed", "<message><body>unclosed</message>".to_owned()),
         ("restricted-xml", "<!DOCTYPE x [<!ENTITY a 'b'>]>".to_owned()),
         (
@@ -45,6 +45,8 @@ async fn bad_input_ends_that_stream_with_the_right_error_and_others_carry_on() {
             "<!DOCTYPE lolz [<!ENTITY lol 'lol'><!ENTITY lol2 '&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;'><!ENTITY lol3 '&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;'>]><message><body>&lol3;</body></message>".to_owned(),
         ),
         ("not-well-formed", "<message><body>&lol9;</body></message>".to_owned()),
+        ("restricted-xml", "<?evil processing-instruction?>".to_owned()),
+        ("policy-violation", format!("<message>{}", "<x>".repeat(100))),
         ("policy-violation", format!("<message to='x@example.com'><body>{}</body></message>", "a".repeat(64 * 1024))),
         ("unsupported-stanza-type", "<foo xmlns='jabber:client'/>".to_owned()),
     ];
