@@ -99,11 +99,24 @@ async fn plain_and_auth_are_refused_before_tls() {
         .expect("starttls offered");
     assert!(starttls.has_child("required", ns::TLS));
     assert!(!c.mechanisms().contains(&"PLAIN".to_owned()));
+    // In-band registration is offered after TLS only, and refused before it.
+    assert!(!c.features().has_child("register", ns::REGISTER_FEATURE));
+    let name = user("notls");
+    assert_eq!(
+        c.register(&name, "pw").await.unwrap(),
+        Err("service-unavailable".to_owned())
+    );
     let r = c
         .authenticate(Mechanism::Plain, "someone", "pw")
         .await
         .unwrap();
     assert_eq!(r, Err("encryption-required".to_owned()));
+    // Nothing was created: the name can still be registered over TLS.
+    let mut c = Client::connect(&dc.client()).await.unwrap();
+    c.register(&name, "pw")
+        .await
+        .unwrap()
+        .expect("registered over TLS");
     dc.stop().await.unwrap();
 }
 
