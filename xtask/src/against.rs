@@ -55,6 +55,12 @@ pub struct AgainstArgs {
     /// Clients of the login workload; 0 skips it.
     pub login_clients: usize,
     pub login_duration: u64,
+    /// Users of the idle workload (memory per connected user from a fresh start); 0 skips it.
+    pub idle_users: usize,
+    /// Users of the peak workload; 0 skips it.
+    pub peak_users: usize,
+    /// The peak workload's first rate, msg/s.
+    pub peak_from: f64,
     /// Passed on to `meerkat-bench` for the chat workload.
     pub chat_args: Vec<String>,
 }
@@ -69,7 +75,7 @@ pub fn against_dir() -> PathBuf {
 /// One workload's figures from one run against one server.
 #[derive(Clone, Debug, Default)]
 struct Figures {
-    /// msg/s (chat) or logins/s (login).
+    /// msg/s (chat, peak) or logins/s (login).
     rate: f64,
     p50: f64,
     p99: f64,
@@ -80,6 +86,23 @@ struct Figures {
     server_cpu: f64,
     /// The load generator's CPU, percent of one core.
     bench_cpu: f64,
+    /// Idle: the server's memory (PSS) grown per connected user, KiB.
+    kib_per_user: f64,
+    /// Idle: the server's memory (PSS) with every user connected, MiB.
+    mib: f64,
+    /// Idle: the server's memory (PSS) before the users connected, MiB.
+    mib_before: f64,
+}
+
+/// Per round: (Meerkat, peer).
+type Series = Vec<(Figures, Figures)>;
+
+#[derive(Default)]
+struct Results {
+    idle: Series,
+    chat: Series,
+    login: Series,
+    peak: Series,
 }
 
 pub async fn run(args: AgainstArgs) -> anyhow::Result<i32> {
@@ -89,90 +112,197 @@ pub async fn run(args: AgainstArgs) -> anyhow::Result<i32> {
     let meerkat_addr = ensure_meerkat().await?;
     ensure_installed(peer).await?;
     let mut instance = Instance::start(peer).await?;
-    let result = rounds(&args, meerkat_addr, &instance).await;
+    let result = rounds(&args, meerkat_addr, &mut instance).await;
     instance.stop().await;
-    let (chat, login) = result?;
-    print_table(&args, &chat, &login);
+    print_table(&args, &result?);
     Ok(0)
 }
 
-type Series = Vec<(Figures, Figures)>;
-
-/// The rounds: in odd ones Meerkat goes first, in even ones the peer.
+/// The rounds: in odd ones Meerkat goes first, in even ones the peer. With an idle workload,
+/// each round starts both servers afresh and measures idle memory first.
 async fn rounds(
     args: &AgainstArgs,
     meerkat: SocketAddr,
-    instance: &Instance,
-) -> anyhow::Result<(Series, Series)> {
+    instance: &mut Instance,
+) -> anyhow::Result<Results> {
     let peer_addr = SocketAddr::from(([127, 0, 0, 1], args.peer.port()));
-    let mut chat = Vec::new();
-    let mut login = Vec::new();
+    let mut results = Results::default();
     for round in 1..=args.runs {
+        if args.idle_users > 0 {
+            println!(
+                "== round {round}/{}: fresh start of both servers",
+                args.runs
+            );
+            restart_meerkat().await?;
+            instance.restart().await?;
+        }
         let meerkat_first = round % 2 == 1;
-        let mut order = [Target::Meerkat, Target::Peer(instance)];
+        let mut order = [Target::Meerkat, Target::Peer(instance.pid)];
         if !meerkat_first {
             order.reverse();
         }
-        let mut c = (Figures::default(), Figures::default());
-        let mut l = (Figures::default(), Figures::default());
+        let mut figures: [[Figures; 2]; 4] = Default::default();
         for target in order {
-            let (addr, slot_c, slot_l) = match target {
-                Target::Meerkat => (meerkat, &mut c.0, &mut l.0),
-                Target::Peer(_) => (peer_addr, &mut c.1, &mut l.1),
+            let (addr, slot) = match target {
+                Target::Meerkat => (meerkat, 0),
+                Target::Peer(_) => (peer_addr, 1),
             };
-            println!(
-                "== round {round}/{}: chat against {}",
-                args.runs,
-                target.label(args.peer)
-            );
-            *slot_c = measure(&target, addr, &args.chat_args).await?;
+            let label = target.label(args.peer);
+            let say = |w: &str| println!("== round {round}/{}: {w} against {label}", args.runs);
+            if args.idle_users > 0 {
+                say("idle");
+                figures[0][slot] = measure_idle(&target, addr, args.idle_users).await?;
+            }
+            say("chat");
+            figures[1][slot] = measure(&target, addr, &args.chat_args).await?;
             if args.login_clients > 0 {
-                println!(
-                    "== round {round}/{}: login loop against {}",
-                    args.runs,
-                    target.label(args.peer)
-                );
-                let login_args = vec![
-                    "--login-loop".to_owned(),
-                    args.login_clients.to_string(),
-                    "--duration".to_owned(),
-                    args.login_duration.to_string(),
-                ];
-                *slot_l = measure(&target, addr, &login_args).await?;
+                say("login loop");
+                let login_args = strings(&[
+                    "--login-loop",
+                    &args.login_clients.to_string(),
+                    "--duration",
+                    &args.login_duration.to_string(),
+                ]);
+                figures[2][slot] = measure(&target, addr, &login_args).await?;
+            }
+            if args.peak_users > 0 {
+                say("peak");
+                let peak_args = strings(&[
+                    "--peak",
+                    "--users",
+                    &args.peak_users.to_string(),
+                    "--rate",
+                    &args.peak_from.to_string(),
+                    "--duration",
+                    "10",
+                ]);
+                figures[3][slot] = measure(&target, addr, &peak_args).await?;
             }
         }
-        chat.push(c);
-        login.push(l);
+        let [idle, chat, login, peak] = figures;
+        for (series, [m, p]) in [
+            (&mut results.idle, idle),
+            (&mut results.chat, chat),
+            (&mut results.login, login),
+            (&mut results.peak, peak),
+        ] {
+            series.push((m, p));
+        }
     }
-    Ok((chat, login))
+    Ok(results)
 }
 
-enum Target<'a> {
+fn strings(s: &[&str]) -> Vec<String> {
+    s.iter().map(|&s| s.to_owned()).collect()
+}
+
+enum Target {
     Meerkat,
-    Peer(&'a Instance),
+    /// The peer's instance, by the pid we started.
+    Peer(u32),
 }
 
-impl Target<'_> {
+impl Target {
     fn label(&self, peer: Peer) -> &'static str {
         match self {
             Target::Meerkat => "meerkat",
             Target::Peer(_) => peer.name(),
         }
     }
-    fn cpu_seconds(&self) -> f64 {
+    fn pids(&self) -> Vec<u32> {
         match self {
-            Target::Meerkat => crate::bench::stack_cpu_seconds(),
-            Target::Peer(i) => cpu_seconds(&descendants(i.pid)),
+            Target::Meerkat => crate::bench::stack_pids(),
+            Target::Peer(pid) => descendants(*pid),
         }
+    }
+    fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(&self.pids())
     }
 }
 
+/// `cargo xtask down`, then `up`: the stack as after a fresh start. `up` is tried twice: on a
+/// busy machine a broker can miss its start-up deadline once.
+async fn restart_meerkat() -> anyhow::Result<()> {
+    let xtask = |cmd: &'static str| {
+        let mut c = tokio::process::Command::new(std::env::current_exe()?);
+        c.arg(cmd).stdout(std::process::Stdio::null());
+        anyhow::Ok(c)
+    };
+    anyhow::ensure!(
+        xtask("down")?.status().await?.success(),
+        "cargo xtask down failed"
+    );
+    if !xtask("up")?.status().await?.success() {
+        println!("cargo xtask up failed; down and up once more");
+        let _ = xtask("down")?.status().await;
+        anyhow::ensure!(
+            xtask("up")?.status().await?.success(),
+            "cargo xtask up failed"
+        );
+    }
+    Ok(())
+}
+
+/// The idle workload: the server's memory (PSS of all its processes) before and while `users`
+/// users are connected and idle (`meerkat-bench --idle`), 5 s after the last logged in.
+async fn measure_idle(target: &Target, addr: SocketAddr, users: usize) -> anyhow::Result<Figures> {
+    use tokio::io::AsyncBufReadExt as _;
+    let before = pss_kib(&target.pids());
+    let mut child = tokio::process::Command::new(layout::release_bin("meerkat-bench"))
+        .args(["--addr", &addr.to_string(), "--domain", DOMAIN, "--json"])
+        .args(["--idle", "--users", &users.to_string(), "--duration", "600"])
+        .args(["--prefix", "benchidle"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("running meerkat-bench --idle")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut online = false;
+    while let Some(line) = lines.next_line().await? {
+        if line.starts_with('{') {
+            online = line.contains("\"online\":true");
+            break;
+        }
+        println!("{line}");
+    }
+    anyhow::ensure!(
+        online,
+        "meerkat-bench --idle ended before its users were online"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let with = pss_kib(&target.pids());
+    let _ = child.kill().await;
+    let f = Figures {
+        kib_per_user: (with - before) / users as f64,
+        mib: with / 1024.0,
+        mib_before: before / 1024.0,
+        ..Figures::default()
+    };
+    println!(
+        "server memory (PSS): {:.1} MiB before, {:.1} MiB with {users} users online = {:.1} KiB per user",
+        f.mib_before, f.mib, f.kib_per_user
+    );
+    Ok(f)
+}
+
+/// The proportional set size of these processes, KiB (`/proc/<pid>/smaps_rollup`): shared
+/// pages counted once in all.
+fn pss_kib(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|pid| {
+            let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+            rollup
+                .lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .sum()
+}
+
 /// One `meerkat-bench` run against `addr`, with the server's and its own CPU.
-async fn measure(
-    target: &Target<'_>,
-    addr: SocketAddr,
-    args: &[String],
-) -> anyhow::Result<Figures> {
+async fn measure(target: &Target, addr: SocketAddr, args: &[String]) -> anyhow::Result<Figures> {
     let server_before = target.cpu_seconds();
     let bench_before = children_cpu_seconds();
     let started = Instant::now();
@@ -218,6 +348,7 @@ async fn measure(
         },
         server_cpu: 100.0 * server / wall,
         bench_cpu: 100.0 * bench / wall,
+        ..Figures::default()
     };
     println!(
         "server CPU {:.1} s in {wall:.1} s = {:.0}% of one core; meerkat-bench {:.0}%",
@@ -229,54 +360,98 @@ async fn measure(
 /// A table row: its name, the figure it shows, the decimals.
 type Row = (&'static str, fn(&Figures) -> f64, usize);
 
-fn print_table(args: &AgainstArgs, chat: &Series, login: &Series) {
+fn print_table(args: &AgainstArgs, r: &Results) {
     let peer = args.peer.name();
     println!();
     println!(
         "Meerkat vs {peer}: {} rounds, alternating; median [min–max]; ratio = Meerkat/{peer} per round",
         args.runs
     );
-    println!("chat: meerkat-bench {}", args.chat_args.join(" "));
-    let header = format!(
-        "| {:<26} | {:<24} | {:<24} | {:<22} |",
+    println!(
+        "| {:<30} | {:<24} | {:<24} | {:<22} |",
         "", "Meerkat", peer, "Meerkat/peer"
     );
-    println!("{header}");
     println!(
         "|{}|{}|{}|{}|",
-        "-".repeat(28),
+        "-".repeat(32),
         "-".repeat(26),
         "-".repeat(26),
         "-".repeat(24)
     );
-    let rows: [Row; 7] = [
+    let cpu: [Row; 2] = [
+        ("server CPU % of a core", |f| f.server_cpu, 0),
+        ("meerkat-bench CPU %", |f| f.bench_cpu, 0),
+    ];
+    if args.idle_users > 0 {
+        let rows: [Row; 3] = [
+            ("KiB per user", |f| f.kib_per_user, 1),
+            ("MiB with the users", |f| f.mib, 0),
+            ("MiB fresh", |f| f.mib_before, 0),
+        ];
+        for (name, get, prec) in rows {
+            row(
+                &format!("idle {}: {name}", args.idle_users),
+                &r.idle,
+                get,
+                prec,
+            );
+        }
+    }
+    let chat: [Row; 5] = [
         ("delivered msg/s", |f| f.rate, 0),
         ("latency p50 ms", |f| f.p50, 2),
         ("latency p99 ms", |f| f.p99, 2),
         ("latency max ms", |f| f.max, 2),
         ("lost", |f| f.lost, 0),
-        ("server CPU % of a core", |f| f.server_cpu, 0),
-        ("meerkat-bench CPU %", |f| f.bench_cpu, 0),
     ];
-    for (name, get, prec) in rows {
-        row(&format!("chat: {name}"), chat, get, prec);
+    for (name, get, prec) in chat.iter().chain(&cpu) {
+        row(&format!("chat: {name}"), &r.chat, *get, *prec);
     }
     if args.login_clients > 0 {
-        println!(
-            "login: {} clients in a closed loop, {} s",
-            args.login_clients, args.login_duration
-        );
-        let rows: [Row; 6] = [
+        let rows: [Row; 4] = [
             ("logins/s", |f| f.rate, 0),
             ("latency p50 ms", |f| f.p50, 2),
             ("latency p99 ms", |f| f.p99, 2),
             ("failed", |f| f.lost, 0),
+        ];
+        for (name, get, prec) in rows.iter().chain(&cpu) {
+            let name = format!("login {}: {name}", args.login_clients);
+            row(&name, &r.login, *get, *prec);
+        }
+    }
+    if args.peak_users > 0 {
+        let rows: [Row; 3] = [
+            ("msg/s at p99 < 100 ms", |f| f.rate, 0),
+            ("its p99 ms", |f| f.p99, 2),
             ("server CPU % of a core", |f| f.server_cpu, 0),
-            ("meerkat-bench CPU %", |f| f.bench_cpu, 0),
         ];
         for (name, get, prec) in rows {
-            row(&format!("login: {name}"), login, get, prec);
+            row(
+                &format!("peak {}: {name}", args.peak_users),
+                &r.peak,
+                get,
+                prec,
+            );
         }
+    }
+    println!("chat: meerkat-bench {}", args.chat_args.join(" "));
+    if args.login_clients > 0 {
+        println!(
+            "login: {} clients in a closed loop of connect, STARTTLS, SASL PLAIN, bind, close, {} s",
+            args.login_clients, args.login_duration
+        );
+    }
+    if args.idle_users > 0 {
+        println!(
+            "idle: {} users logged in and idle, memory (PSS) of every server process 5 s after the last, from a fresh start",
+            args.idle_users
+        );
+    }
+    if args.peak_users > 0 {
+        println!(
+            "peak: {} users, 10 s steps from {} msg/s, doubling then narrowing; CPU over the whole search",
+            args.peak_users, args.peak_from
+        );
     }
 }
 
@@ -294,7 +469,7 @@ fn row(name: &str, series: &Series, get: fn(&Figures) -> f64, prec: usize) {
         summary(&ratios, 2)
     };
     println!(
-        "| {name:<26} | {:<24} | {:<24} | {ratio:<22} |",
+        "| {name:<30} | {:<24} | {:<24} | {ratio:<22} |",
         summary(&m, prec),
         summary(&p, prec)
     );
@@ -465,6 +640,13 @@ impl Instance {
             dir.display()
         );
         Ok(instance)
+    }
+
+    /// Stops the instance and starts it again (its data kept).
+    async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop().await;
+        *self = Instance::start(self.peer).await?;
+        Ok(())
     }
 
     async fn stop(&mut self) {

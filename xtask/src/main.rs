@@ -78,6 +78,17 @@ enum Command {
         /// Seconds of each login workload run of `--against`.
         #[arg(long, default_value_t = 10, requires = "against")]
         login_duration: u64,
+        /// Users of `--against`'s idle workload (memory per connected user, both servers
+        /// started afresh each round); 0 skips it.
+        #[arg(long, default_value_t = 2000, requires = "against")]
+        idle_users: usize,
+        /// Users of `--against`'s peak workload (the highest chat rate with p99 < 100 ms);
+        /// 0 skips it.
+        #[arg(long, default_value_t = 500, requires = "against")]
+        peak_users: usize,
+        /// The peak workload's first rate, msg/s.
+        #[arg(long, default_value_t = 500.0, requires = "against")]
+        peak_from: f64,
         /// Senders at DC 1, receivers at DC 2 (`meerkat-bench --to-addr`); needs `up --dcs 2`.
         #[arg(long)]
         inter_dc: bool,
@@ -112,6 +123,9 @@ async fn main() {
             runs,
             login_clients,
             login_duration,
+            idle_users,
+            peak_users,
+            peak_from,
             bench_args,
             ..
         } => {
@@ -120,6 +134,9 @@ async fn main() {
                 runs,
                 login_clients,
                 login_duration,
+                idle_users,
+                peak_users,
+                peak_from,
                 chat_args: bench_args,
             })
             .await

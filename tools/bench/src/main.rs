@@ -10,9 +10,14 @@
 //! Login mode (`--login-loop C`): C clients in a closed loop of connect, STARTTLS, SASL PLAIN,
 //! bind, close for `--duration` seconds; prints logins per second and their latency.
 //!
+//! Peak mode (`--peak`): chat steps at rising rates until p99 reaches 100 ms or a message is
+//! lost; prints the highest rate that held. Idle mode (`--idle`): logs the users in and holds
+//! them, for measuring the server's memory per connected user (see `chat.rs`).
+//!
 //! Failover mode (`--failover`): starts two DCs of its own and measures what users see when
 //! one dies or they are cut apart (see `failover.rs`); the other options do not apply.
 
+mod chat;
 mod client;
 mod data;
 mod failover;
@@ -29,7 +34,7 @@ use tokio::sync::Mutex;
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "XMPP chat load generator")]
-struct Args {
+pub struct Args {
     /// Server address (STARTTLS port).
     #[arg(long, default_value = "127.0.0.1:5222")]
     addr: SocketAddr,
@@ -92,6 +97,15 @@ struct Args {
     /// registered first).
     #[arg(long, default_value_t = 0)]
     login_loop: usize,
+    /// Peak workload instead of chat: steps of --duration seconds from --rate up, doubling
+    /// until p99 reaches 100 ms or a message is lost, then narrowing in; prints the highest
+    /// rate that held.
+    #[arg(long)]
+    peak: bool,
+    /// Idle workload instead of chat: log --users users in, hold them --duration seconds
+    /// (for measuring the server's memory meanwhile), close.
+    #[arg(long)]
+    idle: bool,
     /// Milliseconds between two messages of the sender in --failover rounds.
     #[arg(long, default_value_t = 100)]
     send_every_ms: u64,
@@ -123,6 +137,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.login_loop > 0 {
         return login_loop(&args).await;
+    }
+    if args.peak {
+        return chat::peak(&args).await;
+    }
+    if args.idle {
+        return chat::idle(&args).await;
     }
     if args.duration > 0 {
         chat(&args).await?;
@@ -300,145 +320,40 @@ async fn login_loop(args: &Args) -> anyhow::Result<()> {
 
 /// The chat load: log everyone in, send for `duration`, drain, print.
 async fn chat(args: &Args) -> anyhow::Result<()> {
-    let users = args.users.max(2) & !1;
+    let mut online = chat::Online::login(args).await?;
+    let users = online.users();
+    eprintln!("{users} users online in {:.1} s", online.login_secs);
     let inter_dc = args.to_addr.is_some();
-    let senders = if inter_dc { users / 2 } else { users };
-    let started = Instant::now();
-    let clock = Arc::new(started);
-    let latency = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
-        1, 60_000_000, 3,
-    )?));
-    let received = Arc::new(AtomicU64::new(0));
-    let sent = Arc::new(AtomicU64::new(0));
-    let run: Arc<str> = format!(
-        "{:x}",
-        std::process::id() ^ (started.elapsed().subsec_nanos())
-    )
-    .into();
-
-    // Log in everyone (ramp: a few at a time).
-    let mut sessions = Vec::with_capacity(users);
-    let login_start = Instant::now();
-    for chunk in (0..users).collect::<Vec<_>>().chunks(20) {
-        let mut batch = Vec::new();
-        for &i in chunk {
-            let args = args.clone();
-            batch.push(tokio::spawn(async move {
-                let name = format!("{}{i}", args.prefix);
-                // Inter-DC: the odd users (the receivers) at the other DC.
-                let addr = match args.to_addr {
-                    Some(to) if i % 2 == 1 => to,
-                    _ => args.addr,
-                };
-                client::BenchClient::login(addr, &args.domain, &name, &args.password, args.register)
-                    .await
-            }));
-        }
-        for b in batch {
-            sessions.push(b.await??);
-        }
-    }
-    let login_secs = login_start.elapsed().as_secs_f64();
-    eprintln!("{users} users online in {login_secs:.1} s");
     if inter_dc {
         // The receivers' presence must reach DC 1 before the first message to their bare JID,
         // or DC 1 stores it offline (no available resource yet): give replication a moment
         // (its lag is measured by --lag-logins; tens of milliseconds).
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-
-    let per_user_rate = args.rate / senders as f64;
-    let interval = Duration::from_secs_f64(1.0 / per_user_rate.max(0.001));
-    let run_for = Duration::from_secs(args.duration);
-    let mut tasks = Vec::new();
-    for (i, s) in sessions.into_iter().enumerate() {
-        let peer = format!("{}{}@{}", args.prefix, i ^ 1, args.domain);
-        let (mut reader, mut writer) = s.split();
-        let latency = latency.clone();
-        let received = received.clone();
-        let rclock = clock.clone();
-        let rrun = run.clone();
-        tasks.push(tokio::spawn(async move {
-            while let Ok(Some(sent_us)) = reader.next_bench_message(&rrun).await {
-                let now = u64::try_from(rclock.elapsed().as_micros()).unwrap_or(u64::MAX);
-                received.fetch_add(1, Ordering::Relaxed);
-                let _ = latency
-                    .lock()
-                    .await
-                    .record(now.saturating_sub(sent_us).max(1));
-            }
-        }));
-        let sent = sent.clone();
-        let clock = clock.clone();
-        let run = run.clone();
-        let sends = !inter_dc || i % 2 == 0;
-        tokio::spawn(async move {
-            if !sends {
-                // A receiver only: keep the stream open while the others drain.
-                tokio::time::sleep(run_for + Duration::from_secs(60)).await;
-                let _ = writer.close().await;
-                return;
-            }
-            // Spread the first sends so the load is smooth.
-            tokio::time::sleep(interval.mul_f64((i as f64 * 0.618).fract())).await;
-            let end = Instant::now() + run_for;
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            while Instant::now() < end {
-                tick.tick().await;
-                let us = u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX);
-                if writer.send_chat(&peer, &run, us).await.is_err() {
-                    break;
-                }
-                sent.fetch_add(1, Ordering::Relaxed);
-            }
-            // Keep the stream open while the others drain.
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            let _ = writer.close().await;
-        });
-    }
-    let chat_start = Instant::now();
-    tokio::time::sleep(run_for).await;
-    // Drain: wait until everything sent has arrived, or nothing arrived for 10 s.
-    let mut last = (received.load(Ordering::Relaxed), Instant::now());
-    loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let got = received.load(Ordering::Relaxed);
-        if got >= sent.load(Ordering::Relaxed) || last.1.elapsed() > Duration::from_secs(10) {
-            break;
-        }
-        if got != last.0 {
-            last = (got, Instant::now());
-        }
-    }
-    let elapsed = chat_start.elapsed().as_secs_f64();
-    for t in &tasks {
-        t.abort();
-    }
-    let sent = sent.load(Ordering::Relaxed);
-    let received = received.load(Ordering::Relaxed);
-    let h = latency.lock().await;
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let s = online
+        .step(args.rate, Duration::from_secs(args.duration))
+        .await?;
+    let login_secs = online.login_secs;
+    online.close().await;
     println!(
-        "{}users {users}  offered {:.0} msg/s  sent {sent}  delivered {received}  lost {}  rate {:.0} msg/s  latency p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  logins {:.0}/s",
+        "{}users {users}  offered {:.0} msg/s  sent {}  delivered {}  lost {}  rate {:.0} msg/s  latency p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  logins {:.0}/s",
         if inter_dc { "inter-DC (senders at DC 1, receivers at DC 2)  " } else { "" },
         args.rate,
-        sent.saturating_sub(received),
-        received as f64 / elapsed,
-        ms(0.5),
-        ms(0.99),
-        h.max() as f64 / 1000.0,
+        s.sent,
+        s.delivered,
+        s.lost(),
+        s.rate,
+        s.p50_ms,
+        s.p99_ms,
+        s.max_ms,
         users as f64 / login_secs,
     );
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "workload": "chat", "inter_dc": inter_dc, "users": users, "offered_rate": args.rate, "sent": sent, "delivered": received,
-                "lost": sent.saturating_sub(received), "rate": received as f64 / elapsed,
-                "p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": h.max() as f64 / 1000.0,
-            })
-        );
+        let mut j = s.json();
+        j["workload"] = "chat".into();
+        j["inter_dc"] = inter_dc.into();
+        j["users"] = users.into();
+        println!("{j}");
     }
     Ok(())
 }
