@@ -248,6 +248,7 @@ async fn restart_meerkat() -> anyhow::Result<()> {
 async fn measure_idle(target: &Target, addr: SocketAddr, users: usize) -> anyhow::Result<Figures> {
     use tokio::io::AsyncBufReadExt as _;
     let before = pss_kib(&target.pids());
+    let by_name_before = pss_by_name(&target.pids());
     let mut child = tokio::process::Command::new(layout::release_bin("meerkat-bench"))
         .args(["--addr", &addr.to_string(), "--domain", DOMAIN, "--json"])
         .args(["--idle", "--users", &users.to_string(), "--duration", "600"])
@@ -273,7 +274,16 @@ async fn measure_idle(target: &Target, addr: SocketAddr, users: usize) -> anyhow
     );
     tokio::time::sleep(Duration::from_secs(5)).await;
     let with = pss_kib(&target.pids());
+    let by_name_with = pss_by_name(&target.pids());
     let _ = child.kill().await;
+    let growth: Vec<String> = by_name_with
+        .iter()
+        .map(|(name, kib)| {
+            let was = by_name_before.get(name).copied().unwrap_or(0.0);
+            format!("{name} {:+.1}", (kib - was) / users as f64)
+        })
+        .collect();
+    println!("KiB per user by process: {}", growth.join(", "));
     let f = Figures {
         kib_per_user: (with - before) / users as f64,
         mib: with / 1024.0,
@@ -285,6 +295,18 @@ async fn measure_idle(target: &Target, addr: SocketAddr, users: usize) -> anyhow
         f.mib_before, f.mib, f.kib_per_user
     );
     Ok(f)
+}
+
+/// [`pss_kib`] per command name (`/proc/<pid>/comm`: `beam.smp`, `postgres`, `c2s-gateway`, ...).
+fn pss_by_name(pids: &[u32]) -> std::collections::BTreeMap<String, f64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    for &pid in pids {
+        let Ok(name) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
+            continue;
+        };
+        *by_name.entry(name.trim().to_owned()).or_insert(0.0) += pss_kib(&[pid]);
+    }
+    by_name
 }
 
 /// The proportional set size of these processes, KiB (`/proc/<pid>/smaps_rollup`): shared
@@ -368,12 +390,12 @@ fn print_table(args: &AgainstArgs, r: &Results) {
         args.runs
     );
     println!(
-        "| {:<30} | {:<24} | {:<24} | {:<22} |",
+        "| {:<34} | {:<24} | {:<24} | {:<22} |",
         "", "Meerkat", peer, "Meerkat/peer"
     );
     println!(
         "|{}|{}|{}|{}|",
-        "-".repeat(32),
+        "-".repeat(36),
         "-".repeat(26),
         "-".repeat(26),
         "-".repeat(24)
@@ -469,7 +491,7 @@ fn row(name: &str, series: &Series, get: fn(&Figures) -> f64, prec: usize) {
         summary(&ratios, 2)
     };
     println!(
-        "| {name:<30} | {:<24} | {:<24} | {ratio:<22} |",
+        "| {name:<34} | {:<24} | {:<24} | {ratio:<22} |",
         summary(&m, prec),
         summary(&p, prec)
     );
