@@ -51,7 +51,12 @@ fn init_span_and_flush(expect_export: bool) {
     let again = telemetry::init("meerkat-init-test");
     assert!(!again.exports_traces(), "a second init is a no-op");
     drop(again);
-    tracing::info_span!("stanza_routed").in_scope(|| tracing::info!("routing one stanza"));
+    let span = tracing::info_span!("stanza_routed");
+    // Without an exporter a service pays nothing for its spans: they are never created.
+    assert_eq!(span.is_disabled(), !expect_export);
+    span.in_scope(|| tracing::info!("routing one stanza"));
+    // Ended before the guard flushes, or it would never be exported.
+    drop(span);
     drop(guard);
 }
 
