@@ -155,7 +155,8 @@ fn everything_running(e: &Endpoints, partitions: &Partitions) -> bool {
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let want = wanted(&args);
     let partitions = Partitions::load()?;
-    if let Some(have) = Endpoints::read()? {
+    let previous = Endpoints::read()?;
+    if let Some(have) = &previous {
         if anything_running() && !have.same_shape(&want) {
             bail!(
                 "a stack of another shape is running ({} DCs, domain {}, infra_only {}); \
@@ -165,7 +166,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
                 have.infra_only
             );
         }
-        if everything_running(&have, &partitions) && have.same_shape(&want) {
+        if everything_running(have, &partitions) && have.same_shape(&want) {
             println!("already up");
             have.print();
             links::print_partitions_kept(&partitions);
@@ -181,6 +182,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     // shape that was asked for.
     std::fs::create_dir_all(layout::stack_dir())
         .with_context(|| format!("creating {}", layout::stack_dir().display()))?;
+    if let Some(have) = previous.filter(|h| h.dcs.len() != want.dcs.len()) {
+        forget_broker_state(have.dcs.len())?;
+    }
     want.write()?;
     start_infra(args.dcs, args.pg_port).await?;
     let all: Vec<u16> = (1..=args.dcs).collect();
@@ -192,6 +196,24 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("up");
     want.print();
     links::print_partitions_kept(&partitions);
+    Ok(())
+}
+
+/// A stack of another DC count starts with empty brokers: their queues and federation were
+/// made for the old count (e.g. DC 1 of a former two-DC stack would keep a federation link to
+/// a DC that is gone and a session-replicator queue that no service consumes and that grows
+/// with every login). Accounts and other data in PostgreSQL are kept.
+fn forget_broker_state(old_dcs: usize) -> anyhow::Result<()> {
+    for dc in 1..=MAX_DCS {
+        let mnesia = layout::rabbit_dir(dc).join("mnesia");
+        if mnesia.exists() {
+            std::fs::remove_dir_all(&mnesia)
+                .with_context(|| format!("removing {}", mnesia.display()))?;
+        }
+    }
+    println!(
+        "the stack had {old_dcs} DC(s): its brokers start empty (their topology was for that many); accounts are kept"
+    );
     Ok(())
 }
 
