@@ -595,12 +595,15 @@ impl Instance {
                 std::fs::create_dir_all(dir.join("database"))?;
                 std::fs::write(dir.join("server.pem"), ejabberd_pem()?)?;
                 std::fs::write(dir.join("ejabberd.yml"), ejabberd_config(&dir, peer.port()))?;
+                // `EXEC_CMD`: ejabberd runs as the calling user, not through `su` to the
+                // package's user, which gets the system's default soft limit of 1024 open
+                // files: ejabberd then refuses connections beyond about a thousand users.
                 std::fs::write(
                     dir.join("ejabberdctl.cfg"),
-                    "ERL_OPTIONS=\"-env ERL_CRASH_DUMP_BYTES 0\"\n",
+                    "ERL_OPTIONS=\"-env ERL_CRASH_DUMP_BYTES 0\"\nEXEC_CMD=as_current_user\n",
                 )?;
                 std::fs::copy("/etc/ejabberd/inetrc", dir.join("inetrc"))?;
-                // ejabberdctl runs ejabberd as the package's user.
+                // Its files stay the package user's, as a packaged ejabberd expects.
                 let chown = std::process::Command::new("chown")
                     .args(["-R", "ejabberd:ejabberd"])
                     .arg(&dir)
