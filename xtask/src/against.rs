@@ -247,8 +247,8 @@ async fn restart_meerkat() -> anyhow::Result<()> {
 /// users are connected and idle (`meerkat-bench --idle`), 5 s after the last logged in.
 async fn measure_idle(target: &Target, addr: SocketAddr, users: usize) -> anyhow::Result<Figures> {
     use tokio::io::AsyncBufReadExt as _;
-    let before = pss_kib(&target.pids());
     let by_name_before = pss_by_name(&target.pids());
+    let before: f64 = by_name_before.values().sum();
     let mut child = tokio::process::Command::new(layout::release_bin("meerkat-bench"))
         .args(["--addr", &addr.to_string(), "--domain", DOMAIN, "--json"])
         .args(["--idle", "--users", &users.to_string(), "--duration", "600"])
@@ -273,8 +273,8 @@ async fn measure_idle(target: &Target, addr: SocketAddr, users: usize) -> anyhow
         "meerkat-bench --idle ended before its users were online"
     );
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let with = pss_kib(&target.pids());
     let by_name_with = pss_by_name(&target.pids());
+    let with: f64 = by_name_with.values().sum();
     let _ = child.kill().await;
     let growth: Vec<String> = by_name_with
         .iter()

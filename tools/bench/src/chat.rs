@@ -30,6 +30,24 @@ pub struct Step {
     pub late: bool,
 }
 
+/// `offered … msg/s  sent …  delivered …  lost …  rate … msg/s  latency p50 … ms  p99 … ms  max … ms`
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "offered {:.0} msg/s  sent {}  delivered {}  lost {}  rate {:.0} msg/s  latency p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            self.offered,
+            self.sent,
+            self.delivered,
+            self.lost(),
+            self.rate,
+            self.p50_ms,
+            self.p99_ms,
+            self.max_ms,
+        )
+    }
+}
+
 impl Step {
     pub fn lost(&self) -> u64 {
         self.sent.saturating_sub(self.delivered)
@@ -239,15 +257,7 @@ pub async fn peak(args: &Args) -> anyhow::Result<()> {
         // reading its sockets, or a generator short of CPU) fails the step too.
         let ok = s.lost() == 0 && s.p99_ms < 100.0 && !s.late;
         println!(
-            "peak step: offered {:.0} msg/s  sent {}  delivered {}  lost {}  rate {:.0} msg/s  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  {}",
-            s.offered,
-            s.sent,
-            s.delivered,
-            s.lost(),
-            s.rate,
-            s.p50_ms,
-            s.p99_ms,
-            s.max_ms,
+            "peak step: {s}  {}",
             if ok {
                 "ok"
             } else if s.late {

@@ -336,16 +336,12 @@ async fn chat(args: &Args) -> anyhow::Result<()> {
     let login_secs = online.login_secs;
     online.close().await;
     println!(
-        "{}users {users}  offered {:.0} msg/s  sent {}  delivered {}  lost {}  rate {:.0} msg/s  latency p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  logins {:.0}/s",
-        if inter_dc { "inter-DC (senders at DC 1, receivers at DC 2)  " } else { "" },
-        args.rate,
-        s.sent,
-        s.delivered,
-        s.lost(),
-        s.rate,
-        s.p50_ms,
-        s.p99_ms,
-        s.max_ms,
+        "{}users {users}  {s}  logins {:.0}/s",
+        if inter_dc {
+            "inter-DC (senders at DC 1, receivers at DC 2)  "
+        } else {
+            ""
+        },
         users as f64 / login_secs,
     );
     if args.json {
