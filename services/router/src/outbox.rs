@@ -57,6 +57,8 @@ pub struct Outbox {
     /// Hops left, carried on deliveries so a bounce decrements it; a hop to another DC
     /// spends one.
     hops: u64,
+    /// Accounts whose offline messages are to be delivered if they are available here.
+    nudges: Vec<String>,
 }
 
 impl Outbox {
@@ -64,6 +66,7 @@ impl Outbox {
         Outbox {
             items: Vec::new(),
             hops,
+            nudges: Vec::new(),
         }
     }
 
@@ -96,6 +99,14 @@ impl Outbox {
             stanza: None,
             key: None,
         });
+    }
+
+    /// Queues an offline nudge for `bare`, published after the deliveries: the router
+    /// partition of the account delivers its stored messages if it is available at this DC.
+    pub fn nudge_offline(&mut self, bare: &str) {
+        if !self.nudges.iter().any(|b| b == bare) {
+            self.nudges.push(bare.to_owned());
+        }
     }
 
     /// Publishes everything queued and waits for every confirm.
@@ -158,6 +169,9 @@ impl Outbox {
         });
         for r in futures::future::join_all(publishes).await {
             r?;
+        }
+        for bare in std::mem::take(&mut self.nudges) {
+            ctx.publisher.offline_nudge(own, &bare).await?;
         }
         Ok(())
     }

@@ -220,7 +220,7 @@ async fn handle_change(ctx: &Ctx, delivery: &Delivery) -> bool {
             {
                 let bare = format!("{username}@{}", ctx.config.domain).to_lowercase();
                 if ctx.sequencer.lock().is_available(&bare) {
-                    if let Err(e) = crate::publish::offline_nudge(ctx, &bare).await {
+                    if let Err(e) = ctx.publisher.offline_nudge(&ctx.config.dc, &bare).await {
                         // Still stored: delivered at the user's next initial presence.
                         tracing::warn!(error = %e, %bare, "offline delivery nudge not sent");
                     }

@@ -90,29 +90,6 @@ pub async fn local_presence(
         .await
 }
 
-/// Asks this DC's routers to deliver the offline messages of `bare` (available here) now:
-/// they came from another DC, stored there while the account looked offline.
-pub async fn offline_nudge(ctx: &Ctx, bare: &str) -> Result<(), PublishError> {
-    let body = Element::new("message", ns::CLIENT)
-        .with_attr("from", bare.to_owned())
-        .with_attr("to", bare.to_owned());
-    let p = BasicProperties::default()
-        .with_message_id(uuid::Uuid::new_v4().to_string().into())
-        .with_content_type(h::CONTENT_XMPP.into())
-        .with_delivery_mode(2)
-        .with_headers(
-            Headers::new()
-                .u64(h::WIRE, u64::from(WIRE_VERSION))
-                .str(h::ORIGIN_DC, &ctx.config.dc)
-                .str(h::KIND, h::kind::OFFLINE)
-                .u64(h::HOPS, 0)
-                .build(),
-        );
-    ctx.publisher
-        .publish(names::ROUTE_EXCHANGE, bare, p, body.to_xml().as_bytes())
-        .await
-}
-
 /// One event of this DC's stream to every other DC.
 pub async fn replicated(ctx: &Ctx, event: &ReplicatedEvent) -> Result<(), PublishError> {
     let p = props(&ctx.config.dc, &event.epoch);

@@ -9,7 +9,9 @@ use lapin::publisher_confirm::Confirmation;
 use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::Mutex;
 
-use crate::Bus;
+use meerkat_wire::{headers as h, topology as names, WIRE_VERSION};
+
+use crate::{Bus, Headers};
 
 /// A confirm-mode channel and the connection it belongs to.
 type OpenChannel = (Arc<Connection>, Channel);
@@ -71,6 +73,30 @@ impl Publisher {
         }
     }
 
+    /// Asks the routers of this DC to deliver the offline messages of `bare` to its resource
+    /// available here, if it has one: published on the routing exchange under the account's
+    /// own key, so the router partition that handles its initial presence handles this too,
+    /// after it. Sent when messages for the account were stored while it may have just become
+    /// available (from another DC, or from another partition of this DC).
+    pub async fn offline_nudge(&self, origin_dc: &str, bare: &str) -> Result<(), PublishError> {
+        let jid = xml_attr(bare);
+        let body = format!("<message xmlns='jabber:client' from='{jid}' to='{jid}'/>");
+        let props = BasicProperties::default()
+            .with_message_id(uuid::Uuid::new_v4().to_string().into())
+            .with_content_type(h::CONTENT_XMPP.into())
+            .with_delivery_mode(2)
+            .with_headers(
+                Headers::new()
+                    .u64(h::WIRE, u64::from(WIRE_VERSION))
+                    .str(h::ORIGIN_DC, origin_dc)
+                    .str(h::KIND, h::kind::OFFLINE)
+                    .u64(h::HOPS, 0)
+                    .build(),
+            );
+        self.publish(names::ROUTE_EXCHANGE, bare, props, body.as_bytes())
+            .await
+    }
+
     async fn try_publish(
         &self,
         exchange: &str,
@@ -122,6 +148,13 @@ impl Publisher {
             }
         }
     }
+}
+
+/// `s` escaped for a single-quoted XML attribute.
+fn xml_attr(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('\'', "&apos;")
 }
 
 enum Retry {

@@ -3,6 +3,7 @@
 
 mod auth;
 mod interop;
+mod offline;
 mod resilience;
 mod streams;
 

@@ -41,7 +41,16 @@ pub async fn store(
         .store_offline(user, &stanza.to_xml(), ctx.config.max_offline)
         .await
     {
-        Ok(()) => Ok(Outcome::Offline),
+        Ok(()) => {
+            // The account's initial presence is handled by its own partition, which may have
+            // just delivered what was stored before this: if it is available by now, that
+            // partition delivers this one too.
+            let bare = to.bare.as_str();
+            if bare != inb.from_bare {
+                out.nudge_offline(bare);
+            }
+            Ok(Outcome::Offline)
+        }
         Err(StoreError::Full) => Ok(error(ctx, inb, out, StanzaError::resource_constraint())),
         Err(StoreError::NoSuchAccount) => {
             Ok(error(ctx, inb, out, StanzaError::service_unavailable()))

@@ -1,0 +1,71 @@
+//! Offline storage racing an initial presence: a message stored while its recipient's
+//! first presence is being handled must still reach that session, not wait for the next login.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use meerkat_testkit::client::Client;
+use meerkat_xmpp::ns;
+
+use crate::{dc, online, user};
+
+/// Messages per round, and the pause between two of them: fast enough that, in most rounds,
+/// one of them is stored while the router handles the recipient's initial presence (before the
+/// fix, about one round in five left a message stored until the next login).
+const MESSAGES: usize = 600;
+const PACE: Duration = Duration::from_micros(500);
+const ROUNDS: usize = 10;
+
+#[tokio::test]
+async fn messages_sent_while_the_recipient_comes_online_all_arrive_in_that_session() {
+    let dc = dc().await;
+    for round in 0..ROUNDS {
+        let (a, b) = (user("sa"), user("sb"));
+        let mut alice = online(&dc, &a, "phone").await;
+        Client::register_account(&dc.client(), &b, "secret-pw")
+            .await
+            .unwrap();
+        let bob_bare = format!("{b}@example.com");
+
+        // Alice keeps writing to Bob's bare JID while Bob logs in and becomes available:
+        // the first messages are stored offline, the last delivered live, and some are routed
+        // while his initial presence is being handled.
+        let send = async {
+            for i in 0..MESSAGES {
+                alice
+                    .send_message(&bob_bare, &format!("m{i}"))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(PACE).await;
+            }
+        };
+        let receive = async {
+            tokio::time::sleep(PACE * (MESSAGES as u32) / 3).await;
+            let mut bob = Client::login(&dc.client(), &b, "secret-pw", Some("desk"))
+                .await
+                .unwrap();
+            bob.send_presence().await.unwrap();
+            let mut seen = BTreeSet::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while seen.len() < MESSAGES {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let Ok(el) = bob.next(left).await else { break };
+                if let Some(body) = el.child_text("body", ns::CLIENT) {
+                    assert!(seen.insert(body.clone()), "round {round}: {body} twice");
+                }
+            }
+            seen
+        };
+        let ((), seen) = tokio::join!(send, receive);
+        let missing: Vec<String> = (0..MESSAGES)
+            .map(|i| format!("m{i}"))
+            .filter(|m| !seen.contains(m))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "round {round}: {} of {MESSAGES} messages not delivered to the new session: {missing:?}",
+            missing.len()
+        );
+    }
+    dc.stop().await.unwrap();
+}
