@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -40,6 +40,31 @@ pub async fn run<H, F>(
     H: Fn(Delivery) -> F,
     F: Future<Output = ()>,
 {
+    run_batches(bus, spec, 1, stop, consuming, |batch| {
+        let handled = batch.into_iter().next().map(&handler);
+        async move {
+            if let Some(handled) = handled {
+                handled.await;
+            }
+        }
+    })
+    .await;
+}
+
+/// Like [`run`], but hands the handler every delivery already at hand (at least one, at most
+/// `max`, in queue order): one when the queue is quiet, more as they pile up while the
+/// previous batch is handled. The handler acks or nacks each.
+pub async fn run_batches<H, F>(
+    bus: Bus,
+    spec: Spec,
+    max: usize,
+    stop: CancellationToken,
+    consuming: Arc<AtomicUsize>,
+    handler: H,
+) where
+    H: Fn(Vec<Delivery>) -> F,
+    F: Future<Output = ()>,
+{
     loop {
         let conn = tokio::select! {
             c = bus.connected() => c,
@@ -62,13 +87,21 @@ pub async fn run<H, F>(
                             return;
                         }
                     };
-                    match next {
-                        Some(Ok(delivery)) => handler(delivery).await,
-                        Some(Err(e)) => {
+                    let (batch, end) = match next {
+                        Some(Ok(first)) => gather(&mut consumer, first, max),
+                        Some(Err(e)) => (Vec::new(), Some(End::Failed(e))),
+                        None => (Vec::new(), Some(End::Closed)),
+                    };
+                    if !batch.is_empty() {
+                        handler(batch).await;
+                    }
+                    match end {
+                        None => {}
+                        Some(End::Failed(e)) => {
                             tracing::warn!(queue = %spec.queue, error = %e, "consumer failed");
                             break;
                         }
-                        None => break,
+                        Some(End::Closed) => break,
                     }
                 }
                 consuming.fetch_sub(1, Ordering::AcqRel);
@@ -80,6 +113,31 @@ pub async fn run<H, F>(
             _ = stop.cancelled() => return,
         }
     }
+}
+
+/// Why a consumer stream ended.
+enum End {
+    Failed(lapin::Error),
+    Closed,
+}
+
+/// `first` and the deliveries that are ready now, up to `max` in all; and the end of the
+/// stream if it came meanwhile.
+fn gather(
+    consumer: &mut lapin::Consumer,
+    first: Delivery,
+    max: usize,
+) -> (Vec<Delivery>, Option<End>) {
+    let mut batch = vec![first];
+    while batch.len() < max {
+        match consumer.next().now_or_never() {
+            Some(Some(Ok(d))) => batch.push(d),
+            Some(Some(Err(e))) => return (batch, Some(End::Failed(e))),
+            Some(None) => return (batch, Some(End::Closed)),
+            None => break,
+        }
+    }
+    (batch, None)
 }
 
 async fn open(

@@ -48,14 +48,11 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
     let seen = Arc::new(Mutex::new(Seen::new(65_536)));
     let applied = Arc::new(Mutex::new(AppliedView::default()));
     let bus = ctx.bus.clone();
-    consume::run(bus, spec, stop, consuming, |delivery| {
+    consume::run_batches(bus, spec, usize::from(PREFETCH), stop, consuming, |batch| {
         let ctx = ctx.clone();
         let seen = seen.clone();
         let applied = applied.clone();
-        async move {
-            wait_for_data(&ctx, delivery.properties.headers().as_ref(), &applied).await;
-            handle_delivery(&ctx, delivery, &seen).await
-        }
+        async move { handle_batch(&ctx, batch, &seen, &applied).await }
     })
     .await;
 }
@@ -191,52 +188,72 @@ async fn wait_for_data(ctx: &Ctx, headers: Option<&FieldTable>, view: &Mutex<App
     }
 }
 
-async fn handle_delivery(ctx: &Ctx, delivery: Delivery, seen: &Mutex<Seen>) {
-    let id = delivery
-        .properties
-        .message_id()
-        .as_ref()
-        .map(|s| s.as_str().to_owned());
-    if let Some(id) = &id {
-        if seen.lock().contains(id) {
+/// Forwards a batch of envelopes (those that piled up while the previous batch was in flight):
+/// each waits in turn for its data, then all are republished at once — started in queue
+/// order on one channel, so the broker keeps that order — and acked as their confirms come
+/// back. One stanza at a time would cap this DC's inbound rate at one per confirm round trip.
+async fn handle_batch(
+    ctx: &Ctx,
+    batch: Vec<Delivery>,
+    seen: &Mutex<Seen>,
+    applied: &Mutex<AppliedView>,
+) {
+    let mut todo = Vec::with_capacity(batch.len());
+    for delivery in batch {
+        let id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str().to_owned());
+        if id.as_deref().is_some_and(|id| seen.lock().contains(id)) {
             let _ = delivery.ack(BasicAckOptions::default()).await;
-            return;
+            continue;
         }
+        wait_for_data(ctx, delivery.properties.headers().as_ref(), applied).await;
+        todo.push((delivery, id));
     }
-    let headers = delivery.properties.headers().as_ref();
-    // Its parent is the other DC's router's publish: the federation link forwards the headers.
-    let span = tracing::info_span!(
-        "process meerkat.inter.stanzas",
-        otel.kind = "consumer",
-        messaging.system = "rabbitmq",
-        messaging.operation.type = "process",
-        messaging.operation.name = "process",
-        messaging.destination.name = names::INTER_STANZAS_EXCHANGE,
-        messaging.rabbitmq.destination.routing_key = delivery.routing_key.as_str(),
-        messaging.rabbitmq.message.delivery_tag = delivery.delivery_tag,
-        messaging.message.id = id.as_deref().unwrap_or(""),
-    );
-    meerkat_runtime::telemetry::set_parent_from_headers(&span, headers);
-    let result = forward(ctx, &delivery.data, headers, id.as_deref())
-        .instrument(span)
-        .await;
-    match result {
-        Ok(()) => {
-            if let Some(id) = &id {
-                seen.lock().insert(id);
+    let forwards = todo.iter().map(|(delivery, id)| {
+        let headers = delivery.properties.headers().as_ref();
+        // Its parent is the other DC's router's publish: the federation link forwards the
+        // headers.
+        let span = tracing::info_span!(
+            "process meerkat.inter.stanzas",
+            otel.kind = "consumer",
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "process",
+            messaging.operation.name = "process",
+            messaging.destination.name = names::INTER_STANZAS_EXCHANGE,
+            messaging.rabbitmq.destination.routing_key = delivery.routing_key.as_str(),
+            messaging.rabbitmq.message.delivery_tag = delivery.delivery_tag,
+            messaging.message.id = id.as_deref().unwrap_or(""),
+        );
+        meerkat_runtime::telemetry::set_parent_from_headers(&span, headers);
+        forward(ctx, &delivery.data, headers, id.as_deref()).instrument(span)
+    });
+    let results = futures::future::join_all(forwards).await;
+    let mut requeue = false;
+    for ((delivery, id), result) in todo.into_iter().zip(results) {
+        match result {
+            Ok(()) => {
+                if let Some(id) = &id {
+                    seen.lock().insert(id);
+                }
+                ctx.metrics.inter_in.inc();
+                let _ = delivery.ack(BasicAckOptions::default()).await;
             }
-            ctx.metrics.inter_in.inc();
-            let _ = delivery.ack(BasicAckOptions::default()).await;
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "stanza from another DC not forwarded; requeued");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let _ = delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                })
-                .await;
+            Err(e) => {
+                tracing::warn!(error = %e, "stanza from another DC not forwarded; requeued");
+                if !requeue {
+                    requeue = true;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await;
+            }
         }
     }
 }
