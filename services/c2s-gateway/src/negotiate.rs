@@ -54,7 +54,7 @@ pub async fn serve_connection(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, d
     // port they are given) gets TLS rather than a stream that would wait forever for XML.
     let direct_tls = direct_tls || starts_with_tls_handshake(&tcp).await;
     let socket = if direct_tls {
-        match tokio::time::timeout(Duration::from_secs(10), ctx.tls.accept(tcp)).await {
+        match tokio::time::timeout(Duration::from_secs(10), Box::pin(ctx.tls.accept(tcp))).await {
             Ok(Ok(tls)) => Socket::Tls(Box::new(tls)),
             _ => {
                 ctx.metrics.connections.dec();
@@ -69,20 +69,20 @@ pub async fn serve_connection(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, d
     let mut state = Negotiated { username: None };
     let mut holder = Some(transport);
     let outcome = tokio::select! {
-        o = tokio::time::timeout(deadline, negotiate(&ctx, &mut holder, &mut state, peer)) => o,
+        o = tokio::time::timeout(deadline, Box::pin(negotiate(&ctx, &mut holder, &mut state, peer))) => o,
         _ = ctx.shutdown.cancelled() => Ok(Err(End::Error(StreamError::new("system-shutdown")))),
     };
     match (outcome, holder) {
         (Ok(Ok(bound)), Some(transport)) => {
             session::run(ctx.clone(), transport, bound).await;
         }
-        (Ok(Err(end)), Some(mut transport)) => finish(&ctx, &mut transport, end).await,
+        (Ok(Err(end)), Some(mut transport)) => Box::pin(finish(&ctx, &mut transport, end)).await,
         (Err(_elapsed), Some(mut transport)) => {
-            finish(
+            Box::pin(finish(
                 &ctx,
                 &mut transport,
                 End::Error(StreamError::new("connection-timeout")),
-            )
+            ))
             .await
         }
         _ => {}

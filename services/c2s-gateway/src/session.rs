@@ -62,7 +62,7 @@ pub async fn run(ctx: Arc<Ctx>, transport: Transport, bound: Bound) {
     let (reader, mut writer) = transport.into_parts();
     let mut w = Writer { inner: &mut writer };
 
-    let end = if !events::publish(&ctx, SessionEventKind::Open, &st.info).await {
+    let end = if !Box::pin(events::publish(&ctx, SessionEventKind::Open, &st.info)).await {
         End::Error(StreamError::with_text(
             "internal-server-error",
             "session directory unavailable",
@@ -81,9 +81,9 @@ pub async fn run(ctx: Arc<Ctx>, transport: Transport, bound: Bound) {
         let mut tick = tokio::time::interval(Duration::from_secs(1).min(idle_limit));
         let end = loop {
             tokio::select! {
-                inbound = in_rx.recv() => match inbound {
+                inbound = in_rx.recv() => match inbound.map(|b| *b) {
                     Some(Ok(Inbound::Stanza(el))) => {
-                        if let Err(end) = client_stanza(&ctx, &mut st, &mut w, el).await {
+                        if let Err(end) = Box::pin(client_stanza(&ctx, &mut st, &mut w, el)).await {
                             break end;
                         }
                     }
@@ -99,7 +99,7 @@ pub async fn run(ctx: Arc<Ctx>, transport: Transport, bound: Bound) {
                     }
                     Some(Outbound::Conflict) => break End::Error(StreamError::with_text("conflict", "replaced by a new connection")),
                     Some(Outbound::Announce) => {
-                        events::publish(&ctx, SessionEventKind::Announce, &st.info).await;
+                        Box::pin(events::publish(&ctx, SessionEventKind::Announce, &st.info)).await;
                     }
                     None => break End::Gone,
                 },
@@ -117,12 +117,12 @@ pub async fn run(ctx: Arc<Ctx>, transport: Transport, bound: Bound) {
 
     // Stop taking deliveries first; whatever still arrives bounces back to the routers.
     ctx.registry.remove(id);
-    drain_to_bounce(&ctx, id, &mut rx).await;
-    end_session(&ctx, &mut st).await;
+    Box::pin(drain_to_bounce(&ctx, id, &mut rx)).await;
+    Box::pin(end_session(&ctx, &mut st)).await;
     let mut transport_end = TransportEnd {
         writer: &mut writer,
     };
-    transport_end.finish(&ctx, end).await;
+    Box::pin(transport_end.finish(&ctx, end)).await;
     ctx.metrics.sessions.dec();
     tracing::debug!(jid = %st.info.jid, session = %id, "session ended");
 }
@@ -169,11 +169,13 @@ impl TransportEnd<'_> {
     }
 }
 
-async fn read_loop(mut reader: Reader, tx: mpsc::Sender<Result<Inbound, ReadError>>) {
+/// Reads the client's stanzas into `tx`, boxed: a channel allocates its slots in blocks of 32,
+/// and 32 unboxed parse results cost every connection about 5 KiB while it idles.
+async fn read_loop(mut reader: Reader, tx: mpsc::Sender<Box<Result<Inbound, ReadError>>>) {
     loop {
         let item = reader.next().await;
         let stop = !matches!(item, Ok(Inbound::Stanza(_)));
-        if tx.send(item).await.is_err() || stop {
+        if tx.send(Box::new(item)).await.is_err() || stop {
             return;
         }
     }
