@@ -111,6 +111,12 @@ impl Online {
             }
         }
         let login_secs = started.elapsed().as_secs_f64();
+        if args.to_addr.is_some() {
+            // The receivers' presence must reach DC 1 before the first message to their bare
+            // JID, or DC 1 stores it offline (no available resource yet): give replication a
+            // moment (its lag is measured by --lag-logins; tens of milliseconds).
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
         let mut online = Online {
             users,
             inter_dc: args.to_addr.is_some(),

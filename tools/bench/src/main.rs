@@ -324,12 +324,6 @@ async fn chat(args: &Args) -> anyhow::Result<()> {
     let users = online.users();
     eprintln!("{users} users online in {:.1} s", online.login_secs);
     let inter_dc = args.to_addr.is_some();
-    if inter_dc {
-        // The receivers' presence must reach DC 1 before the first message to their bare JID,
-        // or DC 1 stores it offline (no available resource yet): give replication a moment
-        // (its lag is measured by --lag-logins; tens of milliseconds).
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
     let s = online
         .step(args.rate, Duration::from_secs(args.duration))
         .await?;
