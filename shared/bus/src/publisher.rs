@@ -10,6 +10,7 @@ use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::Mutex;
 
 use meerkat_wire::{headers as h, topology as names, WIRE_VERSION};
+use meerkat_xmpp::{ns, Element};
 
 use crate::{Bus, Headers};
 
@@ -79,8 +80,10 @@ impl Publisher {
     /// after it. Sent when messages for the account were stored while it may have just become
     /// available (from another DC, or from another partition of this DC).
     pub async fn offline_nudge(&self, origin_dc: &str, bare: &str) -> Result<(), PublishError> {
-        let jid = xml_attr(bare);
-        let body = format!("<message xmlns='jabber:client' from='{jid}' to='{jid}'/>");
+        let body = Element::new("message", ns::CLIENT)
+            .with_attr("from", bare.to_owned())
+            .with_attr("to", bare.to_owned())
+            .to_xml();
         let props = BasicProperties::default()
             .with_message_id(uuid::Uuid::new_v4().to_string().into())
             .with_content_type(h::CONTENT_XMPP.into())
@@ -148,13 +151,6 @@ impl Publisher {
             }
         }
     }
-}
-
-/// `s` escaped for a single-quoted XML attribute.
-fn xml_attr(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('\'', "&apos;")
 }
 
 enum Retry {
