@@ -1,6 +1,7 @@
 //! The gateway's configuration: defaults, then a TOML file, then `MEERKAT_*` variables.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,8 @@ pub struct Config {
     pub domain: String,
     pub amqp_url: String,
     pub database_url: String,
+    /// Connections to PostgreSQL this process keeps at most.
+    pub database_pool: NonZeroU32,
     /// Admin HTTP port (healthz, readyz, metrics).
     pub admin_addr: SocketAddr,
     /// Unique per gateway process; names its delivery queue. Empty: generated.
@@ -51,6 +54,7 @@ impl Default for Config {
             domain: "example.com".into(),
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             database_url: "postgres://postgres@127.0.0.1:55432/meerkat_dc1".into(),
+            database_pool: meerkat_store::DEFAULT_POOL,
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             instance_id: String::new(),
             c2s_addr: SocketAddr::from(([127, 0, 0, 1], 5222)),

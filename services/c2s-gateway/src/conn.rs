@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use meerkat_xmpp::{Inbound, Limits, ReadError, StreamReader};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf, ReadHalf, WriteHalf};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -97,10 +97,36 @@ impl Default for Activity {
     }
 }
 
-/// Read half that records activity.
+/// The client's read half, buffered for the XML parser and recording activity. The buffer
+/// exists only while it holds bytes not yet parsed: an idle connection keeps none (a fixed
+/// buffer cost every idle user its size; under TLS rustls holds the records anyway, and the
+/// parser copies what it needs).
 pub struct Tracked {
     inner: ReadHalf<Socket>,
     activity: Activity,
+    /// Read but not yet consumed: `buf[pos..]`; empty and unallocated when all is consumed.
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+/// The most read from the socket at once (on the stack, then copied into a buffer of the size
+/// actually read).
+const READ_CHUNK: usize = 4096;
+
+impl Tracked {
+    fn new(inner: ReadHalf<Socket>, activity: Activity) -> Tracked {
+        Tracked {
+            inner,
+            activity,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+
+    /// Bytes read and not yet consumed.
+    fn buffer(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
 }
 
 impl AsyncRead for Tracked {
@@ -109,21 +135,48 @@ impl AsyncRead for Tracked {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
+        if self.pos == self.buf.len() {
+            let before = buf.filled().len();
+            let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+            if buf.filled().len() > before {
+                self.activity.touch();
+            }
+            return r;
         }
-        r
+        let n = self.buffer().len().min(buf.remaining());
+        buf.put_slice(&self.buffer()[..n]);
+        self.consume(n);
+        Poll::Ready(Ok(()))
     }
 }
 
-pub type Reader = StreamReader<BufReader<Tracked>>;
+impl AsyncBufRead for Tracked {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        let this = self.get_mut();
+        if this.pos == this.buf.len() {
+            let mut chunk = [0u8; READ_CHUNK];
+            let mut read = ReadBuf::new(&mut chunk);
+            std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+            if !read.filled().is_empty() {
+                this.activity.touch();
+            }
+            this.buf = read.filled().to_vec();
+            this.pos = 0;
+        }
+        Poll::Ready(Ok(&this.buf[this.pos..]))
+    }
 
-/// The read buffer in front of the XML parser. Small: under TLS, rustls already holds each
-/// decrypted record, and the parser copies what it needs; every connection pays for it while
-/// idle (tokio's default of 8 KiB was a fifth of an idle user's memory).
-const READ_BUFFER: usize = 2048;
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        let this = self.get_mut();
+        this.pos = (this.pos + amt).min(this.buf.len());
+        if this.pos == this.buf.len() {
+            this.buf = Vec::new();
+            this.pos = 0;
+        }
+    }
+}
+
+pub type Reader = StreamReader<Tracked>;
 
 /// One client stream: XML in, text out.
 pub struct Transport {
@@ -143,12 +196,8 @@ impl Transport {
         let secure = matches!(socket, Socket::Tls(_));
         activity.touch();
         let (read, writer) = tokio::io::split(socket);
-        let tracked = Tracked {
-            inner: read,
-            activity: activity.clone(),
-        };
         Transport {
-            reader: StreamReader::new(BufReader::with_capacity(READ_BUFFER, tracked), limits),
+            reader: StreamReader::new(Tracked::new(read, activity.clone()), limits),
             writer,
             secure,
             limits,
@@ -183,14 +232,13 @@ impl Transport {
 
     /// Upgrades a plain connection to TLS after `<proceed/>` was sent.
     pub async fn starttls(self, acceptor: &TlsAcceptor) -> io::Result<Transport> {
-        let buffered = self.reader.into_inner();
-        if !buffered.buffer().is_empty() {
+        let tracked = self.reader.into_inner();
+        if !tracked.buffer().is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "data received after <starttls/> before the TLS handshake",
             ));
         }
-        let tracked = buffered.into_inner();
         let socket = tracked.inner.unsplit(self.writer);
         let Socket::Plain(tcp) = socket else {
             return Err(io::Error::other("TLS is already on"));
@@ -206,5 +254,60 @@ impl Transport {
     /// Splits the transport for a bound session: the reader goes to its own task.
     pub fn into_parts(self) -> (Reader, WriteHalf<Socket>) {
         (self.reader, self.writer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    use tokio::net::TcpListener;
+
+    /// A plain connection's read half and the client's end of it.
+    async fn pair() -> (Tracked, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (read, _write) = tokio::io::split(Socket::Plain(server));
+        (Tracked::new(read, Activity::new()), client)
+    }
+
+    #[tokio::test]
+    async fn the_read_buffer_is_released_once_everything_read_is_consumed() {
+        let (mut tracked, mut client) = pair().await;
+        client.write_all(b"<message>hello</message>").await.unwrap();
+        let got = tracked.fill_buf().await.unwrap().to_vec();
+        assert_eq!(got, b"<message>hello</message>");
+        Pin::new(&mut tracked).consume(9);
+        assert_eq!(tracked.buffer(), b"hello</message>");
+        let mut rest = [0u8; 5];
+        tracked.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"hello");
+        Pin::new(&mut tracked).consume(10);
+        assert_eq!(
+            tracked.buf.capacity(),
+            0,
+            "an idle connection keeps no buffer"
+        );
+
+        client.write_all(b"<presence/>").await.unwrap();
+        let mut line = Vec::new();
+        tracked.read_until(b'>', &mut line).await.unwrap();
+        assert_eq!(line, b"<presence/>");
+        assert_eq!(tracked.buf.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn data_after_the_buffer_is_read_from_the_socket() {
+        let (mut tracked, mut client) = pair().await;
+        client.write_all(b"ab").await.unwrap();
+        assert_eq!(tracked.fill_buf().await.unwrap(), b"ab");
+        client.write_all(b"cd").await.unwrap();
+        drop(client);
+        let mut all = Vec::new();
+        tracked.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b"abcd");
     }
 }

@@ -77,7 +77,7 @@ impl Gateway {
         }
         let instance = config.instance_id.clone();
         let tls = tls::acceptor(&config)?;
-        let store = Store::connect(&config.database_url)
+        let store = Store::connect_with(&config.database_url, config.database_pool)
             .await
             .context("database_url: cannot connect to PostgreSQL")?;
         store.claim_dc(&config.dc).await.context("database_url")?;
@@ -192,9 +192,13 @@ impl Gateway {
                 continue;
             };
             let ctx = ctx.clone();
+            let tracker = sessions.clone();
             sessions.spawn(async move {
-                let _permit = permit;
-                negotiate::serve_connection(ctx, stream, peer, direct_tls).await;
+                if let Some(session) =
+                    negotiate::serve_connection(ctx, stream, peer, direct_tls, permit).await
+                {
+                    tracker.spawn(session);
+                }
             });
         }
         sessions.close();

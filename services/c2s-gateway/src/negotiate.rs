@@ -2,6 +2,7 @@
 //! features, STARTTLS, SASL, in-band registration, resource binding. A negotiation error
 //! ends the stream with the matching stream error; the service carries on.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,9 @@ use meerkat_xmpp::stanza::{error_reply, iq_result, iq_result_with};
 use meerkat_xmpp::{
     ns, Element, Inbound, ReadError, StanzaError, StanzaType, StreamError, StreamHeader,
 };
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::conn::{Socket, Transport};
 use crate::{register, sasl, session, Ctx};
@@ -46,9 +49,40 @@ pub struct Negotiated {
     pub username: Option<String>,
 }
 
-/// Runs one client connection from accept to close.
-pub async fn serve_connection(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
-    ctx.metrics.connections.inc();
+/// An open client connection's place: one of `max_connections`, and counted in
+/// `meerkat_gateway_connections`, while it lives.
+pub struct Counted {
+    gauge: Gauge,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Counted {
+    fn new(gauge: &Gauge, permit: OwnedSemaphorePermit) -> Counted {
+        gauge.inc();
+        Counted {
+            gauge: gauge.clone(),
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// Runs one client connection from accept to a bound resource, or to its close. A bound
+/// connection's session is returned to run on its own task: this one is sized for negotiation
+/// (TLS, SASL, their database queries), and a session lives far longer with far less.
+pub async fn serve_connection(
+    ctx: Arc<Ctx>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    direct_tls: bool,
+    permit: OwnedSemaphorePermit,
+) -> Option<impl Future<Output = ()> + Send + 'static> {
+    let counted = Counted::new(&ctx.metrics.connections, permit);
     let _ = tcp.set_nodelay(true);
     // A client that starts TLS at once on the STARTTLS port (some try direct TLS first on any
     // port they are given) gets TLS rather than a stream that would wait forever for XML.
@@ -56,10 +90,7 @@ pub async fn serve_connection(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, d
     let socket = if direct_tls {
         match tokio::time::timeout(Duration::from_secs(10), Box::pin(ctx.tls.accept(tcp))).await {
             Ok(Ok(tls)) => Socket::Tls(Box::new(tls)),
-            _ => {
-                ctx.metrics.connections.dec();
-                return;
-            }
+            _ => return None,
         }
     } else {
         Socket::Plain(tcp)
@@ -74,7 +105,7 @@ pub async fn serve_connection(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, d
     };
     match (outcome, holder) {
         (Ok(Ok(bound)), Some(transport)) => {
-            session::run(ctx.clone(), transport, bound).await;
+            return Some(session::start(ctx.clone(), transport, bound, counted));
         }
         (Ok(Err(end)), Some(mut transport)) => Box::pin(finish(&ctx, &mut transport, end)).await,
         (Err(_elapsed), Some(mut transport)) => {
@@ -87,7 +118,7 @@ pub async fn serve_connection(ctx: Arc<Ctx>, tcp: TcpStream, peer: SocketAddr, d
         }
         _ => {}
     }
-    ctx.metrics.connections.dec();
+    None
 }
 
 /// Whether the first byte the client sent opens a TLS handshake record (0x16).

@@ -4,6 +4,7 @@
 //! routers and the contacts.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::conn::{Reader, Transport};
-use crate::negotiate::{bind_result, Bound, End};
+use crate::negotiate::{bind_result, Bound, Counted, End};
 use crate::registry::Outbound;
 use crate::{events, register, Ctx};
 
@@ -34,12 +35,21 @@ struct State {
     directed: HashSet<String>,
 }
 
-pub async fn run(ctx: Arc<Ctx>, transport: Transport, bound: Bound) {
+/// Sets up the session of a bound connection and returns it, to run on its own task. What is
+/// done before it runs is done here, outside the future: an idle session's future is most of
+/// what the connection's task keeps (an `async fn` keeps its arguments twice), and is sized
+/// for the session's loop only.
+pub fn start(
+    ctx: Arc<Ctx>,
+    transport: Transport,
+    bound: Bound,
+    counted: Counted,
+) -> impl Future<Output = ()> + Send + 'static {
     let id = Uuid::now_v7();
     let bare = format!("{}@{}", bound.username, ctx.config.domain);
     let mut st = State {
         info: SessionInfo {
-            jid: bound.jid.clone(),
+            jid: bound.jid,
             session_id: id,
             version: 1,
             dc: ctx.config.dc.clone(),
@@ -49,82 +59,93 @@ pub async fn run(ctx: Arc<Ctx>, transport: Transport, bound: Bound) {
             presence: None,
             interested: false,
         },
-        username: bound.username.clone(),
+        username: bound.username,
         bare,
         directed: HashSet::new(),
     };
+    let bind_xml = bind_result(&bound.bind_request, &st.info.jid).to_client_xml();
     let (tx, mut rx) = mpsc::channel::<Outbound>(1024);
-    if let Some(old) = ctx.registry.insert(id, &st.info.jid, tx) {
-        let _ = old.send(Outbound::Conflict).await;
-    }
+    let replaced = ctx.registry.insert(id, &st.info.jid, tx);
     ctx.metrics.sessions.inc();
     let activity = transport.activity();
     let (reader, mut writer) = transport.into_parts();
-    let mut w = Writer { inner: &mut writer };
-
-    let end = if !Box::pin(events::publish(&ctx, SessionEventKind::Open, &st.info)).await {
-        End::Error(StreamError::with_text(
-            "internal-server-error",
-            "session directory unavailable",
-        ))
-    } else if w
-        .send(&bind_result(&bound.bind_request, &st.info.jid).to_client_xml())
-        .await
-        .is_err()
-    {
-        End::Gone
-    } else {
-        tracing::debug!(jid = %st.info.jid, session = %id, "session bound");
-        let (in_tx, mut in_rx) = mpsc::channel(64);
-        let read_task = tokio::spawn(read_loop(reader, in_tx));
-        let idle_limit = Duration::from_secs(ctx.config.idle_timeout_secs);
-        let mut tick = tokio::time::interval(Duration::from_secs(1).min(idle_limit));
-        let end = loop {
-            tokio::select! {
-                inbound = in_rx.recv() => match inbound.map(|b| *b) {
-                    Some(Ok(Inbound::Stanza(el))) => {
-                        if let Err(end) = Box::pin(client_stanza(&ctx, &mut st, &mut w, el)).await {
-                            break end;
+    // What the client sends waits in the channel until the session is announced.
+    let (in_tx, mut in_rx) = mpsc::channel(64);
+    let read_task = tokio::spawn(read_loop(reader, in_tx));
+    async move {
+        let _counted = counted;
+        if let Some(old) = replaced {
+            let _ = old.send(Outbound::Conflict).await;
+        }
+        let mut w = Writer { inner: &mut writer };
+        let end = if let Err(end) = Box::pin(announce(&ctx, &st.info, &mut w, bind_xml)).await {
+            end
+        } else {
+            tracing::debug!(jid = %st.info.jid, session = %id, "session bound");
+            let idle_limit = Duration::from_secs(ctx.config.idle_timeout_secs);
+            let mut tick = tokio::time::interval(Duration::from_secs(1).min(idle_limit));
+            loop {
+                tokio::select! {
+                    inbound = in_rx.recv() => match inbound.map(|b| *b) {
+                        Some(Ok(Inbound::Stanza(el))) => {
+                            if let Err(end) = Box::pin(client_stanza(&ctx, &mut st, &mut w, el)).await {
+                                break end;
+                            }
+                        }
+                        Some(Ok(Inbound::Close)) => break End::ClientClosed,
+                        Some(Ok(Inbound::Open(_))) => break End::Error(StreamError::new("not-well-formed")),
+                        Some(Err(ReadError::Stream(e))) => break End::Error(e),
+                        Some(Err(_)) | None => break End::Gone,
+                    },
+                    out = rx.recv() => match out {
+                        Some(Outbound::Stanza(xml)) => {
+                            if w.send(&xml).await.is_err() { break End::Gone; }
+                            ctx.metrics.stanzas_out.inc();
+                        }
+                        Some(Outbound::Conflict) => break End::Error(StreamError::with_text("conflict", "replaced by a new connection")),
+                        Some(Outbound::Announce) => {
+                            Box::pin(events::publish(&ctx, SessionEventKind::Announce, &st.info)).await;
+                        }
+                        None => break End::Gone,
+                    },
+                    _ = tick.tick() => {
+                        if activity.idle_for() > idle_limit {
+                            break End::Error(StreamError::with_text("connection-timeout", "idle for too long"));
                         }
                     }
-                    Some(Ok(Inbound::Close)) => break End::ClientClosed,
-                    Some(Ok(Inbound::Open(_))) => break End::Error(StreamError::new("not-well-formed")),
-                    Some(Err(ReadError::Stream(e))) => break End::Error(e),
-                    Some(Err(_)) | None => break End::Gone,
-                },
-                out = rx.recv() => match out {
-                    Some(Outbound::Stanza(xml)) => {
-                        if w.send(&xml).await.is_err() { break End::Gone; }
-                        ctx.metrics.stanzas_out.inc();
-                    }
-                    Some(Outbound::Conflict) => break End::Error(StreamError::with_text("conflict", "replaced by a new connection")),
-                    Some(Outbound::Announce) => {
-                        Box::pin(events::publish(&ctx, SessionEventKind::Announce, &st.info)).await;
-                    }
-                    None => break End::Gone,
-                },
-                _ = tick.tick() => {
-                    if activity.idle_for() > idle_limit {
-                        break End::Error(StreamError::with_text("connection-timeout", "idle for too long"));
-                    }
+                    _ = ctx.shutdown.cancelled() => break End::Error(StreamError::new("system-shutdown")),
                 }
-                _ = ctx.shutdown.cancelled() => break End::Error(StreamError::new("system-shutdown")),
             }
         };
         read_task.abort();
-        end
-    };
 
-    // Stop taking deliveries first; whatever still arrives bounces back to the routers.
-    ctx.registry.remove(id);
-    Box::pin(drain_to_bounce(&ctx, id, &mut rx)).await;
-    Box::pin(end_session(&ctx, &mut st)).await;
-    let mut transport_end = TransportEnd {
-        writer: &mut writer,
-    };
-    Box::pin(transport_end.finish(&ctx, end)).await;
-    ctx.metrics.sessions.dec();
-    tracing::debug!(jid = %st.info.jid, session = %id, "session ended");
+        // Stop taking deliveries first; whatever still arrives bounces back to the routers.
+        ctx.registry.remove(id);
+        Box::pin(drain_to_bounce(&ctx, id, &mut rx)).await;
+        Box::pin(end_session(&ctx, &mut st)).await;
+        let mut transport_end = TransportEnd {
+            writer: &mut writer,
+        };
+        Box::pin(transport_end.finish(&ctx, end)).await;
+        ctx.metrics.sessions.dec();
+        tracing::debug!(jid = %st.info.jid, session = %id, "session ended");
+    }
+}
+
+/// Tells the routers the session is open, then answers the bind request.
+async fn announce(
+    ctx: &Ctx,
+    info: &SessionInfo,
+    w: &mut Writer<'_>,
+    bind_xml: String,
+) -> Result<(), End> {
+    if !events::publish(ctx, SessionEventKind::Open, info).await {
+        return Err(End::Error(StreamError::with_text(
+            "internal-server-error",
+            "session directory unavailable",
+        )));
+    }
+    w.send(&bind_xml).await.map_err(|_| End::Gone)
 }
 
 /// The write half, with errors folded into "the connection is gone".
@@ -171,12 +192,19 @@ impl TransportEnd<'_> {
 
 /// Reads the client's stanzas into `tx`, boxed: a channel allocates its slots in blocks of 32,
 /// and 32 unboxed parse results cost every connection about 5 KiB while it idles.
-async fn read_loop(mut reader: Reader, tx: mpsc::Sender<Box<Result<Inbound, ReadError>>>) {
-    loop {
-        let item = reader.next().await;
-        let stop = !matches!(item, Ok(Inbound::Stanza(_)));
-        if tx.send(Box::new(item)).await.is_err() || stop {
-            return;
+/// (A plain function returning the loop: an `async fn` would keep its reader twice.)
+#[allow(clippy::manual_async_fn)]
+fn read_loop(
+    mut reader: Reader,
+    tx: mpsc::Sender<Box<Result<Inbound, ReadError>>>,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        loop {
+            let item = reader.next().await;
+            let stop = !matches!(item, Ok(Inbound::Stanza(_)));
+            if tx.send(Box::new(item)).await.is_err() || stop {
+                return;
+            }
         }
     }
 }

@@ -9,21 +9,37 @@
 
 use std::process::Command;
 
-#[test]
-fn a_bad_setting_stops_it_with_one_line_and_exit_code_2() {
+/// Runs the binary with one variable set; returns its single line of stderr.
+fn refused(var: &str, value: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_c2s-gateway"))
         .env_remove("MEERKAT_CONFIG")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env("MEERKAT_C2S_ADDR", "not an address")
+        .env(var, value)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "stderr: {stderr}");
+    lines[0].to_owned()
+}
+
+#[test]
+fn a_bad_setting_stops_it_with_one_line_and_exit_code_2() {
+    let line = refused("MEERKAT_C2S_ADDR", "not an address");
     assert!(
-        lines[0].starts_with("meerkat: invalid config: c2s_addr")
-            && lines[0].contains("MEERKAT_C2S_ADDR"),
-        "stderr: {stderr}"
+        line.starts_with("meerkat: invalid config: c2s_addr") && line.contains("MEERKAT_C2S_ADDR"),
+        "stderr: {line}"
+    );
+}
+
+#[test]
+fn a_database_pool_of_no_connections_is_refused() {
+    let line = refused("MEERKAT_DATABASE_POOL", "0");
+    assert!(
+        line.starts_with("meerkat: invalid config: database_pool")
+            && line.contains("nonzero")
+            && line.contains("MEERKAT_DATABASE_POOL"),
+        "stderr: {line}"
     );
 }

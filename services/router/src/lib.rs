@@ -67,7 +67,7 @@ impl Router {
             config.instance_id = format!("router-{}", &id[..8]);
         }
         let instance = config.instance_id.clone();
-        let store = Store::connect(&config.database_url)
+        let store = Store::connect_with(&config.database_url, config.database_pool)
             .await
             .context("database_url: cannot connect to PostgreSQL")?;
         store.claim_dc(&config.dc).await.context("database_url")?;

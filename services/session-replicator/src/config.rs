@@ -3,6 +3,7 @@
 //! (what `MEERKAT_PEERS` can carry, since env keys are flat).
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -30,6 +31,8 @@ pub struct Config {
     /// This DC's PostgreSQL: when set, the replicator also replicates persistent data
     /// (docs/replication.md); empty = sessions only.
     pub database_url: String,
+    /// Connections to PostgreSQL this process keeps at most.
+    pub database_pool: NonZeroU32,
     /// Outbox entries older than this are trimmed even if a DC has not applied them (it then
     /// gets a full copy when it asks); tombstones are kept as long.
     pub outbox_retention_secs: u64,
@@ -54,6 +57,7 @@ impl Default for Config {
             peers: Vec::new(),
             snapshot_warmup_ms: 2000,
             database_url: String::new(),
+            database_pool: meerkat_store::DEFAULT_POOL,
             outbox_retention_secs: 7 * 24 * 3600,
             data_status_ms: 1000,
         }

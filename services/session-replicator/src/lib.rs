@@ -111,9 +111,10 @@ impl SessionReplicator {
         let store = if config.database_url.is_empty() {
             None
         } else {
-            let store = meerkat_store::Store::connect(&config.database_url)
-                .await
-                .context("database_url")?;
+            let store =
+                meerkat_store::Store::connect_with(&config.database_url, config.database_pool)
+                    .await
+                    .context("database_url")?;
             store.claim_dc(&config.dc).await.context("database_url")?;
             Some(store)
         };

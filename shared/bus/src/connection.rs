@@ -70,6 +70,23 @@ impl Bus {
     }
 }
 
+/// The largest AMQP frame this client asks for unless the URL says (`?frame_max=`). lapin keeps
+/// 32 frames of read and of write buffer per connection, touched as traffic passes: at
+/// RabbitMQ's default of 128 KiB that is 8 MiB per process; a stanza is far smaller, and a
+/// larger message is sent in several frames.
+const FRAME_MAX: u32 = 16 * 1024;
+
+async fn connect(url: &str, props: ConnectionProperties) -> lapin::Result<Connection> {
+    match url.parse::<lapin::uri::AMQPUri>() {
+        Ok(mut uri) => {
+            uri.query.frame_max.get_or_insert(FRAME_MAX);
+            Connection::connect_uri(uri, props).await
+        }
+        // lapin reports what is wrong with it.
+        Err(_) => Connection::connect(url, props).await,
+    }
+}
+
 async fn supervise(
     url: String,
     name: String,
@@ -83,7 +100,7 @@ async fn supervise(
             .with_executor(tokio_executor_trait::Tokio::current())
             .with_reactor(tokio_reactor_trait::Tokio);
         let attempt = tokio::select! {
-            r = Connection::connect(&url, props) => r,
+            r = connect(&url, props) => r,
             _ = shutdown.cancelled() => break,
         };
         match attempt {

@@ -12,6 +12,7 @@ mod replication;
 mod roster;
 mod subscriptions;
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use sqlx::postgres::PgPoolOptions;
@@ -45,6 +46,12 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// The connections a service's pool opens at most unless configured (`database_pool`). Each
+/// PostgreSQL backend costs about 2.5 MiB once warm, and a DC's services and gateway replicas
+/// share the server's `max_connections` (100 by default); more connections than the database
+/// server has cores buy no throughput (docs/benchmarks.md, "Memory").
+pub const DEFAULT_POOL: NonZeroU32 = NonZeroU32::new(4).unwrap();
+
 /// Handle to the database; cheap to clone (wraps a pool).
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -54,14 +61,20 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens a pool and applies pending migrations. Safe when several services start at once:
-    /// sqlx serialises migrators with a PostgreSQL advisory lock.
+    /// [`Store::connect_with`] a pool of [`DEFAULT_POOL`] connections.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with(url, DEFAULT_POOL).await
+    }
+
+    /// Opens a pool of at most `pool` connections and applies pending migrations. Safe when
+    /// several services start at once: sqlx serialises migrators with a PostgreSQL advisory
+    /// lock.
+    pub async fn connect_with(url: &str, pool: NonZeroU32) -> Result<Store, StoreError> {
         // One direct connection first: fails fast and with the real cause (refused, auth...),
         // where the pool would retry until its timeout and report only that.
         PgConnection::connect(url).await?.close().await?;
         let pool = PgPoolOptions::new()
-            .max_connections(10)
+            .max_connections(pool.get())
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await?;
