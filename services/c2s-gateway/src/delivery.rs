@@ -83,7 +83,7 @@ pub async fn run(ctx: Arc<Ctx>) {
             });
             let handed = match (kind.as_str(), tx) {
                 (h::kind::CONFLICT, Some(tx)) => {
-                    let _ = tx.send(Outbound::Conflict).await;
+                    let _ = tx.send(Box::new(Outbound::Conflict)).await;
                     true
                 }
                 (h::kind::CONFLICT, None) => true,
@@ -92,7 +92,7 @@ pub async fn run(ctx: Arc<Ctx>) {
                     matches!(
                         tokio::time::timeout(
                             Duration::from_secs(5),
-                            tx.send(Outbound::Stanza(xml))
+                            tx.send(Box::new(Outbound::Stanza(xml)))
                         )
                         .await,
                         Ok(Ok(()))

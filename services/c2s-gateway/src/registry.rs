@@ -18,6 +18,10 @@ pub enum Outbound {
     Announce,
 }
 
+/// The channel into a session's task. Boxed: a channel allocates its slots in blocks of 32,
+/// and every idle session keeps its first block.
+pub type Mailbox = mpsc::Sender<Box<Outbound>>;
+
 #[derive(Default)]
 pub struct Registry {
     inner: Mutex<Inner>,
@@ -25,18 +29,13 @@ pub struct Registry {
 
 #[derive(Default)]
 struct Inner {
-    by_id: HashMap<Uuid, (String, mpsc::Sender<Outbound>)>,
+    by_id: HashMap<Uuid, (String, Mailbox)>,
     by_jid: HashMap<String, Uuid>,
 }
 
 impl Registry {
     /// Adds a session; returns the channel of a session this one replaces (same full JID).
-    pub fn insert(
-        &self,
-        id: Uuid,
-        jid: &str,
-        tx: mpsc::Sender<Outbound>,
-    ) -> Option<mpsc::Sender<Outbound>> {
+    pub fn insert(&self, id: Uuid, jid: &str, tx: Mailbox) -> Option<Mailbox> {
         let mut inner = self.inner.lock();
         let replaced = inner
             .by_jid
@@ -56,18 +55,18 @@ impl Registry {
         }
     }
 
-    pub fn get(&self, id: Uuid) -> Option<mpsc::Sender<Outbound>> {
+    pub fn get(&self, id: Uuid) -> Option<Mailbox> {
         self.inner.lock().by_id.get(&id).map(|(_, tx)| tx.clone())
     }
 
     /// The session bound to a full JID now.
-    pub fn get_by_jid(&self, jid: &str) -> Option<mpsc::Sender<Outbound>> {
+    pub fn get_by_jid(&self, jid: &str) -> Option<Mailbox> {
         let inner = self.inner.lock();
         let id = inner.by_jid.get(jid)?;
         inner.by_id.get(id).map(|(_, tx)| tx.clone())
     }
 
-    pub fn all(&self) -> Vec<mpsc::Sender<Outbound>> {
+    pub fn all(&self) -> Vec<Mailbox> {
         self.inner
             .lock()
             .by_id

@@ -64,7 +64,7 @@ pub fn start(
         directed: HashSet::new(),
     };
     let bind_xml = bind_result(&bound.bind_request, &st.info.jid).to_client_xml();
-    let (tx, mut rx) = mpsc::channel::<Outbound>(1024);
+    let (tx, mut rx) = mpsc::channel::<Box<Outbound>>(1024);
     let replaced = ctx.registry.insert(id, &st.info.jid, tx);
     ctx.metrics.sessions.inc();
     let activity = transport.activity();
@@ -75,7 +75,7 @@ pub fn start(
     async move {
         let _counted = counted;
         if let Some(old) = replaced {
-            let _ = old.send(Outbound::Conflict).await;
+            let _ = old.send(Box::new(Outbound::Conflict)).await;
         }
         let mut w = Writer { inner: &mut writer };
         let end = if let Err(end) = Box::pin(announce(&ctx, &st.info, &mut w, bind_xml)).await {
@@ -97,7 +97,7 @@ pub fn start(
                         Some(Err(ReadError::Stream(e))) => break End::Error(e),
                         Some(Err(_)) | None => break End::Gone,
                     },
-                    out = rx.recv() => match out {
+                    out = rx.recv() => match out.map(|b| *b) {
                         Some(Outbound::Stanza(xml)) => {
                             if w.send(&xml).await.is_err() { break End::Gone; }
                             ctx.metrics.stanzas_out.inc();
@@ -417,10 +417,10 @@ async fn end_session(ctx: &Ctx, st: &mut State) {
 }
 
 /// Stanzas handed to the session after it stopped reading go back for re-routing.
-async fn drain_to_bounce(ctx: &Ctx, id: Uuid, rx: &mut mpsc::Receiver<Outbound>) {
+async fn drain_to_bounce(ctx: &Ctx, id: Uuid, rx: &mut mpsc::Receiver<Box<Outbound>>) {
     rx.close();
     while let Ok(out) = rx.try_recv() {
-        if let Outbound::Stanza(xml) = out {
+        if let Outbound::Stanza(xml) = *out {
             crate::delivery::bounce(ctx, xml.as_bytes(), Some(id), HOPS - 1).await;
         }
     }

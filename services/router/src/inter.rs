@@ -24,8 +24,8 @@ use uuid::Uuid;
 
 use crate::consume::{self, Spec};
 use crate::outbox::{Outbox, Target};
-use crate::partition::Seen;
 use crate::{envelope, jids, Ctx};
+use meerkat_bus::Dedup;
 
 const PREFETCH: u16 = 64;
 
@@ -45,7 +45,7 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
             })
         }),
     };
-    let seen = Arc::new(Mutex::new(Seen::new(65_536)));
+    let seen = Arc::new(Mutex::new(Dedup::new(65_536)));
     let applied = Arc::new(Mutex::new(AppliedView::default()));
     let bus = ctx.bus.clone();
     consume::run_batches(bus, spec, usize::from(PREFETCH), stop, consuming, |batch| {
@@ -195,7 +195,7 @@ async fn wait_for_data(ctx: &Ctx, headers: Option<&FieldTable>, view: &Mutex<App
 async fn handle_batch(
     ctx: &Ctx,
     batch: Vec<Delivery>,
-    seen: &Mutex<Seen>,
+    seen: &Mutex<Dedup>,
     applied: &Mutex<AppliedView>,
 ) {
     let mut todo = Vec::with_capacity(batch.len());

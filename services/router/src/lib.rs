@@ -124,7 +124,7 @@ impl Router {
             self.shutdown.clone(),
             consuming.clone(),
         ));
-        let dedup = Arc::new(parking_lot::Mutex::new(partition::Seen::new(65_536)));
+        let dedup = Arc::new(parking_lot::Mutex::new(meerkat_bus::Dedup::new(65_536)));
         for n in 0..names::ROUTE_PARTITIONS {
             tracker.spawn(partition::run(
                 ctx.clone(),

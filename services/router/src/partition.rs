@@ -3,14 +3,13 @@
 //! run). A delivery is acked only after its deliveries are confirmed and its writes done;
 //! a failure requeues it (at its place in the queue), a duplicate envelope id is dropped.
 
-use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
-use meerkat_bus::{lapin, HeaderExt};
+use meerkat_bus::{lapin, Dedup, HeaderExt};
 use meerkat_wire::headers as h;
 use meerkat_wire::topology as names;
 use parking_lot::Mutex;
@@ -34,44 +33,10 @@ const SESSION_EVENT_WAIT: Duration = Duration::from_secs(2);
 /// How long a stanza from another DC waits for its target session's event (see `arrival`).
 const REMOTE_TARGET_WAIT: Duration = Duration::from_millis(500);
 
-/// Envelope ids already handled (recorded only after success, so a failed attempt can run
-/// again).
-pub struct Seen {
-    set: HashSet<String>,
-    order: VecDeque<String>,
-    capacity: usize,
-}
-
-impl Seen {
-    pub fn new(capacity: usize) -> Seen {
-        Seen {
-            set: HashSet::new(),
-            order: VecDeque::new(),
-            capacity,
-        }
-    }
-
-    pub fn contains(&self, id: &str) -> bool {
-        self.set.contains(id)
-    }
-
-    pub fn insert(&mut self, id: &str) {
-        if !self.set.insert(id.to_owned()) {
-            return;
-        }
-        self.order.push_back(id.to_owned());
-        if self.order.len() > self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-    }
-}
-
 pub async fn run(
     ctx: Arc<Ctx>,
     n: u16,
-    seen: Arc<Mutex<Seen>>,
+    seen: Arc<Mutex<Dedup>>,
     stop: CancellationToken,
     consuming: Arc<AtomicUsize>,
 ) {
@@ -92,7 +57,7 @@ pub async fn run(
     .await;
 }
 
-async fn handle_delivery(ctx: &Ctx, delivery: Delivery, seen: &Mutex<Seen>) {
+async fn handle_delivery(ctx: &Ctx, delivery: Delivery, seen: &Mutex<Dedup>) {
     let id = delivery
         .properties
         .message_id()

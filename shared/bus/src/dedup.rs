@@ -2,34 +2,50 @@
 //! effectively-once out).
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
+/// The last `capacity` ids, oldest forgotten first. It grows with what it holds (a bound, not
+/// an allocation made up front: a quiet process keeps little).
 pub struct Dedup {
-    seen: HashSet<String>,
-    order: VecDeque<String>,
+    seen: HashSet<Arc<str>>,
+    order: VecDeque<Arc<str>>,
     capacity: usize,
 }
 
 impl Dedup {
     pub fn new(capacity: usize) -> Dedup {
         Dedup {
-            seen: HashSet::with_capacity(capacity),
-            order: VecDeque::with_capacity(capacity),
+            seen: HashSet::new(),
+            order: VecDeque::new(),
             capacity,
         }
     }
 
-    /// True the first time an id is seen, false for a duplicate.
-    pub fn first_time(&mut self, id: &str) -> bool {
+    pub fn contains(&self, id: &str) -> bool {
+        self.seen.contains(id)
+    }
+
+    /// Remembers `id` (for a consumer that records an id only once its work succeeded).
+    pub fn insert(&mut self, id: &str) {
         if self.seen.contains(id) {
-            return false;
+            return;
         }
         if self.order.len() == self.capacity {
             if let Some(old) = self.order.pop_front() {
                 self.seen.remove(&old);
             }
         }
-        self.seen.insert(id.to_owned());
-        self.order.push_back(id.to_owned());
+        let id: Arc<str> = Arc::from(id);
+        self.seen.insert(id.clone());
+        self.order.push_back(id);
+    }
+
+    /// True the first time an id is seen, false for a duplicate.
+    pub fn first_time(&mut self, id: &str) -> bool {
+        if self.contains(id) {
+            return false;
+        }
+        self.insert(id);
         true
     }
 }
@@ -46,5 +62,18 @@ mod tests {
         assert!(d.first_time("b"));
         assert!(d.first_time("c"));
         assert!(d.first_time("a"));
+    }
+
+    #[test]
+    fn an_id_recorded_after_its_work_is_seen_and_forgotten_in_order() {
+        let mut d = Dedup::new(2);
+        assert!(!d.contains("a"));
+        d.insert("a");
+        d.insert("a");
+        d.insert("b");
+        assert!(d.contains("a") && d.contains("b"));
+        d.insert("c");
+        assert!(!d.contains("a"));
+        assert!(d.contains("b") && d.contains("c"));
     }
 }
