@@ -127,6 +127,16 @@ impl Tracked {
     fn buffer(&self) -> &[u8] {
         &self.buf[self.pos..]
     }
+
+    /// Reads from the socket into `buf`, recording activity when bytes came.
+    fn poll_socket(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
 }
 
 impl AsyncRead for Tracked {
@@ -136,12 +146,7 @@ impl AsyncRead for Tracked {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         if self.pos == self.buf.len() {
-            let before = buf.filled().len();
-            let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-            if buf.filled().len() > before {
-                self.activity.touch();
-            }
-            return r;
+            return self.poll_socket(cx, buf);
         }
         let n = self.buffer().len().min(buf.remaining());
         buf.put_slice(&self.buffer()[..n]);
@@ -156,10 +161,7 @@ impl AsyncBufRead for Tracked {
         if this.pos == this.buf.len() {
             let mut chunk = [0u8; READ_CHUNK];
             let mut read = ReadBuf::new(&mut chunk);
-            std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
-            if !read.filled().is_empty() {
-                this.activity.touch();
-            }
+            std::task::ready!(this.poll_socket(cx, &mut read))?;
             this.buf = read.filled().to_vec();
             this.pos = 0;
         }

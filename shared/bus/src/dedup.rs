@@ -27,8 +27,13 @@ impl Dedup {
 
     /// Remembers `id` (for a consumer that records an id only once its work succeeded).
     pub fn insert(&mut self, id: &str) {
+        self.first_time(id);
+    }
+
+    /// True the first time an id is seen (and remembers it), false for a duplicate.
+    pub fn first_time(&mut self, id: &str) -> bool {
         if self.seen.contains(id) {
-            return;
+            return false;
         }
         if self.order.len() == self.capacity {
             if let Some(old) = self.order.pop_front() {
@@ -38,14 +43,6 @@ impl Dedup {
         let id: Arc<str> = Arc::from(id);
         self.seen.insert(id.clone());
         self.order.push_back(id);
-    }
-
-    /// True the first time an id is seen, false for a duplicate.
-    pub fn first_time(&mut self, id: &str) -> bool {
-        if self.contains(id) {
-            return false;
-        }
-        self.insert(id);
         true
     }
 }
