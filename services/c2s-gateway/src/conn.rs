@@ -185,6 +185,7 @@ pub struct Transport {
     reader: Reader,
     writer: WriteHalf<Socket>,
     secure: bool,
+    /// The limits once authenticated; before, [`Limits::unauthenticated`] of them.
     limits: Limits,
     activity: Activity,
 }
@@ -199,7 +200,11 @@ impl Transport {
         activity.touch();
         let (read, writer) = tokio::io::split(socket);
         Transport {
-            reader: StreamReader::new(Tracked::new(read, activity.clone()), limits),
+            // Until SASL succeeds the peer is anonymous: small stanzas only (see `restart`).
+            reader: StreamReader::new(
+                Tracked::new(read, activity.clone()),
+                limits.unauthenticated(),
+            ),
             writer,
             secure,
             limits,
@@ -224,10 +229,31 @@ impl Transport {
         self.writer.flush().await
     }
 
-    /// A new XML document begins on the same connection (after SASL success).
+    /// After a stream error: stop writing, then read and discard what the client still sends,
+    /// briefly. Closing a socket that holds unread input makes the kernel reset the
+    /// connection, and the client may then never read the error it was just sent.
+    pub async fn linger(&mut self) {
+        use tokio::io::AsyncReadExt;
+        let _ = self.writer.shutdown().await;
+        let tracked = self.reader.get_mut();
+        let mut sink = [0u8; 4096];
+        let mut left: usize = 256 * 1024;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            while left > 0 {
+                match tracked.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        })
+        .await;
+    }
+
+    /// A new XML document begins on the same connection after SASL success: the peer is
+    /// authenticated now and gets the full limits.
     pub fn restart(self) -> Transport {
         Transport {
-            reader: self.reader.restart(),
+            reader: self.reader.restart_with(self.limits),
             ..self
         }
     }

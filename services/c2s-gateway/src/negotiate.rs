@@ -144,6 +144,7 @@ pub async fn finish(ctx: &Ctx, transport: &mut Transport, end: End) {
             let _ = transport
                 .write(&format!("{}</stream:stream>", e.to_xml()))
                 .await;
+            transport.linger().await;
         }
         End::ClientClosed => {
             let _ = transport.write("</stream:stream>").await;

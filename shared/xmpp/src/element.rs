@@ -2,7 +2,11 @@
 //!
 //! Elements carry their resolved namespace; writing emits an `xmlns` declaration only where
 //! the namespace differs from the parent's, so a stanza written inside a `jabber:client`
-//! stream looks the way clients expect.
+//! stream looks the way clients expect. The namespace is shared (`Arc<str>`): a stanza's
+//! elements mostly repeat a few namespaces, and a copy per element would let a long namespace
+//! declared once multiply a stanza's memory by its element count.
+
+use std::sync::Arc;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Node {
@@ -13,13 +17,13 @@ pub enum Node {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Element {
     name: String,
-    ns: String,
+    ns: Arc<str>,
     attrs: Vec<(String, String)>,
     children: Vec<Node>,
 }
 
 impl Element {
-    pub fn new(name: impl Into<String>, ns: impl Into<String>) -> Element {
+    pub fn new(name: impl Into<String>, ns: impl Into<Arc<str>>) -> Element {
         Element {
             name: name.into(),
             ns: ns.into(),
@@ -54,8 +58,13 @@ impl Element {
         &self.ns
     }
 
+    /// The namespace as shared, for building children in it without a copy.
+    pub fn ns_shared(&self) -> &Arc<str> {
+        &self.ns
+    }
+
     pub fn is(&self, name: &str, ns: &str) -> bool {
-        self.name == name && self.ns == ns
+        self.name == name && &*self.ns == ns
     }
 
     pub fn attr(&self, key: &str) -> Option<&str> {
@@ -76,6 +85,12 @@ impl Element {
             Some(slot) => slot.1 = value,
             None => self.attrs.push((key, value)),
         }
+    }
+
+    /// Appends an attribute the caller knows is not set yet (the reader, which has checked
+    /// for duplicates already): `set_attr`'s search would make many attributes quadratic.
+    pub(crate) fn push_attr_unchecked(&mut self, key: String, value: String) {
+        self.attrs.push((key, value));
     }
 
     pub fn remove_attr(&mut self, key: &str) -> Option<String> {
@@ -150,7 +165,7 @@ impl Element {
     pub fn write_to(&self, out: &mut String, parent_ns: &str) {
         out.push('<');
         out.push_str(&self.name);
-        if self.ns != parent_ns {
+        if &*self.ns != parent_ns {
             out.push_str(" xmlns='");
             escape_attr_into(out, &self.ns);
             out.push('\'');

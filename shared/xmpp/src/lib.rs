@@ -1,11 +1,13 @@
 //! XMPP protocol types shared by the services: the element tree, the bounded stream
 //! reader, namespaces, stream and stanza errors, and JIDs (re-exported from `jid`).
 
+pub mod chars;
 pub mod element;
 pub mod error;
 pub mod ns;
 pub mod reader;
 pub mod stanza;
+mod tree;
 
 pub use element::{escape_attr, escape_text, Element, Node};
 pub use error::{ErrorType, StanzaError, StreamError};

@@ -12,15 +12,26 @@ use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
 use tokio::io::{AsyncBufRead, AsyncRead, ReadBuf};
 
-use crate::{Element, Node, StreamError};
+use crate::tree::{for_each_attribute, TreeBuilder};
+use crate::{Element, StreamError};
 
-/// Bounds that keep one connection's memory small whatever the peer sends.
+/// Bounds that keep one connection's memory small whatever the peer sends. Input bytes
+/// alone don't bound memory: a tree costs far more per element than `<a/>` costs on the
+/// wire, so elements, attributes and namespaces have ceilings of their own.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Largest stanza (or stream header) in bytes, as received.
     pub max_stanza_bytes: usize,
     /// Deepest element nesting inside a stanza.
     pub max_depth: usize,
+    /// Elements in one stanza, itself included.
+    pub max_elements: usize,
+    /// Attributes on one element, namespace declarations included.
+    pub max_attributes: usize,
+    /// Namespace declarations (`xmlns`, `xmlns:p`) on one element.
+    pub max_namespace_declarations: usize,
+    /// Longest namespace name, in bytes.
+    pub max_namespace_bytes: usize,
 }
 
 impl Default for Limits {
@@ -28,6 +39,36 @@ impl Default for Limits {
         Limits {
             max_stanza_bytes: 256 * 1024,
             max_depth: 32,
+            max_elements: 4096,
+            max_attributes: 64,
+            max_namespace_declarations: 16,
+            max_namespace_bytes: 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// What a client may send before it has authenticated: SASL exchanges, registration
+    /// forms and stream features fit easily in 10 KiB (Prosody's pre-authentication limit).
+    pub fn unauthenticated(self) -> Limits {
+        Limits {
+            max_stanza_bytes: self.max_stanza_bytes.min(10 * 1024),
+            max_elements: self.max_elements.min(256),
+            ..self
+        }
+    }
+
+    /// For XML this system wrote itself (stored stanzas, envelopes): already bounded where
+    /// it entered, so only well-formedness and the characters are checked again. A server
+    /// reply such as a large roster may hold many more elements than any client stanza.
+    pub fn internal() -> Limits {
+        Limits {
+            max_stanza_bytes: usize::MAX,
+            max_depth: 128,
+            max_elements: usize::MAX,
+            max_attributes: usize::MAX,
+            max_namespace_declarations: usize::MAX,
+            max_namespace_bytes: usize::MAX,
         }
     }
 }
@@ -65,7 +106,7 @@ pub enum ReadError {
 }
 
 impl ReadError {
-    fn stream(condition: &'static str, text: impl Into<String>) -> ReadError {
+    pub(crate) fn stream(condition: &'static str, text: impl Into<String>) -> ReadError {
         ReadError::Stream(StreamError::with_text(condition, text))
     }
 }
@@ -120,12 +161,15 @@ impl<R: AsyncBufRead + Unpin> AsyncBufRead for Budgeted<R> {
 /// [`StreamReader::restart`] so the next header starts a fresh document.
 pub struct StreamReader<R> {
     xml: NsReader<Budgeted<R>>,
+    /// Event bytes; released after a stanza that made it large, so one big stanza does not
+    /// cost an idle connection its size for the rest of its life.
     buf: Vec<u8>,
-    limits: Limits,
-    /// Open stanza elements being built, outermost first.
-    stack: Vec<Element>,
+    tree: TreeBuilder,
     opened: bool,
 }
+
+/// Event buffer capacity kept between stanzas.
+const KEPT_BUFFER: usize = 4096;
 
 impl<R: AsyncBufRead + Unpin> StreamReader<R> {
     pub fn new(inner: R, limits: Limits) -> StreamReader<R> {
@@ -137,15 +181,19 @@ impl<R: AsyncBufRead + Unpin> StreamReader<R> {
         StreamReader {
             xml: configured(budgeted),
             buf: Vec::new(),
-            limits,
-            stack: Vec::new(),
+            tree: TreeBuilder::new(limits),
             opened: false,
         }
     }
 
     /// Starts a new XML document on the same byte stream (RFC 6120 §4.3.3 stream restart).
     pub fn restart(self) -> StreamReader<R> {
-        let limits = self.limits;
+        let limits = self.tree.limits();
+        self.restart_with(limits)
+    }
+
+    /// A stream restart that also changes the limits (larger ones once authenticated).
+    pub fn restart_with(self, limits: Limits) -> StreamReader<R> {
         StreamReader::new(self.into_inner(), limits)
     }
 
@@ -166,9 +214,8 @@ impl<R: AsyncBufRead + Unpin> StreamReader<R> {
                     Ok(ok) => ok,
                     Err(e) => return Err(map_xml_error(e)),
                 };
-            let ns = resolved_ns(&resolved)?;
             match event {
-                Event::Decl(_) if !self.opened && self.stack.is_empty() => {}
+                Event::Decl(_) if !self.opened && self.tree.is_idle() => {}
                 Event::Decl(_) => {
                     return Err(ReadError::stream(
                         "not-well-formed",
@@ -191,9 +238,9 @@ impl<R: AsyncBufRead + Unpin> StreamReader<R> {
                     ))
                 }
                 Event::Start(start) if !self.opened => {
-                    let header = build_header(&start, ns)?;
+                    let header = build_header(&start, &resolved, &self.tree.limits())?;
                     self.opened = true;
-                    self.xml.get_mut().reset();
+                    self.stanza_done();
                     return Ok(Inbound::Open(header));
                 }
                 Event::Empty(_) if !self.opened => {
@@ -203,28 +250,21 @@ impl<R: AsyncBufRead + Unpin> StreamReader<R> {
                     ))
                 }
                 Event::Start(start) => {
-                    if self.stack.len() >= self.limits.max_depth {
-                        return Err(ReadError::stream(
-                            "policy-violation",
-                            "elements nested too deeply",
-                        ));
-                    }
-                    let el = build_element(&start, ns)?;
-                    self.stack.push(el);
+                    self.tree.open(&start, &resolved, false)?;
                 }
                 Event::Empty(start) => {
-                    let el = build_element(&start, ns)?;
-                    if let Some(done) = self.close_child(el) {
+                    if let Some(done) = self.tree.open(&start, &resolved, true)? {
+                        self.stanza_done();
                         return Ok(Inbound::Stanza(done));
                     }
                 }
-                Event::End(_) => match self.stack.pop() {
+                Event::End(_) => match self.tree.close() {
                     None => return Ok(Inbound::Close),
-                    Some(el) => {
-                        if let Some(done) = self.close_child(el) {
-                            return Ok(Inbound::Stanza(done));
-                        }
+                    Some(Some(done)) => {
+                        self.stanza_done();
+                        return Ok(Inbound::Stanza(done));
                     }
+                    Some(None) => {}
                 },
                 Event::Text(text) if !self.opened => {
                     if !text.iter().all(u8::is_ascii_whitespace) {
@@ -238,69 +278,68 @@ impl<R: AsyncBufRead + Unpin> StreamReader<R> {
                     let s = text.unescape().map_err(|e| {
                         ReadError::stream("not-well-formed", format!("bad text: {e}"))
                     })?;
-                    match self.stack.last_mut() {
-                        Some(parent) => parent.push_text(s.into_owned()),
-                        // Whitespace between stanzas is a keepalive; other text there is
-                        // meaningless and ignored, as ejabberd and Prosody do.
-                        None => self.xml.get_mut().reset(),
+                    let between_stanzas = self.tree.is_idle();
+                    // Whitespace between stanzas is a keepalive; other text there is
+                    // meaningless and ignored, as ejabberd and Prosody do.
+                    self.tree.text(s)?;
+                    if between_stanzas {
+                        self.stanza_done();
                     }
                 }
                 Event::CData(data) => {
                     let s = std::str::from_utf8(&data)
-                        .map_err(|_| ReadError::stream("not-well-formed", "invalid UTF-8"))?
-                        .to_owned();
-                    if let Some(parent) = self.stack.last_mut() {
-                        parent.push_text(s);
-                    }
+                        .map_err(|_| ReadError::stream("not-well-formed", "invalid UTF-8"))?;
+                    self.tree.text(s.into())?;
                 }
                 Event::Eof => return Err(ReadError::Eof),
             }
         }
     }
 
-    /// Attaches a finished element to its parent; returns it when it was a whole stanza.
-    fn close_child(&mut self, el: Element) -> Option<Element> {
-        match self.stack.last_mut() {
-            Some(parent) => {
-                parent.nodes_mut().push(Node::Element(el));
-                None
-            }
-            None => {
-                self.xml.get_mut().reset();
-                Some(el)
-            }
+    /// A stanza (or header, or keepalive) is complete: the next one gets a fresh budget.
+    fn stanza_done(&mut self) {
+        self.xml.get_mut().reset();
+        if self.buf.capacity() > KEPT_BUFFER {
+            self.buf = Vec::new();
         }
     }
 }
 
-fn build_header(start: &BytesStart<'_>, ns: Option<String>) -> Result<StreamHeader, ReadError> {
-    {
-        let name = String::from_utf8_lossy(start.local_name().into_inner()).into_owned();
-        let mut header = StreamHeader {
-            stream_ns: ns.unwrap_or_default(),
-            name,
-            ..StreamHeader::default()
-        };
-        for attr in start.attributes() {
-            let attr = attr
-                .map_err(|e| ReadError::stream("not-well-formed", format!("bad attribute: {e}")))?;
-            let value = attr
-                .unescape_value()
-                .map_err(|e| {
-                    ReadError::stream("not-well-formed", format!("bad attribute value: {e}"))
-                })?
-                .into_owned();
-            match attr.key.into_inner() {
-                b"xmlns" => header.default_ns = Some(value),
-                b"to" => header.to = Some(value),
-                b"from" => header.from = Some(value),
-                b"version" => header.version = Some(value),
-                b"xml:lang" => header.lang = Some(value),
-                _ => {}
-            }
+fn build_header(
+    start: &BytesStart<'_>,
+    resolved: &ResolveResult<'_>,
+    limits: &Limits,
+) -> Result<StreamHeader, ReadError> {
+    let stream_ns = match resolved {
+        ResolveResult::Bound(ns) => String::from_utf8_lossy(ns.into_inner()).into_owned(),
+        ResolveResult::Unbound => String::new(),
+        ResolveResult::Unknown(prefix) => {
+            return Err(ReadError::stream(
+                "bad-namespace-prefix",
+                format!("undeclared prefix {}", String::from_utf8_lossy(prefix)),
+            ))
         }
-        Ok(header)
+    };
+    let name = String::from_utf8_lossy(start.local_name().into_inner()).into_owned();
+    let mut header = StreamHeader {
+        stream_ns,
+        name,
+        ..StreamHeader::default()
+    };
+    for_each_attribute(start, limits, |key, value| match key {
+        "to" => header.to = Some(value),
+        "from" => header.from = Some(value),
+        "version" => header.version = Some(value),
+        "xml:lang" => header.lang = Some(value),
+        _ => {}
+    })?;
+    // The default namespace is a declaration, which the walk checks but does not pass on.
+    for attr in start.attributes().with_checks(false).flatten() {
+        if attr.key.into_inner() == b"xmlns" {
+            header.default_ns = Some(String::from_utf8_lossy(&attr.value).into_owned());
+        }
     }
+    Ok(header)
 }
 
 fn configured<R>(inner: R) -> NsReader<R> {
@@ -311,17 +350,6 @@ fn configured<R>(inner: R) -> NsReader<R> {
     config.expand_empty_elements = false;
     config.trim_text(false);
     xml
-}
-
-fn resolved_ns(resolved: &ResolveResult<'_>) -> Result<Option<String>, ReadError> {
-    match resolved {
-        ResolveResult::Bound(ns) => Ok(Some(String::from_utf8_lossy(ns.into_inner()).into_owned())),
-        ResolveResult::Unbound => Ok(None),
-        ResolveResult::Unknown(prefix) => Err(ReadError::stream(
-            "bad-namespace-prefix",
-            format!("undeclared prefix {}", String::from_utf8_lossy(prefix)),
-        )),
-    }
 }
 
 fn map_xml_error(e: quick_xml::Error) -> ReadError {
@@ -339,77 +367,48 @@ fn map_xml_error(e: quick_xml::Error) -> ReadError {
     }
 }
 
-/// Parses one complete element held in memory (stored or wire stanzas).
+/// Parses one complete element held in memory (stored or wire stanzas) under
+/// [`Limits::internal`].
 pub(crate) fn parse_fragment(xml: &str) -> Result<Element, ReadError> {
     let mut xml_reader = configured(xml.as_bytes());
     let mut buf = Vec::new();
-    let mut stack: Vec<Element> = Vec::new();
+    let mut tree = TreeBuilder::new(Limits::internal());
     loop {
         buf.clear();
         let (resolved, event) = xml_reader
             .read_resolved_event_into(&mut buf)
             .map_err(map_xml_error)?;
-        let ns = resolved_ns(&resolved)?;
-        match event {
-            Event::Start(start) => stack.push(build_element(&start, ns)?),
-            Event::Empty(start) => {
-                let el = build_element(&start, ns)?;
-                match stack.last_mut() {
-                    Some(p) => p.push_child(el),
-                    None => return Ok(el),
-                }
-            }
-            Event::End(_) => {
-                let el = stack
-                    .pop()
-                    .ok_or_else(|| ReadError::stream("not-well-formed", "unbalanced end tag"))?;
-                match stack.last_mut() {
-                    Some(p) => p.push_child(el),
-                    None => return Ok(el),
-                }
-            }
+        let done = match event {
+            Event::Start(start) => tree.open(&start, &resolved, false)?,
+            Event::Empty(start) => tree.open(&start, &resolved, true)?,
+            Event::End(_) => tree
+                .close()
+                .ok_or_else(|| ReadError::stream("not-well-formed", "unbalanced end tag"))?,
             Event::Text(t) => {
-                if let Some(p) = stack.last_mut() {
+                if !tree.is_idle() {
                     let s = t
                         .unescape()
                         .map_err(|e| ReadError::stream("not-well-formed", e.to_string()))?;
-                    p.push_text(s.into_owned());
+                    tree.text(s)?;
                 }
+                None
             }
             Event::CData(d) => {
-                if let Some(p) = stack.last_mut() {
-                    p.push_text(String::from_utf8_lossy(&d).into_owned());
+                if !tree.is_idle() {
+                    let s = std::str::from_utf8(&d)
+                        .map_err(|_| ReadError::stream("not-well-formed", "invalid UTF-8"))?;
+                    tree.text(s.into())?;
                 }
+                None
             }
             Event::Eof => return Err(ReadError::stream("not-well-formed", "incomplete element")),
             Event::DocType(_) | Event::PI(_) | Event::Comment(_) => {
                 return Err(ReadError::stream("restricted-xml", "restricted XML"))
             }
-            Event::Decl(_) => {}
+            Event::Decl(_) => None,
+        };
+        if let Some(el) = done {
+            return Ok(el);
         }
     }
-}
-
-/// Element building shared by the streaming and in-memory parsers.
-fn build_element(start: &BytesStart<'_>, ns: Option<String>) -> Result<Element, ReadError> {
-    let name = std::str::from_utf8(start.local_name().into_inner())
-        .map_err(|_| ReadError::stream("not-well-formed", "invalid UTF-8 in a name"))?;
-    let mut el = Element::new(name, ns.unwrap_or_default());
-    for attr in start.attributes() {
-        let attr =
-            attr.map_err(|e| ReadError::stream("not-well-formed", format!("bad attribute: {e}")))?;
-        let key = std::str::from_utf8(attr.key.into_inner())
-            .map_err(|_| ReadError::stream("not-well-formed", "invalid UTF-8 in a name"))?;
-        if key == "xmlns" || key.starts_with("xmlns:") {
-            continue;
-        }
-        if key.contains(':') && !key.starts_with("xml:") {
-            continue;
-        }
-        let value = attr.unescape_value().map_err(|e| {
-            ReadError::stream("not-well-formed", format!("bad attribute value: {e}"))
-        })?;
-        el.set_attr(key.to_owned(), value.into_owned());
-    }
-    Ok(el)
 }

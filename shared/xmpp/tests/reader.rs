@@ -88,7 +88,7 @@ async fn mismatched_tags_are_not_well_formed() {
 async fn an_oversized_stanza_is_a_policy_violation() {
     let limits = Limits {
         max_stanza_bytes: 1024,
-        max_depth: 32,
+        ..Limits::default()
     };
     let body = "x".repeat(5000);
     let input = format!("{OPEN}<message><body>{body}</body></message>");
@@ -104,7 +104,7 @@ async fn an_oversized_stanza_is_a_policy_violation() {
 async fn many_small_stanzas_fit_a_small_budget() {
     let limits = Limits {
         max_stanza_bytes: 200,
-        max_depth: 32,
+        ..Limits::default()
     };
     let mut input = OPEN.to_string();
     for i in 0..100 {
@@ -154,4 +154,147 @@ async fn restart_reads_a_new_header() {
 async fn text_before_the_stream_header_is_not_well_formed() {
     let (_, err) = read_all("hello <stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>".into(), Limits::default()).await;
     assert_eq!(condition(err), "not-well-formed");
+}
+
+#[tokio::test]
+async fn characters_xml_forbids_are_not_well_formed() {
+    // Each would reach the recipient as it is and break their stream (RFC 6120 §11.1: XML 1.0).
+    for body in [
+        "&#1;", "\u{1}", "\u{0}", "&#xFFFE;", "\u{FFFF}", "&#0;", "a\u{1B}b",
+    ] {
+        let (_, err) = read_all(
+            format!("{OPEN}<message><body>{body}</body></message>"),
+            Limits::default(),
+        )
+        .await;
+        assert_eq!(condition(err), "not-well-formed", "{body:?}");
+        let (_, err) = read_all(format!("{OPEN}<message id='{body}'/>"), Limits::default()).await;
+        assert_eq!(condition(err), "not-well-formed", "attribute {body:?}");
+        let (_, err) = read_all(format!("{OPEN}{body}<presence/>"), Limits::default()).await;
+        assert_eq!(
+            condition(err),
+            "not-well-formed",
+            "between stanzas {body:?}"
+        );
+    }
+    // Inside CDATA a character reference is only text, but a raw control character is not.
+    let (_, err) = read_all(
+        format!("{OPEN}<message><body><![CDATA[a\u{1}b]]></body></message>"),
+        Limits::default(),
+    )
+    .await;
+    assert_eq!(condition(err), "not-well-formed");
+}
+
+#[tokio::test]
+async fn names_xml_forbids_are_not_well_formed() {
+    for stanza in [
+        "<a<b/>",
+        "<message><a<b>x</a<b></message>",
+        "<message a<b='1'/>",
+        "<message 1a='1'/>",
+        "<message><x\u{1}y/></message>",
+    ] {
+        let (_, err) = read_all(format!("{OPEN}{stanza}"), Limits::default()).await;
+        assert_eq!(condition(err), "not-well-formed", "{stanza}");
+    }
+}
+
+#[tokio::test]
+async fn a_long_namespace_is_shared_and_bounded() {
+    // Declared once on the stanza, a namespace is shared by every element in it, not copied.
+    let ns = "u".repeat(1000);
+    let children = "<c/>".repeat(2000);
+    let input = format!("{OPEN}<message><x xmlns='{ns}'>{children}</x></message></stream:stream>");
+    let (items, err) = read_all(input, Limits::default()).await;
+    assert!(err.is_none(), "{err:?}");
+    let Inbound::Stanza(m) = &items[1] else {
+        panic!("no message")
+    };
+    let x = m.children().next().expect("x");
+    let first = x.children().next().expect("c").ns_shared();
+    assert!(x
+        .children()
+        .all(|c| std::sync::Arc::ptr_eq(c.ns_shared(), first)));
+    // A longer one is refused where it is declared.
+    let ns = "u".repeat(64 * 1024);
+    let (_, err) = read_all(
+        format!("{OPEN}<message><x xmlns='{ns}'/></message>"),
+        Limits::default(),
+    )
+    .await;
+    assert_eq!(condition(err), "policy-violation");
+    let (_, err) = read_all(
+        format!("<stream:stream xmlns='{ns}' xmlns:stream='http://etherx.jabber.org/streams'>"),
+        Limits::default(),
+    )
+    .await;
+    assert_eq!(condition(err), "policy-violation");
+}
+
+#[tokio::test]
+async fn element_attribute_and_declaration_counts_are_bounded() {
+    let children = "<c/>".repeat(5000);
+    let (_, err) = read_all(
+        format!("{OPEN}<message>{children}</message>"),
+        Limits::default(),
+    )
+    .await;
+    assert_eq!(condition(err), "policy-violation");
+    // The count is per stanza: many stanzas of many elements are fine.
+    let children = "<c/>".repeat(4000);
+    let stanza = format!("<message>{children}</message>");
+    let (items, err) = read_all(
+        format!("{OPEN}{stanza}{stanza}{stanza}</stream:stream>"),
+        Limits::default(),
+    )
+    .await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(items.len(), 5);
+
+    let attrs: String = (0..28_000).map(|i| format!(" a{i}='1'")).collect();
+    let started = std::time::Instant::now();
+    let (_, err) = read_all(format!("{OPEN}<message{attrs}/>"), Limits::default()).await;
+    assert_eq!(condition(err), "policy-violation");
+    // Refused after the 65th attribute, not after comparing 28,000 with each other (which
+    // took seconds): a bound this loose only fails if the work is quadratic again.
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+
+    let decls: String = (0..17)
+        .map(|i| format!(" xmlns:p{i}='urn:x:{i}'"))
+        .collect();
+    let (_, err) = read_all(format!("{OPEN}<message{decls}/>"), Limits::default()).await;
+    assert_eq!(condition(err), "policy-violation");
+    let (_, err) = read_all(format!("{OPEN}<message a='1' a='2'/>"), Limits::default()).await;
+    assert_eq!(condition(err), "not-well-formed");
+}
+
+#[tokio::test]
+async fn unauthenticated_limits_are_small() {
+    let limits = Limits::default().unauthenticated();
+    let body = "x".repeat(11 * 1024);
+    let (_, err) = read_all(format!("{OPEN}<iq><q>{body}</q></iq>"), limits).await;
+    assert_eq!(condition(err), "policy-violation");
+    let (items, err) = read_all(
+        format!("{OPEN}<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHNlY3JldA==</auth></stream:stream>"),
+        limits,
+    )
+    .await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(items.len(), 3);
+}
+
+#[tokio::test]
+async fn restart_with_changes_the_limits() {
+    let big = "x".repeat(20 * 1024);
+    let input = format!("{OPEN}<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>{OPEN}<message><body>{big}</body></message>");
+    let mut reader = StreamReader::new(
+        tokio::io::BufReader::new(input.as_bytes()),
+        Limits::default().unauthenticated(),
+    );
+    assert!(matches!(reader.next().await, Ok(Inbound::Open(_))));
+    assert!(matches!(reader.next().await, Ok(Inbound::Stanza(_))));
+    let mut reader = reader.restart_with(Limits::default());
+    assert!(matches!(reader.next().await, Ok(Inbound::Open(_))));
+    assert!(matches!(reader.next().await, Ok(Inbound::Stanza(_))));
 }
