@@ -6,6 +6,7 @@ mod bench;
 mod certs;
 mod drills;
 mod endpoints;
+mod fuzz;
 mod interop;
 mod layout;
 mod links;
@@ -52,6 +53,14 @@ enum Command {
         listen: std::net::SocketAddr,
         #[arg(long)]
         to: std::net::SocketAddr,
+    },
+    /// Run a fuzz target (`stream_reader`, `fragment`, ...: see fuzz/README.md) on its corpus
+    /// in the repository for a while; new inputs that reach new code join the corpus.
+    Fuzz {
+        target: String,
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
     },
     /// Run the workspace's tests with nextest against one shared broker and database.
     Test {
@@ -118,6 +127,7 @@ async fn main() {
         Command::Heal => drills::heal().await.map(|()| 0),
         Command::LinkProxy { listen, to } => links::serve(listen, to).await.map(|()| 0),
         Command::Test { nextest_args } => test::run(nextest_args).await,
+        Command::Fuzz { target, seconds } => fuzz::run(target, seconds).await,
         Command::Bench {
             against: Some(peer),
             runs,

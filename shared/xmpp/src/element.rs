@@ -46,7 +46,7 @@ impl Element {
 
     /// Builder: appends text.
     pub fn with_text(mut self, text: impl Into<String>) -> Element {
-        self.children.push(Node::Text(text.into()));
+        self.push_text(text);
         self
     }
 
@@ -102,8 +102,14 @@ impl Element {
         self.children.push(Node::Element(child));
     }
 
+    /// Appends text, to the text node before it if there is one: adjacent text (split by a
+    /// CDATA section, say) is one node, as it is once written out and read back.
     pub fn push_text(&mut self, text: impl Into<String>) {
-        self.children.push(Node::Text(text.into()));
+        let text = text.into();
+        match self.children.last_mut() {
+            Some(Node::Text(last)) => last.push_str(&text),
+            _ => self.children.push(Node::Text(text)),
+        }
     }
 
     pub fn nodes(&self) -> &[Node] {
@@ -225,6 +231,8 @@ fn escape_text_into(out: &mut String, s: &str) {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
+            // A raw CR would reach the recipient's parser as LF (XML 1.0 §2.11).
+            '\r' => out.push_str("&#xD;"),
             c => out.push(c),
         }
     }

@@ -90,7 +90,10 @@ impl TreeBuilder {
             ));
         }
         if let Some(parent) = self.stack.last_mut() {
-            parent.push_text(text.into_owned());
+            // Nothing to keep: an empty CDATA section would come back as no text at all.
+            if !text.is_empty() {
+                parent.push_text(text.into_owned());
+            }
         }
         Ok(())
     }
@@ -118,6 +121,19 @@ impl TreeBuilder {
                     format!("undeclared prefix {}", String::from_utf8_lossy(prefix)),
                 ))
             }
+        };
+        // The resolver hands over the declaration's raw value; `&amp;` and friends in it
+        // mean what they mean in any attribute value.
+        let unescaped;
+        let bytes = if bytes.contains(&b'&') {
+            let raw = std::str::from_utf8(bytes).map_err(|_| {
+                ReadError::stream("not-well-formed", "invalid UTF-8 in a namespace")
+            })?;
+            unescaped = quick_xml::escape::unescape(raw)
+                .map_err(|e| ReadError::stream("not-well-formed", format!("bad namespace: {e}")))?;
+            unescaped.as_bytes()
+        } else {
+            bytes
         };
         if let Some(shared) = self.namespaces.iter().find(|n| n.as_bytes() == bytes) {
             return Ok(shared.clone());
