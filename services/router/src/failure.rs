@@ -86,6 +86,29 @@ pub fn gave_up() -> StanzaError {
     StanzaError::new(ErrorType::Wait, "internal-server-error")
 }
 
+/// The error reply to a stanza that could not be handled: its name, `id` and addresses
+/// swapped, the error, and none of its payload (which may be what the database refused; sent
+/// back, it could break the sender's own stream). An attribute holding a character XML 1.0
+/// does not allow is left out for the same reason.
+pub fn bare_error_reply(stanza: &Element, error: &StanzaError) -> Element {
+    let mut reply = Element::new(stanza.name(), ns::CLIENT).with_attr("type", "error");
+    for (from, to) in [("id", "id"), ("to", "from"), ("from", "to")] {
+        if let Some(v) = stanza.attr(from).filter(|v| xml_chars(v)) {
+            reply.set_attr(to, v);
+        }
+    }
+    reply.push_child(error.to_element());
+    reply
+}
+
+/// Whether every character of `s` is an XML 1.0 `Char`.
+fn xml_chars(s: &str) -> bool {
+    s.chars().all(|c| {
+        matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}')
+            || c >= '\u{10000}'
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,27 +171,4 @@ mod tests {
             Failure::Transient
         );
     }
-}
-
-/// The error reply to a stanza that could not be handled: its name, `id` and addresses
-/// swapped, the error, and none of its payload (which may be what the database refused; sent
-/// back, it could break the sender's own stream). An attribute holding a character XML 1.0
-/// does not allow is left out for the same reason.
-pub fn bare_error_reply(stanza: &Element, error: &StanzaError) -> Element {
-    let mut reply = Element::new(stanza.name(), ns::CLIENT).with_attr("type", "error");
-    for (from, to) in [("id", "id"), ("to", "from"), ("from", "to")] {
-        if let Some(v) = stanza.attr(from).filter(|v| xml_chars(v)) {
-            reply.set_attr(to, v);
-        }
-    }
-    reply.push_child(error.to_element());
-    reply
-}
-
-/// Whether every character of `s` is an XML 1.0 `Char`.
-fn xml_chars(s: &str) -> bool {
-    s.chars().all(|c| {
-        matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}')
-            || c >= '\u{10000}'
-    })
 }

@@ -235,7 +235,7 @@ impl ProcMultiDc {
                 "router",
                 &b.dc,
                 &format!("{}-router1", b.dc),
-                &common,
+                &e,
                 &logs,
             )?;
             // A stanza published before the routers consume would be dropped.
