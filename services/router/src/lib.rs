@@ -18,6 +18,7 @@ mod metrics;
 mod outbox;
 mod partition;
 mod route;
+pub mod salvage;
 mod sessions;
 
 use std::net::SocketAddr;

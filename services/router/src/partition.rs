@@ -24,8 +24,9 @@ use crate::consume::{self, Spec};
 use crate::failure::{self, Failure};
 use crate::inbound::Inbound;
 use crate::metrics::Outcome;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Target};
 use crate::route::{self, RemoteArrival};
+use crate::salvage;
 use crate::Ctx;
 
 const PREFETCH: u16 = 64;
@@ -97,9 +98,21 @@ async fn handle_delivery(ctx: &Ctx, delivery: Delivery, seen: &Mutex<Dedup>) {
     let inb = match Inbound::parse(&delivery.data, headers) {
         Ok(i) => i,
         Err(e) => {
-            tracing::warn!(error = %e, "unreadable delivery dropped");
+            tracing::warn!(error = %e, "unreadable delivery refused");
             ctx.metrics.failed("unreadable");
-            let _ = delivery.ack(BasicAckOptions::default()).await;
+            match answer_unreadable(ctx, &delivery).await {
+                Ok(()) => done(&delivery, id.as_deref(), seen).await,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "error reply not sent; requeued");
+                    tokio::time::sleep(retry_pause(1)).await;
+                    let _ = delivery
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        })
+                        .await;
+                }
+            }
             return;
         }
     };
@@ -180,6 +193,49 @@ async fn answer(ctx: &Ctx, inb: &Inbound, error: &StanzaError) -> anyhow::Result
     out.flush(ctx).await?;
     ctx.metrics.routed(inb.kind.as_str(), Outcome::Error);
     Ok(())
+}
+
+/// Tells the sending client of a stanza this router cannot read (`<bad-request/>`), from what
+/// its start tag still says (salvage.rs). Only a client's own stanza names its session and
+/// gateway; for anything else there is no one to tell (logged and counted by the caller).
+async fn answer_unreadable(ctx: &Ctx, delivery: &Delivery) -> anyhow::Result<()> {
+    let headers = delivery.properties.headers().as_ref();
+    let kind = headers.get_str(h::KIND);
+    if kind.is_some_and(|k| k != h::kind::STANZA) {
+        return Ok(());
+    }
+    let (Some(session), Some(gateway), Some(sender)) = (
+        headers
+            .get_str(h::SESSION)
+            .and_then(|s| Uuid::parse_str(&s).ok()),
+        headers.get_str(h::GATEWAY),
+        headers.get_str(h::SENDER),
+    ) else {
+        return Ok(());
+    };
+    let Some(head) = salvage::head(&delivery.data) else {
+        return Ok(());
+    };
+    if matches!(head.attr("type"), Some("error" | "result")) {
+        return Ok(());
+    }
+    let mut stanza = meerkat_xmpp::Element::new(head.name.clone(), meerkat_xmpp::ns::CLIENT);
+    for (k, v) in &head.attrs {
+        stanza.set_attr(k.clone(), v.clone());
+    }
+    // The gateway stamped the sender; the tag's own `from` is not trusted over it.
+    stanza.set_attr("from", sender);
+    let reply = failure::bare_error_reply(&stanza, &StanzaError::bad_request());
+    let mut out = Outbox::new(0);
+    out.deliver(
+        Target {
+            dc: String::new(),
+            gateway,
+            session,
+        },
+        &reply,
+    );
+    out.flush(ctx).await
 }
 
 /// Where a stanza from another DC goes. Its target session opened here before the other DC

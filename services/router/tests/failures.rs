@@ -117,12 +117,53 @@ async fn a_stanza_the_database_refuses_is_answered_and_does_not_hold_the_partiti
     .await
     .unwrap();
 
-    assert!(dc.routers[0].is_running());
-    let m = metrics(&dc).await;
-    assert!(
-        m.contains("meerkat_router_failures_total{reason=\"permanent\"} 1"),
-        "{m}"
+    // A stanza this router cannot read at all (here: not well-formed; a router whose reader
+    // refuses U+0000 sees the one above so): its sender is told from its start tag.
+    let broken = format!(
+        "<message xmlns='jabber:client' from='{}' to='{bob}@example.com' type='chat' id='broken-1'><body>unclosed</message>",
+        alice_session.jid
     );
+    as_gateway(&a, 5, &alice_session, &broken).await;
+    as_gateway(
+        &a,
+        5,
+        &carol_session,
+        &chat(
+            &carol_session.jid,
+            &format!("{bob}@example.com"),
+            "behind the broken one",
+        )
+        .to_xml(),
+    )
+    .await;
+    let err = al
+        .expect("alice's error", error_with_id("broken-1"))
+        .await
+        .unwrap();
+    assert_eq!(stanza_error_condition(&err).as_deref(), Some("bad-request"));
+    assert_eq!(
+        err.attr("from"),
+        Some(format!("{bob}@example.com").as_str())
+    );
+    b.expect(
+        "carol's next message",
+        message_with_body("behind the broken one"),
+    )
+    .await
+    .unwrap();
+
+    assert!(dc.routers[0].is_running());
+    // Counted: two stanzas refused (as permanent failures, or as unreadable where the reader
+    // already refuses the NUL).
+    let m = metrics(&dc).await;
+    let count = |reason: &str| {
+        let prefix = format!("meerkat_router_failures_total{{reason=\"{reason}\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap())
+    };
+    assert_eq!(count("permanent") + count("unreadable"), 2, "{m}");
+    assert!(count("unreadable") >= 1, "{m}");
     dc.stop().await.unwrap();
 }
 
