@@ -379,7 +379,10 @@ mod tests {
             Some("dc1=amqp://guest:guest@127.0.0.1:5672/%2f")
         );
         // The router too: it checks where stanzas from other DCs came from.
-        let router = with_peers.iter().find(|s| s.binary == "router").expect("router");
+        let router = with_peers
+            .iter()
+            .find(|s| s.binary == "router")
+            .expect("router");
         assert!(router.env.contains(&(
             "MEERKAT_PEERS".into(),
             "dc1=amqp://guest:guest@127.0.0.1:5672/%2f".into()
