@@ -110,9 +110,14 @@ pub fn plan(env: &DcEnv<'_>, gateways: u16, routers: u16) -> Vec<Service> {
     for r in 1..=routers {
         let id = format!("{dc}-router{r}");
         let admin = ports.router_admin(r);
+        let mut e = common(&id, admin);
+        // Stanzas from another DC are believed only through that DC's link.
+        if !env.peers.is_empty() {
+            e.push(("MEERKAT_PEERS".into(), env.peers.clone()));
+        }
         out.push(Service {
             binary: "router",
-            env: common(&id, admin),
+            env: e,
             instance_id: id,
             admin_port: admin,
         });
@@ -373,6 +378,16 @@ mod tests {
             get("MEERKAT_PEERS"),
             Some("dc1=amqp://guest:guest@127.0.0.1:5672/%2f")
         );
+        // The router too: it checks where stanzas from other DCs came from.
+        let router = with_peers
+            .iter()
+            .find(|s| s.binary == "router")
+            .expect("router");
+        assert!(router.env.contains(&(
+            "MEERKAT_PEERS".into(),
+            "dc1=amqp://guest:guest@127.0.0.1:5672/%2f".into()
+        )));
+        assert!(plan[0].env.iter().all(|(k, _)| k != "MEERKAT_PEERS"));
         // The health service is told the same peers.
         let h = with_peers
             .iter()

@@ -1,9 +1,11 @@
 //! The router's configuration: defaults, then a TOML file, then `MEERKAT_*` variables.
+//! `peers` takes a list of tables in TOML, or one string `dc2=amqp://...,dc3=amqp://...` (what
+//! `MEERKAT_PEERS` can carry), as the session replicator's and the health service's do.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
@@ -22,6 +24,21 @@ pub struct Config {
     pub instance_id: String,
     /// Offline messages kept per user (XEP-0160); more are refused with resource-constraint.
     pub max_offline: u32,
+    /// The other DCs: id and the federation upstream URI they are reached by. A stanza from
+    /// another DC is accepted only when it came through the link of the DC it claims
+    /// (`x-received-from`); none = every stanza claiming another DC is refused.
+    #[serde(deserialize_with = "peers_from_list_or_spec")]
+    pub peers: Vec<Peer>,
+    /// How long, in total, a stanza whose handling fails for a transient reason (database or
+    /// broker unreachable, pool timeout) is retried in place, holding its partition, before
+    /// its sender gets `<internal-server-error/>` and the partition moves on.
+    pub transient_retry_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    pub dc: String,
+    pub upstream_uri: String,
 }
 
 impl Default for Config {
@@ -35,6 +52,140 @@ impl Default for Config {
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             instance_id: String::new(),
             max_offline: 1000,
+            peers: Vec::new(),
+            transient_retry_ms: 5000,
         }
+    }
+}
+
+/// Longest allowed `transient_retry_ms`: a partition held longer than this stalls every
+/// sender hashed to it for as long.
+pub const MAX_TRANSIENT_RETRY_MS: u64 = 60_000;
+
+/// A config whose values do not fit together.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config: {key}: {message}")]
+pub struct Invalid {
+    pub key: &'static str,
+    pub message: String,
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> Invalid {
+    Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// The checks the types cannot make; one line naming the key on failure.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.dc.is_empty() {
+            return Err(invalid("dc", "must not be empty"));
+        }
+        if let Some(p) = self.peers.iter().find(|p| p.dc == self.dc) {
+            return Err(invalid("peers", format!("{} is this DC itself", p.dc)));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(p) = self.peers.iter().find(|p| !seen.insert(&p.dc)) {
+            return Err(invalid("peers", format!("{} named twice", p.dc)));
+        }
+        if self.transient_retry_ms > MAX_TRANSIENT_RETRY_MS {
+            return Err(invalid(
+                "transient_retry_ms",
+                format!(
+                    "{} is above {MAX_TRANSIENT_RETRY_MS}: the partition would stall that long",
+                    self.transient_retry_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("peers: expected `dc=uri[,dc=uri...]`, got `{0}`")]
+pub struct BadPeers(String);
+
+/// Parses `dc2=amqp://...,dc3=amqp://...` (empty = no peers).
+pub fn parse_peers(spec: &str) -> Result<Vec<Peer>, BadPeers> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((dc, uri)) if !dc.trim().is_empty() && !uri.trim().is_empty() => Ok(Peer {
+                dc: dc.trim().to_owned(),
+                upstream_uri: uri.trim().to_owned(),
+            }),
+            _ => Err(BadPeers(p.to_owned())),
+        })
+        .collect()
+}
+
+fn peers_from_list_or_spec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Peer>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<Peer>),
+        Spec(String),
+    }
+    match Form::deserialize(d)? {
+        Form::List(list) => Ok(list),
+        Form::Spec(spec) => parse_peers(&spec).map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)]) -> Config {
+        meerkat_runtime::config::load_from(None, env).expect("config")
+    }
+
+    #[test]
+    fn peers_from_env_spec_and_toml() {
+        let c = load(&[(
+            "MEERKAT_PEERS",
+            "dc2=amqp://g:g@127.0.0.1:5672/dc2, dc3=amqp://h/%2f",
+        )]);
+        assert_eq!(
+            c.peers,
+            vec![
+                Peer {
+                    dc: "dc2".into(),
+                    upstream_uri: "amqp://g:g@127.0.0.1:5672/dc2".into()
+                },
+                Peer {
+                    dc: "dc3".into(),
+                    upstream_uri: "amqp://h/%2f".into()
+                },
+            ]
+        );
+        let c: Config = meerkat_runtime::config::load_from(
+            Some("[[peers]]\ndc = \"dc2\"\nupstream_uri = \"amqp://x/y\"\n"),
+            &[],
+        )
+        .expect("config");
+        assert_eq!(c.peers.len(), 1);
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_key() {
+        assert!(
+            meerkat_runtime::config::load_from::<Config>(None, &[("MEERKAT_PEERS", "dc2")])
+                .is_err()
+        );
+        let own = load(&[("MEERKAT_PEERS", "dc1=amqp://x/y")]);
+        assert_eq!(own.validate().map_err(|e| e.key), Err("peers"));
+        let twice = load(&[("MEERKAT_PEERS", "dc2=amqp://x/y,dc2=amqp://x/z")]);
+        assert_eq!(twice.validate().map_err(|e| e.key), Err("peers"));
+        let long = load(&[("MEERKAT_TRANSIENT_RETRY_MS", "600000")]);
+        assert_eq!(
+            long.validate().map_err(|e| e.key),
+            Err("transient_retry_ms")
+        );
+        assert_eq!(Config::default().validate(), Ok(()));
     }
 }

@@ -23,8 +23,10 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::consume::{self, Spec};
+use crate::metrics::ReasonLabel;
 use crate::outbox::{Outbox, Target};
 use crate::{envelope, jids, Ctx};
+use meerkat_bus::origin::{Origins, Refusal};
 use meerkat_bus::Dedup;
 
 const PREFETCH: u16 = 64;
@@ -209,6 +211,17 @@ async fn handle_batch(
             let _ = delivery.ack(BasicAckOptions::default()).await;
             continue;
         }
+        if let Err(refusal) = check_origin(&ctx.origins, delivery.properties.headers().as_ref()) {
+            tracing::warn!(%refusal, message_id = id.as_deref().unwrap_or(""), "message from another DC refused: not from the DC it claims");
+            ctx.metrics
+                .inter_refused
+                .get_or_create(&ReasonLabel {
+                    reason: refusal.reason(),
+                })
+                .inc();
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+            continue;
+        }
         wait_for_data(ctx, delivery.properties.headers().as_ref(), applied).await;
         todo.push((delivery, id));
     }
@@ -256,6 +269,40 @@ async fn handle_batch(
             }
         }
     }
+}
+
+/// Why a message on the inter-DC queue is not believed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OriginRefusal {
+    #[error("no {} header", h::ORIGIN_DC)]
+    NoOrigin,
+    #[error(transparent)]
+    Link(#[from] Refusal),
+}
+
+impl OriginRefusal {
+    /// The metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            OriginRefusal::NoOrigin => "no-origin",
+            OriginRefusal::Link(Refusal::UnknownDc(_)) => "unknown-dc",
+            OriginRefusal::Link(Refusal::NotFederated(_)) => "not-federated",
+            OriginRefusal::Link(Refusal::WrongLink { .. }) => "wrong-link",
+        }
+    }
+}
+
+/// A message on this DC's inter-DC queue must have come through the federation link of the DC
+/// it names in `x-meerkat-origin-dc` (the last `x-received-from` entry names that link), as
+/// session events, data and heartbeats must: otherwise one DC could speak for another (kick
+/// its users' sessions, send as its users). One published in this DC's own broker, which no
+/// link marked, is refused too.
+pub fn check_origin(origins: &Origins, headers: Option<&FieldTable>) -> Result<(), OriginRefusal> {
+    let claimed = headers
+        .get_str(h::ORIGIN_DC)
+        .ok_or(OriginRefusal::NoOrigin)?;
+    origins.check(headers, &claimed)?;
+    Ok(())
 }
 
 /// What a message on the inter-DC queue asks for, read from its headers and body.
@@ -445,6 +492,66 @@ mod tests {
             panic!("expected a stanza");
         };
         assert_eq!((r.key, r.sender), ("bob@example.com".into(), None));
+    }
+
+    fn via(uri: &str) -> Headers {
+        let mut hop = FieldTable::default();
+        hop.insert(
+            "uri".into(),
+            lapin::types::AMQPValue::LongString(uri.into()),
+        );
+        let mut headers = Headers::new();
+        headers.table().insert(
+            meerkat_bus::origin::RECEIVED_FROM.into(),
+            lapin::types::AMQPValue::FieldArray(
+                vec![lapin::types::AMQPValue::FieldTable(hop)].into(),
+            ),
+        );
+        headers
+    }
+
+    #[test]
+    fn only_the_claimed_dcs_link_is_believed() {
+        let origins = Origins::new([
+            ("dc2", "amqp://u:p@127.0.0.1:5672/dc2"),
+            ("dc3", "amqp://127.0.0.1:5672/dc3"),
+        ]);
+        let genuine = via("amqp://127.0.0.1:5672/dc2")
+            .str(h::ORIGIN_DC, "dc2")
+            .build();
+        assert_eq!(check_origin(&origins, Some(&genuine)), Ok(()));
+        let reason =
+            |headers: FieldTable| check_origin(&origins, Some(&headers)).map_err(|e| e.reason());
+        // dc3 speaking for dc2.
+        assert_eq!(
+            reason(
+                via("amqp://127.0.0.1:5672/dc3")
+                    .str(h::ORIGIN_DC, "dc2")
+                    .build()
+            ),
+            Err("wrong-link")
+        );
+        // Published here, claiming dc2.
+        assert_eq!(
+            reason(Headers::new().str(h::ORIGIN_DC, "dc2").build()),
+            Err("not-federated")
+        );
+        assert_eq!(
+            reason(
+                via("amqp://127.0.0.1:5672/dc2")
+                    .str(h::ORIGIN_DC, "dc9")
+                    .build()
+            ),
+            Err("unknown-dc")
+        );
+        assert_eq!(
+            reason(via("amqp://127.0.0.1:5672/dc2").build()),
+            Err("no-origin")
+        );
+        assert_eq!(
+            check_origin(&origins, None).map_err(|e| e.reason()),
+            Err("no-origin")
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod config;
 mod consume;
 pub mod directory;
 mod envelope;
+mod failure;
 mod handlers;
 mod inbound;
 mod inter;
@@ -17,6 +18,7 @@ mod metrics;
 mod outbox;
 mod partition;
 mod route;
+pub mod salvage;
 mod sessions;
 
 use std::net::SocketAddr;
@@ -32,7 +34,7 @@ use meerkat_wire::topology as names;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::Config;
+pub use config::{Config, Peer};
 
 /// How long in-flight work may take after shutdown is requested.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -46,6 +48,8 @@ pub(crate) struct Ctx {
     pub publisher: Publisher,
     pub sessions: sessions::Sessions,
     pub metrics: metrics::Metrics,
+    /// The federation upstream of each peer DC: where a stanza claiming that DC must come from.
+    pub origins: meerkat_bus::origin::Origins,
 }
 
 pub struct Router {
@@ -62,6 +66,7 @@ pub struct Router {
 impl Router {
     /// Connects to PostgreSQL (migrations), starts the AMQP supervisor, binds the admin port.
     pub async fn build(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<Router> {
+        config.validate()?;
         if config.instance_id.is_empty() {
             let id = uuid::Uuid::new_v4().simple().to_string();
             config.instance_id = format!("router-{}", &id[..8]);
@@ -78,7 +83,14 @@ impl Router {
         let metrics = metrics::Metrics::register(&mut registry);
         let admin_state = AdminState::new(registry);
         let admin_addr = config.admin_addr;
+        let origins = meerkat_bus::origin::Origins::new(
+            config
+                .peers
+                .iter()
+                .map(|p| (p.dc.as_str(), p.upstream_uri.as_str())),
+        );
         let ctx = Arc::new(Ctx {
+            origins,
             instance,
             store,
             bus,

@@ -13,6 +13,11 @@ pub struct RoutedLabel {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     /// Stanzas routed, by stanza kind and outcome (delivered, offline, error, dropped, handled).
     pub routed: Family<RoutedLabel, Counter>,
@@ -28,6 +33,14 @@ pub struct Metrics {
     pub inter_in: Counter,
     /// Stanzas for another DC that expired in the federation queue and were routed again.
     pub returned: Counter,
+    /// Stanzas whose handling failed and was given up, by reason: `permanent` (the sender got
+    /// an error at once), `transient` (the retry budget ran out; the sender got an error),
+    /// `unreadable` (the router could not read the delivery).
+    pub failures: Family<ReasonLabel, Counter>,
+    /// Messages from other DCs refused because they did not come through the federation link
+    /// of the DC they claim, by reason: `unknown-dc`, `not-federated`, `wrong-link`,
+    /// `no-origin`.
+    pub inter_refused: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -40,6 +53,8 @@ impl Metrics {
             inter_out: Counter::default(),
             inter_in: Counter::default(),
             returned: Counter::default(),
+            failures: Family::default(),
+            inter_refused: Family::default(),
         };
         registry.register(
             "meerkat_router_stanzas",
@@ -76,7 +91,21 @@ impl Metrics {
             "Stanzas for another DC that expired on the way and were routed again",
             m.returned.clone(),
         );
+        registry.register(
+            "meerkat_router_failures",
+            "Stanzas whose handling failed and was given up, by reason",
+            m.failures.clone(),
+        );
+        registry.register(
+            "meerkat_router_inter_refused",
+            "Messages from other DCs refused: not from the link of the DC they claim",
+            m.inter_refused.clone(),
+        );
         m
+    }
+
+    pub fn failed(&self, reason: &'static str) {
+        self.failures.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     pub fn routed(&self, kind: &str, outcome: Outcome) {

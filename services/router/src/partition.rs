@@ -1,33 +1,35 @@
 //! One route partition: its deliveries are handled one at a time, in order (the queue has a
 //! single active consumer, which keeps each sender's stanzas in order however many routers
-//! run). A delivery is acked only after its deliveries are confirmed and its writes done;
-//! a failure requeues it (at its place in the queue), a duplicate envelope id is dropped.
+//! run). A delivery is acked only after its deliveries are confirmed and its writes done, or
+//! once its sender has been told it failed (failure.rs: permanent at once, transient after
+//! `transient_retry_ms` of retries in place); a duplicate envelope id is dropped.
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use lapin::options::BasicAckOptions;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
 use meerkat_bus::{lapin, Dedup, HeaderExt};
 use meerkat_wire::headers as h;
 use meerkat_wire::topology as names;
+use meerkat_xmpp::stanza::must_not_bounce;
+use meerkat_xmpp::StanzaError;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::consume::{self, Spec};
+use crate::failure::{self, Failure};
 use crate::inbound::Inbound;
 use crate::metrics::Outcome;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Target};
 use crate::route::{self, RemoteArrival};
+use crate::salvage;
 use crate::Ctx;
 
 const PREFETCH: u16 = 64;
-/// A stanza failing this many times in a row is given up (logged), so one poison message
-/// cannot block its partition forever.
-const MAX_ATTEMPTS: u32 = 20;
 /// How long a stanza waits for its sender's session event to reach this router.
 const SESSION_EVENT_WAIT: Duration = Duration::from_secs(2);
 /// How long a stanza from another DC waits for its target session's event (see `arrival`).
@@ -96,37 +98,144 @@ async fn handle_delivery(ctx: &Ctx, delivery: Delivery, seen: &Mutex<Dedup>) {
     let inb = match Inbound::parse(&delivery.data, headers) {
         Ok(i) => i,
         Err(e) => {
-            tracing::warn!(error = %e, "unroutable delivery dropped");
-            let _ = delivery.ack(BasicAckOptions::default()).await;
+            tracing::warn!(error = %e, "unreadable delivery refused");
+            ctx.metrics.failed("unreadable");
+            match answer_unreadable(ctx, &delivery).await {
+                Ok(()) => done(&delivery, id.as_deref(), seen).await,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "error reply not sent; requeued");
+                    tokio::time::sleep(retry_pause(1)).await;
+                    let _ = delivery
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        })
+                        .await;
+                }
+            }
             return;
         }
     };
-    // A failure (database or broker unavailable) is retried here, holding the delivery: the
-    // partition's later stanzas wait behind it, so the sender's order holds. (A requeue would
-    // let the ones already prefetched overtake it.)
+    // A transient failure (database or broker unavailable) is retried here, holding the
+    // delivery: the partition's later stanzas wait behind it, so the sender's order holds. (A
+    // requeue would let the ones already prefetched overtake it.) The wait is bounded by time,
+    // since every sender hashed to this partition waits too; a permanent failure is not
+    // retried at all. Either way the sender is told, and the partition moves on.
+    let budget = Duration::from_millis(ctx.config.transient_retry_ms);
+    let started = tokio::time::Instant::now();
     let mut attempt = 0u32;
-    loop {
-        let result = handle(ctx, &inb).instrument(span.clone()).await;
-        match result {
-            Ok(()) => {
-                if let Some(id) = &id {
-                    seen.lock().insert(id);
-                }
-                let _ = delivery.ack(BasicAckOptions::default()).await;
-                return;
+    let error = loop {
+        let Err(e) = handle(ctx, &inb).instrument(span.clone()).await else {
+            done(&delivery, id.as_deref(), seen).await;
+            return;
+        };
+        attempt += 1;
+        match failure::classify(&e) {
+            Failure::Permanent(error) => {
+                tracing::warn!(error = %format!("{e:#}"), from = %inb.from, "stanza refused: permanent failure");
+                ctx.metrics.failed("permanent");
+                break error;
             }
-            Err(e) => {
-                attempt += 1;
-                if attempt >= MAX_ATTEMPTS {
-                    tracing::error!(error = %e, attempts = attempt, "stanza given up after repeated failures");
-                    let _ = delivery.ack(BasicAckOptions::default()).await;
-                    return;
+            Failure::Transient => {
+                let pause = retry_pause(attempt);
+                if started.elapsed() + pause > budget {
+                    tracing::error!(error = %format!("{e:#}"), attempts = attempt, from = %inb.from, "stanza given up: failures outlasted transient_retry_ms");
+                    ctx.metrics.failed("transient");
+                    break failure::gave_up();
                 }
-                tracing::warn!(error = %e, attempt, "routing failed; retrying in place");
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(10)))).await;
+                tracing::warn!(error = %format!("{e:#}"), attempt, "routing failed; retrying in place");
+                tokio::time::sleep(pause).await;
             }
         }
+    };
+    match answer(ctx, &inb, &error).instrument(span).await {
+        Ok(()) => done(&delivery, id.as_deref(), seen).await,
+        Err(e) => {
+            // Not even the error got out (the broker is away): the delivery goes back to the
+            // queue and is tried again, never dropped unanswered.
+            tracing::warn!(error = %format!("{e:#}"), "error reply not sent; requeued");
+            tokio::time::sleep(retry_pause(attempt)).await;
+            let _ = delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await;
+        }
     }
+}
+
+/// The wait before retry `attempt` (1-based): 50 ms doubling, at most 1 s.
+fn retry_pause(attempt: u32) -> Duration {
+    Duration::from_millis(50u64 << attempt.saturating_sub(1).min(4)).min(Duration::from_secs(1))
+}
+
+async fn done(delivery: &Delivery, id: Option<&str>, seen: &Mutex<Dedup>) {
+    if let Some(id) = id {
+        seen.lock().insert(id);
+    }
+    let _ = delivery.ack(BasicAckOptions::default()).await;
+}
+
+/// Tells the sender of `inb` that it was not handled (never an error to an error or a result,
+/// RFC 6120 §8.3.1), without its payload (`failure::bare_error_reply`).
+async fn answer(ctx: &Ctx, inb: &Inbound, error: &StanzaError) -> anyhow::Result<()> {
+    if must_not_bounce(&inb.el) {
+        ctx.metrics.routed(inb.kind.as_str(), Outcome::Dropped);
+        return Ok(());
+    }
+    let mut reply = failure::bare_error_reply(&inb.el, error);
+    if reply.attr("to").is_none() {
+        reply.set_attr("to", inb.from.clone());
+    }
+    let mut out = Outbox::new(inb.hops);
+    route::reply(ctx, inb, &mut out, &reply);
+    out.flush(ctx).await?;
+    ctx.metrics.routed(inb.kind.as_str(), Outcome::Error);
+    Ok(())
+}
+
+/// Tells the sending client of a stanza this router cannot read (`<bad-request/>`), from what
+/// its start tag still says (salvage.rs). Only a client's own stanza names its session and
+/// gateway; for anything else there is no one to tell (logged and counted by the caller).
+async fn answer_unreadable(ctx: &Ctx, delivery: &Delivery) -> anyhow::Result<()> {
+    let headers = delivery.properties.headers().as_ref();
+    let kind = headers.get_str(h::KIND);
+    if kind.is_some_and(|k| k != h::kind::STANZA) {
+        return Ok(());
+    }
+    let (Some(session), Some(gateway), Some(sender)) = (
+        headers
+            .get_str(h::SESSION)
+            .and_then(|s| Uuid::parse_str(&s).ok()),
+        headers.get_str(h::GATEWAY),
+        headers.get_str(h::SENDER),
+    ) else {
+        return Ok(());
+    };
+    let Some(head) = salvage::head(&delivery.data) else {
+        return Ok(());
+    };
+    if matches!(head.attr("type"), Some("error" | "result")) {
+        return Ok(());
+    }
+    let mut stanza = meerkat_xmpp::Element::new(head.name.clone(), meerkat_xmpp::ns::CLIENT);
+    for (k, v) in &head.attrs {
+        stanza.set_attr(k.clone(), v.clone());
+    }
+    // The gateway stamped the sender; the tag's own `from` is not trusted over it.
+    stanza.set_attr("from", sender);
+    let reply = failure::bare_error_reply(&stanza, &StanzaError::bad_request());
+    let mut out = Outbox::new(0);
+    out.deliver(
+        Target {
+            dc: String::new(),
+            gateway,
+            session,
+        },
+        &reply,
+    );
+    out.flush(ctx).await
 }
 
 /// Where a stanza from another DC goes. Its target session opened here before the other DC

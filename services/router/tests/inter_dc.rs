@@ -2,131 +2,66 @@
 //! broker: a stanza arriving on `meerkat.inter.stanzas` for this DC reaches its session
 //! (once, even if the federation delivers it twice) or is re-resolved when that session is
 //! not here; a session of another DC in the directory gets its stanzas wrapped for that DC;
-//! conflict kicks cross DCs both ways.
+//! conflict kicks cross DCs both ways; a message that did not come through the federation link
+//! of the DC it claims is refused.
 
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt as _;
-use meerkat_bus::lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions,
-};
-use meerkat_bus::lapin::types::FieldTable;
-use meerkat_bus::lapin::{self, BasicProperties, Connection};
-use meerkat_bus::{Bus, HeaderExt, Headers, Publisher};
+use meerkat_bus::lapin::types::{AMQPValue, FieldTable};
+use meerkat_bus::lapin::BasicProperties;
+use meerkat_bus::{HeaderExt, Headers};
 use meerkat_testkit::client::pred::message_with_body;
-use meerkat_testkit::client::Client;
 use meerkat_testkit::stack::{Dc, StackOptions};
 use meerkat_wire::headers as h;
 use meerkat_wire::topology as names;
 use meerkat_wire::{SessionEvent, SessionEventKind, SessionInfo};
-use meerkat_xmpp::{ns, Element};
-use tokio_util::sync::CancellationToken;
+use meerkat_xmpp::Element;
 use uuid::Uuid;
 
-const WAIT: Duration = Duration::from_secs(10);
+mod common;
+use common::*;
 
-fn user(prefix: &str) -> String {
-    format!(
-        "{prefix}{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    )
-}
+/// The federation upstream this DC's router is told DC 2 is reached by. The other DC is
+/// simulated by publishing on this DC's broker, so the test writes the `x-received-from` entry
+/// the federation link would append.
+const DC2_LINK: &str = "amqp://127.0.0.1:5672/dc2-link";
+/// Another DC's link.
+const DC3_LINK: &str = "amqp://127.0.0.1:5672/dc3-link";
 
-struct Amqp {
-    conn: Arc<Connection>,
-    publisher: Publisher,
-    _stop: CancellationToken,
-}
-
-async fn amqp(dc: &Dc) -> Amqp {
-    let stop = CancellationToken::new();
-    let bus = Bus::start(&dc.amqp_url, "inter-dc-test", stop.clone());
-    let conn = tokio::time::timeout(WAIT, bus.connected())
-        .await
-        .unwrap()
-        .unwrap();
-    Amqp {
-        conn,
-        publisher: Publisher::new(bus),
-        _stop: stop,
-    }
-}
-
-/// A queue of our own bound to `exchange` with `key`, consumed.
-async fn listen(a: &Amqp, exchange: &str, key: &str) -> lapin::Consumer {
-    let ch = a.conn.create_channel().await.unwrap();
-    let q = ch
-        .queue_declare(
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    ch.queue_bind(
-        q.name().as_str(),
-        exchange,
-        key,
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.basic_consume(
-        q.name().as_str(),
-        "test",
-        BasicConsumeOptions::default(),
-        FieldTable::default(),
-    )
+/// One DC whose routers know DC 2 and DC 3 by their links. No health service: it would declare
+/// the silent simulated DCs down and purge their sessions.
+async fn dc() -> Dc {
+    Dc::start(StackOptions {
+        peers: vec![
+            ("dc2".into(), DC2_LINK.into()),
+            ("dc3".into(), DC3_LINK.into()),
+        ],
+        health: false,
+        ..StackOptions::default()
+    })
     .await
     .unwrap()
 }
 
-async fn next(c: &mut lapin::Consumer) -> lapin::message::Delivery {
-    let d = tokio::time::timeout(WAIT, c.next())
-        .await
-        .expect("a message in time")
-        .unwrap()
-        .unwrap();
-    d.ack(BasicAckOptions::default()).await.unwrap();
-    d
-}
-
-/// The session event of `jid` that makes it available, from our own sessions queue.
-async fn available_session(events: &mut lapin::Consumer, jid: &str) -> SessionInfo {
-    loop {
-        let d = next(events).await;
-        let e = SessionEvent::from_json(&d.data).unwrap();
-        if e.session.jid == jid && e.session.available {
-            return e.session;
-        }
-    }
-}
-
-/// Registered, logged in, roster requested, available.
-async fn online(dc: &Dc, name: &str, resource: &str) -> Client {
-    Client::register_account(&dc.client(), name, "secret-pw")
-        .await
-        .unwrap();
-    let mut c = Client::login(&dc.client(), name, "secret-pw", Some(resource))
-        .await
-        .unwrap();
-    c.iq_ok("get", None, Element::new("query", ns::ROSTER))
-        .await
-        .unwrap();
-    c.send_presence().await.unwrap();
-    c
-}
-
-/// What another DC's router publishes for a session here.
+/// What DC 2's router publishes for a session here, arriving through DC 2's link.
 async fn from_other_dc(a: &Amqp, id: &str, kind: &str, session: Uuid, stanza: Option<&Element>) {
+    from_dc(a, id, kind, session, stanza, "dc2", Some(DC2_LINK)).await;
+}
+
+/// A message on this DC's inter-DC exchange that claims to come from `claimed` and arrived
+/// through the link `via` (none: published in this DC itself).
+async fn from_dc(
+    a: &Amqp,
+    id: &str,
+    kind: &str,
+    session: Uuid,
+    stanza: Option<&Element>,
+    claimed: &str,
+    via: Option<&str>,
+) {
     let mut body = format!(
         "<route xmlns='{}' from='dc2.example.com' to='dc1.example.com'>",
         h::ROUTE_NS
@@ -139,11 +74,25 @@ async fn from_other_dc(a: &Amqp, id: &str, kind: &str, session: Uuid, stanza: Op
         .u64(h::WIRE, 1)
         .str(h::KIND, kind)
         .str(h::SESSION, &session.to_string())
-        .str(h::ORIGIN_DC, "dc2")
         .str(h::TARGET_DC, "dc1")
         .u64(h::HOPS, 2);
+    if !claimed.is_empty() {
+        headers = headers.str(h::ORIGIN_DC, claimed);
+    }
     if let Some(from) = stanza.and_then(|s| s.attr("from")) {
         headers = headers.str(h::SENDER, from);
+    }
+    if let Some(uri) = via {
+        let mut hop = FieldTable::default();
+        hop.insert("uri".into(), AMQPValue::LongString(uri.into()));
+        hop.insert(
+            "exchange".into(),
+            AMQPValue::LongString(names::INTER_STANZAS_EXCHANGE.into()),
+        );
+        headers.table().insert(
+            meerkat_bus::origin::RECEIVED_FROM.into(),
+            AMQPValue::FieldArray(vec![AMQPValue::FieldTable(hop)].into()),
+        );
     }
     let props = BasicProperties::default()
         .with_message_id(id.into())
@@ -153,14 +102,6 @@ async fn from_other_dc(a: &Amqp, id: &str, kind: &str, session: Uuid, stanza: Op
         .publish(names::INTER_STANZAS_EXCHANGE, "dc1", props, body.as_bytes())
         .await
         .unwrap();
-}
-
-fn chat(from: &str, to: &str, body: &str) -> Element {
-    Element::new("message", ns::CLIENT)
-        .with_attr("from", from.to_owned())
-        .with_attr("to", to.to_owned())
-        .with_attr("type", "chat")
-        .with_child(Element::new("body", ns::CLIENT).with_text(body.to_owned()))
 }
 
 /// A session of DC 2 as its replicator republishes it into this DC's session fanout.
@@ -194,7 +135,7 @@ async fn remote_session(a: &Amqp, jid: &str, id: Uuid) {
 
 #[tokio::test]
 async fn stanzas_from_another_dc_reach_their_session_once() {
-    let dc = Dc::start(StackOptions::default()).await.unwrap();
+    let dc = dc().await;
     let a = amqp(&dc).await;
     let mut events = listen(&a, names::SESSIONS_EXCHANGE, "").await;
     let bob = user("bob");
@@ -251,7 +192,7 @@ async fn stanzas_from_another_dc_reach_their_session_once() {
 
 #[tokio::test]
 async fn sessions_of_another_dc_get_wrapped_stanzas() {
-    let dc = Dc::start(StackOptions::default()).await.unwrap();
+    let dc = dc().await;
     let a = amqp(&dc).await;
     let mut to_dc2 = listen(&a, names::INTER_STANZAS_EXCHANGE, "dc2").await;
     let mut events = listen(&a, names::SESSIONS_EXCHANGE, "").await;
@@ -329,5 +270,89 @@ async fn sessions_of_another_dc_get_wrapped_stanzas() {
     b.expect("own message", message_with_body("still here"))
         .await
         .unwrap();
+    dc.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn stanzas_not_from_the_dc_they_claim_are_refused() {
+    let dc = dc().await;
+    let a = amqp(&dc).await;
+    let mut events = listen(&a, names::SESSIONS_EXCHANGE, "").await;
+    let bob = user("bob");
+    let mut b = online(&dc, &bob, "desk").await;
+    let bob_full = format!("{bob}@example.com/desk");
+    let session = available_session(&mut events, &bob_full).await;
+    let send = |body: &str| chat("alice@example.com/far", &bob_full, body);
+
+    // DC 3 speaking for DC 2; a message published in this DC's own broker claiming DC 2; one
+    // claiming a DC that is no peer; one claiming no DC at all; a conflict kick through DC 3's
+    // link for DC 2's user.
+    let forged: [(&str, &str, Option<&str>); 4] = [
+        ("forged: dc3 as dc2", "dc2", Some(DC3_LINK)),
+        ("forged: local as dc2", "dc2", None),
+        ("forged: dc9", "dc9", Some(DC2_LINK)),
+        ("forged: no origin", "", Some(DC2_LINK)),
+    ];
+    for (body, claimed, via) in forged {
+        let m = send(body);
+        let id = Uuid::new_v4().to_string();
+        from_dc(
+            &a,
+            &id,
+            h::kind::STANZA,
+            session.session_id,
+            Some(&m),
+            claimed,
+            via,
+        )
+        .await;
+    }
+    let id = Uuid::new_v4().to_string();
+    from_dc(
+        &a,
+        &id,
+        h::kind::CONFLICT,
+        session.session_id,
+        None,
+        "dc2",
+        Some(DC3_LINK),
+    )
+    .await;
+    // Then the genuine one, through DC 2's link: it arrives, and none of the forged ones did
+    // (they were ahead of it in the same queue, which one consumer takes in order).
+    let m = send("genuine");
+    from_other_dc(
+        &a,
+        &Uuid::new_v4().to_string(),
+        h::kind::STANZA,
+        session.session_id,
+        Some(&m),
+    )
+    .await;
+    b.expect("the genuine message", message_with_body("genuine"))
+        .await
+        .unwrap();
+    b.expect_none(Duration::from_millis(700), |s: &Element| {
+        s.get_child("body", meerkat_xmpp::ns::CLIENT)
+            .is_some_and(|body| body.text().starts_with("forged"))
+    })
+    .await
+    .unwrap();
+    // The session was not kicked: its own message still comes back.
+    b.send_message(&bob_full, "still here").await.unwrap();
+    b.expect("own message", message_with_body("still here"))
+        .await
+        .unwrap();
+    // Counted, by reason.
+    let metrics = metrics(&dc).await;
+    for (reason, n) in [
+        ("wrong-link", 2),
+        ("not-federated", 1),
+        ("unknown-dc", 1),
+        ("no-origin", 1),
+    ] {
+        let line = format!("meerkat_router_inter_refused_total{{reason=\"{reason}\"}} {n}");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
     dc.stop().await.unwrap();
 }

@@ -231,13 +231,8 @@ impl ProcMultiDc {
                 &logs,
             )?;
             replicator.wait_ready().await?;
-            let mut router = ProcService::spawn(
-                "router",
-                &b.dc,
-                &format!("{}-router1", b.dc),
-                &common,
-                &logs,
-            )?;
+            let mut router =
+                ProcService::spawn("router", &b.dc, &format!("{}-router1", b.dc), &e, &logs)?;
             // A stanza published before the routers consume would be dropped.
             router.wait_ready().await?;
             let c2s = SocketAddr::from(([127, 0, 0, 1], free_port()?));

@@ -26,7 +26,8 @@ pub struct StackOptions {
     pub amqp_url: Option<String>,
     /// Start a session replicator too (multi-DC tests; `multi::MultiDc` sets it).
     pub replicator: bool,
-    /// The other DCs, as (DC id, upstream URI of its broker): the replicator's peers.
+    /// The other DCs, as (DC id, upstream URI of its broker): the peers of the replicator, the
+    /// health service and the routers.
     pub peers: Vec<(String, String)>,
     /// The replicator's `outbox_retention_secs` (its default when `None`).
     pub outbox_retention_secs: Option<u64>,
@@ -231,6 +232,15 @@ impl Dc {
             database_url: self.database_url.clone(),
             instance_id: format!("{}-router{n}-{}", self.options.dc, short_id()),
             max_offline: self.options.max_offline.unwrap_or(defaults.max_offline),
+            peers: self
+                .options
+                .peers
+                .iter()
+                .map(|(dc, uri)| router::Peer {
+                    dc: dc.clone(),
+                    upstream_uri: uri.clone(),
+                })
+                .collect(),
             ..defaults
         };
         let handle = ServiceHandle::spawn(

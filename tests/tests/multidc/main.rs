@@ -14,6 +14,7 @@ mod data;
 mod failover;
 mod federation;
 mod gateways;
+mod origin;
 mod presence;
 mod replication;
 mod restarts;
