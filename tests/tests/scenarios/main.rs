@@ -2,6 +2,7 @@
 //! vhost, fresh database) on the shared broker and database of the test run.
 
 mod auth;
+mod delivery;
 mod interop;
 mod offline;
 mod resilience;
