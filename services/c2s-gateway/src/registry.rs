@@ -106,7 +106,9 @@ impl Mailbox {
 pub enum Next {
     Item(Outbound),
     /// More waits than the cap allows: the client does not read fast enough.
-    Overflowed { bytes: usize },
+    Overflowed {
+        bytes: usize,
+    },
 }
 
 impl Inbox {

@@ -478,7 +478,10 @@ async fn end_session(ctx: &Ctx, st: &mut State) {
 /// left in the mailbox, until it is empty and marked gone. Returns how many.
 async fn bounce_unwritten(ctx: &Ctx, id: Uuid, unwritten: Option<String>, inbox: &Inbox) -> usize {
     let mut n = 0;
-    for xml in unwritten.into_iter().chain(std::iter::from_fn(|| inbox.drain())) {
+    for xml in unwritten
+        .into_iter()
+        .chain(std::iter::from_fn(|| inbox.drain()))
+    {
         if !crate::delivery::bounce(ctx, xml.as_bytes(), Some(id), HOPS - 1).await {
             tracing::error!(session = %id, "could not send an undelivered stanza back to the routers");
         }

@@ -2,6 +2,9 @@
 //! socket is cut off without stalling anyone else's deliveries and without losing what was
 //! sent to it; a client that floods is slowed down without affecting anyone else.
 
+// Test helpers panic on failure by design.
+#![allow(clippy::unwrap_used)]
+
 use std::num::{NonZeroU32, NonZeroU64};
 use std::time::{Duration, Instant};
 
@@ -163,7 +166,10 @@ async fn slow_reader(gateway: c2s_gateway::Config, condition: &str, count: usize
     );
 
     // Sent after the cut: the slow user has no session now, so this waits offline.
-    flooder.send_message(&slow_bare, "after the cut").await.unwrap();
+    flooder
+        .send_message(&slow_bare, "after the cut")
+        .await
+        .unwrap();
 
     // What the slow client's socket still held, then the end of its stream.
     let held = read_until_end(&mut slow).await;
@@ -175,9 +181,11 @@ async fn slow_reader(gateway: c2s_gateway::Config, condition: &str, count: usize
         .unwrap();
     again.send_presence().await.unwrap();
     again
-        .expect_within(Duration::from_secs(60), "the message sent after the cut", |el| {
-            body(el).as_deref() == Some("after the cut")
-        })
+        .expect_within(
+            Duration::from_secs(60),
+            "the message sent after the cut",
+            |el| body(el).as_deref() == Some("after the cut"),
+        )
         .await
         .unwrap();
     let offline: Vec<String> = again.buffered().filter_map(body).collect();

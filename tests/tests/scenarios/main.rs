@@ -3,6 +3,7 @@
 
 mod auth;
 mod delivery;
+mod flood;
 mod interop;
 mod offline;
 mod resilience;
