@@ -138,10 +138,15 @@ pub async fn bounce(ctx: &Ctx, body: &[u8], session: Option<Uuid>, hops: u64) ->
                 .u64(h::HOPS, hops)
                 .build(),
         );
-    ctx.publisher
+    let sent = ctx
+        .publisher
         .publish(names::ROUTE_EXCHANGE, &key, props, body)
         .await
-        .is_ok()
+        .is_ok();
+    if sent {
+        ctx.metrics.bounced.inc();
+    }
+    sent
 }
 
 fn bare(jid: &str) -> String {

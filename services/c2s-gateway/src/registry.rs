@@ -24,6 +24,9 @@ pub enum Outbound {
     Announce,
 }
 
+/// Slots an emptied mailbox may keep; beyond, it lets them go.
+const IDLE_CAPACITY: usize = 16;
+
 /// The sending side of a session's mailbox: cheap to clone, never blocks.
 #[derive(Clone)]
 pub struct Mailbox(Arc<Slot>);
@@ -123,6 +126,10 @@ impl Inbox {
                 if let Some(item) = q.items.pop_front() {
                     if let Outbound::Stanza(xml) = &item {
                         q.bytes -= xml.len();
+                    }
+                    // A burst leaves its capacity behind; an idle session keeps none.
+                    if q.items.is_empty() && q.items.capacity() > IDLE_CAPACITY {
+                        q.items = VecDeque::new();
                     }
                     return Next::Item(item);
                 }
@@ -293,5 +300,17 @@ mod tests {
             assert!(matches!(take(&rx), Some(Next::Item(_))));
         }
         assert!(poll_once(rx.overflowed()).is_none());
+    }
+
+    #[test]
+    fn an_emptied_mailbox_lets_its_burst_capacity_go() {
+        let (tx, rx) = mailbox(usize::MAX);
+        for n in 0..100 {
+            tx.offer(stanza(n)).unwrap();
+        }
+        for _ in 0..100 {
+            assert!(matches!(take(&rx), Some(Next::Item(_))));
+        }
+        assert_eq!(rx.0.queue.lock().items.capacity(), 0);
     }
 }

@@ -77,6 +77,7 @@ pub fn start(
         in_tx,
         activity.clone(),
         ctx.config.client_rates(),
+        ctx.metrics.throttled.clone(),
     ));
     async move {
         let _counted = counted;
@@ -251,6 +252,7 @@ fn read_loop(
     tx: mpsc::Sender<Box<Result<Inbound, ReadError>>>,
     activity: Activity,
     rates: Rates,
+    throttled: prometheus_client::metrics::counter::Counter,
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
         let mut shaper = Shaper::new(rates, Instant::now());
@@ -265,6 +267,7 @@ fn read_loop(
             let pause = shaper.charge(read.saturating_sub(charged), 1, Instant::now());
             charged = read;
             if !pause.is_zero() {
+                throttled.inc();
                 tokio::time::sleep(pause).await;
             }
         }

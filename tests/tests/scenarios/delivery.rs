@@ -149,7 +149,9 @@ async fn slow_reader(gateway: c2s_gateway::Config, condition: &str, count: usize
         }
         assert!(
             started.elapsed() < Duration::from_secs(180),
-            "the slow session was not ended with {condition} within 180 s"
+            "the slow session was not ended with {condition} within 180 s; another user's \
+             deliveries meanwhile took up to {:?}",
+            latencies.iter().max()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -117,6 +117,14 @@ async fn flood(gateway: c2s_gateway::Config, count: usize, body_len: usize) -> D
         })
         .await
         .unwrap();
+    let url = format!("http://{}/metrics", dc.gateways[0].admin);
+    let metrics = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    let throttled: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("meerkat_gateway_throttled_total "))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    eprintln!("reading paused {throttled} times");
+    assert!(throttled > 0, "the gateway never paused reading");
     dc.stop().await.unwrap();
     took
 }
