@@ -1,7 +1,7 @@
 //! The gateway's configuration: defaults, then a TOML file, then `MEERKAT_*` variables.
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -45,6 +45,36 @@ pub struct Config {
     /// How often the gateway tells the DC's health service it lives; well below the health
     /// service's `gateway_down_after_ms`.
     pub heartbeat_interval_ms: u64,
+    /// Longest a write of one stanza to a client may take (the client not reading: its
+    /// socket buffers full). Past it the session ends and what was not written goes back to
+    /// the routers.
+    pub write_timeout_secs: NonZeroU64,
+    /// Bytes of stanzas that may wait for one session beyond what its socket holds. Past it
+    /// the session ends with `<policy-violation/>` and what waited goes back to the routers.
+    /// At least `max_stanza_bytes`.
+    pub max_queued_bytes: usize,
+    /// What a session's client may send, in bytes per second, on average (reading slows down
+    /// beyond it)...
+    pub client_bytes_per_sec: NonZeroU32,
+    /// ... and at once after a pause.
+    pub client_burst_bytes: NonZeroU32,
+    /// Stanzas per second a session's client may send on average (reading slows down beyond
+    /// it)...
+    pub client_stanzas_per_sec: NonZeroU32,
+    /// ... and at once after a pause.
+    pub client_burst_stanzas: NonZeroU32,
+}
+
+impl Config {
+    /// The per-session rate limits on what clients send.
+    pub(crate) fn client_rates(&self) -> crate::shaper::Rates {
+        crate::shaper::Rates {
+            bytes_per_sec: self.client_bytes_per_sec.get(),
+            burst_bytes: self.client_burst_bytes.get(),
+            stanzas_per_sec: self.client_stanzas_per_sec.get(),
+            burst_stanzas: self.client_burst_stanzas.get(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -69,6 +99,12 @@ impl Default for Config {
             max_connections: 100_000,
             auth_failures_before_delay: 3,
             heartbeat_interval_ms: 1000,
+            write_timeout_secs: NonZeroU64::new(30).unwrap_or(NonZeroU64::MIN),
+            max_queued_bytes: 2 * 1024 * 1024,
+            client_bytes_per_sec: NonZeroU32::new(50_000).unwrap_or(NonZeroU32::MIN),
+            client_burst_bytes: NonZeroU32::new(256 * 1024).unwrap_or(NonZeroU32::MIN),
+            client_stanzas_per_sec: NonZeroU32::new(50).unwrap_or(NonZeroU32::MIN),
+            client_burst_stanzas: NonZeroU32::new(200).unwrap_or(NonZeroU32::MIN),
         }
     }
 }

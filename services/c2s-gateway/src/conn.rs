@@ -62,29 +62,48 @@ impl AsyncWrite for Socket {
     }
 }
 
-/// Milliseconds since a fixed start at which the peer last sent a byte.
+/// Milliseconds since a fixed start at which the peer last sent a byte, and how many bytes it
+/// sent (what the session's byte rate limit charges).
 #[derive(Clone)]
 pub struct Activity {
     start: Instant,
-    last_ms: Arc<AtomicU64>,
+    counters: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    last_ms: AtomicU64,
+    bytes: AtomicU64,
 }
 
 impl Activity {
     pub fn new() -> Activity {
         Activity {
             start: Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
+            counters: Arc::default(),
         }
     }
 
     fn touch(&self) {
         let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(now, Ordering::Relaxed);
+        self.counters.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn read(&self, n: usize) {
+        self.touch();
+        self.counters
+            .bytes
+            .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Bytes the peer sent so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.counters.bytes.load(Ordering::Relaxed)
     }
 
     /// Time since the peer last sent anything.
     pub fn idle_for(&self) -> std::time::Duration {
-        let last = self.last_ms.load(Ordering::Relaxed);
+        let last = self.counters.last_ms.load(Ordering::Relaxed);
         self.start
             .elapsed()
             .saturating_sub(std::time::Duration::from_millis(last))
@@ -133,7 +152,7 @@ impl Tracked {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.touch();
+            self.activity.read(buf.filled().len() - before);
         }
         r
     }

@@ -1,8 +1,8 @@
-//! Consumes this gateway's delivery queue and hands each stanza to its session. A stanza for
-//! a session that is gone goes back to the routers as a bounce, never dropped.
+//! Consumes this gateway's delivery queue and hands each stanza to its session's mailbox,
+//! without ever waiting on a session. A stanza for a session that is gone goes back to the
+//! routers as a bounce, never dropped.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::BasicProperties;
@@ -81,23 +81,17 @@ pub async fn run(ctx: Arc<Ctx>) {
                 let el = Element::parse(&String::from_utf8_lossy(&delivery.data)).ok()?;
                 ctx.registry.get_by_jid(el.attr("to")?)
             });
+            // Handing over never waits: this consumer serves every session of the gateway.
+            // A session that cannot take more ends and sends back what waited for it.
             let handed = match (kind.as_str(), tx) {
                 (h::kind::CONFLICT, Some(tx)) => {
-                    let _ = tx.send(Box::new(Outbound::Conflict)).await;
+                    tx.tell(Outbound::Conflict);
                     true
                 }
                 (h::kind::CONFLICT, None) => true,
-                (_, Some(tx)) => {
-                    let xml = String::from_utf8_lossy(&delivery.data).into_owned();
-                    matches!(
-                        tokio::time::timeout(
-                            Duration::from_secs(5),
-                            tx.send(Box::new(Outbound::Stanza(xml)))
-                        )
-                        .await,
-                        Ok(Ok(()))
-                    )
-                }
+                (_, Some(tx)) => tx
+                    .offer(String::from_utf8_lossy(&delivery.data).into_owned())
+                    .is_ok(),
                 (_, None) => false,
             };
             if handed {
@@ -144,10 +138,15 @@ pub async fn bounce(ctx: &Ctx, body: &[u8], session: Option<Uuid>, hops: u64) ->
                 .u64(h::HOPS, hops)
                 .build(),
         );
-    ctx.publisher
+    let sent = ctx
+        .publisher
         .publish(names::ROUTE_EXCHANGE, &key, props, body)
         .await
-        .is_ok()
+        .is_ok();
+    if sent {
+        ctx.metrics.bounced.inc();
+    }
+    sent
 }
 
 fn bare(jid: &str) -> String {

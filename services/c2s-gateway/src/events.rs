@@ -71,7 +71,7 @@ pub async fn run_control(ctx: Arc<Ctx>) {
                         "resync: announcing sessions"
                     );
                     for tx in ctx.registry.all() {
-                        let _ = tx.send(Box::new(Outbound::Announce)).await;
+                        tx.tell(Outbound::Announce);
                     }
                 }
                 // DC status and gateway loss are the routers' and replicator's business.

@@ -13,6 +13,7 @@ mod register;
 mod registry;
 mod sasl;
 mod session;
+mod shaper;
 mod throttle;
 mod tls;
 
@@ -67,6 +68,11 @@ impl Gateway {
         anyhow::ensure!(
             config.heartbeat_interval_ms > 0,
             "heartbeat_interval_ms: must be above 0 (the DC's health service takes a silent gateway for dead)"
+        );
+        anyhow::ensure!(
+            config.max_queued_bytes >= config.max_stanza_bytes,
+            "max_queued_bytes: must be at least max_stanza_bytes ({}), or one stanza could end a session",
+            config.max_stanza_bytes
         );
         if config.instance_id.is_empty() {
             config.instance_id = format!(

@@ -23,6 +23,10 @@ pub struct Metrics {
     pub stanzas_out: Counter,
     pub auth: Family<OutcomeLabel, Counter>,
     pub stream_errors: Family<KindLabel, Counter>,
+    /// Stanzas sent back to the routers undelivered (session gone, or ended before writing them).
+    pub bounced: Counter,
+    /// Times a session's reading paused because its client went over a rate limit.
+    pub throttled: Counter,
 }
 
 impl Metrics {
@@ -34,6 +38,8 @@ impl Metrics {
             stanzas_out: Counter::default(),
             auth: Family::default(),
             stream_errors: Family::default(),
+            bounced: Counter::default(),
+            throttled: Counter::default(),
         };
         registry.register(
             "meerkat_gateway_connections",
@@ -64,6 +70,16 @@ impl Metrics {
             "meerkat_gateway_stream_errors",
             "Streams ended with an error, by condition",
             m.stream_errors.clone(),
+        );
+        registry.register(
+            "meerkat_gateway_bounced",
+            "Stanzas sent back to the routers undelivered (session gone or cut off)",
+            m.bounced.clone(),
+        );
+        registry.register(
+            "meerkat_gateway_throttled",
+            "Times a session stopped reading because its client went over a rate limit",
+            m.throttled.clone(),
         );
         m
     }

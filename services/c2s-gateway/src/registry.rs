@@ -1,10 +1,16 @@
-//! The sessions this gateway instance holds, by session id and by full JID, and the channel
+//! The sessions this gateway instance holds, by session id and by full JID, and the mailbox
 //! into each session's task.
+//!
+//! A mailbox never makes the one who hands something in wait: the delivery consumer is shared
+//! by every session of the gateway, so a session that cannot keep up must not slow the others.
+//! Instead each mailbox counts the bytes of the stanzas waiting in it; past its cap the session
+//! is told to end, and everything still in it goes back to the routers, in order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 /// What other parts of the gateway ask of a session task.
@@ -18,9 +24,156 @@ pub enum Outbound {
     Announce,
 }
 
-/// The channel into a session's task. Boxed: a channel allocates its slots in blocks of 32,
-/// and every idle session keeps its first block.
-pub type Mailbox = mpsc::Sender<Box<Outbound>>;
+/// Slots an emptied mailbox may keep; beyond, it lets them go.
+const IDLE_CAPACITY: usize = 16;
+
+/// The sending side of a session's mailbox: cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct Mailbox(Arc<Slot>);
+
+/// The session's side of its mailbox.
+pub struct Inbox(Arc<Slot>);
+
+struct Slot {
+    /// Bytes of stanzas that may wait before the session is ended.
+    cap: usize,
+    queue: Mutex<Queue>,
+    /// Wakes the session: something was handed in, or the mailbox overflowed. One waiter (the
+    /// session's task), so a stored permit is never lost.
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Outbound>,
+    /// Bytes of the stanzas in `items`.
+    bytes: usize,
+    phase: Phase,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Phase {
+    /// The session writes what it is handed.
+    #[default]
+    Open,
+    /// The session is ending (its cap was passed, or it ended for another reason): what is
+    /// handed in still queues, so that the session bounces everything in the order it came.
+    Ending,
+    /// The session bounced everything: whoever holds a stanza for it bounces it themselves.
+    Gone,
+}
+
+/// A new mailbox that holds at most `cap` bytes of stanzas while its session is open.
+pub fn mailbox(cap: usize) -> (Mailbox, Inbox) {
+    let slot = Arc::new(Slot {
+        cap,
+        queue: Mutex::new(Queue::default()),
+        wake: Notify::new(),
+    });
+    (Mailbox(slot.clone()), Inbox(slot))
+}
+
+impl Mailbox {
+    /// Hands a stanza to the session without waiting. Past the cap the session is told to end
+    /// (the stanza still queues, behind the others, to be bounced with them). `Err` gives the
+    /// stanza back when the session is gone: the caller bounces it.
+    pub fn offer(&self, xml: String) -> Result<(), String> {
+        let mut q = self.0.queue.lock();
+        match q.phase {
+            Phase::Gone => return Err(xml),
+            Phase::Open if q.bytes + xml.len() > self.0.cap => q.phase = Phase::Ending,
+            Phase::Open | Phase::Ending => {}
+        }
+        q.bytes += xml.len();
+        q.items.push_back(Outbound::Stanza(xml));
+        drop(q);
+        self.0.wake.notify_one();
+        Ok(())
+    }
+
+    /// Asks something of the session (not a stanza: it does not count against the cap).
+    /// False when the session is gone.
+    pub fn tell(&self, what: Outbound) -> bool {
+        let mut q = self.0.queue.lock();
+        if q.phase != Phase::Open {
+            return q.phase == Phase::Ending;
+        }
+        q.items.push_back(what);
+        drop(q);
+        self.0.wake.notify_one();
+        true
+    }
+}
+
+/// What the session's task takes from its mailbox.
+pub enum Next {
+    Item(Outbound),
+    /// More waits than the cap allows: the client does not read fast enough.
+    Overflowed {
+        bytes: usize,
+    },
+}
+
+impl Inbox {
+    /// The next thing to do, in the order handed in; waits when there is none.
+    pub async fn next(&self) -> Next {
+        loop {
+            {
+                let mut q = self.0.queue.lock();
+                if q.phase != Phase::Open {
+                    return Next::Overflowed { bytes: q.bytes };
+                }
+                if let Some(item) = q.items.pop_front() {
+                    if let Outbound::Stanza(xml) = &item {
+                        q.bytes -= xml.len();
+                    }
+                    // A burst leaves its capacity behind; an idle session keeps none.
+                    if q.items.is_empty() && q.items.capacity() > IDLE_CAPACITY {
+                        q.items = VecDeque::new();
+                    }
+                    return Next::Item(item);
+                }
+            }
+            self.0.wake.notified().await;
+        }
+    }
+
+    /// Resolves once the mailbox overflowed (to stop a write that does not progress). Not to be
+    /// awaited together with [`Inbox::next`].
+    pub async fn overflowed(&self) -> usize {
+        loop {
+            {
+                let q = self.0.queue.lock();
+                if q.phase != Phase::Open {
+                    return q.bytes;
+                }
+            }
+            self.0.wake.notified().await;
+        }
+    }
+
+    /// The session stops writing: from now on what is handed in only queues for [`Inbox::drain`].
+    pub fn close(&self) {
+        let mut q = self.0.queue.lock();
+        if q.phase == Phase::Open {
+            q.phase = Phase::Ending;
+        }
+    }
+
+    /// Takes the oldest stanza left, or, when none is left, marks the mailbox gone in the same
+    /// step, so that no stanza can slip in behind the last one taken.
+    pub fn drain(&self) -> Option<String> {
+        let mut q = self.0.queue.lock();
+        while let Some(item) = q.items.pop_front() {
+            if let Outbound::Stanza(xml) = item {
+                q.bytes -= xml.len();
+                return Some(xml);
+            }
+        }
+        q.phase = Phase::Gone;
+        None
+    }
+}
 
 #[derive(Default)]
 pub struct Registry {
@@ -34,7 +187,7 @@ struct Inner {
 }
 
 impl Registry {
-    /// Adds a session; returns the channel of a session this one replaces (same full JID).
+    /// Adds a session; returns the mailbox of a session this one replaces (same full JID).
     pub fn insert(&self, id: Uuid, jid: &str, tx: Mailbox) -> Option<Mailbox> {
         let mut inner = self.inner.lock();
         let replaced = inner
@@ -77,5 +230,87 @@ impl Registry {
 
     pub fn len(&self) -> usize {
         self.inner.lock().by_id.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stanza(n: usize) -> String {
+        format!("<message id='{n}'/>")
+    }
+
+    fn take(inbox: &Inbox) -> Option<Next> {
+        poll_once(inbox.next())
+    }
+
+    /// Polls a future once: the mailbox answers at once or waits.
+    fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
+        let mut f = std::pin::pin!(f);
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        }
+    }
+
+    #[test]
+    fn stanzas_come_out_in_the_order_handed_in() {
+        let (tx, rx) = mailbox(1024);
+        for n in 0..3 {
+            tx.offer(stanza(n)).unwrap();
+        }
+        for n in 0..3 {
+            match take(&rx) {
+                Some(Next::Item(Outbound::Stanza(xml))) => assert_eq!(xml, stanza(n)),
+                _ => panic!("expected stanza {n}"),
+            }
+        }
+        assert!(take(&rx).is_none(), "an empty mailbox waits");
+    }
+
+    #[test]
+    fn past_the_cap_the_session_is_told_to_end_and_nothing_is_lost_or_reordered() {
+        let one = stanza(0).len();
+        let (tx, rx) = mailbox(one * 2);
+        tx.offer(stanza(0)).unwrap();
+        tx.offer(stanza(1)).unwrap();
+        assert!(poll_once(rx.overflowed()).is_none(), "at the cap: fine");
+        tx.offer(stanza(2)).unwrap();
+        assert_eq!(poll_once(rx.overflowed()), Some(one * 3));
+        assert!(matches!(take(&rx), Some(Next::Overflowed { .. })));
+        // Still handed in while the session ends: queued behind the others.
+        tx.offer(stanza(3)).unwrap();
+        rx.close();
+        let drained: Vec<String> = std::iter::from_fn(|| rx.drain()).collect();
+        assert_eq!(drained, (0..4).map(stanza).collect::<Vec<_>>());
+        // Gone: the caller gets the stanza back to bounce it itself.
+        assert_eq!(tx.offer(stanza(4)), Err(stanza(4)));
+        assert!(!tx.tell(Outbound::Conflict));
+    }
+
+    #[test]
+    fn taking_a_stanza_frees_its_bytes() {
+        let one = stanza(0).len();
+        let (tx, rx) = mailbox(one);
+        for n in 0..10 {
+            tx.offer(stanza(n)).unwrap();
+            assert!(matches!(take(&rx), Some(Next::Item(_))));
+        }
+        assert!(poll_once(rx.overflowed()).is_none());
+    }
+
+    #[test]
+    fn an_emptied_mailbox_lets_its_burst_capacity_go() {
+        let (tx, rx) = mailbox(usize::MAX);
+        for n in 0..100 {
+            tx.offer(stanza(n)).unwrap();
+        }
+        for _ in 0..100 {
+            assert!(matches!(take(&rx), Some(Next::Item(_))));
+        }
+        assert_eq!(rx.0.queue.lock().items.capacity(), 0);
     }
 }

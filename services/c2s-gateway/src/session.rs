@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lapin::BasicProperties;
 use meerkat_bus::{lapin, Headers};
@@ -19,9 +19,10 @@ use tokio::sync::mpsc;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use crate::conn::{Reader, Transport};
+use crate::conn::{Activity, Reader, Transport};
 use crate::negotiate::{bind_result, Bound, Counted, End};
-use crate::registry::Outbound;
+use crate::registry::{Inbox, Next, Outbound};
+use crate::shaper::{Rates, Shaper};
 use crate::{events, register, Ctx};
 
 /// Hops a stanza may be re-routed after a bounce before offline handling takes over.
@@ -64,20 +65,31 @@ pub fn start(
         directed: HashSet::new(),
     };
     let bind_xml = bind_result(&bound.bind_request, &st.info.jid).to_client_xml();
-    let (tx, mut rx) = mpsc::channel::<Box<Outbound>>(1024);
-    let replaced = ctx.registry.insert(id, &st.info.jid, tx);
+    let (mailbox, inbox) = crate::registry::mailbox(ctx.config.max_queued_bytes);
+    let replaced = ctx.registry.insert(id, &st.info.jid, mailbox);
     ctx.metrics.sessions.inc();
     let activity = transport.activity();
     let (reader, mut writer) = transport.into_parts();
     // What the client sends waits in the channel until the session is announced.
     let (in_tx, mut in_rx) = mpsc::channel(64);
-    let read_task = tokio::spawn(read_loop(reader, in_tx));
+    let read_task = tokio::spawn(read_loop(
+        reader,
+        in_tx,
+        activity.clone(),
+        ctx.config.client_rates(),
+        ctx.metrics.throttled.clone(),
+    ));
     async move {
         let _counted = counted;
         if let Some(old) = replaced {
-            let _ = old.send(Box::new(Outbound::Conflict)).await;
+            old.tell(Outbound::Conflict);
         }
-        let mut w = Writer { inner: &mut writer };
+        let mut w = Writer {
+            inner: &mut writer,
+            timeout: Duration::from_secs(ctx.config.write_timeout_secs.get()),
+        };
+        // A stanza taken from the mailbox whose write did not complete: bounced before the rest.
+        let mut unwritten = None;
         let end = if let Err(end) = Box::pin(announce(&ctx, &st.info, &mut w, bind_xml)).await {
             end
         } else {
@@ -97,16 +109,25 @@ pub fn start(
                         Some(Err(ReadError::Stream(e))) => break End::Error(e),
                         Some(Err(_)) | None => break End::Gone,
                     },
-                    out = rx.recv() => match out.map(|b| *b) {
-                        Some(Outbound::Stanza(xml)) => {
-                            if w.send(&xml).await.is_err() { break End::Gone; }
+                    next = inbox.next() => match next {
+                        Next::Item(Outbound::Stanza(xml)) => {
+                            // A write that waits on a client not reading is cut by the write
+                            // deadline, or sooner when the mailbox overflows meanwhile.
+                            let written = tokio::select! {
+                                r = w.send(&xml) => r,
+                                bytes = inbox.overflowed() => Err(overflowed(bytes)),
+                            };
+                            if let Err(end) = written {
+                                unwritten = Some(xml);
+                                break end;
+                            }
                             ctx.metrics.stanzas_out.inc();
                         }
-                        Some(Outbound::Conflict) => break End::Error(StreamError::with_text("conflict", "replaced by a new connection")),
-                        Some(Outbound::Announce) => {
+                        Next::Item(Outbound::Conflict) => break End::Error(StreamError::with_text("conflict", "replaced by a new connection")),
+                        Next::Item(Outbound::Announce) => {
                             Box::pin(events::publish(&ctx, SessionEventKind::Announce, &st.info)).await;
                         }
-                        None => break End::Gone,
+                        Next::Overflowed { bytes } => break overflowed(bytes),
                     },
                     _ = tick.tick() => {
                         if activity.idle_for() > idle_limit {
@@ -119,9 +140,16 @@ pub fn start(
         };
         read_task.abort();
 
-        // Stop taking deliveries first; whatever still arrives bounces back to the routers.
+        // Stop writing; everything not written, and whatever still arrives until the mailbox
+        // is empty, goes back to the routers in the order it came. Only then does the session
+        // leave the registry: a stanza for it after that is bounced by whoever holds it, behind
+        // these.
+        inbox.close();
+        let bounced = Box::pin(bounce_unwritten(&ctx, id, unwritten, &inbox)).await;
+        if bounced > 0 {
+            tracing::info!(jid = %st.info.jid, session = %id, bounced, "undelivered stanzas sent back to the routers");
+        }
         ctx.registry.remove(id);
-        Box::pin(drain_to_bounce(&ctx, id, &mut rx)).await;
         Box::pin(end_session(&ctx, &mut st)).await;
         let mut transport_end = TransportEnd {
             writer: &mut writer,
@@ -145,19 +173,41 @@ async fn announce(
             "session directory unavailable",
         )));
     }
-    w.send(&bind_xml).await.map_err(|_| End::Gone)
+    w.send(&bind_xml).await
 }
 
-/// The write half, with errors folded into "the connection is gone".
+/// The session's end when its mailbox overflowed: its client does not read what it is sent
+/// (RFC 6120 §4.9.3.14: a local service policy).
+fn overflowed(bytes: usize) -> End {
+    End::Error(StreamError::with_text(
+        "policy-violation",
+        format!("too much waiting to be written ({bytes} bytes): the client does not read"),
+    ))
+}
+
+/// The write half, with a deadline on every write; errors become the session's end.
 struct Writer<'a> {
     inner: &'a mut tokio::io::WriteHalf<crate::conn::Socket>,
+    /// Longest one write may take: past it the client has stopped reading.
+    timeout: Duration,
 }
 
 impl Writer<'_> {
-    async fn send(&mut self, xml: &str) -> std::io::Result<()> {
+    async fn send(&mut self, xml: &str) -> Result<(), End> {
         use tokio::io::AsyncWriteExt;
-        self.inner.write_all(xml.as_bytes()).await?;
-        self.inner.flush().await
+        let write = async {
+            self.inner.write_all(xml.as_bytes()).await?;
+            self.inner.flush().await
+        };
+        match tokio::time::timeout(self.timeout, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Gone),
+            // RFC 6120 §4.9.3.4: the other party seems to have lost the ability to communicate.
+            Err(_) => Err(End::Error(StreamError::with_text(
+                "connection-timeout",
+                "the client does not read what it is sent",
+            ))),
+        }
     }
 }
 
@@ -193,17 +243,32 @@ impl TransportEnd<'_> {
 /// Reads the client's stanzas into `tx`, boxed: a channel allocates its slots in blocks of 32,
 /// and 32 unboxed parse results cost every connection about 5 KiB while it idles.
 /// (A plain function returning the loop: an `async fn` would keep its reader twice.)
+///
+/// Past the session's byte or stanza rate it stops reading for as long as the excess takes to
+/// pay back: the client's bytes wait in its socket and TCP slows it down.
 #[allow(clippy::manual_async_fn)]
 fn read_loop(
     mut reader: Reader,
     tx: mpsc::Sender<Box<Result<Inbound, ReadError>>>,
+    activity: Activity,
+    rates: Rates,
+    throttled: prometheus_client::metrics::counter::Counter,
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
+        let mut shaper = Shaper::new(rates, Instant::now());
+        let mut charged = activity.bytes_read();
         loop {
             let item = reader.next().await;
             let stop = !matches!(item, Ok(Inbound::Stanza(_)));
             if tx.send(Box::new(item)).await.is_err() || stop {
                 return;
+            }
+            let read = activity.bytes_read();
+            let pause = shaper.charge(read.saturating_sub(charged), 1, Instant::now());
+            charged = read;
+            if !pause.is_zero() {
+                throttled.inc();
+                tokio::time::sleep(pause).await;
             }
         }
     }
@@ -240,9 +305,7 @@ async fn client_stanza(
             Err(_) => {
                 if kind != StanzaKind::Presence && !meerkat_xmpp::stanza::must_not_bounce(&el) {
                     let reply = error_reply(&el, &StanzaError::jid_malformed());
-                    w.send(&reply.to_client_xml())
-                        .await
-                        .map_err(|_| End::Gone)?;
+                    w.send(&reply.to_client_xml()).await?;
                 }
                 return Ok(());
             }
@@ -258,14 +321,12 @@ async fn client_stanza(
             if let Some(payload) = el.children().next().cloned() {
                 if payload.ns() == ns::SESSION {
                     let reply = iq_result(&el);
-                    return w.send(&reply.to_client_xml()).await.map_err(|_| End::Gone);
+                    return w.send(&reply.to_client_xml()).await;
                 }
                 if payload.ns() == ns::REGISTER {
                     let (reply, removed) =
                         register::after_auth(ctx, &st.username, &el, &payload).await;
-                    w.send(&reply.to_client_xml())
-                        .await
-                        .map_err(|_| End::Gone)?;
+                    w.send(&reply.to_client_xml()).await?;
                     if removed {
                         return Err(End::Error(StreamError::with_text(
                             "not-authorized",
@@ -416,14 +477,20 @@ async fn end_session(ctx: &Ctx, st: &mut State) {
     events::publish(ctx, SessionEventKind::Close, &st.info).await;
 }
 
-/// Stanzas handed to the session after it stopped reading go back for re-routing.
-async fn drain_to_bounce(ctx: &Ctx, id: Uuid, rx: &mut mpsc::Receiver<Box<Outbound>>) {
-    rx.close();
-    while let Ok(out) = rx.try_recv() {
-        if let Outbound::Stanza(xml) = *out {
-            crate::delivery::bounce(ctx, xml.as_bytes(), Some(id), HOPS - 1).await;
+/// Sends back to the routers, in order, the stanza whose write did not complete and everything
+/// left in the mailbox, until it is empty and marked gone. Returns how many.
+async fn bounce_unwritten(ctx: &Ctx, id: Uuid, unwritten: Option<String>, inbox: &Inbox) -> usize {
+    let mut n = 0;
+    for xml in unwritten
+        .into_iter()
+        .chain(std::iter::from_fn(|| inbox.drain()))
+    {
+        if !crate::delivery::bounce(ctx, xml.as_bytes(), Some(id), HOPS - 1).await {
+            tracing::error!(session = %id, "could not send an undelivered stanza back to the routers");
         }
+        n += 1;
     }
+    n
 }
 
 fn now_ms() -> u64 {

@@ -43,3 +43,40 @@ fn a_database_pool_of_no_connections_is_refused() {
         "stderr: {line}"
     );
 }
+
+#[test]
+fn a_write_deadline_or_rate_of_zero_is_refused() {
+    for var in [
+        "MEERKAT_WRITE_TIMEOUT_SECS",
+        "MEERKAT_CLIENT_BYTES_PER_SEC",
+        "MEERKAT_CLIENT_BURST_BYTES",
+        "MEERKAT_CLIENT_STANZAS_PER_SEC",
+        "MEERKAT_CLIENT_BURST_STANZAS",
+    ] {
+        let line = refused(var, "0");
+        let key = var.trim_start_matches("MEERKAT_").to_lowercase();
+        assert!(
+            line.starts_with(&format!("meerkat: invalid config: {key}"))
+                && line.contains("nonzero"),
+            "stderr: {line}"
+        );
+    }
+}
+
+#[test]
+fn a_queue_cap_below_the_largest_stanza_is_refused_with_one_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_c2s-gateway"))
+        .env_remove("MEERKAT_CONFIG")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env("MEERKAT_MAX_QUEUED_BYTES", "1000")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "stderr: {stderr}");
+    assert!(
+        lines[0].contains("max_queued_bytes: must be at least max_stanza_bytes"),
+        "stderr: {stderr}"
+    );
+}

@@ -38,6 +38,9 @@ pub struct StackOptions {
     pub health: bool,
     /// The routers' `max_offline` (offline messages kept per user; their default when `None`).
     pub max_offline: Option<u32>,
+    /// The gateways' configuration to start from (their defaults when `None`): the stack
+    /// still sets the DC, domain, URLs, addresses, instance id and the options above.
+    pub gateway: Option<c2s_gateway::Config>,
 }
 
 impl Default for StackOptions {
@@ -58,6 +61,7 @@ impl Default for StackOptions {
             data_status_ms: None,
             health: true,
             max_offline: None,
+            gateway: None,
         }
     }
 }
@@ -446,7 +450,7 @@ impl Dc {
             tls_required: self.options.tls_required,
             max_stanza_bytes: self.options.max_stanza_bytes,
             idle_timeout_secs: self.options.idle_timeout_secs,
-            ..c2s_gateway::Config::default()
+            ..self.options.gateway.clone().unwrap_or_default()
         };
         let (addrs_tx, addrs_rx) = tokio::sync::oneshot::channel();
         let handle = ServiceHandle::spawn(

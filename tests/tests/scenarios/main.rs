@@ -2,6 +2,8 @@
 //! vhost, fresh database) on the shared broker and database of the test run.
 
 mod auth;
+mod delivery;
+mod flood;
 mod hostile;
 mod interop;
 mod offline;
