@@ -2,6 +2,7 @@
 //! (TLS, SASL, registration, binding), stamps the authenticated sender on every stanza and
 //! hands it to the routers, announces sessions, and writes what the routers deliver.
 
+mod accounts;
 mod config;
 mod conn;
 mod delivery;
@@ -67,6 +68,10 @@ impl Gateway {
         anyhow::ensure!(
             config.heartbeat_interval_ms > 0,
             "heartbeat_interval_ms: must be above 0 (the DC's health service takes a silent gateway for dead)"
+        );
+        anyhow::ensure!(
+            config.max_sessions_per_account > 0,
+            "max_sessions_per_account: must be above 0 (no account could bind a resource)"
         );
         if config.instance_id.is_empty() {
             config.instance_id = format!(
