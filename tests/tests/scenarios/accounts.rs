@@ -37,10 +37,10 @@ async fn authenticated(
     name: &str,
     pw: &str,
 ) -> Client {
-    let mut c = Client::connect(cfg).await.unwrap();
+    let mut c = Client::connect(cfg).await.expect("connect");
     c.authenticate(Mechanism::ScramSha256, name, pw)
         .await
-        .unwrap()
+        .expect("authenticate io")
         .expect("login");
     c
 }
