@@ -14,6 +14,7 @@ use meerkat_auth::Credentials;
 use meerkat_bus::{lapin, Headers};
 use meerkat_wire::{headers as h, topology as names, ControlEvent, WIRE_VERSION};
 use meerkat_xmpp::StreamError;
+use tokio::sync::mpsc;
 
 use crate::registry::Outbound;
 use crate::Ctx;
@@ -89,7 +90,15 @@ pub async fn end_stale(ctx: &Ctx, username: &str) {
                 condition = e.condition,
                 "ending a session of a changed account"
             );
-            let _ = tx.send(Box::new(Outbound::End(e))).await;
+            // Never wait on one session's full mailbox here: this runs in the gateway's
+            // control consumer.
+            if let Err(mpsc::error::TrySendError::Full(end)) =
+                tx.try_send(Box::new(Outbound::End(e)))
+            {
+                tokio::spawn(async move {
+                    let _ = tx.send(end).await;
+                });
+            }
         }
     }
 }
