@@ -291,7 +291,7 @@ async fn links_log_in_as_a_user_that_can_only_federate() {
     .await
     .unwrap();
     ch1.queue_declare(
-        "meerkat.gw.dc1-gw-1",
+        "meerkat.gateway.dc1-gw-1",
         QueueDeclareOptions {
             durable: true,
             ..QueueDeclareOptions::default()
@@ -338,7 +338,7 @@ async fn links_log_in_as_a_user_that_can_only_federate() {
     let ch = conn.create_channel().await.unwrap();
     let err = ch
         .basic_consume(
-            "meerkat.gw.dc1-gw-1",
+            "meerkat.gateway.dc1-gw-1",
             "thief",
             BasicConsumeOptions::default(),
             FieldTable::default(),
