@@ -313,6 +313,73 @@ fn peers_agree_within_each_dc() {
     }
 }
 
+/// Only the XMPP ports are published on every interface; the operator endpoints (management
+/// UIs, load balancer stats, trace viewer) are bound to `MEERKAT_OPERATOR_BIND`, loopback in
+/// the committed .env and when the variable is unset.
+#[test]
+fn operator_endpoints_are_published_on_loopback_unless_opted_in() {
+    let c = compose();
+    let xmpp = ["5222", "5223", "5232", "5233"];
+    let bind = "${MEERKAT_OPERATOR_BIND:-127.0.0.1}:";
+    let mut operator = BTreeSet::new();
+    for (name, s) in services(&c) {
+        for p in str_list(&s["ports"]) {
+            let host_port = p.trim_start_matches(bind).split(':').next().unwrap();
+            if xmpp.contains(&host_port) {
+                assert_eq!(p.split(':').count(), 2, "{name}: {p}");
+                continue;
+            }
+            assert!(
+                p.starts_with(bind),
+                "{name}: {p} is published on every interface"
+            );
+            operator.insert(host_port.to_owned());
+        }
+    }
+    assert_eq!(
+        operator.into_iter().collect::<Vec<_>>(),
+        ["15672", "15673", "16686", "8404", "8405"]
+    );
+    assert!(read(".env")
+        .lines()
+        .any(|l| l.trim() == "MEERKAT_OPERATOR_BIND=127.0.0.1"));
+}
+
+/// The federation links log in to the other DC's broker as its link user, whose password
+/// that DC's broker setup is given, never as that broker's administrator.
+#[test]
+fn federation_links_use_the_link_user() {
+    let c = compose();
+    for (name, s) in services(&c) {
+        let env = environment(&s);
+        let Some(peers) = env.get("MEERKAT_PEERS") else {
+            continue;
+        };
+        let dc = &env["MEERKAT_DC"];
+        for (other, uri) in peers.split(',').filter_map(|p| p.split_once('=')) {
+            let up = other.to_ascii_uppercase();
+            assert!(
+                !uri.contains("RABBITMQ_USER"),
+                "{name}: {uri} logs in as the administrator"
+            );
+            assert!(
+                uri.starts_with(&format!(
+                    "amqp://meerkat-link:${{{up}_LINK_PASSWORD}}@{other}-rabbitmq:"
+                )),
+                "{name} ({dc}): {uri}"
+            );
+        }
+        if binary(&s).as_deref() == Some("meerkatctl") {
+            let up = dc.to_ascii_uppercase();
+            assert_eq!(
+                env.get("MEERKAT_LINK_PASSWORD").map(String::as_str),
+                Some(format!("${{{up}_LINK_PASSWORD}}").as_str()),
+                "{name}: the link user the other DC logs in as"
+            );
+        }
+    }
+}
+
 /// Each load balancer forwards to a gateway service of this file, and the brokers take the
 /// configuration files the local stack uses too.
 #[test]

@@ -327,6 +327,8 @@ pub(crate) fn federated_dcs(e: &Endpoints) -> Vec<FederatedDc> {
                 .filter(|l| l.to == dc)
                 .map(|l| (layout::dc_id(l.from), l.uri()))
                 .collect(),
+            // The links log in as a user of their own, not as the administrator.
+            link: Some(federation::LinkUser::local()),
         })
         .collect()
 }

@@ -40,6 +40,9 @@ pub struct Config {
     /// Time allowed from connect to a bound resource.
     pub negotiation_timeout_secs: u64,
     pub max_connections: usize,
+    /// Resources one account may have bound on this gateway at once; the next bind gets
+    /// `<resource-constraint/>` (RFC 6120 §7.6.2.1). Counted per gateway instance.
+    pub max_sessions_per_account: usize,
     /// Failed authentications from one address before answers are delayed.
     pub auth_failures_before_delay: u32,
     /// How often the gateway tells the DC's health service it lives; well below the health
@@ -97,6 +100,7 @@ impl Default for Config {
             idle_timeout_secs: 600,
             negotiation_timeout_secs: 60,
             max_connections: 100_000,
+            max_sessions_per_account: 10,
             auth_failures_before_delay: 3,
             heartbeat_interval_ms: 1000,
             write_timeout_secs: NonZeroU64::new(30).unwrap_or(NonZeroU64::MIN),

@@ -74,6 +74,9 @@ pub async fn run_control(ctx: Arc<Ctx>) {
                         tx.tell(Outbound::Announce);
                     }
                 }
+                Ok(ControlEvent::AccountChanged { username, .. }) => {
+                    crate::accounts::end_stale(&ctx, &username).await;
+                }
                 // DC status and gateway loss are the routers' and replicator's business.
                 Ok(ControlEvent::DcStatus { .. } | ControlEvent::GatewayDown { .. }) => {}
                 Err(e) => tracing::warn!(error = %e, "unreadable control event"),

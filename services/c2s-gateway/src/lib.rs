@@ -2,6 +2,7 @@
 //! (TLS, SASL, registration, binding), stamps the authenticated sender on every stanza and
 //! hands it to the routers, announces sessions, and writes what the routers deliver.
 
+mod accounts;
 mod config;
 mod conn;
 mod delivery;
@@ -73,6 +74,10 @@ impl Gateway {
             config.max_queued_bytes >= config.max_stanza_bytes,
             "max_queued_bytes: must be at least max_stanza_bytes ({}), or one stanza could end a session",
             config.max_stanza_bytes
+        );
+        anyhow::ensure!(
+            config.max_sessions_per_account > 0,
+            "max_sessions_per_account: must be above 0 (no account could bind a resource)"
         );
         if config.instance_id.is_empty() {
             config.instance_id = format!(

@@ -16,7 +16,8 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::conn::{Socket, Transport};
-use crate::{register, sasl, session, Ctx};
+use crate::register::AccountChange;
+use crate::{accounts, register, sasl, session, Ctx};
 
 /// Why negotiation stopped without a session.
 pub enum End {
@@ -47,6 +48,8 @@ impl From<std::io::Error> for End {
 pub struct Negotiated {
     /// Authenticated local part, once SASL succeeded.
     pub username: Option<String>,
+    /// Fingerprint of the credentials the user authenticated with (`crate::accounts`).
+    pub credentials: u64,
 }
 
 /// An open client connection's place: one of `max_connections`, and counted in
@@ -97,7 +100,10 @@ pub async fn serve_connection(
     };
     let transport = Transport::new(socket, ctx.limits);
     let deadline = Duration::from_secs(ctx.config.negotiation_timeout_secs);
-    let mut state = Negotiated { username: None };
+    let mut state = Negotiated {
+        username: None,
+        credentials: 0,
+    };
     let mut holder = Some(transport);
     let outcome = tokio::select! {
         o = tokio::time::timeout(deadline, Box::pin(negotiate(&ctx, &mut holder, &mut state, peer))) => o,
@@ -157,6 +163,8 @@ pub async fn finish(ctx: &Ctx, transport: &mut Transport, end: End) {
 pub struct Bound {
     pub username: String,
     pub jid: String,
+    /// Fingerprint of the credentials it authenticated with.
+    pub credentials: u64,
     /// The bind iq to answer once the session is announced.
     pub bind_request: Element,
 }
@@ -308,6 +316,18 @@ async fn negotiate(
                     let allowed = t.is_secure() || !ctx.config.tls_required;
                     match sasl::authenticate(ctx, t, &el, peer, allowed).await? {
                         Some(user) => {
+                            // What the session holds against later account changes: read
+                            // just after the proof was checked against the same row.
+                            state.credentials = match accounts::current(ctx, &user).await {
+                                Ok(Some(fp)) => fp,
+                                Ok(None) => {
+                                    return Err(End::Error(StreamError::with_text(
+                                        "not-authorized",
+                                        "the account was removed",
+                                    )))
+                                }
+                                Err(e) => return Err(End::Error(e)),
+                            };
                             state.username = Some(user);
                             let t = holder.take().ok_or(End::Gone)?;
                             *holder = Some(t.restart());
@@ -343,7 +363,7 @@ async fn pre_session_iq(
     ctx: &Ctx,
     t: &mut Transport,
     iq: Element,
-    state: &Negotiated,
+    state: &mut Negotiated,
 ) -> Result<Option<Bound>, End> {
     let ty = StanzaType::of(&iq);
     if !ty.is_request() {
@@ -377,11 +397,25 @@ async fn pre_session_iq(
             });
             let full = format!("{user}@{}/{resource}", ctx.config.domain);
             match meerkat_xmpp::FullJid::new(&full) {
-                Ok(jid) => Ok(Some(Bound {
-                    username: user.clone(),
-                    jid: jid.to_string(),
-                    bind_request: iq,
-                })),
+                Ok(jid) => {
+                    // RFC 6120 §7.6.2.1: too many resources bound for the account. Counted on
+                    // this gateway (docs/security/accounts-and-links.md says why).
+                    let jid = jid.to_string();
+                    let bare = jid.split('/').next().unwrap_or_default();
+                    let cap = ctx.config.max_sessions_per_account;
+                    if ctx.registry.count_account(bare, &jid) >= cap {
+                        let e = StanzaError::resource_constraint()
+                            .text(format!("at most {cap} sessions per account"));
+                        t.write(&error_reply(&iq, &e).to_client_xml()).await?;
+                        return Ok(None);
+                    }
+                    Ok(Some(Bound {
+                        username: user.clone(),
+                        jid,
+                        credentials: state.credentials,
+                        bind_request: iq,
+                    }))
+                }
                 Err(_) => {
                     t.write(
                         &error_reply(&iq, &StanzaError::bad_request().text("invalid resource"))
@@ -397,9 +431,23 @@ async fn pre_session_iq(
             Ok(None)
         }
         (Some(user), ns::REGISTER) => {
-            let (reply, _removed) = register::after_auth(ctx, user, &iq, &payload).await;
+            let (reply, change) = register::after_auth(ctx, user, &iq, &payload).await;
             t.write(&reply.to_client_xml()).await?;
-            Ok(None)
+            match change {
+                AccountChange::None => Ok(None),
+                AccountChange::Removed => {
+                    accounts::announce(ctx, user).await;
+                    Err(End::Error(StreamError::with_text(
+                        "not-authorized",
+                        "account removed",
+                    )))
+                }
+                AccountChange::Credentials(fp) => {
+                    state.credentials = fp;
+                    accounts::announce(ctx, user).await;
+                    Ok(None)
+                }
+            }
         }
         (Some(_), _) => {
             let reply = error_reply(

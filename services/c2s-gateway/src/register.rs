@@ -71,9 +71,24 @@ fn credentials(password: &str) -> Result<Credentials, StanzaError> {
     })
 }
 
+/// What an authenticated user's registration request did to the account.
+pub enum AccountChange {
+    None,
+    /// The account is gone: the stream must end with `<not-authorized/>` (XEP-0077 §3.2).
+    Removed,
+    /// New credentials, by their fingerprint (`crate::accounts`): the session that changed
+    /// them keeps going with them; the account's other sessions end.
+    Credentials(u64),
+}
+
 /// `jabber:iq:register` from an authenticated user: get (registered), password change,
-/// removal. The flag says whether the account is gone (the stream must then end).
-pub async fn after_auth(ctx: &Ctx, user: &str, iq: &Element, query: &Element) -> (Element, bool) {
+/// removal. The caller records what changed, then announces it (`accounts::announce`).
+pub async fn after_auth(
+    ctx: &Ctx,
+    user: &str,
+    iq: &Element,
+    query: &Element,
+) -> (Element, AccountChange) {
     match StanzaType::of(iq) {
         StanzaType::Get => (
             iq_result_with(
@@ -82,19 +97,19 @@ pub async fn after_auth(ctx: &Ctx, user: &str, iq: &Element, query: &Element) ->
                     .with_child(Element::new("registered", ns::REGISTER))
                     .with_child(Element::new("username", ns::REGISTER).with_text(user)),
             ),
-            false,
+            AccountChange::None,
         ),
         StanzaType::Set if query.has_child("remove", ns::REGISTER) => {
             match ctx.store.delete_account(user).await {
                 Ok(_) => {
                     tracing::info!(user, "account removed");
-                    (iq_result(iq), true)
+                    (iq_result(iq), AccountChange::Removed)
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "account removal failed");
                     (
                         error_reply(iq, &StanzaError::internal_server_error()),
-                        false,
+                        AccountChange::None,
                     )
                 }
             }
@@ -104,7 +119,10 @@ pub async fn after_auth(ctx: &Ctx, user: &str, iq: &Element, query: &Element) ->
                 .child_text("username", ns::REGISTER)
                 .is_none_or(|n| jid::NodePart::new(n.trim()).is_ok_and(|n| n.as_str() == user));
             let Some(password) = query.child_text("password", ns::REGISTER) else {
-                return (error_reply(iq, &StanzaError::bad_request()), false);
+                return (
+                    error_reply(iq, &StanzaError::bad_request()),
+                    AccountChange::None,
+                );
             };
             if !name_ok {
                 return (
@@ -112,25 +130,37 @@ pub async fn after_auth(ctx: &Ctx, user: &str, iq: &Element, query: &Element) ->
                         iq,
                         &StanzaError::not_allowed().text("you can only change your own password"),
                     ),
-                    false,
+                    AccountChange::None,
                 );
             }
             let creds = match credentials(&password) {
                 Ok(c) => c,
-                Err(e) => return (error_reply(iq, &e), false),
+                Err(e) => return (error_reply(iq, &e), AccountChange::None),
             };
             match ctx.store.set_credentials(user, &creds).await {
-                Ok(true) => (iq_result(iq), false),
-                Ok(false) => (error_reply(iq, &StanzaError::item_not_found()), false),
+                Ok(true) => {
+                    tracing::info!(user, "password changed");
+                    (
+                        iq_result(iq),
+                        AccountChange::Credentials(crate::accounts::fingerprint(&creds)),
+                    )
+                }
+                Ok(false) => (
+                    error_reply(iq, &StanzaError::item_not_found()),
+                    AccountChange::None,
+                ),
                 Err(e) => {
                     tracing::error!(error = %e, "password change failed");
                     (
                         error_reply(iq, &StanzaError::internal_server_error()),
-                        false,
+                        AccountChange::None,
                     )
                 }
             }
         }
-        _ => (error_reply(iq, &StanzaError::bad_request()), false),
+        _ => (
+            error_reply(iq, &StanzaError::bad_request()),
+            AccountChange::None,
+        ),
     }
 }

@@ -21,9 +21,10 @@ use uuid::Uuid;
 
 use crate::conn::{Activity, Reader, Transport};
 use crate::negotiate::{bind_result, Bound, Counted, End};
+use crate::register::AccountChange;
 use crate::registry::{Inbox, Next, Outbound};
 use crate::shaper::{Rates, Shaper};
-use crate::{events, register, Ctx};
+use crate::{accounts, events, register, Ctx};
 
 /// Hops a stanza may be re-routed after a bounce before offline handling takes over.
 const HOPS: u64 = 3;
@@ -66,7 +67,8 @@ pub fn start(
     };
     let bind_xml = bind_result(&bound.bind_request, &st.info.jid).to_client_xml();
     let (mailbox, inbox) = crate::registry::mailbox(ctx.config.max_queued_bytes);
-    let replaced = ctx.registry.insert(id, &st.info.jid, mailbox);
+    let credentials = bound.credentials;
+    let replaced = ctx.registry.insert(id, &st.info.jid, credentials, mailbox);
     ctx.metrics.sessions.inc();
     let activity = transport.activity();
     let (reader, mut writer) = transport.into_parts();
@@ -90,7 +92,12 @@ pub fn start(
         };
         // A stanza taken from the mailbox whose write did not complete: bounced before the rest.
         let mut unwritten = None;
-        let end = if let Err(end) = Box::pin(announce(&ctx, &st.info, &mut w, bind_xml)).await {
+        // The account is checked again now that the session is registered: a change made
+        // since authentication ends it here, one made from now on reaches it.
+        let valid = accounts::check(&ctx, &st.username, credentials).await;
+        let end = if let Err(e) = valid {
+            End::Error(e)
+        } else if let Err(end) = Box::pin(announce(&ctx, &st.info, &mut w, bind_xml)).await {
             end
         } else {
             tracing::debug!(jid = %st.info.jid, session = %id, "session bound");
@@ -124,6 +131,7 @@ pub fn start(
                             ctx.metrics.stanzas_out.inc();
                         }
                         Next::Item(Outbound::Conflict) => break End::Error(StreamError::with_text("conflict", "replaced by a new connection")),
+                        Next::Item(Outbound::End(e)) => break End::Error(e),
                         Next::Item(Outbound::Announce) => {
                             Box::pin(events::publish(&ctx, SessionEventKind::Announce, &st.info)).await;
                         }
@@ -324,16 +332,25 @@ async fn client_stanza(
                     return w.send(&reply.to_client_xml()).await;
                 }
                 if payload.ns() == ns::REGISTER {
-                    let (reply, removed) =
+                    let (reply, change) =
                         register::after_auth(ctx, &st.username, &el, &payload).await;
                     w.send(&reply.to_client_xml()).await?;
-                    if removed {
-                        return Err(End::Error(StreamError::with_text(
-                            "not-authorized",
-                            "account removed",
-                        )));
-                    }
-                    return Ok(());
+                    return match change {
+                        AccountChange::None => Ok(()),
+                        AccountChange::Removed => {
+                            accounts::announce(ctx, &st.username).await;
+                            Err(End::Error(StreamError::with_text(
+                                "not-authorized",
+                                "account removed",
+                            )))
+                        }
+                        AccountChange::Credentials(fp) => {
+                            // This session keeps going with the new password (as Prosody).
+                            ctx.registry.set_credentials(st.info.session_id, fp);
+                            accounts::announce(ctx, &st.username).await;
+                            Ok(())
+                        }
+                    };
                 }
                 if payload.ns() == ns::ROSTER && ty == StanzaType::Get && !st.info.interested {
                     st.info.interested = true;

@@ -139,7 +139,7 @@ pub async fn run_local(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<At
                 Ok(ControlEvent::DcStatus { dc, state, .. }) => {
                     dc_status(&ctx, &dc, state).await;
                 }
-                Ok(ControlEvent::GatewayDown { .. }) => {}
+                Ok(ControlEvent::GatewayDown { .. } | ControlEvent::AccountChanged { .. }) => {}
                 Err(e) => tracing::warn!(error = %e, "unreadable control event"),
             }
             let _ = delivery.ack(BasicAckOptions::default()).await;

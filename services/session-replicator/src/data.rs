@@ -67,18 +67,17 @@ async fn publish_from(ctx: &Ctx, after: i64) -> anyhow::Result<i64> {
             return Ok(last);
         }
         for e in entries {
-            publish_change(
-                ctx,
-                &DataChange {
-                    v: 1,
-                    origin_dc: me.dc.clone(),
-                    epoch: me.epoch.clone(),
-                    seq: e.seq,
-                    written_at: e.written_at,
-                    record: e.record,
-                },
-            )
-            .await?;
+            let change = DataChange {
+                v: 1,
+                origin_dc: me.dc.clone(),
+                epoch: me.epoch.clone(),
+                seq: e.seq,
+                written_at: e.written_at,
+                record: e.record,
+            };
+            publish_change(ctx, &change).await?;
+            // A local account change (in-band or `meerkatctl`) ends stale sessions here too.
+            crate::accounts::announce(ctx, &change.record).await;
             last = e.seq;
             ctx.metrics.data_shipped.inc();
         }
@@ -212,6 +211,8 @@ async fn handle_change(ctx: &Ctx, delivery: &Delivery) -> bool {
         .await
     {
         Ok(ApplyOutcome::Applied) => {
+            // Another DC's account change ends this DC's stale sessions of the account.
+            crate::accounts::announce(ctx, &change.record).await;
             if let Record::Offline {
                 username,
                 state: Some(_),
@@ -306,6 +307,7 @@ pub(crate) async fn handle_control(ctx: &Ctx, msg: DataControl) {
         } => {
             let r = store(ctx).apply_copy(&records).await;
             if r.is_ok() {
+                crate::accounts::announce_copied(ctx, &records).await;
                 *ctx.data.lock().copies.entry(copy_id).or_default() += 1;
             }
             r.map_err(Into::into)

@@ -6,6 +6,7 @@
 //! through the federation link of the DC it claims. With a database configured it also
 //! replicates the DC's persistent data (`data.rs`, docs/replication.md).
 
+mod accounts;
 mod actions;
 mod config;
 mod consume;

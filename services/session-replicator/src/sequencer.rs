@@ -53,6 +53,16 @@ impl Sequencer {
         })
     }
 
+    /// Whether the account `bare` (lowercase) has any session here.
+    pub fn has_session(&self, bare: &str) -> bool {
+        self.live.values().any(|s| {
+            s.jid
+                .split('/')
+                .next()
+                .is_some_and(|b| b.eq_ignore_ascii_case(bare))
+        })
+    }
+
     /// The next event of the stream, and the view updated by it. Every event from a local
     /// gateway gets a seq (receivers' directories sort out stale versions); an event of a
     /// session of another DC is not ours to replicate (`None`).

@@ -63,6 +63,60 @@ fn backlog_policies() -> [(&'static str, &'static str, serde_json::Value); 3] {
     ]
 }
 
+/// The broker user the other DCs' federation links log in as on a DC's broker: not the
+/// administrator, and with only what a link needs (see [`link_permissions`]), so a leaked
+/// upstream URI cannot publish to the DC's routers, read its gateways' queues or manage the
+/// broker. No tags: it cannot use the management API.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LinkUser {
+    pub name: String,
+    pub password: String,
+}
+
+/// The link user's default name.
+pub const LINK_USER: &str = "meerkat-link";
+
+impl LinkUser {
+    /// The local stack's and the tests' link user (loopback brokers only): fixed, so that
+    /// every process sharing a broker agrees on it.
+    pub fn local() -> LinkUser {
+        LinkUser {
+            name: LINK_USER.into(),
+            password: "meerkat-link-local".into(),
+        }
+    }
+}
+
+/// A link's permissions on the upstream vhost, as (configure, write, read) regular expressions.
+/// On the upstream broker a link declares its queue `federation: <exchange> -> <downstream>`
+/// and an internal exchange `federation: <exchange> -> <downstream> B`, binds them to each
+/// other and the exchange's bindings to the federated exchange, and consumes the queue. So:
+/// configure and write on those two names, read on them and on the federated exchanges.
+/// Nothing else (not `meerkat.route`, not a gateway's queue, not the default exchange).
+pub fn link_permissions() -> (String, String, String) {
+    let exchanges = FEDERATED_EXCHANGES
+        .iter()
+        .map(|(name, _)| name.replace('.', "\\."))
+        .collect::<Vec<_>>()
+        .join("|");
+    let link_objects = format!("^federation: ({exchanges}) -> ");
+    let read = format!("^(federation: ({exchanges}) -> .*|{exchanges})$");
+    (link_objects.clone(), link_objects, read)
+}
+
+/// `uri` with `user:password@` replaced by the link user's.
+pub fn with_link_user(uri: &str, link: &LinkUser) -> String {
+    let bare = strip_credentials(uri);
+    let Some((scheme, rest)) = bare.split_once("://") else {
+        return uri.to_owned();
+    };
+    format!(
+        "{scheme}://{}:{}@{rest}",
+        percent_encode(&link.name),
+        percent_encode(&link.password)
+    )
+}
+
 /// One DC as federation sees it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FederatedDc {
@@ -80,6 +134,11 @@ pub struct FederatedDc {
     /// through a proxy that can cut the link between just those two).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub via: std::collections::BTreeMap<String, String>,
+    /// The user the other DCs' links log in as here: created by [`configure`] and
+    /// [`configure_dc`], and put into the upstream URIs [`configure`] gives the other DCs.
+    /// `None`: the links use the credentials of `amqp_uri` (not for production).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkUser>,
 }
 
 impl FederatedDc {
@@ -93,12 +152,17 @@ impl FederatedDc {
             vhost: vhost.into(),
             amqp_uri: amqp_uri.into(),
             via: Default::default(),
+            link: Some(LinkUser::local()),
         }
     }
 
-    /// The URI by which DC `downstream` reaches this one.
-    pub fn uri_for(&self, downstream: &str) -> &str {
-        self.via.get(downstream).unwrap_or(&self.amqp_uri)
+    /// The URI by which DC `downstream` reaches this one, as the link user when there is one.
+    pub fn uri_for(&self, downstream: &str) -> String {
+        let uri = self.via.get(downstream).unwrap_or(&self.amqp_uri);
+        match &self.link {
+            Some(link) => with_link_user(uri, link),
+            None => uri.clone(),
+        }
     }
 
     fn api(&self, path: &str) -> String {
@@ -239,7 +303,7 @@ pub async fn configure(dcs: &[FederatedDc]) -> anyhow::Result<()> {
             .filter(|o| o.dc != dc.dc)
             .map(|o| Upstream {
                 dc: o.dc.clone(),
-                uri: o.uri_for(&dc.dc).to_owned(),
+                uri: o.uri_for(&dc.dc),
             })
             .collect();
         federate(dc, &upstreams).await?;
@@ -259,7 +323,30 @@ pub async fn configure_dc(dc: &FederatedDc, upstreams: &[Upstream]) -> anyhow::R
 /// returned-stanza exchange and queue.
 async fn declare_local(dc: &FederatedDc) -> anyhow::Result<()> {
     declare_exchanges(dc).await?;
-    declare_returned_queue(dc).await
+    declare_returned_queue(dc).await?;
+    match &dc.link {
+        Some(link) => declare_link_user(dc, link).await,
+        None => Ok(()),
+    }
+}
+
+/// The link user on `dc`'s broker, with [`link_permissions`] on the DC's vhost and no tags.
+/// Idempotent; a PUT also sets the password again.
+async fn declare_link_user(dc: &FederatedDc, link: &LinkUser) -> anyhow::Result<()> {
+    let user = percent_encode(&link.name);
+    dc.put(
+        &format!("users/{user}"),
+        serde_json::json!({ "password": link.password, "tags": "" }),
+    )
+    .await
+    .with_context(|| format!("link user {} on {}", link.name, dc.dc))?;
+    let (configure, write, read) = link_permissions();
+    dc.put(
+        &format!("permissions/{}/{user}", percent_encode(&dc.vhost)),
+        serde_json::json!({ "configure": configure, "write": write, "read": read }),
+    )
+    .await
+    .with_context(|| format!("permissions of link user {} on {}", link.name, dc.dc))
 }
 
 /// On `dc`'s broker: one upstream per other DC, a policy federating each exchange from all of
@@ -479,6 +566,27 @@ mod tests {
         assert_eq!(parse_upstreams("").unwrap(), vec![]);
         assert!(parse_upstreams("dc2").is_err());
         assert!(parse_upstreams("=amqp://h").is_err());
+    }
+
+    #[test]
+    fn link_user_uri_and_permissions() {
+        let link = LinkUser {
+            name: "meerkat-link".into(),
+            password: "p@ss".into(),
+        };
+        assert_eq!(
+            with_link_user("amqp://guest:guest@10.0.0.2:5672/%2f", &link),
+            "amqp://meerkat-link:p%40ss@10.0.0.2:5672/%2f"
+        );
+        assert_eq!(
+            with_link_user("amqp://10.0.0.2:5672/t-1", &link),
+            "amqp://meerkat-link:p%40ss@10.0.0.2:5672/t-1"
+        );
+        let (configure, write, read) = link_permissions();
+        let xs = r"meerkat\.inter\.stanzas|meerkat\.inter\.sessions|meerkat\.inter\.control|meerkat\.inter\.data|meerkat\.inter\.health";
+        assert_eq!(configure, format!("^federation: ({xs}) -> "));
+        assert_eq!(write, configure);
+        assert_eq!(read, format!("^(federation: ({xs}) -> .*|{xs})$"));
     }
 
     #[test]

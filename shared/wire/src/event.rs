@@ -93,6 +93,16 @@ pub enum ControlEvent {
         epoch: String,
         reported_by: String,
     },
+    /// An account's credentials changed or the account was removed (here, or at another DC
+    /// and now applied here). Every gateway ends the account's sessions that authenticated
+    /// with credentials the account no longer has: `<reset/>` when it still exists,
+    /// `<not-authorized/>` when it is gone (docs/security/accounts-and-links.md).
+    /// Sent by the gateway that made the change in-band and by the replicator for every
+    /// account change it ships or applies; duplicates are harmless.
+    AccountChanged {
+        username: String,
+        reported_by: String,
+    },
 }
 
 impl ControlEvent {
@@ -139,6 +149,14 @@ mod tests {
         assert_eq!(
             String::from_utf8(ctl.to_json()).expect("utf8"),
             r#"{"kind":"resync","requested_by":"r1"}"#
+        );
+        let acc = ControlEvent::AccountChanged {
+            username: "alice".into(),
+            reported_by: "dc1-gw1".into(),
+        };
+        assert_eq!(
+            String::from_utf8(acc.to_json()).expect("utf8"),
+            r#"{"kind":"account_changed","username":"alice","reported_by":"dc1-gw1"}"#
         );
     }
 }

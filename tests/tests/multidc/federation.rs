@@ -232,3 +232,137 @@ async fn one_broker_per_dc_federates_too() {
         Some(strip_credentials(&n1.amqp_url()))
     );
 }
+
+/// Whether `e` is the broker's `ACCESS_REFUSED` for the link user.
+fn refused_to_link_user(e: &lapin::Error) -> bool {
+    let text = e.to_string();
+    text.contains("ACCESS_REFUSED") && text.contains(federation::LINK_USER)
+}
+
+/// The links log in as the link user (not the broker's administrator), which can federate
+/// and nothing else: a leaked upstream URI cannot publish to the routers, read a gateway's
+/// queue, declare anything or use the management API.
+#[tokio::test]
+async fn links_log_in_as_a_user_that_can_only_federate() {
+    let b = federated_vhosts(2).await.unwrap();
+    let link = federation::LinkUser::local();
+    // Every upstream names the link user, and the links run with it (federated_vhosts waited).
+    let http = reqwest::Client::new();
+    for (down, up) in [(&b[1], "dc1"), (&b[0], "dc2")] {
+        let url = format!(
+            "{}api/parameters/federation-upstream/{}/meerkat-{up}",
+            down.vhost.mgmt_url, down.vhost.name
+        );
+        let def: serde_json::Value = http
+            .get(&url)
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let uri = def["value"]["uri"].as_str().unwrap();
+        assert!(uri.starts_with("amqp://meerkat-link:"), "{uri}");
+    }
+    // And what the links carry still crosses.
+    let (_c1, ch1) = channel(&b[0]).await;
+    let (_c2, ch2) = channel(&b[1]).await;
+    let mut in2 = bound_consumer(&ch2, STANZAS, "meerkat.inter.stanzas.dc2", "dc2").await;
+    wait_binding_propagated(&b[0], &b[1], STANZAS, "dc2", Duration::from_secs(10))
+        .await
+        .unwrap();
+    publish(&ch1, STANZAS, "dc2", b"via the link user").await;
+    let d = next_delivery(&mut in2, Duration::from_secs(10))
+        .await
+        .expect("federated message");
+    assert_eq!(d.data, b"via the link user");
+
+    // What a DC's services use, on DC 1: the route exchange and a gateway's queue.
+    ch1.exchange_declare(
+        "meerkat.route",
+        lapin::ExchangeKind::Direct,
+        lapin::options::ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch1.queue_declare(
+        "meerkat.gateway.dc1-gw-1",
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+
+    let uri = federation::with_link_user(&b[0].vhost.amqp_url, &link);
+    let props = ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio);
+    let conn = Connection::connect(&uri, props)
+        .await
+        .expect("the link user logs in");
+    for exchange in ["meerkat.route", STANZAS] {
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let r = async {
+            ch.basic_publish(
+                exchange,
+                "alice@example.com",
+                BasicPublishOptions::default(),
+                b"<message/>",
+                BasicProperties::default(),
+            )
+            .await?
+            .await
+        }
+        .await;
+        // The broker closes the channel; the confirm or the next call reports why.
+        let err = match r {
+            Err(e) => e,
+            Ok(_) => ch
+                .queue_declare("x", QueueDeclareOptions::default(), FieldTable::default())
+                .await
+                .expect_err("channel closed"),
+        };
+        assert!(refused_to_link_user(&err), "publish to {exchange}: {err}");
+    }
+    let ch = conn.create_channel().await.unwrap();
+    let err = ch
+        .basic_consume(
+            "meerkat.gateway.dc1-gw-1",
+            "thief",
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect_err("reading a gateway's queue");
+    assert!(refused_to_link_user(&err), "{err}");
+    let ch = conn.create_channel().await.unwrap();
+    let err = ch
+        .queue_declare(
+            "anything",
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect_err("declaring a queue");
+    assert!(refused_to_link_user(&err), "{err}");
+    // No tags: the management API is closed to it.
+    let status = http
+        .get(format!("{}api/overview", b[0].vhost.mgmt_url))
+        .basic_auth(&link.name, Some(&link.password))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED);
+}

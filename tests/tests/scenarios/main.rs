@@ -1,6 +1,7 @@
 //! End-to-end scenarios: one binary, one module per area. Each test starts its own DC (fresh
 //! vhost, fresh database) on the shared broker and database of the test run.
 
+mod accounts;
 mod auth;
 mod delivery;
 mod flood;

@@ -18,6 +18,9 @@ pub async fn run(cmd: &BrokerCommand) -> anyhow::Result<ExitCode> {
 
 async fn setup(args: &BrokerSetupArgs) -> anyhow::Result<ExitCode> {
     let upstreams = federation::parse_upstreams(&args.peers)?;
+    if args.link_password.is_empty() {
+        anyhow::bail!("link_password: must not be empty (the other DCs' links log in with it)");
+    }
     if let Some(own) = upstreams.iter().find(|u| u.dc == args.dc) {
         anyhow::bail!("peers: {} is this DC itself", own.dc);
     }
@@ -30,6 +33,10 @@ async fn setup(args: &BrokerSetupArgs) -> anyhow::Result<ExitCode> {
         // Only the other DCs' URIs matter here.
         amqp_uri: String::new(),
         via: Default::default(),
+        link: Some(federation::LinkUser {
+            name: args.link_user.clone(),
+            password: args.link_password.clone(),
+        }),
     };
     wait_for_api(&broker, Duration::from_secs(args.wait_secs)).await?;
     federation::configure_dc(&broker, &upstreams)
@@ -43,6 +50,10 @@ async fn setup(args: &BrokerSetupArgs) -> anyhow::Result<ExitCode> {
             federation::strip_credentials(&u.uri)
         );
     }
+    println!(
+        "{}: the other DCs' links log in as {} (federation only)",
+        args.dc, args.link_user
+    );
     println!(
         "{}: broker definitions applied at {}",
         args.dc, broker.mgmt_url

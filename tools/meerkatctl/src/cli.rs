@@ -84,11 +84,18 @@ pub struct BrokerSetupArgs {
         hide_env_values = true
     )]
     pub management_password: String,
-    /// The other DCs and the AMQP URI this broker reaches each by, `dc2=amqp://...[,dc3=...]`:
+    /// The other DCs and the AMQP URI this broker reaches each by, `dc2=amqp://...[,dc3=...]`,
+    /// as each DC's link user (`--link-user` of that DC's setup):
     /// the same value as the session replicator's and the health service's `MEERKAT_PEERS`
     /// (they check the `x-received-from` header against it).
     #[arg(long, env = "MEERKAT_PEERS", hide_env_values = true)]
     pub peers: String,
+    /// The broker user the other DCs' federation links log in as here (created with only
+    /// what a link needs; their `MEERKAT_PEERS` URIs for this DC carry it).
+    #[arg(long, env = "MEERKAT_LINK_USER", default_value = "meerkat-link")]
+    pub link_user: String,
+    #[arg(long, env = "MEERKAT_LINK_PASSWORD", hide_env_values = true)]
+    pub link_password: String,
     /// How long to wait for the management API to answer.
     #[arg(long, default_value_t = 120)]
     pub wait_secs: u64,

@@ -27,6 +27,7 @@ async fn links(cli: &Cli, args: &LinksArgs) -> anyhow::Result<ExitCode> {
             vhost: args.vhost.clone(),
             amqp_uri: String::new(),
             via: Default::default(),
+            link: None,
         },
         (dc, _) => {
             let dc = endpoints::dc(&cli.endpoints, dc.as_deref())?;
@@ -38,6 +39,7 @@ async fn links(cli: &Cli, args: &LinksArgs) -> anyhow::Result<ExitCode> {
                 password: dc.management_password,
                 amqp_uri: dc.amqp_url,
                 via: Default::default(),
+                link: None,
             }
         }
     };
