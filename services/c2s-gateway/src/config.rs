@@ -6,6 +6,23 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::cidr::CidrList;
+
+/// A secret that debug output and logs do not show.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "(none)"
+        } else {
+            "(secret)"
+        })
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
@@ -40,8 +57,33 @@ pub struct Config {
     /// Time allowed from connect to a bound resource.
     pub negotiation_timeout_secs: u64,
     pub max_connections: usize,
-    /// Failed authentications from one address before answers are delayed.
+    /// Failed authentications counted against one address (within `auth_window_secs`, at
+    /// every gateway of the DC) before each further failure is answered more slowly.
     pub auth_failures_before_delay: u32,
+    /// The window of the authentication throttles: counts start at an address's or an
+    /// account's first failure and are forgotten this long after it.
+    pub auth_window_secs: u64,
+    /// Authentication attempts on one account, from anywhere, that may fail within a window;
+    /// beyond it the account's attempts are refused (`<temporary-auth-failure/>`) unverified
+    /// until the window ends. 0: no limit.
+    pub auth_max_failures_per_account: u32,
+    /// Failed authentication attempts from one address (IPv6: its /64) within a window; beyond
+    /// it that address's attempts are refused unverified. 0: no limit.
+    pub auth_max_failures_per_address: u32,
+    /// In-band registrations one address (IPv6: its /64) may make per
+    /// `registration_window_secs`; beyond it `<resource-constraint/>`. 0: no limit.
+    pub registrations_per_address: u32,
+    pub registration_window_secs: u64,
+    /// Addresses whose registrations and logins are not throttled (the local stack's
+    /// loopback); empty in production.
+    pub throttle_relaxed_for: CidrList,
+    /// Load balancers whose connections open with a PROXY protocol header (v1 or v2) naming
+    /// the real client; any other source sending one is cut off. Empty: no PROXY protocol.
+    pub proxy_protocol_from: CidrList,
+    /// Keys the fake SCRAM salts answered for unknown users. Required, and the same at every
+    /// gateway of every DC: a gateway with another secret answers other salts, which tells an
+    /// attacker who asks two which accounts do not exist. At least 16 characters.
+    pub scram_secret: Secret,
     /// How often the gateway tells the DC's health service it lives; well below the health
     /// service's `gateway_down_after_ms`.
     pub heartbeat_interval_ms: u64,
@@ -68,7 +110,34 @@ impl Default for Config {
             negotiation_timeout_secs: 60,
             max_connections: 100_000,
             auth_failures_before_delay: 3,
+            auth_window_secs: 900,
+            auth_max_failures_per_account: 10,
+            auth_max_failures_per_address: 20,
+            registrations_per_address: 1,
+            registration_window_secs: 600,
+            throttle_relaxed_for: CidrList::default(),
+            proxy_protocol_from: CidrList::default(),
+            scram_secret: Secret::default(),
             heartbeat_interval_ms: 1000,
         }
+    }
+}
+
+impl Config {
+    /// Refuses settings the gateway cannot run with, in one line each.
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.heartbeat_interval_ms > 0,
+            "heartbeat_interval_ms: must be above 0 (the DC's health service takes a silent gateway for dead)"
+        );
+        anyhow::ensure!(
+            self.scram_secret.0.len() >= 16,
+            "scram_secret: required, at least 16 characters, the same at every gateway of every DC (it keys the fake SCRAM salts of unknown users)"
+        );
+        anyhow::ensure!(
+            self.auth_window_secs > 0 && self.registration_window_secs > 0,
+            "auth_window_secs, registration_window_secs: must be above 0"
+        );
+        Ok(())
     }
 }
