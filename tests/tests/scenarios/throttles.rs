@@ -28,16 +28,18 @@ async fn strict_dc(gateway_config: Option<fn(&mut c2s_gateway::Config)>) -> Dc {
 }
 
 fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
+    s.parse().expect("an address")
 }
 
 /// A TCP connection to `to` from the loopback address `from` (127/8 is all loopback: each
 /// address is another client as far as the gateway can tell), after sending `preamble`.
 async fn tcp_from(from: &str, to: SocketAddr, preamble: &[u8]) -> TcpStream {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(ip(from), 0)).unwrap();
-    let mut tcp = socket.connect(to).await.unwrap();
-    tcp.write_all(preamble).await.unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::new(ip(from), 0))
+        .expect("bind a loopback address");
+    let mut tcp = socket.connect(to).await.expect("connect");
+    tcp.write_all(preamble).await.expect("send the preamble");
     tcp
 }
 
@@ -60,7 +62,7 @@ async fn register_from(
 
 /// A v2 PROXY header for a client at `source`, as HAProxy's `send-proxy-v2` sends it.
 fn header_for(source: &str, gateway: SocketAddr) -> Vec<u8> {
-    c2s_gateway::proxy::v2_header(source.parse().unwrap(), gateway)
+    c2s_gateway::proxy::v2_header(source.parse().expect("a socket address"), gateway)
 }
 
 /// Whether the server closes the connection without sending a byte, within 5 s.
@@ -258,7 +260,7 @@ async fn two_gateways_of_a_dc_share_the_throttles() {
 
 /// The gateway trusts 127.0.0.2 as its load balancer.
 fn behind_a_balancer(c: &mut c2s_gateway::Config) {
-    c.proxy_protocol_from = "127.0.0.2".parse().unwrap();
+    c.proxy_protocol_from = "127.0.0.2".parse().expect("an address");
 }
 
 #[tokio::test]
@@ -336,7 +338,7 @@ async fn untrusted_or_malformed_proxy_headers_close_the_connection() {
 
 /// The salt and iteration count a gateway answers to a SCRAM-SHA-256 client-first for `name`.
 async fn scram_salt(cfg: &ClientConfig, name: &str) -> String {
-    let mut c = Client::connect(cfg).await.unwrap();
+    let mut c = Client::connect(cfg).await.expect("connect");
     let first = format!("n,,n={name},r=fixednonce");
     c.send_raw(&format!(
         "<auth xmlns='{}' mechanism='SCRAM-SHA-256'>{}</auth>",
@@ -344,10 +346,11 @@ async fn scram_salt(cfg: &ClientConfig, name: &str) -> String {
         B64.encode(first)
     ))
     .await
-    .unwrap();
-    let challenge = c.next(Duration::from_secs(10)).await.unwrap();
+    .expect("send auth");
+    let challenge = c.next(Duration::from_secs(10)).await.expect("a challenge");
     assert!(challenge.is("challenge", ns::SASL), "{challenge}");
-    let text = String::from_utf8(B64.decode(challenge.text().trim()).unwrap()).unwrap();
+    let data = B64.decode(challenge.text().trim()).expect("base64");
+    let text = String::from_utf8(data).expect("UTF-8");
     // r=<nonce>,s=<salt>,i=<iterations>: the nonce differs per exchange, the rest must not.
     text.split(',').skip(1).collect::<Vec<_>>().join(",")
 }
