@@ -18,6 +18,9 @@ pub struct Endpoints {
     pub postgres_port: u16,
     pub gateways_per_dc: u16,
     pub routers_per_dc: u16,
+    /// `up --production-limits`: no relaxed throttles for loopback.
+    #[serde(default)]
+    pub production_limits: bool,
     pub dcs: Vec<DcEndpoints>,
 }
 
@@ -89,6 +92,7 @@ impl Endpoints {
             && self.postgres_port == other.postgres_port
             && self.gateways_per_dc == other.gateways_per_dc
             && self.routers_per_dc == other.routers_per_dc
+            && self.production_limits == other.production_limits
             && self.dcs.len() == other.dcs.len()
     }
 

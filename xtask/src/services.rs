@@ -23,6 +23,7 @@ pub struct Service {
 }
 
 /// What every service of one DC shares.
+#[derive(Clone)]
 pub struct DcEnv<'a> {
     pub dc: u16,
     pub domain: &'a str,
@@ -35,7 +36,13 @@ pub struct DcEnv<'a> {
     pub peers: String,
     /// The management API of the DC's broker (the health service shows the federation links).
     pub management_url: String,
+    /// `up --production-limits`: the gateways' throttles hold for loopback too.
+    pub production_limits: bool,
 }
+
+/// The fake-SCRAM-salt secret every gateway of the local stack shares (all DCs), as every
+/// gateway of a deployment must. The local stack listens on loopback only.
+pub const LOCAL_SCRAM_SECRET: &str = "local-stack-only-scram-secret";
 
 impl Service {
     pub fn log_file(&self) -> PathBuf {
@@ -138,7 +145,16 @@ pub fn plan(env: &DcEnv<'_>, gateways: u16, routers: u16) -> Vec<Service> {
             ("MEERKAT_CERT_PATH".into(), env.cert.display().to_string()),
             ("MEERKAT_KEY_PATH".into(), env.key.display().to_string()),
             ("MEERKAT_REGISTRATION".into(), "true".into()),
+            ("MEERKAT_SCRAM_SECRET".into(), LOCAL_SCRAM_SECRET.into()),
         ]);
+        if !env.production_limits {
+            // Only the registration and login throttles, only for loopback: local clients and
+            // tests create many accounts.
+            e.push((
+                "MEERKAT_THROTTLE_RELAXED_FOR".into(),
+                "127.0.0.0/8,::1".into(),
+            ));
+        }
         out.push(Service {
             binary: "c2s-gateway",
             env: e,
@@ -327,6 +343,7 @@ mod tests {
             key: &key,
             peers: String::new(),
             management_url: "http://127.0.0.1:15682/".into(),
+            production_limits: false,
         };
         let plan = plan(&env, 2, 1);
         let ids: Vec<_> = plan
@@ -355,6 +372,20 @@ mod tests {
         assert_eq!(get("MEERKAT_TLS_ADDR"), Some("127.0.0.1:5233"));
         assert_eq!(get("MEERKAT_DC"), Some("dc2"));
         assert_eq!(get("MEERKAT_REGISTRATION"), Some("true"));
+        assert_eq!(get("MEERKAT_THROTTLE_RELAXED_FOR"), Some("127.0.0.0/8,::1"));
+        assert_eq!(get("MEERKAT_SCRAM_SECRET"), Some(LOCAL_SCRAM_SECRET));
+        let strict = super::plan(
+            &DcEnv {
+                production_limits: true,
+                ..env.clone()
+            },
+            2,
+            1,
+        );
+        assert!(strict[1]
+            .env
+            .iter()
+            .all(|(k, _)| k != "MEERKAT_THROTTLE_RELAXED_FOR"));
         assert!(plan[0].env.iter().all(|(k, _)| k != "MEERKAT_C2S_ADDR"));
 
         // With other DCs, a session replicator too, told its peers.

@@ -39,6 +39,10 @@ pub struct UpArgs {
     /// PostgreSQL's port (when another PostgreSQL holds the default).
     #[arg(long, default_value_t = PG_PORT)]
     pub pg_port: u16,
+    /// Every production default, including the registration and login throttles for
+    /// loopback (without it, loopback clients may register and log in without limit).
+    #[arg(long)]
+    pub production_limits: bool,
 }
 
 pub(crate) fn rabbit(dc: u16) -> RabbitNode {
@@ -76,6 +80,7 @@ pub(crate) fn dc_env<'a>(dc: u16, e: &'a Endpoints) -> DcEnv<'a> {
         key: &e.key_path,
         peers: links::peers(dc, e.dcs.len() as u16),
         management_url: d.management_url.clone(),
+        production_limits: e.production_limits,
     }
 }
 
@@ -90,6 +95,7 @@ fn wanted(args: &UpArgs) -> Endpoints {
         postgres_port: args.pg_port,
         gateways_per_dc: args.gateways,
         routers_per_dc: args.routers,
+        production_limits: args.production_limits,
         dcs: Vec::new(),
     };
     for dc in 1..=args.dcs {

@@ -6,6 +6,23 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::cidr::CidrList;
+
+/// A secret that debug output and logs do not show.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "(none)"
+        } else {
+            "(secret)"
+        })
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
@@ -43,8 +60,33 @@ pub struct Config {
     /// Resources one account may have bound on this gateway at once; the next bind gets
     /// `<resource-constraint/>` (RFC 6120 §7.6.2.1). Counted per gateway instance.
     pub max_sessions_per_account: usize,
-    /// Failed authentications from one address before answers are delayed.
+    /// Failed authentications counted against one address (within `auth_window_secs`, at
+    /// every gateway of the DC) before each further failure is answered more slowly.
     pub auth_failures_before_delay: u32,
+    /// The window of the authentication throttles: counts start at an address's or an
+    /// account's first failure and are forgotten this long after it.
+    pub auth_window_secs: u64,
+    /// Authentication attempts on one account, from anywhere, that may fail within a window;
+    /// beyond it the account's attempts are refused (`<temporary-auth-failure/>`) unverified
+    /// until the window ends. 0: no limit.
+    pub auth_max_failures_per_account: u32,
+    /// Failed authentication attempts from one address (IPv6: its /64) within a window; beyond
+    /// it that address's attempts are refused unverified. 0: no limit.
+    pub auth_max_failures_per_address: u32,
+    /// In-band registrations one address (IPv6: its /64) may make per
+    /// `registration_window_secs`; beyond it `<resource-constraint/>`. 0: no limit.
+    pub registrations_per_address: u32,
+    pub registration_window_secs: u64,
+    /// Addresses whose registrations and logins are not throttled (the local stack's
+    /// loopback); empty in production.
+    pub throttle_relaxed_for: CidrList,
+    /// Load balancers whose connections open with a PROXY protocol header (v1 or v2) naming
+    /// the real client; any other source sending one is cut off. Empty: no PROXY protocol.
+    pub proxy_protocol_from: CidrList,
+    /// Keys the fake SCRAM salts answered for unknown users. Required, and the same at every
+    /// gateway of every DC: a gateway with another secret answers other salts, which tells an
+    /// attacker who asks two which accounts do not exist. At least 16 characters.
+    pub scram_secret: Secret,
     /// How often the gateway tells the DC's health service it lives; well below the health
     /// service's `gateway_down_after_ms`.
     pub heartbeat_interval_ms: u64,
@@ -102,6 +144,14 @@ impl Default for Config {
             max_connections: 100_000,
             max_sessions_per_account: 10,
             auth_failures_before_delay: 3,
+            auth_window_secs: 900,
+            auth_max_failures_per_account: 10,
+            auth_max_failures_per_address: 20,
+            registrations_per_address: 1,
+            registration_window_secs: 600,
+            throttle_relaxed_for: CidrList::default(),
+            proxy_protocol_from: CidrList::default(),
+            scram_secret: Secret::default(),
             heartbeat_interval_ms: 1000,
             write_timeout_secs: NonZeroU64::new(30).unwrap_or(NonZeroU64::MIN),
             max_queued_bytes: 2 * 1024 * 1024,
@@ -110,5 +160,24 @@ impl Default for Config {
             client_stanzas_per_sec: NonZeroU32::new(50).unwrap_or(NonZeroU32::MIN),
             client_burst_stanzas: NonZeroU32::new(200).unwrap_or(NonZeroU32::MIN),
         }
+    }
+}
+
+impl Config {
+    /// Refuses settings the gateway cannot run with, in one line each.
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.heartbeat_interval_ms > 0,
+            "heartbeat_interval_ms: must be above 0 (the DC's health service takes a silent gateway for dead)"
+        );
+        anyhow::ensure!(
+            self.scram_secret.0.len() >= 16,
+            "scram_secret: required, at least 16 characters, the same at every gateway of every DC (it keys the fake SCRAM salts of unknown users)"
+        );
+        anyhow::ensure!(
+            self.auth_window_secs > 0 && self.registration_window_secs > 0,
+            "auth_window_secs, registration_window_secs: must be above 0"
+        );
+        Ok(())
     }
 }

@@ -3,6 +3,7 @@
 //! hands it to the routers, announces sessions, and writes what the routers deliver.
 
 mod accounts;
+mod cidr;
 mod config;
 mod conn;
 mod delivery;
@@ -10,6 +11,7 @@ mod events;
 mod heartbeat;
 mod metrics;
 mod negotiate;
+pub mod proxy;
 mod register;
 mod registry;
 mod sasl;
@@ -33,7 +35,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::Config;
+pub use config::{CidrList, Config, Secret};
 
 /// Everything a connection task needs, shared by all of them.
 pub(crate) struct Ctx {
@@ -46,7 +48,9 @@ pub(crate) struct Ctx {
     pub publisher: Publisher,
     pub tls: TlsAcceptor,
     pub registry: registry::Registry,
-    pub throttle: throttle::AuthThrottle,
+    /// Registration and login throttles, shared with the DC's other gateways through
+    /// PostgreSQL.
+    pub throttle: throttle::Throttles,
     pub limits: Limits,
     pub metrics: metrics::Metrics,
     /// Cancelled when the gateway shuts down: sessions say `<system-shutdown/>`.
@@ -66,10 +70,7 @@ pub struct Gateway {
 impl Gateway {
     /// Connects to PostgreSQL and RabbitMQ, binds the client and admin ports.
     pub async fn build(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<Gateway> {
-        anyhow::ensure!(
-            config.heartbeat_interval_ms > 0,
-            "heartbeat_interval_ms: must be above 0 (the DC's health service takes a silent gateway for dead)"
-        );
+        config.check()?;
         anyhow::ensure!(
             config.max_queued_bytes >= config.max_stanza_bytes,
             "max_queued_bytes: must be at least max_stanza_bytes ({}), or one stanza could end a session",
@@ -113,7 +114,7 @@ impl Gateway {
             ..Limits::default()
         };
         let ctx = Arc::new(Ctx {
-            throttle: throttle::AuthThrottle::new(config.auth_failures_before_delay),
+            throttle: throttle::Throttles::new(&config, store.clone()),
             instance,
             epoch: uuid::Uuid::now_v7().to_string(),
             store,
@@ -161,6 +162,10 @@ impl Gateway {
         tracker.spawn(delivery::run(ctx.clone()));
         tracker.spawn(events::run_control(ctx.clone()));
         tracker.spawn(heartbeat::run(ctx.clone()));
+        {
+            let ctx = ctx.clone();
+            tracker.spawn(async move { ctx.throttle.run_expiry(ctx.shutdown.clone()).await });
+        }
         let readiness = {
             let ctx = ctx.clone();
             let state = self.admin_state.clone();

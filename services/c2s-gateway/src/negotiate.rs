@@ -80,13 +80,16 @@ impl Drop for Counted {
 /// (TLS, SASL, their database queries), and a session lives far longer with far less.
 pub async fn serve_connection(
     ctx: Arc<Ctx>,
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     peer: SocketAddr,
     direct_tls: bool,
     permit: OwnedSemaphorePermit,
 ) -> Option<impl Future<Output = ()> + Send + 'static> {
     let counted = Counted::new(&ctx.metrics.connections, permit);
     let _ = tcp.set_nodelay(true);
+    // Behind a load balancer the client's address comes in a PROXY protocol header.
+    let peer =
+        crate::proxy::client_address(&mut tcp, peer, &ctx.config.proxy_protocol_from).await?;
     // A client that starts TLS at once on the STARTTLS port (some try direct TLS first on any
     // port they are given) gets TLS rather than a stream that would wait forever for XML.
     let direct_tls = direct_tls || starts_with_tls_handshake(&tcp).await;
@@ -337,7 +340,7 @@ async fn negotiate(
                     }
                 }
                 (ns::CLIENT, "iq") => {
-                    if let Some(bound) = pre_session_iq(ctx, t, el, state).await? {
+                    if let Some(bound) = pre_session_iq(ctx, t, el, state, peer).await? {
                         return Ok(bound);
                     }
                 }
@@ -364,6 +367,7 @@ async fn pre_session_iq(
     t: &mut Transport,
     iq: Element,
     state: &mut Negotiated,
+    peer: SocketAddr,
 ) -> Result<Option<Bound>, End> {
     let ty = StanzaType::of(&iq);
     if !ty.is_request() {
@@ -377,7 +381,7 @@ async fn pre_session_iq(
     };
     match (&state.username, payload.ns()) {
         (None, ns::REGISTER) => {
-            let reply = register::before_auth(ctx, t.is_secure(), &iq, &payload).await;
+            let reply = register::before_auth(ctx, t.is_secure(), peer, &iq, &payload).await;
             t.write(&reply.to_client_xml()).await?;
             Ok(None)
         }

@@ -1,11 +1,14 @@
 //! In-band registration (XEP-0077): account creation before authentication, password
 //! change and account removal after.
 
+use std::net::SocketAddr;
+
 use meerkat_auth::Credentials;
 use meerkat_store::StoreError;
 use meerkat_xmpp::stanza::{error_reply, iq_result, iq_result_with};
 use meerkat_xmpp::{ns, Element, StanzaError, StanzaType};
 
+use crate::throttle::Refused;
 use crate::Ctx;
 
 fn form(instructions: &str) -> Element {
@@ -15,8 +18,17 @@ fn form(instructions: &str) -> Element {
         .with_child(Element::new("password", ns::REGISTER))
 }
 
-/// `jabber:iq:register` before authentication.
-pub async fn before_auth(ctx: &Ctx, secure: bool, iq: &Element, query: &Element) -> Element {
+/// `jabber:iq:register` before authentication. Each attempt from an address is counted (at
+/// every gateway of the DC) before the account is created; over `registrations_per_address`
+/// per window it is refused with `<resource-constraint/>` (XEP-0077 §3.3, type wait). An
+/// attempt that fails (name taken, bad password) is taken back, as ejabberd does.
+pub async fn before_auth(
+    ctx: &Ctx,
+    secure: bool,
+    peer: SocketAddr,
+    iq: &Element,
+    query: &Element,
+) -> Element {
     if !ctx.config.registration || (!secure && ctx.config.tls_required) {
         return error_reply(
             iq,
@@ -35,9 +47,26 @@ pub async fn before_auth(ctx: &Ctx, secure: bool, iq: &Element, query: &Element)
                     &StanzaError::bad_request().text("username and password are required"),
                 );
             };
+            let ticket = match ctx.throttle.register(peer.ip()).await {
+                Ok(t) => t,
+                Err(Refused::OverLimit) => {
+                    tracing::info!(%peer, "registration refused: over the limit");
+                    return error_reply(
+                        iq,
+                        &StanzaError::resource_constraint()
+                            .text("too many registrations from your address; try again later"),
+                    );
+                }
+                Err(Refused::Unavailable) => {
+                    return error_reply(iq, &StanzaError::internal_server_error())
+                }
+            };
             match create(ctx, &username, &password).await {
                 Ok(()) => iq_result(iq),
-                Err(e) => error_reply(iq, &e),
+                Err(e) => {
+                    ctx.throttle.take_back(ticket);
+                    error_reply(iq, &e)
+                }
             }
         }
         _ => error_reply(iq, &StanzaError::bad_request()),

@@ -1,6 +1,9 @@
 //! SASL authentication (RFC 6120 §6): SCRAM-SHA-256, SCRAM-SHA-1 and, inside TLS only,
 //! PLAIN, against the salted keys in PostgreSQL. Failures are answered with the RFC's
-//! condition; repeated failures from one address are answered more and more slowly.
+//! condition. Every attempt is counted by the throttles (per address, per account) before it
+//! is verified: over a limit it is answered `<temporary-auth-failure/>` unverified, and failures
+//! from an address that failed often are answered more and more slowly (RFC 6120 §6.4.5 lets
+//! a server limit retries; §6.5.12 names the condition for "try again later").
 
 use std::net::SocketAddr;
 
@@ -10,6 +13,7 @@ use meerkat_xmpp::{ns, Element, Inbound};
 
 use crate::conn::Transport;
 use crate::negotiate::End;
+use crate::throttle::{Refused, Ticket};
 use crate::Ctx;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -32,6 +36,7 @@ pub async fn authenticate(
     allowed: bool,
 ) -> Result<Option<String>, End> {
     let mechanism = auth.attr("mechanism").unwrap_or_default().to_owned();
+    let mut ticket = None;
     let outcome = if !allowed {
         Err(Failure::Condition("encryption-required"))
     } else if !offered(t.is_secure()).contains(&mechanism.as_str()) {
@@ -40,9 +45,11 @@ pub async fn authenticate(
         match decode(&auth.text()) {
             Err(f) => Err(f),
             Ok(initial) => match mechanism.as_str() {
-                "PLAIN" => plain(ctx, &initial).await,
-                "SCRAM-SHA-256" => scram(ctx, t, ScramAlg::Sha256, &initial).await?,
-                _ => scram(ctx, t, ScramAlg::Sha1, &initial).await?,
+                "PLAIN" => plain(ctx, &initial, peer, &mut ticket).await,
+                "SCRAM-SHA-256" => {
+                    scram(ctx, t, ScramAlg::Sha256, &initial, peer, &mut ticket).await?
+                }
+                _ => scram(ctx, t, ScramAlg::Sha1, &initial, peer, &mut ticket).await?,
             },
         }
     };
@@ -51,7 +58,9 @@ pub async fn authenticate(
     };
     match outcome {
         Ok((user, server_final)) => {
-            ctx.throttle.succeeded(peer.ip());
+            if let Some(ticket) = ticket {
+                ctx.throttle.take_back(ticket);
+            }
             ctx.metrics.auth.get_or_create(&label("success")).inc();
             let body = match server_final {
                 Some(data) => B64.encode(data),
@@ -63,13 +72,14 @@ pub async fn authenticate(
             Ok(Some(user))
         }
         Err(failure) => {
-            ctx.metrics.auth.get_or_create(&label("failure")).inc();
-            let condition = match failure {
-                Failure::Condition(c) => c,
-                Failure::Sasl(e) => e.condition(),
+            let (condition, outcome) = match failure {
+                Failure::Condition(c) => (c, "failure"),
+                Failure::Sasl(e) => (e.condition(), "failure"),
+                Failure::Throttled => ("temporary-auth-failure", "throttled"),
             };
-            if condition == "not-authorized" {
-                let delay = ctx.throttle.failed(peer.ip());
+            ctx.metrics.auth.get_or_create(&label(outcome)).inc();
+            if let Some(ticket) = ticket.filter(|_| condition == "not-authorized") {
+                let delay = ctx.throttle.failure_delay(&ticket);
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
@@ -87,6 +97,24 @@ pub async fn authenticate(
 enum Failure {
     Condition(&'static str),
     Sasl(SaslError),
+    /// Over a throttle's limit (or the throttle unreachable): not verified.
+    Throttled,
+}
+
+/// Counts the attempt on `account` from the client's address; `Err` when it must not go on.
+async fn count_attempt(
+    ctx: &Ctx,
+    peer: SocketAddr,
+    account: &str,
+    ticket: &mut Option<Ticket>,
+) -> Result<(), Failure> {
+    match ctx.throttle.authenticate(peer.ip(), account).await {
+        Ok(t) => {
+            *ticket = Some(t);
+            Ok(())
+        }
+        Err(Refused::OverLimit | Refused::Unavailable) => Err(Failure::Throttled),
+    }
 }
 
 type Success = (String, Option<Vec<u8>>);
@@ -105,9 +133,16 @@ fn account_name(name: &str) -> Option<String> {
     jid::NodePart::new(name).ok().map(|n| n.to_string())
 }
 
-async fn plain(ctx: &Ctx, initial: &[u8]) -> Result<Success, Failure> {
+async fn plain(
+    ctx: &Ctx,
+    initial: &[u8],
+    peer: SocketAddr,
+    ticket: &mut Option<Ticket>,
+) -> Result<Success, Failure> {
     let auth = parse_plain(initial).map_err(Failure::Sasl)?;
-    let user = account_name(&auth.authcid).ok_or(Failure::Condition("not-authorized"))?;
+    let name = account_name(&auth.authcid);
+    count_attempt(ctx, peer, name.as_deref().unwrap_or(&auth.authcid), ticket).await?;
+    let user = name.ok_or(Failure::Condition("not-authorized"))?;
     if let Some(authzid) = auth.authzid.as_deref().filter(|a| !a.is_empty()) {
         let own = format!("{user}@{}", ctx.config.domain);
         if authzid != own {
@@ -130,18 +165,32 @@ async fn scram(
     t: &mut Transport,
     alg: ScramAlg,
     client_first: &[u8],
+    peer: SocketAddr,
+    ticket: &mut Option<Ticket>,
 ) -> Result<Result<Success, Failure>, End> {
     let (mut server, name) = match ScramServer::start(alg, client_first) {
         Ok(ok) => ok,
         Err(e) => return Ok(Err(Failure::Sasl(e))),
     };
+    server.set_fake_salt_secret(ctx.config.scram_secret.0.as_bytes());
     let user = account_name(&name);
-    let creds = match &user {
-        Some(u) => match ctx.store.credentials(u).await {
-            Ok(c) => c,
-            Err(_) => return Ok(Err(Failure::Condition("temporary-auth-failure"))),
-        },
-        None => None,
+    // Counted before anything is verified; the credentials are fetched meanwhile (two
+    // statements on two pooled connections, so a login waits for the slower one only).
+    let fetch = async {
+        match &user {
+            Some(u) => ctx.store.credentials(u).await.map_err(|_| ()),
+            None => Ok(None),
+        }
+    };
+    let (counted, creds) = tokio::join!(
+        count_attempt(ctx, peer, user.as_deref().unwrap_or(&name), ticket),
+        fetch
+    );
+    if let Err(f) = counted {
+        return Ok(Err(f));
+    }
+    let Ok(creds) = creds else {
+        return Ok(Err(Failure::Condition("temporary-auth-failure")));
     };
     let server_first = server.server_first(creds.as_ref().map(|c| c.get(alg)));
     t.write(&format!(

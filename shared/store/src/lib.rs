@@ -11,6 +11,7 @@ mod offline;
 mod replication;
 mod roster;
 mod subscriptions;
+mod throttle;
 
 use std::num::NonZeroU32;
 use std::time::Duration;

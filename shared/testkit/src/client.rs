@@ -101,6 +101,15 @@ impl Client {
         let tcp = tokio::net::TcpStream::connect(cfg.addr)
             .await
             .with_context(|| format!("connect to {}", cfg.addr))?;
+        Client::connect_on(cfg, tcp).await
+    }
+
+    /// [`Client::connect`] over a TCP connection the caller opened (from a chosen local
+    /// address, or after a PROXY protocol header, as a load balancer would).
+    pub async fn connect_on(
+        cfg: &ClientConfig,
+        tcp: tokio::net::TcpStream,
+    ) -> anyhow::Result<Client> {
         let _ = tcp.set_nodelay(true);
         let mut conn = Conn::Plain(tcp);
         if cfg.direct_tls {

@@ -244,6 +244,14 @@ impl ProcMultiDc {
                     format!("127.0.0.1:{}", free_port()?),
                 ),
                 ("MEERKAT_REGISTRATION".to_owned(), "true".to_owned()),
+                (
+                    "MEERKAT_SCRAM_SECRET".to_owned(),
+                    crate::stack::TEST_SCRAM_SECRET.to_owned(),
+                ),
+                (
+                    "MEERKAT_THROTTLE_RELAXED_FOR".to_owned(),
+                    "127.0.0.0/8,::1".to_owned(),
+                ),
             ]);
             let mut gateway =
                 ProcService::spawn("c2s-gateway", &b.dc, &format!("{}-gw1", b.dc), &e, &logs)?;

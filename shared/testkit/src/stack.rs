@@ -41,7 +41,16 @@ pub struct StackOptions {
     /// The gateways' configuration to start from (their defaults when `None`): the stack
     /// still sets the DC, domain, URLs, addresses, instance id and the options above.
     pub gateway: Option<c2s_gateway::Config>,
+    /// Keep the gateways' registration and login throttles at their production defaults for
+    /// loopback too. Off by default: tests, like the local stack, create many accounts from
+    /// 127.0.0.1 (`throttle_relaxed_for` loopback).
+    pub production_throttles: bool,
+    /// Last changes to each gateway's configuration (limits under test, PROXY protocol).
+    pub gateway_config: Option<fn(&mut c2s_gateway::Config)>,
 }
+
+/// The SCRAM secret every gateway of a test run shares, as every gateway of a deployment must.
+pub const TEST_SCRAM_SECRET: &str = "meerkat-test-scram-secret";
 
 impl Default for StackOptions {
     fn default() -> StackOptions {
@@ -62,6 +71,8 @@ impl Default for StackOptions {
             health: true,
             max_offline: None,
             gateway: None,
+            production_throttles: false,
+            gateway_config: None,
         }
     }
 }
@@ -438,7 +449,7 @@ impl Dc {
         tls: Option<SocketAddr>,
     ) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
         let n = self.gateways.len() + 1;
-        let config = c2s_gateway::Config {
+        let mut config = c2s_gateway::Config {
             dc: self.options.dc.clone(),
             domain: self.options.domain.clone(),
             amqp_url: self.amqp_url.clone(),
@@ -450,8 +461,17 @@ impl Dc {
             tls_required: self.options.tls_required,
             max_stanza_bytes: self.options.max_stanza_bytes,
             idle_timeout_secs: self.options.idle_timeout_secs,
+            scram_secret: c2s_gateway::Secret(TEST_SCRAM_SECRET.into()),
+            throttle_relaxed_for: if self.options.production_throttles {
+                c2s_gateway::CidrList::default()
+            } else {
+                c2s_gateway::CidrList::loopback()
+            },
             ..self.options.gateway.clone().unwrap_or_default()
         };
+        if let Some(change) = self.options.gateway_config {
+            change(&mut config);
+        }
         let (addrs_tx, addrs_rx) = tokio::sync::oneshot::channel();
         let handle = ServiceHandle::spawn(
             &format!("{}-gw{n}", self.options.dc),

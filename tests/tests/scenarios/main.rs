@@ -10,6 +10,7 @@ mod interop;
 mod offline;
 mod resilience;
 mod streams;
+mod throttles;
 
 use meerkat_testkit::client::Client;
 use meerkat_testkit::stack::{Dc, StackOptions};

@@ -8,3 +8,4 @@ mod helpers;
 mod offline;
 mod replication;
 mod roster;
+mod throttle;
