@@ -69,6 +69,8 @@ fn a_queue_cap_below_the_largest_stanza_is_refused_with_one_line() {
         .env_remove("MEERKAT_CONFIG")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .env("MEERKAT_MAX_QUEUED_BYTES", "1000")
+        // Valid, so that the check under test is the one that speaks.
+        .env("MEERKAT_SCRAM_SECRET", "a-secret-of-enough-length")
         .output()
         .unwrap();
     assert!(!out.status.success());

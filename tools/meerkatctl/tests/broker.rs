@@ -31,6 +31,12 @@ async fn setup(dc: &str, vhost: &Vhost, peers: &str) -> Output {
             .env("MEERKAT_PEERS", peers)
             .env("MEERKAT_MANAGEMENT_USER", "guest")
             .env("MEERKAT_MANAGEMENT_PASSWORD", "guest")
+            // The broker is shared with every other test: its link user keeps the password
+            // they all use.
+            .env(
+                "MEERKAT_LINK_PASSWORD",
+                federation::LinkUser::local().password,
+            )
             .env_remove("MEERKAT_MANAGEMENT_URL")
             .output()
             .unwrap()
