@@ -9,10 +9,8 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use lapin::BasicProperties;
 use meerkat_auth::Credentials;
-use meerkat_bus::{lapin, Headers};
-use meerkat_wire::{headers as h, topology as names, ControlEvent, WIRE_VERSION};
+use meerkat_wire::{topology as names, ControlEvent};
 use meerkat_xmpp::StreamError;
 
 use crate::registry::Outbound;
@@ -102,15 +100,7 @@ pub async fn announce(ctx: &Ctx, username: &str) {
         username: username.to_owned(),
         reported_by: ctx.instance.clone(),
     };
-    let props = BasicProperties::default()
-        .with_message_id(uuid::Uuid::new_v4().to_string().into())
-        .with_content_type(h::CONTENT_JSON.into())
-        .with_headers(
-            Headers::new()
-                .u64(h::WIRE, u64::from(WIRE_VERSION))
-                .str(h::ORIGIN_DC, &ctx.config.dc)
-                .build(),
-        );
+    let props = meerkat_bus::headers::control_event_properties(&ctx.config.dc);
     if let Err(e) = ctx
         .publisher
         .publish(names::CONTROL_EXCHANGE, "", props, &event.to_json())

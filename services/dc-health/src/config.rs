@@ -5,7 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize};
+pub use meerkat_runtime::peers::{parse_peers, Peer};
+use serde::{Deserialize, Serialize};
 
 /// How often peers and gateways are looked at: part of the detection bound.
 pub const CHECK_TICK: Duration = Duration::from_millis(250);
@@ -25,7 +26,7 @@ pub struct Config {
     pub instance_id: String,
     /// The other DCs: id and the federation upstream URI they are reached by (used to check
     /// that a heartbeat came through the link of the DC it claims).
-    #[serde(deserialize_with = "peers_from_list_or_spec")]
+    #[serde(deserialize_with = "meerkat_runtime::peers::list_or_spec")]
     pub peers: Vec<Peer>,
     /// How often this DC's heartbeat goes to the other DCs.
     pub heartbeat_interval_ms: u64,
@@ -49,12 +50,6 @@ pub struct Config {
     pub vhost: String,
     /// How often the federation link status is read.
     pub links_poll_ms: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Peer {
-    pub dc: String,
-    pub upstream_uri: String,
 }
 
 impl Default for Config {
@@ -173,38 +168,6 @@ impl Config {
 
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms)
-    }
-}
-
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("peers: expected `dc=uri[,dc=uri...]`, got `{0}`")]
-pub struct BadPeers(String);
-
-/// Parses `dc2=amqp://...,dc3=amqp://...` (empty = no peers).
-pub fn parse_peers(spec: &str) -> Result<Vec<Peer>, BadPeers> {
-    spec.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((dc, uri)) if !dc.trim().is_empty() && !uri.trim().is_empty() => Ok(Peer {
-                dc: dc.trim().to_owned(),
-                upstream_uri: uri.trim().to_owned(),
-            }),
-            _ => Err(BadPeers(p.to_owned())),
-        })
-        .collect()
-}
-
-fn peers_from_list_or_spec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Peer>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Form {
-        List(Vec<Peer>),
-        Spec(String),
-    }
-    match Form::deserialize(d)? {
-        Form::List(list) => Ok(list),
-        Form::Spec(spec) => parse_peers(&spec).map_err(serde::de::Error::custom),
     }
 }
 

@@ -5,7 +5,8 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 
-use serde::{Deserialize, Deserializer, Serialize};
+pub use meerkat_runtime::peers::Peer;
+use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
@@ -27,18 +28,12 @@ pub struct Config {
     /// The other DCs: id and the federation upstream URI they are reached by. A stanza from
     /// another DC is accepted only when it came through the link of the DC it claims
     /// (`x-received-from`); none = every stanza claiming another DC is refused.
-    #[serde(deserialize_with = "peers_from_list_or_spec")]
+    #[serde(deserialize_with = "meerkat_runtime::peers::list_or_spec")]
     pub peers: Vec<Peer>,
     /// How long, in total, a stanza whose handling fails for a transient reason (database or
     /// broker unreachable, pool timeout) is retried in place, holding its partition, before
     /// its sender gets `<internal-server-error/>` and the partition moves on.
     pub transient_retry_ms: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Peer {
-    pub dc: String,
-    pub upstream_uri: String,
 }
 
 impl Default for Config {
@@ -100,38 +95,6 @@ impl Config {
             ));
         }
         Ok(())
-    }
-}
-
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("peers: expected `dc=uri[,dc=uri...]`, got `{0}`")]
-pub struct BadPeers(String);
-
-/// Parses `dc2=amqp://...,dc3=amqp://...` (empty = no peers).
-pub fn parse_peers(spec: &str) -> Result<Vec<Peer>, BadPeers> {
-    spec.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((dc, uri)) if !dc.trim().is_empty() && !uri.trim().is_empty() => Ok(Peer {
-                dc: dc.trim().to_owned(),
-                upstream_uri: uri.trim().to_owned(),
-            }),
-            _ => Err(BadPeers(p.to_owned())),
-        })
-        .collect()
-}
-
-fn peers_from_list_or_spec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Peer>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Form {
-        List(Vec<Peer>),
-        Spec(String),
-    }
-    match Form::deserialize(d)? {
-        Form::List(list) => Ok(list),
-        Form::Spec(spec) => parse_peers(&spec).map_err(serde::de::Error::custom),
     }
 }
 

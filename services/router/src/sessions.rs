@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use lapin::BasicProperties;
-use meerkat_bus::{lapin, Headers};
-use meerkat_wire::{headers as h, topology as names, ControlEvent, SessionEvent, WIRE_VERSION};
+use meerkat_bus::lapin;
+use meerkat_wire::{topology as names, ControlEvent, SessionEvent};
 use parking_lot::{RwLock, RwLockReadGuard};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -131,15 +130,7 @@ async fn request_resync(ctx: &Ctx) {
     let event = ControlEvent::Resync {
         requested_by: ctx.instance.clone(),
     };
-    let props = BasicProperties::default()
-        .with_message_id(Uuid::new_v4().to_string().into())
-        .with_content_type(h::CONTENT_JSON.into())
-        .with_headers(
-            Headers::new()
-                .u64(h::WIRE, u64::from(WIRE_VERSION))
-                .str(h::ORIGIN_DC, &ctx.config.dc)
-                .build(),
-        );
+    let props = meerkat_bus::headers::control_event_properties(&ctx.config.dc);
     // Spawned: the publisher may need the connection this declare runs on.
     let publisher = ctx.publisher.clone();
     let body = event.to_json();

@@ -5,7 +5,8 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 
-use serde::{Deserialize, Deserializer, Serialize};
+pub use meerkat_runtime::peers::{parse_peers, Peer};
+use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
@@ -22,7 +23,7 @@ pub struct Config {
     pub instance_id: String,
     /// The other DCs: id and the federation upstream URI they are reached by (as configured
     /// in this DC's broker federation upstream; used to check x-received-from).
-    #[serde(deserialize_with = "peers_from_list_or_spec")]
+    #[serde(deserialize_with = "meerkat_runtime::peers::list_or_spec")]
     pub peers: Vec<Peer>,
     /// Milliseconds after start during which snapshot requests wait, so that the local
     /// gateways' re-announcements are in the view first: a snapshot missing a live session
@@ -40,12 +41,6 @@ pub struct Config {
     pub data_status_ms: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Peer {
-    pub dc: String,
-    pub upstream_uri: String,
-}
-
 impl Default for Config {
     fn default() -> Config {
         Config {
@@ -61,38 +56,6 @@ impl Default for Config {
             outbox_retention_secs: 7 * 24 * 3600,
             data_status_ms: 1000,
         }
-    }
-}
-
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("peers: expected `dc=uri[,dc=uri...]`, got `{0}`")]
-pub struct BadPeers(String);
-
-/// Parses `dc2=amqp://...,dc3=amqp://...` (empty = no peers).
-pub fn parse_peers(spec: &str) -> Result<Vec<Peer>, BadPeers> {
-    spec.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((dc, uri)) if !dc.trim().is_empty() && !uri.trim().is_empty() => Ok(Peer {
-                dc: dc.trim().to_owned(),
-                upstream_uri: uri.trim().to_owned(),
-            }),
-            _ => Err(BadPeers(p.to_owned())),
-        })
-        .collect()
-}
-
-fn peers_from_list_or_spec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Peer>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Form {
-        List(Vec<Peer>),
-        Spec(String),
-    }
-    match Form::deserialize(d)? {
-        Form::List(list) => Ok(list),
-        Form::Spec(spec) => parse_peers(&spec).map_err(serde::de::Error::custom),
     }
 }
 

@@ -7,9 +7,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use meerkat_bus::lapin::options::{BasicAckOptions, BasicNackOptions};
-use meerkat_bus::lapin::BasicProperties;
-use meerkat_bus::Headers;
-use meerkat_wire::{headers as h, topology as names, ControlEvent, SessionEvent, WIRE_VERSION};
+use meerkat_wire::{topology as names, ControlEvent, SessionEvent};
 use tokio_util::sync::CancellationToken;
 
 use crate::consume::{self, Spec};
@@ -75,15 +73,7 @@ fn request_local_resync(ctx: &Arc<Ctx>) {
     let event = ControlEvent::Resync {
         requested_by: ctx.instance.clone(),
     };
-    let props = BasicProperties::default()
-        .with_message_id(uuid::Uuid::new_v4().to_string().into())
-        .with_content_type(h::CONTENT_JSON.into())
-        .with_headers(
-            Headers::new()
-                .u64(h::WIRE, u64::from(WIRE_VERSION))
-                .str(h::ORIGIN_DC, &ctx.config.dc)
-                .build(),
-        );
+    let props = meerkat_bus::headers::control_event_properties(&ctx.config.dc);
     // Spawned: the publisher may need the connection this declare runs on.
     let publisher = ctx.publisher.clone();
     tokio::spawn(async move {

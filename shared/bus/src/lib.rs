@@ -16,6 +16,6 @@ pub mod topology;
 pub use connection::Bus;
 pub use consumer::{consume_until, spawn_consumer, ConsumerSpec};
 pub use dedup::Dedup;
-pub use headers::{HeaderExt, Headers};
+pub use headers::{control_event_properties, HeaderExt, Headers};
 pub use lapin;
 pub use publisher::{PublishError, Publisher};

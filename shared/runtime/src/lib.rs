@@ -4,5 +4,6 @@
 
 pub mod admin;
 pub mod config;
+pub mod peers;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,0 +1,45 @@
+//! The other DCs a service listens to, and the upstream URI each one's messages arrive
+//! through (what the federation's `x-received-from` names): the router, the session
+//! replicator and dc-health all check the origin of what crosses DCs against this list.
+//! Configured as a list of tables, or as `dc2=amqp://...,dc3=amqp://...` (`MEERKAT_PEERS`).
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    pub dc: String,
+    pub upstream_uri: String,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("peers: expected `dc=uri[,dc=uri...]`, got `{0}`")]
+pub struct BadPeers(String);
+
+/// Parses `dc2=amqp://...,dc3=amqp://...` (empty = no peers).
+pub fn parse_peers(spec: &str) -> Result<Vec<Peer>, BadPeers> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((dc, uri)) if !dc.trim().is_empty() && !uri.trim().is_empty() => Ok(Peer {
+                dc: dc.trim().to_owned(),
+                upstream_uri: uri.trim().to_owned(),
+            }),
+            _ => Err(BadPeers(p.to_owned())),
+        })
+        .collect()
+}
+
+/// `#[serde(deserialize_with = "meerkat_runtime::peers::list_or_spec")]`: either form.
+pub fn list_or_spec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Peer>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<Peer>),
+        Spec(String),
+    }
+    match Form::deserialize(d)? {
+        Form::List(list) => Ok(list),
+        Form::Spec(spec) => parse_peers(&spec).map_err(serde::de::Error::custom),
+    }
+}
