@@ -45,8 +45,6 @@ pub struct StackOptions {
     /// loopback too. Off by default: tests, like the local stack, create many accounts from
     /// 127.0.0.1 (`throttle_relaxed_for` loopback).
     pub production_throttles: bool,
-    /// Last changes to each gateway's configuration (limits under test, PROXY protocol).
-    pub gateway_config: Option<fn(&mut c2s_gateway::Config)>,
 }
 
 /// The SCRAM secret every gateway of a test run shares, as every gateway of a deployment must.
@@ -72,7 +70,6 @@ impl Default for StackOptions {
             max_offline: None,
             gateway: None,
             production_throttles: false,
-            gateway_config: None,
         }
     }
 }
@@ -449,7 +446,7 @@ impl Dc {
         tls: Option<SocketAddr>,
     ) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
         let n = self.gateways.len() + 1;
-        let mut config = c2s_gateway::Config {
+        let config = c2s_gateway::Config {
             dc: self.options.dc.clone(),
             domain: self.options.domain.clone(),
             amqp_url: self.amqp_url.clone(),
@@ -469,9 +466,6 @@ impl Dc {
             },
             ..self.options.gateway.clone().unwrap_or_default()
         };
-        if let Some(change) = self.options.gateway_config {
-            change(&mut config);
-        }
         let (addrs_tx, addrs_rx) = tokio::sync::oneshot::channel();
         let handle = ServiceHandle::spawn(
             &format!("{}-gw{n}", self.options.dc),

@@ -17,10 +17,16 @@ use crate::user;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-async fn strict_dc(gateway_config: Option<fn(&mut c2s_gateway::Config)>) -> Dc {
+/// A DC whose gateways keep the production throttles for loopback too, with `change` made to
+/// their configuration (limits under test, PROXY protocol).
+async fn strict_dc(change: Option<fn(&mut c2s_gateway::Config)>) -> Dc {
+    let mut gateway = c2s_gateway::Config::default();
+    if let Some(change) = change {
+        change(&mut gateway);
+    }
     Dc::start(StackOptions {
         production_throttles: true,
-        gateway_config,
+        gateway: Some(gateway),
         ..StackOptions::default()
     })
     .await
