@@ -64,7 +64,8 @@ pub async fn before_auth(
             match create(ctx, &username, &password).await {
                 Ok(()) => iq_result(iq),
                 Err(e) => {
-                    ctx.throttle.take_back(ticket);
+                    // Before the reply: the client may retry with another name at once.
+                    ctx.throttle.take_back_now(ticket).await;
                     error_reply(iq, &e)
                 }
             }

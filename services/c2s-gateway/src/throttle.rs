@@ -33,6 +33,15 @@ pub struct Throttles {
     max_per_address: u32,
 }
 
+async fn undo(store: &Store, ticket: Ticket) {
+    if ticket.keys.is_empty() {
+        return;
+    }
+    if let Err(e) = store.throttle_undo(&ticket.keys).await {
+        tracing::warn!(error = %e, "could not take a throttle count back");
+    }
+}
+
 /// Why an attempt is refused before it is verified.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refused {
@@ -131,15 +140,14 @@ impl Throttles {
     /// The attempt turned out well (an account created, a login verified): it is taken back,
     /// off the answer's path.
     pub fn take_back(&self, ticket: Ticket) {
-        if ticket.keys.is_empty() {
-            return;
-        }
         let store = self.store.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store.throttle_undo(&ticket.keys).await {
-                tracing::warn!(error = %e, "could not take a throttle count back");
-            }
-        });
+        tokio::spawn(async move { undo(&store, ticket).await });
+    }
+
+    /// [`Self::take_back`], done before it returns: where the client's next attempt (a retry
+    /// after a failed registration) must already see the count taken back.
+    pub async fn take_back_now(&self, ticket: Ticket) {
+        undo(&self.store, ticket).await;
     }
 
     /// How long to hold back the answer to a failed login: nothing for the first
