@@ -433,11 +433,12 @@ mod tests {
             .unwrap();
         let me = std::process::id();
         assert_eq!(parent_of(child.id()), Some(me));
-        // The shell's sleep appears shortly.
+        // The shell's sleep appears shortly, first as a forked `sh` until it has exec'd.
         let deadline = Instant::now() + Duration::from_secs(5);
         let found = loop {
             let d = descendants_of(child.id());
-            if !d.is_empty() || Instant::now() > deadline {
+            let execd = d.len() == 1 && command_name(d[0]).as_deref() == Some("sleep");
+            if execd || Instant::now() > deadline {
                 break d;
             }
             std::thread::sleep(Duration::from_millis(20));
