@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 
+use meerkat_runtime::config::invalid;
+pub use meerkat_runtime::config::Invalid;
 pub use meerkat_runtime::peers::Peer;
 use serde::{Deserialize, Serialize};
 
@@ -57,34 +59,13 @@ impl Default for Config {
 /// sender hashed to it for as long.
 pub const MAX_TRANSIENT_RETRY_MS: u64 = 60_000;
 
-/// A config whose values do not fit together.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid config: {key}: {message}")]
-pub struct Invalid {
-    pub key: &'static str,
-    pub message: String,
-}
-
-fn invalid(key: &'static str, message: impl Into<String>) -> Invalid {
-    Invalid {
-        key,
-        message: message.into(),
-    }
-}
-
 impl Config {
     /// The checks the types cannot make; one line naming the key on failure.
     pub fn validate(&self) -> Result<(), Invalid> {
         if self.dc.is_empty() {
             return Err(invalid("dc", "must not be empty"));
         }
-        if let Some(p) = self.peers.iter().find(|p| p.dc == self.dc) {
-            return Err(invalid("peers", format!("{} is this DC itself", p.dc)));
-        }
-        let mut seen = std::collections::HashSet::new();
-        if let Some(p) = self.peers.iter().find(|p| !seen.insert(&p.dc)) {
-            return Err(invalid("peers", format!("{} named twice", p.dc)));
-        }
+        meerkat_runtime::peers::check(&self.dc, &self.peers).map_err(|m| invalid("peers", m))?;
         if self.transient_retry_ms > MAX_TRANSIENT_RETRY_MS {
             return Err(invalid(
                 "transient_retry_ms",

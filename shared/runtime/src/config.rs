@@ -267,6 +267,21 @@ fn one_line(message: &str) -> String {
     parts.join(": ")
 }
 
+/// A config whose values do not fit together (what the types cannot check).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config: {key}: {message}")]
+pub struct Invalid {
+    pub key: &'static str,
+    pub message: String,
+}
+
+pub fn invalid(key: &'static str, message: impl Into<String>) -> Invalid {
+    Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,3 +43,16 @@ pub fn list_or_spec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Peer>, D::Err
         Form::Spec(spec) => parse_peers(&spec).map_err(serde::de::Error::custom),
     }
 }
+
+/// The peers checks every service makes: not this DC itself, none named twice. The message
+/// for the `peers` key on failure.
+pub fn check(dc: &str, peers: &[Peer]) -> Result<(), String> {
+    if let Some(p) = peers.iter().find(|p| p.dc == dc) {
+        return Err(format!("{} is this DC itself", p.dc));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(p) = peers.iter().find(|p| !seen.insert(&p.dc)) {
+        return Err(format!("{} named twice", p.dc));
+    }
+    Ok(())
+}
