@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use crate::endpoints::Endpoints;
-use crate::layout;
+use crate::{layout, procfs};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Peer {
@@ -45,7 +45,7 @@ impl Peer {
         }
     }
     fn dir(self) -> PathBuf {
-        against_dir().join(self.name())
+        layout::against_dir().join(self.name())
     }
 }
 
@@ -66,11 +66,6 @@ pub struct AgainstArgs {
 }
 
 const DOMAIN: &str = "example.com";
-
-/// `target/meerkat/against/`: the peers' instances.
-pub fn against_dir() -> PathBuf {
-    layout::stack_dir().join("against")
-}
 
 /// One workload's figures from one run against one server.
 #[derive(Clone, Debug, Default)]
@@ -212,11 +207,11 @@ impl Target {
     fn pids(&self) -> Vec<u32> {
         match self {
             Target::Meerkat => crate::bench::stack_pids(),
-            Target::Peer(pid) => descendants(*pid),
+            Target::Peer(pid) => procfs::trees(&[*pid]),
         }
     }
     fn cpu_seconds(&self) -> f64 {
-        cpu_seconds(&self.pids())
+        procfs::cpu_seconds(&self.pids())
     }
 }
 
@@ -326,7 +321,7 @@ fn pss_kib(pids: &[u32]) -> f64 {
 /// One `meerkat-bench` run against `addr`, with the server's and its own CPU.
 async fn measure(target: &Target, addr: SocketAddr, args: &[String]) -> anyhow::Result<Figures> {
     let server_before = target.cpu_seconds();
-    let bench_before = children_cpu_seconds();
+    let bench_before = procfs::children_cpu_seconds();
     let started = Instant::now();
     let out = tokio::process::Command::new(layout::release_bin("meerkat-bench"))
         .args(["--addr", &addr.to_string(), "--domain", DOMAIN, "--json"])
@@ -337,7 +332,7 @@ async fn measure(target: &Target, addr: SocketAddr, args: &[String]) -> anyhow::
         .context("running meerkat-bench")?;
     let wall = started.elapsed().as_secs_f64();
     let server = target.cpu_seconds() - server_before;
-    let bench = children_cpu_seconds() - bench_before;
+    let bench = procfs::children_cpu_seconds() - bench_before;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let mut json = None;
     for line in stdout.lines() {
@@ -860,68 +855,4 @@ VirtualHost "{DOMAIN}"
         cert = p("cert.pem"),
         key = p("key.pem"),
     )
-}
-
-/// Every process in the tree under `root` (its children, theirs, ...), `root` included.
-fn descendants(root: u32) -> Vec<u32> {
-    trees(&[root])
-}
-
-/// Every process in the trees under `roots`, the roots included.
-pub fn trees(roots: &[u32]) -> Vec<u32> {
-    let mut parent = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for e in entries.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            if let Some(ppid) = stat_fields(pid).and_then(|f| f.get(1)?.parse::<u32>().ok()) {
-                parent.push((pid, ppid));
-            }
-        }
-    }
-    let mut tree = roots.to_vec();
-    let mut i = 0;
-    while i < tree.len() {
-        let p = tree[i];
-        let children: Vec<u32> = parent
-            .iter()
-            .filter(|(c, pp)| *pp == p && !tree.contains(c))
-            .map(|(c, _)| *c)
-            .collect();
-        tree.extend(children);
-        i += 1;
-    }
-    tree
-}
-
-/// `/proc/<pid>/stat` after the command name: state, ppid, ... (field 3 on).
-fn stat_fields(pid: impl std::fmt::Display) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    Some(rest.split_whitespace().map(str::to_owned).collect())
-}
-
-/// Clock ticks per second of `/proc/<pid>/stat`'s CPU times (USER_HZ, 100 on Linux).
-const TICKS: f64 = 100.0;
-
-/// CPU seconds (user + system) used so far by these processes.
-pub fn cpu_seconds(pids: &[u32]) -> f64 {
-    pids.iter()
-        .filter_map(|pid| {
-            let f = stat_fields(pid)?;
-            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-            Some(ticks as f64 / TICKS)
-        })
-        .sum()
-}
-
-/// CPU seconds used by this process's children that have been waited for.
-fn children_cpu_seconds() -> f64 {
-    stat_fields("self")
-        .and_then(|f| {
-            let ticks = f.get(13)?.parse::<u64>().ok()? + f.get(14)?.parse::<u64>().ok()?;
-            Some(ticks as f64 / TICKS)
-        })
-        .unwrap_or(0.0)
 }

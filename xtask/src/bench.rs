@@ -14,14 +14,14 @@ use crate::layout;
 /// command line names the stack's directory or a service binary, and their children (e.g.
 /// PostgreSQL's backends, whose command lines name neither).
 pub(crate) fn stack_cpu_seconds() -> f64 {
-    crate::against::cpu_seconds(&stack_pids())
+    crate::procfs::cpu_seconds(&stack_pids())
 }
 
 /// The processes of the local stack that [`stack_cpu_seconds`] counts.
 pub(crate) fn stack_pids() -> Vec<u32> {
     // With the slash: not `target/meerkat-test/`, the test runs' brokers and databases.
     let root = format!("{}/", layout::stack_dir().display());
-    let peers = crate::against::against_dir().display().to_string();
+    let peers = layout::against_dir().display().to_string();
     let mut pids = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for e in entries.flatten() {
@@ -42,7 +42,7 @@ pub(crate) fn stack_pids() -> Vec<u32> {
             }
         }
     }
-    crate::against::trees(&pids)
+    crate::procfs::trees(&pids)
 }
 
 /// `meerkat-bench` arguments for `--replication`: DC 1 and DC 2, no chat, and commands that

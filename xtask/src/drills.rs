@@ -11,6 +11,7 @@ use meerkat_localstack::process;
 use crate::endpoints::Endpoints;
 use crate::layout;
 use crate::links::{self, Link, Partitions};
+use crate::procfs;
 use crate::services::{self, Service};
 use crate::stack;
 
@@ -160,7 +161,8 @@ async fn kill(k: u16) -> anyhow::Result<()> {
             beam,
             "beam".into(),
         ));
-        if let Some(parent) = parent_of(beam).filter(|p| process::pid_alive(*p, "rabbitmq-server"))
+        if let Some(parent) =
+            procfs::parent_of(beam).filter(|p| process::pid_alive(*p, "rabbitmq-server"))
         {
             victims.push((
                 "its launcher script".into(),
@@ -168,8 +170,8 @@ async fn kill(k: u16) -> anyhow::Result<()> {
                 "rabbitmq-server".into(),
             ));
         }
-        for child in descendants_of(beam) {
-            if let Some(name) = command_name(child) {
+        for child in procfs::descendants(beam) {
+            if let Some(name) = procfs::command_name(child) {
                 victims.push((format!("its helper {name}"), child, name));
             }
         }
@@ -368,40 +370,6 @@ pub async fn heal() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The parent pid of `pid` (from `/proc/<pid>/stat`).
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the parenthesised command name: state, then the parent pid.
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Every live descendant of `pid`.
-fn descendants_of(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let all: Vec<(u32, u32)> = entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|p| Some((p, parent_of(p)?)))
-        .collect();
-    let mut out = Vec::new();
-    let mut frontier = vec![pid];
-    while let Some(parent) = frontier.pop() {
-        for (child, _) in all.iter().filter(|(_, pp)| *pp == parent) {
-            out.push(*child);
-            frontier.push(*child);
-        }
-    }
-    out
-}
-
-/// The command name of `pid` (`/proc/<pid>/comm`).
-fn command_name(pid: u32) -> Option<String> {
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    Some(comm.trim().to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,31 +391,5 @@ mod tests {
         assert_eq!(e, "no DC 3: the stack has DCs 1 to 2");
         let e = check_dc_number(1, 2).unwrap_err().to_string();
         assert_eq!(e, "no DC 2: the stack has one DC (dc1)");
-    }
-
-    #[test]
-    fn the_descendants_of_a_process_are_found_by_parent() {
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "sleep 30 & wait"])
-            .spawn()
-            .unwrap();
-        let me = std::process::id();
-        assert_eq!(parent_of(child.id()), Some(me));
-        // The shell's sleep appears shortly, first as a forked `sh` until it has exec'd.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let found = loop {
-            let d = descendants_of(child.id());
-            let execd = d.len() == 1 && command_name(d[0]).as_deref() == Some("sleep");
-            if execd || Instant::now() > deadline {
-                break d;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert_eq!(found.len(), 1);
-        assert_eq!(command_name(found[0]).as_deref(), Some("sleep"));
-        assert!(descendants_of(me).contains(&found[0]));
-        let _ = process::signal(found[0], "KILL");
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }

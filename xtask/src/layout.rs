@@ -97,3 +97,8 @@ impl DcPorts {
         self.admin_base
     }
 }
+
+/// `target/meerkat/against/`: the instances of the servers `cargo xtask bench --against` runs.
+pub fn against_dir() -> PathBuf {
+    stack_dir().join("against")
+}

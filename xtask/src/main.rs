@@ -10,6 +10,7 @@ mod fuzz;
 mod interop;
 mod layout;
 mod links;
+mod procfs;
 mod services;
 mod stack;
 mod test;

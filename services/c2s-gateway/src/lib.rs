@@ -8,6 +8,7 @@ mod config;
 mod conn;
 mod delivery;
 mod events;
+mod handoff;
 mod heartbeat;
 mod metrics;
 mod negotiate;

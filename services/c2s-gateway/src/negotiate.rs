@@ -7,42 +7,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meerkat_xmpp::stanza::{error_reply, iq_result, iq_result_with};
-use meerkat_xmpp::{
-    ns, Element, Inbound, ReadError, StanzaError, StanzaType, StreamError, StreamHeader,
-};
-use prometheus_client::metrics::gauge::Gauge;
+use meerkat_xmpp::stanza::{error_reply, iq_result};
+use meerkat_xmpp::{ns, Element, Inbound, StanzaError, StanzaType, StreamError, StreamHeader};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::conn::{Socket, Transport};
+use crate::handoff::{Bound, Counted, End};
 use crate::register::AccountChange;
 use crate::{accounts, register, sasl, session, Ctx};
-
-/// Why negotiation stopped without a session.
-pub enum End {
-    /// Send this stream error, then close.
-    Error(StreamError),
-    /// The client closed the stream (we answer with our close).
-    ClientClosed,
-    /// The connection is gone; nothing can be sent.
-    Gone,
-}
-
-impl From<ReadError> for End {
-    fn from(e: ReadError) -> End {
-        match e {
-            ReadError::Stream(se) => End::Error(se),
-            ReadError::Eof | ReadError::Io(_) => End::Gone,
-        }
-    }
-}
-
-impl From<std::io::Error> for End {
-    fn from(_: std::io::Error) -> End {
-        End::Gone
-    }
-}
 
 /// State that grows as negotiation proceeds.
 pub struct Negotiated {
@@ -50,29 +23,6 @@ pub struct Negotiated {
     pub username: Option<String>,
     /// Fingerprint of the credentials the user authenticated with (`crate::accounts`).
     pub credentials: u64,
-}
-
-/// An open client connection's place: one of `max_connections`, and counted in
-/// `meerkat_gateway_connections`, while it lives.
-pub struct Counted {
-    gauge: Gauge,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Counted {
-    fn new(gauge: &Gauge, permit: OwnedSemaphorePermit) -> Counted {
-        gauge.inc();
-        Counted {
-            gauge: gauge.clone(),
-            _permit: permit,
-        }
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.gauge.dec();
-    }
 }
 
 /// Runs one client connection from accept to a bound resource, or to its close. A bound
@@ -160,16 +110,6 @@ pub async fn finish(ctx: &Ctx, transport: &mut Transport, end: End) {
         }
         End::Gone => {}
     }
-}
-
-/// What negotiation produces: an authenticated, bound resource.
-pub struct Bound {
-    pub username: String,
-    pub jid: String,
-    /// Fingerprint of the credentials it authenticated with.
-    pub credentials: u64,
-    /// The bind iq to answer once the session is announced.
-    pub bind_request: Element,
 }
 
 fn header_xml(ctx: &Ctx, client: &StreamHeader) -> String {
@@ -462,12 +402,4 @@ async fn pre_session_iq(
             Ok(None)
         }
     }
-}
-
-/// The bind result for the bound JID.
-pub fn bind_result(request: &Element, jid: &str) -> Element {
-    iq_result_with(
-        request,
-        Element::new("bind", ns::BIND).with_child(Element::new("jid", ns::BIND).with_text(jid)),
-    )
 }

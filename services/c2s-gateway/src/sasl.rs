@@ -12,7 +12,7 @@ use meerkat_auth::{parse_plain, SaslError, ScramAlg, ScramServer};
 use meerkat_xmpp::{ns, Element, Inbound};
 
 use crate::conn::Transport;
-use crate::negotiate::End;
+use crate::handoff::End;
 use crate::throttle::{Refused, Ticket};
 use crate::Ctx;
 

@@ -20,7 +20,7 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::conn::{Activity, Reader, Transport};
-use crate::negotiate::{bind_result, Bound, Counted, End};
+use crate::handoff::{bind_result, Bound, Counted, End};
 use crate::register::AccountChange;
 use crate::registry::{Inbox, Next, Outbound};
 use crate::shaper::{Rates, Shaper};
