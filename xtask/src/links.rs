@@ -224,8 +224,8 @@ pub fn print_partitions_kept(partitions: &Partitions) {
     }
 }
 
-/// The `MEERKAT_PEERS` of DC `dc`'s replicator and health service in a stack of `dcs` DCs:
-/// each other DC by the URI `dc`'s links reach it through, the same URI its federation names
+/// The `MEERKAT_PEERS` of DC `dc`'s routers, replicator and health service in a stack of
+/// `dcs` DCs: each other DC by the URI `dc`'s links reach it through, the same URI its federation names
 /// and so the one `x-received-from` carries (credentials apart).
 pub fn peers(dc: u16, dcs: u16) -> String {
     Link::all(dcs)

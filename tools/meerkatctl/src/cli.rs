@@ -85,9 +85,9 @@ pub struct BrokerSetupArgs {
     )]
     pub management_password: String,
     /// The other DCs and the AMQP URI this broker reaches each by, `dc2=amqp://...[,dc3=...]`,
-    /// as each DC's link user (`--link-user` of that DC's setup):
-    /// the same value as the session replicator's and the health service's `MEERKAT_PEERS`
-    /// (they check the `x-received-from` header against it).
+    /// as each DC's link user (`--link-user` of that DC's setup): the same value as the
+    /// routers', the session replicator's and the health service's `MEERKAT_PEERS` (they check
+    /// the `x-received-from` header against it).
     #[arg(long, env = "MEERKAT_PEERS", hide_env_values = true)]
     pub peers: String,
     /// The broker user the other DCs' federation links log in as here (created with only
