@@ -3,9 +3,8 @@
 //! Exits non-zero when a DC is not up, so scripts and probes can use it.
 
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context};
 use serde::Deserialize;
 
 use crate::cli::{Cli, DcStatusArgs};
@@ -60,33 +59,19 @@ struct Link {
 }
 
 pub async fn run(cli: &Cli, args: &DcStatusArgs) -> anyhow::Result<ExitCode> {
-    let base = match (&args.dc, &args.health) {
-        (None, Some(url)) => url.trim().trim_end_matches('/').to_owned(),
-        (dc, _) => {
-            let dc = endpoints::dc(&cli.endpoints, dc.as_deref())?;
-            match dc.health.first() {
-                Some(h) => h.admin_url.trim_end_matches('/').to_owned(),
-                None => bail!("{} has no health service in {}", dc.dc, cli.endpoints),
-            }
-        }
-    };
-    let url = format!("{base}/status");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .context("building HTTP client")?;
-    let resp = http
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the health service at {url}"))?;
-    if !resp.status().is_success() {
-        bail!("GET {url}: {}", resp.status());
-    }
-    let status: Status = resp
-        .json()
-        .await
-        .with_context(|| format!("GET {url}: not a health status"))?;
+    let base = endpoints::admin_base(
+        &cli.endpoints,
+        args.dc.as_deref(),
+        args.health.as_deref(),
+        "health service",
+        |d| d.health.first(),
+    )?;
+    let status: Status = endpoints::get_json(
+        &format!("{base}/status"),
+        "health service",
+        "a health status",
+    )
+    .await?;
     print!("{}", render(&status, now_ms()));
     Ok(if status.peers.iter().all(|p| p.state == "up") {
         ExitCode::SUCCESS

@@ -53,6 +53,50 @@ pub fn dc(path: &str, dc: Option<&str>) -> anyhow::Result<DcEndpoints> {
     }
 }
 
+/// The admin URL of a service of a DC: `explicit` when given without a `--dc`, else the first
+/// service `pick` finds in DC `dc` (or the first DC) of the endpoints file; `what` names the
+/// service in errors ("router", "health service").
+pub fn admin_base(
+    path: &str,
+    dc: Option<&str>,
+    explicit: Option<&str>,
+    what: &str,
+    pick: impl FnOnce(&DcEndpoints) -> Option<&AdminEndpoint>,
+) -> anyhow::Result<String> {
+    if let (None, Some(url)) = (dc, explicit) {
+        return Ok(url.trim().trim_end_matches('/').to_owned());
+    }
+    let d = self::dc(path, dc)?;
+    match pick(&d) {
+        Some(s) => Ok(s.admin_url.trim_end_matches('/').to_owned()),
+        None => bail!("{} has no {what} in {path}", d.dc),
+    }
+}
+
+/// GETs `url` and reads its JSON body as `T`; `what` names the service ("router") and the body
+/// ("directory") in errors.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    url: &str,
+    service: &str,
+    body: &str,
+) -> anyhow::Result<T> {
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .context("building HTTP client")?;
+    let resp = http
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the {service} at {url}"))?;
+    if !resp.status().is_success() {
+        bail!("GET {url}: {}", resp.status());
+    }
+    resp.json()
+        .await
+        .with_context(|| format!("GET {url}: not {body}"))
+}
+
 /// The vhost an AMQP URL names (`amqp://user:pass@host:port/<vhost>`, percent-encoded; `/`
 /// when the path is empty).
 pub fn vhost_of(amqp_url: &str) -> String {

@@ -3,9 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{bail, Context};
 use serde::Deserialize;
 
 use crate::cli::{Cli, SessionsArgs};
@@ -29,33 +27,15 @@ struct Session {
 }
 
 pub async fn run(cli: &Cli, args: &SessionsArgs) -> anyhow::Result<ExitCode> {
-    let base = match (&args.dc, &args.router) {
-        (None, Some(url)) => url.trim().trim_end_matches('/').to_owned(),
-        (dc, _) => {
-            let dc = endpoints::dc(&cli.endpoints, dc.as_deref())?;
-            match dc.routers.first() {
-                Some(r) => r.admin_url.trim_end_matches('/').to_owned(),
-                None => bail!("{} has no router in {}", dc.dc, cli.endpoints),
-            }
-        }
-    };
-    let url = format!("{base}/directory");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .context("building HTTP client")?;
-    let resp = http
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the router at {url}"))?;
-    if !resp.status().is_success() {
-        bail!("GET {url}: {}", resp.status());
-    }
-    let dir: Directory = resp
-        .json()
-        .await
-        .with_context(|| format!("GET {url}: not a directory"))?;
+    let base = endpoints::admin_base(
+        &cli.endpoints,
+        args.dc.as_deref(),
+        args.router.as_deref(),
+        "router",
+        |d| d.routers.first(),
+    )?;
+    let dir: Directory =
+        endpoints::get_json(&format!("{base}/directory"), "router", "a directory").await?;
     print!("{}", render(&dir));
     Ok(ExitCode::SUCCESS)
 }
