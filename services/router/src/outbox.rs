@@ -45,10 +45,20 @@ struct Out {
     kind: &'static str,
     /// `None` for a kick.
     stanza: Option<Element>,
-    /// Names what is delivered when the same thing can be sent to a session by two
-    /// routes (a subscription request, live and at login): the delivery's message id is
-    /// derived from it, and the gateway shows a message id only once.
-    key: Option<String>,
+    /// The delivery's message id (the gateway shows a message id only once).
+    id: DeliveryId,
+}
+
+#[derive(Debug)]
+enum DeliveryId {
+    /// A fresh random id.
+    Fresh,
+    /// Derived from a key naming what is delivered, when the same thing can be sent to a
+    /// session by several routes (a subscription request: live, at login, by a nudge).
+    Keyed(String),
+    /// The id it already has (a stanza from another DC keeps its envelope's id, which may
+    /// be keyed).
+    Given(String),
 }
 
 #[derive(Debug, Default)]
@@ -57,7 +67,8 @@ pub struct Outbox {
     /// Hops left, carried on deliveries so a bounce decrements it; a hop to another DC
     /// spends one.
     hops: u64,
-    /// Accounts whose offline messages are to be delivered if they are available here.
+    /// Accounts something was stored for: what is stored goes to their resources available
+    /// here (handlers/stored.rs).
     nudges: Vec<String>,
 }
 
@@ -76,7 +87,18 @@ impl Outbox {
             target: target.into(),
             kind: h::kind::STANZA,
             stanza: Some(stanza.clone()),
-            key: None,
+            id: DeliveryId::Fresh,
+        });
+    }
+
+    /// Queues a stanza for one session under the message id it came with (from another DC):
+    /// what another DC keyed stays recognisable here.
+    pub fn deliver_as(&mut self, target: impl Into<Target>, stanza: &Element, id: &str) {
+        self.items.push(Out {
+            target: target.into(),
+            kind: h::kind::STANZA,
+            stanza: Some(stanza.clone()),
+            id: DeliveryId::Given(id.to_owned()),
         });
     }
 
@@ -87,7 +109,7 @@ impl Outbox {
             target: target.into(),
             kind: h::kind::STANZA,
             stanza: Some(stanza.clone()),
-            key: Some(key.to_owned()),
+            id: DeliveryId::Keyed(key.to_owned()),
         });
     }
 
@@ -97,13 +119,13 @@ impl Outbox {
             target: target.into(),
             kind: h::kind::CONFLICT,
             stanza: None,
-            key: None,
+            id: DeliveryId::Fresh,
         });
     }
 
-    /// Queues an offline nudge for `bare`, published after the deliveries: the router
-    /// partition of the account delivers its stored messages if it is available at this DC.
-    pub fn nudge_offline(&mut self, bare: &str) {
+    /// Queues a nudge for `bare`, published after the deliveries: the router partition of the
+    /// account delivers what is stored for it to its resources available at this DC.
+    pub fn nudge_stored(&mut self, bare: &str) {
         if !self.nudges.iter().any(|b| b == bare) {
             self.nudges.push(bare.to_owned());
         }
@@ -140,7 +162,7 @@ impl Outbox {
                     headers = headers.str(h::SENDER, from);
                 }
             }
-            let id = message_id(o).to_string();
+            let id = message_id(o);
             let span = publish_span(remote, o, &id);
             span.in_scope(|| meerkat_runtime::telemetry::inject_context(headers.table()));
             let props = BasicProperties::default()
@@ -213,14 +235,16 @@ fn publish_span(remote: bool, o: &Out, message_id: &str) -> tracing::Span {
 const KEYED_DELIVERY: Uuid = Uuid::from_u128(0x5d1c_83a4_2b6f_4e0d_9a57_c3e1_64f0_8b29);
 
 /// A random id, or for a keyed delivery one derived from the key and the session, so the
-/// same key queued twice for one session carries one id.
-fn message_id(o: &Out) -> Uuid {
-    match &o.key {
-        Some(key) => Uuid::new_v5(
+/// same key queued twice for one session carries one id; or the id it came with.
+fn message_id(o: &Out) -> String {
+    match &o.id {
+        DeliveryId::Keyed(key) => Uuid::new_v5(
             &KEYED_DELIVERY,
             format!("{}\n{}", o.target.session, key).as_bytes(),
-        ),
-        None => Uuid::new_v4(),
+        )
+        .to_string(),
+        DeliveryId::Given(id) => id.clone(),
+        DeliveryId::Fresh => Uuid::new_v4().to_string(),
     }
 }
 
@@ -237,7 +261,7 @@ mod tests {
             },
             kind: h::kind::STANZA,
             stanza: None,
-            key: key.map(str::to_owned),
+            id: key.map_or(DeliveryId::Fresh, |k| DeliveryId::Keyed(k.to_owned())),
         }
     }
 
@@ -249,5 +273,12 @@ mod tests {
         assert_ne!(id(s1, Some("a")), id(s2, Some("a")));
         assert_ne!(id(s1, Some("a")), id(s1, Some("b")));
         assert_ne!(id(s1, None), id(s1, None));
+    }
+
+    #[test]
+    fn a_given_id_is_kept() {
+        let mut o = out(Uuid::now_v7(), None);
+        o.id = DeliveryId::Given("from-dc1".into());
+        assert_eq!(message_id(&o), "from-dc1");
     }
 }

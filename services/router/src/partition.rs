@@ -125,7 +125,10 @@ async fn handle_delivery(ctx: &Ctx, delivery: Delivery, seen: &Mutex<Dedup>) {
     let started = tokio::time::Instant::now();
     let mut attempt = 0u32;
     let error = loop {
-        let Err(e) = handle(ctx, &inb).instrument(span.clone()).await else {
+        let Err(e) = handle(ctx, &inb, id.as_deref())
+            .instrument(span.clone())
+            .await
+        else {
             done(&delivery, id.as_deref(), seen).await;
             return;
         };
@@ -251,7 +254,8 @@ async fn arrival(ctx: &Ctx, inb: &Inbound) -> RemoteArrival {
     route::remote_arrival(entry.as_ref(), &ctx.config.dc, inb.hops)
 }
 
-async fn handle(ctx: &Ctx, inb: &Inbound) -> anyhow::Result<()> {
+/// `id`: the delivery's message id (for a stanza from another DC, its envelope's).
+async fn handle(ctx: &Ctx, inb: &Inbound, id: Option<&str>) -> anyhow::Result<()> {
     // Only a client of this DC names its session; a stanza from another DC has no sender
     // session here to wait for.
     if let Some(sender) = &inb.sender {
@@ -264,7 +268,12 @@ async fn handle(ctx: &Ctx, inb: &Inbound) -> anyhow::Result<()> {
         match arrival(ctx, inb).await {
             RemoteArrival::Deliver(target) => {
                 let mut out = Outbox::new(inb.hops);
-                out.deliver(target, &inb.el);
+                // Under the envelope's id: one the other DC keyed (a subscription request)
+                // stays recognisable to the gateway if this DC delivers it too (stored.rs).
+                match id {
+                    Some(id) => out.deliver_as(target, &inb.el, id),
+                    None => out.deliver(target, &inb.el),
+                }
                 out.flush(ctx).await?;
                 ctx.metrics.routed(inb.kind.as_str(), Outcome::Delivered);
                 return Ok(());
@@ -285,7 +294,7 @@ async fn handle(ctx: &Ctx, inb: &Inbound) -> anyhow::Result<()> {
     };
     let mut out = Outbox::new(inb.hops);
     let outcome = if inb.offline_nudge {
-        crate::handlers::offline::deliver_to_available(ctx, inb, &mut out).await?
+        crate::handlers::stored::on_nudge(ctx, inb, &mut out).await?
     } else {
         route::route(ctx, inb, &mut out).await?
     };

@@ -213,20 +213,7 @@ async fn handle_change(ctx: &Ctx, delivery: &Delivery) -> bool {
         Ok(ApplyOutcome::Applied) => {
             // Another DC's account change ends this DC's stale sessions of the account.
             crate::accounts::announce(ctx, &change.record).await;
-            if let Record::Offline {
-                username,
-                state: Some(_),
-                ..
-            } = &change.record
-            {
-                let bare = format!("{username}@{}", ctx.config.domain).to_lowercase();
-                if ctx.sequencer.lock().is_available(&bare) {
-                    if let Err(e) = ctx.publisher.offline_nudge(&ctx.config.dc, &bare).await {
-                        // Still stored: delivered at the user's next initial presence.
-                        tracing::warn!(error = %e, %bare, "offline delivery nudge not sent");
-                    }
-                }
-            }
+            nudge_if_stored(ctx, &change.record).await;
             let label = Metrics::dc(origin);
             ctx.metrics.data_applied.get_or_create(&label).inc();
             let now = chrono_micros();
@@ -242,11 +229,32 @@ async fn handle_change(ctx: &Ctx, delivery: &Delivery) -> bool {
             ask_replay(ctx, origin, expected).await;
             true
         }
-        Ok(ApplyOutcome::Duplicate | ApplyOutcome::Stale) => true,
+        // Applied before, but this delivery was not acked: the nudge may not have gone out.
+        Ok(ApplyOutcome::Duplicate) => {
+            nudge_if_stored(ctx, &change.record).await;
+            true
+        }
+        Ok(ApplyOutcome::Stale) => true,
         Err(e) => {
             tracing::warn!(error = %e, origin, seq = change.seq, "data change not applied");
             false
         }
+    }
+}
+
+/// Something stored for an account (an offline message, a pending subscription request)
+/// arrived here: the account's router partition delivers what is stored to its resources
+/// available at this DC, if any. Sent whether or not the account looks available here: the
+/// partition decides, in order with the account's initial presence, so that no interleaving
+/// of this arrival and a login at this DC leaves the item behind.
+async fn nudge_if_stored(ctx: &Ctx, record: &Record) {
+    let Some(username) = record.awaits_delivery() else {
+        return;
+    };
+    let bare = format!("{username}@{}", ctx.config.domain).to_lowercase();
+    if let Err(e) = ctx.publisher.offline_nudge(&ctx.config.dc, &bare).await {
+        // Still stored: delivered at the user's next initial presence.
+        tracing::warn!(error = %e, %bare, "stored-items nudge not sent");
     }
 }
 

@@ -74,11 +74,12 @@ impl Publisher {
         }
     }
 
-    /// Asks the routers of this DC to deliver the offline messages of `bare` to its resource
-    /// available here, if it has one: published on the routing exchange under the account's
-    /// own key, so the router partition that handles its initial presence handles this too,
-    /// after it. Sent when messages for the account were stored while it may have just become
-    /// available (from another DC, or from another partition of this DC).
+    /// Asks the routers of this DC to deliver what is stored for `bare` (offline messages,
+    /// pending subscription requests) to its resources available here, if it has any:
+    /// published on the routing exchange under the account's own key, so the router partition
+    /// that handles its initial presence handles this too, in order with it. Sent whenever
+    /// something for the account is stored at this DC (written by a router here, or applied
+    /// from another DC), since it may have become available meanwhile.
     pub async fn offline_nudge(&self, origin_dc: &str, bare: &str) -> Result<(), PublishError> {
         let body = Element::new("message", ns::CLIENT)
             .with_attr("from", bare.to_owned())

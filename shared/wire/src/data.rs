@@ -130,6 +130,31 @@ impl Record {
             | Record::Offline { username, .. } => username,
         }
     }
+
+    /// The account (username) whose available resources are to be shown this record when it
+    /// is stored at a DC, whether written there or applied from another: what was stored
+    /// because no available resource was seen (an offline message, a pending subscription
+    /// request). `None` for what is only data (and for every deletion). Exhaustive on purpose:
+    /// a new kind must answer it (docs/decisions.md, "what is stored for an account reaches
+    /// its resources").
+    pub fn awaits_delivery(&self) -> Option<&str> {
+        match self {
+            Record::Request {
+                username,
+                state: Some(_),
+                ..
+            }
+            | Record::Offline {
+                username,
+                state: Some(_),
+                ..
+            } => Some(username),
+            Record::Request { state: None, .. }
+            | Record::Offline { state: None, .. }
+            | Record::Account { .. }
+            | Record::Roster { .. } => None,
+        }
+    }
 }
 
 /// One outbox entry on its way to the other DCs (`meerkat.inter.data`, routing key = origin).
@@ -227,5 +252,41 @@ mod tests {
         let json = String::from_utf8(c.to_json()).unwrap();
         assert!(json.contains(r#""item":"roster""#), "{json}");
         assert_eq!(DataChange::from_json(json.as_bytes()).unwrap(), c);
+    }
+
+    #[test]
+    fn stored_items_await_delivery_and_data_does_not() {
+        let request = |state| Record::Request {
+            username: "bob".into(),
+            contact: "alice@example.com".into(),
+            stamp: stamp(1, "dc1"),
+            state,
+        };
+        let offline = |state| Record::Offline {
+            username: "bob".into(),
+            id: Uuid::nil(),
+            stamp: stamp(1, "dc1"),
+            state,
+        };
+        let pending = RequestState {
+            stanza: "<presence type='subscribe'/>".into(),
+            since: 1,
+        };
+        let message = OfflineState {
+            stanza: "<message/>".into(),
+            stored_at: 1,
+        };
+        assert_eq!(request(Some(pending)).awaits_delivery(), Some("bob"));
+        assert_eq!(offline(Some(message)).awaits_delivery(), Some("bob"));
+        // Answered, delivered: nothing left to show.
+        assert_eq!(request(None).awaits_delivery(), None);
+        assert_eq!(offline(None).awaits_delivery(), None);
+        let roster = Record::Roster {
+            username: "bob".into(),
+            contact: "alice@example.com".into(),
+            stamp: stamp(1, "dc1"),
+            state: None,
+        };
+        assert_eq!(roster.awaits_delivery(), None);
     }
 }

@@ -55,9 +55,11 @@ pub mod kind {
     /// is declared down, its last presence when it is back — broadcast to the contacts'
     /// sessions at this DC only (every DC does its own).
     pub const LOCAL_PRESENCE: &str = "local-presence";
-    /// Route: offline messages for this account came from another DC (stored there while the
-    /// account looked offline, e.g. during a partition) while it is available here: deliver
-    /// them now. The body is `<message from='BARE' to='BARE'/>`, naming the account.
+    /// Route (local to a DC): something was stored for this account (an offline message, a
+    /// pending subscription request; written here or applied from another DC): deliver what
+    /// is stored to its resources available here, if any. The body is
+    /// `<message from='BARE' to='BARE'/>`, naming the account. (The value predates the
+    /// subscription requests; it is kept so that routers of both versions understand it.)
     pub const OFFLINE: &str = "offline";
 }
 

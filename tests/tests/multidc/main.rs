@@ -20,6 +20,7 @@ mod presence;
 mod replication;
 mod restarts;
 mod sessions;
+mod stored;
 mod three_dcs;
 mod traces;
 

@@ -6,6 +6,7 @@ pub mod offline;
 pub mod ping;
 pub mod presence;
 pub mod roster;
+pub mod stored;
 pub mod subscription;
 pub mod substate;
 pub mod version;

@@ -44,10 +44,10 @@ pub async fn store(
         Ok(()) => {
             // The account's initial presence is handled by its own partition, which may have
             // just delivered what was stored before this: if it is available by now, that
-            // partition delivers this one too.
+            // partition delivers this one too (stored.rs).
             let bare = to.bare.as_str();
             if bare != inb.from_bare {
-                out.nudge_offline(bare);
+                out.nudge_stored(bare);
             }
             Ok(Outcome::Offline)
         }
@@ -82,32 +82,6 @@ pub async fn deliver_pending(
     out.flush(ctx).await?;
     ctx.store.delete_offline(username, &ids).await?;
     Ok(())
-}
-
-/// Offline messages that came from another DC while the account is available here: to the
-/// account's resource at this DC that a message to the bare JID would reach first (RFC 6121
-/// §8.5.2.1.1: highest non-negative priority), as at an initial presence.
-pub async fn deliver_to_available(
-    ctx: &Ctx,
-    inb: &Inbound,
-    out: &mut Outbox,
-) -> anyhow::Result<Outcome> {
-    let target = {
-        let dir = ctx.sessions.read();
-        let mut here: Vec<_> = dir
-            .available(&inb.from_bare)
-            .into_iter()
-            .filter(|s| s.dc == ctx.config.dc && s.priority >= 0)
-            .collect();
-        here.sort_by_key(|s| (std::cmp::Reverse(s.priority), s.session_id));
-        here.first().map(|s| Target::from(*s))
-    };
-    let Some(target) = target else {
-        // Not (or no longer) available here: the next initial presence delivers them.
-        return Ok(Outcome::Dropped);
-    };
-    deliver_pending(ctx, inb.username(), out, &target).await?;
-    Ok(Outcome::Handled)
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 use meerkat_store::Subscription;
 use meerkat_xmpp::{ns, Element, StanzaType};
 
-use super::offline;
-use super::subscription::{self, available_targets, last_presences};
+use super::stored;
+use super::subscription::{available_targets, last_presences};
 use crate::inbound::Inbound;
 use crate::jids::{self, Addr};
 use crate::metrics::Outcome;
@@ -51,14 +51,7 @@ pub async fn broadcast(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Re
                     out.deliver(sender.target.clone(), &p);
                 }
             }
-            offline::deliver_pending(ctx, inb.username(), out, &sender.target).await?;
-            for r in ctx.store.subscription_requests(inb.username()).await? {
-                let key = subscription::request_key(&jids::bare(&r.contact), r.since);
-                match Element::parse(&r.stanza) {
-                    Ok(p) => out.deliver_once(sender.target.clone(), &p, &key),
-                    Err(e) => tracing::warn!(error = %e, "unreadable stored subscription request"),
-                }
-            }
+            stored::at_login(ctx, inb.username(), out, &sender.target).await?;
         }
     }
     Ok(Outcome::Delivered)

@@ -1,7 +1,8 @@
 //! RFC 6121 §3 presence subscriptions between two local accounts: applies the state machine
-//! (substate.rs) to both rosters, stores pending inbound requests (redelivered at the next
-//! login), pushes roster changes to both users, and exchanges presence as subscriptions
-//! start and end.
+//! (substate.rs) to both rosters, stores pending inbound requests (shown to every available
+//! resource, including those no directory knew of yet, and again at every login until
+//! answered: stored.rs), pushes roster changes to both users, and exchanges presence as
+//! subscriptions start and end.
 
 use meerkat_store::{RosterItem, Subscription};
 use meerkat_xmpp::{ns, Element};
@@ -129,6 +130,11 @@ async fn inbound(
         stanza,
     )
     .await?;
+    if request.is_some() {
+        // Stored: shown to the user's resources at this DC that the directory does not list
+        // yet, and, once replicated, at every other DC (handlers/stored.rs).
+        out.nudge_stored(user_bare);
+    }
     if step.forward {
         let mut p = stanza.clone();
         p.set_attr("to", user_bare.to_owned());

@@ -1,0 +1,93 @@
+//! What a router stores because it saw no available resource (a pending subscription request,
+//! an offline message) reaches a resource that was online at another DC all along, even when
+//! the storing DC's directory did not list it yet: right after a fresh start, and after a
+//! partition heals. Each arrives once.
+
+use std::time::Duration;
+
+use meerkat_testkit::client::pred::presence_of_type;
+use meerkat_testkit::client::Client;
+use meerkat_xmpp::ns;
+
+use crate::data::wait_account;
+use crate::{available, eventually, multi, presence, register, store, user, CONVERGE};
+
+/// How long a second copy of something delivered gets to show up.
+const ONCE: Duration = Duration::from_secs(1);
+
+/// Bob receives Alice's subscription request and her message, each once.
+async fn bob_gets_both(bob: &mut Client, alice_bare: &str, body: &str) {
+    bob.expect(
+        "alice's subscription request",
+        presence_of_type(alice_bare, Some("subscribe")),
+    )
+    .await
+    .unwrap();
+    let got = bob
+        .expect("alice's message", |e| {
+            e.is("message", ns::CLIENT) && e.child_text("body", ns::CLIENT).as_deref() == Some(body)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        got.attr("from").and_then(|f| f.split('/').next()),
+        Some(alice_bare)
+    );
+    bob.expect_none(ONCE, |e| {
+        presence_of_type(alice_bare, Some("subscribe"))(e)
+            || (e.is("message", ns::CLIENT)
+                && e.child_text("body", ns::CLIENT).as_deref() == Some(body))
+    })
+    .await
+    .unwrap();
+}
+
+/// The sequence a new user tries first: two fresh DCs, Alice at DC 1 and Bob at DC 2 log in,
+/// and Alice at once asks to see Bob's presence and writes to him.
+#[tokio::test]
+async fn right_after_a_fresh_start_a_request_and_a_message_reach_the_contact_at_the_other_dc() {
+    let m = multi(2).await;
+    let (a, b) = (user("alice"), user("bob"));
+    register(m.dc(1), &a).await;
+    register(m.dc(2), &b).await;
+    // DC 1 refuses a request to an account it does not hold yet (RFC 6121 §3.1.3).
+    wait_account(m.dc(1), &b).await;
+    let mut bob = available(m.dc(2), &b, "phone").await;
+    let mut alice = available(m.dc(1), &a, "laptop").await;
+    let (aj, bj) = (alice.bare_jid().to_owned(), bob.bare_jid().to_owned());
+    alice.send(&presence("subscribe", &bj)).await.unwrap();
+    alice.send_message(&bj, "hello bob").await.unwrap();
+    bob_gets_both(&mut bob, &aj, "hello bob").await;
+    m.stop().await.unwrap();
+}
+
+/// The rule itself, whatever readiness hides: DC 1 stores a request and a message for Bob
+/// while it cannot know he is online at DC 2 (their links are cut); once they heal, both reach
+/// him without his logging in again.
+#[tokio::test]
+async fn stored_while_cut_off_reaches_the_contact_online_at_the_other_dc_when_links_heal() {
+    let m = multi(2).await;
+    let (a, b) = (user("alice"), user("bob"));
+    register(m.dc(1), &a).await;
+    register(m.dc(2), &b).await;
+    wait_account(m.dc(1), &b).await;
+    m.links.cut(1, 2);
+    let mut bob = available(m.dc(2), &b, "phone").await;
+    let mut alice = available(m.dc(1), &a, "laptop").await;
+    let (aj, bj) = (alice.bare_jid().to_owned(), bob.bare_jid().to_owned());
+    alice.send(&presence("subscribe", &bj)).await.unwrap();
+    alice.send_message(&bj, "while cut off").await.unwrap();
+    // Stored at DC 1, which saw no resource of Bob's.
+    let dc1 = store(m.dc(1)).await;
+    eventually("the request stored at DC 1", CONVERGE, || async {
+        !dc1.subscription_requests(&b).await.unwrap().is_empty()
+    })
+    .await;
+    eventually("the message stored at DC 1", CONVERGE, || async {
+        !dc1.offline_messages(&b).await.unwrap().is_empty()
+    })
+    .await;
+    m.links.heal();
+    bob_gets_both(&mut bob, &aj, "while cut off").await;
+    m.stop().await.unwrap();
+}
