@@ -2,6 +2,8 @@
 //! `peers` takes a list of tables in TOML, or one string `dc2=amqp://...,dc3=amqp://...`
 //! (what `MEERKAT_PEERS` can carry, since env keys are flat).
 
+use std::num::NonZeroUsize;
+
 use meerkat_runtime::config::invalid;
 pub use meerkat_runtime::config::Invalid;
 pub use meerkat_runtime::peers::{parse_peers, Peer};
@@ -32,6 +34,9 @@ pub struct Config {
     pub outbox_retention_secs: u64,
     /// How often the data replication status goes to every other DC, in milliseconds.
     pub data_status_ms: u64,
+    /// Records read from the database and sent per message of a full copy: what a full copy
+    /// holds in memory at once.
+    pub full_copy_batch: NonZeroUsize,
 }
 
 impl Default for Config {
@@ -46,6 +51,7 @@ impl Default for Config {
             snapshot_warmup_ms: 2000,
             outbox_retention_secs: 7 * 24 * 3600,
             data_status_ms: 1000,
+            full_copy_batch: NonZeroUsize::new(500).unwrap_or(NonZeroUsize::MIN),
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct StackOptions {
     pub outbox_retention_secs: Option<u64>,
     /// The replicator's `data_status_ms` (its default when `None`).
     pub data_status_ms: Option<u64>,
+    /// The replicator's `full_copy_batch` (its default when `None`).
+    pub full_copy_batch: Option<std::num::NonZeroUsize>,
     /// Start the DC's health service (dc-health; its peers are `peers`): it watches the
     /// gateways, and with peers the other DCs.
     pub health: bool,
@@ -66,6 +68,7 @@ impl Default for StackOptions {
             peers: Vec::new(),
             outbox_retention_secs: None,
             data_status_ms: None,
+            full_copy_batch: None,
             health: true,
             max_offline: None,
             gateway: None,
@@ -340,6 +343,10 @@ impl Dc {
                 .options
                 .data_status_ms
                 .unwrap_or(defaults.data_status_ms),
+            full_copy_batch: self
+                .options
+                .full_copy_batch
+                .unwrap_or(defaults.full_copy_batch),
             ..defaults
         };
         let handle = ServiceHandle::spawn(

@@ -2,16 +2,28 @@
 //! outbox every write appends to, applying other DCs' records (the larger stamp wins), full
 //! copies, and the bookkeeping of what each DC has applied.
 
+mod accounts;
+mod copy;
+mod kind;
+mod offline;
+mod requests;
+mod roster;
+mod tombstones;
+
 use std::collections::BTreeMap;
 
-use meerkat_wire::data::{
-    AccountState, Applied, OfflineState, Record, RequestState, RosterState, ScramKeys, Stamp,
-};
-use sqlx::postgres::PgRow;
+use meerkat_wire::data::{Applied, Record, Stamp};
 use sqlx::{PgConnection, Row};
-use uuid::Uuid;
+
+use kind::Kind as _;
 
 use crate::{Store, StoreError};
+
+pub(crate) use accounts::{account_created, account_deleted, account_record};
+pub use copy::FullCopy;
+pub(crate) use offline::offline_removed;
+pub(crate) use requests::{request_put, request_removed};
+pub(crate) use roster::{roster_put, roster_record, roster_removed};
 
 /// The DC's clock, read and advanced at the start of a write transaction (which then holds
 /// the clock row's lock until it commits).
@@ -64,81 +76,13 @@ pub(crate) async fn append(
     Ok(Some((epoch, last)))
 }
 
-/// The key of an item in `tombstones`.
-fn key2(username: &str, contact: &str) -> String {
-    format!("{username}\n{contact}")
-}
-
-async fn tombstone(
-    conn: &mut PgConnection,
-    kind: &str,
-    key: &str,
-    username: &str,
-    stamp: &Stamp,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO tombstones (kind, key, username, hlc, hlc_dc) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (kind, key) DO UPDATE SET hlc = EXCLUDED.hlc, hlc_dc = EXCLUDED.hlc_dc, \
-         deleted_at = now()",
-    )
-    .bind(kind)
-    .bind(key)
-    .bind(username)
-    .bind(stamp.hlc)
-    .bind(&stamp.dc)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-async fn clear_tombstone(conn: &mut PgConnection, kind: &str, key: &str) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM tombstones WHERE kind = $1 AND key = $2")
-        .bind(kind)
-        .bind(key)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-fn stamp_of(row: &PgRow) -> Result<Stamp, StoreError> {
-    Ok(Stamp {
-        hlc: row.try_get("hlc")?,
-        dc: row.try_get("hlc_dc")?,
-    })
-}
-
-/// The stamp of the item now: its row's, else its tombstone's.
-async fn current_stamp(
-    conn: &mut PgConnection,
-    table_query: &str,
-    binds: &[&str],
-    kind: &str,
-    key: &str,
-) -> Result<Option<Stamp>, StoreError> {
-    let mut q = sqlx::query(table_query);
-    for b in binds {
-        q = q.bind(*b);
-    }
-    if let Some(row) = q.fetch_optional(&mut *conn).await? {
-        return Ok(Some(stamp_of(&row)?));
-    }
-    let row = sqlx::query("SELECT hlc, hlc_dc FROM tombstones WHERE kind = $1 AND key = $2")
-        .bind(kind)
-        .bind(key)
-        .fetch_optional(conn)
-        .await?;
-    row.as_ref().map(stamp_of).transpose()
-}
-
-// ---- The local side: records of local writes, built from the rows as written.
-
-/// Removes what an account of this name owned before `born` (an earlier account's data).
+/// Removes what an account of this name owned before `before` (an earlier account's data).
 pub(crate) async fn drop_older_data(
     conn: &mut PgConnection,
     username: &str,
     before: &Stamp,
 ) -> Result<(), StoreError> {
-    for table in ["roster_items", "subscription_requests", "offline_messages"] {
+    for table in kind::KINDS.iter().filter_map(|k| k.user_table()) {
         sqlx::query(&format!(
             "DELETE FROM {table} WHERE username = $1 AND (hlc, hlc_dc) < ($2, $3)"
         ))
@@ -149,166 +93,6 @@ pub(crate) async fn drop_older_data(
         .await?;
     }
     Ok(())
-}
-
-/// The account row's state as a record.
-pub(crate) async fn account_record(
-    conn: &mut PgConnection,
-    username: &str,
-) -> Result<Record, StoreError> {
-    let row = sqlx::query(
-        "SELECT hlc, hlc_dc, born, born_dc, sha1_salt, sha1_iterations, sha1_stored_key, \
-         sha1_server_key, sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key \
-         FROM accounts WHERE username = $1",
-    )
-    .bind(username)
-    .fetch_one(conn)
-    .await?;
-    account_from_row(&row, username)
-}
-
-fn keys_from_row(row: &PgRow, alg: &str) -> Result<ScramKeys, StoreError> {
-    let c = crate::accounts::stored(row, alg)?;
-    Ok(ScramKeys {
-        salt: c.salt,
-        iterations: c.iterations,
-        stored_key: c.stored_key,
-        server_key: c.server_key,
-    })
-}
-
-fn account_from_row(row: &PgRow, username: &str) -> Result<Record, StoreError> {
-    Ok(Record::Account {
-        username: username.to_owned(),
-        stamp: stamp_of(row)?,
-        state: Some(AccountState {
-            born: Stamp {
-                hlc: row.try_get("born")?,
-                dc: row.try_get("born_dc")?,
-            },
-            sha1: keys_from_row(row, "sha1")?,
-            sha256: keys_from_row(row, "sha256")?,
-        }),
-    })
-}
-
-pub(crate) async fn account_deleted(
-    conn: &mut PgConnection,
-    username: &str,
-    stamp: &Stamp,
-) -> Result<Record, StoreError> {
-    drop_older_data(
-        conn,
-        username,
-        &Stamp {
-            hlc: i64::MAX,
-            dc: String::new(),
-        },
-    )
-    .await?;
-    tombstone(conn, "account", username, username, stamp).await?;
-    Ok(Record::Account {
-        username: username.to_owned(),
-        stamp: stamp.clone(),
-        state: None,
-    })
-}
-
-pub(crate) async fn account_created(
-    conn: &mut PgConnection,
-    username: &str,
-    born: &Stamp,
-) -> Result<(), StoreError> {
-    drop_older_data(conn, username, born).await?;
-    clear_tombstone(conn, "account", username).await
-}
-
-pub(crate) fn roster_record(username: &str, item: &crate::RosterItem, stamp: &Stamp) -> Record {
-    Record::Roster {
-        username: username.to_owned(),
-        contact: item.jid.clone(),
-        stamp: stamp.clone(),
-        state: Some(RosterState {
-            name: item.name.clone(),
-            subscription: item.subscription.as_str().to_owned(),
-            ask_out: item.ask_out,
-            approved: item.approved,
-            groups: item.groups.clone(),
-        }),
-    }
-}
-
-pub(crate) async fn roster_put(
-    conn: &mut PgConnection,
-    username: &str,
-    contact: &str,
-) -> Result<(), StoreError> {
-    clear_tombstone(conn, "roster", &key2(username, contact)).await
-}
-
-pub(crate) async fn roster_removed(
-    conn: &mut PgConnection,
-    username: &str,
-    contact: &str,
-    stamp: &Stamp,
-) -> Result<Record, StoreError> {
-    tombstone(conn, "roster", &key2(username, contact), username, stamp).await?;
-    Ok(Record::Roster {
-        username: username.to_owned(),
-        contact: contact.to_owned(),
-        stamp: stamp.clone(),
-        state: None,
-    })
-}
-
-pub(crate) async fn request_put(
-    conn: &mut PgConnection,
-    username: &str,
-    contact: &str,
-    stanza: &str,
-    since: i64,
-    stamp: &Stamp,
-) -> Result<Record, StoreError> {
-    clear_tombstone(conn, "request", &key2(username, contact)).await?;
-    Ok(Record::Request {
-        username: username.to_owned(),
-        contact: contact.to_owned(),
-        stamp: stamp.clone(),
-        state: Some(RequestState {
-            stanza: stanza.to_owned(),
-            since,
-        }),
-    })
-}
-
-pub(crate) async fn request_removed(
-    conn: &mut PgConnection,
-    username: &str,
-    contact: &str,
-    stamp: &Stamp,
-) -> Result<Record, StoreError> {
-    tombstone(conn, "request", &key2(username, contact), username, stamp).await?;
-    Ok(Record::Request {
-        username: username.to_owned(),
-        contact: contact.to_owned(),
-        stamp: stamp.clone(),
-        state: None,
-    })
-}
-
-pub(crate) async fn offline_removed(
-    conn: &mut PgConnection,
-    username: &str,
-    id: Uuid,
-    stamp: &Stamp,
-) -> Result<Record, StoreError> {
-    tombstone(conn, "offline", &id.to_string(), username, stamp).await?;
-    Ok(Record::Offline {
-        username: username.to_owned(),
-        id,
-        stamp: stamp.clone(),
-        state: None,
-    })
 }
 
 // ---- The remote side.
@@ -326,59 +110,27 @@ pub enum ApplyOutcome {
     Stale,
 }
 
-/// Whether `stamp` beats what is here for the item (and the account allows it).
-async fn newer(conn: &mut PgConnection, rec: &Record) -> Result<bool, StoreError> {
+/// Whether `rec`'s stamp beats what is here for its item (its row, else its tombstone), and
+/// the item's account allows it.
+async fn newer(
+    conn: &mut PgConnection,
+    kind: &dyn kind::Kind,
+    rec: &Record,
+) -> Result<bool, StoreError> {
     let stamp = rec.stamp();
     let username = rec.username();
-    let here = match rec {
-        Record::Account { .. } => {
-            current_stamp(
-                conn,
-                "SELECT hlc, hlc_dc FROM accounts WHERE username = $1",
-                &[username],
-                "account",
-                username,
-            )
-            .await?
-        }
-        Record::Roster { contact, .. } => {
-            current_stamp(
-                conn,
-                "SELECT hlc, hlc_dc FROM roster_items WHERE username = $1 AND contact = $2",
-                &[username, contact],
-                "roster",
-                &key2(username, contact),
-            )
-            .await?
-        }
-        Record::Request { contact, .. } => current_stamp(
-            conn,
-            "SELECT hlc, hlc_dc FROM subscription_requests WHERE username = $1 AND contact = $2",
-            &[username, contact],
-            "request",
-            &key2(username, contact),
-        )
-        .await?,
-        Record::Offline { id, .. } => {
-            let id = id.to_string();
-            current_stamp(
-                conn,
-                "SELECT hlc, hlc_dc FROM offline_messages WHERE uid = $1::uuid",
-                &[&id],
-                "offline",
-                &id,
-            )
-            .await?
-        }
+    let here = match kind.row_stamp(conn, rec).await? {
+        Some(s) => Some(s),
+        None => tombstones::stamp(conn, kind.name(), &kind.tombstone_key(rec)).await?,
     };
     if here.as_ref().is_some_and(|h| h >= stamp) {
         return Ok(false);
     }
-    if matches!(rec, Record::Account { .. }) {
+    if kind.user_table().is_none() {
         return Ok(true);
     }
-    // A user's item written before their account was (re)created or after... deleted: an
-    // item older than the account's birth belongs to an earlier account of that name; one
+    // A user's item written before their account was (re)created or after it was deleted:
+    // an item older than the account's birth belongs to an earlier account of that name; one
     // older than the account's deletion went with it.
     let born =
         sqlx::query("SELECT born AS hlc, born_dc AS hlc_dc FROM accounts WHERE username = $1")
@@ -386,15 +138,11 @@ async fn newer(conn: &mut PgConnection, rec: &Record) -> Result<bool, StoreError
             .fetch_optional(&mut *conn)
             .await?;
     if let Some(row) = born {
-        return Ok(stamp_of(&row)? <= *stamp);
+        return Ok(tombstones::stamp_of(&row)? <= *stamp);
     }
-    let deleted =
-        sqlx::query("SELECT hlc, hlc_dc FROM tombstones WHERE kind = 'account' AND key = $1")
-            .bind(username)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let deleted = tombstones::stamp(conn, accounts::Accounts.name(), username).await?;
     match deleted {
-        Some(row) => Ok(stamp_of(&row)? < *stamp),
+        Some(s) => Ok(s < *stamp),
         None => Ok(true),
     }
 }
@@ -404,181 +152,14 @@ pub(crate) async fn apply_record(
     conn: &mut PgConnection,
     rec: &Record,
 ) -> Result<bool, StoreError> {
-    if !newer(conn, rec).await? {
+    let kind = kind::of(rec)?;
+    if !newer(conn, kind, rec).await? {
         return Ok(false);
     }
-    let stamp = rec.stamp();
-    match rec {
-        Record::Account {
-            username,
-            state: Some(a),
-            ..
-        } => {
-            let iter = |k: &ScramKeys| {
-                i32::try_from(k.iterations)
-                    .map_err(|_| StoreError::Corrupt("iteration count too large".into()))
-            };
-            sqlx::query(
-                "INSERT INTO accounts (username, sha1_salt, sha1_iterations, sha1_stored_key, \
-                 sha1_server_key, sha256_salt, sha256_iterations, sha256_stored_key, \
-                 sha256_server_key, hlc, hlc_dc, born, born_dc) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-                 ON CONFLICT (username) DO UPDATE SET sha1_salt = EXCLUDED.sha1_salt, \
-                 sha1_iterations = EXCLUDED.sha1_iterations, sha1_stored_key = EXCLUDED.sha1_stored_key, \
-                 sha1_server_key = EXCLUDED.sha1_server_key, sha256_salt = EXCLUDED.sha256_salt, \
-                 sha256_iterations = EXCLUDED.sha256_iterations, \
-                 sha256_stored_key = EXCLUDED.sha256_stored_key, \
-                 sha256_server_key = EXCLUDED.sha256_server_key, hlc = EXCLUDED.hlc, \
-                 hlc_dc = EXCLUDED.hlc_dc, born = EXCLUDED.born, born_dc = EXCLUDED.born_dc",
-            )
-            .bind(username)
-            .bind(&a.sha1.salt)
-            .bind(iter(&a.sha1)?)
-            .bind(&a.sha1.stored_key)
-            .bind(&a.sha1.server_key)
-            .bind(&a.sha256.salt)
-            .bind(iter(&a.sha256)?)
-            .bind(&a.sha256.stored_key)
-            .bind(&a.sha256.server_key)
-            .bind(stamp.hlc)
-            .bind(&stamp.dc)
-            .bind(a.born.hlc)
-            .bind(&a.born.dc)
-            .execute(&mut *conn)
-            .await?;
-            account_created(conn, username, &a.born).await?;
-        }
-        Record::Account {
-            username,
-            state: None,
-            ..
-        } => {
-            sqlx::query("DELETE FROM accounts WHERE username = $1")
-                .bind(username)
-                .execute(&mut *conn)
-                .await?;
-            drop_older_data(conn, username, stamp).await?;
-            tombstone(conn, "account", username, username, stamp).await?;
-        }
-        Record::Roster {
-            username,
-            contact,
-            state,
-            ..
-        } => {
-            match state {
-                Some(r) => {
-                    sqlx::query(
-                        "INSERT INTO roster_items (username, contact, name, subscription, ask_out, \
-                         approved, groups, version, hlc, hlc_dc) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9) \
-                         ON CONFLICT (username, contact) DO UPDATE SET name = EXCLUDED.name, \
-                         subscription = EXCLUDED.subscription, ask_out = EXCLUDED.ask_out, \
-                         approved = EXCLUDED.approved, groups = EXCLUDED.groups, \
-                         hlc = EXCLUDED.hlc, hlc_dc = EXCLUDED.hlc_dc",
-                    )
-                    .bind(username)
-                    .bind(contact)
-                    .bind(&r.name)
-                    .bind(&r.subscription)
-                    .bind(r.ask_out)
-                    .bind(r.approved)
-                    .bind(&r.groups)
-                    .bind(stamp.hlc)
-                    .bind(&stamp.dc)
-                    .execute(&mut *conn)
-                    .await?;
-                    clear_tombstone(conn, "roster", &key2(username, contact)).await?;
-                }
-                None => {
-                    sqlx::query("DELETE FROM roster_items WHERE username = $1 AND contact = $2")
-                        .bind(username)
-                        .bind(contact)
-                        .execute(&mut *conn)
-                        .await?;
-                    tombstone(conn, "roster", &key2(username, contact), username, stamp).await?;
-                }
-            }
-            // The user's roster changed here: a new version for the clients of this DC.
-            sqlx::query(
-                "WITH v AS (UPDATE accounts SET roster_version = roster_version + 1 \
-                 WHERE username = $1 RETURNING roster_version) \
-                 UPDATE roster_items SET version = (SELECT roster_version FROM v) \
-                 WHERE username = $1 AND contact = $2 AND EXISTS (SELECT 1 FROM v)",
-            )
-            .bind(username)
-            .bind(contact)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Record::Request {
-            username,
-            contact,
-            state,
-            ..
-        } => match state {
-            Some(r) => {
-                sqlx::query(
-                    "INSERT INTO subscription_requests (username, contact, stanza, created_at, hlc, hlc_dc) \
-                     VALUES ($1, $2, $3, timestamptz 'epoch' + $4 * interval '1 microsecond', $5, $6) \
-                     ON CONFLICT (username, contact) DO UPDATE SET stanza = EXCLUDED.stanza, \
-                     created_at = EXCLUDED.created_at, hlc = EXCLUDED.hlc, hlc_dc = EXCLUDED.hlc_dc",
-                )
-                .bind(username)
-                .bind(contact)
-                .bind(&r.stanza)
-                .bind(r.since)
-                .bind(stamp.hlc)
-                .bind(&stamp.dc)
-                .execute(&mut *conn)
-                .await?;
-                clear_tombstone(conn, "request", &key2(username, contact)).await?;
-            }
-            None => {
-                sqlx::query(
-                    "DELETE FROM subscription_requests WHERE username = $1 AND contact = $2",
-                )
-                .bind(username)
-                .bind(contact)
-                .execute(&mut *conn)
-                .await?;
-                tombstone(conn, "request", &key2(username, contact), username, stamp).await?;
-            }
-        },
-        Record::Offline {
-            username,
-            id,
-            state,
-            ..
-        } => match state {
-            Some(m) => {
-                sqlx::query(
-                    "INSERT INTO offline_messages (username, stanza, stored_at, uid, hlc, hlc_dc) \
-                     VALUES ($1, $2, timestamptz 'epoch' + $3 * interval '1 microsecond', $4, $5, $6) \
-                     ON CONFLICT (uid) DO UPDATE SET stanza = EXCLUDED.stanza, \
-                     hlc = EXCLUDED.hlc, hlc_dc = EXCLUDED.hlc_dc",
-                )
-                .bind(username)
-                .bind(&m.stanza)
-                .bind(m.stored_at)
-                .bind(id)
-                .bind(stamp.hlc)
-                .bind(&stamp.dc)
-                .execute(&mut *conn)
-                .await?;
-            }
-            None => {
-                sqlx::query("DELETE FROM offline_messages WHERE uid = $1")
-                    .bind(id)
-                    .execute(&mut *conn)
-                    .await?;
-                tombstone(conn, "offline", &id.to_string(), username, stamp).await?;
-            }
-        },
-    }
+    kind.apply(conn, rec).await?;
     // The clock never runs behind what it has seen.
     sqlx::query("UPDATE replication_clock SET hlc = GREATEST(hlc, $1)")
-        .bind(stamp.hlc)
+        .bind(rec.stamp().hlc)
         .execute(conn)
         .await?;
     Ok(true)
@@ -767,123 +348,6 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
-    }
-
-    /// Every item and tombstone, as records, for a full copy.
-    pub async fn copy_records(&self) -> Result<Vec<Record>, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            .execute(&mut *tx)
-            .await?;
-        let mut out = Vec::new();
-        let accounts = sqlx::query(
-            "SELECT username, hlc, hlc_dc, born, born_dc, sha1_salt, sha1_iterations, \
-             sha1_stored_key, sha1_server_key, sha256_salt, sha256_iterations, \
-             sha256_stored_key, sha256_server_key FROM accounts",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        for row in &accounts {
-            let username: String = row.try_get("username")?;
-            out.push(account_from_row(row, &username)?);
-        }
-        let roster = sqlx::query(
-            "SELECT username, contact, name, subscription, ask_out, approved, groups, hlc, hlc_dc \
-             FROM roster_items",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        for row in &roster {
-            out.push(Record::Roster {
-                username: row.try_get("username")?,
-                contact: row.try_get("contact")?,
-                stamp: stamp_of(row)?,
-                state: Some(RosterState {
-                    name: row.try_get("name")?,
-                    subscription: row.try_get("subscription")?,
-                    ask_out: row.try_get("ask_out")?,
-                    approved: row.try_get("approved")?,
-                    groups: row.try_get("groups")?,
-                }),
-            });
-        }
-        let requests = sqlx::query(
-            "SELECT username, contact, stanza, hlc, hlc_dc, \
-             (extract(epoch FROM created_at) * 1000000)::bigint AS since FROM subscription_requests",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        for row in &requests {
-            out.push(Record::Request {
-                username: row.try_get("username")?,
-                contact: row.try_get("contact")?,
-                stamp: stamp_of(row)?,
-                state: Some(RequestState {
-                    stanza: row.try_get("stanza")?,
-                    since: row.try_get("since")?,
-                }),
-            });
-        }
-        let offline = sqlx::query(
-            "SELECT username, uid, stanza, hlc, hlc_dc, \
-             (extract(epoch FROM stored_at) * 1000000)::bigint AS stored_at FROM offline_messages",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        for row in &offline {
-            out.push(Record::Offline {
-                username: row.try_get("username")?,
-                id: row.try_get("uid")?,
-                stamp: stamp_of(row)?,
-                state: Some(OfflineState {
-                    stanza: row.try_get("stanza")?,
-                    stored_at: row.try_get("stored_at")?,
-                }),
-            });
-        }
-        let tombs = sqlx::query("SELECT kind, key, username, hlc, hlc_dc FROM tombstones")
-            .fetch_all(&mut *tx)
-            .await?;
-        for row in &tombs {
-            let kind: String = row.try_get("kind")?;
-            let key: String = row.try_get("key")?;
-            let username: String = row.try_get("username")?;
-            let stamp = stamp_of(row)?;
-            let contact = || {
-                key.split_once('\n')
-                    .map(|(_, c)| c.to_owned())
-                    .unwrap_or_default()
-            };
-            out.push(match kind.as_str() {
-                "account" => Record::Account {
-                    username,
-                    stamp,
-                    state: None,
-                },
-                "roster" => Record::Roster {
-                    username,
-                    contact: contact(),
-                    stamp,
-                    state: None,
-                },
-                "request" => Record::Request {
-                    username,
-                    contact: contact(),
-                    stamp,
-                    state: None,
-                },
-                _ => Record::Offline {
-                    username,
-                    id: key
-                        .parse()
-                        .map_err(|_| StoreError::Corrupt(format!("offline tombstone {key:?}")))?,
-                    stamp,
-                    state: None,
-                },
-            });
-        }
-        tx.commit().await?;
-        Ok(out)
     }
 
     /// How far this DC has applied each origin.
