@@ -4,40 +4,24 @@ use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroU64};
 use std::path::PathBuf;
 
+use meerkat_runtime::config::invalid;
+pub use meerkat_runtime::config::Invalid;
+pub use meerkat_runtime::Secret;
+use meerkat_runtime::{Common, Database};
 use serde::{Deserialize, Serialize};
 
 pub use crate::cidr::CidrList;
 
-/// A secret that debug output and logs do not show.
-#[derive(Clone, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() {
-            "(none)"
-        } else {
-            "(secret)"
-        })
-    }
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// This DC's id (`dc1`, ...).
-    pub dc: String,
-    /// The XMPP domain served.
-    pub domain: String,
-    pub amqp_url: String,
-    pub database_url: String,
-    /// Connections to PostgreSQL this process keeps at most.
-    pub database_pool: NonZeroU32,
-    /// Admin HTTP port (healthz, readyz, metrics).
-    pub admin_addr: SocketAddr,
-    /// Unique per gateway process; names its delivery queue. Empty: generated.
-    pub instance_id: String,
+    /// `dc`, `domain`, `amqp_url`, `admin_addr`, `instance_id` (unique per gateway process;
+    /// names its delivery queue; empty = `<dc>-gw-<8 hex>`).
+    #[serde(flatten)]
+    pub common: Common,
+    /// `database_url`, `database_pool`.
+    #[serde(flatten)]
+    pub database: Database,
     /// Client-to-server TCP with STARTTLS.
     pub c2s_addr: SocketAddr,
     /// Direct TLS (XEP-0368); none to disable.
@@ -125,13 +109,8 @@ impl Config {
 impl Default for Config {
     fn default() -> Config {
         Config {
-            dc: "dc1".into(),
-            domain: "example.com".into(),
-            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
-            database_url: "postgres://postgres@127.0.0.1:55432/meerkat_dc1".into(),
-            database_pool: meerkat_store::DEFAULT_POOL,
-            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            instance_id: String::new(),
+            common: Common::default(),
+            database: Database::default(),
             c2s_addr: SocketAddr::from(([127, 0, 0, 1], 5222)),
             tls_addr: Some(SocketAddr::from(([127, 0, 0, 1], 5223))),
             cert_path: None,
@@ -165,19 +144,55 @@ impl Default for Config {
 
 impl Config {
     /// Refuses settings the gateway cannot run with, in one line each.
-    pub fn check(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.heartbeat_interval_ms > 0,
-            "heartbeat_interval_ms: must be above 0 (the DC's health service takes a silent gateway for dead)"
-        );
-        anyhow::ensure!(
-            self.scram_secret.0.len() >= 16,
-            "scram_secret: required, at least 16 characters, the same at every gateway of every DC (it keys the fake SCRAM salts of unknown users)"
-        );
-        anyhow::ensure!(
-            self.auth_window_secs > 0 && self.registration_window_secs > 0,
-            "auth_window_secs, registration_window_secs: must be above 0"
-        );
+    pub fn check(&self) -> Result<(), Invalid> {
+        self.common.validate()?;
+        if self.heartbeat_interval_ms == 0 {
+            return Err(invalid(
+                "heartbeat_interval_ms",
+                "must be above 0 (the DC's health service takes a silent gateway for dead)",
+            ));
+        }
+        if self.scram_secret.expose().len() < 16 {
+            return Err(invalid(
+                "scram_secret",
+                "required, at least 16 characters, the same at every gateway of every DC (it keys the fake SCRAM salts of unknown users)",
+            ));
+        }
+        if self.auth_window_secs == 0 || self.registration_window_secs == 0 {
+            return Err(invalid(
+                "auth_window_secs, registration_window_secs",
+                "must be above 0",
+            ));
+        }
+        if self.max_queued_bytes < self.max_stanza_bytes {
+            return Err(invalid(
+                "max_queued_bytes",
+                format!(
+                    "must be at least max_stanza_bytes ({}), or one stanza could end a session",
+                    self.max_stanza_bytes
+                ),
+            ));
+        }
+        if self.max_sessions_per_account == 0 {
+            return Err(invalid(
+                "max_sessions_per_account",
+                "must be above 0 (no account could bind a resource)",
+            ));
+        }
         Ok(())
+    }
+}
+
+/// The settings every service has are the gateway's own: `config.dc`.
+impl std::ops::Deref for Config {
+    type Target = Common;
+    fn deref(&self) -> &Common {
+        &self.common
+    }
+}
+
+impl std::ops::DerefMut for Config {
+    fn deref_mut(&mut self) -> &mut Common {
+        &mut self.common
     }
 }

@@ -27,7 +27,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use meerkat_bus::{Bus, Publisher};
-use meerkat_runtime::admin::{self, AdminState};
+use meerkat_runtime::admin::AdminState;
+use meerkat_runtime::service::{Admin, Base, Service};
 use meerkat_store::Store;
 use meerkat_xmpp::Limits;
 use tokio::net::{TcpListener, TcpStream};
@@ -36,7 +37,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{CidrList, Config, Secret};
+pub use config::{CidrList, Config, Invalid, Secret};
 
 /// Everything a connection task needs, shared by all of them.
 pub(crate) struct Ctx {
@@ -62,42 +63,25 @@ pub struct Gateway {
     ctx: Arc<Ctx>,
     c2s: TcpListener,
     direct_tls: Option<TcpListener>,
-    admin_addr: SocketAddr,
-    admin_task: tokio::task::JoinHandle<()>,
-    admin_state: AdminState,
-    bus_shutdown: CancellationToken,
+    base: Base,
+    admin: Admin,
 }
 
 impl Gateway {
     /// Connects to PostgreSQL and RabbitMQ, binds the client and admin ports.
     pub async fn build(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<Gateway> {
         config.check()?;
-        anyhow::ensure!(
-            config.max_queued_bytes >= config.max_stanza_bytes,
-            "max_queued_bytes: must be at least max_stanza_bytes ({}), or one stanza could end a session",
-            config.max_stanza_bytes
-        );
-        anyhow::ensure!(
-            config.max_sessions_per_account > 0,
-            "max_sessions_per_account: must be above 0 (no account could bind a resource)"
-        );
-        if config.instance_id.is_empty() {
-            config.instance_id = format!(
-                "{}-gw-{}",
-                config.dc,
-                &uuid::Uuid::new_v4().simple().to_string()[..8]
-            );
-        }
-        let instance = config.instance_id.clone();
+        let instance = config.instance_or(|dc, hex| format!("{dc}-gw-{hex}"));
         let tls = tls::acceptor(&config)?;
-        let store = Store::connect_with(&config.database_url, config.database_pool)
-            .await
-            .context("database_url: cannot connect to PostgreSQL")?;
+        let store = Store::connect_with(
+            config.database.database_url.expose(),
+            config.database.database_pool,
+        )
+        .await
+        .context("database_url: cannot connect to PostgreSQL")?;
         store.claim_dc(&config.dc).await.context("database_url")?;
         // The bus outlives the sessions so they can announce their end during shutdown.
-        let bus_shutdown = CancellationToken::new();
-        let bus = Bus::start(&config.amqp_url, &instance, bus_shutdown.clone());
-        let publisher = Publisher::new(bus.clone());
+        let base = Base::connect(&config.amqp_url, &instance, shutdown.clone());
         let c2s = reuseport_listener(config.c2s_addr).context("c2s_addr")?;
         let direct_tls = match config.tls_addr {
             Some(addr) => Some(reuseport_listener(addr).context("tls_addr")?),
@@ -105,11 +89,13 @@ impl Gateway {
         };
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = metrics::Metrics::register(&mut registry);
-        let admin_state = AdminState::new(registry);
-        let (admin_addr, admin_task) =
-            admin::serve(config.admin_addr, admin_state.clone(), shutdown.clone())
-                .await
-                .context("admin_addr")?;
+        let admin = base
+            .serve_admin(
+                config.admin_addr,
+                AdminState::new(registry),
+                Default::default(),
+            )
+            .await?;
         let limits = Limits {
             max_stanza_bytes: config.max_stanza_bytes,
             ..Limits::default()
@@ -119,8 +105,8 @@ impl Gateway {
             instance,
             epoch: uuid::Uuid::now_v7().to_string(),
             store,
-            bus,
-            publisher,
+            bus: base.bus.clone(),
+            publisher: base.publisher.clone(),
             tls,
             registry: registry::Registry::default(),
             limits,
@@ -132,10 +118,8 @@ impl Gateway {
             ctx,
             c2s,
             direct_tls,
-            admin_addr,
-            admin_task,
-            admin_state,
-            bus_shutdown,
+            base,
+            admin,
         })
     }
 
@@ -148,7 +132,7 @@ impl Gateway {
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_addr
+        self.admin.addr
     }
 
     pub fn instance_id(&self) -> &str {
@@ -169,16 +153,8 @@ impl Gateway {
         }
         let readiness = {
             let ctx = ctx.clone();
-            let state = self.admin_state.clone();
-            tokio::spawn(async move {
-                loop {
-                    state.set_ready(ctx.bus.is_connected());
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                        _ = ctx.shutdown.cancelled() => { state.set_ready(false); return; }
-                    }
-                }
-            })
+            self.admin
+                .publish_readiness(ctx.shutdown.clone(), move || ctx.bus.is_connected())
         };
         let sessions = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(ctx.config.max_connections));
@@ -225,11 +201,10 @@ impl Gateway {
         {
             tracing::warn!("sessions did not finish within 10 s");
         }
-        self.bus_shutdown.cancel();
-        tracker.close();
-        let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+        // The tasks left (delivery, control, heartbeat) end with the broker connection.
+        self.base.close_bus();
         readiness.abort();
-        let _ = self.admin_task.await;
+        self.base.drain(self.admin, tracker).await;
         tracing::info!("c2s gateway stopped");
         Ok(())
     }
@@ -255,4 +230,21 @@ fn reuseport_listener(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     socket.listen(1024)?;
     Ok(TcpListener::from_std(socket.into())?)
+}
+
+impl Service for Gateway {
+    const NAME: &'static str = "c2s-gateway";
+    type Config = Config;
+
+    fn validate(config: &Config) -> anyhow::Result<()> {
+        Ok(config.check()?)
+    }
+
+    async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        Gateway::build(config, shutdown).await
+    }
+
+    async fn run(self) -> anyhow::Result<()> {
+        Gateway::run(self).await
+    }
 }

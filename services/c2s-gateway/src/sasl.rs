@@ -172,7 +172,7 @@ async fn scram(
         Ok(ok) => ok,
         Err(e) => return Ok(Err(Failure::Sasl(e))),
     };
-    server.set_fake_salt_secret(ctx.config.scram_secret.0.as_bytes());
+    server.set_fake_salt_secret(ctx.config.scram_secret.expose().as_bytes());
     let user = account_name(&name);
     // Counted before anything is verified; the credentials are fetched meanwhile (two
     // statements on two pooled connections, so a login waits for the slower one only).

@@ -2,12 +2,12 @@
 //! `peers` takes a list of tables in TOML, or one string `dc2=amqp://...,dc3=amqp://...` (what
 //! `MEERKAT_PEERS` can carry), as the session replicator's does.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use meerkat_runtime::config::invalid;
 pub use meerkat_runtime::config::Invalid;
 pub use meerkat_runtime::peers::{parse_peers, Peer};
+use meerkat_runtime::{Common, Secret};
 use serde::{Deserialize, Serialize};
 
 /// How often peers and gateways are looked at: part of the detection bound.
@@ -16,16 +16,10 @@ pub const CHECK_TICK: Duration = Duration::from_millis(250);
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// This DC's id (`dc1`).
-    pub dc: String,
-    /// The XMPP domain served.
-    pub domain: String,
-    /// This DC's broker (vhost).
-    pub amqp_url: String,
-    /// Admin HTTP port (`/healthz`, `/readyz`, `/metrics`, `/status`); port 0 picks one.
-    pub admin_addr: SocketAddr,
-    /// Instance id; empty = `<dc>-health`. Reported in DC status events, names its queues.
-    pub instance_id: String,
+    /// `dc`, `domain`, `amqp_url`, `admin_addr` (also `/status`), `instance_id` (empty =
+    /// `<dc>-health`; reported in DC status events, names its queues).
+    #[serde(flatten)]
+    pub common: Common,
     /// The other DCs: id and the federation upstream URI they are reached by (used to check
     /// that a heartbeat came through the link of the DC it claims).
     #[serde(deserialize_with = "meerkat_runtime::peers::list_or_spec")]
@@ -47,7 +41,7 @@ pub struct Config {
     /// federation link status.
     pub management_url: String,
     pub management_user: String,
-    pub management_password: String,
+    pub management_password: Secret,
     /// This DC's vhost on that broker.
     pub vhost: String,
     /// How often the federation link status is read.
@@ -57,11 +51,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Config {
         Config {
-            dc: "dc1".into(),
-            domain: "example.com".into(),
-            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
-            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            instance_id: String::new(),
+            common: Common::default(),
             peers: Vec::new(),
             heartbeat_interval_ms: 1000,
             suspect_after_ms: 2000,
@@ -71,7 +61,7 @@ impl Default for Config {
             status_repeat_ms: 10_000,
             management_url: String::new(),
             management_user: "guest".into(),
-            management_password: "guest".into(),
+            management_password: Secret::new("guest"),
             vhost: "/".into(),
             links_poll_ms: 5000,
         }
@@ -81,9 +71,7 @@ impl Default for Config {
 impl Config {
     /// The checks the types cannot make; one line naming the key on failure.
     pub fn validate(&self) -> Result<(), Invalid> {
-        if self.dc.is_empty() {
-            return Err(invalid("dc", "must not be empty"));
-        }
+        self.common.validate()?;
         meerkat_runtime::peers::check(&self.dc, &self.peers).map_err(|m| invalid("peers", m))?;
         if self.heartbeat_interval_ms == 0 {
             return Err(invalid("heartbeat_interval_ms", "must be above 0"));
@@ -149,6 +137,20 @@ impl Config {
 
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms)
+    }
+}
+
+/// The settings every service has are the health service's own: `config.dc`.
+impl std::ops::Deref for Config {
+    type Target = Common;
+    fn deref(&self) -> &Common {
+        &self.common
+    }
+}
+
+impl std::ops::DerefMut for Config {
+    fn deref_mut(&mut self) -> &mut Common {
+        &mut self.common
     }
 }
 

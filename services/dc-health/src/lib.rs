@@ -23,11 +23,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use meerkat_bus::heartbeat::Beater;
 use meerkat_bus::origin::Origins;
 use meerkat_bus::{Bus, Publisher};
-use meerkat_runtime::admin::{self, AdminState};
+use meerkat_runtime::admin::AdminState;
+use meerkat_runtime::service::{Admin, Base, Service};
 use meerkat_wire::{topology as names, ControlEvent};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -35,8 +35,6 @@ use tokio_util::task::TaskTracker;
 
 pub use config::{parse_peers, Config, Invalid, Peer, CHECK_TICK};
 
-/// How long in-flight work may take after shutdown is requested.
-const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 /// Whether a heartbeat consumer listens, and how often it subscribed: silence counts only
 /// while it listens, and only from its latest subscription on.
 #[derive(Default)]
@@ -81,15 +79,10 @@ pub(crate) struct Ctx {
 
 pub struct DcHealth {
     ctx: Arc<Ctx>,
-    admin_addr: SocketAddr,
-    admin_task: tokio::task::JoinHandle<()>,
-    admin_state: AdminState,
+    base: Base,
+    admin: Admin,
     announcements: mpsc::UnboundedReceiver<ControlEvent>,
     losses: mpsc::UnboundedReceiver<gateways::Loss>,
-    /// Cancelled by the caller: stop and drain.
-    shutdown: CancellationToken,
-    /// Cancelled by us after draining: closes the AMQP connection.
-    bus_shutdown: CancellationToken,
 }
 
 impl DcHealth {
@@ -103,12 +96,9 @@ impl DcHealth {
         config.instance_id = config.instance();
         let instance = config.instance_id.clone();
         let epoch = uuid::Uuid::now_v7().to_string();
-        let bus_shutdown = CancellationToken::new();
-        let bus = Bus::start(&config.amqp_url, &instance, bus_shutdown.clone());
-        let publisher = Publisher::new(bus.clone());
+        let base = Base::connect(&config.amqp_url, &instance, shutdown);
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = metrics::Metrics::register(&mut registry);
-        let admin_state = AdminState::new(registry);
         let origins = Origins::new(
             config
                 .peers
@@ -130,8 +120,8 @@ impl DcHealth {
         let ctx = Arc::new(Ctx {
             instance,
             epoch,
-            bus,
-            publisher,
+            bus: base.bus.clone(),
+            publisher: base.publisher.clone(),
             origins,
             detector: parking_lot::Mutex::new(detector),
             gateways: parking_lot::Mutex::new(gateways),
@@ -143,28 +133,24 @@ impl DcHealth {
             losses: loss_tx,
             config,
         });
-        let (admin_addr, admin_task) = admin::serve_with(
-            ctx.config.admin_addr,
-            admin_state.clone(),
-            status::routes(ctx.clone()),
-            shutdown.clone(),
-        )
-        .await
-        .context("admin_addr")?;
+        let admin = base
+            .serve_admin(
+                ctx.config.admin_addr,
+                AdminState::new(registry),
+                status::routes(ctx.clone()),
+            )
+            .await?;
         Ok(DcHealth {
             ctx,
-            admin_addr,
-            admin_task,
-            admin_state,
+            base,
+            admin,
             announcements,
             losses,
-            shutdown,
-            bus_shutdown,
         })
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_addr
+        self.admin.addr
     }
 
     /// This start's epoch.
@@ -178,7 +164,7 @@ impl DcHealth {
         let ctx = self.ctx.clone();
         let consuming = Arc::new(AtomicUsize::new(0));
         let tracker = TaskTracker::new();
-        let stop = self.shutdown.clone();
+        let stop = self.base.shutdown.clone();
         let beater = Beater {
             exchange: names::INTER_HEALTH_EXCHANGE,
             routing_key: ctx.config.dc.clone(),
@@ -216,33 +202,36 @@ impl DcHealth {
         ));
         tracker.spawn(reaper::run(ctx.clone(), self.losses, stop.clone()));
         tracker.spawn(links::poll(ctx.clone(), stop.clone()));
-        tracker.close();
         tracing::info!(
             instance = %ctx.instance, dc = %ctx.config.dc, epoch = %ctx.epoch,
-            peers = ctx.config.peers.len(), admin = %self.admin_addr, "dc-health serving"
+            peers = ctx.config.peers.len(), admin = %self.admin.addr, "dc-health serving"
         );
-        loop {
-            // The session events and the control queue, and both heartbeat consumers.
-            let ready = ctx.bus.is_connected()
+        // The session events and the control queue, and both heartbeat consumers.
+        let ready = || {
+            ctx.bus.is_connected()
                 && consuming.load(Ordering::Acquire) >= 2
                 && ctx.peers_ear.listens()
-                && ctx.gateways_ear.listens();
-            self.admin_state.set_ready(ready);
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                _ = self.shutdown.cancelled() => break,
-            }
-        }
-        self.admin_state.set_ready(false);
-        if tokio::time::timeout(DRAIN_LIMIT, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("in-flight work did not finish within {DRAIN_LIMIT:?}");
-        }
-        self.bus_shutdown.cancel();
-        let _ = self.admin_task.await;
+                && ctx.gateways_ear.listens()
+        };
+        self.base.serve(self.admin, tracker, ready).await?;
         tracing::info!(instance = %ctx.instance, "dc-health stopped");
         Ok(())
+    }
+}
+
+impl Service for DcHealth {
+    const NAME: &'static str = "dc-health";
+    type Config = Config;
+
+    fn validate(config: &Config) -> anyhow::Result<()> {
+        Ok(config.validate()?)
+    }
+
+    async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        DcHealth::build(config, shutdown).await
+    }
+
+    async fn run(self) -> anyhow::Result<()> {
+        DcHealth::run(self).await
     }
 }

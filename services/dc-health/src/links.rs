@@ -101,7 +101,7 @@ async fn fetch(ctx: &Ctx, client: &reqwest::Client) -> anyhow::Result<Vec<Link>>
         .get(&url)
         .basic_auth(
             &ctx.config.management_user,
-            Some(&ctx.config.management_password),
+            Some(ctx.config.management_password.expose()),
         )
         .send()
         .await

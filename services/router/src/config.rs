@@ -2,29 +2,22 @@
 //! `peers` takes a list of tables in TOML, or one string `dc2=amqp://...,dc3=amqp://...` (what
 //! `MEERKAT_PEERS` can carry), as the session replicator's and the health service's do.
 
-use std::net::SocketAddr;
-use std::num::NonZeroU32;
-
 use meerkat_runtime::config::invalid;
 pub use meerkat_runtime::config::Invalid;
 pub use meerkat_runtime::peers::Peer;
+use meerkat_runtime::{Common, Database};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// This DC's id (`dc1`).
-    pub dc: String,
-    /// The XMPP domain served.
-    pub domain: String,
-    pub amqp_url: String,
-    pub database_url: String,
-    /// Connections to PostgreSQL this process keeps at most.
-    pub database_pool: NonZeroU32,
-    /// Admin HTTP port (`/healthz`, `/readyz`, `/metrics`); port 0 picks one.
-    pub admin_addr: SocketAddr,
-    /// Unique instance id; empty = `router-<8 hex>`. Names the session-event queue.
-    pub instance_id: String,
+    /// `dc`, `domain`, `amqp_url`, `admin_addr`, `instance_id` (empty = `router-<8 hex>`;
+    /// names the session-event queue).
+    #[serde(flatten)]
+    pub common: Common,
+    /// `database_url`, `database_pool`.
+    #[serde(flatten)]
+    pub database: Database,
     /// Offline messages kept per user (XEP-0160); more are refused with resource-constraint.
     pub max_offline: u32,
     /// The other DCs: id and the federation upstream URI they are reached by. A stanza from
@@ -41,17 +34,26 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Config {
         Config {
-            dc: "dc1".into(),
-            domain: "example.com".into(),
-            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
-            database_url: "postgres://postgres@127.0.0.1:55432/meerkat_dc1".into(),
-            database_pool: meerkat_store::DEFAULT_POOL,
-            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            instance_id: String::new(),
+            common: Common::default(),
+            database: Database::default(),
             max_offline: 1000,
             peers: Vec::new(),
             transient_retry_ms: 5000,
         }
+    }
+}
+
+/// The settings every service has are the router's own: `config.dc`.
+impl std::ops::Deref for Config {
+    type Target = Common;
+    fn deref(&self) -> &Common {
+        &self.common
+    }
+}
+
+impl std::ops::DerefMut for Config {
+    fn deref_mut(&mut self) -> &mut Common {
+        &mut self.common
     }
 }
 
@@ -62,9 +64,7 @@ pub const MAX_TRANSIENT_RETRY_MS: u64 = 60_000;
 impl Config {
     /// The checks the types cannot make; one line naming the key on failure.
     pub fn validate(&self) -> Result<(), Invalid> {
-        if self.dc.is_empty() {
-            return Err(invalid("dc", "must not be empty"));
-        }
+        self.common.validate()?;
         meerkat_runtime::peers::check(&self.dc, &self.peers).map_err(|m| invalid("peers", m))?;
         if self.transient_retry_ms > MAX_TRANSIENT_RETRY_MS {
             return Err(invalid(

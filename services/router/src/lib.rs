@@ -24,20 +24,17 @@ mod sessions;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use meerkat_bus::{Bus, Publisher};
-use meerkat_runtime::admin::{self, AdminState};
+use meerkat_runtime::admin::AdminState;
+use meerkat_runtime::service::{Admin, Base, Service};
 use meerkat_store::Store;
 use meerkat_wire::topology as names;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::{Config, Peer};
-
-/// How long in-flight work may take after shutdown is requested.
-const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 /// What every handler needs.
 pub(crate) struct Ctx {
@@ -54,35 +51,25 @@ pub(crate) struct Ctx {
 
 pub struct Router {
     ctx: Arc<Ctx>,
-    admin_addr: SocketAddr,
-    admin_task: tokio::task::JoinHandle<()>,
-    admin_state: AdminState,
-    /// Cancelled by the caller: stop consuming and drain.
-    shutdown: CancellationToken,
-    /// Cancelled by us after draining: closes the AMQP connection.
-    bus_shutdown: CancellationToken,
+    base: Base,
+    admin: Admin,
 }
 
 impl Router {
     /// Connects to PostgreSQL (migrations), starts the AMQP supervisor, binds the admin port.
     pub async fn build(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<Router> {
         config.validate()?;
-        if config.instance_id.is_empty() {
-            let id = uuid::Uuid::new_v4().simple().to_string();
-            config.instance_id = format!("router-{}", &id[..8]);
-        }
-        let instance = config.instance_id.clone();
-        let store = Store::connect_with(&config.database_url, config.database_pool)
-            .await
-            .context("database_url: cannot connect to PostgreSQL")?;
+        let instance = config.instance_or(|_, hex| format!("router-{hex}"));
+        let store = Store::connect_with(
+            config.database.database_url.expose(),
+            config.database.database_pool,
+        )
+        .await
+        .context("database_url: cannot connect to PostgreSQL")?;
         store.claim_dc(&config.dc).await.context("database_url")?;
-        let bus_shutdown = CancellationToken::new();
-        let bus = Bus::start(&config.amqp_url, &instance, bus_shutdown.clone());
-        let publisher = Publisher::new(bus.clone());
+        let base = Base::connect(&config.amqp_url, &instance, shutdown);
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = metrics::Metrics::register(&mut registry);
-        let admin_state = AdminState::new(registry);
-        let admin_addr = config.admin_addr;
         let origins = meerkat_bus::origin::Origins::new(
             config
                 .peers
@@ -93,32 +80,24 @@ impl Router {
             origins,
             instance,
             store,
-            bus,
-            publisher,
+            bus: base.bus.clone(),
+            publisher: base.publisher.clone(),
             sessions: sessions::Sessions::default(),
             metrics,
             config,
         });
-        let (admin_addr, admin_task) = admin::serve_with(
-            admin_addr,
-            admin_state.clone(),
-            admin_api::routes(ctx.clone()),
-            shutdown.clone(),
-        )
-        .await
-        .context("admin_addr")?;
-        Ok(Router {
-            ctx,
-            admin_addr,
-            admin_task,
-            admin_state,
-            shutdown,
-            bus_shutdown,
-        })
+        let admin = base
+            .serve_admin(
+                ctx.config.admin_addr,
+                AdminState::new(registry),
+                admin_api::routes(ctx.clone()),
+            )
+            .await?;
+        Ok(Router { ctx, base, admin })
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_addr
+        self.admin.addr
     }
 
     pub fn instance_id(&self) -> &str {
@@ -129,11 +108,12 @@ impl Router {
     /// (bounded, ~5 s) and returns.
     pub async fn run(self) -> anyhow::Result<()> {
         let ctx = self.ctx.clone();
+        let shutdown = self.base.shutdown.clone();
         let consuming = Arc::new(AtomicUsize::new(0));
         let tracker = TaskTracker::new();
         tracker.spawn(sessions::run(
             ctx.clone(),
-            self.shutdown.clone(),
+            shutdown.clone(),
             consuming.clone(),
         ));
         let dedup = Arc::new(parking_lot::Mutex::new(meerkat_bus::Dedup::new(65_536)));
@@ -142,42 +122,39 @@ impl Router {
                 ctx.clone(),
                 n,
                 dedup.clone(),
-                self.shutdown.clone(),
+                shutdown.clone(),
                 consuming.clone(),
             ));
         }
-        tracker.spawn(inter::run(
-            ctx.clone(),
-            self.shutdown.clone(),
-            consuming.clone(),
-        ));
+        tracker.spawn(inter::run(ctx.clone(), shutdown.clone(), consuming.clone()));
         tracker.spawn(inter::run_returned(
             ctx.clone(),
-            self.shutdown.clone(),
+            shutdown.clone(),
             consuming.clone(),
         ));
-        tracker.close();
         // Partitions, the session queue, the inter-DC queue and the returned queue.
         let expected = usize::from(names::ROUTE_PARTITIONS) + 3;
-        tracing::info!(instance = %ctx.instance, admin = %self.admin_addr, "router serving");
-        loop {
-            let ready = ctx.bus.is_connected() && consuming.load(Ordering::Acquire) >= expected;
-            self.admin_state.set_ready(ready);
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                _ = self.shutdown.cancelled() => break,
-            }
-        }
-        self.admin_state.set_ready(false);
-        if tokio::time::timeout(DRAIN_LIMIT, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("in-flight work did not finish within {DRAIN_LIMIT:?}");
-        }
-        self.bus_shutdown.cancel();
-        let _ = self.admin_task.await;
+        tracing::info!(instance = %ctx.instance, admin = %self.admin.addr, "router serving");
+        let ready = || ctx.bus.is_connected() && consuming.load(Ordering::Acquire) >= expected;
+        self.base.serve(self.admin, tracker, ready).await?;
         tracing::info!(instance = %ctx.instance, "router stopped");
         Ok(())
+    }
+}
+
+impl Service for Router {
+    const NAME: &'static str = "router";
+    type Config = Config;
+
+    fn validate(config: &Config) -> anyhow::Result<()> {
+        Ok(config.validate()?)
+    }
+
+    async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Router> {
+        Router::build(config, shutdown).await
+    }
+
+    async fn run(self) -> anyhow::Result<()> {
+        Router::run(self).await
     }
 }

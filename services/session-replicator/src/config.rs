@@ -2,25 +2,25 @@
 //! `peers` takes a list of tables in TOML, or one string `dc2=amqp://...,dc3=amqp://...`
 //! (what `MEERKAT_PEERS` can carry, since env keys are flat).
 
-use std::net::SocketAddr;
-use std::num::NonZeroU32;
+use std::num::NonZeroUsize;
 
+use meerkat_runtime::config::invalid;
+pub use meerkat_runtime::config::Invalid;
 pub use meerkat_runtime::peers::{parse_peers, Peer};
+use meerkat_runtime::{Common, Database};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// This DC's id (`dc1`).
-    pub dc: String,
-    /// The XMPP domain served.
-    pub domain: String,
-    /// This DC's broker (vhost).
-    pub amqp_url: String,
-    /// Admin HTTP port (`/healthz`, `/readyz`, `/metrics`); port 0 picks one.
-    pub admin_addr: SocketAddr,
-    /// Unique instance id; empty = `replicator-<dc>-<8 hex>`. Names its control queue.
-    pub instance_id: String,
+    /// `dc`, `domain`, `amqp_url`, `admin_addr`, `instance_id` (empty =
+    /// `replicator-<dc>-<8 hex>`; names its control queue).
+    #[serde(flatten)]
+    pub common: Common,
+    /// `database_url`, `database_pool`: this DC's PostgreSQL. When `database_url` is set, the
+    /// replicator also replicates persistent data (docs/replication.md); empty = sessions only.
+    #[serde(flatten)]
+    pub database: Database,
     /// The other DCs: id and the federation upstream URI they are reached by (as configured
     /// in this DC's broker federation upstream; used to check x-received-from).
     #[serde(deserialize_with = "meerkat_runtime::peers::list_or_spec")]
@@ -29,33 +29,52 @@ pub struct Config {
     /// gateways' re-announcements are in the view first: a snapshot missing a live session
     /// would make the other DCs close it for good.
     pub snapshot_warmup_ms: u64,
-    /// This DC's PostgreSQL: when set, the replicator also replicates persistent data
-    /// (docs/replication.md); empty = sessions only.
-    pub database_url: String,
-    /// Connections to PostgreSQL this process keeps at most.
-    pub database_pool: NonZeroU32,
     /// Outbox entries older than this are trimmed even if a DC has not applied them (it then
     /// gets a full copy when it asks); tombstones are kept as long.
     pub outbox_retention_secs: u64,
     /// How often the data replication status goes to every other DC, in milliseconds.
     pub data_status_ms: u64,
+    /// Records read from the database and sent per message of a full copy: what a full copy
+    /// holds in memory at once.
+    pub full_copy_batch: NonZeroUsize,
 }
 
 impl Default for Config {
     fn default() -> Config {
         Config {
-            dc: "dc1".into(),
-            domain: "example.com".into(),
-            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
-            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            instance_id: String::new(),
+            common: Common::default(),
+            database: Database {
+                database_url: Default::default(),
+                ..Database::default()
+            },
             peers: Vec::new(),
             snapshot_warmup_ms: 2000,
-            database_url: String::new(),
-            database_pool: meerkat_store::DEFAULT_POOL,
             outbox_retention_secs: 7 * 24 * 3600,
             data_status_ms: 1000,
+            full_copy_batch: NonZeroUsize::new(500).unwrap_or(NonZeroUsize::MIN),
         }
+    }
+}
+
+impl Config {
+    /// The checks the types cannot make; one line naming the key on failure.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        self.common.validate()?;
+        meerkat_runtime::peers::check(&self.dc, &self.peers).map_err(|m| invalid("peers", m))
+    }
+}
+
+/// The settings every service has are the replicator's own: `config.dc`.
+impl std::ops::Deref for Config {
+    type Target = Common;
+    fn deref(&self) -> &Common {
+        &self.common
+    }
+}
+
+impl std::ops::DerefMut for Config {
+    fn deref_mut(&mut self) -> &mut Common {
+        &mut self.common
     }
 }
 

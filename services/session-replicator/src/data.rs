@@ -21,8 +21,6 @@ use crate::consume::{self, Spec};
 use crate::metrics::Metrics;
 use crate::{publish, Ctx};
 
-/// Records per full-copy message.
-const COPY_CHUNK: usize = 500;
 /// Outbox entries read per query when shipping or replaying.
 const BATCH: i64 = 500;
 /// A replay is asked of one origin at most this often.
@@ -388,41 +386,34 @@ async fn serve_replay(ctx: &Ctx, to: &str, from_seq: i64) -> anyhow::Result<()> 
             .inc();
         return Ok(());
     }
-    // What they need is no longer in the outbox: everything, then the stream from here.
-    let me = store(ctx).identity().await?;
-    let mut positions = store(ctx).applied().await?;
-    let records = store(ctx).copy_records().await?;
-    positions.insert(
-        me.dc.clone(),
-        Applied {
-            epoch: me.epoch.clone(),
-            seq: me.head,
-        },
-    );
+    // What they need is no longer in the outbox: everything, then the stream from here. Read
+    // and sent a batch at a time, so a large database is never held in memory.
+    let mut copy = store(ctx).full_copy().await?;
     let copy_id = Uuid::new_v4();
-    let chunks: Vec<Vec<Record>> = records.chunks(COPY_CHUNK).map(<[_]>::to_vec).collect();
-    tracing::info!(
-        to,
-        from_seq,
-        records = records.len(),
-        chunks = chunks.len(),
-        "sending a full copy"
-    );
-    for part in &chunks {
+    tracing::info!(to, from_seq, "sending a full copy");
+    let (mut chunks, mut records) = (0u32, 0usize);
+    loop {
+        let part = copy.next_batch(ctx.config.full_copy_batch.get()).await?;
+        if part.is_empty() {
+            break;
+        }
+        records += part.len();
+        chunks += 1;
         let msg = InterControl::Data(DataControl::CopyChunk {
             from_dc: ctx.config.dc.clone(),
             copy_id,
-            records: part.clone(),
+            records: part,
         });
         publish::inter_control(ctx, to, &msg).await?;
     }
     let end = InterControl::Data(DataControl::CopyEnd {
         from_dc: ctx.config.dc.clone(),
         copy_id,
-        chunks: chunks.len() as u32,
-        positions,
+        chunks,
+        positions: copy.positions().clone(),
     });
     publish::inter_control(ctx, to, &end).await?;
+    tracing::info!(to, records, chunks, "full copy sent");
     ctx.metrics
         .data_copies
         .get_or_create(&Metrics::dc(to))

@@ -25,16 +25,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use meerkat_bus::{Bus, Publisher};
-use meerkat_runtime::admin::{self, AdminState};
+use meerkat_runtime::admin::AdminState;
+use meerkat_runtime::service::{Admin, Base, Service};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{parse_peers, Config, Peer};
+pub use config::{parse_peers, Config, Invalid, Peer};
 
-/// How long in-flight work may take after shutdown is requested.
-const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 /// How often unanswered snapshot requests are looked at.
 const TICK: Duration = Duration::from_millis(500);
 /// Consumers that must be subscribed for the replicator to be ready.
@@ -61,13 +60,8 @@ pub(crate) struct Ctx {
 
 pub struct SessionReplicator {
     ctx: Arc<Ctx>,
-    admin_addr: SocketAddr,
-    admin_task: tokio::task::JoinHandle<()>,
-    admin_state: AdminState,
-    /// Cancelled by the caller: stop consuming and drain.
-    shutdown: CancellationToken,
-    /// Cancelled by us after draining: closes the AMQP connection.
-    bus_shutdown: CancellationToken,
+    base: Base,
+    admin: Admin,
 }
 
 impl SessionReplicator {
@@ -76,28 +70,19 @@ impl SessionReplicator {
         mut config: Config,
         shutdown: CancellationToken,
     ) -> anyhow::Result<SessionReplicator> {
-        if config.dc.is_empty() {
-            bail!("dc: must not be empty");
-        }
-        if let Some(p) = config.peers.iter().find(|p| p.dc == config.dc) {
-            bail!("peers: {} is this DC itself", p.dc);
-        }
-        if config.instance_id.is_empty() {
-            let id = uuid::Uuid::new_v4().simple().to_string();
-            config.instance_id = format!("replicator-{}-{}", config.dc, &id[..8]);
-        }
-        let instance = config.instance_id.clone();
+        config.validate()?;
+        let instance = config.instance_or(|dc, hex| format!("replicator-{dc}-{hex}"));
         let epoch = uuid::Uuid::now_v7().to_string();
-        let bus_shutdown = CancellationToken::new();
-        let bus = Bus::start(&config.amqp_url, &instance, bus_shutdown.clone());
-        let publisher = Publisher::new(bus.clone());
+        let base = Base::connect(&config.amqp_url, &instance, shutdown);
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = metrics::Metrics::register(&mut registry);
-        let admin_state = AdminState::new(registry);
-        let (admin_addr, admin_task) =
-            admin::serve(config.admin_addr, admin_state.clone(), shutdown.clone())
-                .await
-                .context("admin_addr")?;
+        let admin = base
+            .serve_admin(
+                config.admin_addr,
+                AdminState::new(registry),
+                Default::default(),
+            )
+            .await?;
         let origins = origin::Origins::new(
             config
                 .peers
@@ -109,13 +94,15 @@ impl SessionReplicator {
                 .with_retry_after(Duration::from_secs(2));
         let warm_at =
             tokio::time::Instant::now() + Duration::from_millis(config.snapshot_warmup_ms);
-        let store = if config.database_url.is_empty() {
+        let store = if config.database.database_url.is_empty() {
             None
         } else {
-            let store =
-                meerkat_store::Store::connect_with(&config.database_url, config.database_pool)
-                    .await
-                    .context("database_url")?;
+            let store = meerkat_store::Store::connect_with(
+                config.database.database_url.expose(),
+                config.database.database_pool,
+            )
+            .await
+            .context("database_url")?;
             store.claim_dc(&config.dc).await.context("database_url")?;
             Some(store)
         };
@@ -123,8 +110,8 @@ impl SessionReplicator {
             instance,
             sequencer: parking_lot::Mutex::new(sequencer::Sequencer::new(&config.dc, &epoch)),
             epoch,
-            bus,
-            publisher,
+            bus: base.bus.clone(),
+            publisher: base.publisher.clone(),
             streams: parking_lot::Mutex::new(streams),
             origins,
             metrics,
@@ -133,18 +120,11 @@ impl SessionReplicator {
             data: parking_lot::Mutex::new(data::DataState::default()),
             config,
         });
-        Ok(SessionReplicator {
-            ctx,
-            admin_addr,
-            admin_task,
-            admin_state,
-            shutdown,
-            bus_shutdown,
-        })
+        Ok(SessionReplicator { ctx, base, admin })
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_addr
+        self.admin.addr
     }
 
     /// This start's epoch: the other DCs see a new one after every restart.
@@ -158,7 +138,7 @@ impl SessionReplicator {
         let ctx = self.ctx.clone();
         let consuming = Arc::new(AtomicUsize::new(0));
         let tracker = TaskTracker::new();
-        let stop = self.shutdown.clone();
+        let stop = self.base.shutdown.clone();
         tracker.spawn(local::run(ctx.clone(), stop.clone(), consuming.clone()));
         tracker.spawn(inbound::run(ctx.clone(), stop.clone(), consuming.clone()));
         tracker.spawn(control::run_inter(
@@ -184,30 +164,31 @@ impl SessionReplicator {
             let every = Duration::from_millis(ctx.config.data_status_ms.max(100));
             tracker.spawn(data::report(ctx.clone(), stop.clone(), every));
         }
-        tracker.close();
         tracing::info!(
             instance = %ctx.instance, dc = %ctx.config.dc, epoch = %ctx.epoch,
-            admin = %self.admin_addr, "session replicator serving"
+            admin = %self.admin.addr, "session replicator serving"
         );
-        loop {
-            let ready = ctx.bus.is_connected() && consuming.load(Ordering::Acquire) >= consumers;
-            self.admin_state.set_ready(ready);
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                _ = self.shutdown.cancelled() => break,
-            }
-        }
-        self.admin_state.set_ready(false);
-        if tokio::time::timeout(DRAIN_LIMIT, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("in-flight work did not finish within {DRAIN_LIMIT:?}");
-        }
-        self.bus_shutdown.cancel();
-        let _ = self.admin_task.await;
+        let ready = || ctx.bus.is_connected() && consuming.load(Ordering::Acquire) >= consumers;
+        self.base.serve(self.admin, tracker, ready).await?;
         tracing::info!(instance = %ctx.instance, "session replicator stopped");
         Ok(())
+    }
+}
+
+impl Service for SessionReplicator {
+    const NAME: &'static str = "session-replicator";
+    type Config = Config;
+
+    fn validate(config: &Config) -> anyhow::Result<()> {
+        Ok(config.validate()?)
+    }
+
+    async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        SessionReplicator::build(config, shutdown).await
+    }
+
+    async fn run(self) -> anyhow::Result<()> {
+        SessionReplicator::run(self).await
     }
 }
 

@@ -43,8 +43,11 @@ impl Running {
 
 async fn start(me: &DcBroker, all: &[DcBroker]) -> Running {
     let config = Config {
-        dc: me.dc.clone(),
-        amqp_url: me.vhost.amqp_url.clone(),
+        common: meerkat_runtime::Common {
+            dc: me.dc.clone(),
+            amqp_url: me.vhost.amqp_url.as_str().into(),
+            ..Default::default()
+        },
         peers: all
             .iter()
             .filter(|o| o.dc != me.dc)

@@ -12,6 +12,8 @@ use figment::{Figment, Metadata, Profile, Provider, Source};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::common::{Common, Database};
+
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "MEERKAT_";
 /// Environment variable naming the config file when `--config` is not given.
@@ -126,9 +128,9 @@ fn extract_with_env<T: DeserializeOwned>(
 ) -> Result<T, ConfigError> {
     let mut retried: Option<(String, figment::Error)> = None;
     loop {
-        let error = match lower.clone().merge(env.clone()).extract() {
+        let error = match extract_naming_the_key(&lower.clone().merge(env.clone())) {
             Ok(config) => return Ok(config),
-            Err(error) => error,
+            Err(error) => *error,
         };
         let env_key = match (&error.metadata, error.path.as_slice()) {
             (Some(md), [key]) if md.name == ENV_LAYER => Some(key.clone()),
@@ -142,6 +144,29 @@ fn extract_with_env<T: DeserializeOwned>(
             _ => return Err(to_config_error(&error)),
         }
     }
+}
+
+/// Extracts `T`. A bad value inside a `#[serde(flatten)]`ed struct comes out of serde without
+/// its key; the structs every service flattens ([`Common`], [`Database`]) are extracted alone
+/// then, to name the key and where the value came from.
+fn extract_naming_the_key<T: DeserializeOwned>(
+    figment: &Figment,
+) -> Result<T, Box<figment::Error>> {
+    let error = match figment.extract::<T>() {
+        Ok(config) => return Ok(config),
+        Err(error) => error,
+    };
+    if !error.path.is_empty() {
+        return Err(Box::new(error));
+    }
+    let named = [
+        figment.extract::<Common>().err(),
+        figment.extract::<Database>().err(),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|e| !e.path.is_empty());
+    Err(Box::new(named.unwrap_or(error)))
 }
 
 /// `--config <path>` or `--config=<path>`; the last one wins, like most CLIs.

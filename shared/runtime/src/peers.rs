@@ -5,10 +5,23 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Peer {
     pub dc: String,
+    /// As RabbitMQ names the upstream in `x-received-from`; a password in it is never printed.
     pub upstream_uri: String,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("dc", &self.dc)
+            .field(
+                "upstream_uri",
+                &crate::secret::redact_url(&self.upstream_uri),
+            )
+            .finish()
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]

@@ -22,7 +22,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 pub use change::{Change, Outcome};
 pub use meerkat_wire::data::{Applied, Record, Stamp};
 pub use offline::OfflineMessage;
-pub use replication::{ApplyOutcome, Identity, OutboxEntry, PeerState};
+pub use replication::{ApplyOutcome, FullCopy, Identity, OutboxEntry, PeerState};
 pub use roster::{RosterItem, Subscription};
 pub use subscriptions::SubscriptionRequest;
 

@@ -33,6 +33,8 @@ pub struct StackOptions {
     pub outbox_retention_secs: Option<u64>,
     /// The replicator's `data_status_ms` (its default when `None`).
     pub data_status_ms: Option<u64>,
+    /// The replicator's `full_copy_batch` (its default when `None`).
+    pub full_copy_batch: Option<std::num::NonZeroUsize>,
     /// Start the DC's health service (dc-health; its peers are `peers`): it watches the
     /// gateways, and with peers the other DCs.
     pub health: bool,
@@ -66,6 +68,7 @@ impl Default for StackOptions {
             peers: Vec::new(),
             outbox_retention_secs: None,
             data_status_ms: None,
+            full_copy_batch: None,
             health: true,
             max_offline: None,
             gateway: None,
@@ -234,15 +237,32 @@ impl Dc {
         Ok(dc)
     }
 
+    /// The settings every service of this DC shares; an empty `instance_id` lets the service
+    /// name itself.
+    fn common(&self, instance_id: String) -> meerkat_runtime::Common {
+        meerkat_runtime::Common {
+            dc: self.options.dc.clone(),
+            domain: self.options.domain.clone(),
+            amqp_url: self.amqp_url.as_str().into(),
+            instance_id,
+            ..Default::default()
+        }
+    }
+
+    /// The DC's database, as its services are given it.
+    fn database(&self) -> meerkat_runtime::Database {
+        meerkat_runtime::Database {
+            database_url: self.database_url.as_str().into(),
+            ..Default::default()
+        }
+    }
+
     pub async fn start_router(&mut self) -> anyhow::Result<()> {
         let n = self.routers.len() + 1;
         let defaults = router::Config::default();
         let config = router::Config {
-            dc: self.options.dc.clone(),
-            domain: self.options.domain.clone(),
-            amqp_url: self.amqp_url.clone(),
-            database_url: self.database_url.clone(),
-            instance_id: format!("{}-router{n}-{}", self.options.dc, short_id()),
+            common: self.common(format!("{}-router{n}-{}", self.options.dc, short_id())),
+            database: self.database(),
             max_offline: self.options.max_offline.unwrap_or(defaults.max_offline),
             peers: self
                 .options
@@ -304,10 +324,8 @@ impl Dc {
     pub async fn start_replicator(&mut self) -> anyhow::Result<()> {
         let defaults = session_replicator::Config::default();
         let config = session_replicator::Config {
-            dc: self.options.dc.clone(),
-            domain: self.options.domain.clone(),
-            amqp_url: self.amqp_url.clone(),
-            instance_id: format!("{}-replicator-{}", self.options.dc, short_id()),
+            common: self.common(format!("{}-replicator-{}", self.options.dc, short_id())),
+            database: self.database(),
             peers: self
                 .options
                 .peers
@@ -317,7 +335,6 @@ impl Dc {
                     upstream_uri: uri.clone(),
                 })
                 .collect(),
-            database_url: self.database_url.clone(),
             outbox_retention_secs: self
                 .options
                 .outbox_retention_secs
@@ -326,6 +343,10 @@ impl Dc {
                 .options
                 .data_status_ms
                 .unwrap_or(defaults.data_status_ms),
+            full_copy_batch: self
+                .options
+                .full_copy_batch
+                .unwrap_or(defaults.full_copy_batch),
             ..defaults
         };
         let handle = ServiceHandle::spawn(
@@ -348,9 +369,7 @@ impl Dc {
     pub async fn start_health(&mut self) -> anyhow::Result<()> {
         let (management_url, vhost) = self.management().await.unwrap_or_default();
         let config = dc_health::Config {
-            dc: self.options.dc.clone(),
-            domain: self.options.domain.clone(),
-            amqp_url: self.amqp_url.clone(),
+            common: self.common(String::new()),
             peers: self
                 .options
                 .peers
@@ -447,18 +466,15 @@ impl Dc {
     ) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
         let n = self.gateways.len() + 1;
         let config = c2s_gateway::Config {
-            dc: self.options.dc.clone(),
-            domain: self.options.domain.clone(),
-            amqp_url: self.amqp_url.clone(),
-            database_url: self.database_url.clone(),
-            instance_id: format!("{}-gw{n}-{}", self.options.dc, short_id()),
+            common: self.common(format!("{}-gw{n}-{}", self.options.dc, short_id())),
+            database: self.database(),
             c2s_addr: c2s,
             tls_addr: Some(tls.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))),
             registration: self.options.registration,
             tls_required: self.options.tls_required,
             max_stanza_bytes: self.options.max_stanza_bytes,
             idle_timeout_secs: self.options.idle_timeout_secs,
-            scram_secret: c2s_gateway::Secret(TEST_SCRAM_SECRET.into()),
+            scram_secret: c2s_gateway::Secret::new(TEST_SCRAM_SECRET),
             throttle_relaxed_for: if self.options.production_throttles {
                 c2s_gateway::CidrList::default()
             } else {

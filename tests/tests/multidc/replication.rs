@@ -322,7 +322,8 @@ async fn writes_on_both_sides_of_a_partition_converge() {
 
 /// DC 1 trims its outbox (every peer has applied it); DC 2's database is then rebuilt empty:
 /// the replay it asks for is no longer in DC 1's outbox, so it gets a full copy, and ends
-/// with every account again, those first registered at DC 2 included.
+/// with every account again, those first registered at DC 2 included. The copy is read and
+/// sent in batches of 8 records, so its 35 accounts and their roster items take several.
 #[tokio::test]
 async fn a_dc_rebuilt_on_an_empty_database_catches_up_from_a_full_copy() {
     let mut m = MultiDc::start(
@@ -330,6 +331,7 @@ async fn a_dc_rebuilt_on_an_empty_database_catches_up_from_a_full_copy() {
         StackOptions {
             outbox_retention_secs: Some(1),
             data_status_ms: Some(100),
+            full_copy_batch: std::num::NonZeroUsize::new(8),
             ..StackOptions::default()
         },
     )

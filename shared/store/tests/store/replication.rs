@@ -222,6 +222,73 @@ async fn a_dc_rebuilt_empty_catches_up_from_a_full_copy() {
     assert_eq!(c.offline_messages("dora").await.unwrap().len(), 2);
 }
 
+/// A full copy is read in batches: every item and tombstone of every kind comes exactly
+/// once however small the batch, and a DC that applies the batches holds what the origin holds.
+#[tokio::test]
+async fn a_full_copy_read_in_small_batches_holds_every_item_once() {
+    let a = dc("dc1").await;
+    let creds = Credentials::derive("p", 16).unwrap();
+    for u in 0..7 {
+        let user = format!("user{u}");
+        a.create_account(&user, &creds).await.unwrap();
+        for c in 0..3 {
+            a.put_roster_item(&user, &item(&format!("c{c}@example.com"), "c"))
+                .await
+                .unwrap();
+        }
+        a.store_offline(&user, "<message/>", 10).await.unwrap();
+    }
+    a.remove_roster_item("user0", "c0@example.com")
+        .await
+        .unwrap();
+    a.create_account("gone", &creds).await.unwrap();
+    a.delete_account("gone").await.unwrap();
+    let all = a.copy_records().await.unwrap();
+    // 8 accounts made, one deleted (a tombstone), 21 roster items less one (a tombstone), 7
+    // offline messages.
+    assert_eq!(all.len(), 7 + 1 + 20 + 1 + 7, "{all:#?}");
+
+    let mut copy = a.full_copy().await.unwrap();
+    let (mut batches, mut seen) = (0, Vec::new());
+    loop {
+        let batch = copy.next_batch(4).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        assert!(batch.len() <= 4);
+        batches += 1;
+        seen.extend(batch);
+    }
+    assert!(batches >= all.len() / 4, "{batches} batches");
+    let key = |r: &meerkat_store::Record| serde_json::to_string(r).unwrap();
+    let mut got: Vec<String> = seen.iter().map(key).collect();
+    let mut want: Vec<String> = all.iter().map(key).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    let positions = copy.positions().clone();
+    assert_eq!(positions["dc1"].seq, a.identity().await.unwrap().head);
+
+    let b = dc("dc2").await;
+    for part in seen.chunks(4) {
+        b.apply_copy(part).await.unwrap();
+    }
+    b.copy_done(&positions).await.unwrap();
+    for u in 0..7 {
+        let user = format!("user{u}");
+        assert!(accepts(&b, &user, "p").await, "{user}");
+        let want = if u == 0 { 2 } else { 3 };
+        assert_eq!(b.roster(&user).await.unwrap().1.len(), want, "{user}");
+        assert_eq!(b.offline_messages(&user).await.unwrap().len(), 1, "{user}");
+    }
+    assert!(!accepts(&b, "gone", "p").await);
+    assert_eq!(
+        ship(&a, &b).await,
+        0,
+        "the copy ends where the stream goes on"
+    );
+}
+
 #[tokio::test]
 async fn a_database_belongs_to_one_dc() {
     let a = dc("dc1").await;
