@@ -46,6 +46,8 @@ pub(crate) struct Ctx {
     pub store: Store,
     pub bus: Bus,
     pub publisher: Publisher,
+    /// Where deliveries this version cannot take go (the DC's `meerkat.parked`).
+    pub parker: meerkat_bus::Parker,
     pub tls: TlsAcceptor,
     pub registry: registry::Registry,
     /// Registration and login throttles, shared with the DC's other gateways through
@@ -104,6 +106,8 @@ impl Gateway {
         };
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = metrics::Metrics::register(&mut registry);
+        let parker = meerkat_bus::Parker::new(bus.clone());
+        parker.register(&mut registry);
         let admin_state = AdminState::new(registry);
         let (admin_addr, admin_task) =
             admin::serve(config.admin_addr, admin_state.clone(), shutdown.clone())
@@ -120,6 +124,7 @@ impl Gateway {
             store,
             bus,
             publisher,
+            parker,
             tls,
             registry: registry::Registry::default(),
             limits,

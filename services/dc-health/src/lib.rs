@@ -64,6 +64,8 @@ pub(crate) struct Ctx {
     pub epoch: String,
     pub bus: Bus,
     pub publisher: Publisher,
+    /// Where deliveries this version cannot take go (the DC's `meerkat.parked`).
+    pub parker: meerkat_bus::Parker,
     pub origins: Origins,
     pub detector: parking_lot::Mutex<detector::Detector>,
     pub gateways: parking_lot::Mutex<gateways::GatewayWatch>,
@@ -108,6 +110,8 @@ impl DcHealth {
         let publisher = Publisher::new(bus.clone());
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = metrics::Metrics::register(&mut registry);
+        let parker = meerkat_bus::Parker::new(bus.clone());
+        parker.register(&mut registry);
         let admin_state = AdminState::new(registry);
         let origins = Origins::new(
             config
@@ -132,6 +136,7 @@ impl DcHealth {
             epoch,
             bus,
             publisher,
+            parker,
             origins,
             detector: parking_lot::Mutex::new(detector),
             gateways: parking_lot::Mutex::new(gateways),

@@ -6,9 +6,7 @@
 
 mod admin_api;
 mod config;
-mod consume;
 pub mod directory;
-mod envelope;
 mod failure;
 mod handlers;
 mod inbound;
@@ -17,6 +15,7 @@ mod jids;
 mod metrics;
 mod outbox;
 mod partition;
+mod reply;
 mod route;
 pub mod salvage;
 mod sessions;
@@ -50,6 +49,8 @@ pub(crate) struct Ctx {
     pub metrics: metrics::Metrics,
     /// The federation upstream of each peer DC: where a stanza claiming that DC must come from.
     pub origins: meerkat_bus::origin::Origins,
+    /// Where deliveries this version cannot take go (the DC's `meerkat.parked`).
+    pub parker: meerkat_bus::Parker,
 }
 
 pub struct Router {
@@ -78,9 +79,14 @@ impl Router {
         store.claim_dc(&config.dc).await.context("database_url")?;
         let bus_shutdown = CancellationToken::new();
         let bus = Bus::start(&config.amqp_url, &instance, bus_shutdown.clone());
-        let publisher = Publisher::new(bus.clone());
+        let mut publisher = Publisher::new(bus.clone());
+        if config.test_newer_minor_wire {
+            publisher = publisher.speaking_newer_minor();
+        }
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = metrics::Metrics::register(&mut registry);
+        let parker = meerkat_bus::Parker::new(bus.clone());
+        parker.register(&mut registry);
         let admin_state = AdminState::new(registry);
         let admin_addr = config.admin_addr;
         let origins = meerkat_bus::origin::Origins::new(
@@ -91,6 +97,7 @@ impl Router {
         );
         let ctx = Arc::new(Ctx {
             origins,
+            parker,
             instance,
             store,
             bus,

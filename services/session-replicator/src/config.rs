@@ -39,6 +39,11 @@ pub struct Config {
     pub outbox_retention_secs: u64,
     /// How often the data replication status goes to every other DC, in milliseconds.
     pub data_status_ms: u64,
+    /// Test only (the mixed-version test, docs/protocol.md): speak the next minor wire
+    /// version — stamp it and add a field to every message — as a DC that was upgraded first
+    /// would. Never set in production.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub test_newer_minor_wire: bool,
 }
 
 impl Default for Config {
@@ -55,6 +60,7 @@ impl Default for Config {
             database_pool: meerkat_store::DEFAULT_POOL,
             outbox_retention_secs: 7 * 24 * 3600,
             data_status_ms: 1000,
+            test_newer_minor_wire: false,
         }
     }
 }

@@ -9,7 +9,6 @@
 mod accounts;
 mod actions;
 mod config;
-mod consume;
 mod control;
 mod data;
 mod inbound;
@@ -51,6 +50,8 @@ pub(crate) struct Ctx {
     pub sequencer: parking_lot::Mutex<sequencer::Sequencer>,
     pub streams: parking_lot::Mutex<streams::Streams>,
     pub origins: origin::Origins,
+    /// Where deliveries this version cannot take go (the DC's `meerkat.parked`).
+    pub parker: meerkat_bus::Parker,
     pub metrics: metrics::Metrics,
     /// Snapshot requests are answered from then on (see `Config::snapshot_warmup_ms`).
     pub warm_at: tokio::time::Instant,
@@ -90,9 +91,14 @@ impl SessionReplicator {
         let epoch = uuid::Uuid::now_v7().to_string();
         let bus_shutdown = CancellationToken::new();
         let bus = Bus::start(&config.amqp_url, &instance, bus_shutdown.clone());
-        let publisher = Publisher::new(bus.clone());
+        let mut publisher = Publisher::new(bus.clone());
+        if config.test_newer_minor_wire {
+            publisher = publisher.speaking_newer_minor();
+        }
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = metrics::Metrics::register(&mut registry);
+        let parker = meerkat_bus::Parker::new(bus.clone());
+        parker.register(&mut registry);
         let admin_state = AdminState::new(registry);
         let (admin_addr, admin_task) =
             admin::serve(config.admin_addr, admin_state.clone(), shutdown.clone())
@@ -127,6 +133,7 @@ impl SessionReplicator {
             publisher,
             streams: parking_lot::Mutex::new(streams),
             origins,
+            parker,
             metrics,
             warm_at,
             store,

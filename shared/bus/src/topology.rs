@@ -43,6 +43,8 @@ pub async fn declare_exchanges(ch: &Channel) -> Result<(), lapin::Error> {
         FieldTable::default(),
     )
     .await?;
+    // Declared up front so operators find it (empty) in the management UI.
+    crate::parking::declare_parked_queue(ch).await?;
     Ok(())
 }
 
