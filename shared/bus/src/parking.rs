@@ -34,6 +34,9 @@ pub struct ParkLabels {
     pub reason: &'static str,
 }
 
+/// (queue, reason) → when last logged and how many were parked since.
+type LogLimits = HashMap<(String, &'static str), (Instant, u64)>;
+
 /// Parks deliveries. Cheap to clone; one per service.
 #[derive(Clone)]
 pub struct Parker {
@@ -45,8 +48,7 @@ struct Inner {
     publisher: Publisher,
     parked: Family<ParkLabels, Counter>,
     declared: AtomicBool,
-    /// (queue, reason) → when last logged and how many since.
-    logged: parking_lot::Mutex<HashMap<(String, &'static str), (Instant, u64)>>,
+    logged: parking_lot::Mutex<LogLimits>,
 }
 
 impl Parker {

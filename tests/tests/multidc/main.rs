@@ -22,6 +22,7 @@ mod restarts;
 mod sessions;
 mod three_dcs;
 mod traces;
+mod versions;
 
 use std::time::Duration;
 
