@@ -5,6 +5,7 @@
 pub mod data;
 pub mod envelope;
 pub mod event;
+pub mod federation;
 pub mod headers;
 pub mod health;
 pub mod inter;
