@@ -100,7 +100,7 @@ pub async fn announce(ctx: &Ctx, username: &str) {
         username: username.to_owned(),
         reported_by: ctx.instance.clone(),
     };
-    let props = meerkat_bus::headers::control_event_properties(&ctx.config.dc);
+    let props = meerkat_bus::control_event_properties(&ctx.config.dc);
     if let Err(e) = ctx
         .publisher
         .publish(names::CONTROL_EXCHANGE, "", props, &event.to_json())

@@ -5,10 +5,9 @@
 use std::sync::Arc;
 
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use lapin::BasicProperties;
 use meerkat_bus::lapin;
-use meerkat_bus::{spawn_consumer, ConsumerSpec, Dedup, HeaderExt, Headers};
-use meerkat_wire::{headers as h, topology as names, WIRE_VERSION};
+use meerkat_bus::{spawn_consumer, ConsumerSpec, Dedup, HeaderExt, Props};
+use meerkat_wire::{headers as h, topology as names, RouteKind};
 use meerkat_xmpp::Element;
 use parking_lot::Mutex;
 use tracing::Instrument as _;
@@ -19,8 +18,9 @@ use crate::Ctx;
 
 pub async fn run(ctx: Arc<Ctx>) {
     let instance = ctx.instance.clone();
+    let queue = names::gateway_queue(&ctx.instance);
     let spec = ConsumerSpec {
-        queue: names::gateway_queue(&ctx.instance),
+        queue: queue.clone(),
         prefetch: 256,
         exclusive: false,
         declare: Arc::new(move |ch| {
@@ -33,12 +33,14 @@ pub async fn run(ctx: Arc<Ctx>) {
                     .map(|_| ())
             })
         }),
+        parker: ctx.parker.clone(),
     };
     let dedup = Arc::new(Mutex::new(Dedup::new(65_536)));
     let handler_ctx = ctx.clone();
     let task = spawn_consumer(ctx.bus.clone(), spec, move |delivery| {
         let ctx = handler_ctx.clone();
         let dedup = dedup.clone();
+        let queue = queue.clone();
         // The last hop of the stanza's trace: its parent (and link) came in the AMQP headers.
         let span = tracing::info_span!(
             "process meerkat.deliver",
@@ -70,8 +72,15 @@ pub async fn run(ctx: Arc<Ctx>) {
             let session = headers
                 .get_str(h::SESSION)
                 .and_then(|s| Uuid::parse_str(&s).ok());
-            let kind = headers.get_str(h::KIND).unwrap_or_default();
-            let kind_is_stanza = kind != h::kind::CONFLICT;
+            // A kind this version does not know (a newer router's) waits for the upgrade.
+            let kind = match meerkat_bus::wire::kind(headers) {
+                Ok(k) => k,
+                Err(unknown) => {
+                    ctx.parker.park(&queue, &delivery, &unknown.into()).await;
+                    return;
+                }
+            };
+            let kind_is_stanza = kind != RouteKind::Conflict;
             // A stanza for a session replaced meanwhile (same full JID, newer login at this
             // gateway) goes to the session now bound to that JID, as it would on one server.
             let tx = session.and_then(|id| ctx.registry.get(id)).or_else(|| {
@@ -83,12 +92,12 @@ pub async fn run(ctx: Arc<Ctx>) {
             });
             // Handing over never waits: this consumer serves every session of the gateway.
             // A session that cannot take more ends and sends back what waited for it.
-            let handed = match (kind.as_str(), tx) {
-                (h::kind::CONFLICT, Some(tx)) => {
+            let handed = match (kind, tx) {
+                (RouteKind::Conflict, Some(tx)) => {
                     tx.tell(Outbound::Conflict);
                     true
                 }
-                (h::kind::CONFLICT, None) => true,
+                (RouteKind::Conflict, None) => true,
                 (_, Some(tx)) => tx
                     .offer(String::from_utf8_lossy(&delivery.data).into_owned())
                     .is_ok(),
@@ -121,23 +130,13 @@ pub async fn bounce(ctx: &Ctx, body: &[u8], session: Option<Uuid>, hops: u64) ->
         .ok()
         .and_then(|el| el.attr("from").or(el.attr("to")).map(bare))
         .unwrap_or_default();
-    let props = BasicProperties::default()
-        .with_message_id(Uuid::new_v4().to_string().into())
-        .with_content_type(h::CONTENT_XMPP.into())
-        .with_delivery_mode(2)
-        .with_headers(
-            Headers::new()
-                .u64(h::WIRE, u64::from(WIRE_VERSION))
-                .str(h::ORIGIN_DC, &ctx.config.dc)
-                .str(h::ORIGIN_EPOCH, &ctx.epoch)
-                .str(h::KIND, h::kind::BOUNCE)
-                .str(
-                    h::BOUNCED_SESSION,
-                    &session.map(|s| s.to_string()).unwrap_or_default(),
-                )
-                .u64(h::HOPS, hops)
-                .build(),
-        );
+    let props = Props::stanza(RouteKind::Bounce, &ctx.config.dc)
+        .str(h::ORIGIN_EPOCH, &ctx.epoch)
+        .str(
+            h::BOUNCED_SESSION,
+            &session.map(|s| s.to_string()).unwrap_or_default(),
+        )
+        .u64(h::HOPS, hops);
     let sent = ctx
         .publisher
         .publish(names::ROUTE_EXCHANGE, &key, props, body)

@@ -2,10 +2,9 @@
 
 use std::sync::Arc;
 
-use lapin::BasicProperties;
 use meerkat_bus::lapin;
 use meerkat_bus::topology::declare_instance_queue;
-use meerkat_bus::{spawn_consumer, ConsumerSpec, Headers};
+use meerkat_bus::{spawn_consumer, ConsumerSpec, NotForUs, Props};
 use meerkat_wire::{
     headers as h, topology as names, ControlEvent, SessionEvent, SessionEventKind, SessionInfo,
     WIRE_VERSION,
@@ -22,17 +21,7 @@ pub async fn publish(ctx: &Ctx, kind: SessionEventKind, info: &SessionInfo) -> b
         epoch: ctx.epoch.clone(),
         session: info.clone(),
     };
-    let props = BasicProperties::default()
-        .with_message_id(uuid::Uuid::new_v4().to_string().into())
-        .with_content_type(h::CONTENT_JSON.into())
-        .with_delivery_mode(2)
-        .with_headers(
-            Headers::new()
-                .u64(h::WIRE, u64::from(WIRE_VERSION))
-                .str(h::ORIGIN_DC, &ctx.config.dc)
-                .str(h::ORIGIN_EPOCH, &ctx.epoch)
-                .build(),
-        );
+    let props = Props::event(&ctx.config.dc).str(h::ORIGIN_EPOCH, &ctx.epoch);
     match ctx
         .publisher
         .publish(names::SESSIONS_EXCHANGE, &info.dc, props, &event.to_json())
@@ -58,10 +47,12 @@ pub async fn run_control(ctx: Arc<Ctx>) {
             let q = declare_queue.clone();
             Box::pin(async move { declare_instance_queue(&ch, &q, names::CONTROL_EXCHANGE).await })
         }),
+        parker: ctx.parker.clone(),
     };
     let handler_ctx = ctx.clone();
     let task = spawn_consumer(ctx.bus.clone(), spec, move |delivery| {
         let ctx = handler_ctx.clone();
+        let queue = queue.clone();
         async move {
             match ControlEvent::from_json(&delivery.data) {
                 Ok(ControlEvent::Resync { requested_by }) => {
@@ -79,7 +70,12 @@ pub async fn run_control(ctx: Arc<Ctx>) {
                 }
                 // DC status and gateway loss are the routers' and replicator's business.
                 Ok(ControlEvent::DcStatus { .. } | ControlEvent::GatewayDown { .. }) => {}
-                Err(e) => tracing::warn!(error = %e, "unreadable control event"),
+                Err(e) => {
+                    ctx.parker
+                        .park(&queue, &delivery, &NotForUs::unreadable(e))
+                        .await;
+                    return;
+                }
             }
             let _ = delivery
                 .ack(lapin::options::BasicAckOptions::default())

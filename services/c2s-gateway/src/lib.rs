@@ -48,6 +48,8 @@ pub(crate) struct Ctx {
     pub store: Store,
     pub bus: Bus,
     pub publisher: Publisher,
+    /// Where deliveries this version cannot take go (the DC's `meerkat.parked`).
+    pub parker: meerkat_bus::Parker,
     pub tls: TlsAcceptor,
     pub registry: registry::Registry,
     /// Registration and login throttles, shared with the DC's other gateways through
@@ -89,6 +91,7 @@ impl Gateway {
         };
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = metrics::Metrics::register(&mut registry);
+        base.parker.register(&mut registry);
         let admin = base
             .serve_admin(
                 config.admin_addr,
@@ -107,6 +110,7 @@ impl Gateway {
             store,
             bus: base.bus.clone(),
             publisher: base.publisher.clone(),
+            parker: base.parker.clone(),
             tls,
             registry: registry::Registry::default(),
             limits,

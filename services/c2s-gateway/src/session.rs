@@ -8,9 +8,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lapin::BasicProperties;
-use meerkat_bus::{lapin, Headers};
-use meerkat_wire::{headers as h, topology as names, SessionEventKind, SessionInfo, WIRE_VERSION};
+use meerkat_bus::Props;
+use meerkat_wire::{headers as h, topology as names, RouteKind, SessionEventKind, SessionInfo};
 use meerkat_xmpp::stanza::{error_reply, iq_result};
 use meerkat_xmpp::{
     ns, Element, Inbound, ReadError, StanzaError, StanzaKind, StanzaType, StreamError,
@@ -433,26 +432,19 @@ async fn route_in_span(
     initial: bool,
     message_id: String,
 ) -> Result<(), End> {
-    let mut headers = Headers::new()
-        .u64(h::WIRE, u64::from(WIRE_VERSION))
-        .str(h::ORIGIN_DC, &ctx.config.dc)
+    let mut props = Props::stanza(RouteKind::Stanza, &ctx.config.dc)
+        .id(message_id)
         .str(h::ORIGIN_EPOCH, &ctx.epoch)
         .u64(h::HOPS, HOPS)
         .str(h::SENDER, &st.info.jid)
         .str(h::SESSION, &st.info.session_id.to_string())
         .str(h::GATEWAY, &ctx.instance)
         .u64(h::SESSION_VERSION, st.info.version)
-        .str(h::KIND, h::kind::STANZA)
         .u64(h::RECEIVED_AT, now_ms());
     if initial {
-        headers = headers.bool(h::INITIAL_PRESENCE, true);
+        props = props.bool(h::INITIAL_PRESENCE, true);
     }
-    meerkat_runtime::telemetry::inject_context(headers.table());
-    let props = BasicProperties::default()
-        .with_message_id(message_id.into())
-        .with_content_type(h::CONTENT_XMPP.into())
-        .with_delivery_mode(2)
-        .with_headers(headers.build());
+    meerkat_runtime::telemetry::inject_context(props.headers_mut());
     ctx.publisher
         .publish(
             names::ROUTE_EXCHANGE,

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use meerkat_bus::lapin::message::Delivery;
 use meerkat_bus::lapin::options::BasicAckOptions;
-use meerkat_bus::{consume_until, ConsumerSpec};
+use meerkat_bus::{ConsumerSpec, NotForUs};
 use meerkat_wire::{topology as names, Heartbeat};
 use tokio_util::sync::CancellationToken;
 
@@ -16,8 +16,9 @@ use crate::{watch, Ctx};
 
 pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
     let declare_ctx = ctx.clone();
+    let queue = names::inter_health_queue(&ctx.config.dc);
     let spec = ConsumerSpec {
-        queue: names::inter_health_queue(&ctx.config.dc),
+        queue: queue.clone(),
         prefetch: 64,
         exclusive: false,
         declare: Arc::new(move |ch| {
@@ -27,26 +28,31 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
                 meerkat_bus::topology::declare_health_queues(&ch, &ctx.config.dc).await
             })
         }),
+        parker: ctx.parker.clone(),
     };
     let subscribed = ctx.peers_ear.subscribed.clone();
-    consume_until(ctx.bus.clone(), spec, stop, subscribed, |delivery| {
+    meerkat_bus::consume(ctx.bus.clone(), spec, stop, subscribed, |delivery| {
         let ctx = ctx.clone();
+        let queue = queue.clone();
         async move {
-            handle(&ctx, &delivery);
-            let _ = delivery.ack(BasicAckOptions::default()).await;
+            match Heartbeat::from_json(&delivery.data) {
+                Ok(hb) => {
+                    handle(&ctx, &delivery, hb);
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                }
+                // Parked: it keeps its expiry there, so a beat goes away after a few intervals.
+                Err(e) => {
+                    ctx.parker
+                        .park(&queue, &delivery, &NotForUs::unreadable(e))
+                        .await
+                }
+            }
         }
     })
     .await;
 }
 
-fn handle(ctx: &Ctx, delivery: &Delivery) {
-    let hb = match Heartbeat::from_json(&delivery.data) {
-        Ok(hb) => hb,
-        Err(e) => {
-            tracing::warn!(error = %e, "unreadable heartbeat dropped");
-            return;
-        }
-    };
+fn handle(ctx: &Ctx, delivery: &Delivery, hb: Heartbeat) {
     // The exchange carries this DC's own beats too (it binds `#`).
     if hb.dc == ctx.config.dc {
         return;

@@ -62,6 +62,8 @@ pub(crate) struct Ctx {
     pub epoch: String,
     pub bus: Bus,
     pub publisher: Publisher,
+    /// Where deliveries this version cannot take go (the DC's `meerkat.parked`).
+    pub parker: meerkat_bus::Parker,
     pub origins: Origins,
     pub detector: parking_lot::Mutex<detector::Detector>,
     pub gateways: parking_lot::Mutex<gateways::GatewayWatch>,
@@ -99,6 +101,7 @@ impl DcHealth {
         let base = Base::connect(&config.amqp_url, &instance, shutdown);
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = metrics::Metrics::register(&mut registry);
+        base.parker.register(&mut registry);
         let origins = Origins::new(
             config
                 .peers
@@ -122,6 +125,7 @@ impl DcHealth {
             epoch,
             bus: base.bus.clone(),
             publisher: base.publisher.clone(),
+            parker: base.parker.clone(),
             origins,
             detector: parking_lot::Mutex::new(detector),
             gateways: parking_lot::Mutex::new(gateways),

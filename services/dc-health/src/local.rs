@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use meerkat_bus::lapin::options::BasicAckOptions;
-use meerkat_bus::{consume_until, ConsumerSpec};
+use meerkat_bus::{ConsumerSpec, NotForUs};
 use meerkat_wire::{topology as names, ControlEvent, Heartbeat, SessionEvent};
 use tokio_util::sync::CancellationToken;
 
@@ -16,8 +16,9 @@ use crate::{publish, Ctx};
 /// Consumes the gateways' heartbeats until `stop`.
 pub async fn run_beats(ctx: Arc<Ctx>, stop: CancellationToken) {
     let declare_ctx = ctx.clone();
+    let queue = names::health_queue(&ctx.config.dc);
     let spec = ConsumerSpec {
-        queue: names::health_queue(&ctx.config.dc),
+        queue: queue.clone(),
         prefetch: 64,
         exclusive: false,
         declare: Arc::new(move |ch| {
@@ -27,10 +28,12 @@ pub async fn run_beats(ctx: Arc<Ctx>, stop: CancellationToken) {
                 meerkat_bus::topology::declare_health_queues(&ch, &ctx.config.dc).await
             })
         }),
+        parker: ctx.parker.clone(),
     };
     let subscribed = ctx.gateways_ear.subscribed.clone();
-    consume_until(ctx.bus.clone(), spec, stop, subscribed, |delivery| {
+    meerkat_bus::consume(ctx.bus.clone(), spec, stop, subscribed, |delivery| {
         let ctx = ctx.clone();
+        let queue = queue.clone();
         async move {
             match Heartbeat::from_json(&delivery.data) {
                 Ok(hb) if hb.dc == ctx.config.dc => {
@@ -43,7 +46,13 @@ pub async fn run_beats(ctx: Arc<Ctx>, stop: CancellationToken) {
                     }
                 }
                 Ok(hb) => tracing::warn!(dc = %hb.dc, "heartbeat of another DC's gateway ignored"),
-                Err(e) => tracing::warn!(error = %e, "unreadable gateway heartbeat dropped"),
+                // Parked: it keeps its expiry there, so a beat goes away after a few intervals.
+                Err(e) => {
+                    ctx.parker
+                        .park(&queue, &delivery, &NotForUs::unreadable(e))
+                        .await;
+                    return;
+                }
             }
             let _ = delivery.ack(BasicAckOptions::default()).await;
         }
@@ -58,7 +67,7 @@ pub async fn run_sessions(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc
     let declare_ctx = ctx.clone();
     let declare_queue = queue.clone();
     let spec = ConsumerSpec {
-        queue,
+        queue: queue.clone(),
         prefetch: 256,
         exclusive: true,
         declare: Arc::new(move |ch| {
@@ -79,13 +88,20 @@ pub async fn run_sessions(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc
                 Ok(())
             })
         }),
+        parker: ctx.parker.clone(),
     };
-    consume_until(ctx.bus.clone(), spec, stop, consuming, |delivery| {
+    meerkat_bus::consume(ctx.bus.clone(), spec, stop, consuming, |delivery| {
         let ctx = ctx.clone();
+        let queue = queue.clone();
         async move {
             match SessionEvent::from_json(&delivery.data) {
                 Ok(event) => ctx.gateways.lock().on_session(&event, Instant::now()),
-                Err(e) => tracing::warn!(error = %e, "unreadable session event dropped"),
+                Err(e) => {
+                    ctx.parker
+                        .park(&queue, &delivery, &NotForUs::unreadable(e))
+                        .await;
+                    return;
+                }
             }
             let _ = delivery.ack(BasicAckOptions::default()).await;
         }
@@ -99,7 +115,7 @@ pub async fn run_control(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<
     let queue = names::control_queue(&ctx.instance);
     let declare_queue = queue.clone();
     let spec = ConsumerSpec {
-        queue,
+        queue: queue.clone(),
         prefetch: 16,
         exclusive: true,
         declare: Arc::new(move |ch| {
@@ -109,16 +125,23 @@ pub async fn run_control(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<
                     .await
             })
         }),
+        parker: ctx.parker.clone(),
     };
-    consume_until(ctx.bus.clone(), spec, stop, consuming, |delivery| {
+    meerkat_bus::consume(ctx.bus.clone(), spec, stop, consuming, |delivery| {
         let ctx = ctx.clone();
+        let queue = queue.clone();
         async move {
             match ControlEvent::from_json(&delivery.data) {
                 Ok(ControlEvent::Resync { requested_by }) if requested_by != ctx.instance => {
                     crate::watch::repeat_view(&ctx);
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "unreadable control event"),
+                Err(e) => {
+                    ctx.parker
+                        .park(&queue, &delivery, &NotForUs::unreadable(e))
+                        .await;
+                    return;
+                }
             }
             let _ = delivery.ack(BasicAckOptions::default()).await;
         }

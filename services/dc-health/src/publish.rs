@@ -3,10 +3,10 @@
 //! said at their end (unavailable presence to the routers, the session's close). Each waits for
 //! the broker's confirm.
 
-use meerkat_bus::lapin::BasicProperties;
-use meerkat_bus::{Headers, PublishError};
+use meerkat_bus::{Props, PublishError};
 use meerkat_wire::{
-    headers as h, topology as names, ControlEvent, SessionEvent, SessionEventKind, WIRE_VERSION,
+    headers as h, topology as names, ControlEvent, RouteKind, SessionEvent, SessionEventKind,
+    WIRE_VERSION,
 };
 use meerkat_xmpp::{ns, Element};
 use uuid::Uuid;
@@ -23,16 +23,7 @@ const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6d65_6572_6b61_742d_6865_616c_7468_
 
 /// An event on the DC's `meerkat.control` fanout.
 pub async fn control(ctx: &Ctx, event: &ControlEvent) -> Result<(), PublishError> {
-    let props = BasicProperties::default()
-        .with_message_id(Uuid::new_v4().to_string().into())
-        .with_content_type(h::CONTENT_JSON.into())
-        .with_headers(
-            Headers::new()
-                .u64(h::WIRE, u64::from(WIRE_VERSION))
-                .str(h::ORIGIN_DC, &ctx.config.dc)
-                .str(h::ORIGIN_EPOCH, &ctx.epoch)
-                .build(),
-        );
+    let props = Props::event(&ctx.config.dc).str(h::ORIGIN_EPOCH, &ctx.epoch);
     ctx.publisher
         .publish(names::CONTROL_EXCHANGE, "", props, &event.to_json())
         .await
@@ -51,19 +42,12 @@ pub async fn unavailable(ctx: &Ctx, t: &Tracked) -> Result<(), PublishError> {
         &ID_NAMESPACE,
         format!("unavailable/{}/{}", t.info.session_id, t.info.version).as_bytes(),
     );
-    let mut headers = Headers::new()
-        .u64(h::WIRE, u64::from(WIRE_VERSION))
-        .str(h::ORIGIN_DC, &ctx.config.dc)
+    let mut props = Props::stanza(RouteKind::Stanza, &ctx.config.dc)
+        .id(id.to_string())
         .u64(h::HOPS, HOPS)
         .str(h::SENDER, jid)
-        .str(h::KIND, h::kind::STANZA)
         .u64(h::RECEIVED_AT, meerkat_bus::heartbeat::now_ms());
-    meerkat_runtime::telemetry::inject_context(headers.table());
-    let props = BasicProperties::default()
-        .with_message_id(id.to_string().into())
-        .with_content_type(h::CONTENT_XMPP.into())
-        .with_delivery_mode(2)
-        .with_headers(headers.build());
+    meerkat_runtime::telemetry::inject_context(props.headers_mut());
     ctx.publisher
         .publish(
             names::ROUTE_EXCHANGE,
@@ -91,17 +75,9 @@ pub async fn close(ctx: &Ctx, t: &Tracked) -> Result<(), PublishError> {
         &ID_NAMESPACE,
         format!("close/{}/{}", t.info.session_id, t.info.version).as_bytes(),
     );
-    let props = BasicProperties::default()
-        .with_message_id(id.to_string().into())
-        .with_content_type(h::CONTENT_JSON.into())
-        .with_delivery_mode(2)
-        .with_headers(
-            Headers::new()
-                .u64(h::WIRE, u64::from(WIRE_VERSION))
-                .str(h::ORIGIN_DC, &ctx.config.dc)
-                .str(h::ORIGIN_EPOCH, &t.epoch)
-                .build(),
-        );
+    let props = Props::event(&ctx.config.dc)
+        .id(id.to_string())
+        .str(h::ORIGIN_EPOCH, &t.epoch);
     ctx.publisher
         .publish(
             names::SESSIONS_EXCHANGE,
@@ -124,23 +100,13 @@ pub async fn bounce(
         .ok()
         .and_then(|el| el.attr("from").or(el.attr("to")).map(bare))
         .unwrap_or_default();
-    let props = BasicProperties::default()
-        .with_message_id(Uuid::new_v4().to_string().into())
-        .with_content_type(h::CONTENT_XMPP.into())
-        .with_delivery_mode(2)
-        .with_headers(
-            Headers::new()
-                .u64(h::WIRE, u64::from(WIRE_VERSION))
-                .str(h::ORIGIN_DC, &ctx.config.dc)
-                .str(h::ORIGIN_EPOCH, &ctx.epoch)
-                .str(h::KIND, h::kind::BOUNCE)
-                .str(
-                    h::BOUNCED_SESSION,
-                    &session.map(|s| s.to_string()).unwrap_or_default(),
-                )
-                .u64(h::HOPS, hops)
-                .build(),
-        );
+    let props = Props::stanza(RouteKind::Bounce, &ctx.config.dc)
+        .str(h::ORIGIN_EPOCH, &ctx.epoch)
+        .str(
+            h::BOUNCED_SESSION,
+            &session.map(|s| s.to_string()).unwrap_or_default(),
+        )
+        .u64(h::HOPS, hops);
     ctx.publisher
         .publish(names::ROUTE_EXCHANGE, &key, props, body)
         .await

@@ -165,7 +165,7 @@ async fn drain_once(ctx: &Ctx, queue: &str, declared: Uuid) -> Result<Drained, l
                 .await?;
             break Drained::Consumed;
         }
-        if headers.get_str(h::KIND).as_deref() == Some(h::kind::CONFLICT) {
+        if meerkat_bus::wire::kind(headers) == Ok(meerkat_wire::RouteKind::Conflict) {
             // "Close that session": it is closed already.
             delivery.ack(BasicAckOptions::default()).await?;
             continue;

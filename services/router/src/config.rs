@@ -29,6 +29,12 @@ pub struct Config {
     /// broker unreachable, pool timeout) is retried in place, holding its partition, before
     /// its sender gets `<internal-server-error/>` and the partition moves on.
     pub transient_retry_ms: u64,
+    /// Test only (the mixed-version test, docs/protocol.md): speak the next minor wire
+    /// version — stamp it, add a field to every message, and send next to every stanza
+    /// for another DC a message of a kind this version does not know — as a DC that was upgraded
+    /// first would. Never set in production.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub test_newer_minor_wire: bool,
 }
 
 impl Default for Config {
@@ -39,6 +45,7 @@ impl Default for Config {
             max_offline: 1000,
             peers: Vec::new(),
             transient_retry_ms: 5000,
+            test_newer_minor_wire: false,
         }
     }
 }

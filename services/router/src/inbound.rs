@@ -3,6 +3,7 @@
 use meerkat_bus::lapin::types::FieldTable;
 use meerkat_bus::HeaderExt;
 use meerkat_wire::headers as h;
+use meerkat_wire::RouteKind;
 use meerkat_xmpp::{Element, StanzaKind, StanzaType};
 use uuid::Uuid;
 
@@ -15,6 +16,8 @@ pub enum InboundError {
     NotAStanza(String),
     #[error("stanza without a from")]
     NoFrom,
+    #[error("a {0} message on a route queue")]
+    NotRoutable(RouteKind),
 }
 
 /// A stanza to route.
@@ -31,17 +34,10 @@ pub struct Inbound {
     pub sender: Option<Sender>,
     /// x-meerkat-initial-presence.
     pub initial: bool,
-    /// Came back from a gateway that no longer had the target session (or, re-resolved, a
-    /// stanza from another DC whose target session is not here).
-    pub is_bounce: bool,
-    /// Came from another DC (`x-meerkat-kind=remote`) for one session here.
-    pub is_remote: bool,
-    /// Presence this DC made for a session of another DC declared down or back
-    /// (`x-meerkat-kind=local-presence`): for this DC's sessions only.
-    pub local_only: bool,
-    /// Offline messages of the account in `to` came from another DC while it is available here
-    /// (`x-meerkat-kind=offline`): deliver them.
-    pub offline_nudge: bool,
+    /// What the message is (`x-meerkat-kind`): a client's stanza, a bounce (or, re-resolved,
+    /// a stanza from another DC whose target session is not here), a stanza from another DC
+    /// for one session here, presence for this DC's sessions only, an offline nudge, ...
+    pub wire_kind: RouteKind,
     /// On a stanza from another DC: the intended target session (`x-meerkat-session`).
     pub target_session: Option<Uuid>,
     /// Hops left for re-routing.
@@ -63,14 +59,12 @@ impl Inbound {
         let kind = StanzaKind::of(&el)
             .ok_or_else(|| InboundError::NotAStanza(format!("<{}/> in {}", el.name(), el.ns())))?;
         let ty = StanzaType::of(&el);
-        let kind_header = headers.get_str(h::KIND);
-        let bounce = kind_header.as_deref() == Some(h::kind::BOUNCE);
-        let remote = kind_header.as_deref() == Some(h::kind::REMOTE);
-        let local_only = kind_header.as_deref() == Some(h::kind::LOCAL_PRESENCE);
-        let offline_nudge = kind_header.as_deref() == Some(h::kind::OFFLINE);
-        // A stanza that expired on its way to another DC is routed again like a new one of its
-        // sender's, without a sending session (its sender may well be online; nothing waits).
-        let returned = kind_header.as_deref() == Some(h::kind::RETURNED);
+        let wire_kind = meerkat_bus::wire::kind(headers)
+            .map_err(|e| InboundError::NotAStanza(e.to_string()))?;
+        if wire_kind == RouteKind::Conflict {
+            return Err(InboundError::NotRoutable(wire_kind));
+        }
+        let remote = wire_kind == RouteKind::Remote;
         let session_header = headers
             .get_str(h::SESSION)
             .and_then(|s| Uuid::parse_str(&s).ok());
@@ -84,7 +78,9 @@ impl Inbound {
             .ok_or(InboundError::NoFrom)?;
         // Only a client's own stanza names its sending session; on a stanza from another DC
         // x-meerkat-session is the target, and the sender's session lives elsewhere.
-        let sender = if bounce || remote || returned || local_only || offline_nudge {
+        // A returned stanza is routed again like a new one of its sender's, without a sending
+        // session (its sender may well be online; nothing waits).
+        let sender = if wire_kind != RouteKind::Stanza {
             None
         } else {
             let gateway = headers.get_str(h::GATEWAY);
@@ -107,15 +103,17 @@ impl Inbound {
             ty,
             sender,
             initial: headers.get_bool(h::INITIAL_PRESENCE),
-            is_bounce: bounce,
-            is_remote: remote,
-            local_only,
-            offline_nudge,
+            wire_kind,
             target_session: if remote { session_header } else { None },
             hops: headers.get_u64(h::HOPS).unwrap_or(3),
             received_at: headers.get_u64(h::RECEIVED_AT),
             el,
         })
+    }
+
+    /// A bounce (re-resolved, with one hop fewer).
+    pub fn is_bounce(&self) -> bool {
+        self.wire_kind == RouteKind::Bounce
     }
 
     /// The sender's username (node of the bare JID).

@@ -7,6 +7,7 @@
 //! straight away. Acked after the republish is confirmed; envelope ids already handled are
 //! dropped (federation is at-least-once).
 
+use meerkat_bus::ConsumerSpec;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,18 +15,16 @@ use std::time::Duration;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::FieldTable;
-use lapin::BasicProperties;
-use meerkat_bus::{lapin, HeaderExt, Headers};
-use meerkat_wire::{headers as h, topology as names, WIRE_VERSION};
+use meerkat_bus::{lapin, HeaderExt, NotForUs, Props};
+use meerkat_wire::{envelope, headers as h, topology as names, RouteKind};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::consume::{self, Spec};
 use crate::metrics::ReasonLabel;
 use crate::outbox::{Outbox, Target};
-use crate::{envelope, jids, Ctx};
+use crate::{jids, Ctx};
 use meerkat_bus::origin::{Origins, Refusal};
 use meerkat_bus::Dedup;
 
@@ -34,8 +33,9 @@ const PREFETCH: u16 = 64;
 /// Consumes this DC's inter-DC stanza queue until `stop`.
 pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
     let dc = ctx.config.dc.clone();
-    let spec = Spec {
-        queue: names::inter_stanzas_queue(&dc),
+    let queue = names::inter_stanzas_queue(&dc);
+    let spec = ConsumerSpec {
+        queue: queue.clone(),
         prefetch: PREFETCH,
         exclusive: false,
         declare: Arc::new(move |ch| {
@@ -46,15 +46,17 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
                 Ok(())
             })
         }),
+        parker: ctx.parker.clone(),
     };
     let seen = Arc::new(Mutex::new(Dedup::new(65_536)));
     let applied = Arc::new(Mutex::new(AppliedView::default()));
     let bus = ctx.bus.clone();
-    consume::run_batches(bus, spec, usize::from(PREFETCH), stop, consuming, |batch| {
+    meerkat_bus::consume_batches(bus, spec, usize::from(PREFETCH), stop, consuming, |batch| {
         let ctx = ctx.clone();
         let seen = seen.clone();
         let applied = applied.clone();
-        async move { handle_batch(&ctx, batch, &seen, &applied).await }
+        let queue = queue.clone();
+        async move { handle_batch(&ctx, &queue, batch, &seen, &applied).await }
     })
     .await;
 }
@@ -66,8 +68,9 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
 /// RFC 6121 as if the user were offline there — offline storage, other resources, an error.
 pub async fn run_returned(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
     let dc = ctx.config.dc.clone();
-    let spec = Spec {
-        queue: names::inter_returned_queue(&dc),
+    let queue = names::inter_returned_queue(&dc);
+    let spec = ConsumerSpec {
+        queue: queue.clone(),
         prefetch: PREFETCH,
         exclusive: false,
         declare: Arc::new(move |ch| {
@@ -78,10 +81,12 @@ pub async fn run_returned(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc
                 Ok(())
             })
         }),
+        parker: ctx.parker.clone(),
     };
     let bus = ctx.bus.clone();
-    consume::run(bus, spec, stop, consuming, |delivery| {
+    meerkat_bus::consume(bus, spec, stop, consuming, |delivery| {
         let ctx = ctx.clone();
+        let queue = queue.clone();
         async move {
             let id = delivery
                 .properties
@@ -98,7 +103,11 @@ pub async fn run_returned(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc
                         origin_dc: Some(ctx.config.dc.clone()),
                         ..r
                     };
-                    republish(&ctx, &r, h::kind::RETURNED, id.as_deref()).await
+                    republish(&ctx, &r, RouteKind::Returned, id.as_deref()).await
+                }
+                Arrival::Park(why) => {
+                    ctx.parker.park(&queue, &delivery, &why).await;
+                    return;
                 }
                 // A kick for a session of a DC that does not answer, or a server-made stanza
                 // (a roster push) for one: moot once that DC is declared down.
@@ -196,6 +205,7 @@ async fn wait_for_data(ctx: &Ctx, headers: Option<&FieldTable>, view: &Mutex<App
 /// back. One stanza at a time would cap this DC's inbound rate at one per confirm round trip.
 async fn handle_batch(
     ctx: &Ctx,
+    queue: &str,
     batch: Vec<Delivery>,
     seen: &Mutex<Dedup>,
     applied: &Mutex<AppliedView>,
@@ -220,6 +230,10 @@ async fn handle_batch(
                 })
                 .inc();
             let _ = delivery.ack(BasicAckOptions::default()).await;
+            continue;
+        }
+        if let Err(unknown) = meerkat_bus::wire::kind(delivery.properties.headers().as_ref()) {
+            ctx.parker.park(queue, &delivery, &unknown.into()).await;
             continue;
         }
         wait_for_data(ctx, delivery.properties.headers().as_ref(), applied).await;
@@ -314,6 +328,8 @@ pub enum Arrival {
     Stanza(RouteIn),
     /// Unusable (logged and dropped).
     Invalid(String),
+    /// Of a kind this version does not know: parked.
+    Park(NotForUs),
 }
 
 /// A stanza to republish into the local route exchange.
@@ -333,11 +349,15 @@ pub fn read(body: &[u8], headers: Option<&FieldTable>) -> Arrival {
     let target = headers
         .get_str(h::SESSION)
         .and_then(|s| Uuid::parse_str(&s).ok());
-    if headers.get_str(h::KIND).as_deref() == Some(h::kind::CONFLICT) {
-        return match target {
-            Some(id) => Arrival::Kick(id),
-            None => Arrival::Invalid("conflict kick without a session".into()),
-        };
+    match meerkat_bus::wire::kind(headers) {
+        Ok(RouteKind::Conflict) => {
+            return match target {
+                Some(id) => Arrival::Kick(id),
+                None => Arrival::Invalid("conflict kick without a session".into()),
+            };
+        }
+        Ok(_) => {}
+        Err(unknown) => return Arrival::Park(unknown.into()),
     }
     let stanza = match envelope::unwrap(body) {
         Ok(Some(s)) => s,
@@ -376,6 +396,11 @@ async fn forward(
             tracing::warn!(why, "unusable message from another DC dropped");
             Ok(())
         }
+        // Parked before (handle_batch); not reached.
+        Arrival::Park(why) => {
+            tracing::warn!(%why, "message of an unknown kind from another DC dropped");
+            Ok(())
+        }
         Arrival::Kick(session) => {
             let target = ctx
                 .sessions
@@ -393,28 +418,24 @@ async fn forward(
             out.kick(target);
             out.flush(ctx).await
         }
-        Arrival::Stanza(r) => republish(ctx, &r, h::kind::REMOTE, id).await,
+        Arrival::Stanza(r) => republish(ctx, &r, RouteKind::Remote, id).await,
     }
 }
 
 /// Publishes `r` into the local route exchange, partition of its key, as `kind`.
-async fn republish(ctx: &Ctx, r: &RouteIn, kind: &str, id: Option<&str>) -> anyhow::Result<()> {
-    let mut headers = Headers::new()
-        .u64(h::WIRE, u64::from(WIRE_VERSION))
-        .str(h::KIND, kind)
-        .u64(h::HOPS, r.hops)
-        .str(
-            h::ORIGIN_DC,
-            r.origin_dc.as_deref().unwrap_or(&ctx.config.dc),
-        );
-    if let Some(t) = r.target {
-        headers = headers.str(h::SESSION, &t.to_string());
-    }
-    if let Some(s) = &r.sender {
-        headers = headers.str(h::SENDER, s);
-    }
+async fn republish(
+    ctx: &Ctx,
+    r: &RouteIn,
+    kind: RouteKind,
+    id: Option<&str>,
+) -> anyhow::Result<()> {
     // The envelope id travels on, so the partition also drops a duplicate republish.
     let message_id = id.map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
+    let mut props = Props::stanza(kind, r.origin_dc.as_deref().unwrap_or(&ctx.config.dc))
+        .id(message_id.clone())
+        .u64(h::HOPS, r.hops)
+        .opt_str(h::SESSION, r.target.map(|t| t.to_string()).as_deref())
+        .opt_str(h::SENDER, r.sender.as_deref());
     let span = tracing::info_span!(
         "publish meerkat.route",
         otel.kind = "producer",
@@ -425,12 +446,7 @@ async fn republish(ctx: &Ctx, r: &RouteIn, kind: &str, id: Option<&str>) -> anyh
         messaging.rabbitmq.destination.routing_key = r.key.as_str(),
         messaging.message.id = message_id.as_str(),
     );
-    span.in_scope(|| meerkat_runtime::telemetry::inject_context(headers.table()));
-    let props = BasicProperties::default()
-        .with_message_id(message_id.into())
-        .with_content_type(h::CONTENT_XMPP.into())
-        .with_delivery_mode(2)
-        .with_headers(headers.build());
+    span.in_scope(|| meerkat_runtime::telemetry::inject_context(props.headers_mut()));
     ctx.publisher
         .publish(names::ROUTE_EXCHANGE, &r.key, props, r.body.as_bytes())
         .instrument(span)
@@ -441,6 +457,7 @@ async fn republish(ctx: &Ctx, r: &RouteIn, kind: &str, id: Option<&str>) -> anyh
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meerkat_bus::Headers;
     use meerkat_xmpp::{ns, Element};
 
     fn stanza() -> Element {
@@ -458,7 +475,7 @@ mod tests {
     fn a_stanza_goes_to_its_senders_partition_with_its_metadata() {
         let target = Uuid::now_v7();
         let headers = Headers::new()
-            .str(h::KIND, h::kind::STANZA)
+            .str(h::KIND, RouteKind::Stanza.as_str())
             .str(h::SESSION, &target.to_string())
             .str(h::SENDER, "Alice@Example.com/phone")
             .str(h::ORIGIN_DC, "dc1")
@@ -558,17 +575,25 @@ mod tests {
     fn conflicts_and_garbage() {
         let id = Uuid::now_v7();
         let kick = Headers::new()
-            .str(h::KIND, h::kind::CONFLICT)
+            .str(h::KIND, RouteKind::Conflict.as_str())
             .str(h::SESSION, &id.to_string())
             .build();
         let body = envelope::wrap(None, "dc1.example.com", "dc2.example.com");
         assert_eq!(read(body.as_bytes(), Some(&kick)), Arrival::Kick(id));
-        let no_id = Headers::new().str(h::KIND, h::kind::CONFLICT).build();
+        let no_id = Headers::new()
+            .str(h::KIND, RouteKind::Conflict.as_str())
+            .build();
         assert!(matches!(
             read(body.as_bytes(), Some(&no_id)),
             Arrival::Invalid(_)
         ));
         assert!(matches!(read(body.as_bytes(), None), Arrival::Invalid(_)));
         assert!(matches!(read(b"<message/>", None), Arrival::Invalid(_)));
+        // A kind a newer DC sends is parked, whatever its body.
+        let newer = Headers::new().str(h::KIND, "newer-kind").build();
+        assert!(matches!(
+            read(wrapped(&stanza()).as_bytes(), Some(&newer)),
+            Arrival::Park(NotForUs::Kind(_))
+        ));
     }
 }

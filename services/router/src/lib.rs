@@ -6,9 +6,7 @@
 
 mod admin_api;
 mod config;
-mod consume;
 pub mod directory;
-mod envelope;
 mod failure;
 mod handlers;
 mod inbound;
@@ -17,6 +15,7 @@ mod jids;
 mod metrics;
 mod outbox;
 mod partition;
+mod reply;
 mod route;
 pub mod salvage;
 mod sessions;
@@ -47,6 +46,8 @@ pub(crate) struct Ctx {
     pub metrics: metrics::Metrics,
     /// The federation upstream of each peer DC: where a stanza claiming that DC must come from.
     pub origins: meerkat_bus::origin::Origins,
+    /// Where deliveries this version cannot take go (the DC's `meerkat.parked`).
+    pub parker: meerkat_bus::Parker,
 }
 
 pub struct Router {
@@ -67,9 +68,13 @@ impl Router {
         .await
         .context("database_url: cannot connect to PostgreSQL")?;
         store.claim_dc(&config.dc).await.context("database_url")?;
-        let base = Base::connect(&config.amqp_url, &instance, shutdown);
+        let mut base = Base::connect(&config.amqp_url, &instance, shutdown);
+        if config.test_newer_minor_wire {
+            base.publisher = base.publisher.clone().speaking_newer_minor();
+        }
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = metrics::Metrics::register(&mut registry);
+        base.parker.register(&mut registry);
         let origins = meerkat_bus::origin::Origins::new(
             config
                 .peers
@@ -78,6 +83,7 @@ impl Router {
         );
         let ctx = Arc::new(Ctx {
             origins,
+            parker: base.parker.clone(),
             instance,
             store,
             bus: base.bus.clone(),

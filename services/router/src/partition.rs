@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use meerkat_bus::{lapin, Dedup, HeaderExt};
+use meerkat_bus::{lapin, ConsumerSpec, Dedup, HeaderExt, NotForUs};
 use meerkat_wire::headers as h;
 use meerkat_wire::topology as names;
+use meerkat_wire::RouteKind;
 use meerkat_xmpp::stanza::must_not_bounce;
 use meerkat_xmpp::StanzaError;
 use parking_lot::Mutex;
@@ -20,7 +21,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::consume::{self, Spec};
 use crate::failure::{self, Failure};
 use crate::inbound::Inbound;
 use crate::metrics::Outcome;
@@ -42,24 +42,27 @@ pub async fn run(
     stop: CancellationToken,
     consuming: Arc<AtomicUsize>,
 ) {
-    let spec = Spec {
-        queue: names::route_queue(n),
+    let queue = names::route_queue(n);
+    let spec = ConsumerSpec {
+        queue: queue.clone(),
         prefetch: PREFETCH,
         exclusive: false,
         declare: Arc::new(|ch| {
             Box::pin(async move { meerkat_bus::topology::declare_route_partitions(&ch).await })
         }),
+        parker: ctx.parker.clone(),
     };
     let bus = ctx.bus.clone();
-    consume::run(bus, spec, stop, consuming, |delivery| {
+    meerkat_bus::consume(bus, spec, stop, consuming, |delivery| {
         let ctx = ctx.clone();
         let seen = seen.clone();
-        async move { handle_delivery(&ctx, delivery, &seen).await }
+        let queue = queue.clone();
+        async move { handle_delivery(&ctx, &queue, delivery, &seen).await }
     })
     .await;
 }
 
-async fn handle_delivery(ctx: &Ctx, delivery: Delivery, seen: &Mutex<Dedup>) {
+async fn handle_delivery(ctx: &Ctx, queue: &str, delivery: Delivery, seen: &Mutex<Dedup>) {
     let id = delivery
         .properties
         .message_id()
@@ -72,9 +75,23 @@ async fn handle_delivery(ctx: &Ctx, delivery: Delivery, seen: &Mutex<Dedup>) {
         }
     }
     let headers = delivery.properties.headers().as_ref();
+    // A kind this version does not know (a newer DC's or gateway's) waits in the parking
+    // queue for the upgrade; a kick belongs on a gateway's queue, not here.
+    let wire_kind = match meerkat_bus::wire::kind(headers) {
+        Ok(RouteKind::Conflict) => {
+            let why = NotForUs::unreadable("a conflict kick on a route queue");
+            ctx.parker.park(queue, &delivery, &why).await;
+            return;
+        }
+        Ok(k) => k,
+        Err(unknown) => {
+            ctx.parker.park(queue, &delivery, &unknown.into()).await;
+            return;
+        }
+    };
     // A bounce means the gateway no longer has that session: forget it first, whether or
     // not the stanza itself can be routed again.
-    if headers.get_str(h::KIND).as_deref() == Some(h::kind::BOUNCE) {
+    if wire_kind == RouteKind::Bounce {
         ctx.metrics.bounces.inc();
         if let Some(id) = headers
             .get_str(h::BOUNCED_SESSION)
@@ -192,7 +209,7 @@ async fn answer(ctx: &Ctx, inb: &Inbound, error: &StanzaError) -> anyhow::Result
         reply.set_attr("to", inb.from.clone());
     }
     let mut out = Outbox::new(inb.hops);
-    route::reply(ctx, inb, &mut out, &reply);
+    crate::reply::reply(ctx, inb, &mut out, &reply);
     out.flush(ctx).await?;
     ctx.metrics.routed(inb.kind.as_str(), Outcome::Error);
     Ok(())
@@ -203,8 +220,7 @@ async fn answer(ctx: &Ctx, inb: &Inbound, error: &StanzaError) -> anyhow::Result
 /// gateway; for anything else there is no one to tell (logged and counted by the caller).
 async fn answer_unreadable(ctx: &Ctx, delivery: &Delivery) -> anyhow::Result<()> {
     let headers = delivery.properties.headers().as_ref();
-    let kind = headers.get_str(h::KIND);
-    if kind.is_some_and(|k| k != h::kind::STANZA) {
+    if meerkat_bus::wire::kind(headers) != Ok(RouteKind::Stanza) {
         return Ok(());
     }
     let (Some(session), Some(gateway), Some(sender)) = (
@@ -264,7 +280,7 @@ async fn handle(ctx: &Ctx, inb: &Inbound, id: Option<&str>) -> anyhow::Result<()
             .await;
     }
     let rerouted;
-    let inb = if inb.is_remote {
+    let inb = if inb.wire_kind == RouteKind::Remote {
         match arrival(ctx, inb).await {
             RemoteArrival::Deliver(target) => {
                 let mut out = Outbox::new(inb.hops);
@@ -281,8 +297,7 @@ async fn handle(ctx: &Ctx, inb: &Inbound, id: Option<&str>) -> anyhow::Result<()
             RemoteArrival::Reresolve { hops } => {
                 tracing::debug!(session = ?inb.target_session, hops, "remote stanza's session not here: re-resolved");
                 rerouted = Inbound {
-                    is_remote: false,
-                    is_bounce: true,
+                    wire_kind: RouteKind::Bounce,
                     hops,
                     ..inb.clone()
                 };
@@ -293,7 +308,7 @@ async fn handle(ctx: &Ctx, inb: &Inbound, id: Option<&str>) -> anyhow::Result<()
         inb
     };
     let mut out = Outbox::new(inb.hops);
-    let outcome = if inb.offline_nudge {
+    let outcome = if inb.wire_kind == RouteKind::Offline {
         crate::handlers::stored::on_nudge(ctx, inb, &mut out).await?
     } else {
         route::route(ctx, inb, &mut out).await?

@@ -3,14 +3,14 @@
 //! The decisions themselves are pure functions (tested below); `route` applies them.
 
 use meerkat_wire::SessionInfo;
-use meerkat_xmpp::stanza::{error_reply, must_not_bounce};
-use meerkat_xmpp::{Element, StanzaError, StanzaKind, StanzaType};
+use meerkat_xmpp::{StanzaError, StanzaKind, StanzaType};
 
-use crate::handlers::{self, offline, presence, subscription, Entity};
+use crate::handlers::{self, account_exists, offline, presence, subscription, Entity};
 use crate::inbound::Inbound;
-use crate::jids::{self, Addr};
+use crate::jids::Addr;
 use crate::metrics::Outcome;
 use crate::outbox::{Outbox, Target};
+use crate::reply::error;
 use crate::Ctx;
 
 /// What to do with a message addressed to a bare JID, given the account's sessions.
@@ -156,7 +156,7 @@ async fn to_full(
         return to_bare(ctx, inb, out, &bare_addr(addr)).await;
     }
     // After the last hop a bounce is not re-resolved: offline handling or an error.
-    let exhausted = inb.is_bounce && inb.hops == 0;
+    let exhausted = inb.is_bounce() && inb.hops == 0;
     let session = if exhausted {
         None
     } else {
@@ -196,7 +196,7 @@ async fn to_bare(
             handlers::server_iq(ctx, inb, out, entity).await
         }
         StanzaKind::Message => {
-            let exhausted = inb.is_bounce && inb.hops == 0;
+            let exhausted = inb.is_bounce() && inb.hops == 0;
             let sessions: Vec<SessionInfo> = if exhausted {
                 Vec::new()
             } else {
@@ -267,47 +267,6 @@ fn bare_addr(addr: &Addr) -> Addr {
         resource: None,
         ..addr.clone()
     }
-}
-
-/// Whether a local account exists: any session proves it, else ask the database.
-pub async fn account_exists(ctx: &Ctx, addr: &Addr) -> anyhow::Result<bool> {
-    if !ctx.sessions.read().resources(&addr.bare).is_empty() {
-        return Ok(true);
-    }
-    match &addr.node {
-        Some(node) => Ok(ctx.store.account_exists(node).await?),
-        None => Ok(false),
-    }
-}
-
-/// Sends `stanza` to the sender of `inb`: its session when known, else whatever session
-/// holds the reply's `to` (a bounce has no sending session).
-pub fn reply(ctx: &Ctx, inb: &Inbound, out: &mut Outbox, stanza: &Element) {
-    if let Some(sender) = &inb.sender {
-        out.deliver(sender.target.clone(), stanza);
-        return;
-    }
-    let to = stanza.attr("to").unwrap_or(&inb.from);
-    if jids::resource(to).is_none() {
-        return;
-    }
-    let target = ctx.sessions.read().session(to).map(Target::from);
-    if let Some(t) = target {
-        out.deliver(t, stanza);
-    }
-}
-
-/// Answers `inb` with a stanza error (never an error to an error or a result).
-pub fn error(ctx: &Ctx, inb: &Inbound, out: &mut Outbox, err: StanzaError) -> Outcome {
-    if must_not_bounce(&inb.el) {
-        return Outcome::Dropped;
-    }
-    let mut r = error_reply(&inb.el, &err);
-    if r.attr("to").is_none() {
-        r.set_attr("to", inb.from.clone());
-    }
-    reply(ctx, inb, out, &r);
-    Outcome::Error
 }
 
 #[cfg(test)]

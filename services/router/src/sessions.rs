@@ -2,6 +2,7 @@
 //! On every (re)subscription the router asks the gateways to re-announce their sessions,
 //! since its exclusive queue missed whatever happened while it was gone.
 
+use meerkat_bus::ConsumerSpec;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,6 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::consume::{self, Spec};
 use crate::directory::{Applied, Directory};
 use crate::outbox::Outbox;
 use crate::Ctx;
@@ -75,8 +75,8 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
     let queue = names::router_sessions_queue(&ctx.instance);
     let declare_ctx = ctx.clone();
     let declare_queue = queue.clone();
-    let spec = Spec {
-        queue,
+    let spec = ConsumerSpec {
+        queue: queue.clone(),
         prefetch: 256,
         exclusive: true,
         declare: Arc::new(move |ch| {
@@ -89,16 +89,18 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
                 Ok(())
             })
         }),
+        parker: ctx.parker.clone(),
     };
     let bus = ctx.bus.clone();
-    consume::run(bus, spec, stop, consuming, |delivery| {
+    meerkat_bus::consume(bus, spec, stop, consuming, |delivery| {
         let ctx = ctx.clone();
+        let queue = queue.clone();
         async move {
             let event = match SessionEvent::from_json(&delivery.data) {
                 Ok(e) => e,
                 Err(e) => {
-                    tracing::warn!(error = %e, "unreadable session event dropped");
-                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                    let why = meerkat_bus::NotForUs::unreadable(e);
+                    ctx.parker.park(&queue, &delivery, &why).await;
                     return;
                 }
             };
@@ -130,7 +132,7 @@ async fn request_resync(ctx: &Ctx) {
     let event = ControlEvent::Resync {
         requested_by: ctx.instance.clone(),
     };
-    let props = meerkat_bus::headers::control_event_properties(&ctx.config.dc);
+    let props = meerkat_bus::control_event_properties(&ctx.config.dc);
     // Spawned: the publisher may need the connection this declare runs on.
     let publisher = ctx.publisher.clone();
     let body = event.to_json();

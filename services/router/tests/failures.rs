@@ -32,7 +32,7 @@ async fn as_gateway(a: &Amqp, n: u16, session: &SessionInfo, xml: &str) {
         .str(h::SESSION, &session.session_id.to_string())
         .str(h::GATEWAY, &session.gateway)
         .u64(h::SESSION_VERSION, session.version)
-        .str(h::KIND, h::kind::STANZA)
+        .str(h::KIND, meerkat_wire::RouteKind::Stanza.as_str())
         .u64(
             h::RECEIVED_AT,
             u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap(),

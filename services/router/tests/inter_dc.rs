@@ -146,8 +146,22 @@ async fn stanzas_from_another_dc_reach_their_session_once() {
     // Straight to its session, twice with one envelope id: delivered once, as sent.
     let m = chat("alice@example.com/far", &bob_full, "over the sea");
     let id = Uuid::new_v4().to_string();
-    from_other_dc(&a, &id, h::kind::STANZA, session.session_id, Some(&m)).await;
-    from_other_dc(&a, &id, h::kind::STANZA, session.session_id, Some(&m)).await;
+    from_other_dc(
+        &a,
+        &id,
+        meerkat_wire::RouteKind::Stanza.as_str(),
+        session.session_id,
+        Some(&m),
+    )
+    .await;
+    from_other_dc(
+        &a,
+        &id,
+        meerkat_wire::RouteKind::Stanza.as_str(),
+        session.session_id,
+        Some(&m),
+    )
+    .await;
     let got = b
         .expect("the remote message", message_with_body("over the sea"))
         .await
@@ -165,7 +179,7 @@ async fn stanzas_from_another_dc_reach_their_session_once() {
     from_other_dc(
         &a,
         &Uuid::new_v4().to_string(),
-        h::kind::STANZA,
+        meerkat_wire::RouteKind::Stanza.as_str(),
         Uuid::now_v7(),
         Some(&m),
     )
@@ -178,7 +192,7 @@ async fn stanzas_from_another_dc_reach_their_session_once() {
     from_other_dc(
         &a,
         &Uuid::new_v4().to_string(),
-        h::kind::CONFLICT,
+        meerkat_wire::RouteKind::Conflict.as_str(),
         session.session_id,
         None,
     )
@@ -218,7 +232,10 @@ async fn sessions_of_another_dc_get_wrapped_stanzas() {
         let headers = d.properties.headers().as_ref();
         assert_eq!(headers.get_str(h::TARGET_DC).as_deref(), Some("dc2"));
         assert_eq!(headers.get_str(h::ORIGIN_DC).as_deref(), Some("dc1"));
-        assert_eq!(headers.get_str(h::KIND).as_deref(), Some(h::kind::STANZA));
+        assert_eq!(
+            headers.get_str(h::KIND).as_deref(),
+            Some(meerkat_wire::RouteKind::Stanza.as_str())
+        );
         assert_eq!(headers.get_str(h::SESSION), Some(carol_session.to_string()));
         assert_eq!(
             headers.get_str(h::SENDER).as_deref(),
@@ -263,7 +280,10 @@ async fn sessions_of_another_dc_get_wrapped_stanzas() {
         .unwrap();
     let d = next(&mut to_dc2).await;
     let headers = d.properties.headers().as_ref();
-    assert_eq!(headers.get_str(h::KIND).as_deref(), Some(h::kind::CONFLICT));
+    assert_eq!(
+        headers.get_str(h::KIND).as_deref(),
+        Some(meerkat_wire::RouteKind::Conflict.as_str())
+    );
     assert_eq!(headers.get_str(h::SESSION), Some(older.to_string()));
     // Bob's own session here is untouched.
     b.send_message(&bob_full, "still here").await.unwrap();
@@ -299,7 +319,7 @@ async fn stanzas_not_from_the_dc_they_claim_are_refused() {
         from_dc(
             &a,
             &id,
-            h::kind::STANZA,
+            meerkat_wire::RouteKind::Stanza.as_str(),
             session.session_id,
             Some(&m),
             claimed,
@@ -311,7 +331,7 @@ async fn stanzas_not_from_the_dc_they_claim_are_refused() {
     from_dc(
         &a,
         &id,
-        h::kind::CONFLICT,
+        meerkat_wire::RouteKind::Conflict.as_str(),
         session.session_id,
         None,
         "dc2",
@@ -324,7 +344,7 @@ async fn stanzas_not_from_the_dc_they_claim_are_refused() {
     from_other_dc(
         &a,
         &Uuid::new_v4().to_string(),
-        h::kind::STANZA,
+        meerkat_wire::RouteKind::Stanza.as_str(),
         session.session_id,
         Some(&m),
     )

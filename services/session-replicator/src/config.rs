@@ -37,6 +37,11 @@ pub struct Config {
     /// Records read from the database and sent per message of a full copy: what a full copy
     /// holds in memory at once.
     pub full_copy_batch: NonZeroUsize,
+    /// Test only (the mixed-version test, docs/protocol.md): speak the next minor wire
+    /// version — stamp it and add a field to every message — as a DC that was upgraded first
+    /// would. Never set in production.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub test_newer_minor_wire: bool,
 }
 
 impl Default for Config {
@@ -52,6 +57,7 @@ impl Default for Config {
             outbox_retention_secs: 7 * 24 * 3600,
             data_status_ms: 1000,
             full_copy_batch: NonZeroUsize::new(500).unwrap_or(NonZeroUsize::MIN),
+            test_newer_minor_wire: false,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! local directory. From this DC's routers (`meerkat.control`): a resync, answered by
 //! re-announcing every remote session known.
 
+use meerkat_bus::ConsumerSpec;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +13,6 @@ use meerkat_bus::lapin::options::BasicAckOptions;
 use meerkat_wire::{topology as names, ControlEvent, DcState, InterControl};
 use tokio_util::sync::CancellationToken;
 
-use crate::consume::{self, Spec};
 use crate::metrics::Metrics;
 use crate::streams::{Action, Outcome};
 use crate::{actions, publish, Ctx};
@@ -20,8 +20,9 @@ use crate::{actions, publish, Ctx};
 /// Consumes `meerkat.inter.control.<dc>` until `stop`.
 pub async fn run_inter(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
     let declare_ctx = ctx.clone();
-    let spec = Spec {
-        queue: names::inter_control_queue(&ctx.config.dc),
+    let queue = names::inter_control_queue(&ctx.config.dc);
+    let spec = ConsumerSpec {
+        queue: queue.clone(),
         prefetch: 16,
         exclusive: false,
         declare: Arc::new(move |ch| {
@@ -30,25 +31,29 @@ pub async fn run_inter(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<At
                 meerkat_bus::topology::declare_replicator_queues(&ch, &ctx.config.dc).await
             })
         }),
+        parker: ctx.parker.clone(),
     };
-    consume::run(ctx.bus.clone(), spec, stop, consuming, |delivery| {
+    meerkat_bus::consume(ctx.bus.clone(), spec, stop, consuming, |delivery| {
         let ctx = ctx.clone();
+        let queue = queue.clone();
         async move {
-            handle_inter(&ctx, &delivery).await;
-            let _ = delivery.ack(BasicAckOptions::default()).await;
+            match InterControl::from_json(&delivery.data) {
+                Ok(msg) => {
+                    handle_inter(&ctx, &delivery, msg).await;
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                }
+                // A kind a newer DC sends, or garbage: parked, for a replay after the upgrade.
+                Err(e) => {
+                    let why = meerkat_bus::NotForUs::unreadable(e);
+                    ctx.parker.park(&queue, &delivery, &why).await;
+                }
+            }
         }
     })
     .await;
 }
 
-async fn handle_inter(ctx: &Ctx, delivery: &Delivery) {
-    let msg = match InterControl::from_json(&delivery.data) {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::warn!(error = %e, "unreadable inter-DC control message dropped");
-            return;
-        }
-    };
+async fn handle_inter(ctx: &Ctx, delivery: &Delivery, msg: InterControl) {
     let claimed = match &msg {
         InterControl::SnapshotRequest { from_dc } => from_dc.clone(),
         InterControl::Snapshot { origin_dc, .. } => origin_dc.clone(),
@@ -116,8 +121,8 @@ pub(crate) async fn serve_snapshot(ctx: &Ctx, to: &str) {
 pub async fn run_local(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
     let queue = names::control_queue(&ctx.instance);
     let declare_queue = queue.clone();
-    let spec = Spec {
-        queue,
+    let spec = ConsumerSpec {
+        queue: queue.clone(),
         prefetch: 16,
         exclusive: true,
         declare: Arc::new(move |ch| {
@@ -127,9 +132,11 @@ pub async fn run_local(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<At
                     .await
             })
         }),
+        parker: ctx.parker.clone(),
     };
-    consume::run(ctx.bus.clone(), spec, stop, consuming, |delivery| {
+    meerkat_bus::consume(ctx.bus.clone(), spec, stop, consuming, |delivery| {
         let ctx = ctx.clone();
+        let queue = queue.clone();
         async move {
             match ControlEvent::from_json(&delivery.data) {
                 Ok(ControlEvent::Resync { requested_by }) if requested_by != ctx.instance => {
@@ -140,7 +147,11 @@ pub async fn run_local(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<At
                     dc_status(&ctx, &dc, state).await;
                 }
                 Ok(ControlEvent::GatewayDown { .. } | ControlEvent::AccountChanged { .. }) => {}
-                Err(e) => tracing::warn!(error = %e, "unreadable control event"),
+                Err(e) => {
+                    let why = meerkat_bus::NotForUs::unreadable(e);
+                    ctx.parker.park(&queue, &delivery, &why).await;
+                    return;
+                }
             }
             let _ = delivery.ack(BasicAckOptions::default()).await;
         }

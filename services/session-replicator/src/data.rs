@@ -3,6 +3,7 @@
 //! an origin to replay after a gap or a missed tail, serves replays and full copies, reports
 //! its position to every peer each second and trims the outbox once every peer has applied it.
 
+use meerkat_bus::ConsumerSpec;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -17,7 +18,6 @@ use meerkat_wire::{topology as names, InterControl};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::consume::{self, Spec};
 use crate::metrics::Metrics;
 use crate::{publish, Ctx};
 
@@ -49,7 +49,7 @@ async fn publish_change(ctx: &Ctx, change: &DataChange) -> Result<(), PublishErr
         .publish(
             names::INTER_DATA_EXCHANGE,
             &ctx.config.dc,
-            publish::props(&change.origin_dc, &change.epoch).with_message_id(id.into()),
+            publish::props(&change.origin_dc, &change.epoch).id(id),
             &change.to_json(),
         )
         .await
@@ -149,8 +149,9 @@ pub(crate) async fn run_inbound(
     consuming: Arc<AtomicUsize>,
 ) {
     let declare_ctx = ctx.clone();
-    let spec = Spec {
-        queue: names::inter_data_queue(&ctx.config.dc),
+    let queue = names::inter_data_queue(&ctx.config.dc);
+    let spec = ConsumerSpec {
+        queue: queue.clone(),
         prefetch: 64,
         exclusive: false,
         declare: Arc::new(move |ch| {
@@ -159,11 +160,24 @@ pub(crate) async fn run_inbound(
                 async move { meerkat_bus::topology::declare_data_queue(&ch, &ctx.config.dc).await },
             )
         }),
+        parker: ctx.parker.clone(),
     };
-    consume::run(ctx.bus.clone(), spec, stop, consuming, |delivery| {
+    meerkat_bus::consume(ctx.bus.clone(), spec, stop, consuming, |delivery| {
         let ctx = ctx.clone();
+        let queue = queue.clone();
         async move {
-            if handle_change(&ctx, &delivery).await {
+            // A record kind or field this version cannot read: parked (its origin's stream
+            // stalls at it until the upgrade, see docs/protocol.md: new data kinds are sent
+            // only once every DC reads them).
+            let change = match DataChange::from_json(&delivery.data) {
+                Ok(c) => c,
+                Err(e) => {
+                    let why = meerkat_bus::NotForUs::unreadable(e);
+                    ctx.parker.park(&queue, &delivery, &why).await;
+                    return;
+                }
+            };
+            if handle_change(&ctx, &delivery, change).await {
                 let _ = delivery.ack(BasicAckOptions::default()).await;
             } else {
                 // The database is unreachable: keep the change, try again shortly.
@@ -181,14 +195,7 @@ pub(crate) async fn run_inbound(
 }
 
 /// False when the change must be retried.
-async fn handle_change(ctx: &Ctx, delivery: &Delivery) -> bool {
-    let change = match DataChange::from_json(&delivery.data) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "unreadable data change dropped");
-            return true;
-        }
-    };
+async fn handle_change(ctx: &Ctx, delivery: &Delivery, change: DataChange) -> bool {
     if change.origin_dc == ctx.config.dc {
         return true;
     }

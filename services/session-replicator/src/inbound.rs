@@ -2,6 +2,7 @@
 //! event came from, then apply it in sequence to the local `meerkat.sessions`, or hold the
 //! stream and ask for a snapshot.
 
+use meerkat_bus::ConsumerSpec;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,15 +11,15 @@ use meerkat_bus::lapin::options::BasicAckOptions;
 use meerkat_wire::{topology as names, ReplicatedEvent};
 use tokio_util::sync::CancellationToken;
 
-use crate::consume::{self, Spec};
 use crate::metrics::Metrics;
 use crate::streams::Outcome;
 use crate::{actions, Ctx};
 
 pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
     let declare_ctx = ctx.clone();
-    let spec = Spec {
-        queue: names::inter_sessions_queue(&ctx.config.dc),
+    let queue = names::inter_sessions_queue(&ctx.config.dc);
+    let spec = ConsumerSpec {
+        queue: queue.clone(),
         prefetch: 256,
         exclusive: false,
         declare: Arc::new(move |ch| {
@@ -27,28 +28,33 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
                 meerkat_bus::topology::declare_replicator_queues(&ch, &ctx.config.dc).await
             })
         }),
+        parker: ctx.parker.clone(),
     };
-    consume::run(ctx.bus.clone(), spec, stop, consuming, |delivery| {
+    meerkat_bus::consume(ctx.bus.clone(), spec, stop, consuming, |delivery| {
         let ctx = ctx.clone();
+        let queue = queue.clone();
         async move {
-            handle(&ctx, &delivery).await;
-            let _ = delivery.ack(BasicAckOptions::default()).await;
+            match handle(&ctx, &delivery).await {
+                Ok(()) => {
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                }
+                Err(why) => ctx.parker.park(&queue, &delivery, &why).await,
+            }
         }
     })
     .await;
 }
 
-async fn handle(ctx: &Ctx, delivery: &meerkat_bus::lapin::message::Delivery) {
-    let ev = match ReplicatedEvent::from_json(&delivery.data) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!(error = %e, "unreadable replicated event dropped");
-            return;
-        }
-    };
+/// `Err` for an event this version cannot read (parked by the caller).
+async fn handle(
+    ctx: &Ctx,
+    delivery: &meerkat_bus::lapin::message::Delivery,
+) -> Result<(), meerkat_bus::NotForUs> {
+    let ev =
+        ReplicatedEvent::from_json(&delivery.data).map_err(meerkat_bus::NotForUs::unreadable)?;
     // The topic exchange also brings this DC's own stream back to it.
     if ev.origin_dc == ctx.config.dc {
-        return;
+        return Ok(());
     }
     if let Err(refusal) = ctx
         .origins
@@ -59,7 +65,7 @@ async fn handle(ctx: &Ctx, delivery: &meerkat_bus::lapin::message::Delivery) {
             .refused
             .get_or_create(&Metrics::dc(&ev.origin_dc))
             .inc();
-        return;
+        return Ok(());
     }
     let origin = ev.origin_dc.clone();
     let (seq, epoch) = (ev.seq, ev.epoch.clone());
@@ -83,4 +89,5 @@ async fn handle(ctx: &Ctx, delivery: &meerkat_bus::lapin::message::Delivery) {
         }
     }
     actions::execute(ctx, &origin, todo).await;
+    Ok(())
 }

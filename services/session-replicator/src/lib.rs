@@ -9,7 +9,6 @@
 mod accounts;
 mod actions;
 mod config;
-mod consume;
 mod control;
 mod data;
 mod inbound;
@@ -50,6 +49,8 @@ pub(crate) struct Ctx {
     pub sequencer: parking_lot::Mutex<sequencer::Sequencer>,
     pub streams: parking_lot::Mutex<streams::Streams>,
     pub origins: origin::Origins,
+    /// Where deliveries this version cannot take go (the DC's `meerkat.parked`).
+    pub parker: meerkat_bus::Parker,
     pub metrics: metrics::Metrics,
     /// Snapshot requests are answered from then on (see `Config::snapshot_warmup_ms`).
     pub warm_at: tokio::time::Instant,
@@ -73,9 +74,13 @@ impl SessionReplicator {
         config.validate()?;
         let instance = config.instance_or(|dc, hex| format!("replicator-{dc}-{hex}"));
         let epoch = uuid::Uuid::now_v7().to_string();
-        let base = Base::connect(&config.amqp_url, &instance, shutdown);
+        let mut base = Base::connect(&config.amqp_url, &instance, shutdown);
+        if config.test_newer_minor_wire {
+            base.publisher = base.publisher.clone().speaking_newer_minor();
+        }
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = metrics::Metrics::register(&mut registry);
+        base.parker.register(&mut registry);
         let admin = base
             .serve_admin(
                 config.admin_addr,
@@ -114,6 +119,7 @@ impl SessionReplicator {
             publisher: base.publisher.clone(),
             streams: parking_lot::Mutex::new(streams),
             origins,
+            parker: base.parker.clone(),
             metrics,
             warm_at,
             store,

@@ -3,6 +3,7 @@
 //! (re)subscription asks the local gateways to re-announce, which rebuilds the local view
 //! after a start without losing a session.
 
+use meerkat_bus::ConsumerSpec;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
@@ -10,13 +11,13 @@ use meerkat_bus::lapin::options::{BasicAckOptions, BasicNackOptions};
 use meerkat_wire::{topology as names, ControlEvent, SessionEvent};
 use tokio_util::sync::CancellationToken;
 
-use crate::consume::{self, Spec};
 use crate::{publish, Ctx};
 
 pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
     let declare_ctx = ctx.clone();
-    let spec = Spec {
-        queue: names::replicator_sessions_queue(&ctx.config.dc),
+    let queue = names::replicator_sessions_queue(&ctx.config.dc);
+    let spec = ConsumerSpec {
+        queue: queue.clone(),
         prefetch: 256,
         exclusive: false,
         declare: Arc::new(move |ch| {
@@ -27,15 +28,17 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
                 Ok(())
             })
         }),
+        parker: ctx.parker.clone(),
     };
-    consume::run(ctx.bus.clone(), spec, stop, consuming, |delivery| {
+    meerkat_bus::consume(ctx.bus.clone(), spec, stop, consuming, |delivery| {
         let ctx = ctx.clone();
+        let queue = queue.clone();
         async move {
             let event = match SessionEvent::from_json(&delivery.data) {
                 Ok(e) => e,
                 Err(e) => {
-                    tracing::warn!(error = %e, "unreadable session event dropped");
-                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                    let why = meerkat_bus::NotForUs::unreadable(e);
+                    ctx.parker.park(&queue, &delivery, &why).await;
                     return;
                 }
             };
@@ -73,7 +76,7 @@ fn request_local_resync(ctx: &Arc<Ctx>) {
     let event = ControlEvent::Resync {
         requested_by: ctx.instance.clone(),
     };
-    let props = meerkat_bus::headers::control_event_properties(&ctx.config.dc);
+    let props = meerkat_bus::control_event_properties(&ctx.config.dc);
     // Spawned: the publisher may need the connection this declare runs on.
     let publisher = ctx.publisher.clone();
     tokio::spawn(async move {

@@ -1,30 +1,18 @@
 //! What the replicator publishes: session events into the local fanout, its sequenced stream
 //! and control messages to the other DCs. Each waits for the broker's confirm.
 
-use meerkat_bus::lapin::BasicProperties;
-use meerkat_bus::{Headers, PublishError};
+use meerkat_bus::{Props, PublishError};
 use meerkat_wire::{
-    headers as h, topology as names, InterControl, ReplicatedEvent, SessionEvent, SessionInfo,
-    WIRE_VERSION,
+    headers as h, topology as names, InterControl, ReplicatedEvent, RouteKind, SessionEvent,
+    SessionInfo,
 };
 use meerkat_xmpp::{ns, Element};
 
 use crate::Ctx;
 
-/// Properties of a replicator publication: a fresh message id, JSON, persistent, the wire
-/// version, origin DC and epoch.
-pub(crate) fn props(origin_dc: &str, epoch: &str) -> BasicProperties {
-    BasicProperties::default()
-        .with_message_id(uuid::Uuid::new_v4().to_string().into())
-        .with_content_type(h::CONTENT_JSON.into())
-        .with_delivery_mode(2)
-        .with_headers(
-            Headers::new()
-                .u64(h::WIRE, u64::from(WIRE_VERSION))
-                .str(h::ORIGIN_DC, origin_dc)
-                .str(h::ORIGIN_EPOCH, epoch)
-                .build(),
-        )
+/// Properties of a replicator publication: an event from `origin_dc` in `epoch`.
+pub(crate) fn props(origin_dc: &str, epoch: &str) -> Props {
+    Props::event(origin_dc).str(h::ORIGIN_EPOCH, epoch)
 }
 
 /// A (remote) session event into this DC's `meerkat.sessions`, unchanged, as the gateways
@@ -67,19 +55,9 @@ pub async fn local_presence(
         .next()
         .unwrap_or(&info.jid)
         .to_lowercase();
-    let p = BasicProperties::default()
-        .with_message_id(uuid::Uuid::new_v4().to_string().into())
-        .with_content_type(h::CONTENT_XMPP.into())
-        .with_delivery_mode(2)
-        .with_headers(
-            Headers::new()
-                .u64(h::WIRE, u64::from(WIRE_VERSION))
-                .str(h::ORIGIN_DC, &ctx.config.dc)
-                .str(h::KIND, h::kind::LOCAL_PRESENCE)
-                .str(h::SENDER, &info.jid)
-                .u64(h::HOPS, 0)
-                .build(),
-        );
+    let p = Props::stanza(RouteKind::LocalPresence, &ctx.config.dc)
+        .str(h::SENDER, &info.jid)
+        .u64(h::HOPS, 0);
     ctx.publisher
         .publish(
             names::ROUTE_EXCHANGE,
@@ -109,14 +87,7 @@ pub async fn inter_control(
     target: &str,
     msg: &InterControl,
 ) -> Result<(), PublishError> {
-    let p = props(&ctx.config.dc, &ctx.epoch).with_headers(
-        Headers::new()
-            .u64(h::WIRE, u64::from(WIRE_VERSION))
-            .str(h::ORIGIN_DC, &ctx.config.dc)
-            .str(h::ORIGIN_EPOCH, &ctx.epoch)
-            .str(h::TARGET_DC, target)
-            .build(),
-    );
+    let p = props(&ctx.config.dc, &ctx.epoch).str(h::TARGET_DC, target);
     ctx.publisher
         .publish(names::INTER_CONTROL_EXCHANGE, target, p, &msg.to_json())
         .await

@@ -1,7 +1,16 @@
-//! Supervised consumers: on every (re)connection the consumer opens a channel, declares what
-//! it needs, and consumes until the channel dies; then it waits for the next connection.
-//! [`spawn_consumer`] stops with the connection; [`consume_until`] stops on its own token,
-//! finishing the delivery in hand first, and counts itself while subscribed (readiness).
+//! The one consumer loop of every service. On every (re)connection it opens a channel, declares
+//! what it needs, and consumes until the channel dies; then it waits for the next connection.
+//! It stops on its own token: it cancels its subscription, lets the delivery in hand finish
+//! (and be acked) and closes its channel, so the broker requeues only what was never started.
+//! It counts itself while subscribed (readiness).
+//!
+//! Every delivery's wire version is checked before the handler sees it: a major version this
+//! build does not speak, or a version it cannot read, is parked (parking.rs). A kind or event
+//! the handler does not know it parks itself, through [`ConsumerSpec::parker`].
+//!
+//! With [`consume_batches`] the handler gets every delivery already at hand (opportunistic
+//! batching: one when the queue is quiet, more as they pile up while the previous batch is
+//! handled).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -17,70 +26,44 @@ use lapin::Channel;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::Bus;
+use crate::{Bus, Parker};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// What a consumer needs: how to declare its queue (run on every new channel) and what
-/// to do with each delivery. The handler acks or rejects the delivery itself, after the work.
+/// Run on every new channel before consuming (declare the queue, announce ourselves).
+pub type Declare =
+    Arc<dyn Fn(Channel) -> BoxFuture<'static, Result<(), lapin::Error>> + Send + Sync>;
+
+/// What a consumer needs. The handler acks or rejects each delivery itself, after the work.
 pub struct ConsumerSpec {
     pub queue: String,
     pub prefetch: u16,
     /// Exclusive consumer (e.g. a per-instance queue).
     pub exclusive: bool,
-    pub declare: Arc<dyn Fn(Channel) -> BoxFuture<'static, Result<(), lapin::Error>> + Send + Sync>,
+    pub declare: Declare,
+    /// Where deliveries this version cannot take go.
+    pub parker: Parker,
 }
 
-/// Runs a consumer until shutdown, surviving broker restarts.
+/// Runs a consumer until the bus shuts down, surviving broker restarts.
 pub fn spawn_consumer<H, F>(bus: Bus, spec: ConsumerSpec, handler: H) -> JoinHandle<()>
 where
     H: Fn(Delivery) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
-    tokio::spawn(async move {
-        let shutdown = bus.shutdown_token();
-        loop {
-            let Some(conn) = bus.connected().await else {
-                return;
-            };
-            match open(&conn, &spec).await {
-                Ok((channel, mut consumer)) => {
-                    tracing::debug!(queue = %spec.queue, "consuming");
-                    loop {
-                        let next = tokio::select! {
-                            n = consumer.next() => n,
-                            _ = shutdown.cancelled() => {
-                                let _ = channel.close(200, "shutdown").await;
-                                return;
-                            }
-                        };
-                        match next {
-                            Some(Ok(delivery)) => handler(delivery).await,
-                            Some(Err(e)) => {
-                                tracing::warn!(queue = %spec.queue, error = %e, "consumer failed");
-                                break;
-                            }
-                            None => break,
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(queue = %spec.queue, error = %e, "could not start consumer");
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                _ = shutdown.cancelled() => return,
-            }
-        }
-    })
+    let stop = bus.shutdown_token();
+    tokio::spawn(consume(
+        bus,
+        spec,
+        stop,
+        Arc::new(AtomicUsize::new(0)),
+        handler,
+    ))
 }
 
-/// Consumes `spec.queue` one delivery at a time until `stop`, surviving reconnects. On `stop`
-/// it cancels its subscription, lets the delivery in hand finish (and be acked) and closes its
-/// channel, so the broker requeues only what was never started. `consuming` counts the
-/// consumers currently subscribed.
-pub async fn consume_until<H, F>(
+/// Consumes `spec.queue` one delivery at a time until `stop`, surviving reconnects.
+/// `consuming` counts the consumers currently subscribed (for readiness).
+pub async fn consume<H, F>(
     bus: Bus,
     spec: ConsumerSpec,
     stop: CancellationToken,
@@ -90,6 +73,31 @@ pub async fn consume_until<H, F>(
     H: Fn(Delivery) -> F,
     F: Future<Output = ()>,
 {
+    consume_batches(bus, spec, 1, stop, consuming, |batch| {
+        let handled = batch.into_iter().next().map(&handler);
+        async move {
+            if let Some(handled) = handled {
+                handled.await;
+            }
+        }
+    })
+    .await;
+}
+
+/// Like [`consume`], but hands the handler every delivery already at hand (at least one, at
+/// most `max`, in queue order).
+pub async fn consume_batches<H, F>(
+    bus: Bus,
+    spec: ConsumerSpec,
+    max: usize,
+    stop: CancellationToken,
+    consuming: Arc<AtomicUsize>,
+    handler: H,
+) where
+    H: Fn(Vec<Delivery>) -> F,
+    F: Future<Output = ()>,
+{
+    let max = max.max(1);
     loop {
         let conn = tokio::select! {
             c = bus.connected() => c,
@@ -112,13 +120,28 @@ pub async fn consume_until<H, F>(
                             return;
                         }
                     };
-                    match next {
-                        Some(Ok(delivery)) => handler(delivery).await,
-                        Some(Err(e)) => {
+                    let (gathered, end) = match next {
+                        Some(Ok(first)) => gather(&mut consumer, first, max),
+                        Some(Err(e)) => (Vec::new(), Some(End::Failed(e))),
+                        None => (Vec::new(), Some(End::Closed)),
+                    };
+                    let mut batch = Vec::with_capacity(gathered.len());
+                    for delivery in gathered {
+                        match crate::wire::check(delivery.properties.headers().as_ref()) {
+                            Ok(_) => batch.push(delivery),
+                            Err(why) => spec.parker.park(&spec.queue, &delivery, &why).await,
+                        }
+                    }
+                    if !batch.is_empty() {
+                        handler(batch).await;
+                    }
+                    match end {
+                        None => {}
+                        Some(End::Failed(e)) => {
                             tracing::warn!(queue = %spec.queue, error = %e, "consumer failed");
                             break;
                         }
-                        None => break,
+                        Some(End::Closed) => break,
                     }
                 }
                 consuming.fetch_sub(1, Ordering::AcqRel);
@@ -130,6 +153,31 @@ pub async fn consume_until<H, F>(
             _ = stop.cancelled() => return,
         }
     }
+}
+
+/// Why a consumer stream ended.
+enum End {
+    Failed(lapin::Error),
+    Closed,
+}
+
+/// `first` and the deliveries that are ready now, up to `max` in all; and the end of the
+/// stream if it came meanwhile.
+fn gather(
+    consumer: &mut lapin::Consumer,
+    first: Delivery,
+    max: usize,
+) -> (Vec<Delivery>, Option<End>) {
+    let mut batch = vec![first];
+    while batch.len() < max {
+        match consumer.next().now_or_never() {
+            Some(Some(Ok(d))) => batch.push(d),
+            Some(Some(Err(e))) => return (batch, Some(End::Failed(e))),
+            Some(None) => return (batch, Some(End::Closed)),
+            None => break,
+        }
+    }
+    (batch, None)
 }
 
 async fn open(

@@ -87,20 +87,3 @@ impl HeaderExt for Option<&FieldTable> {
         self.is_some_and(|t| t.get_bool(key))
     }
 }
-
-/// Properties of an event on a DC's control exchange (`meerkat.control`): a fresh message id,
-/// JSON, the wire version and the DC it comes from.
-pub fn control_event_properties(origin_dc: &str) -> lapin::BasicProperties {
-    lapin::BasicProperties::default()
-        .with_message_id(uuid::Uuid::new_v4().to_string().into())
-        .with_content_type(meerkat_wire::headers::CONTENT_JSON.into())
-        .with_headers(
-            Headers::new()
-                .u64(
-                    meerkat_wire::headers::WIRE,
-                    u64::from(meerkat_wire::WIRE_VERSION),
-                )
-                .str(meerkat_wire::headers::ORIGIN_DC, origin_dc)
-                .build(),
-        )
-}

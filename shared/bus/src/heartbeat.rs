@@ -10,7 +10,7 @@ use lapin::{BasicProperties, Connection};
 use meerkat_wire::{headers as h, Heartbeat, WIRE_VERSION};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Bus, Headers, Publisher};
+use crate::{Bus, Props, Publisher};
 
 /// A beat expires after this many intervals.
 pub const EXPIRES_AFTER_INTERVALS: u64 = 3;
@@ -44,18 +44,11 @@ impl Beater {
     /// Properties of a beat: transient, JSON, expiring after a few intervals.
     pub fn properties(&self) -> BasicProperties {
         let expiration = millis(self.interval).saturating_mul(EXPIRES_AFTER_INTERVALS);
-        BasicProperties::default()
-            .with_message_id(uuid::Uuid::new_v4().to_string().into())
-            .with_content_type(h::CONTENT_JSON.into())
-            .with_delivery_mode(1)
-            .with_expiration(expiration.to_string().into())
-            .with_headers(
-                Headers::new()
-                    .u64(h::WIRE, u64::from(WIRE_VERSION))
-                    .str(h::ORIGIN_DC, &self.dc)
-                    .str(h::ORIGIN_EPOCH, &self.epoch)
-                    .build(),
-            )
+        Props::event(&self.dc)
+            .transient()
+            .expires_after_ms(expiration)
+            .str(h::ORIGIN_EPOCH, &self.epoch)
+            .build()
     }
 
     /// Beats until `stop` (the first at once), declaring the health exchanges on every new

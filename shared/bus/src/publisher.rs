@@ -9,10 +9,11 @@ use lapin::publisher_confirm::Confirmation;
 use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::Mutex;
 
-use meerkat_wire::{headers as h, topology as names, WIRE_VERSION};
+use lapin::types::{AMQPValue, LongString, ShortString};
+use meerkat_wire::{headers as h, topology as names, version, RouteKind, WireVersion};
 use meerkat_xmpp::{ns, Element};
 
-use crate::{Bus, Headers};
+use crate::{Bus, Props};
 
 /// A confirm-mode channel and the connection it belongs to.
 type OpenChannel = (Arc<Connection>, Channel);
@@ -32,7 +33,18 @@ pub struct Publisher {
     bus: Bus,
     channel: Arc<Mutex<Option<OpenChannel>>>,
     deadline: Duration,
+    /// Stamped in `x-meerkat-wire` on everything published.
+    version: WireVersion,
+    /// Test only ([`Publisher::speaking_newer_minor`]).
+    newer_minor: bool,
 }
+
+/// The JSON field and the header a publisher speaking a newer minor version adds (test only):
+/// receivers of this version must ignore both.
+pub const NEWER_MINOR_FIELD: &str = "x_newer_minor_field";
+/// The `x-meerkat-kind` a router speaking a newer minor version sends besides every stanza for
+/// another DC (test only): receivers of this version park it.
+pub const NEWER_MINOR_KIND: &str = "newer-minor-kind";
 
 impl Publisher {
     pub fn new(bus: Bus) -> Publisher {
@@ -40,12 +52,59 @@ impl Publisher {
             bus,
             channel: Arc::new(Mutex::new(None)),
             deadline: Duration::from_secs(30),
+            version: version::CURRENT,
+            newer_minor: false,
         }
+    }
+
+    /// For the mixed-version test only: this publisher speaks the next minor version — it
+    /// stamps `MAJOR.(MINOR+1)`, and adds a field to every JSON object and a header to every
+    /// message, which receivers of this version must ignore (docs/protocol.md).
+    pub fn speaking_newer_minor(mut self) -> Publisher {
+        self.version = WireVersion::new(version::CURRENT.major, version::CURRENT.minor + 1);
+        self.newer_minor = true;
+        self
+    }
+
+    /// The version stamped on what this publisher sends.
+    pub fn version(&self) -> WireVersion {
+        self.version
     }
 
     /// Publishes and waits for the broker's confirm. Retries (a possible duplicate is what
     /// envelope ids are for) until confirmed or the deadline passes.
     pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        props: impl Into<BasicProperties>,
+        body: &[u8],
+    ) -> Result<(), PublishError> {
+        let mut props: BasicProperties = props.into();
+        let mut headers = props.headers().clone().unwrap_or_default();
+        headers.insert(
+            ShortString::from(h::WIRE),
+            AMQPValue::LongString(LongString::from(self.version.to_string())),
+        );
+        let mut extended = None;
+        if self.newer_minor {
+            headers.insert(
+                ShortString::from(NEWER_MINOR_FIELD),
+                AMQPValue::Boolean(true),
+            );
+            if let Ok(serde_json::Value::Object(mut o)) = serde_json::from_slice(body) {
+                o.insert(NEWER_MINOR_FIELD.into(), serde_json::Value::Bool(true));
+                extended = serde_json::to_vec(&o).ok();
+            }
+        }
+        let body = extended.as_deref().unwrap_or(body);
+        props = props.with_headers(headers);
+        self.publish_as_is(exchange, routing_key, props, body).await
+    }
+
+    /// Publishes `props` unchanged (no version stamped): a parked message being moved or put
+    /// back keeps the version it was sent with.
+    pub async fn publish_as_is(
         &self,
         exchange: &str,
         routing_key: &str,
@@ -85,18 +144,7 @@ impl Publisher {
             .with_attr("from", bare.to_owned())
             .with_attr("to", bare.to_owned())
             .to_xml();
-        let props = BasicProperties::default()
-            .with_message_id(uuid::Uuid::new_v4().to_string().into())
-            .with_content_type(h::CONTENT_XMPP.into())
-            .with_delivery_mode(2)
-            .with_headers(
-                Headers::new()
-                    .u64(h::WIRE, u64::from(WIRE_VERSION))
-                    .str(h::ORIGIN_DC, origin_dc)
-                    .str(h::KIND, h::kind::OFFLINE)
-                    .u64(h::HOPS, 0)
-                    .build(),
-            );
+        let props = Props::stanza(RouteKind::Offline, origin_dc).u64(h::HOPS, 0);
         self.publish(names::ROUTE_EXCHANGE, bare, props, body.as_bytes())
             .await
     }

@@ -43,6 +43,8 @@ pub async fn declare_exchanges(ch: &Channel) -> Result<(), lapin::Error> {
         FieldTable::default(),
     )
     .await?;
+    // Declared up front so operators find it (empty) in the management UI.
+    crate::parking::declare_parked_queue(ch).await?;
     Ok(())
 }
 
@@ -140,13 +142,22 @@ pub async fn declare_instance_queue(
 /// federation setup declares it with the same arguments; declaring it here too lets a router
 /// publish before (or without) that setup.
 pub async fn declare_inter_stanzas_exchange(ch: &Channel) -> Result<(), lapin::Error> {
-    ch.exchange_declare(
-        names::INTER_STANZAS_EXCHANGE,
-        ExchangeKind::Direct,
-        durable_exchange(),
-        FieldTable::default(),
-    )
-    .await
+    declare_federated(ch, names::INTER_STANZAS_EXCHANGE).await
+}
+
+/// Declares federated exchange `name` with the type `meerkat_wire::federation` gives it (the
+/// type the federation setup declares it with).
+async fn declare_federated(ch: &Channel, name: &str) -> Result<(), lapin::Error> {
+    let kind = meerkat_wire::federation::FEDERATED_EXCHANGES
+        .iter()
+        .find(|e| e.name == name)
+        .map_or(ExchangeKind::Topic, |e| match e.kind {
+            "direct" => ExchangeKind::Direct,
+            "topic" => ExchangeKind::Topic,
+            other => ExchangeKind::Custom(other.to_owned()),
+        });
+    ch.exchange_declare(name, kind, durable_exchange(), FieldTable::default())
+        .await
 }
 
 /// A DC's inbound queue of stanzas from the other DCs: durable, single active consumer (one
@@ -184,27 +195,14 @@ pub async fn declare_inter_stanzas_queue(ch: &Channel, dc: &str) -> Result<Strin
 /// routing key = origin DC) and snapshot requests/snapshots (direct, routing key = target DC).
 /// Same arguments as the federation setup declares them with.
 pub async fn declare_inter_replication_exchanges(ch: &Channel) -> Result<(), lapin::Error> {
-    ch.exchange_declare(
+    for name in [
         names::INTER_SESSIONS_EXCHANGE,
-        ExchangeKind::Topic,
-        durable_exchange(),
-        FieldTable::default(),
-    )
-    .await?;
-    ch.exchange_declare(
         names::INTER_CONTROL_EXCHANGE,
-        ExchangeKind::Direct,
-        durable_exchange(),
-        FieldTable::default(),
-    )
-    .await?;
-    ch.exchange_declare(
         names::INTER_DATA_EXCHANGE,
-        ExchangeKind::Topic,
-        durable_exchange(),
-        FieldTable::default(),
-    )
-    .await
+    ] {
+        declare_federated(ch, name).await?;
+    }
+    Ok(())
 }
 
 /// A DC's queue of the other DCs' persistent-data changes, `meerkat.inter.data.<dc>` bound
@@ -277,16 +275,14 @@ pub async fn declare_replicator_queues(ch: &Channel, dc: &str) -> Result<(), lap
 /// The heartbeat exchanges: `meerkat.inter.health` (federated, topic, routing key = origin DC)
 /// and the DC's own `meerkat.health` (topic, gateways' beats).
 pub async fn declare_health_exchanges(ch: &Channel) -> Result<(), lapin::Error> {
-    for name in [names::INTER_HEALTH_EXCHANGE, names::HEALTH_EXCHANGE] {
-        ch.exchange_declare(
-            name,
-            ExchangeKind::Topic,
-            durable_exchange(),
-            FieldTable::default(),
-        )
-        .await?;
-    }
-    Ok(())
+    declare_federated(ch, names::INTER_HEALTH_EXCHANGE).await?;
+    ch.exchange_declare(
+        names::HEALTH_EXCHANGE,
+        ExchangeKind::Topic,
+        durable_exchange(),
+        FieldTable::default(),
+    )
+    .await
 }
 
 /// How long a heartbeat waits in a health service's queue: an older beat is noise, and a

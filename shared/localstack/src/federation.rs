@@ -11,56 +11,39 @@ use serde::{Deserialize, Serialize};
 
 use crate::rabbit_api::percent_encode;
 
-/// The exchanges federated between DCs (the names of `meerkat_wire::topology`, repeated here so
-/// that xtask need not build the wire crate), with their AMQP type.
-pub const FEDERATED_EXCHANGES: [(&str, &str); 5] = [
-    ("meerkat.inter.stanzas", "direct"),
-    ("meerkat.inter.sessions", "topic"),
-    ("meerkat.inter.control", "direct"),
-    ("meerkat.inter.data", "topic"),
-    ("meerkat.inter.health", "topic"),
-];
+pub use meerkat_wire::federation::{
+    FederatedExchange, HEARTBEAT_TTL_MS, REPLICATION_BACKLOG_TTL_MS, RETURNED_EXCHANGE,
+    STANZA_BACKLOG_TTL_MS,
+};
+use meerkat_wire::federation::{
+    BACKLOG_POLICIES, UPSTREAM_ACK_MODE, UPSTREAM_MAX_HOPS, UPSTREAM_RECONNECT_DELAY_S,
+};
 
-/// Dead-letter exchange of the upstream queues of `meerkat.inter.stanzas` (the name of
-/// `meerkat_wire::topology::INTER_RETURNED_EXCHANGE`).
-pub const RETURNED_EXCHANGE: &str = "meerkat.inter.returned";
-
-/// How long a stanza may wait in the upstream queue towards another DC before it expires into
-/// [`RETURNED_EXCHANGE`] and this DC's routers route it again (offline storage once that DC
-/// is declared down). Longer than any healthy link keeps a stanza; short enough that nothing
-/// waits for a dead DC to return.
-pub const STANZA_BACKLOG_TTL_MS: u64 = 10_000;
-
-/// How long a heartbeat may wait towards another DC: older ones are noise.
-pub const HEARTBEAT_TTL_MS: u64 = 3_000;
-
-/// How long session events, replication control and data changes may wait towards a DC that
-/// does not take them. Whatever expires is repaired when it returns (snapshot, outbox replay).
-pub const REPLICATION_BACKLOG_TTL_MS: u64 = 600_000;
+/// The exchanges federated between DCs with their AMQP type (`meerkat_wire::federation`).
+pub const FEDERATED_EXCHANGES: [(&str, &str); 5] = {
+    let e = meerkat_wire::federation::FEDERATED_EXCHANGES;
+    [
+        (e[0].name, e[0].kind),
+        (e[1].name, e[1].kind),
+        (e[2].name, e[2].kind),
+        (e[3].name, e[3].kind),
+        (e[4].name, e[4].kind),
+    ]
+};
 
 /// The queue policies on the upstream side of the links (`federation: <exchange> -> ...`):
 /// (policy name, exchange pattern, definition).
-fn backlog_policies() -> [(&'static str, &'static str, serde_json::Value); 3] {
-    [
-        (
-            "meerkat-backlog-stanzas",
-            "meerkat\\.inter\\.stanzas",
-            serde_json::json!({
-                "message-ttl": STANZA_BACKLOG_TTL_MS,
-                "dead-letter-exchange": RETURNED_EXCHANGE,
-            }),
-        ),
-        (
-            "meerkat-backlog-health",
-            "meerkat\\.inter\\.health",
-            serde_json::json!({ "message-ttl": HEARTBEAT_TTL_MS }),
-        ),
-        (
-            "meerkat-backlog-replication",
-            "meerkat\\.inter\\.(sessions|control|data)",
-            serde_json::json!({ "message-ttl": REPLICATION_BACKLOG_TTL_MS }),
-        ),
-    ]
+fn backlog_policies() -> Vec<(&'static str, &'static str, serde_json::Value)> {
+    BACKLOG_POLICIES
+        .iter()
+        .map(|p| {
+            let mut def = serde_json::json!({ "message-ttl": p.message_ttl_ms });
+            if let Some(dlx) = p.dead_letter_exchange {
+                def["dead-letter-exchange"] = serde_json::Value::from(dlx);
+            }
+            (p.name, p.exchanges, def)
+        })
+        .collect()
 }
 
 /// The broker user the other DCs' federation links log in as on a DC's broker: not the
@@ -395,13 +378,10 @@ async fn federate(dc: &FederatedDc, upstreams: &[Upstream]) -> anyhow::Result<()
 fn upstream_definition(uri: &str) -> serde_json::Value {
     serde_json::json!({
         "uri": uri,
-        // The upstream acks only once the downstream confirmed: at-least-once across.
-        "ack-mode": "on-confirm",
-        // Full mesh: one hop reaches every DC, and nothing is forwarded twice.
-        "max-hops": 1,
+        "ack-mode": UPSTREAM_ACK_MODE,
+        "max-hops": UPSTREAM_MAX_HOPS,
         "trust-user-id": false,
-        // The plugin's default is 5 s; a DC coming back should resume quickly.
-        "reconnect-delay": 1,
+        "reconnect-delay": UPSTREAM_RECONNECT_DELAY_S,
     })
 }
 

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use meerkat_bus::{Bus, Publisher};
+use meerkat_bus::{Bus, Parker, Publisher};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::task::JoinHandle;
@@ -90,6 +90,9 @@ pub fn main<S: Service>() -> ExitCode {
 pub struct Base {
     pub bus: Bus,
     pub publisher: Publisher,
+    /// Moves what this service cannot take to the DC's parking queue (its counter goes into
+    /// the service's registry: `Parker::register`).
+    pub parker: Parker,
     /// Cancelled by the caller (a signal, a test): stop taking work, then drain.
     pub shutdown: CancellationToken,
     /// Cancelled once in-flight work is done: closes the broker connection, which the work
@@ -105,6 +108,7 @@ impl Base {
         let bus = Bus::start(amqp_url.expose(), instance, bus_shutdown.clone());
         Base {
             publisher: Publisher::new(bus.clone()),
+            parker: Parker::new(bus.clone()),
             bus,
             shutdown,
             bus_shutdown,

@@ -200,9 +200,17 @@ impl MultiDc {
     /// Starts `n` DCs shaped like `options` (its `dc`, `amqp_url`, `peers` are set per DC),
     /// each with a session replicator.
     pub async fn start(n: usize, options: StackOptions) -> anyhow::Result<MultiDc> {
+        MultiDc::start_each(n, |_| options.clone()).await
+    }
+
+    /// Like [`MultiDc::start`], DC `k` (from 1) shaped like `options(k)`.
+    pub async fn start_each(
+        n: usize,
+        options: impl Fn(usize) -> StackOptions,
+    ) -> anyhow::Result<MultiDc> {
         let (brokers, links) = vhosts(n, true).await?;
         let mut dcs = Vec::with_capacity(n);
-        for b in &brokers {
+        for (k, b) in brokers.iter().enumerate() {
             let peers = brokers
                 .iter()
                 .filter(|o| o.dc != b.dc)
@@ -213,7 +221,7 @@ impl MultiDc {
                 amqp_url: Some(b.vhost.amqp_url.clone()),
                 replicator: true,
                 peers,
-                ..options.clone()
+                ..options(k + 1)
             };
             dcs.push(
                 Dc::start(opts)

@@ -47,6 +47,9 @@ pub struct StackOptions {
     /// loopback too. Off by default: tests, like the local stack, create many accounts from
     /// 127.0.0.1 (`throttle_relaxed_for` loopback).
     pub production_throttles: bool,
+    /// The routers and the replicator speak the next minor wire version (their test-only
+    /// `test_newer_minor_wire`): the mixed-version test's newer DC.
+    pub newer_minor_wire: bool,
 }
 
 /// The SCRAM secret every gateway of a test run shares, as every gateway of a deployment must.
@@ -73,6 +76,7 @@ impl Default for StackOptions {
             max_offline: None,
             gateway: None,
             production_throttles: false,
+            newer_minor_wire: false,
         }
     }
 }
@@ -273,6 +277,7 @@ impl Dc {
                     upstream_uri: uri.clone(),
                 })
                 .collect(),
+            test_newer_minor_wire: self.options.newer_minor_wire,
             ..defaults
         };
         let handle = ServiceHandle::spawn(
@@ -347,6 +352,7 @@ impl Dc {
                 .options
                 .full_copy_batch
                 .unwrap_or(defaults.full_copy_batch),
+            test_newer_minor_wire: self.options.newer_minor_wire,
             ..defaults
         };
         let handle = ServiceHandle::spawn(

@@ -159,4 +159,15 @@ mod tests {
             r#"{"kind":"account_changed","username":"alice","reported_by":"dc1-gw1"}"#
         );
     }
+
+    #[test]
+    fn fields_a_newer_minor_version_adds_are_ignored() {
+        let json = br#"{"v":1,"kind":"close","epoch":"e1","added_later":{"x":[1]},"session":{"jid":"a@example.com/r","session_id":"00000000-0000-0000-0000-000000000000","version":2,"dc":"dc1","gateway":"g","available":false,"priority":0,"new_flag":true}}"#;
+        let ev = SessionEvent::from_json(json).expect("extra fields ignored");
+        assert_eq!((ev.kind, ev.session.version), (SessionEventKind::Close, 2));
+        let ctl = br#"{"kind":"resync","requested_by":"r1","reason":"new"}"#;
+        assert!(ControlEvent::from_json(ctl).is_ok());
+        // A kind this version does not know is an error (the consumer parks the message).
+        assert!(ControlEvent::from_json(br#"{"kind":"recheck","requested_by":"r1"}"#).is_err());
+    }
 }

@@ -2,7 +2,8 @@
 //! for de-duplication; `timestamp` the publish time in seconds; `content_type` is
 //! `application/xmpp+xml` for stanzas and `application/json` for events.
 
-/// Wire format version (u32).
+/// Wire format version, `MAJOR.MINOR` as a string ([`crate::WireVersion`]); a bare integer
+/// (the first releases) is a major version.
 pub const WIRE: &str = "x-meerkat-wire";
 /// DC the message entered the system at (e.g. `dc1`).
 pub const ORIGIN_DC: &str = "x-meerkat-origin-dc";
@@ -20,7 +21,7 @@ pub const SESSION: &str = "x-meerkat-session";
 pub const GATEWAY: &str = "x-meerkat-gateway";
 /// Version of the sending session's entry when the stanza was sent.
 pub const SESSION_VERSION: &str = "x-meerkat-session-version";
-/// What a route or deliver message is: see [`kind`].
+/// What a route, deliver or inter-DC stanza message is: [`crate::RouteKind`].
 pub const KIND: &str = "x-meerkat-kind";
 /// Set on a presence stanza that is the session's initial presence (it was unavailable).
 pub const INITIAL_PRESENCE: &str = "x-meerkat-initial-presence";
@@ -38,30 +39,16 @@ pub const DATA_SEQ: &str = "x-meerkat-data-seq";
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 
-pub mod kind {
-    /// A stanza sent by a client of this DC.
-    pub const STANZA: &str = "stanza";
-    /// A stanza the gateway could not hand to its session (session gone): route it again.
-    pub const BOUNCE: &str = "bounce";
-    /// Route: a stanza that came from another DC for a session here (or one that was here).
-    pub const REMOTE: &str = "remote";
-    /// Deliver: close the target session with a `<conflict/>` stream error (replaced).
-    pub const CONFLICT: &str = "conflict";
-    /// Route: a stanza for another DC that expired in the federation queue towards it (the
-    /// queue's dead-letter exchange brought it back): route it again; the target session is
-    /// not forgotten (its DC may be slow, not dead).
-    pub const RETURNED: &str = "returned";
-    /// Route: presence this DC made for a session of another DC — unavailable when that DC
-    /// is declared down, its last presence when it is back — broadcast to the contacts'
-    /// sessions at this DC only (every DC does its own).
-    pub const LOCAL_PRESENCE: &str = "local-presence";
-    /// Route (local to a DC): something was stored for this account (an offline message, a
-    /// pending subscription request; written here or applied from another DC): deliver what
-    /// is stored to its resources available here, if any. The body is
-    /// `<message from='BARE' to='BARE'/>`, naming the account. (The value predates the
-    /// subscription requests; it is kept so that routers of both versions understand it.)
-    pub const OFFLINE: &str = "offline";
-}
+// ---- On a message in a DC's parking queue (`meerkat.parked`): where it was taken from and
+// why, so that `meerkatctl parked replay` can put it back.
+/// The queue the message was consumed from.
+pub const PARKED_QUEUE: &str = "x-meerkat-parked-queue";
+/// Why it was parked (e.g. `wire 2.0`, `kind recheck`, `unreadable: ...`).
+pub const PARKED_REASON: &str = "x-meerkat-parked-reason";
+/// The instance that parked it.
+pub const PARKED_BY: &str = "x-meerkat-parked-by";
+/// Milliseconds since the Unix epoch when it was parked.
+pub const PARKED_AT: &str = "x-meerkat-parked-at";
 
 /// Namespace of the readable envelope a stanza travels in between DCs:
 /// `<route xmlns='urn:xmpp:meerkat:route:1' from='dc1.example.com' to='dc2.example.com'>…</route>`.

@@ -3,16 +3,22 @@
 //! this crate (documented in `docs/protocol.md`) interoperates.
 
 pub mod data;
+pub mod envelope;
 pub mod event;
+pub mod federation;
 pub mod headers;
 pub mod health;
 pub mod inter;
+pub mod kind;
 pub mod topology;
+pub mod version;
 
 pub use event::{ControlEvent, SessionEvent, SessionEventKind, SessionInfo};
 pub use health::{DcState, Heartbeat};
 pub use inter::{InterControl, ReplicatedEvent};
+pub use kind::{RouteKind, UnknownKind};
+pub use version::{VersionError, WireVersion};
 
-/// Version of the wire format; carried in the `x-meerkat-wire` header of every message.
-/// Receivers accept any message whose major version they know.
-pub const WIRE_VERSION: u32 = 1;
+/// The major wire version, as the JSON events' `v` field carries it. The `x-meerkat-wire`
+/// header carries the whole version ([`version::CURRENT`]); receivers check that.
+pub const WIRE_VERSION: u32 = version::CURRENT.major as u32;

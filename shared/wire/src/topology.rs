@@ -124,3 +124,9 @@ pub fn replicator_sessions_queue(dc: &str) -> String {
 pub fn dc_address(dc: &str, domain: &str) -> String {
     format!("{dc}.{domain}")
 }
+
+/// A DC's parking queue: messages its services received but could not handle — another major
+/// wire version, a kind or event this version does not know, an unreadable body — kept
+/// (durable, visible in the management UI) until `meerkatctl parked replay` puts them back
+/// into the queues they came from, after the upgrade. Published through the default exchange.
+pub const PARKED_QUEUE: &str = "meerkat.parked";

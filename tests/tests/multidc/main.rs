@@ -23,6 +23,7 @@ mod sessions;
 mod stored;
 mod three_dcs;
 mod traces;
+mod versions;
 
 use std::time::Duration;
 

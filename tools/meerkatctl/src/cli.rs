@@ -53,6 +53,31 @@ pub enum Command {
     /// A DC's RabbitMQ.
     #[command(subcommand)]
     Broker(BrokerCommand),
+    /// A DC's parking queue (`meerkat.parked`): messages its services could not take (another
+    /// major wire version, a kind this version does not know, an unreadable body).
+    #[command(subcommand)]
+    Parked(ParkedCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ParkedCommand {
+    /// Puts the parked messages back into the queues they came from (after the upgrade that
+    /// makes them readable); prints how many per queue. What the services still cannot take
+    /// is parked again; a message whose queue is gone stays parked.
+    Replay(ParkedArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ParkedArgs {
+    /// This DC (found in the endpoints file); default: the file's first DC.
+    #[arg(long)]
+    pub dc: Option<String>,
+    /// The DC's broker, `amqp://user:password@host:port/vhost`; --dc wins over it.
+    #[arg(long, env = "MEERKAT_AMQP_URL", hide_env_values = true)]
+    pub amqp_url: Option<String>,
+    /// Replay at most this many.
+    #[arg(long)]
+    pub limit: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,11 +1,12 @@
 //! meerkatctl: administration of a Meerkat deployment (accounts, service status, sessions,
-//! links between DCs, broker setup), in the manner of ejabberdctl. Every failure is one line on stderr and a non-zero exit.
+//! links between DCs, broker setup, parked messages), in the manner of ejabberdctl. Every failure is one line on stderr and a non-zero exit.
 
 mod broker;
 mod cli;
 mod dc;
 mod dc_status;
 mod endpoints;
+mod parked;
 mod password;
 mod replication;
 mod sessions;
@@ -27,6 +28,7 @@ async fn main() -> ExitCode {
         Command::Sessions(args) => sessions::run(&cli, args).await,
         Command::Dc(cmd) => dc::run(&cli, cmd).await,
         Command::Broker(cmd) => broker::run(cmd).await,
+        Command::Parked(cmd) => parked::run(&cli, cmd).await,
     };
     match result {
         Ok(code) => code,

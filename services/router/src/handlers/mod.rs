@@ -14,9 +14,10 @@ pub mod version;
 use meerkat_xmpp::{ns, StanzaError, StanzaType};
 
 use crate::inbound::Inbound;
+use crate::jids::Addr;
 use crate::metrics::Outcome;
 use crate::outbox::Outbox;
-use crate::route::{error, reply};
+use crate::reply::{error, reply};
 use crate::Ctx;
 
 /// Who an iq is addressed to.
@@ -77,4 +78,15 @@ pub async fn server_iq(
         }
         Err(e) => error(ctx, inb, out, e),
     })
+}
+
+/// Whether a local account exists: any session proves it, else ask the database.
+pub async fn account_exists(ctx: &Ctx, addr: &Addr) -> anyhow::Result<bool> {
+    if !ctx.sessions.read().resources(&addr.bare).is_empty() {
+        return Ok(true);
+    }
+    match &addr.node {
+        Some(node) => Ok(ctx.store.account_exists(node).await?),
+        None => Ok(false),
+    }
 }

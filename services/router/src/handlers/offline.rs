@@ -10,7 +10,7 @@ use crate::inbound::Inbound;
 use crate::jids::Addr;
 use crate::metrics::Outcome;
 use crate::outbox::{Outbox, Target};
-use crate::route::error;
+use crate::reply::error;
 use crate::Ctx;
 
 /// Adds the delay stamp unless one from this server is there already (a message stored,

@@ -25,7 +25,10 @@ pub async fn broadcast(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Re
     for bare in &recipients {
         for (target, jid) in available_targets(ctx, bare) {
             // Made here for a session of a DC declared down or back: each DC tells its own.
-            if jid == inb.from || (inb.local_only && target.is_remote(&ctx.config.dc)) {
+            if jid == inb.from
+                || (inb.wire_kind == meerkat_wire::RouteKind::LocalPresence
+                    && target.is_remote(&ctx.config.dc))
+            {
                 continue;
             }
             let mut p = inb.el.clone();
@@ -86,7 +89,7 @@ pub async fn probe(
     }
     for mut p in answers {
         p.set_attr("to", inb.from.clone());
-        crate::route::reply(ctx, inb, out, &p);
+        crate::reply::reply(ctx, inb, out, &p);
     }
     Ok(Outcome::Handled)
 }

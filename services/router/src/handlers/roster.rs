@@ -12,7 +12,7 @@ use crate::inbound::Inbound;
 use crate::jids::{self, Addr};
 use crate::metrics::Outcome;
 use crate::outbox::{Outbox, Target};
-use crate::route::{error, reply};
+use crate::reply::{error, reply};
 use crate::Ctx;
 
 /// A parsed roster request.

@@ -9,11 +9,11 @@ use meerkat_xmpp::{ns, Element};
 
 use super::roster::{item_element, push};
 use super::substate::{SubState, SubType};
+use crate::handlers::account_exists;
 use crate::inbound::Inbound;
 use crate::jids::{self, Addr};
 use crate::metrics::Outcome;
 use crate::outbox::{Outbox, Target};
-use crate::route::account_exists;
 use crate::Ctx;
 
 /// A subscription stanza from a client to `contact` (already reduced to a bare JID).

@@ -4,7 +4,7 @@
 //! as an empty envelope. Routing metadata stays in the AMQP headers; the envelope only makes
 //! the message readable in the management UI.
 
-use meerkat_wire::headers::ROUTE_NS;
+use crate::headers::ROUTE_NS;
 use meerkat_xmpp::{Element, StanzaKind};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

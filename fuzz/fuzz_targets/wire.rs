@@ -1,0 +1,33 @@
+//! What arrives from another process or DC, read by `meerkat-wire`: the `x-meerkat-wire` and
+//! `x-meerkat-kind` header values, the route envelope, every JSON event. Besides crashes and
+//! hangs: an accepted version or kind is written back as what it was read from (up to the
+//! legacy integer form), and an envelope's stanza, wrapped again, unwraps to the same element.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use meerkat_wire::data::DataChange;
+use meerkat_wire::{
+    envelope, ControlEvent, Heartbeat, InterControl, ReplicatedEvent, RouteKind, SessionEvent,
+    WireVersion,
+};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(v) = WireVersion::parse(text) {
+            assert_eq!(WireVersion::parse(&v.to_string()), Ok(v), "{text:?}");
+        }
+        if let Ok(k) = RouteKind::parse(text) {
+            assert_eq!(k.as_str(), text);
+        }
+    }
+    if let Ok(Some(stanza)) = envelope::unwrap(data) {
+        let again = envelope::wrap(Some(&stanza), "dc1.example.com", "dc2.example.com");
+        assert_eq!(envelope::unwrap(again.as_bytes()), Ok(Some(stanza)));
+    }
+    let _ = SessionEvent::from_json(data);
+    let _ = ControlEvent::from_json(data);
+    let _ = ReplicatedEvent::from_json(data);
+    let _ = InterControl::from_json(data);
+    let _ = DataChange::from_json(data);
+    let _ = Heartbeat::from_json(data);
+});
