@@ -8,6 +8,7 @@ mod drills;
 mod endpoints;
 mod fuzz;
 mod interop;
+mod junit;
 mod layout;
 mod links;
 mod services;
