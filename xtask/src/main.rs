@@ -118,6 +118,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() {
+    meerkat_localstack::exit_quietly_on_closed_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => stack::up(args).await.map(|()| 0),
