@@ -8,6 +8,7 @@ mod drills;
 mod endpoints;
 mod fuzz;
 mod interop;
+mod junit;
 mod layout;
 mod links;
 mod procfs;
@@ -118,6 +119,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() {
+    meerkat_localstack::exit_quietly_on_closed_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => stack::up(args).await.map(|()| 0),

@@ -2,6 +2,7 @@
 //! them when missing, starting our own instances on loopback in directories we own, stopping
 //! and killing them, creating vhosts and databases. No Docker needed.
 
+pub mod closed_pipe;
 pub mod federation;
 pub mod install;
 pub mod ports;
@@ -12,6 +13,7 @@ pub mod rabbit;
 pub mod rabbit_api;
 pub mod test_infra;
 
+pub use closed_pipe::exit_quietly_on_closed_pipe;
 pub use install::ensure_installed;
 pub use ports::{free_port, free_ports, port_open};
 pub use postgres::{PgCluster, PgConfig, PgEndpoint};

@@ -83,7 +83,11 @@ pub(crate) async fn vhosts(n: usize, proxied: bool) -> anyhow::Result<(Vec<DcBro
     let mut proxies = Vec::new();
     for up in (1..=n).filter(|_| proxied) {
         for down in (1..=n).filter(|d| *d != up) {
-            let proxy = LinkProxy::start(broker_addr).await.context("link proxy")?;
+            let proxy = proxy_runtime()?
+                .spawn(LinkProxy::start(broker_addr))
+                .await
+                .context("link proxy task")?
+                .context("link proxy")?;
             let b = &mut brokers[up - 1];
             let uri = infra.rabbit().amqp_url(&b.vhost.name).replace(
                 &format!(":{}/", broker_addr.port()),
@@ -97,6 +101,27 @@ pub(crate) async fn vhosts(n: usize, proxied: bool) -> anyhow::Result<(Vec<DcBro
     federation::configure(&feds).await?;
     federation::wait_links_running(&feds, FEDERATION_TIMEOUT).await?;
     Ok((brokers, Links { proxies }))
+}
+
+/// The runtime the link proxies of every mesh of this process run on: not the test's own.
+/// A test's runtime stops polling its tasks while the test blocks, and it blocks when it
+/// drops its vhosts (their deletion waits on its own thread): the broker then could not close
+/// the federation links that go through the proxies, and each deletion hung until the
+/// management API's timeout.
+fn proxy_runtime() -> anyhow::Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<Result<tokio::runtime::Runtime, String>> =
+        std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("link-proxies")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("link proxy runtime: {e}"))
 }
 
 /// The broker's cluster name (`GET /api/overview`).

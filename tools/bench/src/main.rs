@@ -113,6 +113,7 @@ pub struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    meerkat_localstack::exit_quietly_on_closed_pipe();
     let args = Args::parse();
     if args.failover {
         return failover::run(&failover::FailoverArgs {

@@ -21,6 +21,7 @@ use crate::cli::{Cli, Command};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    meerkat_localstack::exit_quietly_on_closed_pipe();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::User(cmd) => user::run(&cli, cmd).await,

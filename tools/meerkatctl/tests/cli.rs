@@ -153,3 +153,30 @@ async fn status_probes_admin_endpoints() {
     assert!(!out.status.success());
     assert_eq!(stderr(&out).lines().count(), 1);
 }
+
+/// `meerkatctl status | head -0`: the reader is gone before meerkatctl writes a line. It ends
+/// at once without a word on stderr (no panic), with the status of a tool killed by SIGPIPE.
+#[test]
+fn a_closed_output_pipe_ends_it_quietly() {
+    // A pipe whose only reader (`true`) has exited: every write to it fails with EPIPE.
+    let mut reader = Command::new("true").stdin(Stdio::piped()).spawn().unwrap();
+    let write_end = reader.stdin.take().unwrap();
+    assert!(reader.wait().unwrap().success());
+    // A port nothing listens on: the status line says so at once.
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_meerkatctl"))
+        .args(["status", "--admin", &down])
+        .env_remove("MEERKAT_DATABASE_URL")
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(stderr(&out), "");
+    assert_eq!(
+        out.status.code(),
+        Some(meerkat_localstack::closed_pipe::CLOSED_PIPE_EXIT)
+    );
+}
