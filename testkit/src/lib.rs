@@ -1,6 +1,7 @@
 //! Test kit: the shared broker and database of a test run (`infra`), dedicated brokers for
 //! fault tests, an XMPP test client, DCs of service processes (`procs`) and an OTLP trace
-//! receiver (`otlp`).
+//! receiver (`otlp`). It starts every service from its library, so it sits beside the tests
+//! at the top of the workspace, not under `shared/` with the crates the services build on.
 pub mod client;
 pub mod infra;
 pub use infra::*;
