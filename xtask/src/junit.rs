@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        assert!(parse("<testsuites><testsuite name='x'><testcase name='a' time='1'").is_ok());
+        assert!(parse("<testsuites><testsuite name='x'><testcase name='a' time='1'").is_err());
         assert!(parse("<a></b>").is_err());
     }
 

@@ -144,7 +144,7 @@ impl Outbox {
             } else {
                 self.hops
             };
-            let id = message_id(o).to_string();
+            let id = message_id(o);
             let mut props = Props::stanza(o.kind, own)
                 .id(id.clone())
                 .str(h::SESSION, &o.target.session.to_string())
@@ -158,7 +158,6 @@ impl Outbox {
                 }
                 props = props.opt_str(h::SENDER, o.stanza.as_ref().and_then(|s| s.attr("from")));
             }
-            let id = message_id(o);
             let span = publish_span(remote, o, &id);
             span.in_scope(|| meerkat_runtime::telemetry::inject_context(props.headers_mut()));
             let (exchange, key, body) = if remote {

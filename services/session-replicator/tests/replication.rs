@@ -163,7 +163,13 @@ fn session(dc: &str, n: u128, version: u64) -> SessionInfo {
     }
 }
 
-async fn publish(ch: &Channel, exchange: &str, key: &str, body: &[u8], headers: FieldTable) {
+/// Publishes as a service of this version would: stamped with the current wire version (a
+/// message without one is parked, not handled).
+async fn publish(ch: &Channel, exchange: &str, key: &str, body: &[u8], mut headers: FieldTable) {
+    headers.insert(
+        ShortString::from(meerkat_wire::headers::WIRE),
+        AMQPValue::LongString(LongString::from(meerkat_wire::version::CURRENT.to_string())),
+    );
     ch.basic_publish(
         exchange,
         key,

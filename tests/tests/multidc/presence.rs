@@ -6,6 +6,7 @@ use meerkat_testkit::client::pred::{iq_request, presence_of_type};
 use meerkat_testkit::client::stanza_error_condition;
 use meerkat_xmpp::{ns, Element};
 
+use crate::data::wait_account;
 use crate::{available, multi, online, presence, register, user, CONVERGE};
 
 #[tokio::test]
@@ -149,10 +150,12 @@ async fn subscription_to_an_offline_contact_at_another_dc() {
 async fn subscription_request_and_directed_presence_cross_dcs() {
     let m = multi(2).await;
     let (a, b) = (user("a"), user("b"));
-    for name in [&a, &b] {
-        register(m.dc(1), name).await;
-        register(m.dc(2), name).await;
-    }
+    // Each registered once, at its own DC (registering a name at two DCs is a conflict the
+    // later registration wins, ending the sessions that logged in with the other).
+    register(m.dc(1), &a).await;
+    register(m.dc(2), &b).await;
+    wait_account(m.dc(1), &b).await;
+    wait_account(m.dc(2), &a).await;
     let mut alice = available(m.dc(1), &a, "phone").await;
     let mut bob = available(m.dc(2), &b, "desk").await;
     m.wait_directory_sessions(2, CONVERGE).await.unwrap();
