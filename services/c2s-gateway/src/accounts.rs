@@ -69,10 +69,9 @@ pub async fn check(ctx: &Ctx, username: &str, had: u64) -> Result<(), StreamErro
 
 /// `AccountChanged`: ends the account's sessions here that hold old credentials.
 pub async fn end_stale(ctx: &Ctx, username: &str) {
-    let Ok(bare) = meerkat_xmpp::BareJid::new(&format!("{username}@{}", ctx.config.domain)) else {
-        return;
-    };
-    let sessions = ctx.registry.of_account(&bare.to_string());
+    let sessions = ctx
+        .registry
+        .of_account(&meerkat_xmpp::addr::account(username, &ctx.config.domain));
     if sessions.is_empty() {
         return;
     }

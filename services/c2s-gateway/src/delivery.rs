@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use meerkat_bus::lapin;
-use meerkat_bus::{spawn_consumer, ConsumerSpec, Dedup, HeaderExt, Props};
+use meerkat_bus::{spawn_consumer, ConsumerSpec, Dedup, HeaderExt};
 use meerkat_wire::{headers as h, topology as names, RouteKind};
 use meerkat_xmpp::Element;
 use parking_lot::Mutex;
@@ -126,28 +126,13 @@ pub async fn run(ctx: Arc<Ctx>) {
 
 /// Sends an undeliverable stanza back to the routers to be routed again without that session.
 pub async fn bounce(ctx: &Ctx, body: &[u8], session: Option<Uuid>, hops: u64) -> bool {
-    let key = Element::parse(&String::from_utf8_lossy(body))
-        .ok()
-        .and_then(|el| el.attr("from").or(el.attr("to")).map(bare))
-        .unwrap_or_default();
-    let props = Props::stanza(RouteKind::Bounce, &ctx.config.dc)
-        .str(h::ORIGIN_EPOCH, &ctx.epoch)
-        .str(
-            h::BOUNCED_SESSION,
-            &session.map(|s| s.to_string()).unwrap_or_default(),
-        )
-        .u64(h::HOPS, hops);
     let sent = ctx
         .publisher
-        .publish(names::ROUTE_EXCHANGE, &key, props, body)
+        .bounce(&ctx.config.dc, &ctx.epoch, body, session, hops)
         .await
         .is_ok();
     if sent {
         ctx.metrics.bounced.inc();
     }
     sent
-}
-
-fn bare(jid: &str) -> String {
-    jid.split('/').next().unwrap_or(jid).to_owned()
 }

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use meerkat_bus::lapin;
-use meerkat_bus::topology::declare_instance_queue;
 use meerkat_bus::{spawn_consumer, ConsumerSpec, NotForUs, Props};
 use meerkat_wire::{
     headers as h, topology as names, ControlEvent, SessionEvent, SessionEventKind, SessionInfo,
@@ -38,17 +37,13 @@ pub async fn publish(ctx: &Ctx, kind: SessionEventKind, info: &SessionInfo) -> b
 /// Answers resync requests by asking every session to announce itself again.
 pub async fn run_control(ctx: Arc<Ctx>) {
     let queue = names::control_queue(&ctx.instance);
-    let declare_queue = queue.clone();
-    let spec = ConsumerSpec {
-        queue: queue.clone(),
-        prefetch: 16,
-        exclusive: true,
-        declare: Arc::new(move |ch| {
-            let q = declare_queue.clone();
-            Box::pin(async move { declare_instance_queue(&ch, &q, names::CONTROL_EXCHANGE).await })
-        }),
-        parker: ctx.parker.clone(),
-    };
+    let spec = ConsumerSpec::instance(
+        queue.clone(),
+        names::CONTROL_EXCHANGE,
+        16,
+        &ctx.parker,
+        || async {},
+    );
     let handler_ctx = ctx.clone();
     let task = spawn_consumer(ctx.bus.clone(), spec, move |delivery| {
         let ctx = handler_ctx.clone();

@@ -345,9 +345,9 @@ async fn pre_session_iq(
                     // RFC 6120 §7.6.2.1: too many resources bound for the account. Counted on
                     // this gateway (docs/security/accounts-and-links.md says why).
                     let jid = jid.to_string();
-                    let bare = jid.split('/').next().unwrap_or_default();
+                    let bare = meerkat_xmpp::addr::bare(&jid);
                     let cap = ctx.config.max_sessions_per_account;
-                    if ctx.registry.count_account(bare, &jid) >= cap {
+                    if ctx.registry.count_account(&bare, &jid) >= cap {
                         let e = StanzaError::resource_constraint()
                             .text(format!("at most {cap} sessions per account"));
                         t.write(&error_reply(&iq, &e).to_client_xml()).await?;

@@ -47,7 +47,8 @@ pub fn start(
     counted: Counted,
 ) -> impl Future<Output = ()> + Send + 'static {
     let id = Uuid::now_v7();
-    let bare = format!("{}@{}", bound.username, ctx.config.domain);
+    // The route partition key of every stanza of this session (meerkat_xmpp::addr).
+    let bare = meerkat_xmpp::addr::account(&bound.username, &ctx.config.domain);
     let mut st = State {
         info: SessionInfo {
             jid: bound.jid,

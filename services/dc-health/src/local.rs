@@ -65,31 +65,25 @@ pub async fn run_sessions(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc
     // Named like a router's: one exclusive queue per listening instance.
     let queue = names::router_sessions_queue(&ctx.instance);
     let declare_ctx = ctx.clone();
-    let declare_queue = queue.clone();
-    let spec = ConsumerSpec {
-        queue: queue.clone(),
-        prefetch: 256,
-        exclusive: true,
-        declare: Arc::new(move |ch| {
+    let spec = ConsumerSpec::instance(
+        queue.clone(),
+        names::SESSIONS_EXCHANGE,
+        256,
+        &ctx.parker,
+        move || {
             let ctx = declare_ctx.clone();
-            let q = declare_queue.clone();
-            Box::pin(async move {
-                meerkat_bus::topology::declare_instance_queue(&ch, &q, names::SESSIONS_EXCHANGE)
-                    .await?;
-                // Spawned: the publisher may need the connection this declare runs on.
-                tokio::spawn(async move {
-                    let event = ControlEvent::Resync {
-                        requested_by: ctx.instance.clone(),
-                    };
-                    if let Err(e) = publish::control(&ctx, &event).await {
-                        tracing::warn!(error = %e, "resync request not published");
-                    }
-                });
-                Ok(())
-            })
-        }),
-        parker: ctx.parker.clone(),
-    };
+            // Spawned: the publisher may need the connection this declare runs on.
+            tokio::spawn(async move {
+                let event = ControlEvent::Resync {
+                    requested_by: ctx.instance.clone(),
+                };
+                if let Err(e) = publish::control(&ctx, &event).await {
+                    tracing::warn!(error = %e, "resync request not published");
+                }
+            });
+            async {}
+        },
+    );
     meerkat_bus::consume(ctx.bus.clone(), spec, stop, consuming, |delivery| {
         let ctx = ctx.clone();
         let queue = queue.clone();
@@ -113,20 +107,13 @@ pub async fn run_sessions(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc
 /// starts with an empty view) gets the DC status view at once.
 pub async fn run_control(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
     let queue = names::control_queue(&ctx.instance);
-    let declare_queue = queue.clone();
-    let spec = ConsumerSpec {
-        queue: queue.clone(),
-        prefetch: 16,
-        exclusive: true,
-        declare: Arc::new(move |ch| {
-            let q = declare_queue.clone();
-            Box::pin(async move {
-                meerkat_bus::topology::declare_instance_queue(&ch, &q, names::CONTROL_EXCHANGE)
-                    .await
-            })
-        }),
-        parker: ctx.parker.clone(),
-    };
+    let spec = ConsumerSpec::instance(
+        queue.clone(),
+        names::CONTROL_EXCHANGE,
+        16,
+        &ctx.parker,
+        || async {},
+    );
     meerkat_bus::consume(ctx.bus.clone(), spec, stop, consuming, |delivery| {
         let ctx = ctx.clone();
         let queue = queue.clone();

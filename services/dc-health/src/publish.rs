@@ -34,7 +34,7 @@ pub async fn control(ctx: &Ctx, event: &ControlEvent) -> Result<(), PublishError
 /// resources. Without session or gateway headers: the session is gone.
 pub async fn unavailable(ctx: &Ctx, t: &Tracked) -> Result<(), PublishError> {
     let jid = &t.info.jid;
-    let bare = jid.split('/').next().unwrap_or(jid);
+    let bare = meerkat_xmpp::addr::bare(jid);
     let presence = Element::new("presence", ns::CLIENT)
         .with_attr("type", "unavailable")
         .with_attr("from", jid.clone());
@@ -51,7 +51,7 @@ pub async fn unavailable(ctx: &Ctx, t: &Tracked) -> Result<(), PublishError> {
     ctx.publisher
         .publish(
             names::ROUTE_EXCHANGE,
-            bare,
+            &bare,
             props,
             presence.to_xml().as_bytes(),
         )
@@ -86,32 +86,4 @@ pub async fn close(ctx: &Ctx, t: &Tracked) -> Result<(), PublishError> {
             &event.to_json(),
         )
         .await
-}
-
-/// A stanza taken from a dead gateway's queue, back to the routers as the gateway bounces
-/// what it cannot hand to a session: routed again without that session.
-pub async fn bounce(
-    ctx: &Ctx,
-    body: &[u8],
-    session: Option<Uuid>,
-    hops: u64,
-) -> Result<(), PublishError> {
-    let key = Element::parse(&String::from_utf8_lossy(body))
-        .ok()
-        .and_then(|el| el.attr("from").or(el.attr("to")).map(bare))
-        .unwrap_or_default();
-    let props = Props::stanza(RouteKind::Bounce, &ctx.config.dc)
-        .str(h::ORIGIN_EPOCH, &ctx.epoch)
-        .str(
-            h::BOUNCED_SESSION,
-            &session.map(|s| s.to_string()).unwrap_or_default(),
-        )
-        .u64(h::HOPS, hops);
-    ctx.publisher
-        .publish(names::ROUTE_EXCHANGE, &key, props, body)
-        .await
-}
-
-fn bare(jid: &str) -> String {
-    jid.split('/').next().unwrap_or(jid).to_owned()
 }

@@ -174,7 +174,12 @@ async fn drain_once(ctx: &Ctx, queue: &str, declared: Uuid) -> Result<Drained, l
             .get_u64(h::HOPS)
             .unwrap_or(publish::HOPS)
             .saturating_sub(1);
-        match publish::bounce(ctx, &delivery.data, session, hops).await {
+        // Back to the routers as the gateway itself bounces what it cannot hand to a session.
+        let bounced = ctx
+            .publisher
+            .bounce(&ctx.config.dc, &ctx.epoch, &delivery.data, session, hops)
+            .await;
+        match bounced {
             Ok(()) => {
                 delivery.ack(BasicAckOptions::default()).await?;
                 taken += 1;

@@ -1,22 +1,11 @@
-//! JID string helpers. The gateways stamp and normalise JIDs; here we only need to split them
-//! and compare the case-insensitive parts (node and domain) case-insensitively.
+//! JID helpers of the router. Normalisation is `meerkat_xmpp::addr`'s, the one every service
+//! uses (the bare JID is the route partition key).
 
-/// The bare part of a JID (`user@domain` or `domain`), lowercased.
-pub fn bare(jid: &str) -> String {
-    jid.split('/').next().unwrap_or(jid).to_lowercase()
-}
+pub use meerkat_xmpp::addr::{bare, full};
 
 /// The resource, if the JID is a full JID.
 pub fn resource(jid: &str) -> Option<&str> {
     jid.split_once('/').map(|(_, r)| r)
-}
-
-/// A full JID with its bare part lowercased (resources are case-sensitive).
-pub fn full(jid: &str) -> String {
-    match jid.split_once('/') {
-        Some((b, r)) => format!("{}/{r}", b.to_lowercase()),
-        None => jid.to_lowercase(),
-    }
 }
 
 /// The node (username) and domain of a bare JID; `None` node for a domain JID.
@@ -30,7 +19,7 @@ pub fn split_bare(bare: &str) -> (Option<&str>, &str) {
 /// A parsed destination JID.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Addr {
-    /// Lowercased bare JID.
+    /// Normalised bare JID.
     pub bare: String,
     pub node: Option<String>,
     pub domain: String,
@@ -52,7 +41,7 @@ impl Addr {
         })
     }
 
-    /// The full JID (lowercased bare part) or the bare JID.
+    /// The normalised full JID, or the bare JID.
     pub fn full(&self) -> String {
         match &self.resource {
             Some(r) => format!("{}/{r}", self.bare),

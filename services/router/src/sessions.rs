@@ -74,23 +74,16 @@ impl Sessions {
 pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
     let queue = names::router_sessions_queue(&ctx.instance);
     let declare_ctx = ctx.clone();
-    let declare_queue = queue.clone();
-    let spec = ConsumerSpec {
-        queue: queue.clone(),
-        prefetch: 256,
-        exclusive: true,
-        declare: Arc::new(move |ch| {
+    let spec = ConsumerSpec::instance(
+        queue.clone(),
+        names::SESSIONS_EXCHANGE,
+        256,
+        &ctx.parker,
+        move || {
             let ctx = declare_ctx.clone();
-            let q = declare_queue.clone();
-            Box::pin(async move {
-                meerkat_bus::topology::declare_instance_queue(&ch, &q, names::SESSIONS_EXCHANGE)
-                    .await?;
-                request_resync(&ctx).await;
-                Ok(())
-            })
-        }),
-        parker: ctx.parker.clone(),
-    };
+            async move { request_resync(&ctx).await }
+        },
+    );
     let bus = ctx.bus.clone();
     meerkat_bus::consume(bus, spec, stop, consuming, |delivery| {
         let ctx = ctx.clone();

@@ -40,7 +40,7 @@ pub(crate) async fn announce(ctx: &Ctx, record: &Record) -> bool {
 pub(crate) async fn announce_copied(ctx: &Ctx, records: &[Record]) {
     for r in records {
         if let Record::Account { username, .. } = r {
-            let bare = format!("{username}@{}", ctx.config.domain).to_lowercase();
+            let bare = meerkat_xmpp::addr::account(username, &ctx.config.domain);
             if ctx.sequencer.lock().has_session(&bare) {
                 announce(ctx, r).await;
             }

@@ -21,18 +21,10 @@ use crate::{actions, publish, Ctx};
 pub async fn run_inter(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
     let declare_ctx = ctx.clone();
     let queue = names::inter_control_queue(&ctx.config.dc);
-    let spec = ConsumerSpec {
-        queue: queue.clone(),
-        prefetch: 16,
-        exclusive: false,
-        declare: Arc::new(move |ch| {
-            let ctx = declare_ctx.clone();
-            Box::pin(async move {
-                meerkat_bus::topology::declare_replicator_queues(&ch, &ctx.config.dc).await
-            })
-        }),
-        parker: ctx.parker.clone(),
-    };
+    let spec = ConsumerSpec::new(queue.clone(), 16, &ctx.parker, move |ch| {
+        let ctx = declare_ctx.clone();
+        async move { meerkat_bus::topology::declare_replicator_queues(&ch, &ctx.config.dc).await }
+    });
     meerkat_bus::consume(ctx.bus.clone(), spec, stop, consuming, |delivery| {
         let ctx = ctx.clone();
         let queue = queue.clone();
@@ -120,20 +112,13 @@ pub(crate) async fn serve_snapshot(ctx: &Ctx, to: &str) {
 /// Consumes this instance's queue on the local `meerkat.control` until `stop`.
 pub async fn run_local(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
     let queue = names::control_queue(&ctx.instance);
-    let declare_queue = queue.clone();
-    let spec = ConsumerSpec {
-        queue: queue.clone(),
-        prefetch: 16,
-        exclusive: true,
-        declare: Arc::new(move |ch| {
-            let q = declare_queue.clone();
-            Box::pin(async move {
-                meerkat_bus::topology::declare_instance_queue(&ch, &q, names::CONTROL_EXCHANGE)
-                    .await
-            })
-        }),
-        parker: ctx.parker.clone(),
-    };
+    let spec = ConsumerSpec::instance(
+        queue.clone(),
+        names::CONTROL_EXCHANGE,
+        16,
+        &ctx.parker,
+        || async {},
+    );
     meerkat_bus::consume(ctx.bus.clone(), spec, stop, consuming, |delivery| {
         let ctx = ctx.clone();
         let queue = queue.clone();

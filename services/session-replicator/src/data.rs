@@ -256,7 +256,7 @@ async fn nudge_if_stored(ctx: &Ctx, record: &Record) {
     let Some(username) = record.awaits_delivery() else {
         return;
     };
-    let bare = format!("{username}@{}", ctx.config.domain).to_lowercase();
+    let bare = meerkat_xmpp::addr::account(username, &ctx.config.domain);
     if let Err(e) = ctx.publisher.offline_nudge(&ctx.config.dc, &bare).await {
         // Still stored: delivered at the user's next initial presence.
         tracing::warn!(error = %e, %bare, "stored-items nudge not sent");

@@ -18,18 +18,10 @@ use crate::{actions, Ctx};
 pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
     let declare_ctx = ctx.clone();
     let queue = names::inter_sessions_queue(&ctx.config.dc);
-    let spec = ConsumerSpec {
-        queue: queue.clone(),
-        prefetch: 256,
-        exclusive: false,
-        declare: Arc::new(move |ch| {
-            let ctx = declare_ctx.clone();
-            Box::pin(async move {
-                meerkat_bus::topology::declare_replicator_queues(&ch, &ctx.config.dc).await
-            })
-        }),
-        parker: ctx.parker.clone(),
-    };
+    let spec = ConsumerSpec::new(queue.clone(), 256, &ctx.parker, move |ch| {
+        let ctx = declare_ctx.clone();
+        async move { meerkat_bus::topology::declare_replicator_queues(&ch, &ctx.config.dc).await }
+    });
     meerkat_bus::consume(ctx.bus.clone(), spec, stop, consuming, |delivery| {
         let ctx = ctx.clone();
         let queue = queue.clone();

@@ -49,12 +49,7 @@ pub async fn local_presence(
         _ => Element::new("presence", ns::CLIENT).with_attr("type", "unavailable"),
     }
     .with_attr("from", info.jid.clone());
-    let bare = info
-        .jid
-        .split('/')
-        .next()
-        .unwrap_or(&info.jid)
-        .to_lowercase();
+    let bare = meerkat_xmpp::addr::bare(&info.jid);
     let p = Props::stanza(RouteKind::LocalPresence, &ctx.config.dc)
         .str(h::SENDER, &info.jid)
         .u64(h::HOPS, 0);

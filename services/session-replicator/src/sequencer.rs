@@ -42,25 +42,18 @@ impl Sequencer {
         self.live.len()
     }
 
-    /// Whether the account `bare` (lowercase) has an available session here.
+    /// Whether the account `bare` (normalised, `meerkat_xmpp::addr::bare`) has an available session here.
     pub fn is_available(&self, bare: &str) -> bool {
-        self.live.values().any(|s| {
-            s.available
-                && s.jid
-                    .split('/')
-                    .next()
-                    .is_some_and(|b| b.eq_ignore_ascii_case(bare))
-        })
+        self.live
+            .values()
+            .any(|s| s.available && meerkat_xmpp::addr::bare(&s.jid) == bare)
     }
 
-    /// Whether the account `bare` (lowercase) has any session here.
+    /// Whether the account `bare` (normalised, `meerkat_xmpp::addr::bare`) has any session here.
     pub fn has_session(&self, bare: &str) -> bool {
-        self.live.values().any(|s| {
-            s.jid
-                .split('/')
-                .next()
-                .is_some_and(|b| b.eq_ignore_ascii_case(bare))
-        })
+        self.live
+            .values()
+            .any(|s| meerkat_xmpp::addr::bare(&s.jid) == bare)
     }
 
     /// The next event of the stream, and the view updated by it. Every event from a local

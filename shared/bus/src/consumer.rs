@@ -45,6 +45,55 @@ pub struct ConsumerSpec {
     pub parker: Parker,
 }
 
+impl ConsumerSpec {
+    /// A consumer of `queue` (shared with the other instances of the service) that runs
+    /// `declare` on every new channel before consuming.
+    pub fn new<D, F>(queue: impl Into<String>, prefetch: u16, parker: &Parker, declare: D) -> Self
+    where
+        D: Fn(Channel) -> F + Send + Sync + 'static,
+        F: Future<Output = Result<(), lapin::Error>> + Send + 'static,
+    {
+        ConsumerSpec {
+            queue: queue.into(),
+            prefetch,
+            exclusive: false,
+            declare: Arc::new(move |ch| Box::pin(declare(ch))),
+            parker: parker.clone(),
+        }
+    }
+
+    /// This instance's own queue on `exchange` (`meerkat.control.<instance>`,
+    /// `meerkat.sessions.<instance>`): exclusive, declared with
+    /// [`declare_instance_queue`](crate::topology::declare_instance_queue), then `after` runs
+    /// (e.g. a resync request, once the queue is there to receive the answers).
+    pub fn instance<A, F>(
+        queue: impl Into<String>,
+        exchange: &'static str,
+        prefetch: u16,
+        parker: &Parker,
+        after: A,
+    ) -> Self
+    where
+        A: Fn() -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let queue = queue.into();
+        let declared = queue.clone();
+        let after = Arc::new(after);
+        let mut spec = ConsumerSpec::new(queue, prefetch, parker, move |ch| {
+            let q = declared.clone();
+            let after = after.clone();
+            async move {
+                crate::topology::declare_instance_queue(&ch, &q, exchange).await?;
+                after().await;
+                Ok(())
+            }
+        });
+        spec.exclusive = true;
+        spec
+    }
+}
+
 /// Runs a consumer until the bus shuts down, surviving broker restarts.
 pub fn spawn_consumer<H, F>(bus: Bus, spec: ConsumerSpec, handler: H) -> JoinHandle<()>
 where

@@ -133,6 +133,37 @@ impl Publisher {
         }
     }
 
+    /// Sends a stanza that could not be handed to its session (`bounced`) back to this DC's
+    /// routers, to be routed again without that session: what a gateway's ended session
+    /// leaves, what dc-health takes from a dead gateway's queue. Under the key of its sender
+    /// (else its addressee), like every stanza of that account, so it keeps its place in the
+    /// account's order.
+    pub async fn bounce(
+        &self,
+        dc: &str,
+        epoch: &str,
+        body: &[u8],
+        bounced: Option<uuid::Uuid>,
+        hops: u64,
+    ) -> Result<(), PublishError> {
+        let key = Element::parse(&String::from_utf8_lossy(body))
+            .ok()
+            .and_then(|el| {
+                el.attr("from")
+                    .or(el.attr("to"))
+                    .map(meerkat_xmpp::addr::bare)
+            })
+            .unwrap_or_default();
+        let props = Props::stanza(RouteKind::Bounce, dc)
+            .str(h::ORIGIN_EPOCH, epoch)
+            .str(
+                h::BOUNCED_SESSION,
+                &bounced.map(|s| s.to_string()).unwrap_or_default(),
+            )
+            .u64(h::HOPS, hops);
+        self.publish(names::ROUTE_EXCHANGE, &key, props, body).await
+    }
+
     /// Asks the routers of this DC to deliver what is stored for `bare` (offline messages,
     /// pending subscription requests) to its resources available here, if it has any:
     /// published on the routing exchange under the account's own key, so the router partition

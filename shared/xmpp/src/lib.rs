@@ -1,6 +1,7 @@
 //! XMPP protocol types shared by the services: the element tree, the bounded stream
 //! reader, namespaces, stream and stanza errors, and JIDs (re-exported from `jid`).
 
+pub mod addr;
 pub mod chars;
 pub mod element;
 pub mod error;
