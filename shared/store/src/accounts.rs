@@ -109,25 +109,19 @@ pub(crate) async fn create(
     c: &Credentials,
     stamp: &Stamp,
 ) -> Result<(), StoreError> {
-    let inserted = sqlx::query(
-        "INSERT INTO accounts (username, \
+    let inserted = bind_credentials(
+        sqlx::query(
+            "INSERT INTO accounts (username, \
          sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key, \
          sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key, \
          hlc, hlc_dc, born, born_dc) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10, $11) \
          ON CONFLICT (username) DO NOTHING",
-    )
-    .bind(username)
-    .bind(&c.sha1.salt)
-    .bind(iterations(&c.sha1)?)
-    .bind(&c.sha1.stored_key)
-    .bind(&c.sha1.server_key)
-    .bind(&c.sha256.salt)
-    .bind(iterations(&c.sha256)?)
-    .bind(&c.sha256.stored_key)
-    .bind(&c.sha256.server_key)
-    .bind(stamp.hlc)
-    .bind(&stamp.dc)
+        ),
+        username,
+        c,
+        stamp,
+    )?
     .execute(conn)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -142,26 +136,41 @@ pub(crate) async fn set_credentials(
     c: &Credentials,
     stamp: &Stamp,
 ) -> Result<bool, StoreError> {
-    let updated = sqlx::query(
-        "UPDATE accounts SET \
+    let updated = bind_credentials(
+        sqlx::query(
+            "UPDATE accounts SET \
          sha1_salt = $2, sha1_iterations = $3, sha1_stored_key = $4, sha1_server_key = $5, \
          sha256_salt = $6, sha256_iterations = $7, sha256_stored_key = $8, sha256_server_key = $9, \
          hlc = $10, hlc_dc = $11 WHERE username = $1",
-    )
-    .bind(username)
-    .bind(&c.sha1.salt)
-    .bind(iterations(&c.sha1)?)
-    .bind(&c.sha1.stored_key)
-    .bind(&c.sha1.server_key)
-    .bind(&c.sha256.salt)
-    .bind(iterations(&c.sha256)?)
-    .bind(&c.sha256.stored_key)
-    .bind(&c.sha256.server_key)
-    .bind(stamp.hlc)
-    .bind(&stamp.dc)
+        ),
+        username,
+        c,
+        stamp,
+    )?
     .execute(conn)
     .await?;
     Ok(updated.rows_affected() == 1)
+}
+
+/// Binds `$1` to `$11` of an accounts statement: the username, both mechanisms' credentials
+/// (salt, iterations, stored key, server key; SCRAM-SHA-1 first) and the stamp.
+fn bind_credentials<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    username: &'q str,
+    c: &'q Credentials,
+    stamp: &'q Stamp,
+) -> Result<sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>, StoreError> {
+    Ok(q.bind(username)
+        .bind(&c.sha1.salt)
+        .bind(iterations(&c.sha1)?)
+        .bind(&c.sha1.stored_key)
+        .bind(&c.sha1.server_key)
+        .bind(&c.sha256.salt)
+        .bind(iterations(&c.sha256)?)
+        .bind(&c.sha256.stored_key)
+        .bind(&c.sha256.server_key)
+        .bind(stamp.hlc)
+        .bind(&stamp.dc))
 }
 
 /// The rows the account owns are deleted by the caller (`replication::account_deleted`).
