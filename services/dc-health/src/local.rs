@@ -114,24 +114,13 @@ pub async fn run_control(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<
         &ctx.parker,
         || async {},
     );
-    meerkat_bus::consume(ctx.bus.clone(), spec, stop, consuming, |delivery| {
-        let ctx = ctx.clone();
-        let queue = queue.clone();
-        async move {
-            match ControlEvent::from_json(&delivery.data) {
-                Ok(ControlEvent::Resync { requested_by }) if requested_by != ctx.instance => {
-                    crate::watch::repeat_view(&ctx);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    ctx.parker
-                        .park(&queue, &delivery, &NotForUs::unreadable(e))
-                        .await;
-                    return;
-                }
+    meerkat_bus::consume_events(ctx.bus.clone(), spec, stop, consuming, |event| {
+        if let ControlEvent::Resync { requested_by } = event {
+            if requested_by != ctx.instance {
+                crate::watch::repeat_view(&ctx);
             }
-            let _ = delivery.ack(BasicAckOptions::default()).await;
         }
+        async {}
     })
     .await;
 }

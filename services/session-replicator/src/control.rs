@@ -119,26 +119,17 @@ pub async fn run_local(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<At
         &ctx.parker,
         || async {},
     );
-    meerkat_bus::consume(ctx.bus.clone(), spec, stop, consuming, |delivery| {
+    meerkat_bus::consume_events(ctx.bus.clone(), spec, stop, consuming, |event| {
         let ctx = ctx.clone();
-        let queue = queue.clone();
         async move {
-            match ControlEvent::from_json(&delivery.data) {
-                Ok(ControlEvent::Resync { requested_by }) if requested_by != ctx.instance => {
+            match event {
+                ControlEvent::Resync { requested_by } if requested_by != ctx.instance => {
                     reannounce(&ctx, &requested_by).await;
                 }
-                Ok(ControlEvent::Resync { .. }) => {}
-                Ok(ControlEvent::DcStatus { dc, state, .. }) => {
-                    dc_status(&ctx, &dc, state).await;
-                }
-                Ok(ControlEvent::GatewayDown { .. } | ControlEvent::AccountChanged { .. }) => {}
-                Err(e) => {
-                    let why = meerkat_bus::NotForUs::unreadable(e);
-                    ctx.parker.park(&queue, &delivery, &why).await;
-                    return;
-                }
+                ControlEvent::Resync { .. } => {}
+                ControlEvent::DcStatus { dc, state, .. } => dc_status(&ctx, &dc, state).await,
+                ControlEvent::GatewayDown { .. } | ControlEvent::AccountChanged { .. } => {}
             }
-            let _ = delivery.ack(BasicAckOptions::default()).await;
         }
     })
     .await;

@@ -110,6 +110,43 @@ where
     ))
 }
 
+/// [`consume`] for a queue of JSON events of type `E`: each delivery is read as one, handed to
+/// `handler`, and acked when the handler is done; one that does not read as `E` (an event this
+/// version does not know, a broken body) is parked as unreadable instead.
+pub async fn consume_events<E, H, F>(
+    bus: Bus,
+    spec: ConsumerSpec,
+    stop: CancellationToken,
+    consuming: Arc<AtomicUsize>,
+    handler: H,
+) where
+    E: serde::de::DeserializeOwned,
+    H: Fn(E) -> F,
+    F: Future<Output = ()>,
+{
+    let queue = spec.queue.clone();
+    let parker = spec.parker.clone();
+    consume(bus, spec, stop, consuming, |delivery| {
+        let work = serde_json::from_slice::<E>(&delivery.data).map(&handler);
+        let (queue, parker) = (queue.clone(), parker.clone());
+        async move {
+            match work {
+                Ok(work) => work.await,
+                Err(e) => {
+                    parker
+                        .park(&queue, &delivery, &crate::NotForUs::unreadable(e))
+                        .await;
+                    return;
+                }
+            }
+            let _ = delivery
+                .ack(lapin::options::BasicAckOptions::default())
+                .await;
+        }
+    })
+    .await;
+}
+
 /// Consumes `spec.queue` one delivery at a time until `stop`, surviving reconnects.
 /// `consuming` counts the consumers currently subscribed (for readiness).
 pub async fn consume<H, F>(

@@ -18,7 +18,9 @@ pub mod topology;
 pub mod wire;
 
 pub use connection::Bus;
-pub use consumer::{consume, consume_batches, spawn_consumer, ConsumerSpec, Declare};
+pub use consumer::{
+    consume, consume_batches, consume_events, spawn_consumer, ConsumerSpec, Declare,
+};
 pub use dedup::Dedup;
 pub use headers::{HeaderExt, Headers};
 pub use lapin;
