@@ -197,7 +197,7 @@ impl ProcMultiDc {
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub async fn start(n: usize, env: &[(&str, &str)]) -> anyhow::Result<ProcMultiDc> {
         let infra = crate::infra().await?;
-        let (brokers, links) = multi::vhosts(n, true).await?;
+        let (brokers, links) = multi::vhosts(n, true, None).await?;
         let logs = std::env::temp_dir().join(format!(
             "meerkat-procs-{}-{}",
             std::process::id(),
