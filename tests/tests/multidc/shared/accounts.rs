@@ -5,7 +5,7 @@
 use meerkat_testkit::client::{Client, Mechanism};
 use meerkat_xmpp::{ns, Element};
 
-use crate::{accepts, eventually, login, multi, register, store, user, CONVERGE};
+use crate::{accepts, eventually, login, register, shared, store, user, CONVERGE};
 
 fn ping() -> Element {
     Element::new("ping", "urn:xmpp:ping")
@@ -13,7 +13,7 @@ fn ping() -> Element {
 
 #[tokio::test]
 async fn a_password_change_at_one_dc_resets_the_sessions_at_the_other() {
-    let m = multi(2).await;
+    let m = shared().await;
     let alice = user("alice");
     register(m.dc(1), &alice).await;
     eventually("DC 2 knows the account", CONVERGE, || {
@@ -42,12 +42,11 @@ async fn a_password_change_at_one_dc_resets_the_sessions_at_the_other() {
         .await
         .unwrap();
     again.iq_ok("get", None, ping()).await.unwrap();
-    m.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn an_account_removed_at_one_dc_ends_its_sessions_at_every_dc() {
-    let m = multi(2).await;
+    let m = shared().await;
     let alice = user("alice");
     register(m.dc(1), &alice).await;
     eventually("DC 2 knows the account", CONVERGE, || {
@@ -88,5 +87,4 @@ async fn an_account_removed_at_one_dc_ends_its_sessions_at_every_dc() {
         Some("not-authorized"),
         "no resource is bound for the removed account at DC 2"
     );
-    m.stop().await.unwrap();
 }

@@ -6,23 +6,23 @@ use std::time::Duration;
 
 use meerkat_testkit::client::Client;
 
-use crate::{available, bodies_until_quiet, multi, online, register, user, CONVERGE};
+use crate::{available, bodies_until_quiet, online, register_everywhere, shared, user, CONVERGE};
 
 #[tokio::test]
 async fn same_full_jid_at_another_dc_gets_the_old_session_a_conflict() {
-    let m = multi(2).await;
+    let m = shared().await;
     let eve = user("e");
-    register(m.dc(1), &eve).await;
-    register(m.dc(2), &eve).await;
+    register_everywhere(m, &eve).await;
     let mut first = available(m.dc(1), &eve, "same").await;
-    m.wait_directory_sessions(1, CONVERGE).await.unwrap();
+    let jid = first.jid().to_owned();
+    m.wait_directory_holds(&[&jid], CONVERGE).await.unwrap();
     let mut second = available(m.dc(2), &eve, "same").await;
     assert_eq!(
         first.expect_stream_end().await.unwrap().as_deref(),
         Some("conflict")
     );
-    // The winner stays and every DC agrees there is one session.
-    m.wait_directory_sessions(1, CONVERGE).await.unwrap();
+    // The winner stays and every DC agrees there is one session of that full JID.
+    m.wait_directory_holds(&[&jid], CONVERGE).await.unwrap();
     second
         .iq_ok(
             "get",
@@ -31,18 +31,18 @@ async fn same_full_jid_at_another_dc_gets_the_old_session_a_conflict() {
         )
         .await
         .unwrap();
-    m.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn reconnecting_at_another_dc_mid_stream_gets_every_message_once() {
-    let m = multi(2).await;
+    let m = shared().await;
     let bob = user("b");
-    register(m.dc(1), &bob).await;
-    register(m.dc(2), &bob).await;
+    register_everywhere(m, &bob).await;
     let mut alice = online(m.dc(1), &user("a"), "phone").await;
     let mut at1 = available(m.dc(1), &bob, "r1").await;
-    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
+    m.wait_directory_holds(&[alice.jid(), at1.jid()], CONVERGE)
+        .await
+        .unwrap();
     let bare = at1.bare_jid().to_owned();
 
     const N: usize = 200;
@@ -83,5 +83,4 @@ async fn reconnecting_at_another_dc_mid_stream_gets_every_message_once() {
     let want: HashSet<String> = (0..N).map(|n| format!("m{n}")).collect();
     let have: HashSet<String> = got.iter().cloned().collect();
     assert_eq!(have, want, "missing: {:?}", want.difference(&have));
-    m.stop().await.unwrap();
 }
