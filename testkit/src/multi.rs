@@ -244,7 +244,7 @@ impl MultiDc {
         // The backlog towards a DC is the broker's: one profile for the whole mesh.
         let ttl = options(1).timers.stanza_backlog_ttl_ms;
         let (brokers, links) = vhosts(n, true, Some(ttl)).await?;
-        let mut dcs = Vec::with_capacity(n);
+        let mut starting = Vec::with_capacity(n);
         for (k, b) in brokers.iter().enumerate() {
             let peers = brokers
                 .iter()
@@ -258,12 +258,15 @@ impl MultiDc {
                 peers,
                 ..options(k + 1)
             };
-            dcs.push(
+            let dc = b.dc.clone();
+            starting.push(async move {
                 Dc::start(opts)
                     .await
-                    .with_context(|| format!("starting {}", b.dc))?,
-            );
+                    .with_context(|| format!("starting {dc}"))
+            });
         }
+        // Side by side: each DC mostly waits for its own services to be ready.
+        let dcs = futures::future::try_join_all(starting).await?;
         let multi = MultiDc {
             brokers,
             dcs,
