@@ -30,15 +30,7 @@ async fn subscription_handshake_and_presence_across_dcs() {
     bob.expect("subscribe", presence_of_type(&aj, Some("subscribe")))
         .await
         .unwrap();
-    bob.send(&presence("subscribed", &aj)).await.unwrap();
-    alice
-        .expect("subscribed", presence_of_type(&bj, Some("subscribed")))
-        .await
-        .unwrap();
-    alice
-        .expect("bob's presence", presence_of_type(&bj, None))
-        .await
-        .unwrap();
+    bob.approve_subscription(&mut alice).await.unwrap();
 
     bob.send(&presence("subscribe", &aj)).await.unwrap();
     alice
@@ -135,15 +127,7 @@ async fn subscription_to_an_offline_contact_at_another_dc() {
     bob.expect("stored request", presence_of_type(&aj, Some("subscribe")))
         .await
         .unwrap();
-    bob.send(&presence("subscribed", &aj)).await.unwrap();
-    alice
-        .expect("subscribed", presence_of_type(&bj, Some("subscribed")))
-        .await
-        .unwrap();
-    alice
-        .expect("bob's presence", presence_of_type(bob.jid(), None))
-        .await
-        .unwrap();
+    bob.approve_subscription(&mut alice).await.unwrap();
 }
 
 /// A subscription request and a directed presence reach the contact at the other DC.
