@@ -121,13 +121,15 @@ async fn a_dead_dcs_users_resume_elsewhere_and_nothing_sent_to_them_is_lost() {
         "before: {got:?}"
     );
 
-    // DC 2 loses power; Alice keeps writing to Bob throughout the detection time.
+    // DC 2 loses power; Alice keeps writing to Bob throughout the detection time (24
+    // messages spread over the detection bound and half a second more).
+    let pace = (m.dc(1).options.timers.detection_bound() + Duration::from_millis(500)) / 24;
     let killed = Instant::now();
     m.kill_dc(2);
     let after: Vec<String> = (0..24).map(|i| format!("after-{i}")).collect();
     for body in &after {
         alice.send_message(&bob_bare, body).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(pace).await;
     }
     alice
         .expect_within(
