@@ -54,12 +54,7 @@ impl DcInfo {
 
     /// Client settings for this DC's STARTTLS port.
     pub fn client(&self) -> ClientConfig {
-        ClientConfig {
-            addr: self.c2s,
-            domain: self.domain.clone(),
-            direct_tls: false,
-            starttls: true,
-        }
+        ClientConfig::new(self.c2s, self.domain.as_str())
     }
 }
 

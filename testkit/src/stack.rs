@@ -539,12 +539,7 @@ impl Dc {
 
     /// Client settings for this DC's STARTTLS port.
     pub fn client(&self) -> ClientConfig {
-        ClientConfig {
-            addr: self.c2s,
-            domain: self.options.domain.clone(),
-            direct_tls: false,
-            starttls: true,
-        }
+        ClientConfig::new(self.c2s, self.options.domain.as_str())
     }
 
     /// Client settings for this DC's direct TLS port.

@@ -60,11 +60,7 @@ async fn collect(
 /// Alice at DC 1 (resource `phone`) and Bob at DC 2 (resource `bob_resource`), each
 /// account known at both DCs, both sessions in every directory, subscribed to each other.
 async fn friends(m: &MultiDc, bob_resource: &str) -> (Client, Client) {
-    let (a, b) = (user("alice"), user("bob"));
-    register(m.dc(1), &a).await;
-    register(m.dc(2), &b).await;
-    crate::wait_account(m.dc(1), &b).await;
-    crate::wait_account(m.dc(2), &a).await;
+    let (a, b) = crate::accounts_apart(m.dc(1), m.dc(2)).await;
     let mut alice = available(m.dc(1), &a, "phone").await;
     let mut bob = available(m.dc(2), &b, bob_resource).await;
     m.wait_directory_sessions(2, CONVERGE).await.unwrap();

@@ -84,6 +84,17 @@ pub async fn online(dc: &impl DcAccess, name: &str, resource: &str) -> Client {
     available(dc, name, resource).await
 }
 
+/// Two new accounts, `(alice, bob)`: Alice registered at `dc1`, Bob at `dc2`, each known at
+/// the other DC by data replication.
+pub async fn accounts_apart(dc1: &impl DcAccess, dc2: &impl DcAccess) -> (String, String) {
+    let (a, b) = (user("alice"), user("bob"));
+    register(dc1, &a).await;
+    register(dc2, &b).await;
+    wait_account(dc1, &b).await;
+    wait_account(dc2, &a).await;
+    (a, b)
+}
+
 /// Registered at DC 1 of `m` and, by data replication, known at DC 2.
 pub async fn register_everywhere(m: &SharedDcs, name: &str) {
     register(m.dc(1), name).await;

@@ -6,7 +6,9 @@ use meerkat_testkit::client::pred::{iq_request, presence_of_type};
 use meerkat_testkit::client::stanza_error_condition;
 use meerkat_xmpp::{ns, Element};
 
-use crate::{available, online, presence, register, register_everywhere, shared, user, CONVERGE};
+use crate::{
+    accounts_apart, available, online, presence, register_everywhere, shared, user, CONVERGE,
+};
 
 #[tokio::test]
 async fn subscription_handshake_and_presence_across_dcs() {
@@ -14,11 +16,7 @@ async fn subscription_handshake_and_presence_across_dcs() {
     // Each account registered at its own DC; data replication brings it to the other. The
     // router applies a subscription to both rosters in its own DC's database; the stanza
     // that reaches the contact's DC waits there until that write has been applied.
-    let (a, b) = (user("a"), user("b"));
-    register(m.dc(1), &a).await;
-    register(m.dc(2), &b).await;
-    crate::wait_account(m.dc(1), &b).await;
-    crate::wait_account(m.dc(2), &a).await;
+    let (a, b) = accounts_apart(m.dc(1), m.dc(2)).await;
     let mut alice = available(m.dc(1), &a, "phone").await;
     let mut bob = available(m.dc(2), &b, "desk").await;
     m.wait_directory_holds(&[alice.jid(), bob.jid()], CONVERGE)
@@ -104,11 +102,7 @@ async fn ping_round_trip_across_dcs() {
 #[tokio::test]
 async fn subscription_to_an_offline_contact_at_another_dc() {
     let m = shared().await;
-    let (a, b) = (user("a"), user("b"));
-    register(m.dc(1), &a).await;
-    register(m.dc(2), &b).await;
-    crate::wait_account(m.dc(1), &b).await;
-    crate::wait_account(m.dc(2), &a).await;
+    let (a, b) = accounts_apart(m.dc(1), m.dc(2)).await;
     let mut alice = available(m.dc(1), &a, "phone").await;
     m.wait_directory_holds(&[alice.jid()], CONVERGE)
         .await
