@@ -57,6 +57,13 @@ async fn collect(
     }
 }
 
+/// `from` writes `body` to `to`'s bare JID; `to` gets it once (within [`CONVERGE`]).
+async fn delivered_once(from: &mut Client, to: &mut Client, body: &str) {
+    from.send_message(to.bare_jid(), body).await.unwrap();
+    let got = collect(to, &[body.to_owned()], CONVERGE, Duration::ZERO).await;
+    assert_eq!(got.get(body), Some(&1), "{body}: {got:?}");
+}
+
 /// Alice at DC 1 (resource `phone`) and Bob at DC 2 (resource `bob_resource`), each
 /// account known at both DCs, both sessions in every directory, subscribed to each other.
 async fn friends(m: &MultiDc, bob_resource: &str) -> (Client, Client) {
@@ -166,18 +173,7 @@ async fn a_dead_dcs_users_resume_elsewhere_and_nothing_sent_to_them_is_lost() {
     register(m.dc(2), &c).await;
     let mut carol = available(m.dc(2), &c, "tablet").await;
     m.wait_directory_sessions(3, CONVERGE).await.unwrap();
-    carol
-        .send_message(alice.bare_jid(), "from the returned DC")
-        .await
-        .unwrap();
-    let got = collect(
-        &mut alice,
-        &["from the returned DC".to_owned()],
-        CONVERGE,
-        Duration::ZERO,
-    )
-    .await;
-    assert_eq!(got.get("from the returned DC"), Some(&1), "{got:?}");
+    delivered_once(&mut carol, &mut alice, "from the returned DC").await;
     // At most a message that DC 2's gateway had written to Bob's old connection but not yet
     // acknowledged when it died comes again (at-least-once); nothing sent after the kill does.
     let late = collect(&mut bob, &[], Duration::ZERO, Duration::from_secs(2)).await;
@@ -205,18 +201,7 @@ async fn a_partition_heals_into_one_session_per_full_jid() {
         .expect("bob at DC 1", presence_of_type(&bj, None))
         .await
         .unwrap();
-    alice
-        .send_message(bob1.bare_jid(), "during the partition")
-        .await
-        .unwrap();
-    let got = collect(
-        &mut bob1,
-        &["during the partition".to_owned()],
-        CONVERGE,
-        Duration::ZERO,
-    )
-    .await;
-    assert_eq!(got.get("during the partition"), Some(&1));
+    delivered_once(&mut alice, &mut bob1, "during the partition").await;
 
     // Heal: the directories converge; the full JID online on both sides ends up in one session,
     // the later one; the other gets a conflict.
@@ -225,18 +210,7 @@ async fn a_partition_heals_into_one_session_per_full_jid() {
     assert_eq!(end.as_deref(), Some("conflict"));
     m.wait_directory_sessions(2, SETTLED).await.unwrap();
     // Bob (at DC 1) sees Alice again, and still gets her messages.
-    alice
-        .send_message(bob1.bare_jid(), "after the heal")
-        .await
-        .unwrap();
-    let got = collect(
-        &mut bob1,
-        &["after the heal".to_owned()],
-        CONVERGE,
-        Duration::ZERO,
-    )
-    .await;
-    assert_eq!(got.get("after the heal"), Some(&1));
+    delivered_once(&mut alice, &mut bob1, "after the heal").await;
     m.stop().await.unwrap();
 }
 
@@ -285,21 +259,8 @@ async fn a_dc_stopped_gracefully_says_goodbye_and_comes_back_under_a_new_epoch()
         .expect_within(CONVERGE, "bob back", presence_of_type(&bob_full, None))
         .await
         .unwrap();
-    alice
-        .send_message(bob.bare_jid(), "welcome back")
-        .await
-        .unwrap();
-    let got = collect(
-        &mut bob,
-        &["welcome back".to_owned()],
-        CONVERGE,
-        Duration::ZERO,
-    )
-    .await;
-    assert_eq!(got.get("welcome back"), Some(&1));
-    bob.send_message(alice.bare_jid(), "thanks").await.unwrap();
-    let got = collect(&mut alice, &["thanks".to_owned()], CONVERGE, Duration::ZERO).await;
-    assert_eq!(got.get("thanks"), Some(&1));
+    delivered_once(&mut alice, &mut bob, "welcome back").await;
+    delivered_once(&mut bob, &mut alice, "thanks").await;
     m.stop().await.unwrap();
 }
 
