@@ -505,6 +505,32 @@ impl Client {
         self.send(&Element::new("presence", ns::CLIENT)).await
     }
 
+    /// This user approves `asker`'s pending subscription request (`subscribed`); `asker` is
+    /// told (`subscribed`, from the bare JID) and then gets this session's presence.
+    pub async fn approve_subscription(&mut self, asker: &mut Client) -> anyhow::Result<()> {
+        let (me, them) = (self.bare_jid().to_owned(), asker.bare_jid().to_owned());
+        let session = self.jid().to_owned();
+        self.send(
+            &Element::new("presence", ns::CLIENT)
+                .with_attr("type", "subscribed")
+                .with_attr("to", &them),
+        )
+        .await?;
+        asker
+            .expect(
+                "subscribed",
+                pred::presence_of_type(&me, Some("subscribed")),
+            )
+            .await?;
+        asker
+            .expect(
+                "the contact's presence",
+                pred::presence_of_type(&session, None),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Waits (up to [`DEFAULT_TIMEOUT`]) for the server to end the stream: the stream error
     /// condition if it sent one, `None` for a plain close. Stanzas before the end are kept
     /// in the buffer.

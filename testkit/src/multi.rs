@@ -30,7 +30,7 @@ pub struct DcBroker {
 /// `n` fresh vhosts named for DCs `dc1`..`dcN`, federated full mesh, links running. No
 /// services: for tests of the federation itself.
 pub async fn federated_vhosts(n: usize) -> anyhow::Result<Vec<DcBroker>> {
-    Ok(vhosts(n, false).await?.0)
+    Ok(vhosts(n, false, None).await?.0)
 }
 
 /// The links of a mesh: `(downstream, upstream)` DC numbers -> the proxy by which the
@@ -65,14 +65,22 @@ impl Links {
 }
 
 /// Like [`federated_vhosts`]; with `proxied`, each link goes through a proxy of its own
-/// (returned: the links stay up as long as it lives).
-pub(crate) async fn vhosts(n: usize, proxied: bool) -> anyhow::Result<(Vec<DcBroker>, Links)> {
+/// (returned: the links stay up as long as it lives); `stanza_ttl_ms` bounds the stanza
+/// backlog towards each DC (`None`: production's).
+pub(crate) async fn vhosts(
+    n: usize,
+    proxied: bool,
+    stanza_ttl_ms: Option<u64>,
+) -> anyhow::Result<(Vec<DcBroker>, Links)> {
     let infra = crate::infra().await?;
     let mut brokers = Vec::with_capacity(n);
     for k in 1..=n {
         let vhost = infra.fresh_vhost().await?;
         let dc = format!("dc{k}");
-        let federation = FederatedDc::new(&dc, &vhost.mgmt_url, &vhost.name, &vhost.amqp_url);
+        let federation = FederatedDc {
+            stanza_backlog_ttl_ms: stanza_ttl_ms,
+            ..FederatedDc::new(&dc, &vhost.mgmt_url, &vhost.name, &vhost.amqp_url)
+        };
         brokers.push(DcBroker {
             dc,
             vhost,
@@ -233,8 +241,10 @@ impl MultiDc {
         n: usize,
         options: impl Fn(usize) -> StackOptions,
     ) -> anyhow::Result<MultiDc> {
-        let (brokers, links) = vhosts(n, true).await?;
-        let mut dcs = Vec::with_capacity(n);
+        // The backlog towards a DC is the broker's: one profile for the whole mesh.
+        let ttl = options(1).timers.stanza_backlog_ttl_ms;
+        let (brokers, links) = vhosts(n, true, Some(ttl)).await?;
+        let mut starting = Vec::with_capacity(n);
         for (k, b) in brokers.iter().enumerate() {
             let peers = brokers
                 .iter()
@@ -248,12 +258,15 @@ impl MultiDc {
                 peers,
                 ..options(k + 1)
             };
-            dcs.push(
+            let dc = b.dc.clone();
+            starting.push(async move {
                 Dc::start(opts)
                     .await
-                    .with_context(|| format!("starting {}", b.dc))?,
-            );
+                    .with_context(|| format!("starting {dc}"))
+            });
         }
+        // Side by side: each DC mostly waits for its own services to be ready.
+        let dcs = futures::future::try_join_all(starting).await?;
         let multi = MultiDc {
             brokers,
             dcs,
@@ -407,4 +420,55 @@ pub(crate) async fn directory_sessions(admin: SocketAddr) -> Option<u64> {
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse::<f64>().ok())
         .map(|v| v as u64)
+}
+
+/// Polls until every router of `routers` (name, admin address) has each of `jids` (full JIDs)
+/// in its directory (`GET /directory`) exactly once (one session per full JID), whatever
+/// else it holds.
+pub(crate) async fn wait_routers_hold_jids(
+    routers: &[(String, SocketAddr)],
+    jids: &[&str],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let client = reqwest::Client::new();
+    loop {
+        let mut off = Vec::new();
+        for (name, admin) in routers {
+            let held: Vec<String> =
+                match client.get(format!("http://{admin}/directory")).send().await {
+                    Ok(resp) => resp
+                        .json::<serde_json::Value>()
+                        .await
+                        .ok()
+                        .and_then(|v| {
+                            v["sessions"].as_array().map(|s| {
+                                s.iter()
+                                    .filter_map(|x| x["jid"].as_str().map(str::to_owned))
+                                    .collect()
+                            })
+                        })
+                        .unwrap_or_default(),
+                    Err(_) => Vec::new(),
+                };
+            let missing: Vec<&str> = jids
+                .iter()
+                .copied()
+                .filter(|j| held.iter().filter(|h| h == j).count() != 1)
+                .collect();
+            if !missing.is_empty() {
+                off.push(format!("{name} {admin}: not once {}", missing.join(", ")));
+            }
+        }
+        if off.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "directories without the sessions within {timeout:?}: {}",
+                off.join("; ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

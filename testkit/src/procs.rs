@@ -163,12 +163,7 @@ pub struct ProcDc {
 impl ProcDc {
     /// Client settings for this DC's STARTTLS port.
     pub fn client(&self) -> ClientConfig {
-        ClientConfig {
-            addr: self.c2s,
-            domain: self.domain.clone(),
-            direct_tls: false,
-            starttls: true,
-        }
+        ClientConfig::new(self.c2s, self.domain.as_str())
     }
 
     /// Stops every service with SIGTERM, gateways first (their sessions are announced closed).
@@ -197,7 +192,7 @@ impl ProcMultiDc {
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub async fn start(n: usize, env: &[(&str, &str)]) -> anyhow::Result<ProcMultiDc> {
         let infra = crate::infra().await?;
-        let (brokers, links) = multi::vhosts(n, true).await?;
+        let (brokers, links) = multi::vhosts(n, true, None).await?;
         let logs = std::env::temp_dir().join(format!(
             "meerkat-procs-{}-{}",
             std::process::id(),

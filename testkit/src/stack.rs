@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::ClientConfig;
+use crate::timers::Timers;
 
 /// How to shape the DC under test.
 #[derive(Clone, Debug)]
@@ -50,6 +51,9 @@ pub struct StackOptions {
     /// The routers and the replicator speak the next minor wire version (their test-only
     /// `test_newer_minor_wire`): the mixed-version test's newer DC.
     pub newer_minor_wire: bool,
+    /// Failure detection, heartbeats and the stanza backlog towards other DCs: the tests'
+    /// fast profile by default, production's for the test of the detection bound.
+    pub timers: Timers,
 }
 
 /// The SCRAM secret every gateway of a test run shares, as every gateway of a deployment must.
@@ -77,6 +81,7 @@ impl Default for StackOptions {
             gateway: None,
             production_throttles: false,
             newer_minor_wire: false,
+            timers: Timers::fast(),
         }
     }
 }
@@ -374,7 +379,7 @@ impl Dc {
     /// ready. Its instance id stays the same across restarts, as in a deployment.
     pub async fn start_health(&mut self) -> anyhow::Result<()> {
         let (management_url, vhost) = self.management().await.unwrap_or_default();
-        let config = dc_health::Config {
+        let config = self.options.timers.apply_health(dc_health::Config {
             common: self.common(String::new()),
             peers: self
                 .options
@@ -388,7 +393,7 @@ impl Dc {
             management_url,
             vhost,
             ..dc_health::Config::default()
-        };
+        });
         let handle = ServiceHandle::spawn(
             &format!("{}-health", self.options.dc),
             |stop| async move {
@@ -481,6 +486,7 @@ impl Dc {
             max_stanza_bytes: self.options.max_stanza_bytes,
             idle_timeout_secs: self.options.idle_timeout_secs,
             scram_secret: c2s_gateway::Secret::new(TEST_SCRAM_SECRET),
+            heartbeat_interval_ms: self.options.timers.gateway_heartbeat_ms,
             throttle_relaxed_for: if self.options.production_throttles {
                 c2s_gateway::CidrList::default()
             } else {
@@ -533,12 +539,7 @@ impl Dc {
 
     /// Client settings for this DC's STARTTLS port.
     pub fn client(&self) -> ClientConfig {
-        ClientConfig {
-            addr: self.c2s,
-            domain: self.options.domain.clone(),
-            direct_tls: false,
-            starttls: true,
-        }
+        ClientConfig::new(self.c2s, self.options.domain.as_str())
     }
 
     /// Client settings for this DC's direct TLS port.

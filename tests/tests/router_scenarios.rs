@@ -541,15 +541,7 @@ async fn subscription_request_waits_for_login(dc: &Dc) {
     bob.expect("stored request", presence_of_type(&aj, Some("subscribe")))
         .await
         .unwrap();
-    bob.send(&presence("subscribed", &aj)).await.unwrap();
-    alice
-        .expect("subscribed", presence_of_type(&bj, Some("subscribed")))
-        .await
-        .unwrap();
-    alice
-        .expect("bob's presence", presence_of_type(&bj, None))
-        .await
-        .unwrap();
+    bob.approve_subscription(&mut alice).await.unwrap();
     // Answered: not redelivered at the next login.
     drop(bob);
     let mut bob = login(dc, &b, "tablet").await;

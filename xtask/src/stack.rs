@@ -335,6 +335,7 @@ pub(crate) fn federated_dcs(e: &Endpoints) -> Vec<FederatedDc> {
                 .collect(),
             // The links log in as a user of their own, not as the administrator.
             link: Some(federation::LinkUser::local()),
+            stanza_backlog_ttl_ms: None,
         })
         .collect()
 }

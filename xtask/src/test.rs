@@ -1,6 +1,8 @@
 //! `cargo xtask test`: one shared RabbitMQ node and PostgreSQL for the whole test run, found
 //! by the tests through `MEERKAT_TEST_INFRA`, stopped afterwards whatever happened; nextest
-//! installed first when missing; at the end, the slowest tests and the time per test binary.
+//! installed first when missing; two DCs shared by the multi-DC tests that disturb nothing
+//! (`meerkat_testkit::shared`), started after the infrastructure and stopped before it; at the
+//! end, the slowest tests and the time per test binary.
 
 use anyhow::Context as _;
 use meerkat_localstack::{ensure_installed, LocalInfra, TEST_INFRA_ENV};
@@ -30,15 +32,27 @@ pub async fn run(extra: Vec<String>) -> anyhow::Result<i32> {
             infra.spec().postgres.port,
             spec_path.display()
         );
-        let status =
-            tokio::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args(["nextest", "run", "--workspace", "--no-fail-fast"])
-                .args(&extra)
-                .env(TEST_INFRA_ENV, &spec_path)
-                .current_dir(layout::root())
-                .status()
-                .await
-                .context("running cargo nextest")?;
+        // Without them (a build error, which nextest then shows; a start that failed), each
+        // test process that wants them starts its own: slower, same results.
+        let shared = match SharedDcs::start(&dir, &spec_path).await {
+            Ok(shared) => Some(shared),
+            Err(e) => {
+                eprintln!("xtask: no shared DCs for this run: {e:#}");
+                None
+            }
+        };
+        let mut nextest = cargo();
+        nextest
+            .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+            .args(&extra)
+            .env(TEST_INFRA_ENV, &spec_path);
+        if let Some(shared) = &shared {
+            nextest.env(SHARED_DCS_ENV, &shared.description);
+        }
+        let status = nextest.status().await.context("running cargo nextest")?;
+        if let Some(shared) = shared {
+            shared.stop().await;
+        }
         // A signal-killed nextest has no code; report it as a failure.
         anyhow::Ok(status.code().unwrap_or(1))
     }
@@ -53,6 +67,117 @@ pub async fn run(extra: Vec<String>) -> anyhow::Result<i32> {
         Err(e) => eprintln!("xtask: no test times: {e:#}"),
     }
     Ok(code)
+}
+
+/// Names the description of the run's shared two DCs (`meerkat_testkit::shared`).
+const SHARED_DCS_ENV: &str = "MEERKAT_TEST_SHARED_DCS";
+
+/// How long the shared two DCs get to start.
+const SHARED_DCS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// The run's two DCs shared by the multi-DC tests that disturb nothing: the testkit's
+/// `meerkat-shared-dcs` on the run's broker and database. It stops when its standard input
+/// closes: at the end of the run, or when this process dies.
+struct SharedDcs {
+    child: tokio::process::Child,
+    description: std::path::PathBuf,
+}
+
+impl SharedDcs {
+    async fn start(
+        dir: &std::path::Path,
+        infra_spec: &std::path::Path,
+    ) -> anyhow::Result<SharedDcs> {
+        // The build nextest is about to make (its `cargo test --no-run --workspace`), the
+        // testkit's binaries among it: built alone (`cargo build -p`), the binary's
+        // dependencies would get other features, hence a second build of every service.
+        let built = cargo()
+            .args(["test", "--no-run", "--workspace"])
+            .status()
+            .await
+            .context("building the tests")?;
+        anyhow::ensure!(built.success(), "building the tests failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| layout::root().join("target"));
+        let description = dir.join("shared-dcs.json");
+        let log = dir.join("shared-dcs.log");
+        let out = std::fs::File::create(&log).with_context(|| format!("{}", log.display()))?;
+        let mut child =
+            tokio::process::Command::new(target.join("debug").join("meerkat-shared-dcs"))
+                .arg(&description)
+                .env(TEST_INFRA_ENV, infra_spec)
+                .stdin(std::process::Stdio::piped())
+                .stdout(out.try_clone()?)
+                .stderr(out)
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting meerkat-shared-dcs")?;
+        let deadline = tokio::time::Instant::now() + SHARED_DCS_TIMEOUT;
+        while !description.is_file() {
+            if let Some(status) = child.try_wait()? {
+                anyhow::bail!(
+                    "meerkat-shared-dcs exited ({status}): {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the shared DCs did not start within {SHARED_DCS_TIMEOUT:?}; see {}",
+                log.display()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        println!("shared two DCs: {SHARED_DCS_ENV}={}", description.display());
+        Ok(SharedDcs { child, description })
+    }
+
+    /// Closes its standard input and gives it a while to stop its DCs; kills it otherwise.
+    async fn stop(mut self) {
+        drop(self.child.stdin.take());
+        let stopped =
+            tokio::time::timeout(std::time::Duration::from_secs(30), self.child.wait()).await;
+        if !matches!(stopped, Ok(Ok(_))) {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// `cargo` in the workspace root, without what `cargo run` told xtask about itself.
+fn cargo() -> tokio::process::Command {
+    let mut cmd =
+        tokio::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for var in cargo_run_env() {
+        cmd.env_remove(var);
+    }
+    cmd.current_dir(layout::root());
+    cmd
+}
+
+/// The variables `cargo run` (hence `cargo xtask`) sets for xtask itself. Build scripts such
+/// as ring's rerun when one of them changes (`rerun-if-env-changed=CARGO_PKG_NAME`), so a
+/// nextest build that inherited them would rebuild ring and everything above it, and the next
+/// `cargo build` would rebuild them back: minutes per run.
+fn cargo_run_env() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| {
+            [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_BIN_",
+                "CARGO_CRATE_",
+            ]
+            .iter()
+            .any(|p| k.starts_with(p))
+                || [
+                    "OUT_DIR",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                ]
+                .contains(&k.as_str())
+        })
+        .collect()
 }
 
 /// How many of the slowest tests the end of a run names.

@@ -18,11 +18,13 @@ use meerkat_testkit::client::pred::{message_with_body, presence_of_type};
 use meerkat_testkit::client::Client;
 use meerkat_testkit::multi::MultiDc;
 use meerkat_testkit::stack::{Dc, StackOptions};
+use meerkat_testkit::timers::Timers;
 use meerkat_wire::{topology as names, ControlEvent, DcState};
 use meerkat_xmpp::{ns, Element};
 use serde_json::Value;
 
-/// The documented bound: a silent DC is declared down at most this long after its last beat.
+/// The documented bound: a silent DC is declared down at most this long after its last beat
+/// (production's timers, which the test of the bound keeps).
 const BOUND: Duration = Duration::from_millis(5000);
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -165,7 +167,13 @@ fn dc_status<'a>(dc: &'a str, state: DcState) -> impl Fn(&ControlEvent) -> bool 
 
 #[tokio::test]
 async fn a_dc_whose_heartbeats_stop_is_down_within_the_bound_and_up_again_under_a_new_epoch() {
-    let mut m = two_dcs(StackOptions::default()).await;
+    // The one test on production's timers: it checks the bound a deployment promises.
+    let mut m = two_dcs(StackOptions {
+        timers: Timers::production(),
+        ..StackOptions::default()
+    })
+    .await;
+    assert_eq!(Timers::production().detection_bound(), BOUND);
     let (h1, h2) = (health(m.dc(1)), health(m.dc(2)));
     let first = wait_peer(h1, "dc2", "dc2 heard at dc1", |p| {
         p["state"] == "up" && p["epoch"].is_string()
@@ -253,16 +261,17 @@ async fn a_restarted_health_service_raises_no_false_alarm() {
     .await;
     let mut tap = ControlTap::bind(m.dc(1)).await;
 
-    // Killed, away for a while (less than `down_after_ms`: longer, and the other DCs would
+    // Killed, away for a while (half of `down_after_ms`: longer, and the other DCs would
     // rightly declare this DC down, its heartbeat having stopped), started again.
+    let timers = m.dc(1).options.timers;
     m.dc_mut(1).kill_health();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_millis(timers.down_after_ms / 2)).await;
     m.dc_mut(1).start_health().await.unwrap();
     let h1 = health(m.dc(1));
     // Longer than the bound: had it judged dc2 by the time it was away, it would say so now.
     let alarm = tap
         .next_matching(
-            BOUND + Duration::from_secs(3),
+            timers.detection_bound() + Duration::from_secs(3),
             |e| matches!(e, ControlEvent::DcStatus { state, .. } if *state != DcState::Up),
         )
         .await;

@@ -31,13 +31,17 @@ pub const FEDERATED_EXCHANGES: [(&str, &str); 5] = {
     ]
 };
 
-/// The queue policies on the upstream side of the links (`federation: <exchange> -> ...`):
-/// (policy name, exchange pattern, definition).
-fn backlog_policies() -> Vec<(&'static str, &'static str, serde_json::Value)> {
+/// The queue policies on the upstream side of the links (`federation: <exchange> -> ...`) of
+/// `dc`: (policy name, exchange pattern, definition).
+fn backlog_policies(dc: &FederatedDc) -> Vec<(&'static str, &'static str, serde_json::Value)> {
     BACKLOG_POLICIES
         .iter()
         .map(|p| {
-            let mut def = serde_json::json!({ "message-ttl": p.message_ttl_ms });
+            let ttl = match dc.stanza_backlog_ttl_ms {
+                Some(ttl) if p.dead_letter_exchange == Some(RETURNED_EXCHANGE) => ttl,
+                _ => p.message_ttl_ms,
+            };
+            let mut def = serde_json::json!({ "message-ttl": ttl });
             if let Some(dlx) = p.dead_letter_exchange {
                 def["dead-letter-exchange"] = serde_json::Value::from(dlx);
             }
@@ -122,6 +126,10 @@ pub struct FederatedDc {
     /// `None`: the links use the credentials of `amqp_uri` (not for production).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<LinkUser>,
+    /// How long a stanza may wait towards another DC before it comes back to this DC's
+    /// routers; `None`: [`STANZA_BACKLOG_TTL_MS`]. Only the tests' fast timers shorten it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stanza_backlog_ttl_ms: Option<u64>,
 }
 
 impl FederatedDc {
@@ -136,6 +144,7 @@ impl FederatedDc {
             amqp_uri: amqp_uri.into(),
             via: Default::default(),
             link: Some(LinkUser::local()),
+            stanza_backlog_ttl_ms: None,
         }
     }
 
@@ -360,7 +369,7 @@ async fn federate(dc: &FederatedDc, upstreams: &[Upstream]) -> anyhow::Result<()
             .await
             .with_context(|| format!("policy {name} on {}", dc.dc))?;
     }
-    for (name, exchange, definition) in backlog_policies() {
+    for (name, exchange, definition) in backlog_policies(dc) {
         let body = serde_json::json!({
             "pattern": format!("^federation: {exchange} -> "),
             "apply-to": "queues",

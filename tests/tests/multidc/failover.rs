@@ -8,16 +8,19 @@ use std::time::{Duration, Instant};
 
 use meerkat_testkit::client::pred::presence_of_type;
 use meerkat_testkit::client::Client;
+use meerkat_testkit::multi::MultiDc;
 use meerkat_xmpp::{ns, Element};
 
 use crate::{available, befriend, multi, register, user, CONVERGE};
 
-/// Detection bound (dc-health's default: down 4 s after the last beat) plus the time for the
-/// purge to reach a client, with room for a loaded machine.
+/// Detection bound (the tests' fast timers: 2.5 s; production's: 5 s) plus the time for the
+/// purge to reach a client, with room for a loaded machine. A deadline: the test goes on as
+/// soon as the client is told.
 const TOLD: Duration = Duration::from_secs(20);
 
-/// Longer than a stanza may wait in the federation queue towards a dead DC (10 s) plus the
-/// detection bound: by then everything sent to the dead DC's users has been routed again.
+/// Longer than a stanza may wait in the federation queue towards a dead DC (the fast timers:
+/// 5 s; production's: 10 s) plus the detection bound: by then everything sent to the dead
+/// DC's users has been routed again. A deadline too.
 const SETTLED: Duration = Duration::from_secs(40);
 
 /// How many times each body arrived at `c`, until `want` are all there (or `within` passes),
@@ -54,33 +57,60 @@ async fn collect(
     }
 }
 
-/// A counter of the DC's first router.
-async fn router_metric(dc: &meerkat_testkit::stack::Dc, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", dc.routers[0].admin))
-        .await
-        .unwrap()
-        .text()
+/// `from` writes `body` to `to`'s bare JID; `to` gets it once (within [`CONVERGE`]).
+async fn delivered_once(from: &mut Client, to: &mut Client, body: &str) {
+    from.send_message(to.bare_jid(), body).await.unwrap();
+    let got = collect(to, &[body.to_owned()], CONVERGE, Duration::ZERO).await;
+    assert_eq!(got.get(body), Some(&1), "{body}: {got:?}");
+}
+
+/// Alice at DC 1 (resource `phone`) and Bob at DC 2 (resource `bob_resource`), each
+/// account known at both DCs, both sessions in every directory, subscribed to each other.
+async fn friends(m: &MultiDc, bob_resource: &str) -> (Client, Client) {
+    let (a, b) = crate::accounts_apart(m.dc(1), m.dc(2)).await;
+    let mut alice = available(m.dc(1), &a, "phone").await;
+    let mut bob = available(m.dc(2), &b, bob_resource).await;
+    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
+    befriend(&mut alice, &mut bob).await;
+    (alice, bob)
+}
+
+/// The account name of `c`'s user.
+fn local_part(c: &Client) -> String {
+    c.bare_jid()
+        .split('@')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Cuts the links between DC 1 and DC 2; each side declares the other down and tells its
+/// own user (Alice at DC 1, Bob at DC 2) that the other is gone.
+async fn cut_and_told(m: &MultiDc, alice: &mut Client, bob: &mut Client) {
+    let (aj, bj) = (alice.jid().to_owned(), bob.jid().to_owned());
+    m.links.cut(1, 2);
+    alice
+        .expect_within(
+            TOLD,
+            "bob unavailable",
+            presence_of_type(&bj, Some("unavailable")),
+        )
         .await
         .unwrap();
-    text.lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    bob.expect_within(
+        TOLD,
+        "alice unavailable",
+        presence_of_type(&aj, Some("unavailable")),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
 async fn a_dead_dcs_users_resume_elsewhere_and_nothing_sent_to_them_is_lost() {
     let mut m = multi(2).await;
-    let (a, b) = (user("alice"), user("bob"));
-    register(m.dc(1), &a).await;
-    register(m.dc(2), &b).await;
-    crate::data::wait_account(m.dc(1), &b).await;
-    crate::data::wait_account(m.dc(2), &a).await;
-    let mut alice = available(m.dc(1), &a, "phone").await;
-    let mut bob = available(m.dc(2), &b, "car").await;
-    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
-    befriend(&mut alice, &mut bob).await;
+    let (mut alice, mut bob) = friends(&m, "car").await;
+    let b = local_part(&bob);
     let (bob_bare, bob_full) = (bob.bare_jid().to_owned(), bob.jid().to_owned());
 
     // Traffic before: delivered at DC 2.
@@ -94,13 +124,15 @@ async fn a_dead_dcs_users_resume_elsewhere_and_nothing_sent_to_them_is_lost() {
         "before: {got:?}"
     );
 
-    // DC 2 loses power; Alice keeps writing to Bob throughout the detection time.
+    // DC 2 loses power; Alice keeps writing to Bob throughout the detection time (24
+    // messages spread over the detection bound and half a second more).
+    let pace = (m.dc(1).options.timers.detection_bound() + Duration::from_millis(500)) / 24;
     let killed = Instant::now();
     m.kill_dc(2);
     let after: Vec<String> = (0..24).map(|i| format!("after-{i}")).collect();
     for body in &after {
         alice.send_message(&bob_bare, body).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(pace).await;
     }
     alice
         .expect_within(
@@ -127,7 +159,7 @@ async fn a_dead_dcs_users_resume_elsewhere_and_nothing_sent_to_them_is_lost() {
     let twice: Vec<(&String, &usize)> = got.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "delivered more than once: {twice:?}");
     // Those sent before DC 1 knew came back from the federation queue towards DC 2.
-    let returned = router_metric(m.dc(1), "meerkat_router_returned_total").await;
+    let returned = crate::metric(m.dc(1).routers[0].admin, "meerkat_router_returned_total").await;
     assert!(
         returned > 0.0,
         "no stanza came back from the queue towards DC 2"
@@ -141,18 +173,7 @@ async fn a_dead_dcs_users_resume_elsewhere_and_nothing_sent_to_them_is_lost() {
     register(m.dc(2), &c).await;
     let mut carol = available(m.dc(2), &c, "tablet").await;
     m.wait_directory_sessions(3, CONVERGE).await.unwrap();
-    carol
-        .send_message(alice.bare_jid(), "from the returned DC")
-        .await
-        .unwrap();
-    let got = collect(
-        &mut alice,
-        &["from the returned DC".to_owned()],
-        CONVERGE,
-        Duration::ZERO,
-    )
-    .await;
-    assert_eq!(got.get("from the returned DC"), Some(&1), "{got:?}");
+    delivered_once(&mut carol, &mut alice, "from the returned DC").await;
     // At most a message that DC 2's gateway had written to Bob's old connection but not yet
     // acknowledged when it died comes again (at-least-once); nothing sent after the kill does.
     let late = collect(&mut bob, &[], Duration::ZERO, Duration::from_secs(2)).await;
@@ -166,34 +187,12 @@ async fn a_dead_dcs_users_resume_elsewhere_and_nothing_sent_to_them_is_lost() {
 #[tokio::test]
 async fn a_partition_heals_into_one_session_per_full_jid() {
     let m = multi(2).await;
-    let (a, b) = (user("alice"), user("bob"));
-    register(m.dc(1), &a).await;
-    register(m.dc(2), &b).await;
-    crate::data::wait_account(m.dc(1), &b).await;
-    crate::data::wait_account(m.dc(2), &a).await;
-    let mut alice = available(m.dc(1), &a, "phone").await;
-    let mut bob = available(m.dc(2), &b, "desk").await;
-    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
-    befriend(&mut alice, &mut bob).await;
-    let (aj, bj) = (alice.jid().to_owned(), bob.jid().to_owned());
+    let (mut alice, mut bob) = friends(&m, "desk").await;
+    let b = local_part(&bob);
+    let bj = bob.jid().to_owned();
 
     // Cut: each side declares the other down and tells its own users.
-    m.links.cut(1, 2);
-    alice
-        .expect_within(
-            TOLD,
-            "bob unavailable",
-            presence_of_type(&bj, Some("unavailable")),
-        )
-        .await
-        .unwrap();
-    bob.expect_within(
-        TOLD,
-        "alice unavailable",
-        presence_of_type(&aj, Some("unavailable")),
-    )
-    .await
-    .unwrap();
+    cut_and_told(&m, &mut alice, &mut bob).await;
 
     // Both sides keep serving: Bob's desk reconnects on DC 1's side (its old connection to DC 2
     // still open) and chats with Alice.
@@ -202,18 +201,7 @@ async fn a_partition_heals_into_one_session_per_full_jid() {
         .expect("bob at DC 1", presence_of_type(&bj, None))
         .await
         .unwrap();
-    alice
-        .send_message(bob1.bare_jid(), "during the partition")
-        .await
-        .unwrap();
-    let got = collect(
-        &mut bob1,
-        &["during the partition".to_owned()],
-        CONVERGE,
-        Duration::ZERO,
-    )
-    .await;
-    assert_eq!(got.get("during the partition"), Some(&1));
+    delivered_once(&mut alice, &mut bob1, "during the partition").await;
 
     // Heal: the directories converge; the full JID online on both sides ends up in one session,
     // the later one; the other gets a conflict.
@@ -222,33 +210,15 @@ async fn a_partition_heals_into_one_session_per_full_jid() {
     assert_eq!(end.as_deref(), Some("conflict"));
     m.wait_directory_sessions(2, SETTLED).await.unwrap();
     // Bob (at DC 1) sees Alice again, and still gets her messages.
-    alice
-        .send_message(bob1.bare_jid(), "after the heal")
-        .await
-        .unwrap();
-    let got = collect(
-        &mut bob1,
-        &["after the heal".to_owned()],
-        CONVERGE,
-        Duration::ZERO,
-    )
-    .await;
-    assert_eq!(got.get("after the heal"), Some(&1));
+    delivered_once(&mut alice, &mut bob1, "after the heal").await;
     m.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn a_dc_stopped_gracefully_says_goodbye_and_comes_back_under_a_new_epoch() {
     let mut m = multi(2).await;
-    let (a, b) = (user("alice"), user("bob"));
-    register(m.dc(1), &a).await;
-    register(m.dc(2), &b).await;
-    crate::data::wait_account(m.dc(1), &b).await;
-    crate::data::wait_account(m.dc(2), &a).await;
-    let mut alice = available(m.dc(1), &a, "phone").await;
-    let mut bob = available(m.dc(2), &b, "desk").await;
-    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
-    befriend(&mut alice, &mut bob).await;
+    let (mut alice, mut bob) = friends(&m, "desk").await;
+    let b = local_part(&bob);
     let bob_full = bob.jid().to_owned();
 
     // A graceful stop: Bob is told, and so is Alice at once (not after a detection time).
@@ -265,7 +235,12 @@ async fn a_dc_stopped_gracefully_says_goodbye_and_comes_back_under_a_new_epoch()
         .await
         .unwrap();
     crate::eventually("DC 1's directory without bob", CONVERGE, || async {
-        router_metric(m.dc(1), "meerkat_router_directory_sessions").await == 1.0
+        crate::metric(
+            m.dc(1).routers[0].admin,
+            "meerkat_router_directory_sessions",
+        )
+        .await
+            == 1.0
     })
     .await;
 
@@ -284,54 +259,18 @@ async fn a_dc_stopped_gracefully_says_goodbye_and_comes_back_under_a_new_epoch()
         .expect_within(CONVERGE, "bob back", presence_of_type(&bob_full, None))
         .await
         .unwrap();
-    alice
-        .send_message(bob.bare_jid(), "welcome back")
-        .await
-        .unwrap();
-    let got = collect(
-        &mut bob,
-        &["welcome back".to_owned()],
-        CONVERGE,
-        Duration::ZERO,
-    )
-    .await;
-    assert_eq!(got.get("welcome back"), Some(&1));
-    bob.send_message(alice.bare_jid(), "thanks").await.unwrap();
-    let got = collect(&mut alice, &["thanks".to_owned()], CONVERGE, Duration::ZERO).await;
-    assert_eq!(got.get("thanks"), Some(&1));
+    delivered_once(&mut alice, &mut bob, "welcome back").await;
+    delivered_once(&mut bob, &mut alice, "thanks").await;
     m.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn messages_sent_across_a_partition_arrive_when_it_heals() {
     let m = multi(2).await;
-    let (a, b) = (user("alice"), user("bob"));
-    register(m.dc(1), &a).await;
-    register(m.dc(2), &b).await;
-    crate::data::wait_account(m.dc(1), &b).await;
-    crate::data::wait_account(m.dc(2), &a).await;
-    let mut alice = available(m.dc(1), &a, "phone").await;
-    let mut bob = available(m.dc(2), &b, "desk").await;
-    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
-    befriend(&mut alice, &mut bob).await;
-    let (aj, bj) = (alice.jid().to_owned(), bob.jid().to_owned());
+    let (mut alice, mut bob) = friends(&m, "desk").await;
+    let aj = alice.jid().to_owned();
 
-    m.links.cut(1, 2);
-    alice
-        .expect_within(
-            TOLD,
-            "bob unavailable",
-            presence_of_type(&bj, Some("unavailable")),
-        )
-        .await
-        .unwrap();
-    bob.expect_within(
-        TOLD,
-        "alice unavailable",
-        presence_of_type(&aj, Some("unavailable")),
-    )
-    .await
-    .unwrap();
+    cut_and_told(&m, &mut alice, &mut bob).await;
     // Each side believes the other offline: what they write is stored on their own side.
     let to_bob: Vec<String> = (0..3).map(|i| format!("to bob while apart {i}")).collect();
     for body in &to_bob {

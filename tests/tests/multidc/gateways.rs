@@ -28,8 +28,8 @@ async fn a_gateway_added_then_removed_serves_and_then_ends_its_sessions_cleanly(
     register(m.dc(1), &a).await;
     register(m.dc(1), &c).await;
     register(m.dc(2), &b).await;
-    crate::data::wait_account(m.dc(2), &a).await;
-    crate::data::wait_account(m.dc(1), &b).await;
+    crate::wait_account(m.dc(2), &a).await;
+    crate::wait_account(m.dc(1), &b).await;
 
     // A third instance joins DC 1, which already has its gateways on the shared port; Alice
     // comes in through the new one, Carol through the old ones, Bob at DC 2.

@@ -2,35 +2,43 @@
 //! full mesh (`meerkat_testkit::multi`). `federation` checks the links themselves; the other
 //! modules run the issue-3 scenarios through real clients at different DCs.
 //!
-//! Accounts reach every DC by data replication (`data`); tests that only exercise sessions
-//! still register at every DC where they log in (a `conflict` counts as done), which spares
-//! them waiting for the replication.
+//! Accounts reach every DC by data replication (`data`). Tests on a DC set of their own may
+//! register an account at every DC where it logs in (a `conflict` counts as done), which spares
+//! them waiting for the replication; tests on the shared two DCs (`shared`) register at DC 1
+//! and wait for the account at DC 2 ([`register_everywhere`]): there replication runs warm
+//! and may bring one DC's record over the other's right after a login, resetting it.
 
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used)]
 
-mod accounts;
-mod chat;
-mod data;
 mod failover;
 mod federation;
 mod gateways;
 mod origin;
-mod presence;
 mod replication;
 mod restarts;
-mod sessions;
 mod stored;
 mod three_dcs;
 mod traces;
 mod versions;
+
+/// The tests that kill, restart, stop and cut nothing: on the run's shared two DCs
+/// (`meerkat_testkit::shared`), several at once.
+mod shared {
+    mod accounts;
+    mod chat;
+    mod data;
+    mod presence;
+    mod sessions;
+}
 
 use std::time::Duration;
 
 use meerkat_testkit::client::pred::presence_of_type;
 use meerkat_testkit::client::Client;
 use meerkat_testkit::multi::MultiDc;
-use meerkat_testkit::stack::{Dc, StackOptions};
+use meerkat_testkit::shared::{DcAccess, SharedDcs};
+use meerkat_testkit::stack::StackOptions;
 use meerkat_xmpp::{ns, Element};
 
 /// How long session replication gets to show a session in every DC's directory.
@@ -43,6 +51,13 @@ pub async fn multi(n: usize) -> MultiDc {
         .expect("start DCs")
 }
 
+/// The run's shared two DCs (for tests that disturb nothing; unique account names).
+pub async fn shared() -> &'static SharedDcs {
+    meerkat_testkit::shared::two_dcs()
+        .await
+        .expect("the shared two DCs")
+}
+
 /// A unique account name for this test.
 pub fn user(prefix: &str) -> String {
     format!(
@@ -51,26 +66,43 @@ pub fn user(prefix: &str) -> String {
     )
 }
 
-pub async fn register(dc: &Dc, name: &str) {
+pub async fn register(dc: &impl DcAccess, name: &str) {
     Client::register_account(&dc.client(), name, "secret-pw")
         .await
         .expect("register");
 }
 
-pub async fn login(dc: &Dc, name: &str, resource: &str) -> Client {
+pub async fn login(dc: &impl DcAccess, name: &str, resource: &str) -> Client {
     Client::login(&dc.client(), name, "secret-pw", Some(resource))
         .await
         .expect("login")
 }
 
 /// Registered at `dc`, logged in there, roster requested, available.
-pub async fn online(dc: &Dc, name: &str, resource: &str) -> Client {
+pub async fn online(dc: &impl DcAccess, name: &str, resource: &str) -> Client {
     register(dc, name).await;
     available(dc, name, resource).await
 }
 
+/// Two new accounts, `(alice, bob)`: Alice registered at `dc1`, Bob at `dc2`, each known at
+/// the other DC by data replication.
+pub async fn accounts_apart(dc1: &impl DcAccess, dc2: &impl DcAccess) -> (String, String) {
+    let (a, b) = (user("alice"), user("bob"));
+    register(dc1, &a).await;
+    register(dc2, &b).await;
+    wait_account(dc1, &b).await;
+    wait_account(dc2, &a).await;
+    (a, b)
+}
+
+/// Registered at DC 1 of `m` and, by data replication, known at DC 2.
+pub async fn register_everywhere(m: &SharedDcs, name: &str) {
+    register(m.dc(1), name).await;
+    wait_account(m.dc(2), name).await;
+}
+
 /// Logged in at `dc` (account already there), roster requested, available.
-pub async fn available(dc: &Dc, name: &str, resource: &str) -> Client {
+pub async fn available(dc: &impl DcAccess, name: &str, resource: &str) -> Client {
     let mut c = login(dc, name, resource).await;
     c.iq_ok("get", None, Element::new("query", ns::ROSTER))
         .await
@@ -121,10 +153,19 @@ pub async fn bodies_until_quiet(c: &mut Client, quiet: Duration) -> Vec<String> 
 }
 
 /// The DC's database, as its services see it.
-pub async fn store(dc: &Dc) -> meerkat_store::Store {
-    meerkat_store::Store::connect(&dc.database_url)
+pub async fn store(dc: &impl DcAccess) -> meerkat_store::Store {
+    meerkat_store::Store::connect(dc.database_url())
         .await
         .expect("database")
+}
+
+/// Waits until `dc`'s database holds the account `name` (data replication brought it).
+pub async fn wait_account(dc: &impl DcAccess, name: &str) {
+    let s = store(dc).await;
+    eventually("the account reached the DC", CONVERGE, || async {
+        s.account_exists(name).await.unwrap()
+    })
+    .await;
 }
 
 /// Polls `check` until it holds, for at most `within`.
@@ -143,8 +184,28 @@ where
     }
 }
 
+/// The value of `series` (`name{labels}` as it is written) on a service's admin `/metrics`;
+/// 0 when absent.
+pub async fn metric(admin: std::net::SocketAddr, series: &str) -> f64 {
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
 /// Whether `dc` accepts `password` for `name` (a real SCRAM login).
-pub async fn accepts(dc: &Dc, name: &str, password: &str) -> bool {
+pub async fn accepts(dc: &impl DcAccess, name: &str, password: &str) -> bool {
     let mut c = Client::connect(&dc.client()).await.expect("connect");
     let ok = c
         .authenticate(

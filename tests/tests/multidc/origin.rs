@@ -74,18 +74,8 @@ async fn publish_claiming(dc: &Dc, claimed: &str, from: &str, to: &str, body: &s
 
 /// DC `dc`'s first router's `meerkat_router_inter_refused_total{reason=...}`.
 async fn refused(dc: &Dc, reason: &str) -> u64 {
-    let admin = dc.routers[0].admin;
-    let text = reqwest::get(format!("http://{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let prefix = format!("meerkat_router_inter_refused_total{{reason=\"{reason}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    let series = format!("meerkat_router_inter_refused_total{{reason=\"{reason}\"}}");
+    crate::metric(dc.routers[0].admin, &series).await as u64
 }
 
 #[tokio::test]

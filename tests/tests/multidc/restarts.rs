@@ -116,25 +116,6 @@ impl Pair {
     }
 }
 
-/// `name{labels} value` from a service's `/metrics`.
-async fn metric(admin: std::net::SocketAddr, series: &str) -> f64 {
-    let text = reqwest::get(format!("http://{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn a_session_replicator_restart_loses_and_repeats_nothing() {
     let mut p = chatting_pair().await;
@@ -143,10 +124,10 @@ async fn a_session_replicator_restart_loses_and_repeats_nothing() {
     // DC 1 applies a snapshot of DC 2's new life once that replicator has started.
     let dc1_replicator = p.m.dc(1).replicators[0].admin;
     let applied = r#"meerkat_replicator_snapshots_applied_total{dc="dc2"}"#;
-    let before = metric(dc1_replicator, applied).await;
+    let before = crate::metric(dc1_replicator, applied).await;
     p.m.dc_mut(2).restart_replicator().await.unwrap();
     let deadline = tokio::time::Instant::now() + CONVERGE;
-    while metric(dc1_replicator, applied).await <= before {
+    while crate::metric(dc1_replicator, applied).await <= before {
         assert!(
             tokio::time::Instant::now() < deadline,
             "dc1 applied no snapshot of dc2's new epoch"

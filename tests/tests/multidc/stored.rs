@@ -9,7 +9,7 @@ use meerkat_testkit::client::pred::presence_of_type;
 use meerkat_testkit::client::Client;
 use meerkat_xmpp::ns;
 
-use crate::data::wait_account;
+use crate::wait_account;
 use crate::{available, eventually, multi, presence, register, store, user, CONVERGE};
 
 /// How long a second copy of something delivered gets to show up.

@@ -65,7 +65,7 @@ async fn a_dc_one_minor_version_ahead_interoperates_and_its_new_kind_is_parked()
     let inbound1 = names::inter_stanzas_queue("dc1");
     let series1 = format!("meerkat_parked_messages_total{{queue=\"{inbound1}\",reason=\"kind\"}}");
     eventually("DC 1 counts the parked kind", CONVERGE, || async {
-        parked_metric(m.dc(1), &series1).await >= 1.0
+        crate::metric(m.dc(1).routers[0].admin, &series1).await >= 1.0
     })
     .await;
     let parked = parked_count(m.dc(1)).await;
@@ -80,11 +80,11 @@ async fn a_dc_one_minor_version_ahead_interoperates_and_its_new_kind_is_parked()
         "meerkat_parked_messages_total{{queue=\"{}\",reason=\"kind\"}}",
         names::inter_stanzas_queue("dc2")
     );
-    assert_eq!(parked_metric(m.dc(2), &series2).await, 0.0);
+    assert_eq!(crate::metric(m.dc(2).routers[0].admin, &series2).await, 0.0);
 
     // Replay: everything parked goes back to DC 1's inbound queue; DC 1 still does not know the
     // kind, so it is parked again (counted again), and nothing else waits behind it.
-    let before = parked_metric(m.dc(1), &series1).await;
+    let before = crate::metric(m.dc(1).routers[0].admin, &series1).await;
     let done = meerkat_bus::parking::replay(&m.dc(1).amqp_url, None)
         .await
         .unwrap();
@@ -92,7 +92,7 @@ async fn a_dc_one_minor_version_ahead_interoperates_and_its_new_kind_is_parked()
     assert!(replayed >= parked, "{done:?}, {parked} were parked");
     assert!(done.kept.is_empty(), "{done:?}");
     eventually("the replayed messages parked again", CONVERGE, || async {
-        parked_metric(m.dc(1), &series1).await >= before + replayed as f64
+        crate::metric(m.dc(1).routers[0].admin, &series1).await >= before + replayed as f64
     })
     .await;
     bob.send_message(&aj, "after the replay").await.unwrap();
@@ -104,26 +104,6 @@ async fn a_dc_one_minor_version_ahead_interoperates_and_its_new_kind_is_parked()
         .await
         .unwrap();
     m.stop().await.unwrap();
-}
-
-/// A series of DC `dc`'s first router's `/metrics` (0 when absent).
-async fn parked_metric(dc: &Dc, series: &str) -> f64 {
-    let admin = dc.routers[0].admin;
-    let text = reqwest::get(format!("http://{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
 }
 
 async fn connect(dc: &Dc) -> Connection {

@@ -2,12 +2,14 @@
 //! first presence is being handled must still reach that session, not wait for the next login.
 
 use std::collections::BTreeSet;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use meerkat_testkit::client::Client;
+use meerkat_testkit::stack::{Dc, StackOptions};
 use meerkat_xmpp::ns;
 
-use crate::{dc, online, user};
+use crate::{online, user};
 
 /// Messages per round, and the pause between two of them: fast enough that, in most rounds,
 /// one of them is stored while the router handles the recipient's initial presence (before the
@@ -18,7 +20,20 @@ const ROUNDS: usize = 10;
 
 #[tokio::test]
 async fn messages_sent_while_the_recipient_comes_online_all_arrive_in_that_session() {
-    let dc = dc().await;
+    // The sender goes at the test's pace, not at the 50 stanzas per second a client gets by
+    // default (past its burst of 200, that made each round last 8 s and spread the messages
+    // 20 ms apart, thinner than the race this test is after).
+    let dc = Dc::start(StackOptions {
+        gateway: Some(c2s_gateway::Config {
+            client_stanzas_per_sec: NonZeroU32::new(10_000).unwrap(),
+            client_burst_stanzas: NonZeroU32::new(MESSAGES as u32).unwrap(),
+            client_bytes_per_sec: NonZeroU32::new(10_000_000).unwrap(),
+            ..c2s_gateway::Config::default()
+        }),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
     for round in 0..ROUNDS {
         let (a, b) = (user("sa"), user("sb"));
         let mut alice = online(&dc, &a, "phone").await;

@@ -37,6 +37,7 @@ async fn setup(args: &BrokerSetupArgs) -> anyhow::Result<ExitCode> {
             name: args.link_user.clone(),
             password: args.link_password.clone(),
         }),
+        stanza_backlog_ttl_ms: None,
     };
     wait_for_api(&broker, Duration::from_secs(args.wait_secs)).await?;
     federation::configure_dc(&broker, &upstreams)

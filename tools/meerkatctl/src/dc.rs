@@ -28,6 +28,7 @@ async fn links(cli: &Cli, args: &LinksArgs) -> anyhow::Result<ExitCode> {
             amqp_uri: String::new(),
             via: Default::default(),
             link: None,
+            stanza_backlog_ttl_ms: None,
         },
         (dc, _) => {
             let dc = endpoints::dc(&cli.endpoints, dc.as_deref())?;
@@ -40,6 +41,7 @@ async fn links(cli: &Cli, args: &LinksArgs) -> anyhow::Result<ExitCode> {
                 amqp_uri: dc.amqp_url,
                 via: Default::default(),
                 link: None,
+                stanza_backlog_ttl_ms: None,
             }
         }
     };

@@ -5,14 +5,16 @@ use std::time::Duration;
 
 use meerkat_testkit::client::pred::message_with_body;
 
-use crate::{available, multi, online, register, user, CONVERGE};
+use crate::{available, online, register_everywhere, shared, user, CONVERGE};
 
 #[tokio::test]
 async fn chat_crosses_dcs_both_ways_in_order() {
-    let m = multi(2).await;
+    let m = shared().await;
     let mut alice = online(m.dc(1), &user("a"), "phone").await;
     let mut bob = online(m.dc(2), &user("b"), "desk").await;
-    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
+    m.wait_directory_holds(&[alice.jid(), bob.jid()], CONVERGE)
+        .await
+        .unwrap();
     let (aj, bj) = (alice.jid().to_owned(), bob.jid().to_owned());
 
     for n in 0..100 {
@@ -57,19 +59,19 @@ async fn chat_crosses_dcs_both_ways_in_order() {
     })
     .await
     .unwrap();
-    m.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn bare_jid_message_reaches_resources_at_two_dcs() {
-    let m = multi(2).await;
+    let m = shared().await;
     let carol = user("c");
-    register(m.dc(1), &carol).await;
-    register(m.dc(2), &carol).await;
+    register_everywhere(m, &carol).await;
     let mut at1 = available(m.dc(1), &carol, "one").await;
     let mut at2 = available(m.dc(2), &carol, "two").await;
     let mut dave = online(m.dc(1), &user("d"), "x").await;
-    m.wait_directory_sessions(3, CONVERGE).await.unwrap();
+    m.wait_directory_holds(&[at1.jid(), at2.jid(), dave.jid()], CONVERGE)
+        .await
+        .unwrap();
     let bare = at1.bare_jid().to_owned();
 
     dave.send_message(&bare, "to all of carol").await.unwrap();
@@ -88,5 +90,4 @@ async fn bare_jid_message_reaches_resources_at_two_dcs() {
     at1.expect_none(Duration::from_millis(500), message_with_body("only two"))
         .await
         .unwrap();
-    m.stop().await.unwrap();
 }

@@ -4,23 +4,13 @@
 use std::time::Duration;
 
 use meerkat_testkit::client::Client;
-use meerkat_testkit::stack::Dc;
 use meerkat_xmpp::{ns, Element};
 
-use crate::{accepts, available, eventually, multi, store, user, CONVERGE};
-
-/// Waits until `dc`'s database holds the account `name`.
-pub async fn wait_account(dc: &Dc, name: &str) {
-    let s = store(dc).await;
-    eventually("the account reached the DC", CONVERGE, || async {
-        s.account_exists(name).await.unwrap()
-    })
-    .await;
-}
+use crate::{accepts, available, eventually, shared, store, user, CONVERGE};
 
 #[tokio::test]
 async fn registered_at_one_dc_then_the_password_changed_at_another() {
-    let m = multi(2).await;
+    let m = shared().await;
     let charlie = user("charlie");
     let mut reg = Client::connect(&m.dc(1).client()).await.unwrap();
     reg.register(&charlie, "first-pw").await.unwrap().unwrap();
@@ -44,12 +34,11 @@ async fn registered_at_one_dc_then_the_password_changed_at_another() {
     .await;
     assert!(!accepts(m.dc(1), &charlie, "first-pw").await);
     assert!(!accepts(m.dc(2), &charlie, "first-pw").await);
-    m.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn a_roster_change_at_one_dc_is_pushed_and_stored_at_the_other() {
-    let m = multi(2).await;
+    let m = shared().await;
     let charlie = user("charlie");
     Client::register_account(&m.dc(1).client(), &charlie, "secret-pw")
         .await
@@ -60,7 +49,9 @@ async fn a_roster_change_at_one_dc_is_pushed_and_stored_at_the_other() {
     .await;
     let mut phone = available(m.dc(1), &charlie, "phone").await;
     let mut fridge = available(m.dc(2), &charlie, "fridge").await;
-    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
+    m.wait_directory_holds(&[phone.jid(), fridge.jid()], CONVERGE)
+        .await
+        .unwrap();
 
     let item = Element::new("item", ns::ROSTER)
         .with_attr("jid", "dora@example.com")
@@ -103,12 +94,11 @@ async fn a_roster_change_at_one_dc_is_pushed_and_stored_at_the_other() {
         })
     })
     .await;
-    m.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn an_offline_message_stored_at_one_dc_is_delivered_once_at_another() {
-    let m = multi(2).await;
+    let m = shared().await;
     let (alice, dora) = (user("alice"), user("dora"));
     for name in [&alice, &dora] {
         Client::register_account(&m.dc(1).client(), name, "secret-pw")
@@ -149,5 +139,4 @@ async fn an_offline_message_stored_at_one_dc_is_delivered_once_at_another() {
     d.expect_none(Duration::from_millis(200), |e| e.is("message", ns::CLIENT))
         .await
         .unwrap();
-    m.stop().await.unwrap();
 }

@@ -3,25 +3,32 @@
 //! through the replicated account change.
 
 use meerkat_testkit::client::{Client, Mechanism};
+use meerkat_testkit::shared::SharedDcs;
 use meerkat_xmpp::{ns, Element};
 
-use crate::{accepts, eventually, login, multi, register, store, user, CONVERGE};
+use crate::{accepts, eventually, login, register, shared, store, user, CONVERGE};
 
 fn ping() -> Element {
     Element::new("ping", "urn:xmpp:ping")
 }
 
-#[tokio::test]
-async fn a_password_change_at_one_dc_resets_the_sessions_at_the_other() {
-    let m = multi(2).await;
+/// A new account registered at DC 1, taken by DC 2 (replicated), logged in at both.
+async fn logged_in_at_both(m: &SharedDcs) -> (String, Client, Client) {
     let alice = user("alice");
     register(m.dc(1), &alice).await;
     eventually("DC 2 knows the account", CONVERGE, || {
         accepts(m.dc(2), &alice, "secret-pw")
     })
     .await;
-    let mut at1 = login(m.dc(1), &alice, "one").await;
-    let mut at2 = login(m.dc(2), &alice, "two").await;
+    let at1 = login(m.dc(1), &alice, "one").await;
+    let at2 = login(m.dc(2), &alice, "two").await;
+    (alice, at1, at2)
+}
+
+#[tokio::test]
+async fn a_password_change_at_one_dc_resets_the_sessions_at_the_other() {
+    let m = shared().await;
+    let (alice, mut at1, mut at2) = logged_in_at_both(m).await;
 
     let change = Element::new("query", ns::REGISTER)
         .with_child(Element::new("username", ns::REGISTER).with_text(alice.as_str()))
@@ -42,20 +49,12 @@ async fn a_password_change_at_one_dc_resets_the_sessions_at_the_other() {
         .await
         .unwrap();
     again.iq_ok("get", None, ping()).await.unwrap();
-    m.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn an_account_removed_at_one_dc_ends_its_sessions_at_every_dc() {
-    let m = multi(2).await;
-    let alice = user("alice");
-    register(m.dc(1), &alice).await;
-    eventually("DC 2 knows the account", CONVERGE, || {
-        accepts(m.dc(2), &alice, "secret-pw")
-    })
-    .await;
-    let mut at1 = login(m.dc(1), &alice, "one").await;
-    let mut at2 = login(m.dc(2), &alice, "two").await;
+    let m = shared().await;
+    let (alice, mut at1, mut at2) = logged_in_at_both(m).await;
     let mut late = Client::connect(&m.dc(2).client()).await.unwrap();
     late.authenticate(Mechanism::ScramSha256, &alice, "secret-pw")
         .await
@@ -88,5 +87,4 @@ async fn an_account_removed_at_one_dc_ends_its_sessions_at_every_dc() {
         Some("not-authorized"),
         "no resource is bound for the removed account at DC 2"
     );
-    m.stop().await.unwrap();
 }

@@ -6,23 +6,23 @@ use std::time::Duration;
 
 use meerkat_testkit::client::Client;
 
-use crate::{available, bodies_until_quiet, multi, online, register, user, CONVERGE};
+use crate::{available, bodies_until_quiet, online, register_everywhere, shared, user, CONVERGE};
 
 #[tokio::test]
 async fn same_full_jid_at_another_dc_gets_the_old_session_a_conflict() {
-    let m = multi(2).await;
+    let m = shared().await;
     let eve = user("e");
-    register(m.dc(1), &eve).await;
-    register(m.dc(2), &eve).await;
+    register_everywhere(m, &eve).await;
     let mut first = available(m.dc(1), &eve, "same").await;
-    m.wait_directory_sessions(1, CONVERGE).await.unwrap();
+    let jid = first.jid().to_owned();
+    m.wait_directory_holds(&[&jid], CONVERGE).await.unwrap();
     let mut second = available(m.dc(2), &eve, "same").await;
     assert_eq!(
         first.expect_stream_end().await.unwrap().as_deref(),
         Some("conflict")
     );
-    // The winner stays and every DC agrees there is one session.
-    m.wait_directory_sessions(1, CONVERGE).await.unwrap();
+    // The winner stays and every DC agrees there is one session of that full JID.
+    m.wait_directory_holds(&[&jid], CONVERGE).await.unwrap();
     second
         .iq_ok(
             "get",
@@ -31,18 +31,25 @@ async fn same_full_jid_at_another_dc_gets_the_old_session_a_conflict() {
         )
         .await
         .unwrap();
-    m.stop().await.unwrap();
+}
+
+/// Ends `c`'s stream and returns the bodies of the messages the server still wrote until it
+/// ended its own (or went quiet for 2 s).
+async fn leave(c: &mut Client) -> Vec<String> {
+    c.send_raw("</stream:stream>").await.unwrap();
+    bodies_until_quiet(c, Duration::from_secs(2)).await
 }
 
 #[tokio::test]
 async fn reconnecting_at_another_dc_mid_stream_gets_every_message_once() {
-    let m = multi(2).await;
+    let m = shared().await;
     let bob = user("b");
-    register(m.dc(1), &bob).await;
-    register(m.dc(2), &bob).await;
+    register_everywhere(m, &bob).await;
     let mut alice = online(m.dc(1), &user("a"), "phone").await;
     let mut at1 = available(m.dc(1), &bob, "r1").await;
-    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
+    m.wait_directory_holds(&[alice.jid(), at1.jid()], CONVERGE)
+        .await
+        .unwrap();
     let bare = at1.bare_jid().to_owned();
 
     const N: usize = 200;
@@ -63,18 +70,19 @@ async fn reconnecting_at_another_dc_mid_stream_gets_every_message_once() {
             .unwrap();
         got.extend(el.child_text("body", meerkat_xmpp::ns::CLIENT));
     }
-    at1.send_raw("</stream:stream>").await.unwrap();
-    got.extend(bodies_until_quiet(&mut at1, Duration::from_secs(2)).await);
+    got.extend(leave(&mut at1).await);
     let mut at2 = available(m.dc(2), &bob, "r2").await;
     let _alice = sender.await.unwrap();
     got.extend(bodies_until_quiet(&mut at2, Duration::from_secs(3)).await);
-    at2.close().await.unwrap();
+    // Leaving, each session reads to the end of its stream: what the server still writes
+    // until then was received (`close` would read and drop it).
+    got.extend(leave(&mut at2).await);
     // What arrived while Bob was offline waits in the offline storage of the DC that routed
     // it (alice's), until persistent data is replicated: fetch it there.
     // Stanzas still in flight to r2 when it closed were stored at dc2: fetch there too.
     let mut again: Client = available(m.dc(1), &bob, "r3").await;
     got.extend(bodies_until_quiet(&mut again, Duration::from_secs(3)).await);
-    again.close().await.unwrap();
+    got.extend(leave(&mut again).await);
     let mut again2: Client = available(m.dc(2), &bob, "r4").await;
     got.extend(bodies_until_quiet(&mut again2, Duration::from_secs(3)).await);
 
@@ -83,5 +91,4 @@ async fn reconnecting_at_another_dc_mid_stream_gets_every_message_once() {
     let want: HashSet<String> = (0..N).map(|n| format!("m{n}")).collect();
     let have: HashSet<String> = got.iter().cloned().collect();
     assert_eq!(have, want, "missing: {:?}", want.difference(&have));
-    m.stop().await.unwrap();
 }

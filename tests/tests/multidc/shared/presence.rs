@@ -6,38 +6,29 @@ use meerkat_testkit::client::pred::{iq_request, presence_of_type};
 use meerkat_testkit::client::stanza_error_condition;
 use meerkat_xmpp::{ns, Element};
 
-use crate::data::wait_account;
-use crate::{available, multi, online, presence, register, user, CONVERGE};
+use crate::{
+    accounts_apart, available, online, presence, register_everywhere, shared, user, CONVERGE,
+};
 
 #[tokio::test]
 async fn subscription_handshake_and_presence_across_dcs() {
-    let m = multi(2).await;
+    let m = shared().await;
     // Each account registered at its own DC; data replication brings it to the other. The
     // router applies a subscription to both rosters in its own DC's database; the stanza
     // that reaches the contact's DC waits there until that write has been applied.
-    let (a, b) = (user("a"), user("b"));
-    register(m.dc(1), &a).await;
-    register(m.dc(2), &b).await;
-    crate::data::wait_account(m.dc(1), &b).await;
-    crate::data::wait_account(m.dc(2), &a).await;
+    let (a, b) = accounts_apart(m.dc(1), m.dc(2)).await;
     let mut alice = available(m.dc(1), &a, "phone").await;
     let mut bob = available(m.dc(2), &b, "desk").await;
-    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
+    m.wait_directory_holds(&[alice.jid(), bob.jid()], CONVERGE)
+        .await
+        .unwrap();
     let (aj, bj) = (alice.bare_jid().to_owned(), bob.bare_jid().to_owned());
 
     alice.send(&presence("subscribe", &bj)).await.unwrap();
     bob.expect("subscribe", presence_of_type(&aj, Some("subscribe")))
         .await
         .unwrap();
-    bob.send(&presence("subscribed", &aj)).await.unwrap();
-    alice
-        .expect("subscribed", presence_of_type(&bj, Some("subscribed")))
-        .await
-        .unwrap();
-    alice
-        .expect("bob's presence", presence_of_type(&bj, None))
-        .await
-        .unwrap();
+    bob.approve_subscription(&mut alice).await.unwrap();
 
     bob.send(&presence("subscribe", &aj)).await.unwrap();
     alice
@@ -67,15 +58,16 @@ async fn subscription_handshake_and_presence_across_dcs() {
         )
         .await
         .unwrap();
-    m.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn ping_round_trip_across_dcs() {
-    let m = multi(2).await;
+    let m = shared().await;
     let mut alice = online(m.dc(1), &user("a"), "phone").await;
     let mut bob = online(m.dc(2), &user("b"), "desk").await;
-    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
+    m.wait_directory_holds(&[alice.jid(), bob.jid()], CONVERGE)
+        .await
+        .unwrap();
     let (aj, bj) = (alice.jid().to_owned(), bob.jid().to_owned());
 
     let ping = Element::new("iq", ns::CLIENT)
@@ -103,21 +95,18 @@ async fn ping_round_trip_across_dcs() {
     assert_eq!(reply.attr("type"), Some("result"), "{reply}");
     assert_eq!(reply.attr("from"), Some(bj.as_str()));
     assert_eq!(stanza_error_condition(&reply), None);
-    m.stop().await.unwrap();
 }
 
 /// The contact is offline when asked: the request waits in their data (replicated to their
 /// DC) and is shown at their next login there; their answer completes the handshake.
 #[tokio::test]
 async fn subscription_to_an_offline_contact_at_another_dc() {
-    let m = multi(2).await;
-    let (a, b) = (user("a"), user("b"));
-    register(m.dc(1), &a).await;
-    register(m.dc(2), &b).await;
-    crate::data::wait_account(m.dc(1), &b).await;
-    crate::data::wait_account(m.dc(2), &a).await;
+    let m = shared().await;
+    let (a, b) = accounts_apart(m.dc(1), m.dc(2)).await;
     let mut alice = available(m.dc(1), &a, "phone").await;
-    m.wait_directory_sessions(1, CONVERGE).await.unwrap();
+    m.wait_directory_holds(&[alice.jid()], CONVERGE)
+        .await
+        .unwrap();
     let aj = alice.bare_jid().to_owned();
     let bj = format!("{b}@example.com");
 
@@ -132,33 +121,22 @@ async fn subscription_to_an_offline_contact_at_another_dc() {
     bob.expect("stored request", presence_of_type(&aj, Some("subscribe")))
         .await
         .unwrap();
-    bob.send(&presence("subscribed", &aj)).await.unwrap();
-    alice
-        .expect("subscribed", presence_of_type(&bj, Some("subscribed")))
-        .await
-        .unwrap();
-    alice
-        .expect("bob's presence", presence_of_type(bob.jid(), None))
-        .await
-        .unwrap();
-
-    m.stop().await.unwrap();
+    bob.approve_subscription(&mut alice).await.unwrap();
 }
 
 /// A subscription request and a directed presence reach the contact at the other DC.
 #[tokio::test]
 async fn subscription_request_and_directed_presence_cross_dcs() {
-    let m = multi(2).await;
+    let m = shared().await;
     let (a, b) = (user("a"), user("b"));
-    // Each registered once, at its own DC (registering a name at two DCs is a conflict the
-    // later registration wins, ending the sessions that logged in with the other).
-    register(m.dc(1), &a).await;
-    register(m.dc(2), &b).await;
-    wait_account(m.dc(1), &b).await;
-    wait_account(m.dc(2), &a).await;
+    for name in [&a, &b] {
+        register_everywhere(m, name).await;
+    }
     let mut alice = available(m.dc(1), &a, "phone").await;
     let mut bob = available(m.dc(2), &b, "desk").await;
-    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
+    m.wait_directory_holds(&[alice.jid(), bob.jid()], CONVERGE)
+        .await
+        .unwrap();
     let (aj, bj) = (alice.bare_jid().to_owned(), bob.jid().to_owned());
 
     alice
@@ -173,5 +151,4 @@ async fn subscription_request_and_directed_presence_cross_dcs() {
     bob.expect("directed presence", presence_of_type(alice.jid(), None))
         .await
         .unwrap();
-    m.stop().await.unwrap();
 }
