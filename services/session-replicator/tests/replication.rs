@@ -299,6 +299,8 @@ async fn sessions_cross_and_a_restart_is_repaired_by_a_snapshot() {
         2.0,
     )
     .await;
+    // Counted once the broker confirmed, which may come after DC 2 already has them.
+    wait_metric(r1.admin, "meerkat_replicator_events_out_total", 2.0).await;
     assert_eq!(
         metric(r1.admin, "meerkat_replicator_events_out_total").await,
         2.0
