@@ -393,6 +393,20 @@ mod tests {
         assert!(probe("example.com", port).await.is_err());
     }
 
+    #[tokio::test]
+    async fn readyz_is_ready_on_200_only() {
+        let ready = fake_gateway("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nready").await;
+        assert!(readyz(ready).await);
+        let not_ready =
+            fake_gateway("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 9\r\n\r\nnot ready")
+                .await;
+        assert!(!readyz(not_ready).await);
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        assert!(!readyz(port).await);
+    }
+
     #[test]
     fn plan_gives_each_instance_its_ports_and_ids() {
         let cert = PathBuf::from("/c.pem");
