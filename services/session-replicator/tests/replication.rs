@@ -163,7 +163,12 @@ fn session(dc: &str, n: u128, version: u64) -> SessionInfo {
     }
 }
 
-async fn publish(ch: &Channel, exchange: &str, key: &str, body: &[u8], headers: FieldTable) {
+async fn publish(ch: &Channel, exchange: &str, key: &str, body: &[u8], mut headers: FieldTable) {
+    // Stamped as every service's publisher stamps it: an unversioned message is parked.
+    headers.insert(
+        ShortString::from(meerkat_wire::headers::WIRE),
+        AMQPValue::LongString(LongString::from(meerkat_wire::version::CURRENT.to_string())),
+    );
     ch.basic_publish(
         exchange,
         key,
