@@ -273,6 +273,13 @@ impl MultiDc {
             links,
         };
         multi.wait_inter_bindings().await?;
+        // What `cargo xtask up` waits for too: every service of every DC ready, cross-DC work
+        // included (each replicator has applied a snapshot of every other DC).
+        for dc in &multi.dcs {
+            dc.wait_ready()
+                .await
+                .with_context(|| format!("{} not ready", dc.options.dc))?;
+        }
         Ok(multi)
     }
 

@@ -102,7 +102,16 @@ impl ProcService {
 
     /// Waits until its `/readyz` answers 200; fails at once if the process exits.
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let url = format!("http://{}/readyz", self.admin);
+        self.wait_path("/readyz").await
+    }
+
+    /// Waits until its `/readyz/local` answers 200 (serving its own DC).
+    async fn wait_local_ready(&mut self) -> anyhow::Result<()> {
+        self.wait_path("/readyz/local").await
+    }
+
+    async fn wait_path(&mut self, path: &str) -> anyhow::Result<()> {
+        let url = format!("http://{}{path}", self.admin);
         let client = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         loop {
@@ -225,7 +234,7 @@ impl ProcMultiDc {
                 &e,
                 &logs,
             )?;
-            replicator.wait_ready().await?;
+            replicator.wait_local_ready().await?;
             let mut router =
                 ProcService::spawn("router", &b.dc, &format!("{}-router1", b.dc), &e, &logs)?;
             // A stanza published before the routers consume would be dropped.
@@ -263,6 +272,10 @@ impl ProcMultiDc {
             });
         }
         multi::wait_inter_bindings(&brokers).await?;
+        // Every replicator ready for cross-DC work: the other DCs have started by now.
+        for dc in &mut dcs {
+            dc.replicator.wait_ready().await?;
+        }
         Ok(ProcMultiDc {
             brokers,
             dcs,

@@ -327,7 +327,23 @@ impl Dc {
     /// view, as after a process restart), waited for until ready.
     pub async fn restart_replicator(&mut self) -> anyhow::Result<()> {
         self.stop_replicator().await?;
-        self.start_replicator().await
+        self.start_replicator().await?;
+        self.wait_ready().await
+    }
+
+    /// Waits until every service of the DC says `/readyz`: ready for cross-DC work too (the
+    /// replicator holds a snapshot of every peer DC not declared down).
+    pub async fn wait_ready(&self) -> anyhow::Result<()> {
+        let all = self
+            .replicators
+            .iter()
+            .chain(&self.health)
+            .chain(&self.routers)
+            .chain(&self.gateways);
+        for s in all {
+            wait_ready(s.admin).await?;
+        }
+        Ok(())
     }
 
     /// Starts the DC's session replicator, its peers from `options.peers`.
@@ -372,7 +388,9 @@ impl Dc {
         .await?;
         let admin = handle.admin;
         self.replicators.push(handle);
-        wait_ready(admin).await
+        // Serving this DC; its view of the peers may wait for DCs not started yet
+        // (`MultiDc::start` waits for that).
+        wait_local_ready(admin).await
     }
 
     /// Starts the DC's health service, its peers from `options.peers`, and waits until it is
@@ -406,7 +424,7 @@ impl Dc {
         .await?;
         let admin = handle.admin;
         self.health.push(handle);
-        wait_ready(admin).await
+        wait_local_ready(admin).await
     }
 
     /// Stops the health service gracefully and forgets it.
@@ -585,7 +603,7 @@ impl Dc {
         for _ in 0..self.options.gateways {
             self.start_gateway().await?;
         }
-        Ok(())
+        self.wait_ready().await
     }
 
     /// Stops every service gracefully (the health service first, so that gateways saying
@@ -614,9 +632,19 @@ fn short_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..6].to_owned()
 }
 
-/// Polls a service's /readyz until it answers 200 (connected to the broker).
+/// Polls a service's /readyz until it answers 200: serving, cross-DC work included.
 pub async fn wait_ready(admin: SocketAddr) -> anyhow::Result<()> {
-    let url = format!("http://{admin}/readyz");
+    wait_path(admin, "/readyz").await
+}
+
+/// Polls a service's /readyz/local until it answers 200: serving its own DC (connected,
+/// consuming), whatever the other DCs.
+pub async fn wait_local_ready(admin: SocketAddr) -> anyhow::Result<()> {
+    wait_path(admin, "/readyz/local").await
+}
+
+async fn wait_path(admin: SocketAddr, path: &str) -> anyhow::Result<()> {
+    let url = format!("http://{admin}{path}");
     let client = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {

@@ -229,6 +229,69 @@ pub async fn wait_xmpp(
     }
 }
 
+/// Waits until every one of `services` answers 200 on `/readyz` (ready, cross-DC work
+/// included: docs/operations.md), failing early if one died, and naming those not ready and
+/// their logs on timeout.
+pub async fn wait_ready(services: &[Service], timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(dead) = services.iter().find(|s| s.pid().is_none()) {
+            bail!(
+                "{} exited; its log {}:\n{}",
+                dead.instance_id,
+                dead.log_file().display(),
+                process::log_tail(&dead.log_file(), 20)
+            );
+        }
+        let mut waiting = Vec::new();
+        for s in services {
+            if !readyz(s.admin_port).await {
+                waiting.push(s);
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let names: Vec<String> = waiting
+                .iter()
+                .map(|s| format!("{} (log {})", s.instance_id, s.log_file().display()))
+                .collect();
+            bail!(
+                "not ready within {timeout:?} (GET /readyz on the admin port): {}",
+                names.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether `GET /readyz` on admin port `port` answers 200.
+async fn readyz(port: u16) -> bool {
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        s.write_all(b"GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .await?;
+        let mut head = Vec::new();
+        let mut buf = [0u8; 256];
+        while !head.contains(&b'\n') {
+            let n = s.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        std::io::Result::Ok(head)
+    };
+    match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+        Ok(Ok(head)) => {
+            let line = String::from_utf8_lossy(&head);
+            line.split_whitespace().nth(1) == Some("200")
+        }
+        _ => false,
+    }
+}
+
 async fn probe(domain: &str, port: u16) -> anyhow::Result<()> {
     let attempt = async {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -328,6 +391,20 @@ mod tests {
     async fn probe_rejects_a_server_that_closes() {
         let port = fake_gateway("HTTP/1.1 400 Bad Request\r\n\r\n").await;
         assert!(probe("example.com", port).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn readyz_is_ready_on_200_only() {
+        let ready = fake_gateway("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nready").await;
+        assert!(readyz(ready).await);
+        let not_ready =
+            fake_gateway("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 9\r\n\r\nnot ready")
+                .await;
+        assert!(!readyz(not_ready).await);
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        assert!(!readyz(port).await);
     }
 
     #[test]

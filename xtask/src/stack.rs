@@ -16,6 +16,9 @@ use crate::services::{self, DcEnv, Service};
 
 /// How long a DC's services get to answer XMPP after starting.
 const XMPP_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long every service then gets to say ready: beyond the replicator's own bound for a peer
+/// DC that never answers (`peer_wait_ms`, 30 s).
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the federation links between the DCs' brokers get to run.
 pub(crate) const FEDERATION_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -423,6 +426,10 @@ pub(crate) async fn start_services(e: &Endpoints, dcs: &[u16]) -> anyhow::Result
             .with_context(|| format!("{} is not serving XMPP", layout::dc_id(*dc)))
     });
     futures::future::try_join_all(waits).await?;
+    // Serving XMPP is not all: `up` returns once every service is ready, cross-DC work
+    // included (each replicator holds a snapshot of every other DC that is not declared down).
+    let all: Vec<Service> = per_dc.into_iter().flat_map(|(_, plan)| plan).collect();
+    services::wait_ready(&all, READY_TIMEOUT).await?;
     Ok(())
 }
 

@@ -210,14 +210,21 @@ impl DcHealth {
             instance = %ctx.instance, dc = %ctx.config.dc, epoch = %ctx.epoch,
             peers = ctx.config.peers.len(), admin = %self.admin.addr, "dc-health serving"
         );
-        // The session events and the control queue, and both heartbeat consumers.
-        let ready = || {
-            ctx.bus.is_connected()
+        // Its own DC: the session events and the control queue, and both heartbeat consumers.
+        // Cross-DC: besides, the state of every peer DC is known (a heartbeat heard, or
+        // silence judged: within `suspect_after_ms` of the start), so `dc status` and the
+        // other services are told no mere presumption.
+        let readiness = || {
+            let local = ctx.bus.is_connected()
                 && consuming.load(Ordering::Acquire) >= 2
                 && ctx.peers_ear.listens()
-                && ctx.gateways_ear.listens()
+                && ctx.gateways_ear.listens();
+            let detector = ctx.detector.lock();
+            (local, detector.known().count() == detector.peers().count())
         };
-        self.base.serve(self.admin, tracker, ready).await?;
+        self.base
+            .serve_cross_dc(self.admin, tracker, readiness)
+            .await?;
         tracing::info!(instance = %ctx.instance, "dc-health stopped");
         Ok(())
     }

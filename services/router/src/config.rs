@@ -29,6 +29,11 @@ pub struct Config {
     /// broker unreachable, pool timeout) is retried in place, holding its partition, before
     /// its sender gets `<internal-server-error/>` and the partition moves on.
     pub transient_retry_ms: u64,
+    /// Milliseconds a started router gives the answers to its first resync (the gateways'
+    /// sessions, the replicator's sessions of the other DCs) before it routes anything: until
+    /// then its directory may lack a session that is online, and a stanza for it would be
+    /// stored offline and overtaken by the next ones. Its stanzas wait in their queues.
+    pub directory_warmup_ms: u64,
     /// Test only (the mixed-version test, docs/protocol.md): speak the next minor wire
     /// version — stamp it, add a field to every message, and send next to every stanza
     /// for another DC a message of a kind this version does not know — as a DC that was upgraded
@@ -45,6 +50,7 @@ impl Default for Config {
             max_offline: 1000,
             peers: Vec::new(),
             transient_retry_ms: 5000,
+            directory_warmup_ms: 1000,
             test_newer_minor_wire: false,
         }
     }

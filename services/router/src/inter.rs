@@ -34,15 +34,20 @@ const PREFETCH: u16 = 64;
 pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
     let dc = ctx.config.dc.clone();
     let queue = names::inter_stanzas_queue(&dc);
+    let declare_ctx = ctx.clone();
     let spec = ConsumerSpec {
         queue: queue.clone(),
         prefetch: PREFETCH,
         exclusive: false,
         declare: Arc::new(move |ch| {
             let dc = dc.clone();
+            let ctx = declare_ctx.clone();
             Box::pin(async move {
                 meerkat_bus::topology::declare_route_partitions(&ch).await?;
                 meerkat_bus::topology::declare_inter_stanzas_queue(&ch, &dc).await?;
+                // Declared at once (its binding must reach the other DCs); consumed once the
+                // directory is warm.
+                ctx.sessions.until_warm().await;
                 Ok(())
             })
         }),
@@ -69,15 +74,18 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
 pub async fn run_returned(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
     let dc = ctx.config.dc.clone();
     let queue = names::inter_returned_queue(&dc);
+    let declare_ctx = ctx.clone();
     let spec = ConsumerSpec {
         queue: queue.clone(),
         prefetch: PREFETCH,
         exclusive: false,
         declare: Arc::new(move |ch| {
             let dc = dc.clone();
+            let ctx = declare_ctx.clone();
             Box::pin(async move {
                 meerkat_bus::topology::declare_route_partitions(&ch).await?;
                 meerkat_bus::topology::declare_returned_queue(&ch, &dc).await?;
+                ctx.sessions.until_warm().await;
                 Ok(())
             })
         }),

@@ -43,12 +43,22 @@ pub async fn run(
     consuming: Arc<AtomicUsize>,
 ) {
     let queue = names::route_queue(n);
+    let declare_ctx = ctx.clone();
     let spec = ConsumerSpec {
         queue: queue.clone(),
         prefetch: PREFETCH,
         exclusive: false,
-        declare: Arc::new(|ch| {
-            Box::pin(async move { meerkat_bus::topology::declare_route_partitions(&ch).await })
+        declare: Arc::new(move |ch| {
+            let ctx = declare_ctx.clone();
+            Box::pin(async move {
+                meerkat_bus::topology::declare_route_partitions(&ch).await?;
+                // A router that has just started routes nothing until its directory is warm
+                // (sessions.rs): a stanza routed before the resync's answers arrived would
+                // find its target absent and be stored offline, and the next ones, routed once
+                // the target is known, would overtake it.
+                ctx.sessions.until_warm().await;
+                Ok(())
+            })
         }),
         parker: ctx.parker.clone(),
     };

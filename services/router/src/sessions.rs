@@ -1,9 +1,15 @@
 //! The shared directory and the consumer of the gateways' session events that keeps it.
 //! On every (re)subscription the router asks the gateways to re-announce their sessions,
 //! since its exclusive queue missed whatever happened while it was gone.
+//!
+//! A router that starts has an empty directory: the gateways' and the replicator's answers to
+//! its first resync fill it. Until `directory_warmup_ms` after that resync was requested the
+//! directory is not *warm*, and the router consumes none of the queues it routes from (route
+//! partitions, inter-DC, returned): those stanzas wait in their durable queues, in order.
+//! After a reconnect the directory is kept, and stays warm.
 
 use meerkat_bus::ConsumerSpec;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +29,10 @@ pub struct Sessions {
     dir: RwLock<Directory>,
     /// Bumped on every change, so a stanza can wait for its sender's event.
     changed: watch::Sender<u64>,
+    /// True once the first resync's answers had their time (see the module's documentation).
+    warm: watch::Sender<bool>,
+    /// The warm-up has begun (the first resync was requested).
+    warming: AtomicBool,
 }
 
 impl Default for Sessions {
@@ -30,6 +40,8 @@ impl Default for Sessions {
         Sessions {
             dir: RwLock::new(Directory::new()),
             changed: watch::channel(0).0,
+            warm: watch::channel(false).0,
+            warming: AtomicBool::new(false),
         }
     }
 }
@@ -51,6 +63,12 @@ impl Sessions {
         let removed = self.dir.write().remove_session(id);
         self.changed.send_modify(|n| *n += 1);
         removed
+    }
+
+    /// Waits until the directory is warm.
+    pub async fn until_warm(&self) {
+        let mut rx = self.warm.subscribe();
+        let _ = rx.wait_for(|warm| *warm).await;
     }
 
     /// Waits (bounded) until the directory has seen `version` of session `id`. The gateway
@@ -81,7 +99,10 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
         &ctx.parker,
         move || {
             let ctx = declare_ctx.clone();
-            async move { request_resync(&ctx).await }
+            async move {
+                request_resync(&ctx).await;
+                warm_up(&ctx);
+            }
         },
     );
     let bus = ctx.bus.clone();
@@ -118,6 +139,24 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
         }
     })
     .await;
+}
+
+/// After the first resync request: the directory is warm `directory_warmup_ms` later.
+fn warm_up(ctx: &Arc<Ctx>) {
+    if ctx.sessions.warming.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let after = Duration::from_millis(ctx.config.directory_warmup_ms);
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        ctx.sessions.warm.send_replace(true);
+        tracing::debug!(
+            warmup_ms = after.as_millis(),
+            sessions = ctx.sessions.read().len(),
+            "directory warm: routing"
+        );
+    });
 }
 
 /// Asks every gateway to announce its sessions again.

@@ -29,6 +29,12 @@ pub struct Config {
     /// gateways' re-announcements are in the view first: a snapshot missing a live session
     /// would make the other DCs close it for good.
     pub snapshot_warmup_ms: u64,
+    /// Milliseconds after start during which `/readyz` waits for a peer DC that neither sent a
+    /// snapshot nor was declared down by this DC's health service (e.g. its health service
+    /// beats but its replicator does not answer); after that it says ready without it and logs
+    /// which peers it lacks. A peer that is unreachable is declared down within the health
+    /// service's detection bound, well before this.
+    pub peer_wait_ms: u64,
     /// Outbox entries older than this are trimmed even if a DC has not applied them (it then
     /// gets a full copy when it asks); tombstones are kept as long.
     pub outbox_retention_secs: u64,
@@ -54,6 +60,7 @@ impl Default for Config {
             },
             peers: Vec::new(),
             snapshot_warmup_ms: 2000,
+            peer_wait_ms: 30_000,
             outbox_retention_secs: 7 * 24 * 3600,
             data_status_ms: 1000,
             full_copy_batch: NonZeroUsize::new(500).unwrap_or(NonZeroUsize::MIN),

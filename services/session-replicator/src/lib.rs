@@ -174,8 +174,35 @@ impl SessionReplicator {
             instance = %ctx.instance, dc = %ctx.config.dc, epoch = %ctx.epoch,
             admin = %self.admin.addr, "session replicator serving"
         );
-        let ready = || ctx.bus.is_connected() && consuming.load(Ordering::Acquire) >= consumers;
-        self.base.serve(self.admin, tracker, ready).await?;
+        // Its own DC is served once connected and consuming; cross-DC work once, besides, a
+        // snapshot of every peer DC was applied (the links both ways carried a request and
+        // its answer) or the peer was declared down, or after `peer_wait_ms` whatever lacks.
+        let gave_up_at =
+            tokio::time::Instant::now() + Duration::from_millis(ctx.config.peer_wait_ms);
+        let mut gave_up = false;
+        let readiness = || {
+            let local = ctx.bus.is_connected() && consuming.load(Ordering::Acquire) >= consumers;
+            if gave_up {
+                return (local, true);
+            }
+            let streams = ctx.streams.lock();
+            let unsettled = streams.unsettled();
+            if unsettled.is_empty() {
+                return (local, true);
+            }
+            if tokio::time::Instant::now() >= gave_up_at {
+                tracing::warn!(
+                    peers = %unsettled.join(","), wait_ms = ctx.config.peer_wait_ms,
+                    "no snapshot from these peer DCs, and not declared down: ready without them"
+                );
+                gave_up = true;
+                return (local, true);
+            }
+            (local, false)
+        };
+        self.base
+            .serve_cross_dc(self.admin, tracker, readiness)
+            .await?;
         tracing::info!(instance = %ctx.instance, "session replicator stopped");
         Ok(())
     }

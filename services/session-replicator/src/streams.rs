@@ -55,6 +55,9 @@ struct Stream {
     /// Up again after being down: the next snapshot's available sessions are announced to
     /// this DC's contacts.
     returning: bool,
+    /// Since this start, a snapshot of it was applied or it was declared down: this DC's view
+    /// of it is known (readiness, see [`Streams::unsettled`]).
+    settled: bool,
 }
 
 pub struct Streams {
@@ -216,6 +219,7 @@ impl Streams {
         s.epoch = Some(epoch.to_owned());
         s.last_seq = seq;
         s.awaiting = None;
+        s.settled = true;
         let mut buffered = std::mem::take(&mut s.buffer);
         buffered.sort_by_key(|e| e.seq);
         for ev in buffered {
@@ -261,6 +265,7 @@ impl Streams {
             return Vec::new();
         }
         s.down = true;
+        s.settled = true;
         s.awaiting = Some(now);
         let mut gone: Vec<SessionInfo> = s.sessions.drain().map(|(_, i)| i).collect();
         gone.sort_by_key(|i| i.session_id);
@@ -292,6 +297,21 @@ impl Streams {
             }
             _ => Vec::new(),
         }
+    }
+
+    /// The peers of which, since this start, no snapshot was applied and which were not
+    /// declared down either: until there are none, this DC does not know every reachable
+    /// peer's sessions (and the links to and from it have not been seen carrying anything).
+    /// A peer settled once stays settled: later repairs (a gap, a new epoch) are not a start.
+    pub fn unsettled(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| !s.settled)
+            .map(|(dc, _)| dc.as_str())
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     /// Whether `dc` is declared down.
@@ -586,5 +606,23 @@ mod tests {
             .map(|e| (e.kind, e.session.session_id.as_u128(), e.session.version))
             .collect();
         assert_eq!(a, vec![(Announce, 1, 2), (Announce, 2, 1)]);
+    }
+
+    #[test]
+    fn a_peer_settles_by_its_snapshot_or_by_being_declared_down_and_stays_settled() {
+        let now = Instant::now();
+        let mut s = Streams::new(["dc1", "dc3"], now);
+        assert_eq!(s.unsettled(), vec!["dc1", "dc3"]);
+        // An event before the snapshot settles nothing.
+        s.on_event(rep("E1", 1, Open, 1, 1), now);
+        assert_eq!(s.unsettled(), vec!["dc1", "dc3"]);
+        s.on_snapshot("dc1", "E1", 0, vec![], now);
+        assert_eq!(s.unsettled(), vec!["dc3"]);
+        s.on_dc_down("dc3", now);
+        assert!(s.unsettled().is_empty());
+        // A later repair (a gap) or a return is not a start.
+        s.on_event(rep("E1", 9, Open, 2, 1), now);
+        s.on_dc_up("dc3", now);
+        assert!(s.unsettled().is_empty());
     }
 }

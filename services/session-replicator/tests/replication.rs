@@ -66,7 +66,7 @@ async fn start(me: &DcBroker, all: &[DcBroker]) -> Running {
     let admin = r.admin_addr();
     let epoch = r.epoch().to_owned();
     let task = tokio::spawn(r.run());
-    let url = format!("http://{admin}/readyz");
+    let url = format!("http://{admin}/readyz/local");
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         if let Ok(resp) = reqwest::get(&url).await {

@@ -15,12 +15,16 @@ use tokio_util::sync::CancellationToken;
 /// The content type of the OpenMetrics text format that prometheus-client writes.
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Shared state of the admin endpoint. `ready` flips to true when the service is connected and
-/// serving.
+/// Shared state of the admin endpoint: two levels of readiness. `local` is true while the
+/// service is connected and serves its own DC (its consumers subscribed); `ready` is true
+/// while, on top of that, it can do its part of cross-DC work (for most services the same;
+/// the session replicator also needs a view of every reachable peer DC: docs/operations.md).
 #[derive(Clone)]
 pub struct AdminState {
-    /// True once the service is connected and serving; `/readyz` reports it.
+    /// True once the service can serve, cross-DC work included; `/readyz` reports it.
     pub ready: Arc<AtomicBool>,
+    /// True once the service serves its own DC; `/readyz/local` reports it.
+    pub local: Arc<AtomicBool>,
     /// The metrics `/metrics` encodes; services register their metrics before building the state.
     registry: Arc<Registry>,
 }
@@ -30,13 +34,27 @@ impl AdminState {
     pub fn new(registry: Registry) -> AdminState {
         AdminState {
             ready: Arc::new(AtomicBool::new(false)),
+            local: Arc::new(AtomicBool::new(false)),
             registry: Arc::new(registry),
         }
     }
 
     /// Marks the service ready (connected and serving) or not (starting, draining, disconnected).
+    /// Both levels alike (a service with no cross-DC condition of its own).
     pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Release);
+        self.set_readiness(ready, ready);
+    }
+
+    /// Serving its own DC (`local`) and ready for cross-DC work too (`ready`, which implies
+    /// `local`).
+    pub fn set_readiness(&self, local: bool, ready: bool) {
+        self.local.store(local, Ordering::Release);
+        self.ready.store(local && ready, Ordering::Release);
+    }
+
+    /// Whether `/readyz/local` currently answers 200.
+    pub fn is_locally_ready(&self) -> bool {
+        self.local.load(Ordering::Acquire)
     }
 
     /// Whether `/readyz` currently answers 200.
@@ -50,12 +68,15 @@ impl AdminState {
     }
 }
 
-/// GET /healthz -> 200 "ok"; GET /readyz -> 200 "ready" or 503 "not ready"; GET /metrics ->
+/// GET /healthz -> 200 "ok"; GET /readyz -> 200 "ready" or 503 "not ready"; GET /readyz/local
+/// -> the same for serving its own DC only (what a start inside one DC waits for before the
+/// next service); GET /metrics ->
 /// Prometheus text (content-type application/openmetrics-text; version=1.0.0; charset=utf-8).
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/readyz/local", get(readyz_local))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -99,6 +120,14 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
     if state.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+async fn readyz_local(State(state): State<AdminState>) -> (StatusCode, &'static str) {
+    if state.is_locally_ready() {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")

@@ -134,16 +134,29 @@ impl Base {
         self.bus_shutdown.cancel();
     }
 
-    /// Publishes `ready()` on `/readyz` every 100 ms until shutdown, then drains: see
-    /// [`Base::drain`].
+    /// Publishes `ready()` on `/readyz` and `/readyz/local` every 100 ms until shutdown, then
+    /// drains: see [`Base::drain`].
     pub async fn serve(
         self,
         admin: Admin,
         tracker: TaskTracker,
         mut ready: impl FnMut() -> bool,
     ) -> anyhow::Result<()> {
+        self.serve_cross_dc(admin, tracker, || (ready(), true))
+            .await
+    }
+
+    /// Like [`Base::serve`] for a service with a cross-DC condition of its own: `readiness()`
+    /// gives (serving its own DC, ready for cross-DC work); `/readyz` needs both.
+    pub async fn serve_cross_dc(
+        self,
+        admin: Admin,
+        tracker: TaskTracker,
+        mut readiness: impl FnMut() -> (bool, bool),
+    ) -> anyhow::Result<()> {
         loop {
-            admin.state.set_ready(ready());
+            let (local, cross) = readiness();
+            admin.state.set_readiness(local, cross);
             tokio::select! {
                 _ = tokio::time::sleep(READY_EVERY) => {}
                 _ = self.shutdown.cancelled() => break,

@@ -43,7 +43,9 @@ async fn bob_gets_both(bob: &mut Client, alice_bare: &str, body: &str) {
 }
 
 /// The sequence a new user tries first: two fresh DCs, Alice at DC 1 and Bob at DC 2 log in,
-/// and Alice at once asks to see Bob's presence and writes to him.
+/// and Alice at once asks to see Bob's presence and writes to him. The DCs are started as
+/// `cargo xtask up` starts them: `MultiDc::start` returns once every service says `/readyz`
+/// (each replicator holds the other DC's snapshot); nothing here waits for the directories.
 #[tokio::test]
 async fn right_after_a_fresh_start_a_request_and_a_message_reach_the_contact_at_the_other_dc() {
     let m = multi(2).await;
