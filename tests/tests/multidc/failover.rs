@@ -246,9 +246,9 @@ async fn a_dc_stopped_gracefully_says_goodbye_and_comes_back_under_a_new_epoch()
 
     // Back under a new epoch: Bob logs in there again, Alice sees him, they chat.
     m.dc_mut(2).revive().await.unwrap();
-    // Bob's presence goes out once DC 2's directory holds Alice's session again: a revived DC
-    // gets DC 1's snapshot shortly after it starts, and a broadcast before that misses her
-    // (the readiness race of issue 14, not what this test is about).
+    // `revive` returns once DC 2 is ready, its replicator holding DC 1's snapshot; the wait
+    // below checks that its routers' directories hold Alice's session too before Bob's
+    // presence goes out (a broadcast before that would miss her).
     let mut bob = crate::login(m.dc(2), &b, "desk").await;
     m.wait_directory_sessions(2, CONVERGE).await.unwrap();
     bob.iq_ok("get", None, Element::new("query", ns::ROSTER))
