@@ -391,23 +391,43 @@ pub(crate) async fn wait_routers_hold(
     expected: u64,
     timeout: Duration,
 ) -> anyhow::Result<()> {
+    poll_routers(
+        routers,
+        timeout,
+        &format!("directories not at {expected} sessions"),
+        |name, admin| async move {
+            let n = directory_sessions(admin).await;
+            (n != Some(expected)).then(|| format!("{name}: {n:?}"))
+        },
+    )
+    .await
+}
+
+/// Polls every router of `routers` every 100 ms until `check` (name, admin address) finds
+/// nothing wrong with any of them; past `timeout`, fails with `what` and what each said.
+async fn poll_routers<C, F>(
+    routers: &[(String, SocketAddr)],
+    timeout: Duration,
+    what: &str,
+    check: C,
+) -> anyhow::Result<()>
+where
+    C: Fn(String, SocketAddr) -> F,
+    F: std::future::Future<Output = Option<String>>,
+{
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let mut off = Vec::new();
         for (name, admin) in routers {
-            let n = directory_sessions(*admin).await;
-            if n != Some(expected) {
-                off.push(format!("{name}: {n:?}"));
+            if let Some(why) = check(name.clone(), *admin).await {
+                off.push(why);
             }
         }
         if off.is_empty() {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
-            anyhow::bail!(
-                "directories not at {expected} sessions within {timeout:?}: {}",
-                off.join(", ")
-            );
+            anyhow::bail!("{what} within {timeout:?}: {}", off.join("; "));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -437,45 +457,39 @@ pub(crate) async fn wait_routers_hold_jids(
     jids: &[&str],
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + timeout;
     let client = reqwest::Client::new();
-    loop {
-        let mut off = Vec::new();
-        for (name, admin) in routers {
-            let held: Vec<String> =
-                match client.get(format!("http://{admin}/directory")).send().await {
-                    Ok(resp) => resp
-                        .json::<serde_json::Value>()
-                        .await
-                        .ok()
-                        .and_then(|v| {
-                            v["sessions"].as_array().map(|s| {
-                                s.iter()
-                                    .filter_map(|x| x["jid"].as_str().map(str::to_owned))
-                                    .collect()
+    poll_routers(
+        routers,
+        timeout,
+        "directories without the sessions",
+        |name, admin| {
+            let client = client.clone();
+            async move {
+                let held: Vec<String> =
+                    match client.get(format!("http://{admin}/directory")).send().await {
+                        Ok(resp) => resp
+                            .json::<serde_json::Value>()
+                            .await
+                            .ok()
+                            .and_then(|v| {
+                                v["sessions"].as_array().map(|s| {
+                                    s.iter()
+                                        .filter_map(|x| x["jid"].as_str().map(str::to_owned))
+                                        .collect()
+                                })
                             })
-                        })
-                        .unwrap_or_default(),
-                    Err(_) => Vec::new(),
-                };
-            let missing: Vec<&str> = jids
-                .iter()
-                .copied()
-                .filter(|j| held.iter().filter(|h| h == j).count() != 1)
-                .collect();
-            if !missing.is_empty() {
-                off.push(format!("{name} {admin}: not once {}", missing.join(", ")));
+                            .unwrap_or_default(),
+                        Err(_) => Vec::new(),
+                    };
+                let missing: Vec<&str> = jids
+                    .iter()
+                    .copied()
+                    .filter(|j| held.iter().filter(|h| h == j).count() != 1)
+                    .collect();
+                (!missing.is_empty())
+                    .then(|| format!("{name} {admin}: not once {}", missing.join(", ")))
             }
-        }
-        if off.is_empty() {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            anyhow::bail!(
-                "directories without the sessions within {timeout:?}: {}",
-                off.join("; ")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        },
+    )
+    .await
 }

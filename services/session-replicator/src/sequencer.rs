@@ -46,14 +46,12 @@ impl Sequencer {
     pub fn is_available(&self, bare: &str) -> bool {
         self.live
             .values()
-            .any(|s| s.available && meerkat_xmpp::addr::bare(&s.jid) == bare)
+            .any(|s| s.available && bare_part(&s.jid) == bare)
     }
 
     /// Whether the account `bare` (normalised, `meerkat_xmpp::addr::bare`) has any session here.
     pub fn has_session(&self, bare: &str) -> bool {
-        self.live
-            .values()
-            .any(|s| meerkat_xmpp::addr::bare(&s.jid) == bare)
+        self.live.values().any(|s| bare_part(&s.jid) == bare)
     }
 
     /// The next event of the stream, and the view updated by it. Every event from a local
@@ -123,6 +121,13 @@ impl Sequencer {
             sessions,
         }
     }
+}
+
+/// The bare part of a session's JID. A session's JID is normalised once, by its gateway at bind
+/// (`meerkat_xmpp::FullJid`), so its bare part is already what `meerkat_xmpp::addr::bare` gives:
+/// comparing it needs no second parse per session and look-up.
+fn bare_part(jid: &str) -> &str {
+    jid.split('/').next().unwrap_or(jid)
 }
 
 #[cfg(test)]
