@@ -22,8 +22,9 @@ const CUT_NOTICED: Duration = Duration::from_secs(15);
 
 #[derive(clap::Subcommand, Debug)]
 pub enum DcAction {
-    /// Stop DC K gracefully: SIGTERM to its services (they end their sessions and tell the
-    /// other DCs), then a clean stop of its broker.
+    /// Stop DC K gracefully: SIGTERM to its gateways (they end their sessions), then to its
+    /// other services (the routers route what the gateways said last), then a clean stop of
+    /// its broker.
     Stop {
         /// The DC: its number (2) or id (dc2).
         #[arg(value_parser = parse_dc)]
@@ -112,13 +113,19 @@ async fn stop(k: u16) -> anyhow::Result<()> {
         .into_iter()
         .filter_map(|s| s.pid().map(|pid| (s, pid)))
         .collect();
-    for (s, pid) in &running {
-        println!("{id}: SIGTERM to {} (pid {pid})", s.instance_id);
+    // The gateways first: they end their sessions and hand the routers each session's last
+    // unavailable presence, which the routers (still running) send to the contacts at every DC.
+    let (gateways, rest): (Vec<_>, Vec<_>) =
+        running.iter().partition(|(s, _)| s.binary == "c2s-gateway");
+    for wave in [gateways, rest] {
+        for (s, pid) in &wave {
+            println!("{id}: SIGTERM to {} (pid {pid})", s.instance_id);
+        }
+        let stops = wave
+            .iter()
+            .map(|(s, pid)| async move { process::terminate(*pid, &exe(s), SERVICE_GRACE).await });
+        futures::future::try_join_all(stops).await?;
     }
-    let stops = running
-        .iter()
-        .map(|(s, pid)| async move { process::terminate(*pid, &exe(s), SERVICE_GRACE).await });
-    futures::future::try_join_all(stops).await?;
     let services_took = started.elapsed();
     let node = stack::rabbit(k);
     let broker = node.pid();

@@ -34,6 +34,7 @@ pub async fn run(ctx: Arc<Ctx>) {
             })
         }),
         parker: ctx.parker.clone(),
+        drain_on_stop: false,
     };
     let dedup = Arc::new(Mutex::new(Dedup::new(65_536)));
     let handler_ctx = ctx.clone();

@@ -29,6 +29,7 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
             })
         }),
         parker: ctx.parker.clone(),
+        drain_on_stop: false,
     };
     let subscribed = ctx.peers_ear.subscribed.clone();
     meerkat_bus::consume(ctx.bus.clone(), spec, stop, subscribed, |delivery| {

@@ -29,6 +29,7 @@ pub async fn run_beats(ctx: Arc<Ctx>, stop: CancellationToken) {
             })
         }),
         parker: ctx.parker.clone(),
+        drain_on_stop: false,
     };
     let subscribed = ctx.gateways_ear.subscribed.clone();
     meerkat_bus::consume(ctx.bus.clone(), spec, stop, subscribed, |delivery| {

@@ -52,6 +52,7 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
             })
         }),
         parker: ctx.parker.clone(),
+        drain_on_stop: true,
     };
     let seen = Arc::new(Mutex::new(Dedup::new(65_536)));
     let applied = Arc::new(Mutex::new(AppliedView::default()));
@@ -90,6 +91,7 @@ pub async fn run_returned(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc
             })
         }),
         parker: ctx.parker.clone(),
+        drain_on_stop: true,
     };
     let bus = ctx.bus.clone();
     meerkat_bus::consume(bus, spec, stop, consuming, |delivery| {

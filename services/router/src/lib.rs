@@ -110,8 +110,9 @@ impl Router {
         &self.ctx.instance
     }
 
-    /// Serves until `shutdown` is cancelled; then stops consuming, finishes in-flight work
-    /// (bounded, ~5 s) and returns.
+    /// Serves until `shutdown` is cancelled; then drains its route and inter-DC queues (what
+    /// is queued is routed, until they stay empty for 250 ms, at most 3 s: a stopping gateway's
+    /// last unavailable presences reach the contacts), finishes in-flight work and returns.
     pub async fn run(self) -> anyhow::Result<()> {
         let ctx = self.ctx.clone();
         let shutdown = self.base.shutdown.clone();

@@ -61,6 +61,7 @@ pub async fn run(
             })
         }),
         parker: ctx.parker.clone(),
+        drain_on_stop: true,
     };
     let bus = ctx.bus.clone();
     meerkat_bus::consume(bus, spec, stop, consuming, |delivery| {

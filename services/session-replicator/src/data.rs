@@ -161,6 +161,7 @@ pub(crate) async fn run_inbound(
             )
         }),
         parker: ctx.parker.clone(),
+        drain_on_stop: false,
     };
     meerkat_bus::consume(ctx.bus.clone(), spec, stop, consuming, |delivery| {
         let ctx = ctx.clone();

@@ -29,6 +29,7 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
             })
         }),
         parker: ctx.parker.clone(),
+        drain_on_stop: false,
     };
     meerkat_bus::consume(ctx.bus.clone(), spec, stop, consuming, |delivery| {
         let ctx = ctx.clone();

@@ -2,6 +2,10 @@
 //! what it needs, and consumes until the channel dies; then it waits for the next connection.
 //! It stops on its own token: it cancels its subscription, lets the delivery in hand finish
 //! (and be acked) and closes its channel, so the broker requeues only what was never started.
+//! A consumer that drains on stop ([`ConsumerSpec::drain_on_stop`]) first goes on handling
+//! what is queued until the queue has stayed empty for [`DRAIN_QUIET`] (at most
+//! [`DRAIN_MAX`]): what the other services said at their own end (a gateway's last unavailable
+//! presences, in a DC stopping as a whole) is handled rather than left for the next start.
 //! It counts itself while subscribed (readiness).
 //!
 //! Every delivery's wire version is checked before the handler sees it: a major version this
@@ -20,13 +24,21 @@ use std::time::Duration;
 
 use futures::{FutureExt as _, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::Channel;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Bus, Parker};
+
+/// How long a draining consumer's queue must stay empty before it stops.
+pub const DRAIN_QUIET: Duration = Duration::from_millis(250);
+/// The longest a consumer drains after its stop (below the service's own drain limit).
+pub const DRAIN_MAX: Duration = Duration::from_secs(3);
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -43,6 +55,9 @@ pub struct ConsumerSpec {
     pub declare: Declare,
     /// Where deliveries this version cannot take go.
     pub parker: Parker,
+    /// On stop, go on handling what is queued until the queue stays empty (see the module
+    /// docs) instead of leaving it to the next consumer.
+    pub drain_on_stop: bool,
 }
 
 impl ConsumerSpec {
@@ -59,6 +74,7 @@ impl ConsumerSpec {
             exclusive: false,
             declare: Arc::new(move |ch| Box::pin(declare(ch))),
             parker: parker.clone(),
+            drain_on_stop: false,
         }
     }
 
@@ -194,16 +210,28 @@ pub async fn consume_batches<H, F>(
             Ok((channel, mut consumer)) => {
                 tracing::debug!(queue = %spec.queue, "consuming");
                 consuming.fetch_add(1, Ordering::AcqRel);
+                let mut draining: Option<Instant> = None;
                 loop {
-                    let next = tokio::select! {
-                        n = consumer.next() => n,
-                        _ = stop.cancelled() => {
-                            let _ = channel
-                                .basic_cancel(consumer.tag().as_str(), BasicCancelOptions::default())
-                                .await;
-                            let _ = channel.close(200, "shutdown").await;
-                            consuming.fetch_sub(1, Ordering::AcqRel);
-                            return;
+                    let next = match draining {
+                        None => tokio::select! {
+                            n = consumer.next() => n,
+                            _ = stop.cancelled() => {
+                                if spec.drain_on_stop {
+                                    draining = Some(Instant::now() + DRAIN_MAX);
+                                    continue;
+                                }
+                                finish(&channel, &consumer, &consuming).await;
+                                return;
+                            }
+                        },
+                        Some(until) => {
+                            match drained_next(&channel, &mut consumer, &spec.queue, until).await {
+                                Some(n) => n,
+                                None => {
+                                    finish(&channel, &consumer, &consuming).await;
+                                    return;
+                                }
+                            }
                         }
                     };
                     let (gathered, end) = match next {
@@ -239,6 +267,50 @@ pub async fn consume_batches<H, F>(
             _ = stop.cancelled() => return,
         }
     }
+}
+
+/// Cancels the subscription and closes the channel (the broker requeues whatever was
+/// delivered and not acked); the consumer no longer counts.
+async fn finish(channel: &Channel, consumer: &lapin::Consumer, consuming: &AtomicUsize) {
+    let _ = channel
+        .basic_cancel(consumer.tag().as_str(), BasicCancelOptions::default())
+        .await;
+    let _ = channel.close(200, "shutdown").await;
+    consuming.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// While draining: the next delivery, or `None` once the drain is over (the queue stayed
+/// empty for [`DRAIN_QUIET`], or `until` passed).
+async fn drained_next(
+    channel: &Channel,
+    consumer: &mut lapin::Consumer,
+    queue: &str,
+    until: Instant,
+) -> Option<Option<Result<Delivery, lapin::Error>>> {
+    loop {
+        let now = Instant::now();
+        if now >= until {
+            return None;
+        }
+        match tokio::time::timeout(DRAIN_QUIET.min(until - now), consumer.next()).await {
+            Ok(n) => return Some(n),
+            Err(_) if queue_is_empty(channel, queue).await => return None,
+            Err(_) => {}
+        }
+    }
+}
+
+/// Whether `queue` holds no message ready for delivery (an unanswerable broker counts as
+/// empty: there is nothing more to drain from it).
+async fn queue_is_empty(channel: &Channel, queue: &str) -> bool {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue, passive, FieldTable::default())
+        .await
+        .map_or(true, |q| q.message_count() == 0)
 }
 
 /// Why a consumer stream ended.
