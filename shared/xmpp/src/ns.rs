@@ -21,3 +21,11 @@ pub const DELAY: &str = "urn:xmpp:delay";
 pub const OFFLINE: &str = "msgoffline";
 pub const DATA_FORMS: &str = "jabber:x:data";
 pub const OOB: &str = "jabber:x:oob";
+/// XEP-0198 stream management.
+pub const SM: &str = "urn:xmpp:sm:3";
+/// XEP-0352 client state indication.
+pub const CSI: &str = "urn:xmpp:csi:0";
+/// XEP-0085 chat state notifications.
+pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+/// XEP-0334 message processing hints.
+pub const HINTS: &str = "urn:xmpp:hints";
