@@ -92,6 +92,8 @@ pub struct Client {
     /// Set once the server ended the stream: `Some(condition)` for a stream error.
     ended: Option<Option<String>>,
     next_id: u64,
+    /// With stream management: the stanzas received since it was enabled (XEP-0198 `h`).
+    sm_h: Option<u32>,
 }
 
 impl Client {
@@ -124,6 +126,7 @@ impl Client {
             buffer: VecDeque::new(),
             ended: None,
             next_id: 0,
+            sm_h: None,
         };
         client.open_stream().await?;
         let offered = client.features.has_child("starttls", ns::TLS);
@@ -578,6 +581,70 @@ impl Client {
         Ok(())
     }
 
+    /// Enables stream management (XEP-0198) with resumption, asking for a window of `max`
+    /// seconds (`None`: the server's), and returns the `<enabled/>` answer.
+    pub async fn enable_sm(&mut self, max: Option<u64>) -> anyhow::Result<Element> {
+        let max = max.map(|m| format!(" max='{m}'")).unwrap_or_default();
+        self.send_raw(&format!("<enable xmlns='{}' resume='true'{max}/>", ns::SM))
+            .await?;
+        self.expect("<enabled/>", |e| e.ns() == ns::SM && e.name() != "r")
+            .await
+    }
+
+    /// Stanzas received since stream management was enabled (or since the `h` a resumption
+    /// started from), as XEP-0198 counts them; `None` without it.
+    pub fn sm_received(&self) -> Option<u32> {
+        self.sm_h
+    }
+
+    /// Acknowledges `h` stanzas (XEP-0198 `<a/>`).
+    pub async fn sm_ack(&mut self, h: u32) -> anyhow::Result<()> {
+        self.send_raw(&format!("<a xmlns='{}' h='{h}'/>", ns::SM))
+            .await
+    }
+
+    /// Connects, authenticates and asks to resume `previd`, saying it handled `h` stanzas;
+    /// returns the client and the server's answer (`<resumed/>` or `<failed/>`). After
+    /// `<resumed/>` the client is bound to the resumed session's full JID.
+    pub async fn resume(
+        cfg: &ClientConfig,
+        username: &str,
+        password: &str,
+        previd: &str,
+        h: u32,
+        full_jid: &str,
+    ) -> anyhow::Result<(Client, Element)> {
+        let mut client = Client::connect(cfg).await?;
+        if let Err(cond) = client
+            .authenticate(Mechanism::ScramSha256, username, password)
+            .await?
+        {
+            bail!("authentication of {username} failed: {cond}");
+        }
+        client
+            .send_raw(&format!(
+                "<resume xmlns='{}' previd='{}' h='{h}'/>",
+                ns::SM,
+                escape_attr(previd)
+            ))
+            .await?;
+        let answer = client
+            .expect("<resumed/> or <failed/>", |e| {
+                e.ns() == ns::SM && matches!(e.name(), "resumed" | "failed")
+            })
+            .await?;
+        if answer.name() == "resumed" {
+            full_jid.clone_into(&mut client.jid);
+            client.sm_h = Some(h);
+        }
+        Ok((client, answer))
+    }
+
+    /// Drops the connection without closing the stream, as a lost network does.
+    pub fn drop_connection(mut self) {
+        self.conn.take();
+    }
+
     /// A new stanza id, unique within this client.
     pub fn fresh_id(&mut self) -> String {
         self.next_id += 1;
@@ -631,7 +698,17 @@ impl Client {
                 self.ended = Some(Some(cond.clone()));
                 bail!("stream error {cond} {text}")
             }
-            Some(Inbound::Stanza(el)) => Ok(Some(el)),
+            Some(Inbound::Stanza(el)) => {
+                if let Some(h) = &mut self.sm_h {
+                    if el.ns() == ns::CLIENT && matches!(el.name(), "message" | "presence" | "iq") {
+                        *h = h.wrapping_add(1);
+                    }
+                }
+                if el.is("enabled", ns::SM) {
+                    self.sm_h = Some(0);
+                }
+                Ok(Some(el))
+            }
             Some(Inbound::Open(h)) => bail!("unexpected second stream header {h:?}"),
             Some(Inbound::Close) => {
                 self.ended.get_or_insert(None);

@@ -36,8 +36,14 @@ pub struct Config {
     pub registration: bool,
     /// Largest stanza accepted, in bytes.
     pub max_stanza_bytes: usize,
-    /// A connection that sends nothing (not even whitespace) for this long is closed.
+    /// A connection that sends nothing (not even whitespace) for this long is closed
+    /// (`<connection-timeout/>`); after two thirds of it the gateway pings the client (an
+    /// XEP-0199 ping, or with stream management `<r/>`), which any answer satisfies.
     pub idle_timeout_secs: u64,
+    /// Longest resumption window (XEP-0198 `max`) a session with stream management gets: a
+    /// client that asks for less gets what it asks. At most 1200 (the broker's delivery
+    /// acknowledgement timeout is 30 minutes, and unacknowledged stanzas wait in it).
+    pub sm_resume_max_secs: u64,
     /// Time allowed from connect to a bound resource.
     pub negotiation_timeout_secs: u64,
     pub max_connections: usize,
@@ -118,7 +124,8 @@ impl Default for Config {
             tls_required: true,
             registration: false,
             max_stanza_bytes: 256 * 1024,
-            idle_timeout_secs: 600,
+            idle_timeout_secs: 90,
+            sm_resume_max_secs: 300,
             negotiation_timeout_secs: 60,
             max_connections: 100_000,
             max_sessions_per_account: 10,
@@ -171,6 +178,18 @@ impl Config {
                     "must be at least max_stanza_bytes ({}), or one stanza could end a session",
                     self.max_stanza_bytes
                 ),
+            ));
+        }
+        if self.idle_timeout_secs == 0 {
+            return Err(invalid(
+                "idle_timeout_secs",
+                "must be above 0 (every connection would time out at once)",
+            ));
+        }
+        if self.sm_resume_max_secs > 1200 {
+            return Err(invalid(
+                "sm_resume_max_secs",
+                "must be at most 1200 (stanzas kept for a detached session wait unacknowledged in the broker, which gives up on a delivery after 30 minutes)",
             ));
         }
         if self.max_sessions_per_account == 0 {

@@ -1,6 +1,8 @@
 //! Consumes this gateway's delivery queue and hands each stanza to its session's mailbox,
 //! without ever waiting on a session. A stanza for a session that is gone goes back to the
-//! routers as a bounce, never dropped.
+//! routers as a bounce, never dropped. A stanza's delivery is acknowledged by its session once
+//! the stanza is safe (registry.rs `Delivered`), so the consumer takes whatever the broker
+//! sends (no prefetch limit): what sessions hold is bounded by their own caps.
 
 use std::sync::Arc;
 
@@ -13,7 +15,7 @@ use parking_lot::Mutex;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use crate::registry::Outbound;
+use crate::registry::{Delivered, Outbound};
 use crate::Ctx;
 
 pub async fn run(ctx: Arc<Ctx>) {
@@ -21,7 +23,7 @@ pub async fn run(ctx: Arc<Ctx>) {
     let queue = names::gateway_queue(&ctx.instance);
     let spec = ConsumerSpec {
         queue: queue.clone(),
-        prefetch: 256,
+        prefetch: 0,
         exclusive: false,
         declare: Arc::new(move |ch| {
             let instance = instance.clone();
@@ -93,20 +95,28 @@ pub async fn run(ctx: Arc<Ctx>) {
             });
             // Handing over never waits: this consumer serves every session of the gateway.
             // A session that cannot take more ends and sends back what waited for it.
-            let handed = match (kind, tx) {
+            match (kind, tx) {
                 (RouteKind::Conflict, Some(tx)) => {
                     tx.tell(Outbound::Conflict);
-                    true
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                    return;
                 }
-                (RouteKind::Conflict, None) => true,
-                (_, Some(tx)) => tx
-                    .offer(String::from_utf8_lossy(&delivery.data).into_owned())
-                    .is_ok(),
-                (_, None) => false,
-            };
-            if handed {
-                let _ = delivery.ack(BasicAckOptions::default()).await;
-                return;
+                (RouteKind::Conflict, None) => {
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                    return;
+                }
+                // The session acknowledges the delivery once the stanza is safe (written, or
+                // acknowledged by its client under stream management).
+                (_, Some(tx)) => {
+                    let handed = Delivered {
+                        xml: String::from_utf8_lossy(&delivery.data).into_owned(),
+                        ack: Some(delivery.acker.clone()),
+                    };
+                    if tx.offer(handed).is_ok() {
+                        return;
+                    }
+                }
+                (_, None) => {}
             }
             let hops = headers.get_u64(h::HOPS).unwrap_or(3).saturating_sub(1);
             if bounce(&ctx, &delivery.data, session, hops).await {

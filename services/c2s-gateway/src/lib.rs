@@ -10,6 +10,7 @@ mod delivery;
 mod events;
 mod handoff;
 mod heartbeat;
+mod link;
 mod metrics;
 mod negotiate;
 pub mod proxy;
@@ -18,6 +19,7 @@ mod registry;
 mod sasl;
 mod session;
 mod shaper;
+mod sm;
 mod throttle;
 mod tls;
 

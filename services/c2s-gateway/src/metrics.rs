@@ -27,6 +27,19 @@ pub struct Metrics {
     pub bounced: Counter,
     /// Times a session's reading paused because its client went over a rate limit.
     pub throttled: Counter,
+    /// Sessions that enabled stream management.
+    pub sm_enabled: Counter,
+    /// Sessions waiting for their client to resume them now.
+    pub sm_detached: Gauge,
+    /// Resumptions, those that succeeded and those refused (unknown, expired, another's).
+    pub sm_resumed: Counter,
+    pub sm_failed: Counter,
+    /// Detached sessions whose resumption window passed.
+    pub sm_expired: Counter,
+    /// Unacknowledged stanzas written again on resumption...
+    pub sm_resent: Counter,
+    /// ... and sent back to the routers when a session ended without being resumed.
+    pub sm_rerouted: Counter,
 }
 
 impl Metrics {
@@ -40,6 +53,13 @@ impl Metrics {
             stream_errors: Family::default(),
             bounced: Counter::default(),
             throttled: Counter::default(),
+            sm_enabled: Counter::default(),
+            sm_detached: Gauge::default(),
+            sm_resumed: Counter::default(),
+            sm_failed: Counter::default(),
+            sm_expired: Counter::default(),
+            sm_resent: Counter::default(),
+            sm_rerouted: Counter::default(),
         };
         registry.register(
             "meerkat_gateway_connections",
@@ -80,6 +100,45 @@ impl Metrics {
             "meerkat_gateway_throttled",
             "Times a session stopped reading because its client went over a rate limit",
             m.throttled.clone(),
+        );
+        for (name, help, c) in [
+            (
+                "meerkat_gateway_sm_enabled",
+                "Sessions that enabled stream management (XEP-0198)",
+                &m.sm_enabled,
+            ),
+            (
+                "meerkat_gateway_sm_resumed",
+                "Sessions resumed on a new connection",
+                &m.sm_resumed,
+            ),
+            (
+                "meerkat_gateway_sm_failed_resumptions",
+                "Resumptions refused (unknown, expired or another account's session)",
+                &m.sm_failed,
+            ),
+            (
+                "meerkat_gateway_sm_expired",
+                "Detached sessions ended because their resumption window passed",
+                &m.sm_expired,
+            ),
+            (
+                "meerkat_gateway_sm_resent_stanzas",
+                "Unacknowledged stanzas written again on resumption",
+                &m.sm_resent,
+            ),
+            (
+                "meerkat_gateway_sm_rerouted_stanzas",
+                "Unacknowledged stanzas sent back to the routers (another resource, offline storage, or an error to their sender) when a session ended without resumption",
+                &m.sm_rerouted,
+            ),
+        ] {
+            registry.register(name, help, c.clone());
+        }
+        registry.register(
+            "meerkat_gateway_sm_detached",
+            "Sessions detached from their connection, waiting for their client to resume",
+            m.sm_detached.clone(),
         );
         m
     }

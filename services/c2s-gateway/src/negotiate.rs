@@ -14,8 +14,9 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::conn::{Socket, Transport};
 use crate::handoff::{Bound, Counted, End};
+use crate::link::Resumption;
 use crate::register::AccountChange;
-use crate::{accounts, register, sasl, session, Ctx};
+use crate::{accounts, register, sasl, session, sm, Ctx};
 
 /// State that grows as negotiation proceeds.
 pub struct Negotiated {
@@ -23,6 +24,17 @@ pub struct Negotiated {
     pub username: Option<String>,
     /// Fingerprint of the credentials the user authenticated with (`crate::accounts`).
     pub credentials: u64,
+    /// The connection's place in the counts: it goes with the connection to its session (or
+    /// to the session it resumes).
+    pub counted: Option<Counted>,
+}
+
+/// How negotiation ended well.
+pub enum Negotiation {
+    /// A resource to bind: a new session.
+    Bound(Bound),
+    /// The connection resumed a session (XEP-0198) and was handed over to it.
+    Resumed,
 }
 
 /// Runs one client connection from accept to a bound resource, or to its close. A bound
@@ -56,18 +68,19 @@ pub async fn serve_connection(
     let mut state = Negotiated {
         username: None,
         credentials: 0,
+        counted: Some(counted),
     };
     let mut holder = Some(transport);
     let outcome = tokio::select! {
         o = tokio::time::timeout(deadline, Box::pin(negotiate(&ctx, &mut holder, &mut state, peer))) => o,
         _ = ctx.shutdown.cancelled() => Ok(Err(End::Error(StreamError::new("system-shutdown")))),
     };
-    match (outcome, holder) {
-        (Ok(Ok(bound)), Some(transport)) => {
+    match (outcome, holder, state.counted.take()) {
+        (Ok(Ok(Negotiation::Bound(bound))), Some(transport), Some(counted)) => {
             return Some(session::start(ctx.clone(), transport, bound, counted));
         }
-        (Ok(Err(end)), Some(mut transport)) => Box::pin(finish(&ctx, &mut transport, end)).await,
-        (Err(_elapsed), Some(mut transport)) => {
+        (Ok(Err(end)), Some(mut transport), _) => Box::pin(finish(&ctx, &mut transport, end)).await,
+        (Err(_elapsed), Some(mut transport), _) => {
             Box::pin(finish(
                 &ctx,
                 &mut transport,
@@ -189,6 +202,7 @@ fn features(ctx: &Ctx, secure: bool, state: &Negotiated) -> String {
         }
         Some(_) => {
             f.push_child(Element::new("bind", ns::BIND));
+            f.push_child(Element::new("sm", ns::SM));
             f.push_child(
                 Element::new("session", ns::SESSION)
                     .with_child(Element::new("optional", ns::SESSION)),
@@ -210,7 +224,7 @@ async fn negotiate(
     holder: &mut Option<Transport>,
     state: &mut Negotiated,
     peer: SocketAddr,
-) -> Result<Bound, End> {
+) -> Result<Negotiation, End> {
     loop {
         // A (new) stream: header, then features.
         let t = holder.as_mut().ok_or(End::Gone)?;
@@ -281,8 +295,18 @@ async fn negotiate(
                 }
                 (ns::CLIENT, "iq") => {
                     if let Some(bound) = pre_session_iq(ctx, t, el, state, peer).await? {
-                        return Ok(bound);
+                        return Ok(Negotiation::Bound(bound));
                     }
+                }
+                (ns::SM, "resume") if state.username.is_some() => {
+                    if resume(ctx, holder, state, &el).await? {
+                        return Ok(Negotiation::Resumed);
+                    }
+                }
+                // Stream management before a resource is bound (XEP-0198 §3: `<enable/>`
+                // comes after binding; `<resume/>` after authentication).
+                (ns::SM, "enable" | "resume") => {
+                    t.write(&sm::failed("unexpected-request", None)).await?;
                 }
                 (ns::CLIENT, "message" | "presence") => {
                     return Err(End::Error(StreamError::with_text(
@@ -299,6 +323,44 @@ async fn negotiate(
             }
         }
     }
+}
+
+/// `<resume/>` after authentication: the connection goes to the session it names, if this
+/// gateway holds it for this account and the id carries its secret (true); otherwise
+/// `<failed><item-not-found/></failed>`, alike for every reason, and the client may bind.
+async fn resume(
+    ctx: &Ctx,
+    holder: &mut Option<Transport>,
+    state: &mut Negotiated,
+    el: &Element,
+) -> Result<bool, End> {
+    let h = sm::h_of(el).map_err(End::Error)?;
+    let previd = el.attr("previd").unwrap_or_default().to_owned();
+    let user = state.username.as_deref().unwrap_or_default();
+    let bare = meerkat_xmpp::addr::account(user, &ctx.config.domain);
+    let slot = sm::ResumeId::parse(&previd).and_then(|rid| ctx.registry.resumable(&rid, &bare));
+    let taken = slot.and_then(|tx| Some((tx, holder.take()?, state.counted.take()?)));
+    if let Some((tx, transport, counted)) = taken {
+        let handed = Resumption {
+            transport,
+            counted,
+            h,
+            previd,
+        };
+        match tx.try_send(handed) {
+            Ok(()) => return Ok(true),
+            Err(e) => {
+                // The session is ending, or another connection is resuming it right now.
+                let back = e.into_inner();
+                *holder = Some(back.transport);
+                state.counted = Some(back.counted);
+            }
+        }
+    }
+    ctx.metrics.sm_failed.inc();
+    let t = holder.as_mut().ok_or(End::Gone)?;
+    t.write(&sm::failed("item-not-found", None)).await?;
+    Ok(false)
 }
 
 /// An iq before a resource is bound: registration before or after auth, bind, session.

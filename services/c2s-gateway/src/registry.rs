@@ -9,15 +9,41 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
+use meerkat_bus::lapin::{acker::Acker, options::BasicAckOptions};
 use parking_lot::Mutex;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
+
+use crate::sm::ResumeId;
+
+/// A stanza for the client and, when it came from the broker, its delivery: acknowledged only
+/// once the stanza is safe (written; with stream management, acknowledged by the client; or
+/// sent back to the routers), so that a gateway that dies leaves it in its queue.
+#[derive(Debug)]
+pub struct Delivered {
+    pub xml: String,
+    pub ack: Option<Acker>,
+}
+
+impl Delivered {
+    /// A stanza the gateway makes itself (a reply): nothing to acknowledge.
+    pub fn own(xml: String) -> Delivered {
+        Delivered { xml, ack: None }
+    }
+
+    /// Acknowledges the broker's delivery, if any.
+    pub async fn settle(self) {
+        if let Some(ack) = self.ack {
+            let _ = ack.ack(BasicAckOptions::default()).await;
+        }
+    }
+}
 
 /// What other parts of the gateway ask of a session task.
 #[derive(Debug)]
 pub enum Outbound {
-    /// A stanza (XML) to write to the client.
-    Stanza(String),
+    /// A stanza to write to the client.
+    Stanza(Delivered),
     /// Another login took this full JID: end with `<conflict/>`.
     Conflict,
     /// Publish the session's state again (a router asked for a resync).
@@ -79,15 +105,15 @@ impl Mailbox {
     /// Hands a stanza to the session without waiting. Past the cap the session is told to end
     /// (the stanza still queues, behind the others, to be bounced with them). `Err` gives the
     /// stanza back when the session is gone: the caller bounces it.
-    pub fn offer(&self, xml: String) -> Result<(), String> {
+    pub fn offer(&self, d: Delivered) -> Result<(), Delivered> {
         let mut q = self.0.queue.lock();
         match q.phase {
-            Phase::Gone => return Err(xml),
-            Phase::Open if q.bytes + xml.len() > self.0.cap => q.phase = Phase::Ending,
+            Phase::Gone => return Err(d),
+            Phase::Open if q.bytes + d.xml.len() > self.0.cap => q.phase = Phase::Ending,
             Phase::Open | Phase::Ending => {}
         }
-        q.bytes += xml.len();
-        q.items.push_back(Outbound::Stanza(xml));
+        q.bytes += d.xml.len();
+        q.items.push_back(Outbound::Stanza(d));
         drop(q);
         self.0.wake.notify_one();
         Ok(())
@@ -126,8 +152,8 @@ impl Inbox {
                     return Next::Overflowed { bytes: q.bytes };
                 }
                 if let Some(item) = q.items.pop_front() {
-                    if let Outbound::Stanza(xml) = &item {
-                        q.bytes -= xml.len();
+                    if let Outbound::Stanza(d) = &item {
+                        q.bytes -= d.xml.len();
                     }
                     // A burst leaves its capacity behind; an idle session keeps none.
                     if q.items.is_empty() && q.items.capacity() > IDLE_CAPACITY {
@@ -164,12 +190,12 @@ impl Inbox {
 
     /// Takes the oldest stanza left, or, when none is left, marks the mailbox gone in the same
     /// step, so that no stanza can slip in behind the last one taken.
-    pub fn drain(&self) -> Option<String> {
+    pub fn drain(&self) -> Option<Delivered> {
         let mut q = self.0.queue.lock();
         while let Some(item) = q.items.pop_front() {
-            if let Outbound::Stanza(xml) = item {
-                q.bytes -= xml.len();
-                return Some(xml);
+            if let Outbound::Stanza(d) = item {
+                q.bytes -= d.xml.len();
+                return Some(d);
             }
         }
         q.phase = Phase::Gone;
@@ -183,11 +209,19 @@ pub struct Registry {
 }
 
 /// One session: its full JID, the fingerprint of the credentials it authenticated with
-/// (`crate::accounts`), its channel.
+/// (`crate::accounts`), its channel, and how a new connection resumes it (stream management).
 struct Entry {
     jid: String,
     credentials: u64,
     tx: Mailbox,
+    resume: Option<Resumable>,
+}
+
+/// How a resumable session is resumed: its id (with the secret its client was given), and the
+/// channel that hands it a new connection.
+pub struct Resumable {
+    pub id: ResumeId,
+    pub tx: mpsc::Sender<crate::session::Resumption>,
 }
 
 #[derive(Default)]
@@ -211,6 +245,7 @@ impl Registry {
                 jid: jid.to_owned(),
                 credentials,
                 tx,
+                resume: None,
             },
         );
         replaced
@@ -271,6 +306,28 @@ impl Registry {
             .count()
     }
 
+    /// The session can be resumed from now on (stream management with resumption enabled).
+    pub fn set_resumable(&self, id: Uuid, resumable: Resumable) {
+        if let Some(e) = self.inner.lock().by_id.get_mut(&id) {
+            e.resume = Some(resumable);
+        }
+    }
+
+    /// Where to hand a connection that resumes `rid`, if this gateway holds that resumable
+    /// session of account `bare` and `rid` carries its secret. Anything else (unknown, ended,
+    /// another account's, a wrong secret) is the same `None`.
+    pub fn resumable(
+        &self,
+        rid: &ResumeId,
+        bare: &str,
+    ) -> Option<mpsc::Sender<crate::session::Resumption>> {
+        let inner = self.inner.lock();
+        let e = inner.by_id.get(&rid.session)?;
+        let r = e.resume.as_ref()?;
+        let owner = e.jid.split('/').next() == Some(bare);
+        (owner & r.id.same_secret(rid)).then(|| r.tx.clone())
+    }
+
     /// The session changed its own account's password: its credentials are the new ones.
     pub fn set_credentials(&self, id: Uuid, credentials: u64) {
         if let Some(e) = self.inner.lock().by_id.get_mut(&id) {
@@ -289,6 +346,14 @@ mod tests {
 
     fn stanza(n: usize) -> String {
         format!("<message id='{n}'/>")
+    }
+
+    fn d(n: usize) -> Delivered {
+        Delivered::own(stanza(n))
+    }
+
+    fn xml(d: Option<Delivered>) -> Option<String> {
+        d.map(|d| d.xml)
     }
 
     fn take(inbox: &Inbox) -> Option<Next> {
@@ -310,11 +375,11 @@ mod tests {
     fn stanzas_come_out_in_the_order_handed_in() {
         let (tx, rx) = mailbox(1024);
         for n in 0..3 {
-            tx.offer(stanza(n)).unwrap();
+            tx.offer(d(n)).unwrap();
         }
         for n in 0..3 {
             match take(&rx) {
-                Some(Next::Item(Outbound::Stanza(xml))) => assert_eq!(xml, stanza(n)),
+                Some(Next::Item(Outbound::Stanza(got))) => assert_eq!(got.xml, stanza(n)),
                 _ => panic!("expected stanza {n}"),
             }
         }
@@ -325,19 +390,19 @@ mod tests {
     fn past_the_cap_the_session_is_told_to_end_and_nothing_is_lost_or_reordered() {
         let one = stanza(0).len();
         let (tx, rx) = mailbox(one * 2);
-        tx.offer(stanza(0)).unwrap();
-        tx.offer(stanza(1)).unwrap();
+        tx.offer(d(0)).unwrap();
+        tx.offer(d(1)).unwrap();
         assert!(poll_once(rx.overflowed()).is_none(), "at the cap: fine");
-        tx.offer(stanza(2)).unwrap();
+        tx.offer(d(2)).unwrap();
         assert_eq!(poll_once(rx.overflowed()), Some(one * 3));
         assert!(matches!(take(&rx), Some(Next::Overflowed { .. })));
         // Still handed in while the session ends: queued behind the others.
-        tx.offer(stanza(3)).unwrap();
+        tx.offer(d(3)).unwrap();
         rx.close();
-        let drained: Vec<String> = std::iter::from_fn(|| rx.drain()).collect();
+        let drained: Vec<String> = std::iter::from_fn(|| xml(rx.drain())).collect();
         assert_eq!(drained, (0..4).map(stanza).collect::<Vec<_>>());
         // Gone: the caller gets the stanza back to bounce it itself.
-        assert_eq!(tx.offer(stanza(4)), Err(stanza(4)));
+        assert_eq!(tx.offer(d(4)).map_err(|d| d.xml), Err(stanza(4)));
         assert!(!tx.tell(Outbound::Conflict));
     }
 
@@ -346,7 +411,7 @@ mod tests {
         let one = stanza(0).len();
         let (tx, rx) = mailbox(one);
         for n in 0..10 {
-            tx.offer(stanza(n)).unwrap();
+            tx.offer(d(n)).unwrap();
             assert!(matches!(take(&rx), Some(Next::Item(_))));
         }
         assert!(poll_once(rx.overflowed()).is_none());
@@ -356,7 +421,7 @@ mod tests {
     fn an_emptied_mailbox_lets_its_burst_capacity_go() {
         let (tx, rx) = mailbox(usize::MAX);
         for n in 0..100 {
-            tx.offer(stanza(n)).unwrap();
+            tx.offer(d(n)).unwrap();
         }
         for _ in 0..100 {
             assert!(matches!(take(&rx), Some(Next::Item(_))));

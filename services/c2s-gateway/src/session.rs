@@ -20,9 +20,12 @@ use uuid::Uuid;
 
 use crate::conn::{Activity, Reader, Transport};
 use crate::handoff::{bind_result, Bound, Counted, End};
+pub use crate::link::Resumption;
+use crate::link::{Conn, Link};
 use crate::register::AccountChange;
-use crate::registry::{Inbox, Next, Outbound};
+use crate::registry::{Delivered, Inbox, Next, Outbound, Resumable};
 use crate::shaper::{Rates, Shaper};
+use crate::sm::{self, Resume, ResumeId, Sm};
 use crate::{accounts, events, register, Ctx};
 
 /// Hops a stanza may be re-routed after a bounce before offline handling takes over.
@@ -34,6 +37,8 @@ struct State {
     bare: String,
     /// JIDs this session sent directed available presence to (RFC 6121 §4.6).
     directed: HashSet<String>,
+    /// Where connections resuming the session arrive, once it is resumable.
+    resume_rx: Option<mpsc::Receiver<Resumption>>,
 }
 
 /// Sets up the session of a bound connection and returns it, to run on its own task. What is
@@ -64,107 +69,378 @@ pub fn start(
         username: bound.username,
         bare,
         directed: HashSet::new(),
+        resume_rx: None,
     };
     let bind_xml = bind_result(&bound.bind_request, &st.info.jid).to_client_xml();
     let (mailbox, inbox) = crate::registry::mailbox(ctx.config.max_queued_bytes);
     let credentials = bound.credentials;
     let replaced = ctx.registry.insert(id, &st.info.jid, credentials, mailbox);
     ctx.metrics.sessions.inc();
-    let activity = transport.activity();
-    let (reader, mut writer) = transport.into_parts();
-    // What the client sends waits in the channel until the session is announced.
-    let (in_tx, mut in_rx) = mpsc::channel(64);
-    let read_task = tokio::spawn(read_loop(
-        reader,
-        in_tx,
-        activity.clone(),
-        ctx.config.client_rates(),
-        ctx.metrics.throttled.clone(),
-    ));
+    let conn = Conn::open(&ctx, transport, counted);
+    let mut link = Link::new(conn, ctx.config.max_queued_bytes);
     async move {
-        let _counted = counted;
         if let Some(old) = replaced {
             old.tell(Outbound::Conflict);
         }
-        let mut w = Writer {
-            inner: &mut writer,
-            timeout: Duration::from_secs(ctx.config.write_timeout_secs.get()),
-        };
-        // A stanza taken from the mailbox whose write did not complete: bounced before the rest.
-        let mut unwritten = None;
         // The account is checked again now that the session is registered: a change made
         // since authentication ends it here, one made from now on reaches it.
         let valid = accounts::check(&ctx, &st.username, credentials).await;
         let end = if let Err(e) = valid {
             End::Error(e)
-        } else if let Err(end) = Box::pin(announce(&ctx, &st.info, &mut w, bind_xml)).await {
+        } else if let Err(end) = Box::pin(announce(&ctx, &st.info, &mut link, bind_xml)).await {
             end
         } else {
             tracing::debug!(jid = %st.info.jid, session = %id, "session bound");
-            let idle_limit = Duration::from_secs(ctx.config.idle_timeout_secs);
-            let mut tick = tokio::time::interval(Duration::from_secs(1).min(idle_limit));
-            loop {
-                tokio::select! {
-                    inbound = in_rx.recv() => match inbound.map(|b| *b) {
-                        Some(Ok(Inbound::Stanza(el))) => {
-                            if let Err(end) = Box::pin(client_stanza(&ctx, &mut st, &mut w, el)).await {
-                                break end;
-                            }
-                        }
-                        Some(Ok(Inbound::Close)) => break End::ClientClosed,
-                        Some(Ok(Inbound::Open(_))) => break End::Error(StreamError::new("not-well-formed")),
-                        Some(Err(ReadError::Stream(e))) => break End::Error(e),
-                        Some(Err(_)) | None => break End::Gone,
-                    },
-                    next = inbox.next() => match next {
-                        Next::Item(Outbound::Stanza(xml)) => {
-                            // A write that waits on a client not reading is cut by the write
-                            // deadline, or sooner when the mailbox overflows meanwhile.
-                            let written = tokio::select! {
-                                r = w.send(&xml) => r,
-                                bytes = inbox.overflowed() => Err(overflowed(bytes)),
-                            };
-                            if let Err(end) = written {
-                                unwritten = Some(xml);
-                                break end;
-                            }
-                            ctx.metrics.stanzas_out.inc();
-                        }
-                        Next::Item(Outbound::Conflict) => break End::Error(StreamError::with_text("conflict", "replaced by a new connection")),
-                        Next::Item(Outbound::End(e)) => break End::Error(e),
-                        Next::Item(Outbound::Announce) => {
-                            Box::pin(events::publish(&ctx, SessionEventKind::Announce, &st.info)).await;
-                        }
-                        Next::Overflowed { bytes } => break overflowed(bytes),
-                    },
-                    _ = tick.tick() => {
-                        if activity.idle_for() > idle_limit {
-                            break End::Error(StreamError::with_text("connection-timeout", "idle for too long"));
-                        }
-                    }
-                    _ = ctx.shutdown.cancelled() => break End::Error(StreamError::new("system-shutdown")),
-                }
-            }
+            Box::pin(serve(&ctx, &mut st, &mut link, &inbox)).await
         };
-        read_task.abort();
 
-        // Stop writing; everything not written, and whatever still arrives until the mailbox
-        // is empty, goes back to the routers in the order it came. Only then does the session
-        // leave the registry: a stanza for it after that is bounced by whoever holds it, behind
-        // these.
+        // Stop writing; everything kept for the client (unacknowledged, or not written), then
+        // whatever still arrives until the mailbox is empty, goes back to the routers in the
+        // order it came. Only then does the session leave the registry: a stanza for it after
+        // that is bounced by whoever holds it, behind these.
         inbox.close();
-        let bounced = Box::pin(bounce_unwritten(&ctx, id, unwritten, &inbox)).await;
+        refuse_resumptions(&ctx, &mut st).await;
+        let bounced = Box::pin(bounce_kept(&ctx, id, link.take_kept(), &inbox)).await;
         if bounced > 0 {
             tracing::info!(jid = %st.info.jid, session = %id, bounced, "undelivered stanzas sent back to the routers");
         }
         ctx.registry.remove(id);
         Box::pin(end_session(&ctx, &mut st)).await;
-        let mut transport_end = TransportEnd {
-            writer: &mut writer,
-        };
-        Box::pin(transport_end.finish(&ctx, end)).await;
+        if let Some(conn) = link.conn.take() {
+            Box::pin(conn.finish(&ctx, end)).await;
+        }
         ctx.metrics.sessions.dec();
         tracing::debug!(jid = %st.info.jid, session = %id, "session ended");
+    }
+}
+
+/// Serves the session until it ends: while a connection is attached, and with stream
+/// management between connections (detached, waiting for the client to resume).
+async fn serve(ctx: &Ctx, st: &mut State, link: &mut Link, inbox: &Inbox) -> End {
+    loop {
+        let end = match Box::pin(attached(ctx, st, link, inbox)).await {
+            Attached::Resumed(r) => {
+                if let Err(end) = Box::pin(resume(ctx, st, link, *r)).await {
+                    return end;
+                }
+                continue;
+            }
+            Attached::Ended(end) => end,
+        };
+        let resumable = link.sm.as_ref().is_some_and(|sm| sm.resume.is_some());
+        if !resumable || !detaches(&end) {
+            return end;
+        }
+        // The connection is lost, not the session: contacts see no change while the client
+        // may come back.
+        if let Some(conn) = link.conn.take() {
+            Box::pin(conn.finish(ctx, end)).await;
+        }
+        tracing::debug!(jid = %st.info.jid, session = %st.info.session_id, "session detached");
+        ctx.metrics.sm_detached.inc();
+        let outcome = Box::pin(detached(ctx, st, link, inbox)).await;
+        ctx.metrics.sm_detached.dec();
+        match outcome {
+            Ok(r) => {
+                if let Err(end) = Box::pin(resume(ctx, st, link, r)).await {
+                    return end;
+                }
+            }
+            Err(end) => return end,
+        }
+    }
+}
+
+/// How a connection's service ended.
+enum Attached {
+    Ended(End),
+    /// Another connection resumed the session: this one is superseded.
+    Resumed(Box<Resumption>),
+}
+
+/// Whether a connection's end leaves the session waiting for resumption: the connection was
+/// lost or stopped answering, rather than closed by the client or ended for cause.
+fn detaches(end: &End) -> bool {
+    match end {
+        End::Gone => true,
+        End::Error(e) => e.condition == "connection-timeout",
+        End::ClientClosed => false,
+    }
+}
+
+/// The session with a connection: the client's input, the mailbox, pings.
+async fn attached(ctx: &Ctx, st: &mut State, link: &mut Link, inbox: &Inbox) -> Attached {
+    let idle_limit = Duration::from_secs(ctx.config.idle_timeout_secs);
+    // A silent client is pinged after two thirds of the limit; it has the rest to answer.
+    let ping_after = idle_limit * 2 / 3;
+    let mut tick = tokio::time::interval(
+        Duration::from_secs(1).min(ping_after.max(Duration::from_millis(100))),
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let end = loop {
+        let Some(conn) = link.conn.as_mut() else {
+            break End::Gone;
+        };
+        tokio::select! {
+            inbound = conn.input.recv() => match inbound.map(|b| *b) {
+                Some(Ok(Inbound::Stanza(el))) => {
+                    conn.pinged = false;
+                    let done = if el.ns() == ns::SM {
+                        Box::pin(sm_element(ctx, st, link, &el)).await
+                    } else {
+                        let r = Box::pin(client_stanza(ctx, st, link, el)).await;
+                        if let Some(sm) = &mut link.sm {
+                            sm.handled = sm.handled.wrapping_add(1);
+                        }
+                        r
+                    };
+                    if let Err(end) = done {
+                        break end;
+                    }
+                }
+                Some(Ok(Inbound::Close)) => break End::ClientClosed,
+                Some(Ok(Inbound::Open(_))) => break End::Error(StreamError::new("not-well-formed")),
+                Some(Err(ReadError::Stream(e))) => break End::Error(e),
+                Some(Err(_)) | None => break End::Gone,
+            },
+            next = inbox.next() => match next {
+                Next::Item(Outbound::Stanza(d)) => {
+                    // A write that waits on a client not reading is cut by the write deadline,
+                    // or sooner when the mailbox overflows meanwhile.
+                    let written = tokio::select! {
+                        r = link.stanza(d) => r,
+                        bytes = inbox.overflowed() => Err(overflowed(bytes)),
+                    };
+                    if let Err(end) = written {
+                        break end;
+                    }
+                    ctx.metrics.stanzas_out.inc();
+                }
+                Next::Item(other) => {
+                    if let Err(end) = Box::pin(control(ctx, st, other)).await {
+                        break end;
+                    }
+                }
+                Next::Overflowed { bytes } => break overflowed(bytes),
+            },
+            r = resumption(&mut st.resume_rx) => return Attached::Resumed(Box::new(r)),
+            _ = tick.tick() => {
+                let idle = conn.activity.idle_for();
+                if idle > idle_limit {
+                    break End::Error(StreamError::with_text("connection-timeout", "no answer to the server's ping"));
+                }
+                if let Err(end) = Box::pin(keepalive(link, idle > ping_after)).await {
+                    break end;
+                }
+            }
+            _ = ctx.shutdown.cancelled() => break End::Error(StreamError::new("system-shutdown")),
+        }
+    };
+    Attached::Ended(end)
+}
+
+/// On every tick: asks a quiet client for an ack of what waits for one, and pings a silent
+/// one (with stream management its `<r/>` is the ping: any answer counts).
+async fn keepalive(link: &mut Link, silent: bool) -> Result<(), End> {
+    let Some(conn) = link.conn.as_mut() else {
+        return Ok(());
+    };
+    if !silent {
+        conn.pinged = false;
+    }
+    match &mut link.sm {
+        Some(sm) => {
+            let ask = (sm.unacked_len() > 0 || (silent && !conn.pinged)) && !sm.requested;
+            if silent {
+                conn.pinged = true;
+            }
+            if ask {
+                sm.requested = true;
+                conn.send(&sm::request()).await?;
+            } else if silent && sm.requested && conn.pinged {
+                // The request already out is the ping.
+            }
+            Ok(())
+        }
+        None if silent && !conn.pinged => {
+            conn.pinged = true;
+            let ping = format!(
+                "<iq type='get' id='{PING_ID_PREFIX}{}'><ping xmlns='{}'/></iq>",
+                &Uuid::new_v4().simple().to_string()[..12],
+                ns::PING
+            );
+            conn.send(&ping).await
+        }
+        None => Ok(()),
+    }
+}
+
+/// The ids of the gateway's pings to its clients; their answers end here.
+const PING_ID_PREFIX: &str = "meerkat-ping-";
+
+/// A request that is not a stanza, from another part of the gateway.
+async fn control(ctx: &Ctx, st: &mut State, what: Outbound) -> Result<(), End> {
+    match what {
+        Outbound::Conflict => Err(End::Error(StreamError::with_text(
+            "conflict",
+            "replaced by a new connection",
+        ))),
+        Outbound::End(e) => Err(End::Error(e)),
+        Outbound::Announce => {
+            Box::pin(events::publish(ctx, SessionEventKind::Announce, &st.info)).await;
+            Ok(())
+        }
+        // Stanzas are the caller's.
+        Outbound::Stanza(_) => Ok(()),
+    }
+}
+
+/// The next connection handed over to resume this session, if it is resumable.
+async fn resumption(rx: &mut Option<mpsc::Receiver<Resumption>>) -> Resumption {
+    match rx {
+        Some(rx) => match rx.recv().await {
+            Some(r) => r,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// A detached session: what arrives is kept as if written to the lost connection, until the
+/// client resumes (`Ok`) or the window passes, the session is replaced or the gateway stops
+/// (`Err`: the session ends, and what it kept goes back to the routers).
+async fn detached(
+    ctx: &Ctx,
+    st: &mut State,
+    link: &mut Link,
+    inbox: &Inbox,
+) -> Result<Resumption, End> {
+    let window = link
+        .sm
+        .as_ref()
+        .and_then(|sm| sm.resume.as_ref())
+        .map_or(0, |r| r.max);
+    let expiry = tokio::time::sleep(Duration::from_secs(window));
+    tokio::pin!(expiry);
+    loop {
+        tokio::select! {
+            r = resumption(&mut st.resume_rx) => return Ok(r),
+            next = inbox.next() => match next {
+                Next::Item(Outbound::Stanza(d)) => link.stanza(d).await?,
+                Next::Item(other) => control(ctx, st, other).await?,
+                Next::Overflowed { bytes } => return Err(overflowed(bytes)),
+            },
+            () = &mut expiry => {
+                ctx.metrics.sm_expired.inc();
+                tracing::debug!(jid = %st.info.jid, session = %st.info.session_id, "resumption window passed");
+                return Err(End::Gone);
+            }
+            _ = ctx.shutdown.cancelled() => return Err(End::Gone),
+        }
+    }
+}
+
+/// Takes a resuming connection: the client's `h` releases what it got, `<resumed/>` says what
+/// the gateway handled, and everything still unacknowledged is written again, in order. The
+/// connection it replaces, if still open, is closed.
+async fn resume(ctx: &Ctx, st: &mut State, link: &mut Link, r: Resumption) -> Result<(), End> {
+    let Resumption {
+        transport,
+        counted,
+        h,
+        previd,
+    } = r;
+    let mut conn = Conn::open(ctx, transport, counted);
+    if let Some(old) = link.conn.take() {
+        let end = End::Error(StreamError::with_text(
+            "conflict",
+            "the session was resumed on another connection",
+        ));
+        Box::pin(old.finish(ctx, end)).await;
+    }
+    let Some(sm) = link.sm.as_mut() else {
+        return Err(End::Gone);
+    };
+    match sm.acked(h) {
+        Ok(done) => {
+            for d in done {
+                d.settle().await;
+            }
+        }
+        Err(too_high) => {
+            let _ = conn.send(&sm::too_high(&too_high)).await;
+            conn.finish(ctx, End::Gone).await;
+            return Err(End::Gone);
+        }
+    }
+    sm.requested = false;
+    conn.send(&sm::resumed(&previd, sm.handled)).await?;
+    let mut resent = 0u64;
+    for d in sm.unacked() {
+        conn.send(&d.xml).await?;
+        resent += 1;
+    }
+    if resent > 0 {
+        sm.requested = true;
+        conn.send(&sm::request()).await?;
+    }
+    link.conn = Some(conn);
+    ctx.metrics.sm_resumed.inc();
+    ctx.metrics.sm_resent.inc_by(resent);
+    tracing::debug!(jid = %st.info.jid, session = %st.info.session_id, resent, "session resumed");
+    Ok(())
+}
+
+/// A stream management element from the client (XEP-0198).
+async fn sm_element(ctx: &Ctx, st: &mut State, link: &mut Link, el: &Element) -> Result<(), End> {
+    match el.name() {
+        "enable" if link.sm.is_none() => {
+            let mut sm = Sm::default();
+            let mut resume = None;
+            if sm::wants_resume(el) {
+                let id = ResumeId::new(&ctx.instance, st.info.session_id);
+                let max = sm::window(el, ctx.config.sm_resume_max_secs);
+                let (tx, rx) = mpsc::channel(1);
+                ctx.registry
+                    .set_resumable(st.info.session_id, Resumable { id: id.clone(), tx });
+                st.resume_rx = Some(rx);
+                resume = Some(Resume { id, max });
+            }
+            let answer = sm::enabled(resume.as_ref().map(|r| (&r.id, r.max)));
+            sm.resume = resume;
+            link.sm = Some(sm);
+            ctx.metrics.sm_enabled.inc();
+            link.raw(&answer).await
+        }
+        // Enabled twice, or a resumption on a bound stream.
+        "enable" | "resume" => link.raw(&sm::failed("unexpected-request", None)).await,
+        "r" if link.sm.is_some() => {
+            let h = link.sm.as_ref().map_or(0, |sm| sm.handled);
+            link.raw(&sm::ack(h)).await
+        }
+        "a" if link.sm.is_some() => {
+            let h = sm::h_of(el).map_err(End::Error)?;
+            let Some(sm) = link.sm.as_mut() else {
+                return Ok(());
+            };
+            sm.requested = false;
+            match sm.acked(h) {
+                Ok(done) => {
+                    for d in done {
+                        d.settle().await;
+                    }
+                    Ok(())
+                }
+                Err(too_high) => {
+                    let _ = link.raw(&sm::too_high(&too_high)).await;
+                    Err(End::Gone)
+                }
+            }
+        }
+        other => Err(End::Error(StreamError::with_text(
+            "unsupported-stanza-type",
+            format!("<{other}/> of stream management before <enable/>, or unknown"),
+        ))),
     }
 }
 
@@ -172,7 +448,7 @@ pub fn start(
 async fn announce(
     ctx: &Ctx,
     info: &SessionInfo,
-    w: &mut Writer<'_>,
+    link: &mut Link,
     bind_xml: String,
 ) -> Result<(), End> {
     if !events::publish(ctx, SessionEventKind::Open, info).await {
@@ -181,7 +457,7 @@ async fn announce(
             "session directory unavailable",
         )));
     }
-    w.send(&bind_xml).await
+    link.raw(&bind_xml).await
 }
 
 /// The session's end when its mailbox overflowed: its client does not read what it is sent
@@ -193,58 +469,17 @@ fn overflowed(bytes: usize) -> End {
     ))
 }
 
-/// The write half, with a deadline on every write; errors become the session's end.
-struct Writer<'a> {
-    inner: &'a mut tokio::io::WriteHalf<crate::conn::Socket>,
-    /// Longest one write may take: past it the client has stopped reading.
-    timeout: Duration,
-}
-
-impl Writer<'_> {
-    async fn send(&mut self, xml: &str) -> Result<(), End> {
-        use tokio::io::AsyncWriteExt;
-        let write = async {
-            self.inner.write_all(xml.as_bytes()).await?;
-            self.inner.flush().await
-        };
-        match tokio::time::timeout(self.timeout, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Gone),
-            // RFC 6120 §4.9.3.4: the other party seems to have lost the ability to communicate.
-            Err(_) => Err(End::Error(StreamError::with_text(
-                "connection-timeout",
-                "the client does not read what it is sent",
-            ))),
-        }
-    }
-}
-
-struct TransportEnd<'a> {
-    writer: &'a mut tokio::io::WriteHalf<crate::conn::Socket>,
-}
-
-impl TransportEnd<'_> {
-    async fn finish(&mut self, ctx: &Ctx, end: End) {
-        use tokio::io::AsyncWriteExt;
-        let text = match &end {
-            End::Error(e) => {
-                ctx.metrics
-                    .stream_errors
-                    .get_or_create(&crate::metrics::KindLabel {
-                        kind: e.condition.to_owned(),
-                    })
-                    .inc();
-                format!("{}</stream:stream>", e.to_xml())
-            }
-            End::ClientClosed => "</stream:stream>".to_owned(),
-            End::Gone => return,
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            let _ = self.writer.write_all(text.as_bytes()).await;
-            let _ = self.writer.flush().await;
-            let _ = self.writer.shutdown().await;
-        })
-        .await;
+/// The session ends: a connection handed over to resume it meanwhile is told it cannot.
+async fn refuse_resumptions(ctx: &Ctx, st: &mut State) {
+    let Some(mut rx) = st.resume_rx.take() else {
+        return;
+    };
+    rx.close();
+    while let Ok(r) = rx.try_recv() {
+        ctx.metrics.sm_failed.inc();
+        let mut conn = Conn::open(ctx, r.transport, r.counted);
+        let _ = conn.send(&sm::failed("item-not-found", None)).await;
+        conn.finish(ctx, End::ClientClosed).await;
     }
 }
 
@@ -255,7 +490,7 @@ impl TransportEnd<'_> {
 /// Past the session's byte or stanza rate it stops reading for as long as the excess takes to
 /// pay back: the client's bytes wait in its socket and TCP slows it down.
 #[allow(clippy::manual_async_fn)]
-fn read_loop(
+pub(crate) fn read_loop(
     mut reader: Reader,
     tx: mpsc::Sender<Box<Result<Inbound, ReadError>>>,
     activity: Activity,
@@ -286,7 +521,7 @@ fn read_loop(
 async fn client_stanza(
     ctx: &Ctx,
     st: &mut State,
-    w: &mut Writer<'_>,
+    w: &mut Link,
     mut el: Element,
 ) -> Result<(), End> {
     let Some(kind) = StanzaKind::of(&el) else {
@@ -295,6 +530,16 @@ async fn client_stanza(
             format!("<{}/> in {} is not a stanza", el.name(), el.ns()),
         )));
     };
+    // The answer to the gateway's own ping ends here.
+    if kind == StanzaKind::Iq
+        && el.attr("to").is_none()
+        && matches!(el.attr("type"), Some("result" | "error"))
+        && el
+            .attr("id")
+            .is_some_and(|id| id.starts_with(PING_ID_PREFIX))
+    {
+        return Ok(());
+    }
     ctx.metrics
         .stanzas_in
         .get_or_create(&crate::metrics::KindLabel {
@@ -313,7 +558,7 @@ async fn client_stanza(
             Err(_) => {
                 if kind != StanzaKind::Presence && !meerkat_xmpp::stanza::must_not_bounce(&el) {
                     let reply = error_reply(&el, &StanzaError::jid_malformed());
-                    w.send(&reply.to_client_xml()).await?;
+                    w.stanza(Delivered::own(reply.to_client_xml())).await?;
                 }
                 return Ok(());
             }
@@ -329,12 +574,12 @@ async fn client_stanza(
             if let Some(payload) = el.children().next().cloned() {
                 if payload.ns() == ns::SESSION {
                     let reply = iq_result(&el);
-                    return w.send(&reply.to_client_xml()).await;
+                    return w.stanza(Delivered::own(reply.to_client_xml())).await;
                 }
                 if payload.ns() == ns::REGISTER {
                     let (reply, change) =
                         register::after_auth(ctx, &st.username, &el, &payload).await;
-                    w.send(&reply.to_client_xml()).await?;
+                    w.stanza(Delivered::own(reply.to_client_xml())).await?;
                     return match change {
                         AccountChange::None => Ok(()),
                         AccountChange::Removed => {
@@ -487,19 +732,22 @@ async fn end_session(ctx: &Ctx, st: &mut State) {
     events::publish(ctx, SessionEventKind::Close, &st.info).await;
 }
 
-/// Sends back to the routers, in order, the stanza whose write did not complete and everything
-/// left in the mailbox, until it is empty and marked gone. Returns how many.
-async fn bounce_unwritten(ctx: &Ctx, id: Uuid, unwritten: Option<String>, inbox: &Inbox) -> usize {
+/// Sends back to the routers, in order, what the session kept for its client (unacknowledged
+/// or not written) and everything left in the mailbox, until it is empty and marked gone; each
+/// delivery is acknowledged to the broker once its bounce is. Returns how many.
+async fn bounce_kept(ctx: &Ctx, id: Uuid, kept: Vec<Delivered>, inbox: &Inbox) -> usize {
     let mut n = 0;
-    for xml in unwritten
-        .into_iter()
-        .chain(std::iter::from_fn(|| inbox.drain()))
-    {
-        if !crate::delivery::bounce(ctx, xml.as_bytes(), Some(id), HOPS - 1).await {
+    let rerouted = kept.len() as u64;
+    for d in kept.into_iter().chain(std::iter::from_fn(|| inbox.drain())) {
+        if crate::delivery::bounce(ctx, d.xml.as_bytes(), Some(id), HOPS - 1).await {
+            d.settle().await;
+        } else {
+            // Left unacknowledged: the broker gives it back when this gateway's channel ends.
             tracing::error!(session = %id, "could not send an undelivered stanza back to the routers");
         }
         n += 1;
     }
+    ctx.metrics.sm_rerouted.inc_by(rerouted);
     n
 }
 

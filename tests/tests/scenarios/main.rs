@@ -9,6 +9,7 @@ mod hostile;
 mod interop;
 mod offline;
 mod resilience;
+mod sm;
 mod streams;
 mod throttles;
 

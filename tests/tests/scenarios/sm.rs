@@ -1,0 +1,353 @@
+//! Stream management (XEP-0198): resumption after a lost connection, and nothing lost when a
+//! session is not resumed (window passed, fresh bind, gateway killed); the protocol's error
+//! paths; dead connections found by the gateway's pings.
+
+// Test helpers panic on failure by design.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use meerkat_testkit::client::pred::{message_with_body, presence_of_type};
+use meerkat_testkit::client::{Client, ClientConfig};
+use meerkat_testkit::stack::{Dc, StackOptions};
+use meerkat_xmpp::{ns, Element};
+
+use crate::{dc, online, user};
+
+const PW: &str = "secret-pw";
+
+/// Alice and Bob, available, each subscribed to the other's presence.
+async fn friends(dc: &Dc, alice_cfg: &ClientConfig) -> (Client, Client, String) {
+    let a = user("alice");
+    let b = user("bob");
+    let mut bob = online(dc, &b, "desk").await;
+    let mut c = Client::connect(alice_cfg).await.unwrap();
+    c.register(&a, PW).await.unwrap().unwrap();
+    drop(c);
+    let mut alice = Client::login(alice_cfg, &a, PW, Some("phone"))
+        .await
+        .unwrap();
+    alice.send_presence().await.unwrap();
+    bob.send_presence().await.unwrap();
+    let subscribe = Element::new("presence", ns::CLIENT)
+        .with_attr("type", "subscribe")
+        .with_attr("to", bob.bare_jid().to_owned());
+    alice.send(&subscribe).await.unwrap();
+    let aj = alice.bare_jid().to_owned();
+    bob.expect("subscribe", presence_of_type(&aj, Some("subscribe")))
+        .await
+        .unwrap();
+    bob.approve_subscription(&mut alice).await.unwrap();
+    (alice, bob, b)
+}
+
+/// Message bodies `c` receives until `quiet` passes without a message.
+async fn bodies(c: &mut Client, quiet: Duration) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Ok(m) = c
+        .expect_within(quiet, "a message", |e: &Element| {
+            e.is("message", ns::CLIENT)
+        })
+        .await
+    {
+        out.extend(m.child_text("body", ns::CLIENT));
+    }
+    out
+}
+
+async fn send_all(from: &mut Client, to: &str, texts: &[String]) {
+    for t in texts {
+        from.send_message(to, t).await.unwrap();
+    }
+}
+
+fn texts(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix} {i}")).collect()
+}
+
+/// Bob enables stream management, reads three messages and acknowledges one; his connection
+/// drops; Alice writes five more. He resumes: the two he had not acknowledged come again, then
+/// the five, in order, each once, and Alice never saw him go offline.
+#[tokio::test]
+async fn a_resumed_session_gets_what_it_had_not_acknowledged_then_what_came_meanwhile() {
+    let dc = dc().await;
+    let (mut alice, mut bob, b) = friends(&dc, &dc.client()).await;
+    let enabled = bob.enable_sm(None).await.unwrap();
+    assert_eq!(enabled.attr("resume"), Some("true"), "{enabled}");
+    assert_eq!(enabled.attr("max"), Some("300"), "{enabled}");
+    let previd = enabled.attr("id").unwrap().to_owned();
+    let before = texts("before", 3);
+    send_all(&mut alice, bob.bare_jid(), &before).await;
+    for t in &before {
+        bob.expect("a message", message_with_body(t)).await.unwrap();
+    }
+    assert_eq!(bob.sm_received(), Some(3));
+    bob.sm_ack(1).await.unwrap();
+    let bob_full = bob.jid().to_owned();
+    bob.drop_connection();
+
+    let meanwhile = texts("meanwhile", 5);
+    send_all(&mut alice, &bob_full.clone(), &meanwhile).await;
+    let (mut bob, answer) = Client::resume(&dc.client(), &b, PW, &previd, 1, &bob_full)
+        .await
+        .unwrap();
+    assert_eq!(answer.name(), "resumed", "{answer}");
+    assert_eq!(answer.attr("previd"), Some(previd.as_str()));
+    assert_eq!(
+        answer.attr("h"),
+        Some("0"),
+        "bob sent no stanza since enabling"
+    );
+    let mut want = before[1..].to_vec();
+    want.extend(meanwhile);
+    assert_eq!(bodies(&mut bob, Duration::from_secs(1)).await, want);
+
+    // The same session goes on: same full JID, reachable, and no flap for Alice.
+    alice
+        .send_message(&bob_full, "after the resumption")
+        .await
+        .unwrap();
+    bob.expect(
+        "the next message",
+        message_with_body("after the resumption"),
+    )
+    .await
+    .unwrap();
+    alice
+        .expect_none(
+            Duration::from_millis(500),
+            presence_of_type(&bob_full, Some("unavailable")),
+        )
+        .await
+        .unwrap();
+    dc.stop().await.unwrap();
+}
+
+/// A detached session whose window passes ends: Alice sees Bob go offline, and the messages
+/// he never acknowledged wait in offline storage (stamped with their time), each once.
+#[tokio::test]
+async fn when_the_window_passes_unacknowledged_messages_go_offline_once_with_their_time() {
+    let dc = dc().await;
+    let (mut alice, mut bob, b) = friends(&dc, &dc.client()).await;
+    let enabled = bob.enable_sm(Some(1)).await.unwrap();
+    assert_eq!(enabled.attr("max"), Some("1"), "{enabled}");
+    let read = texts("read, not acknowledged", 2);
+    send_all(&mut alice, bob.bare_jid(), &read).await;
+    for t in &read {
+        bob.expect("a message", message_with_body(t)).await.unwrap();
+    }
+    let bob_full = bob.jid().to_owned();
+    bob.drop_connection();
+    let later = texts("while detached", 1);
+    send_all(&mut alice, &bob_full, &later).await;
+    alice
+        .expect(
+            "bob unavailable",
+            presence_of_type(&bob_full, Some("unavailable")),
+        )
+        .await
+        .unwrap();
+
+    let mut bob = Client::login(&dc.client(), &b, PW, Some("desk"))
+        .await
+        .unwrap();
+    bob.send_presence().await.unwrap();
+    let mut got = Vec::new();
+    while let Ok(m) = bob
+        .expect_within(Duration::from_secs(1), "a message", |e: &Element| {
+            e.is("message", ns::CLIENT)
+        })
+        .await
+    {
+        assert!(m.get_child("delay", ns::DELAY).is_some(), "no delay: {m}");
+        got.extend(m.child_text("body", ns::CLIENT));
+    }
+    let mut want = read.clone();
+    want.extend(later);
+    assert_eq!(got, want);
+    dc.stop().await.unwrap();
+}
+
+/// A client that binds afresh instead of resuming (same resource) still gets what the old
+/// session had not had acknowledged, each once.
+#[tokio::test]
+async fn binding_afresh_instead_of_resuming_loses_nothing() {
+    let dc = dc().await;
+    let (mut alice, mut bob, b) = friends(&dc, &dc.client()).await;
+    bob.enable_sm(None).await.unwrap();
+    let read = texts("unacknowledged", 3);
+    send_all(&mut alice, bob.bare_jid(), &read).await;
+    for t in &read {
+        bob.expect("a message", message_with_body(t)).await.unwrap();
+    }
+    bob.drop_connection();
+
+    let mut bob = Client::login(&dc.client(), &b, PW, Some("desk"))
+        .await
+        .unwrap();
+    bob.send_presence().await.unwrap();
+    let mut got = bodies(&mut bob, Duration::from_secs(2)).await;
+    got.sort();
+    assert_eq!(got, read);
+    dc.stop().await.unwrap();
+}
+
+/// The gateway holding a session is killed: what it had written but its client had not
+/// acknowledged was still the broker's, and reaches offline storage once the DC's health
+/// service finds the gateway dead.
+#[tokio::test]
+async fn a_killed_gateway_loses_no_unacknowledged_message() {
+    let mut dc = dc().await;
+    let other = dc.start_gateway_on_own_port().await.unwrap();
+    let (mut alice, mut bob, b) = friends(&dc, &other).await;
+    bob.enable_sm(None).await.unwrap();
+    let sent = texts("unacknowledged", 5);
+    send_all(&mut alice, bob.bare_jid(), &sent).await;
+    for t in &sent {
+        bob.expect("a message", message_with_body(t)).await.unwrap();
+    }
+    let bob_full = bob.jid().to_owned();
+    dc.kill_gateway(0).unwrap();
+    drop(bob);
+    alice
+        .expect(
+            "bob unavailable",
+            presence_of_type(&bob_full, Some("unavailable")),
+        )
+        .await
+        .unwrap();
+
+    let mut bob = Client::login(&other, &b, PW, Some("desk")).await.unwrap();
+    bob.send_presence().await.unwrap();
+    let mut got = bodies(&mut bob, Duration::from_secs(2)).await;
+    got.sort();
+    assert_eq!(got, sent, "each unacknowledged message, once");
+    dc.stop().await.unwrap();
+}
+
+/// The protocol's error paths: `<enable/>` before binding or twice, `<resume/>` of an unknown
+/// id or of another account's session, an `h` above what was sent.
+#[tokio::test]
+async fn misuse_gets_the_xeps_answers() {
+    let dc = dc().await;
+    let cfg = dc.client();
+    let failed = |cond: &'static str| {
+        move |e: &Element| e.is("failed", ns::SM) && e.get_child(cond, ns::STANZAS_ERR).is_some()
+    };
+
+    // Before binding.
+    let b = user("bob");
+    let _ = online(&dc, &b, "desk").await;
+    let mut c = Client::connect(&cfg).await.unwrap();
+    c.authenticate(meerkat_testkit::client::Mechanism::ScramSha256, &b, PW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(c.features().has_child("sm", ns::SM), "{}", c.features());
+    c.send_raw(&format!("<enable xmlns='{}'/>", ns::SM))
+        .await
+        .unwrap();
+    c.expect("failed", failed("unexpected-request"))
+        .await
+        .unwrap();
+
+    // An unknown id: refused, and the client binds as usual.
+    c.send_raw(&format!(
+        "<resume xmlns='{}' previd='bm90LWFuLWlk' h='0'/>",
+        ns::SM
+    ))
+    .await
+    .unwrap();
+    c.expect("failed", failed("item-not-found")).await.unwrap();
+    c.bind(Some("desk")).await.unwrap();
+
+    // Twice.
+    let enabled = c.enable_sm(None).await.unwrap();
+    let previd = enabled.attr("id").unwrap().to_owned();
+    c.send_raw(&format!("<enable xmlns='{}' resume='true'/>", ns::SM))
+        .await
+        .unwrap();
+    c.expect("failed", failed("unexpected-request"))
+        .await
+        .unwrap();
+
+    // Another account cannot take Bob's session, even with its id: the answer is the same as
+    // for an unknown id.
+    let carol = user("carol");
+    let _ = online(&dc, &carol, "x").await;
+    let (_, answer) = Client::resume(&cfg, &carol, PW, &previd, 0, "")
+        .await
+        .unwrap();
+    assert!(failed("item-not-found")(&answer), "{answer}");
+
+    // Bob's session is untouched; an h above what was sent ends the stream.
+    let me = c.jid().to_owned();
+    c.send_message(&me, "to myself").await.unwrap();
+    c.expect("my message", message_with_body("to myself"))
+        .await
+        .unwrap();
+    c.sm_ack(99).await.unwrap();
+    assert_eq!(
+        c.expect_stream_end().await.unwrap().as_deref(),
+        Some("undefined-condition")
+    );
+    dc.stop().await.unwrap();
+}
+
+/// A client that stops answering is pinged and cut within `idle_timeout_secs`; with stream
+/// management its session waits for it (its contacts see no change) and it resumes. A client
+/// that answers the pings stays.
+#[tokio::test]
+async fn a_silent_client_is_pinged_cut_and_with_sm_resumes() {
+    let dc = Dc::start(StackOptions {
+        idle_timeout_secs: 3,
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
+    let (mut alice, mut bob, b) = friends(&dc, &dc.client()).await;
+    // Bob enables stream management, then says nothing.
+    let enabled = bob.enable_sm(None).await.unwrap();
+    let previd = enabled.attr("id").unwrap().to_owned();
+
+    // Alice answers the gateway's XEP-0199 pings and stays past the limit.
+    let ping = |e: &Element| e.is("iq", ns::CLIENT) && e.get_child("ping", ns::PING).is_some();
+    for _ in 0..2 {
+        let p = alice.expect("the gateway's ping", ping).await.unwrap();
+        let pong = Element::new("iq", ns::CLIENT)
+            .with_attr("type", "result")
+            .with_attr("id", p.attr("id").unwrap_or_default().to_owned());
+        alice.send(&pong).await.unwrap();
+    }
+
+    // Meanwhile Bob was asked with <r/>, and cut.
+    bob.expect("<r/>", |e: &Element| e.is("r", ns::SM))
+        .await
+        .unwrap();
+    assert_eq!(
+        bob.expect_stream_end().await.unwrap().as_deref(),
+        Some("connection-timeout")
+    );
+    let bob_full = bob.jid().to_owned();
+    let h = bob.sm_received().unwrap_or(0);
+    drop(bob);
+    alice
+        .send_message(&bob_full, "are you there")
+        .await
+        .unwrap();
+    let (mut bob, answer) = Client::resume(&dc.client(), &b, PW, &previd, h, &bob_full)
+        .await
+        .unwrap();
+    assert_eq!(answer.name(), "resumed", "{answer}");
+    bob.expect("the message", message_with_body("are you there"))
+        .await
+        .unwrap();
+    alice
+        .expect_none(
+            Duration::from_millis(300),
+            presence_of_type(&bob_full, Some("unavailable")),
+        )
+        .await
+        .unwrap();
+    dc.stop().await.unwrap();
+}
