@@ -108,10 +108,10 @@ pub async fn run(ctx: Arc<Ctx>) {
                 // The session acknowledges the delivery once the stanza is safe (written, or
                 // acknowledged by its client under stream management).
                 (_, Some(tx)) => {
-                    let handed = Delivered {
-                        xml: String::from_utf8_lossy(&delivery.data).into_owned(),
-                        ack: Some(delivery.acker.clone()),
-                    };
+                    let handed = Delivered::delivered(
+                        String::from_utf8_lossy(&delivery.data).into_owned(),
+                        delivery.acker.clone(),
+                    );
                     if tx.offer(handed).is_ok() {
                         return;
                     }

@@ -54,6 +54,8 @@ pub(crate) struct Ctx {
     pub parker: meerkat_bus::Parker,
     pub tls: TlsAcceptor,
     pub registry: registry::Registry,
+    /// Deliveries the sessions are done with, to acknowledge to the broker.
+    pub acks: registry::Acks,
     /// Registration and login throttles, shared with the DC's other gateways through
     /// PostgreSQL.
     pub throttle: throttle::Throttles,
@@ -65,6 +67,7 @@ pub(crate) struct Ctx {
 
 pub struct Gateway {
     ctx: Arc<Ctx>,
+    to_acknowledge: tokio::sync::mpsc::UnboundedReceiver<meerkat_bus::lapin::acker::Acker>,
     c2s: TcpListener,
     direct_tls: Option<TcpListener>,
     base: Base,
@@ -105,6 +108,7 @@ impl Gateway {
             max_stanza_bytes: config.max_stanza_bytes,
             ..Limits::default()
         };
+        let (acks, to_acknowledge) = tokio::sync::mpsc::unbounded_channel();
         let ctx = Arc::new(Ctx {
             throttle: throttle::Throttles::new(&config, store.clone()),
             instance,
@@ -115,6 +119,7 @@ impl Gateway {
             parker: base.parker.clone(),
             tls,
             registry: registry::Registry::default(),
+            acks,
             limits,
             metrics,
             shutdown,
@@ -122,6 +127,7 @@ impl Gateway {
         });
         Ok(Gateway {
             ctx,
+            to_acknowledge,
             c2s,
             direct_tls,
             base,
@@ -147,10 +153,16 @@ impl Gateway {
 
     /// Serves until the shutdown token is cancelled, then ends every session with
     /// `<system-shutdown/>` (announcing each end) within a bounded time.
-    pub async fn run(self) -> anyhow::Result<()> {
+    pub async fn run(mut self) -> anyhow::Result<()> {
         let ctx = self.ctx.clone();
         let tracker = TaskTracker::new();
         tracker.spawn(delivery::run(ctx.clone()));
+        // Ends with the last session's sender (the gateway's context).
+        let (_, idle) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(registry::acknowledge(std::mem::replace(
+            &mut self.to_acknowledge,
+            idle,
+        )));
         tracker.spawn(events::run_control(ctx.clone()));
         tracker.spawn(heartbeat::run(ctx.clone()));
         {

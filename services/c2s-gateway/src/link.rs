@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::conn::{Activity, Socket, Transport};
 use crate::handoff::{Counted, End};
-use crate::registry::Delivered;
+use crate::registry::{Acks, Delivered};
 use crate::sm::{self, Sm};
 use crate::Ctx;
 
@@ -125,15 +125,17 @@ pub struct Link {
     pub unwritten: Option<Delivered>,
     /// Bytes of unacknowledged stanzas that may be kept (`max_queued_bytes`).
     cap: usize,
+    pub acks: Acks,
 }
 
 impl Link {
-    pub fn new(conn: Conn, cap: usize) -> Link {
+    pub fn new(conn: Conn, cap: usize, acks: Acks) -> Link {
         Link {
             conn: Some(conn),
             sm: None,
             unwritten: None,
             cap,
+            acks,
         }
     }
 
@@ -146,6 +148,7 @@ impl Link {
             sm,
             unwritten,
             cap,
+            acks,
         } = self;
         if let Some(sm) = sm {
             let len = d.xml.len();
@@ -176,7 +179,7 @@ impl Link {
         let pending = unwritten.insert(d);
         conn.send(&pending.xml).await?;
         if let Some(d) = unwritten.take() {
-            d.settle().await;
+            d.settle(acks);
         }
         Ok(())
     }

@@ -23,19 +23,46 @@ use crate::sm::ResumeId;
 pub struct Delivered {
     pub xml: String,
     pub ack: Option<Acker>,
+    /// When the gateway got it (the time a redelivered message is stamped with).
+    pub at: std::time::SystemTime,
 }
 
 impl Delivered {
-    /// A stanza the gateway makes itself (a reply): nothing to acknowledge.
-    pub fn own(xml: String) -> Delivered {
-        Delivered { xml, ack: None }
+    /// A stanza from the broker, acknowledged through `ack`.
+    pub fn delivered(xml: String, ack: Acker) -> Delivered {
+        Delivered {
+            xml,
+            ack: Some(ack),
+            at: std::time::SystemTime::now(),
+        }
     }
 
-    /// Acknowledges the broker's delivery, if any.
-    pub async fn settle(self) {
-        if let Some(ack) = self.ack {
-            let _ = ack.ack(BasicAckOptions::default()).await;
+    /// A stanza the gateway makes itself (a reply): nothing to acknowledge.
+    pub fn own(xml: String) -> Delivered {
+        Delivered {
+            xml,
+            ack: None,
+            at: std::time::SystemTime::now(),
         }
+    }
+
+    /// Acknowledges the broker's delivery, if any (through the gateway's acknowledger: the
+    /// session does not wait for it).
+    pub fn settle(self, acks: &Acks) {
+        if let Some(ack) = self.ack {
+            let _ = acks.send(ack);
+        }
+    }
+}
+
+/// Where sessions hand the deliveries to acknowledge: one task acknowledges them all
+/// ([`acknowledge`]), so no session waits on the broker for it.
+pub type Acks = mpsc::UnboundedSender<Acker>;
+
+/// Acknowledges what the sessions hand over, until every sender is gone.
+pub async fn acknowledge(mut rx: mpsc::UnboundedReceiver<Acker>) {
+    while let Some(ack) = rx.recv().await {
+        let _ = ack.ack(BasicAckOptions::default()).await;
     }
 }
 

@@ -77,7 +77,7 @@ pub fn start(
     let replaced = ctx.registry.insert(id, &st.info.jid, credentials, mailbox);
     ctx.metrics.sessions.inc();
     let conn = Conn::open(&ctx, transport, counted);
-    let mut link = Link::new(conn, ctx.config.max_queued_bytes);
+    let mut link = Link::new(conn, ctx.config.max_queued_bytes, ctx.acks.clone());
     async move {
         if let Some(old) = replaced {
             old.tell(Outbound::Conflict);
@@ -364,7 +364,7 @@ async fn resume(ctx: &Ctx, st: &mut State, link: &mut Link, r: Resumption) -> Re
     match sm.acked(h) {
         Ok(done) => {
             for d in done {
-                d.settle().await;
+                d.settle(&ctx.acks);
             }
         }
         Err(too_high) => {
@@ -427,7 +427,7 @@ async fn sm_element(ctx: &Ctx, st: &mut State, link: &mut Link, el: &Element) ->
             match sm.acked(h) {
                 Ok(done) => {
                     for d in done {
-                        d.settle().await;
+                        d.settle(&ctx.acks);
                     }
                     Ok(())
                 }
@@ -738,9 +738,12 @@ async fn end_session(ctx: &Ctx, st: &mut State) {
 async fn bounce_kept(ctx: &Ctx, id: Uuid, kept: Vec<Delivered>, inbox: &Inbox) -> usize {
     let mut n = 0;
     let rerouted = kept.len() as u64;
-    for d in kept.into_iter().chain(std::iter::from_fn(|| inbox.drain())) {
+    // A message the client may have seen already goes on stamped with its time (XEP-0198
+    // §4, XEP-0203), wherever it is routed now: another resource or offline storage.
+    let kept = kept.into_iter().map(|d| stamped(ctx, d));
+    for d in kept.chain(std::iter::from_fn(|| inbox.drain())) {
         if crate::delivery::bounce(ctx, d.xml.as_bytes(), Some(id), HOPS - 1).await {
-            d.settle().await;
+            d.settle(&ctx.acks);
         } else {
             // Left unacknowledged: the broker gives it back when this gateway's channel ends.
             tracing::error!(session = %id, "could not send an undelivered stanza back to the routers");
@@ -749,6 +752,26 @@ async fn bounce_kept(ctx: &Ctx, id: Uuid, kept: Vec<Delivered>, inbox: &Inbox) -
     }
     ctx.metrics.sm_rerouted.inc_by(rerouted);
     n
+}
+
+/// `d` with a delay stamp of the time the gateway got it, if it is a message without one from
+/// this server.
+fn stamped(ctx: &Ctx, mut d: Delivered) -> Delivered {
+    let Ok(mut el) = Element::parse(&d.xml) else {
+        return d;
+    };
+    let domain = ctx.config.domain.as_str();
+    let has = el
+        .children()
+        .any(|c| c.is("delay", ns::DELAY) && c.attr("from") == Some(domain));
+    if el.name() == "message" && !has {
+        el.push_child(meerkat_xmpp::stanza::delay(
+            domain,
+            chrono::DateTime::<chrono::Utc>::from(d.at),
+        ));
+        d.xml = el.to_xml();
+    }
+    d
 }
 
 fn now_ms() -> u64 {
