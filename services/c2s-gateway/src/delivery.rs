@@ -113,6 +113,10 @@ pub async fn run(ctx: Arc<Ctx>) {
                         delivery.acker.clone(),
                     );
                     if tx.offer(handed).is_ok() {
+                        // Lets the session write before the next hand-off: a burst (an offline
+                        // backlog) is taken at the pace the sessions write it, rather than piled
+                        // into a mailbox faster than a reading client can empty it.
+                        tokio::task::yield_now().await;
                         return;
                     }
                 }
