@@ -108,7 +108,7 @@ pub async fn run(ctx: Arc<Ctx>) {
                 // The session acknowledges the delivery once the stanza is safe (written, or
                 // acknowledged by its client under stream management).
                 (_, Some(tx)) => {
-                    let handed = Delivered::delivered(
+                    let handed = Delivered::from_broker(
                         String::from_utf8_lossy(&delivery.data).into_owned(),
                         delivery.acker.clone(),
                     );

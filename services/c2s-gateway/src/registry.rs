@@ -29,7 +29,7 @@ pub struct Delivered {
 
 impl Delivered {
     /// A stanza from the broker, acknowledged through `ack`.
-    pub fn delivered(xml: String, ack: Acker) -> Delivered {
+    pub fn from_broker(xml: String, ack: Acker) -> Delivered {
         Delivered {
             xml,
             ack: Some(ack),
