@@ -6,6 +6,7 @@ mod accounts;
 mod cidr;
 mod config;
 mod conn;
+pub mod csi;
 mod delivery;
 mod events;
 mod handoff;
