@@ -4,14 +4,17 @@
 //! once the client's `<a h/>` covers it (sm.rs), and it is kept meanwhile, for resumption or to
 //! go back to the routers.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use meerkat_xmpp::{Inbound, ReadError, StreamError};
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::conn::{Activity, Socket, Transport};
+use crate::csi::{Csi, CsiLimits, Offer};
 use crate::handoff::{Counted, End};
 use crate::registry::{Acks, Delivered};
 use crate::sm::{self, Sm};
@@ -120,35 +123,104 @@ pub struct Link {
     pub conn: Option<Conn>,
     /// Stream management, once the client enabled it.
     pub sm: Option<Sm<Delivered>>,
+    /// Client state indication, once the client said it is inactive (XEP-0352).
+    csi: Option<Box<Csi<Delivered>>>,
+    /// Stanzas decided to be written, in order, not yet taken to write (a batch a flush of
+    /// the CSI queue released): what a cut-off write leaves behind stays here.
+    pending: VecDeque<Delivered>,
     /// Without stream management: the stanza whose write did not complete (it goes back to
     /// the routers first).
     pub unwritten: Option<Delivered>,
     /// Bytes of unacknowledged stanzas that may be kept (`max_queued_bytes`).
     cap: usize,
     pub acks: Acks,
+    /// `meerkat_gateway_csi_saved_stanzas` and `_bytes`.
+    saved: (Counter, Counter),
 }
 
 impl Link {
-    pub fn new(conn: Conn, cap: usize, acks: Acks) -> Link {
+    pub fn new(ctx: &Ctx, conn: Conn) -> Link {
         Link {
             conn: Some(conn),
             sm: None,
+            csi: None,
+            pending: VecDeque::new(),
             unwritten: None,
-            cap,
-            acks,
+            cap: ctx.config.max_queued_bytes,
+            acks: ctx.acks.clone(),
+            saved: (
+                ctx.metrics.csi_saved.clone(),
+                ctx.metrics.csi_saved_bytes.clone(),
+            ),
         }
     }
 
-    /// Writes a stanza to the client (with stream management: numbers and keeps it, and while
-    /// detached only keeps it). Cancel-safe: a stanza whose write was cut off is kept (in the
-    /// unacknowledged queue, or as `unwritten`).
+    /// A stanza for the client: written now, or held while the client is inactive (CSI).
+    /// Cancel-safe: what a cut-off write leaves is kept (pending, unacknowledged, or
+    /// `unwritten`), for [`Link::take_kept`].
     pub async fn stanza(&mut self, d: Delivered) -> Result<(), End> {
+        match self.csi.as_mut() {
+            Some(csi) if self.conn.is_some() => {
+                let xml = d.xml.clone();
+                match csi.offer(d, &xml) {
+                    Offer::Send(batch) => self.pending.extend(batch),
+                    Offer::Held { superseded } => {
+                        // A presence replaced by a newer one from the same sender: never
+                        // written, done with.
+                        if let Some(old) = superseded {
+                            self.saved.0.inc();
+                            self.saved.1.inc_by(old.xml.len() as u64);
+                            old.settle(&self.acks);
+                        }
+                    }
+                }
+            }
+            _ => self.pending.push_back(d),
+        }
+        self.flush().await
+    }
+
+    /// The client said `<inactive/>`.
+    pub fn inactive(&mut self) {
+        self.csi
+            .get_or_insert_with(|| Box::new(Csi::new(CsiLimits::default())))
+            .set_inactive();
+    }
+
+    /// The client said `<active/>`: what was held is written, in order.
+    pub async fn active(&mut self) -> Result<(), End> {
+        if let Some(mut csi) = self.csi.take() {
+            self.pending.extend(csi.set_active());
+        }
+        self.flush().await
+    }
+
+    /// The connection is gone: what CSI held is due like everything else (kept with stream
+    /// management, sent back otherwise); the next connection starts active.
+    pub fn release_held(&mut self) {
+        if let Some(mut csi) = self.csi.take() {
+            self.pending.extend(csi.take_all());
+        }
+    }
+
+    /// Writes what is pending, in order.
+    async fn flush(&mut self) -> Result<(), End> {
+        while let Some(d) = self.pending.pop_front() {
+            self.write(d).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes one stanza (with stream management: numbers and keeps it, and while detached
+    /// only keeps it).
+    async fn write(&mut self, d: Delivered) -> Result<(), End> {
         let Link {
             conn,
             sm,
             unwritten,
             cap,
             acks,
+            ..
         } = self;
         if let Some(sm) = sm {
             let len = d.xml.len();
@@ -193,14 +265,17 @@ impl Link {
     }
 
     /// Everything kept for the client, oldest first, to go back to the routers: the
-    /// unacknowledged stanzas, or the one whose write did not complete.
+    /// unacknowledged stanzas or the one whose write did not complete, then what was pending
+    /// or held.
     pub fn take_kept(&mut self) -> Vec<Delivered> {
+        self.release_held();
         let mut out = self
             .sm
             .as_mut()
             .map(|sm| sm.take_unacked())
             .unwrap_or_default();
         out.extend(self.unwritten.take());
+        out.extend(self.pending.drain(..));
         out
     }
 }

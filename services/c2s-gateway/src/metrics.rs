@@ -40,6 +40,10 @@ pub struct Metrics {
     pub sm_resent: Counter,
     /// ... and sent back to the routers when a session ended without being resumed.
     pub sm_rerouted: Counter,
+    /// Stanzas never written to an inactive client (CSI: presences superseded by newer ones),
+    /// and their bytes.
+    pub csi_saved: Counter,
+    pub csi_saved_bytes: Counter,
 }
 
 impl Metrics {
@@ -60,6 +64,8 @@ impl Metrics {
             sm_expired: Counter::default(),
             sm_resent: Counter::default(),
             sm_rerouted: Counter::default(),
+            csi_saved: Counter::default(),
+            csi_saved_bytes: Counter::default(),
         };
         registry.register(
             "meerkat_gateway_connections",
@@ -131,6 +137,16 @@ impl Metrics {
                 "meerkat_gateway_sm_rerouted_stanzas",
                 "Unacknowledged stanzas sent back to the routers (another resource, offline storage, or an error to their sender) when a session ended without resumption",
                 &m.sm_rerouted,
+            ),
+            (
+                "meerkat_gateway_csi_saved_stanzas",
+                "Stanzas never written to an inactive client (XEP-0352: presences superseded while held)",
+                &m.csi_saved,
+            ),
+            (
+                "meerkat_gateway_csi_saved_bytes",
+                "Bytes of the stanzas never written to inactive clients",
+                &m.csi_saved_bytes,
             ),
         ] {
             registry.register(name, help, c.clone());

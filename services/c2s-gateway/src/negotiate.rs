@@ -203,6 +203,7 @@ fn features(ctx: &Ctx, secure: bool, state: &Negotiated) -> String {
         Some(_) => {
             f.push_child(Element::new("bind", ns::BIND));
             f.push_child(Element::new("sm", ns::SM));
+            f.push_child(Element::new("csi", ns::CSI));
             f.push_child(
                 Element::new("session", ns::SESSION)
                     .with_child(Element::new("optional", ns::SESSION)),

@@ -77,7 +77,7 @@ pub fn start(
     let replaced = ctx.registry.insert(id, &st.info.jid, credentials, mailbox);
     ctx.metrics.sessions.inc();
     let conn = Conn::open(&ctx, transport, counted);
-    let mut link = Link::new(conn, ctx.config.max_queued_bytes, ctx.acks.clone());
+    let mut link = Link::new(&ctx, conn);
     async move {
         if let Some(old) = replaced {
             old.tell(Outbound::Conflict);
@@ -133,6 +133,7 @@ async fn serve(ctx: &Ctx, st: &mut State, link: &mut Link, inbox: &Inbox) -> End
         }
         // The connection is lost, not the session: contacts see no change while the client
         // may come back.
+        link.release_held();
         if let Some(conn) = link.conn.take() {
             Box::pin(conn.finish(ctx, end)).await;
         }
@@ -187,6 +188,8 @@ async fn attached(ctx: &Ctx, st: &mut State, link: &mut Link, inbox: &Inbox) -> 
                     conn.pinged = false;
                     let done = if el.ns() == ns::SM {
                         Box::pin(sm_element(ctx, st, link, &el)).await
+                    } else if el.ns() == ns::CSI {
+                        Box::pin(csi_element(link, &el)).await
                     } else {
                         let r = Box::pin(client_stanza(ctx, st, link, el)).await;
                         if let Some(sm) = &mut link.sm {
@@ -440,6 +443,21 @@ async fn sm_element(ctx: &Ctx, st: &mut State, link: &mut Link, el: &Element) ->
         other => Err(End::Error(StreamError::with_text(
             "unsupported-stanza-type",
             format!("<{other}/> of stream management before <enable/>, or unknown"),
+        ))),
+    }
+}
+
+/// A client state indication (XEP-0352).
+async fn csi_element(link: &mut Link, el: &Element) -> Result<(), End> {
+    match el.name() {
+        "inactive" => {
+            link.inactive();
+            Ok(())
+        }
+        "active" => link.active().await,
+        other => Err(End::Error(StreamError::with_text(
+            "unsupported-stanza-type",
+            format!("<{other}/> in {} is not a client state", ns::CSI),
         ))),
     }
 }
