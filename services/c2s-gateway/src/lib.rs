@@ -20,7 +20,7 @@ mod registry;
 mod sasl;
 mod session;
 mod shaper;
-mod sm;
+pub mod sm;
 mod throttle;
 mod tls;
 

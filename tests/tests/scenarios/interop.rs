@@ -1,14 +1,25 @@
 //! A stock client library (slixmpp, installed by `cargo xtask test`) completes the whole
-//! user journey: register, login, subscribe, presence, chat, offline delivery, ping, disco.
+//! user journey: register, login, subscribe, presence, chat, offline delivery, ping, disco;
+//! and with its XEP-0198 plugin, a dropped connection resumed with nothing lost.
 
 use crate::{dc, user};
 
 #[tokio::test]
 async fn slixmpp_completes_the_user_journey() {
+    run_script("slixmpp_flow.py").await;
+}
+
+#[tokio::test]
+async fn slixmpp_resumes_a_dropped_stream_and_misses_nothing() {
+    run_script("slixmpp_sm.py").await;
+}
+
+/// Runs `tests/interop/<script>` against a fresh DC; it must print "all steps passed".
+async fn run_script(script: &str) {
     let dc = dc().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/slixmpp_flow.py");
+    let path = format!("{}/interop/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = tokio::process::Command::new("python3")
-        .arg(script)
+        .arg(&path)
         .arg(dc.c2s.ip().to_string())
         .arg(dc.c2s.port().to_string())
         .arg("example.com")
@@ -23,8 +34,8 @@ async fn slixmpp_completes_the_user_journey() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && stdout.contains("all steps passed"),
-        "slixmpp flow failed\nstdout:\n{stdout}\nstderr:\n{}",
+        "{script} failed\nstdout:\n{stdout}\nstderr:\n{}",
         &stderr[stderr.len().saturating_sub(4000)..]
     );
-    dc.stop().await.unwrap();
+    dc.stop().await.expect("stop the DC");
 }
