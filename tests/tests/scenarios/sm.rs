@@ -366,3 +366,44 @@ async fn a_silent_client_is_pinged_cut_and_with_sm_resumes() {
         .unwrap();
     dc.stop().await.unwrap();
 }
+
+/// A client that enables stream management, reads everything and never acknowledges is cut
+/// once what it has not acknowledged passes `max_queued_bytes`; nothing it was sent is lost:
+/// at its next login every message is there (the ones it read but never acknowledged too,
+/// at least once).
+#[tokio::test]
+async fn a_client_that_never_acknowledges_is_cut_and_loses_nothing() {
+    let dc = Dc::start(StackOptions {
+        gateway: Some(c2s_gateway::Config {
+            max_queued_bytes: 256 * 1024,
+            ..c2s_gateway::Config::default()
+        }),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
+    let (mut alice, mut bob, b) = friends(&dc, &dc.client()).await;
+    bob.enable_sm(None).await.unwrap();
+    let padding = "x".repeat(4000);
+    let sent: Vec<String> = (0..80).map(|i| format!("{i:02} {padding}")).collect();
+    // Paced under the sender's rate limit; Bob reads all along and never acknowledges.
+    for chunk in sent.chunks(10) {
+        send_all(&mut alice, bob.bare_jid(), chunk).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        bob.expect_stream_end().await.unwrap().as_deref(),
+        Some("policy-violation")
+    );
+    drop(bob);
+
+    let mut bob = Client::login(&dc.client(), &b, PW, Some("desk"))
+        .await
+        .unwrap();
+    bob.send_presence().await.unwrap();
+    let mut got = bodies(&mut bob, Duration::from_secs(2)).await;
+    got.sort();
+    got.dedup();
+    assert_eq!(got, sent, "every message, once its copies are counted once");
+    dc.stop().await.unwrap();
+}
