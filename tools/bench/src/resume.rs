@@ -1,7 +1,7 @@
 //! `--resume-burst N`: N users with stream management (XEP-0198, resumption enabled) chat a
 //! little in pairs (three messages each way, acknowledged), then all drop their TCP connections
 //! at the same moment, without closing their streams, as phones losing their network. Right
-//! after the drop another user, online throughout, sends each of them one message to their
+//! after the drop 20 other users, online throughout, send each of them one message to their
 //! full JID; each dropped user connects again, authenticates and resumes (`<resume/>`). Per
 //! user: the time from its drop until `<resumed/>`, and until that message (the first stanza
 //! sent while it was away) arrives on the resumed stream.
@@ -18,6 +18,8 @@ use crate::Args;
 
 /// Messages each user gets from its partner before the drop.
 const BEFORE: u64 = 3;
+/// Users online throughout who send the messages while the others are away.
+const SENDERS: usize = 20;
 /// How long a user waits for a step (login, resumption, the message) before counting as failed.
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -55,15 +57,21 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
             clients.push(b.await??);
         }
     }
-    let sender = BenchClient::login(
-        args.addr,
-        &args.domain,
-        &format!("{}resumesender", args.prefix),
-        &args.password,
-        args.register,
-    )
-    .await?;
-    let (_sender_reader, mut sender) = sender.split();
+    // The senders of the messages while away: several, since a session's stanzas go to the
+    // routers one after another (each confirmed before the next), so one sender's hundredth
+    // message would leave a hundred confirmations after the drop.
+    let mut senders = Vec::with_capacity(SENDERS);
+    for s in 0..SENDERS {
+        let sender = BenchClient::login(
+            args.addr,
+            &args.domain,
+            &format!("{}resumesender{s}", args.prefix),
+            &args.password,
+            args.register,
+        )
+        .await?;
+        senders.push(sender.split());
+    }
     eprintln!(
         "{n} users with stream management online in {:.1} s",
         clock.elapsed().as_secs_f64()
@@ -131,11 +139,23 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
     ready.wait().await;
     dropped.wait().await;
     let away_from = clock.elapsed();
-    for i in 0..n {
-        let us = u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX);
-        sender
-            .send_chat(&format!("{}@{}/bench", user(i), args.domain), &away_run, us)
-            .await?;
+    let mut sending = Vec::with_capacity(SENDERS);
+    for (s, (reader, mut writer)) in senders.into_iter().enumerate() {
+        let (args, away_run) = (args.clone(), away_run.clone());
+        let to: Vec<String> = (s..n).step_by(SENDERS).map(user).collect();
+        sending.push(tokio::spawn(async move {
+            for name in to {
+                let us = u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX);
+                writer
+                    .send_chat(&format!("{name}@{}/bench", args.domain), &away_run, us)
+                    .await?;
+            }
+            Ok::<_, anyhow::Error>((reader, writer))
+        }));
+    }
+    let mut senders = Vec::with_capacity(SENDERS);
+    for s in sending {
+        senders.push(s.await??);
     }
     let away_secs = (clock.elapsed() - away_from).as_secs_f64();
 
@@ -157,7 +177,9 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
             }
         }
     }
-    let _ = sender.close().await;
+    for (_, mut writer) in senders {
+        let _ = writer.close().await;
+    }
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let max = |h: &Histogram<u64>| h.max() as f64 / 1000.0;
     println!(
