@@ -2,7 +2,9 @@
 //! stack's DC 1 (or, with `--inter-dc`, from DC 1 to DC 2) and prints its figures, plus the CPU
 //! the stack's processes used meanwhile. With `--replication`, persistent-data replication
 //! from DC 1 to DC 2 instead: DC 2 is cut off by pausing its replicator (SIGSTOP/SIGCONT).
-//! With `--failover`, the bench's failover rounds, which need no running stack.
+//! With `--failover`, the bench's failover rounds, which need no running stack. With
+//! `--idle` among the bench's arguments, also the memory (RSS and PSS) each stack process grew
+//! by per idle user, 5 s after the last logged in.
 
 use anyhow::Context as _;
 
@@ -86,15 +88,21 @@ pub async fn run(inter_dc: bool, replication: bool, args: Vec<String>) -> anyhow
         target.extend(["--to-addr".to_owned(), dc2.c2s.clone()]);
     }
     build_bench().await?;
+    let idle = args.iter().any(|a| a == "--idle");
+    let memory_before = memory_by_name(&stack_pids());
     let cpu_before = stack_cpu_seconds();
     let started = std::time::Instant::now();
-    let status = tokio::process::Command::new(layout::root().join("target/release/meerkat-bench"))
+    let mut bench =
+        tokio::process::Command::new(layout::root().join("target/release/meerkat-bench"));
+    bench
         .args(&target)
         .args(["--domain", &endpoints.domain])
-        .args(&args)
-        .status()
-        .await
-        .context("running meerkat-bench")?;
+        .args(&args);
+    let status = if idle {
+        idle_memory(bench, &memory_before).await?
+    } else {
+        bench.status().await.context("running meerkat-bench")?
+    };
     let wall = started.elapsed().as_secs_f64();
     let cpu = stack_cpu_seconds() - cpu_before;
     println!(
@@ -102,6 +110,72 @@ pub async fn run(inter_dc: bool, replication: bool, args: Vec<String>) -> anyhow
         100.0 * cpu / wall
     );
     Ok(status.code().unwrap_or(1))
+}
+
+/// Runs `meerkat-bench --idle`, passing its output on; 5 s after it says its users are online
+/// (`idle: N users online ...`), prints how much each stack process grew per user since
+/// `before` (RSS and PSS, KiB), then waits for it to end.
+async fn idle_memory(
+    mut bench: tokio::process::Command,
+    before: &std::collections::BTreeMap<String, (f64, f64)>,
+) -> anyhow::Result<std::process::ExitStatus> {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = bench
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running meerkat-bench")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    while let Some(line) = lines.next_line().await? {
+        println!("{line}");
+        let users = line
+            .strip_prefix("idle: ")
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse::<usize>().ok());
+        let Some(users) = users.filter(|u| *u > 0) else {
+            continue;
+        };
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        let with = memory_by_name(&stack_pids());
+        for (name, (rss, pss)) in &with {
+            let (rss0, pss0) = before.get(name).copied().unwrap_or_default();
+            println!(
+                "memory of {name}: RSS {:.1} -> {:.1} MiB, PSS {:.1} -> {:.1} MiB: {:+.2} KiB RSS, {:+.2} KiB PSS per user",
+                rss0 / 1024.0,
+                rss / 1024.0,
+                pss0 / 1024.0,
+                pss / 1024.0,
+                (rss - rss0) / users as f64,
+                (pss - pss0) / users as f64,
+            );
+        }
+    }
+    Ok(child.wait().await?)
+}
+
+/// RSS and PSS (KiB, `/proc/<pid>/smaps_rollup`) per command name (`c2s-gateway`, `router`,
+/// `beam.smp`, `postgres`, ...), summed over the processes of that name.
+fn memory_by_name(pids: &[u32]) -> std::collections::BTreeMap<String, (f64, f64)> {
+    let mut by_name = std::collections::BTreeMap::new();
+    for &pid in pids {
+        let (Some(name), Ok(rollup)) = (
+            crate::procfs::command_name(pid),
+            std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")),
+        ) else {
+            continue;
+        };
+        let field = |key: &str| {
+            rollup
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let e: &mut (f64, f64) = by_name.entry(name).or_default();
+        e.0 += field("Rss:");
+        e.1 += field("Pss:");
+    }
+    by_name
 }
 
 /// `--failover`: `meerkat-bench --failover`, which starts its own DCs (and, unless

@@ -81,8 +81,8 @@ fn histogram() -> Histogram<u64> {
 }
 
 impl Online {
-    /// Logs `--users` users in (20 at a time). Inter-DC: the odd users (the receivers) at
-    /// `--to-addr`.
+    /// Logs `--users` users in (20 at a time), with stream management if `--sm`. Inter-DC:
+    /// the odd users (the receivers) at `--to-addr`.
     pub async fn login(args: &Args) -> anyhow::Result<Online> {
         let users = args.users.max(2) & !1;
         let started = Instant::now();
@@ -102,8 +102,16 @@ impl Online {
                         Some(to) if i % 2 == 1 => to,
                         _ => args.addr,
                     };
-                    BenchClient::login(addr, &args.domain, &name, &args.password, args.register)
-                        .await
+                    BenchClient::login_with(
+                        addr,
+                        &args.domain,
+                        &name,
+                        &args.password,
+                        args.register,
+                        "bench",
+                        args.sm,
+                    )
+                    .await
                 }));
             }
             for b in batch {
@@ -327,8 +335,13 @@ pub async fn peak(args: &Args) -> anyhow::Result<()> {
 pub async fn idle(args: &Args) -> anyhow::Result<()> {
     let online = Online::login(args).await?;
     println!(
-        "idle: {} users online in {:.1} s; holding them {} s",
+        "idle: {} users online{} in {:.1} s; holding them {} s",
         online.users(),
+        if args.sm {
+            " with stream management"
+        } else {
+            ""
+        },
         online.login_secs,
         args.duration
     );

@@ -1,6 +1,9 @@
 //! A lean XMPP client for load: STARTTLS, SASL PLAIN, bind, roster get, initial presence;
 //! then a writer half that sends timestamped chat messages and a reader half that yields
-//! their timestamps.
+//! their timestamps. With stream management (XEP-0198, [`BenchClient::login_with`]) the
+//! reader counts the stanzas it receives and answers the server's `<r/>` with `<a h/>`
+//! through the writer, which every 50th message asks for an ack itself; a session can be
+//! resumed on a new connection ([`BenchClient::resume`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,10 +20,33 @@ type Tls = TlsStream<TcpStream>;
 pub struct BenchClient {
     reader: StreamReader<BufReader<ReadHalf<Tls>>>,
     writer: WriteHalf<Tls>,
+    sm: Option<Sm>,
 }
 
-pub struct Reader(StreamReader<BufReader<ReadHalf<Tls>>>);
-pub struct Writer(WriteHalf<Tls>);
+/// A stream-management session: its resumption id and the stanzas handled so far (mod 2^32).
+#[derive(Clone, Debug)]
+pub struct Sm {
+    pub id: String,
+    pub h: u32,
+}
+
+/// The writing half, shared with the reader (which answers `<r/>` through it).
+type SharedWriter = Arc<tokio::sync::Mutex<WriteHalf<Tls>>>;
+
+pub struct Reader {
+    stream: StreamReader<BufReader<ReadHalf<Tls>>>,
+    writer: SharedWriter,
+    sm: Option<Sm>,
+}
+
+pub struct Writer {
+    half: SharedWriter,
+    sm: bool,
+    messages: u64,
+}
+
+/// Every this many messages a writer with stream management asks for an ack.
+const REQUEST_EVERY: u64 = 50;
 
 const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0' to='";
 
@@ -56,6 +82,20 @@ impl BenchClient {
         register: bool,
         resource: &str,
     ) -> anyhow::Result<BenchClient> {
+        BenchClient::login_with(addr, domain, user, password, register, resource, false).await
+    }
+
+    /// [`BenchClient::login_as`], enabling stream management with resumption right after
+    /// binding (waiting for `<enabled/>`) when `sm`.
+    pub async fn login_with(
+        addr: SocketAddr,
+        domain: &str,
+        user: &str,
+        password: &str,
+        register: bool,
+        resource: &str,
+        sm: bool,
+    ) -> anyhow::Result<BenchClient> {
         let mut c = BenchClient::connect(addr, domain).await?;
         if register {
             c.write(&format!(
@@ -67,6 +107,9 @@ impl BenchClient {
         let mut c = c
             .authenticate_and_bind(domain, user, password, resource)
             .await?;
+        if sm {
+            c.enable_sm(user).await?;
+        }
         c.write("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq><presence/>")
             .await?;
         Ok(c)
@@ -88,12 +131,74 @@ impl BenchClient {
         Ok(())
     }
 
+    /// XEP-0198 `<enable resume='true'/>`, waiting for `<enabled/>`.
+    async fn enable_sm(&mut self, user: &str) -> anyhow::Result<()> {
+        self.write(&format!("<enable xmlns='{}' resume='true'/>", ns::SM))
+            .await?;
+        let reply = next_el(&mut self.reader).await?;
+        if !reply.is("enabled", ns::SM) {
+            bail!("{user}: stream management refused: {reply}");
+        }
+        let id = reply
+            .attr("id")
+            .with_context(|| format!("{user}: <enabled/> without a resumption id: {reply}"))?;
+        self.sm = Some(Sm {
+            id: id.to_owned(),
+            h: 0,
+        });
+        Ok(())
+    }
+
+    /// A new connection that resumes the stream-management session `sm` (XEP-0198
+    /// `<resume/>` after authentication, instead of binding); returns once `<resumed/>` came.
+    pub async fn resume(
+        addr: SocketAddr,
+        domain: &str,
+        user: &str,
+        password: &str,
+        sm: Sm,
+    ) -> anyhow::Result<BenchClient> {
+        let mut c = BenchClient::connect(addr, domain)
+            .await?
+            .authenticate(domain, user, password)
+            .await?;
+        c.write(&format!(
+            "<resume xmlns='{}' previd='{}' h='{}'/>",
+            ns::SM,
+            sm.id,
+            sm.h
+        ))
+        .await?;
+        let reply = next_el(&mut c.reader).await?;
+        if !reply.is("resumed", ns::SM) {
+            bail!("{user}: resumption refused: {reply}");
+        }
+        c.sm = Some(sm);
+        Ok(c)
+    }
+
     async fn authenticate_and_bind(
         self,
         domain: &str,
         user: &str,
         password: &str,
         resource: &str,
+    ) -> anyhow::Result<BenchClient> {
+        let mut c = self.authenticate(domain, user, password).await?;
+        c.write(&format!("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>")).await?;
+        let bound = next_el(&mut c.reader).await?;
+        if bound.attr("type") != Some("result") {
+            bail!("{user}: bind failed: {bound}");
+        }
+        Ok(c)
+    }
+
+    /// SASL PLAIN and the stream restart after it (up to the new stream's features).
+    async fn authenticate(
+        self,
+        domain: &str,
+        user: &str,
+        password: &str,
     ) -> anyhow::Result<BenchClient> {
         let mut c = self;
         let token =
@@ -110,11 +215,6 @@ impl BenchClient {
         c.reader = c.reader.restart();
         c.write(&format!("{HEADER}{domain}'>")).await?;
         let _features = next_el(&mut c.reader).await?;
-        c.write(&format!("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>")).await?;
-        let bound = next_el(&mut c.reader).await?;
-        if bound.attr("type") != Some("result") {
-            bail!("{user}: bind failed: {bound}");
-        }
         Ok(c)
     }
 
@@ -171,6 +271,7 @@ impl BenchClient {
         let mut c = BenchClient {
             reader: StreamReader::new(BufReader::new(r), Limits::default()),
             writer: w,
+            sm: None,
         };
         c.write(&format!("{HEADER}{domain}'>")).await?;
         let _features = next_el(&mut c.reader).await?;
@@ -185,7 +286,61 @@ impl BenchClient {
     }
 
     pub fn split(self) -> (Reader, Writer) {
-        (Reader(self.reader), Writer(self.writer))
+        let half = Arc::new(tokio::sync::Mutex::new(self.writer));
+        let writer = Writer {
+            half: half.clone(),
+            sm: self.sm.is_some(),
+            messages: 0,
+        };
+        let reader = Reader {
+            stream: self.reader,
+            writer: half,
+            sm: self.sm,
+        };
+        (reader, writer)
+    }
+}
+
+impl Reader {
+    /// The next stanza (`message`, `presence`, `iq`); None when the stream ends. With stream
+    /// management it counts each and answers the server's `<r/>` with `<a h/>`.
+    async fn next_stanza(&mut self) -> Option<meerkat_xmpp::Element> {
+        loop {
+            let el = match self.stream.next().await {
+                Ok(Inbound::Stanza(el)) => el,
+                Ok(Inbound::Open(_)) => continue,
+                Ok(Inbound::Close) | Err(_) => return None,
+            };
+            if el.ns() == ns::SM {
+                if el.name() == "r" && self.sm.is_some() && self.ack().await.is_err() {
+                    return None;
+                }
+                continue;
+            }
+            if let Some(sm) = &mut self.sm {
+                if matches!(el.name(), "message" | "presence" | "iq") {
+                    sm.h = sm.h.wrapping_add(1);
+                }
+            }
+            return Some(el);
+        }
+    }
+
+    /// `<a h/>` with what was handled so far (unsolicited, or the answer to `<r/>`).
+    pub async fn ack(&mut self) -> anyhow::Result<()> {
+        let Some(sm) = &self.sm else {
+            bail!("no stream management on this stream");
+        };
+        let xml = format!("<a xmlns='{}' h='{}'/>", ns::SM, sm.h);
+        let mut w = self.writer.lock().await;
+        w.write_all(xml.as_bytes()).await?;
+        w.flush().await?;
+        Ok(())
+    }
+
+    /// The stream-management session (its id and what was handled), if enabled.
+    pub fn sm(&self) -> Option<&Sm> {
+        self.sm.as_ref()
     }
 }
 
@@ -193,10 +348,8 @@ impl Reader {
     /// The send timestamp (µs) of the next bench message received; None when the stream ends.
     pub async fn next_bench_message(&mut self, run: &str) -> anyhow::Result<Option<u64>> {
         loop {
-            let el = match self.0.next().await {
-                Ok(Inbound::Stanza(el)) => el,
-                Ok(Inbound::Open(_)) => continue,
-                Ok(Inbound::Close) | Err(_) => return Ok(None),
+            let Some(el) = self.next_stanza().await else {
+                return Ok(None);
             };
             if el.name() != "message" {
                 continue;
@@ -222,11 +375,7 @@ impl Reader {
     /// The id of the next iq result or error received; None when the stream ends.
     pub async fn next_iq_reply(&mut self) -> Option<String> {
         loop {
-            let el = match self.0.next().await {
-                Ok(Inbound::Stanza(el)) => el,
-                Ok(Inbound::Open(_)) => continue,
-                Ok(Inbound::Close) | Err(_) => return None,
-            };
+            let el = self.next_stanza().await?;
             if el.name() == "iq" && matches!(el.attr("type"), Some("result" | "error")) {
                 if let Some(id) = el.attr("id") {
                     return Some(id.to_owned());
@@ -239,11 +388,7 @@ impl Reader {
     /// stream ends.
     pub async fn next_iq_answer(&mut self) -> Option<(String, bool)> {
         loop {
-            let el = match self.0.next().await {
-                Ok(Inbound::Stanza(el)) => el,
-                Ok(Inbound::Open(_)) => continue,
-                Ok(Inbound::Close) | Err(_) => return None,
-            };
+            let el = self.next_stanza().await?;
             let ok = match (el.name(), el.attr("type")) {
                 ("iq", Some("result")) => true,
                 ("iq", Some("error")) => false,
@@ -259,11 +404,7 @@ impl Reader {
     /// the stream ends.
     pub async fn next_iq_request(&mut self, prefix: &str) -> Option<u64> {
         loop {
-            let el = match self.0.next().await {
-                Ok(Inbound::Stanza(el)) => el,
-                Ok(Inbound::Open(_)) => continue,
-                Ok(Inbound::Close) | Err(_) => return None,
-            };
+            let el = self.next_stanza().await?;
             if el.name() != "iq" {
                 continue;
             }
@@ -285,7 +426,8 @@ impl Writer {
         self.send(&xml).await
     }
 
-    /// A chat message with a 64-byte body carrying the send time.
+    /// A chat message with a 64-byte body carrying the send time; with stream management,
+    /// every 50th followed by `<r/>`.
     pub async fn send_chat(&mut self, to: &str, run: &str, micros: u64) -> anyhow::Result<()> {
         self.send_typed(to, "chat", run, micros).await
     }
@@ -302,7 +444,11 @@ impl Writer {
         while body.len() < 64 {
             body.push('x');
         }
-        let xml = format!("<message to='{to}' type='{kind}'><body>{body}</body></message>");
+        let mut xml = format!("<message to='{to}' type='{kind}'><body>{body}</body></message>");
+        self.messages += 1;
+        if self.sm && self.messages.is_multiple_of(REQUEST_EVERY) {
+            xml.push_str(&format!("<r xmlns='{}'/>", ns::SM));
+        }
         self.send(&xml).await
     }
 
@@ -316,8 +462,9 @@ impl Writer {
     /// socket operations without yielding, e.g. 200 pipelined pings). Only a flush waits
     /// until it is on the socket; without one, those stanzas sit there until the next write.
     async fn send(&mut self, xml: &str) -> anyhow::Result<()> {
-        self.0.write_all(xml.as_bytes()).await?;
-        self.0.flush().await?;
+        let mut w = self.half.lock().await;
+        w.write_all(xml.as_bytes()).await?;
+        w.flush().await?;
         Ok(())
     }
 }
@@ -410,10 +557,12 @@ mod tests {
             .await
             .unwrap();
         let (r, w) = tokio::io::split(tls);
-        (
-            Reader(StreamReader::new(BufReader::new(r), Limits::default())),
-            Writer(w),
-        )
+        BenchClient {
+            reader: StreamReader::new(BufReader::new(r), Limits::default()),
+            writer: w,
+            sm: None,
+        }
+        .split()
     }
 
     /// Many stanzas written without the writer ever waiting (more than a task's cooperative

@@ -14,6 +14,10 @@
 //! lost; prints the highest rate that held. Idle mode (`--idle`): logs the users in and holds
 //! them, for measuring the server's memory per connected user (see `chat.rs`).
 //!
+//! Stream management (`--sm`): every user enables XEP-0198 with resumption after binding and
+//! acknowledges what it receives. `--resume-burst N`: N such users drop their connections at
+//! once and resume (see `resume.rs`).
+//!
 //! Failover mode (`--failover`): starts two DCs of its own and measures what users see when
 //! one dies or they are cut apart (see `failover.rs`); the other options do not apply.
 
@@ -22,6 +26,7 @@ mod client;
 mod data;
 mod failover;
 mod lag;
+mod resume;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,6 +111,17 @@ pub struct Args {
     /// (for measuring the server's memory meanwhile), close.
     #[arg(long)]
     idle: bool,
+    /// Stream management: every user enables XEP-0198 with resumption after binding, counts
+    /// the stanzas it receives and answers the server's `<r/>` with `<a h/>` (and sends `<r/>`
+    /// itself every 50th message). Applies to the chat, --peak and --idle workloads.
+    #[arg(long)]
+    sm: bool,
+    /// Resumption burst instead of chat: this many users with stream management (users
+    /// `<prefix>resume<i>`) get a few messages, drop their TCP connections at once (no stream
+    /// close), reconnect and resume; prints the time from the drop until the first stanza
+    /// sent while they were away arrives.
+    #[arg(long, default_value_t = 0)]
+    resume_burst: usize,
     /// Milliseconds between two messages of the sender in --failover rounds.
     #[arg(long, default_value_t = 100)]
     send_every_ms: u64,
@@ -138,6 +154,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.login_loop > 0 {
         return login_loop(&args).await;
+    }
+    if args.resume_burst > 0 {
+        return resume::burst(&args).await;
     }
     if args.peak {
         return chat::peak(&args).await;
@@ -331,12 +350,13 @@ async fn chat(args: &Args) -> anyhow::Result<()> {
     let login_secs = online.login_secs;
     online.close().await;
     println!(
-        "{}users {users}  {s}  logins {:.0}/s",
+        "{}users {users}{}  {s}  logins {:.0}/s",
         if inter_dc {
             "inter-DC (senders at DC 1, receivers at DC 2)  "
         } else {
             ""
         },
+        if args.sm { " (stream management)" } else { "" },
         users as f64 / login_secs,
     );
     if args.json {
@@ -344,6 +364,7 @@ async fn chat(args: &Args) -> anyhow::Result<()> {
         j["workload"] = "chat".into();
         j["inter_dc"] = inter_dc.into();
         j["users"] = users.into();
+        j["sm"] = args.sm.into();
         println!("{j}");
     }
     Ok(())

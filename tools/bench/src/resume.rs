@@ -1,0 +1,210 @@
+//! `--resume-burst N`: N users with stream management (XEP-0198, resumption enabled) chat a
+//! little in pairs (three messages each way, acknowledged), then all drop their TCP connections
+//! at the same moment, without closing their streams, as phones losing their network. Right
+//! after the drop 20 other users, online throughout, send each of them one message to their
+//! full JID; each dropped user connects again, authenticates and resumes (`<resume/>`). Per
+//! user: the time from its drop until `<resumed/>`, and until that message (the first stanza
+//! sent while it was away) arrives on the resumed stream.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+use tokio::sync::Barrier;
+
+use crate::client::BenchClient;
+use crate::Args;
+
+/// Messages each user gets from its partner before the drop.
+const BEFORE: u64 = 3;
+/// Users online throughout who send the messages while the others are away.
+const SENDERS: usize = 20;
+/// How long a user waits for a step (login, resumption, the message) before counting as failed.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// What one user saw: from its drop until `<resumed/>` and until the message sent meanwhile.
+type Timings = (Duration, Duration);
+
+pub async fn burst(args: &Args) -> anyhow::Result<()> {
+    let n = args.resume_burst.max(2) & !1;
+    let clock = Instant::now();
+    let run = format!("{:x}", std::process::id() ^ clock.elapsed().subsec_nanos());
+    let (before_run, away_run): (Arc<str>, Arc<str>) =
+        (format!("{run}b").into(), format!("{run}a").into());
+    let user = |i: usize| format!("{}resume{i}", args.prefix);
+
+    // Everyone online with stream management, 20 logins at a time.
+    let mut clients = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(20) {
+        let mut batch = Vec::new();
+        for &i in chunk {
+            let (args, name) = (args.clone(), user(i));
+            batch.push(tokio::spawn(async move {
+                BenchClient::login_with(
+                    args.addr,
+                    &args.domain,
+                    &name,
+                    &args.password,
+                    args.register,
+                    "bench",
+                    true,
+                )
+                .await
+            }));
+        }
+        for b in batch {
+            clients.push(b.await??);
+        }
+    }
+    // The senders of the messages while away: several, since a session's stanzas go to the
+    // routers one after another (each confirmed before the next), so one sender's hundredth
+    // message would leave a hundred confirmations after the drop.
+    let mut senders = Vec::with_capacity(SENDERS);
+    for s in 0..SENDERS {
+        let sender = BenchClient::login(
+            args.addr,
+            &args.domain,
+            &format!("{}resumesender{s}", args.prefix),
+            &args.password,
+            args.register,
+        )
+        .await?;
+        senders.push(sender.split());
+    }
+    eprintln!(
+        "{n} users with stream management online in {:.1} s",
+        clock.elapsed().as_secs_f64()
+    );
+
+    // Every user and this task: all ready to drop, then all dropped.
+    let ready = Arc::new(Barrier::new(n + 1));
+    let dropped = Arc::new(Barrier::new(n + 1));
+    let mut tasks = Vec::with_capacity(n);
+    for (i, client) in clients.into_iter().enumerate() {
+        let (args, name, partner) = (args.clone(), user(i), user(i ^ 1));
+        let (ready, dropped) = (ready.clone(), dropped.clone());
+        let (before_run, away_run) = (before_run.clone(), away_run.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut reader, mut writer) = client.split();
+            let partner = format!("{partner}@{}", args.domain);
+            let mut failure = None;
+            for k in 0..BEFORE {
+                if writer.send_chat(&partner, &before_run, k).await.is_err() {
+                    failure = Some("sending before the drop failed");
+                }
+            }
+            for _ in 0..BEFORE {
+                match tokio::time::timeout(PATIENCE, reader.next_bench_message(&before_run)).await {
+                    Ok(Ok(Some(_))) => {}
+                    _ => failure = Some("a message before the drop did not arrive"),
+                }
+            }
+            // Acknowledge everything, so the first stanza after resuming is the one sent
+            // while away.
+            if reader.ack().await.is_err() {
+                failure = Some("acknowledging before the drop failed");
+            }
+            let sm = reader.sm().cloned();
+            // Every task reaches both barriers, whatever failed.
+            ready.wait().await;
+            let at = Instant::now();
+            drop(reader);
+            drop(writer);
+            dropped.wait().await;
+            if let Some(f) = failure {
+                anyhow::bail!("{name}: {f}");
+            }
+            let sm = sm.context("no stream management")?;
+            let resumed = tokio::time::timeout(
+                PATIENCE,
+                BenchClient::resume(args.addr, &args.domain, &name, &args.password, sm),
+            )
+            .await
+            .with_context(|| format!("{name}: no <resumed/> within {PATIENCE:?}"))??;
+            let to_resumed = at.elapsed();
+            let (mut reader, mut writer) = resumed.split();
+            let first = tokio::time::timeout(PATIENCE, reader.next_bench_message(&away_run))
+                .await
+                .with_context(|| format!("{name}: nothing sent while away arrived"))?;
+            let to_first = at.elapsed();
+            anyhow::ensure!(
+                matches!(first, Ok(Some(_))),
+                "{name}: the resumed stream ended before the message sent while away"
+            );
+            let _ = writer.close().await;
+            Ok::<Timings, anyhow::Error>((to_resumed, to_first))
+        }));
+    }
+    ready.wait().await;
+    dropped.wait().await;
+    let away_from = clock.elapsed();
+    let mut sending = Vec::with_capacity(SENDERS);
+    for (s, (reader, mut writer)) in senders.into_iter().enumerate() {
+        let (args, away_run) = (args.clone(), away_run.clone());
+        let to: Vec<String> = (s..n).step_by(SENDERS).map(user).collect();
+        sending.push(tokio::spawn(async move {
+            for name in to {
+                let us = u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX);
+                writer
+                    .send_chat(&format!("{name}@{}/bench", args.domain), &away_run, us)
+                    .await?;
+            }
+            Ok::<_, anyhow::Error>((reader, writer))
+        }));
+    }
+    let mut senders = Vec::with_capacity(SENDERS);
+    for s in sending {
+        senders.push(s.await??);
+    }
+    let away_secs = (clock.elapsed() - away_from).as_secs_f64();
+
+    let histogram = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3);
+    let (mut to_resumed, mut to_first) = (histogram()?, histogram()?);
+    let mut failed = 0;
+    for t in tasks {
+        match t.await? {
+            Ok((r, f)) => {
+                let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
+                to_resumed.record(us(r))?;
+                to_first.record(us(f))?;
+            }
+            Err(e) => {
+                if failed == 0 {
+                    eprintln!("first failure: {e:#}");
+                }
+                failed += 1;
+            }
+        }
+    }
+    for (_, mut writer) in senders {
+        let _ = writer.close().await;
+    }
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let max = |h: &Histogram<u64>| h.max() as f64 / 1000.0;
+    println!(
+        "resume burst: {n} users dropped at once, resumed {}  failed {failed}; drop -> <resumed/> p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms; drop -> first stanza sent while away p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms (the {n} sent in {:.1} ms after the drop)",
+        to_first.len(),
+        ms(&to_resumed, 0.5),
+        ms(&to_resumed, 0.99),
+        max(&to_resumed),
+        ms(&to_first, 0.5),
+        ms(&to_first, 0.99),
+        max(&to_first),
+        away_secs * 1000.0,
+    );
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "workload": "resume-burst", "users": n, "resumed": to_first.len(),
+                "failed": failed,
+                "resumed_p50_ms": ms(&to_resumed, 0.5), "resumed_p99_ms": ms(&to_resumed, 0.99),
+                "resumed_max_ms": max(&to_resumed),
+                "first_p50_ms": ms(&to_first, 0.5), "first_p99_ms": ms(&to_first, 0.99),
+                "first_max_ms": max(&to_first),
+            })
+        );
+    }
+    Ok(())
+}
