@@ -239,7 +239,7 @@ impl Link {
                 conn.send(&last.xml).await?;
             }
             if sm.should_request() {
-                sm.requested = true;
+                sm.requested = Some(std::time::Instant::now());
                 conn.send(&sm::request()).await?;
             }
             return Ok(());

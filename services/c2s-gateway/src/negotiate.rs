@@ -342,12 +342,12 @@ async fn resume(
     let slot = sm::ResumeId::parse(&previd).and_then(|rid| ctx.registry.resumable(&rid, &bare));
     let taken = slot.and_then(|tx| Some((tx, holder.take()?, state.counted.take()?)));
     if let Some((tx, transport, counted)) = taken {
-        let handed = Resumption {
+        let handed = Box::new(Resumption {
             transport,
             counted,
             h,
             previd,
-        };
+        });
         match tx.try_send(handed) {
             Ok(()) => return Ok(true),
             Err(e) => {

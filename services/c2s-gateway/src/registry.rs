@@ -241,14 +241,16 @@ struct Entry {
     jid: String,
     credentials: u64,
     tx: Mailbox,
-    resume: Option<Resumable>,
+    /// Boxed: most sessions never enable resumption.
+    resume: Option<Box<Resumable>>,
 }
 
 /// How a resumable session is resumed: its id (with the secret its client was given), and the
 /// channel that hands it a new connection.
 pub struct Resumable {
     pub id: ResumeId,
-    pub tx: mpsc::Sender<crate::session::Resumption>,
+    /// A channel's slots are allocated in blocks of 32: what it carries is boxed.
+    pub tx: mpsc::Sender<Box<crate::session::Resumption>>,
 }
 
 #[derive(Default)]
@@ -336,7 +338,7 @@ impl Registry {
     /// The session can be resumed from now on (stream management with resumption enabled).
     pub fn set_resumable(&self, id: Uuid, resumable: Resumable) {
         if let Some(e) = self.inner.lock().by_id.get_mut(&id) {
-            e.resume = Some(resumable);
+            e.resume = Some(Box::new(resumable));
         }
     }
 
@@ -347,7 +349,7 @@ impl Registry {
         &self,
         rid: &ResumeId,
         bare: &str,
-    ) -> Option<mpsc::Sender<crate::session::Resumption>> {
+    ) -> Option<mpsc::Sender<Box<crate::session::Resumption>>> {
         let inner = self.inner.lock();
         let e = inner.by_id.get(&rid.session)?;
         let r = e.resume.as_ref()?;

@@ -38,7 +38,7 @@ struct State {
     /// JIDs this session sent directed available presence to (RFC 6121 §4.6).
     directed: HashSet<String>,
     /// Where connections resuming the session arrive, once it is resumable.
-    resume_rx: Option<mpsc::Receiver<Resumption>>,
+    resume_rx: Option<mpsc::Receiver<Box<Resumption>>>,
 }
 
 /// Sets up the session of a bound connection and returns it, to run on its own task. What is
@@ -120,7 +120,7 @@ async fn serve(ctx: &Ctx, st: &mut State, link: &mut Link, inbox: &Inbox) -> End
     loop {
         let end = match Box::pin(attached(ctx, st, link, inbox)).await {
             Attached::Resumed(r) => {
-                if let Err(end) = Box::pin(resume(ctx, st, link, *r)).await {
+                if let Err(end) = Box::pin(resume(ctx, st, link, r)).await {
                     return end;
                 }
                 continue;
@@ -226,7 +226,7 @@ async fn attached(ctx: &Ctx, st: &mut State, link: &mut Link, inbox: &Inbox) -> 
                 }
                 Next::Overflowed { bytes } => break overflowed(bytes),
             },
-            r = resumption(&mut st.resume_rx) => return Attached::Resumed(Box::new(r)),
+            r = resumption(&mut st.resume_rx) => return Attached::Resumed(r),
             _ = tick.tick() => {
                 let idle = conn.activity.idle_for();
                 if idle > idle_limit {
@@ -253,15 +253,16 @@ async fn keepalive(link: &mut Link, silent: bool) -> Result<(), End> {
     }
     match &mut link.sm {
         Some(sm) => {
-            let ask = (sm.unacked_len() > 0 || (silent && !conn.pinged)) && !sm.requested;
+            // Ask when something waits for an ack (again if the last request went unanswered
+            // for a while), or as the ping of a silent client.
+            let idle_request = sm.requested.is_none() || sm.request_unanswered_for(REASK_AFTER);
+            let ask = (sm.unacked_len() > 0 && idle_request) || (silent && !conn.pinged);
             if silent {
                 conn.pinged = true;
             }
             if ask {
-                sm.requested = true;
+                sm.requested = Some(std::time::Instant::now());
                 conn.send(&sm::request()).await?;
-            } else if silent && sm.requested && conn.pinged {
-                // The request already out is the ping.
             }
             Ok(())
         }
@@ -277,6 +278,9 @@ async fn keepalive(link: &mut Link, silent: bool) -> Result<(), End> {
         None => Ok(()),
     }
 }
+
+/// An `<r/>` unanswered this long is asked again while stanzas wait for an ack.
+const REASK_AFTER: Duration = Duration::from_secs(10);
 
 /// The ids of the gateway's pings to its clients; their answers end here.
 const PING_ID_PREFIX: &str = "meerkat-ping-";
@@ -299,7 +303,7 @@ async fn control(ctx: &Ctx, st: &mut State, what: Outbound) -> Result<(), End> {
 }
 
 /// The next connection handed over to resume this session, if it is resumable.
-async fn resumption(rx: &mut Option<mpsc::Receiver<Resumption>>) -> Resumption {
+async fn resumption(rx: &mut Option<mpsc::Receiver<Box<Resumption>>>) -> Box<Resumption> {
     match rx {
         Some(rx) => match rx.recv().await {
             Some(r) => r,
@@ -317,7 +321,7 @@ async fn detached(
     st: &mut State,
     link: &mut Link,
     inbox: &Inbox,
-) -> Result<Resumption, End> {
+) -> Result<Box<Resumption>, End> {
     let window = link
         .sm
         .as_ref()
@@ -346,13 +350,13 @@ async fn detached(
 /// Takes a resuming connection: the client's `h` releases what it got, `<resumed/>` says what
 /// the gateway handled, and everything still unacknowledged is written again, in order. The
 /// connection it replaces, if still open, is closed.
-async fn resume(ctx: &Ctx, st: &mut State, link: &mut Link, r: Resumption) -> Result<(), End> {
+async fn resume(ctx: &Ctx, st: &mut State, link: &mut Link, r: Box<Resumption>) -> Result<(), End> {
     let Resumption {
         transport,
         counted,
         h,
         previd,
-    } = r;
+    } = *r;
     let mut conn = Conn::open(ctx, transport, counted);
     if let Some(old) = link.conn.take() {
         let end = End::Error(StreamError::with_text(
@@ -376,7 +380,7 @@ async fn resume(ctx: &Ctx, st: &mut State, link: &mut Link, r: Resumption) -> Re
             return Err(End::Gone);
         }
     }
-    sm.requested = false;
+    sm.requested = None;
     conn.send(&sm::resumed(&previd, sm.handled)).await?;
     let mut resent = 0u64;
     for d in sm.unacked() {
@@ -384,7 +388,7 @@ async fn resume(ctx: &Ctx, st: &mut State, link: &mut Link, r: Resumption) -> Re
         resent += 1;
     }
     if resent > 0 {
-        sm.requested = true;
+        sm.requested = Some(std::time::Instant::now());
         conn.send(&sm::request()).await?;
     }
     link.conn = Some(conn);
@@ -426,7 +430,7 @@ async fn sm_element(ctx: &Ctx, st: &mut State, link: &mut Link, el: &Element) ->
             let Some(sm) = link.sm.as_mut() else {
                 return Ok(());
             };
-            sm.requested = false;
+            sm.requested = None;
             match sm.acked(h) {
                 Ok(done) => {
                     for d in done {

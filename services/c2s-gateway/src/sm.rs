@@ -32,8 +32,8 @@ pub struct Sm<T> {
     sent: u32,
     unacked: VecDeque<Kept<T>>,
     bytes: usize,
-    /// An `<r/>` went out and no `<a/>` came back since.
-    pub requested: bool,
+    /// When an `<r/>` went out that no `<a/>` answered yet.
+    pub requested: Option<std::time::Instant>,
     /// Set when the client asked for resumption.
     pub resume: Option<Resume>,
 }
@@ -58,7 +58,7 @@ impl<T> Default for Sm<T> {
             sent: 0,
             unacked: VecDeque::new(),
             bytes: 0,
-            requested: false,
+            requested: None,
             resume: None,
         }
     }
@@ -101,9 +101,14 @@ impl<T> Sm<T> {
         Ok(out)
     }
 
+    /// Whether a request is out and unanswered for longer than `patience`.
+    pub fn request_unanswered_for(&self, patience: std::time::Duration) -> bool {
+        self.requested.is_some_and(|t| t.elapsed() > patience)
+    }
+
     /// Whether to ask the client for an ack now.
     pub fn should_request(&self) -> bool {
-        !self.requested && self.unacked.len() >= REQUEST_EVERY
+        self.requested.is_none() && self.unacked.len() >= REQUEST_EVERY
     }
 
     /// The stanza written last.
@@ -322,7 +327,7 @@ mod tests {
         assert!(!sm.should_request());
         sm.wrote(99, 1);
         assert!(sm.should_request());
-        sm.requested = true;
+        sm.requested = Some(std::time::Instant::now());
         assert!(!sm.should_request(), "one request at a time");
     }
 
