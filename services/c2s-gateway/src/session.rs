@@ -232,8 +232,16 @@ async fn attached(ctx: &Ctx, st: &mut State, link: &mut Link, inbox: &Inbox) -> 
                 if idle > idle_limit {
                     break End::Error(StreamError::with_text("connection-timeout", "no answer to the server's ping"));
                 }
-                if let Err(end) = Box::pin(keepalive(link, idle > ping_after)).await {
-                    break end;
+                let silent = idle > ping_after;
+                if !silent {
+                    conn.pinged = false;
+                }
+                // An idle session with nothing to ask does nothing more (no allocation).
+                let waiting = link.sm.as_ref().is_some_and(|sm| sm.unacked_len() > 0);
+                if silent || waiting {
+                    if let Err(end) = Box::pin(keepalive(link, silent)).await {
+                        break end;
+                    }
                 }
             }
             _ = ctx.shutdown.cancelled() => break End::Error(StreamError::new("system-shutdown")),
