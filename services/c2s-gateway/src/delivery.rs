@@ -112,11 +112,14 @@ pub async fn run(ctx: Arc<Ctx>) {
                         String::from_utf8_lossy(&delivery.data).into_owned(),
                         delivery.acker.clone(),
                     );
-                    if tx.offer(handed).is_ok() {
-                        // Lets the session write before the next hand-off: a burst (an offline
-                        // backlog) is taken at the pace the sessions write it, rather than piled
-                        // into a mailbox faster than a reading client can empty it.
-                        tokio::task::yield_now().await;
+                    if let Ok(backing_up) = tx.offer(handed) {
+                        // A session more than half full gets to write before the next
+                        // hand-off: a burst for it (an offline backlog) is taken at the pace
+                        // its client reads, rather than piled past its cap. Every other
+                        // hand-off goes on at once: one session never slows the others.
+                        if backing_up {
+                            tokio::task::yield_now().await;
+                        }
                         return;
                     }
                 }

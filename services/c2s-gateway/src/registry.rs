@@ -130,9 +130,11 @@ pub fn mailbox(cap: usize) -> (Mailbox, Inbox) {
 
 impl Mailbox {
     /// Hands a stanza to the session without waiting. Past the cap the session is told to end
-    /// (the stanza still queues, behind the others, to be bounced with them). `Err` gives the
-    /// stanza back when the session is gone: the caller bounces it.
-    pub fn offer(&self, d: Delivered) -> Result<(), Delivered> {
+    /// (the stanza still queues, behind the others, to be bounced with them). `Ok(true)` when
+    /// the mailbox is more than half full (the session is backing up: the caller may let it
+    /// write before handing it more). `Err` gives the stanza back when the session is gone: the
+    /// caller bounces it.
+    pub fn offer(&self, d: Delivered) -> Result<bool, Delivered> {
         let mut q = self.0.queue.lock();
         match q.phase {
             Phase::Gone => return Err(d),
@@ -141,9 +143,10 @@ impl Mailbox {
         }
         q.bytes += d.xml.len();
         q.items.push_back(Outbound::Stanza(d));
+        let backing_up = q.phase == Phase::Open && q.bytes > self.0.cap / 2;
         drop(q);
         self.0.wake.notify_one();
-        Ok(())
+        Ok(backing_up)
     }
 
     /// Asks something of the session (not a stanza: it does not count against the cap).
