@@ -117,6 +117,9 @@ pub async fn ask(ctx: &Ctx, rid: &ResumeId, account: &str, credentials: u64, h: 
         to_gateway: ctx.instance.clone(),
         sent_at_ms: crate::session::now_ms(),
     };
+    // However the wait ends (answered, timed out, or the negotiation dropped), the request is
+    // forgotten: a later answer finds nothing.
+    let _forget = Forget(ctx, request);
     let body = serde_json::to_vec(&req).unwrap_or_default();
     let props = props(ctx, step::REQUEST);
     let sent = ctx
@@ -130,7 +133,6 @@ pub async fn ask(ctx: &Ctx, rid: &ResumeId, account: &str, credentials: u64, h: 
             None
         }
     };
-    ctx.handovers.waiting.lock().remove(&request);
     match answer {
         Some(Ok(Answer::Moved(a))) => Outcome::Moved(a),
         Some(Ok(Answer::Refused(Refused {
@@ -138,6 +140,15 @@ pub async fn ask(ctx: &Ctx, rid: &ResumeId, account: &str, credentials: u64, h: 
             ..
         }))) => Outcome::TooHigh(TooHigh { h, sent }),
         _ => Outcome::NotFound,
+    }
+}
+
+/// Forgets a request when dropped.
+struct Forget<'a>(&'a Ctx, Uuid);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.handovers.waiting.lock().remove(&self.1);
     }
 }
 
@@ -346,4 +357,27 @@ pub async fn leave(ctx: &Ctx, old: Uuid, req: &Request, kept: Vec<Delivered>, in
     .unwrap_or_default();
     send(ctx, to, step::FENCE, Some(to.session), 1, &body).await;
     tracing::debug!(session = %old, to = %to.gateway, forwarded, "session handed over");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tombstone_names_where_the_session_went() {
+        let h = Handovers::default();
+        let (old, new) = (Uuid::now_v7(), Uuid::now_v7());
+        assert!(h.moved_to(old).is_none());
+        h.tombstone(
+            old,
+            Peer {
+                dc: "dc1".into(),
+                gateway: "dc1-gw-2".into(),
+                session: new,
+            },
+        );
+        let peer = h.moved_to(old).unwrap();
+        assert_eq!((peer.gateway.as_str(), peer.session), ("dc1-gw-2", new));
+        assert!(h.moved_to(new).is_none());
+    }
 }
