@@ -514,7 +514,7 @@ async fn hand_over(
     let window = match &sm.resume {
         Some(r) if r.id.secret_is_hex(&req.secret) && req.account == st.bare => r.max,
         _ => {
-            ctx.metrics.sm_failed.inc();
+            // Counted where the client is refused (the asking gateway).
             crate::handover::refuse(ctx, &req, None).await;
             return Ok(());
         }
