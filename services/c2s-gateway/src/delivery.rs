@@ -83,6 +83,11 @@ pub async fn run(ctx: Arc<Ctx>) {
                     return;
                 }
             };
+            // A step of a session moving between gateways (XEP-0198 resumption elsewhere).
+            if kind == RouteKind::Handover {
+                crate::handover::arrived(&ctx, delivery).await;
+                return;
+            }
             let kind_is_stanza = kind != RouteKind::Conflict;
             // A stanza for a session replaced meanwhile (same full JID, newer login at this
             // gateway) goes to the session now bound to that JID, as it would on one server.
@@ -126,6 +131,10 @@ pub async fn run(ctx: Arc<Ctx>) {
                 (_, None) => {}
             }
             let hops = headers.get_u64(h::HOPS).unwrap_or(3).saturating_sub(1);
+            // A session that moved to another gateway a moment ago: there.
+            if crate::handover::follow(&ctx, session, &delivery, hops).await {
+                return;
+            }
             if bounce(&ctx, &delivery.data, session, hops).await {
                 let _ = delivery.ack(BasicAckOptions::default()).await;
             } else {

@@ -10,6 +10,7 @@ pub mod csi;
 mod delivery;
 mod events;
 mod handoff;
+mod handover;
 mod heartbeat;
 mod link;
 mod metrics;
@@ -55,6 +56,8 @@ pub(crate) struct Ctx {
     pub parker: meerkat_bus::Parker,
     pub tls: TlsAcceptor,
     pub registry: registry::Registry,
+    /// Resumptions waiting for another gateway's answer, and sessions that moved away.
+    pub handovers: handover::Handovers,
     /// Deliveries the sessions are done with, to acknowledge to the broker.
     pub acks: registry::Acks,
     /// Registration and login throttles, shared with the DC's other gateways through
@@ -120,6 +123,7 @@ impl Gateway {
             parker: base.parker.clone(),
             tls,
             registry: registry::Registry::default(),
+            handovers: handover::Handovers::default(),
             acks,
             limits,
             metrics,

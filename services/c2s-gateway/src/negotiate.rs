@@ -35,6 +35,8 @@ pub enum Negotiation {
     Bound(Bound),
     /// The connection resumed a session (XEP-0198) and was handed over to it.
     Resumed,
+    /// The connection resumed a session another gateway held, which moved here.
+    Moved(Box<session::MovedIn>),
 }
 
 /// Runs one client connection from accept to a bound resource, or to its close. A bound
@@ -77,7 +79,20 @@ pub async fn serve_connection(
     };
     match (outcome, holder, state.counted.take()) {
         (Ok(Ok(Negotiation::Bound(bound))), Some(transport), Some(counted)) => {
-            return Some(session::start(ctx.clone(), transport, bound, counted));
+            return Some(session::start(
+                ctx.clone(),
+                transport,
+                session::Begin::Bound(bound),
+                counted,
+            ));
+        }
+        (Ok(Ok(Negotiation::Moved(m))), Some(transport), Some(counted)) => {
+            return Some(session::start(
+                ctx.clone(),
+                transport,
+                session::Begin::Moved(m),
+                counted,
+            ));
         }
         (Ok(Err(end)), Some(mut transport), _) => Box::pin(finish(&ctx, &mut transport, end)).await,
         (Err(_elapsed), Some(mut transport), _) => {
@@ -300,8 +315,8 @@ async fn negotiate(
                     }
                 }
                 (ns::SM, "resume") if state.username.is_some() => {
-                    if resume(ctx, holder, state, &el).await? {
-                        return Ok(Negotiation::Resumed);
+                    if let Some(done) = resume(ctx, holder, state, &el).await? {
+                        return Ok(done);
                     }
                 }
                 // Stream management before a resource is bound (XEP-0198 §3: `<enable/>`
@@ -327,19 +342,48 @@ async fn negotiate(
 }
 
 /// `<resume/>` after authentication: the connection goes to the session it names, if this
-/// gateway holds it for this account and the id carries its secret (true); otherwise
+/// gateway holds it for this account and the id carries its secret; if another gateway holds
+/// it, the session moves here (crate::handover); otherwise
 /// `<failed><item-not-found/></failed>`, alike for every reason, and the client may bind.
 async fn resume(
     ctx: &Ctx,
     holder: &mut Option<Transport>,
     state: &mut Negotiated,
     el: &Element,
-) -> Result<bool, End> {
+) -> Result<Option<Negotiation>, End> {
     let h = sm::h_of(el).map_err(End::Error)?;
     let previd = el.attr("previd").unwrap_or_default().to_owned();
     let user = state.username.as_deref().unwrap_or_default();
     let bare = meerkat_xmpp::addr::account(user, &ctx.config.domain);
-    let slot = sm::ResumeId::parse(&previd).and_then(|rid| ctx.registry.resumable(&rid, &bare));
+    let rid = sm::ResumeId::parse(&previd);
+    let slot = rid
+        .as_ref()
+        .and_then(|rid| ctx.registry.resumable(rid, &bare));
+    // Not held here: another gateway may hold it (this account's only, not bound here now).
+    let elsewhere = rid.filter(|rid| {
+        slot.is_none() && rid.account() == bare && ctx.registry.get_by_jid(&rid.jid).is_none()
+    });
+    if let Some(rid) = elsewhere {
+        match crate::handover::ask(ctx, &rid, &bare, state.credentials, h).await {
+            crate::handover::Outcome::Moved(arrived) => {
+                return Ok(Some(Negotiation::Moved(Box::new(session::MovedIn {
+                    arrived,
+                    rid,
+                    previd,
+                    h,
+                    username: user.to_owned(),
+                    credentials: state.credentials,
+                }))));
+            }
+            crate::handover::Outcome::TooHigh(t) => {
+                let t_xml = sm::too_high(&t);
+                let tr = holder.as_mut().ok_or(End::Gone)?;
+                tr.write(&t_xml).await?;
+                return Err(End::Gone);
+            }
+            crate::handover::Outcome::NotFound => {}
+        }
+    }
     let taken = slot.and_then(|tx| Some((tx, holder.take()?, state.counted.take()?)));
     if let Some((tx, transport, counted)) = taken {
         let handed = Box::new(Resumption {
@@ -349,7 +393,7 @@ async fn resume(
             previd,
         });
         match tx.try_send(handed) {
-            Ok(()) => return Ok(true),
+            Ok(()) => return Ok(Some(Negotiation::Resumed)),
             Err(e) => {
                 // The session is ending, or another connection is resuming it right now.
                 let back = e.into_inner();
@@ -361,7 +405,7 @@ async fn resume(
     ctx.metrics.sm_failed.inc();
     let t = holder.as_mut().ok_or(End::Gone)?;
     t.write(&sm::failed("item-not-found", None)).await?;
-    Ok(false)
+    Ok(None)
 }
 
 /// An iq before a resource is bound: registration before or after auth, bind, session.

@@ -77,6 +77,22 @@ pub enum Outbound {
     Announce,
     /// End the stream with this error (the account was removed or its password changed).
     End(meerkat_xmpp::StreamError),
+    /// The client resumed at another gateway: hand the session over (crate::handover).
+    Handover(Box<meerkat_wire::handover::Request>),
+    /// A stanza the previous holder of a session moved here forwarded (crate::handover).
+    Forwarded(Delivered),
+    /// The previous holder forwards nothing more.
+    Fence,
+}
+
+impl Outbound {
+    /// The stanza this carries, if any (what counts against the mailbox's cap).
+    fn stanza(&self) -> Option<&Delivered> {
+        match self {
+            Outbound::Stanza(d) | Outbound::Forwarded(d) => Some(d),
+            _ => None,
+        }
+    }
 }
 
 /// Slots an emptied mailbox may keep; beyond, it lets them go.
@@ -135,6 +151,15 @@ impl Mailbox {
     /// write before handing it more). `Err` gives the stanza back when the session is gone: the
     /// caller bounces it.
     pub fn offer(&self, d: Delivered) -> Result<bool, Delivered> {
+        self.offer_as(d, false)
+    }
+
+    /// [`Mailbox::offer`] of a stanza forwarded by the session's previous holder.
+    pub fn offer_forwarded(&self, d: Delivered) -> Result<bool, Delivered> {
+        self.offer_as(d, true)
+    }
+
+    fn offer_as(&self, d: Delivered, forwarded: bool) -> Result<bool, Delivered> {
         let mut q = self.0.queue.lock();
         match q.phase {
             Phase::Gone => return Err(d),
@@ -142,7 +167,11 @@ impl Mailbox {
             Phase::Open | Phase::Ending => {}
         }
         q.bytes += d.xml.len();
-        q.items.push_back(Outbound::Stanza(d));
+        q.items.push_back(if forwarded {
+            Outbound::Forwarded(d)
+        } else {
+            Outbound::Stanza(d)
+        });
         let backing_up = q.phase == Phase::Open && q.bytes > self.0.cap / 2;
         drop(q);
         self.0.wake.notify_one();
@@ -182,7 +211,7 @@ impl Inbox {
                     return Next::Overflowed { bytes: q.bytes };
                 }
                 if let Some(item) = q.items.pop_front() {
-                    if let Outbound::Stanza(d) = &item {
+                    if let Some(d) = item.stanza() {
                         q.bytes -= d.xml.len();
                     }
                     // A burst leaves its capacity behind; an idle session keeps none.
@@ -223,7 +252,7 @@ impl Inbox {
     pub fn drain(&self) -> Option<Delivered> {
         let mut q = self.0.queue.lock();
         while let Some(item) = q.items.pop_front() {
-            if let Outbound::Stanza(d) = item {
+            if let Outbound::Stanza(d) | Outbound::Forwarded(d) = item {
                 q.bytes -= d.xml.len();
                 return Some(d);
             }
@@ -354,7 +383,7 @@ impl Registry {
         bare: &str,
     ) -> Option<mpsc::Sender<Box<crate::session::Resumption>>> {
         let inner = self.inner.lock();
-        let e = inner.by_id.get(&rid.session)?;
+        let e = inner.by_id.get(inner.by_jid.get(&rid.jid)?)?;
         let r = e.resume.as_ref()?;
         let owner = e.jid.split('/').next() == Some(bare);
         (owner & r.id.same_secret(rid)).then(|| r.tx.clone())

@@ -39,6 +39,36 @@ struct State {
     directed: HashSet<String>,
     /// Where connections resuming the session arrive, once it is resumable.
     resume_rx: Option<mpsc::Receiver<Box<Resumption>>>,
+    /// The client resumed at another gateway, which this session moves to.
+    moved: Option<Box<meerkat_wire::handover::Request>>,
+}
+
+/// How a session begins.
+pub enum Begin {
+    /// A resource was bound.
+    Bound(Bound),
+    /// The client resumed a session another gateway held, which moved here.
+    Moved(Box<MovedIn>),
+}
+
+/// A session moved here from another gateway, and the connection that resumed it.
+pub struct MovedIn {
+    pub arrived: Box<crate::handover::Arrived>,
+    /// The resumption id: the client keeps it, and this gateway inherits its secret.
+    pub rid: ResumeId,
+    pub previd: String,
+    /// The client's `h`: what it got.
+    pub h: u32,
+    pub username: String,
+    pub credentials: u64,
+}
+
+/// What the session writes first.
+enum First {
+    /// The bind result.
+    Bind(String),
+    /// `<resumed/>` (the `previd` to echo), then what the previous holder forwards.
+    Resumed(String),
 }
 
 /// Sets up the session of a bound connection and returns it, to run on its own task. What is
@@ -48,36 +78,105 @@ struct State {
 pub fn start(
     ctx: Arc<Ctx>,
     transport: Transport,
-    bound: Bound,
+    begin: Begin,
     counted: Counted,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let id = Uuid::now_v7();
-    // The route partition key of every stanza of this session (meerkat_xmpp::addr).
-    let bare = meerkat_xmpp::addr::account(&bound.username, &ctx.config.domain);
-    let mut st = State {
-        info: SessionInfo {
-            jid: bound.jid,
-            session_id: id,
-            version: 1,
-            dc: ctx.config.dc.clone(),
-            gateway: ctx.instance.clone(),
-            available: false,
-            priority: 0,
-            presence: None,
-            interested: false,
-        },
-        username: bound.username,
-        bare,
-        directed: HashSet::new(),
-        resume_rx: None,
+    let (mut st, credentials, inbox, replaced, first, sm) = match begin {
+        Begin::Bound(bound) => {
+            let id = Uuid::now_v7();
+            // The route partition key of every stanza of this session (meerkat_xmpp::addr).
+            let bare = meerkat_xmpp::addr::account(&bound.username, &ctx.config.domain);
+            let st = State {
+                info: SessionInfo {
+                    jid: bound.jid,
+                    session_id: id,
+                    version: 1,
+                    dc: ctx.config.dc.clone(),
+                    gateway: ctx.instance.clone(),
+                    available: false,
+                    priority: 0,
+                    presence: None,
+                    interested: false,
+                },
+                username: bound.username,
+                bare,
+                directed: HashSet::new(),
+                resume_rx: None,
+                moved: None,
+            };
+            let bind_xml = bind_result(&bound.bind_request, &st.info.jid).to_client_xml();
+            let (mailbox, inbox) = crate::registry::mailbox(ctx.config.max_queued_bytes);
+            let replaced = ctx
+                .registry
+                .insert(id, &st.info.jid, bound.credentials, mailbox);
+            (
+                st,
+                bound.credentials,
+                inbox,
+                replaced,
+                First::Bind(bind_xml),
+                None,
+            )
+        }
+        Begin::Moved(m) => {
+            let MovedIn {
+                arrived,
+                rid,
+                previd,
+                h,
+                username,
+                credentials,
+            } = *m;
+            let crate::handover::Arrived {
+                moved,
+                session,
+                inbox,
+                replaced,
+            } = *arrived;
+            // The same session to every directory (full JID, presence, priority), under a new
+            // id that replaces the old entry: no presence flap.
+            let mut info = moved.session;
+            info.session_id = session;
+            info.version += 1;
+            info.dc = ctx.config.dc.clone();
+            info.gateway = ctx.instance.clone();
+            let bare = meerkat_xmpp::addr::account(&username, &ctx.config.domain);
+            let (tx, rx) = mpsc::channel(1);
+            ctx.registry.set_resumable(
+                session,
+                Resumable {
+                    id: rid.clone(),
+                    tx,
+                },
+            );
+            let st = State {
+                info,
+                username,
+                bare,
+                directed: moved.directed.into_iter().collect(),
+                resume_rx: Some(rx),
+                moved: None,
+            };
+            let mut sm = Sm::moved_in(moved.handled, h);
+            sm.resume = Some(Resume {
+                id: rid,
+                max: moved.max_secs.min(ctx.config.sm_resume_max_secs),
+            });
+            (
+                st,
+                credentials,
+                inbox,
+                replaced,
+                First::Resumed(previd),
+                Some(sm),
+            )
+        }
     };
-    let bind_xml = bind_result(&bound.bind_request, &st.info.jid).to_client_xml();
-    let (mailbox, inbox) = crate::registry::mailbox(ctx.config.max_queued_bytes);
-    let credentials = bound.credentials;
-    let replaced = ctx.registry.insert(id, &st.info.jid, credentials, mailbox);
+    let id = st.info.session_id;
     ctx.metrics.sessions.inc();
     let conn = Conn::open(&ctx, transport, counted);
     let mut link = Link::new(&ctx, conn);
+    link.sm = sm;
     async move {
         if let Some(old) = replaced {
             old.tell(Outbound::Conflict);
@@ -87,7 +186,9 @@ pub fn start(
         let valid = accounts::check(&ctx, &st.username, credentials).await;
         let end = if let Err(e) = valid {
             End::Error(e)
-        } else if let Err(end) = Box::pin(announce(&ctx, &st.info, &mut link, bind_xml)).await {
+        } else if let Err(end) =
+            Box::pin(first_words(&ctx, &mut st, &mut link, &inbox, first)).await
+        {
             end
         } else {
             tracing::debug!(jid = %st.info.jid, session = %id, "session bound");
@@ -100,6 +201,21 @@ pub fn start(
         // that is bounced by whoever holds it, behind these.
         inbox.close();
         refuse_resumptions(&ctx, &mut st).await;
+        if let Some(req) = st.moved.take() {
+            // Moved to another gateway: what was kept goes there, not back to the routers,
+            // and the contacts see no change (the new holder announced the same presence).
+            if let Some(conn) = link.conn.take() {
+                Box::pin(conn.finish(&ctx, end)).await;
+            }
+            let kept = link.take_kept();
+            Box::pin(crate::handover::leave(&ctx, id, &req, kept, &inbox)).await;
+            st.info.available = false;
+            st.info.presence = None;
+            st.info.version += 1;
+            events::publish(&ctx, SessionEventKind::Close, &st.info).await;
+            ctx.metrics.sessions.dec();
+            return;
+        }
         let bounced = Box::pin(bounce_kept(&ctx, id, link.take_kept(), &inbox)).await;
         if bounced > 0 {
             tracing::info!(jid = %st.info.jid, session = %id, bounced, "undelivered stanzas sent back to the routers");
@@ -112,6 +228,75 @@ pub fn start(
         ctx.metrics.sessions.dec();
         tracing::debug!(jid = %st.info.jid, session = %id, "session ended");
     }
+}
+
+/// The session's first words: the bind result, or `<resumed/>` and what the previous holder
+/// forwards.
+async fn first_words(
+    ctx: &Ctx,
+    st: &mut State,
+    link: &mut Link,
+    inbox: &Inbox,
+    first: First,
+) -> Result<(), End> {
+    match first {
+        First::Bind(xml) => announce(ctx, &st.info, link, xml).await,
+        First::Resumed(previd) => moved_in(ctx, st, link, inbox, &previd).await,
+    }
+}
+
+/// A session moved here: announced (the routers replace the old holder's entry), then
+/// `<resumed/>`, then what the old holder forwards (what the client had not acknowledged, then
+/// what reached the old holder meanwhile), and only after its `fence` (or
+/// [`crate::handover::FENCE_WITHIN`]) what reached this gateway directly: the order holds.
+async fn moved_in(
+    ctx: &Ctx,
+    st: &mut State,
+    link: &mut Link,
+    inbox: &Inbox,
+    previd: &str,
+) -> Result<(), End> {
+    if !events::publish(ctx, SessionEventKind::Open, &st.info).await {
+        return Err(End::Error(StreamError::with_text(
+            "internal-server-error",
+            "session directory unavailable",
+        )));
+    }
+    let handled = link.sm.as_ref().map_or(0, |sm| sm.handled);
+    link.raw(&sm::resumed(previd, handled)).await?;
+    ctx.metrics.sm_resumed.inc();
+    let mut held = Vec::new();
+    let fence = tokio::time::sleep(crate::handover::FENCE_WITHIN);
+    tokio::pin!(fence);
+    loop {
+        tokio::select! {
+            next = inbox.next() => match next {
+                Next::Item(Outbound::Forwarded(d)) => {
+                    ctx.metrics.sm_resent.inc();
+                    link.stanza(d).await?;
+                }
+                Next::Item(Outbound::Stanza(d)) => held.push(d),
+                Next::Item(Outbound::Fence) => break,
+                Next::Item(other) => {
+                    // Written what came so far first: a move on goes with it.
+                    for d in held.drain(..) {
+                        link.stanza(d).await?;
+                    }
+                    control(ctx, st, link, other).await?;
+                }
+                Next::Overflowed { bytes } => return Err(overflowed(bytes)),
+            },
+            () = &mut fence => {
+                tracing::info!(jid = %st.info.jid, "no fence from the previous holder: writing what came here");
+                break;
+            }
+        }
+    }
+    for d in held {
+        link.stanza(d).await?;
+    }
+    tracing::debug!(jid = %st.info.jid, session = %st.info.session_id, "session moved here");
+    Ok(())
 }
 
 /// Serves the session until it ends: while a connection is attached, and with stream
@@ -207,7 +392,7 @@ async fn attached(ctx: &Ctx, st: &mut State, link: &mut Link, inbox: &Inbox) -> 
                 Some(Err(_)) | None => break End::Gone,
             },
             next = inbox.next() => match next {
-                Next::Item(Outbound::Stanza(d)) => {
+                Next::Item(Outbound::Stanza(d) | Outbound::Forwarded(d)) => {
                     // A write that waits on a client not reading is cut by the write deadline,
                     // or sooner when the mailbox overflows meanwhile.
                     let written = tokio::select! {
@@ -220,7 +405,7 @@ async fn attached(ctx: &Ctx, st: &mut State, link: &mut Link, inbox: &Inbox) -> 
                     ctx.metrics.stanzas_out.inc();
                 }
                 Next::Item(other) => {
-                    if let Err(end) = Box::pin(control(ctx, st, other)).await {
+                    if let Err(end) = Box::pin(control(ctx, st, link, other)).await {
                         break end;
                     }
                 }
@@ -294,7 +479,7 @@ const REASK_AFTER: Duration = Duration::from_secs(10);
 const PING_ID_PREFIX: &str = "meerkat-ping-";
 
 /// A request that is not a stanza, from another part of the gateway.
-async fn control(ctx: &Ctx, st: &mut State, what: Outbound) -> Result<(), End> {
+async fn control(ctx: &Ctx, st: &mut State, link: &mut Link, what: Outbound) -> Result<(), End> {
     match what {
         Outbound::Conflict => Err(End::Error(StreamError::with_text(
             "conflict",
@@ -305,9 +490,64 @@ async fn control(ctx: &Ctx, st: &mut State, what: Outbound) -> Result<(), End> {
             Box::pin(events::publish(ctx, SessionEventKind::Announce, &st.info)).await;
             Ok(())
         }
-        // Stanzas are the caller's.
-        Outbound::Stanza(_) => Ok(()),
+        Outbound::Handover(req) => hand_over(ctx, st, link, req).await,
+        // Stanzas are the caller's; a fence after the session began says nothing more.
+        Outbound::Stanza(_) | Outbound::Forwarded(_) | Outbound::Fence => Ok(()),
     }
+}
+
+/// The client resumed at another gateway, which asks for the session: checked (the secret
+/// and the account), the client's `h` applied, `moved` sent; the session then ends here
+/// (closing a connection still open with `<conflict/>`) and forwards what it kept
+/// (crate::handover::leave). Refused: the session goes on.
+async fn hand_over(
+    ctx: &Ctx,
+    st: &mut State,
+    link: &mut Link,
+    req: Box<meerkat_wire::handover::Request>,
+) -> Result<(), End> {
+    use meerkat_wire::handover::{self as step, Moved};
+    let Some(sm) = link.sm.as_mut() else {
+        crate::handover::refuse(ctx, &req, None).await;
+        return Ok(());
+    };
+    let window = match &sm.resume {
+        Some(r) if r.id.secret_is_hex(&req.secret) && req.account == st.bare => r.max,
+        _ => {
+            // Counted where the client is refused (the asking gateway).
+            crate::handover::refuse(ctx, &req, None).await;
+            return Ok(());
+        }
+    };
+    match sm.acked(req.h) {
+        Ok(done) => {
+            for d in done {
+                d.settle(&ctx.acks);
+            }
+        }
+        Err(t) => {
+            crate::handover::refuse(ctx, &req, Some((t.h, t.sent))).await;
+            return Ok(());
+        }
+    }
+    let moved = Moved {
+        request: req.request,
+        session: st.info.clone(),
+        directed: st.directed.iter().cloned().collect(),
+        handled: sm.handled,
+        max_secs: window,
+    };
+    let body = serde_json::to_vec(&moved).unwrap_or_default();
+    let to = crate::handover::asker(&req);
+    if !crate::handover::send(ctx, &to, step::MOVED, None, 1, &body).await {
+        // The asking gateway gives up; the session goes on here.
+        return Ok(());
+    }
+    st.moved = Some(req);
+    Err(End::Error(StreamError::with_text(
+        "conflict",
+        "the session was resumed at another gateway",
+    )))
 }
 
 /// The next connection handed over to resume this session, if it is resumable.
@@ -341,8 +581,8 @@ async fn detached(
         tokio::select! {
             r = resumption(&mut st.resume_rx) => return Ok(r),
             next = inbox.next() => match next {
-                Next::Item(Outbound::Stanza(d)) => link.stanza(d).await?,
-                Next::Item(other) => control(ctx, st, other).await?,
+                Next::Item(Outbound::Stanza(d) | Outbound::Forwarded(d)) => link.stanza(d).await?,
+                Next::Item(other) => Box::pin(control(ctx, st, link, other)).await?,
                 Next::Overflowed { bytes } => return Err(overflowed(bytes)),
             },
             () = &mut expiry => {
@@ -413,7 +653,7 @@ async fn sm_element(ctx: &Ctx, st: &mut State, link: &mut Link, el: &Element) ->
             let mut sm = Sm::default();
             let mut resume = None;
             if sm::wants_resume(el) {
-                let id = ResumeId::new(&ctx.instance, st.info.session_id);
+                let id = ResumeId::new(&st.info.jid);
                 let max = sm::window(el, ctx.config.sm_resume_max_secs);
                 let (tx, rx) = mpsc::channel(1);
                 ctx.registry
@@ -804,7 +1044,7 @@ fn stamped(ctx: &Ctx, mut d: Delivered) -> Delivered {
     d
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -12,7 +12,6 @@ use std::fmt::Write as _;
 
 use base64::Engine as _;
 use meerkat_xmpp::{ns, Element, StreamError};
-use uuid::Uuid;
 
 /// The gateway asks for an ack (`<r/>`) once this many stanzas wait for one.
 pub const REQUEST_EVERY: usize = 5;
@@ -65,6 +64,16 @@ impl<T> Default for Sm<T> {
 }
 
 impl<T> Sm<T> {
+    /// The state of a session moved here from another gateway: what that gateway handled of
+    /// the client's stanzas, and what the client got (its `h`), from which this one counts on.
+    pub fn moved_in(handled: u32, sent: u32) -> Sm<T> {
+        Sm {
+            handled,
+            sent,
+            ..Sm::default()
+        }
+    }
+
     /// One stanza written (or, while detached, due): numbered and kept until acknowledged.
     pub fn wrote(&mut self, item: T, bytes: usize) {
         self.sent = self.sent.wrapping_add(1);
@@ -140,36 +149,36 @@ impl<T> Sm<T> {
     }
 }
 
-/// What names a resumable session to its client: the gateway instance holding it, the session,
-/// and a secret only that client was given. Written as `previd` (base64url, no padding).
+/// What names a resumable session to its client: the full JID it is bound to and a secret
+/// only that client was given. Written as `previd` (base64url, no padding). It names no
+/// gateway: after the session moves to the gateway where its client resumed, the client keeps
+/// resuming with the same id (XEP-0198 keeps one id for the stream's life), and the new holder
+/// inherits the secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResumeId {
-    pub gateway: String,
-    pub session: Uuid,
+    pub jid: String,
     pub secret: [u8; 16],
 }
 
-/// Longest `previd` read (a gateway instance id is short; anything longer is not ours).
-const MAX_PREVID: usize = 256;
+/// Longest `previd` read (a full JID is at most 3 × 1023 bytes; anything longer is not ours).
+const MAX_PREVID: usize = 4200;
 
 impl ResumeId {
-    pub fn new(gateway: &str, session: Uuid) -> ResumeId {
+    pub fn new(jid: &str) -> ResumeId {
         ResumeId {
-            gateway: gateway.to_owned(),
-            session,
+            jid: jid.to_owned(),
             secret: rand::random(),
         }
     }
 
     pub fn encode(&self) -> String {
-        let mut raw = Vec::with_capacity(32 + self.gateway.len());
-        raw.extend_from_slice(self.session.as_bytes());
+        let mut raw = Vec::with_capacity(16 + self.jid.len());
         raw.extend_from_slice(&self.secret);
-        raw.extend_from_slice(self.gateway.as_bytes());
+        raw.extend_from_slice(self.jid.as_bytes());
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
     }
 
-    /// Reads a client's `previd`; `None` for anything this gateway never gave out.
+    /// Reads a client's `previd`; `None` for anything no gateway gave out.
     pub fn parse(previd: &str) -> Option<ResumeId> {
         if previd.len() > MAX_PREVID {
             return None;
@@ -177,27 +186,60 @@ impl ResumeId {
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(previd)
             .ok()?;
-        if raw.len() <= 32 {
+        if raw.len() <= 16 {
             return None;
         }
-        let session = Uuid::from_slice(&raw[..16]).ok()?;
-        let secret: [u8; 16] = raw[16..32].try_into().ok()?;
-        let gateway = String::from_utf8(raw[32..].to_vec()).ok()?;
-        Some(ResumeId {
-            gateway,
-            session,
-            secret,
-        })
+        let secret: [u8; 16] = raw[..16].try_into().ok()?;
+        let jid = String::from_utf8(raw[16..].to_vec()).ok()?;
+        // A full JID: an account and a resource.
+        let (bare, resource) = jid.split_once('/')?;
+        if bare.is_empty() || resource.is_empty() {
+            return None;
+        }
+        Some(ResumeId { jid, secret })
+    }
+
+    /// The account (bare JID) the id's session belongs to.
+    pub fn account(&self) -> &str {
+        self.jid.split('/').next().unwrap_or_default()
     }
 
     /// Whether `other` carries this id's secret (compared in constant time).
     pub fn same_secret(&self, other: &ResumeId) -> bool {
+        same_secret(&self.secret, &other.secret)
+    }
+
+    /// The secret as text (hex), as a handover request carries it.
+    pub fn secret_hex(&self) -> String {
         self.secret
             .iter()
-            .zip(other.secret.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+            .fold(String::with_capacity(32), |mut s, b| {
+                let _ = write!(s, "{b:02x}");
+                s
+            })
     }
+
+    /// Whether `hex` (a handover request's) is this id's secret (compared in constant time).
+    pub fn secret_is_hex(&self, hex: &str) -> bool {
+        let mut other = [0u8; 16];
+        if hex.len() != 32 || !hex.is_ascii() {
+            return false;
+        }
+        for (i, b) in other.iter_mut().enumerate() {
+            match u8::from_str_radix(&hex[2 * i..2 * i + 2], 16) {
+                Ok(v) => *b = v,
+                Err(_) => return false,
+            }
+        }
+        same_secret(&self.secret, &other)
+    }
+}
+
+fn same_secret(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// The `h` attribute of `<a/>` or `<resume/>`: an unsigned 32-bit count.
@@ -333,13 +375,19 @@ mod tests {
 
     #[test]
     fn a_resume_id_reads_back_and_refuses_what_it_never_gave() {
-        let id = ResumeId::new("dc1-gw-1a2b3c4d", Uuid::now_v7());
+        let id = ResumeId::new("alice@example.com/phone");
         let back = ResumeId::parse(&id.encode()).unwrap();
         assert_eq!(back, id);
+        assert_eq!(back.account(), "alice@example.com");
         assert!(back.same_secret(&id));
-        let other = ResumeId::new("dc1-gw-1a2b3c4d", id.session);
+        assert!(id.secret_is_hex(&id.secret_hex()));
+        let other = ResumeId::new(&id.jid);
         assert!(!other.same_secret(&id));
-        for bad in ["", "!!", "AAAA", &"A".repeat(400)] {
+        assert!(!other.secret_is_hex(&id.secret_hex()));
+        assert!(!id.secret_is_hex("zz"));
+        let bare = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode([&[0u8; 16][..], b"alice@example.com"].concat());
+        for bad in ["", "!!", "AAAA", &"A".repeat(6000), &bare] {
             assert_eq!(ResumeId::parse(bad), None, "{bad}");
         }
     }

@@ -340,6 +340,9 @@ pub enum Arrival {
     Invalid(String),
     /// Of a kind this version does not know: parked.
     Park(NotForUs),
+    /// A gateway of another DC hands a session over to (or from) a gateway here: on to that
+    /// gateway unchanged.
+    Handover { gateway: String },
 }
 
 /// A stanza to republish into the local route exchange.
@@ -364,6 +367,12 @@ pub fn read(body: &[u8], headers: Option<&FieldTable>) -> Arrival {
             return match target {
                 Some(id) => Arrival::Kick(id),
                 None => Arrival::Invalid("conflict kick without a session".into()),
+            };
+        }
+        Ok(RouteKind::Handover) => {
+            return match headers.get_str(h::GATEWAY) {
+                Some(gateway) if !gateway.is_empty() => Arrival::Handover { gateway },
+                _ => Arrival::Invalid("handover without a gateway".into()),
             };
         }
         Ok(_) => {}
@@ -429,6 +438,22 @@ async fn forward(
             out.flush(ctx).await
         }
         Arrival::Stanza(r) => republish(ctx, &r, RouteKind::Remote, id).await,
+        Arrival::Handover { gateway } => {
+            // The headers travel on as they came (the step, the session, the origin).
+            let mut props = lapin::BasicProperties::default()
+                .with_content_type(h::CONTENT_XMPP.into())
+                .with_delivery_mode(2);
+            if let Some(id) = id {
+                props = props.with_message_id(id.into());
+            }
+            if let Some(headers) = headers {
+                props = props.with_headers(headers.clone());
+            }
+            ctx.publisher
+                .publish(names::DELIVER_EXCHANGE, &gateway, props, body)
+                .await?;
+            Ok(())
+        }
     }
 }
 

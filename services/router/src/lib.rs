@@ -9,6 +9,7 @@ mod config;
 pub mod directory;
 mod failure;
 mod handlers;
+mod handover;
 mod inbound;
 mod inter;
 mod jids;

@@ -100,6 +100,24 @@ async fn handle_delivery(ctx: &Ctx, queue: &str, delivery: Delivery, seen: &Mute
             return;
         }
     };
+    // A gateway asks for a session its client resumed there: on to the holder's gateway.
+    if wire_kind == RouteKind::Handover {
+        match crate::handover::pass(ctx, &delivery.data).await {
+            Ok(()) => done(&delivery, id.as_deref(), seen).await,
+            Err(e) => {
+                // The asking gateway gives up after a while; the broker is away meanwhile.
+                tracing::warn!(error = %format!("{e:#}"), "handover request not passed on; requeued");
+                tokio::time::sleep(retry_pause(1)).await;
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await;
+            }
+        }
+        return;
+    }
     // A bounce means the gateway no longer has that session: forget it first, whether or
     // not the stanza itself can be routed again.
     if wire_kind == RouteKind::Bounce {

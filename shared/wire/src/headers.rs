@@ -35,6 +35,9 @@ pub const RECEIVED_AT: &str = "x-meerkat-received-at";
 /// announces (e.g. a subscription request).
 pub const DATA_EPOCH: &str = "x-meerkat-data-epoch";
 pub const DATA_SEQ: &str = "x-meerkat-data-seq";
+/// On a [`crate::RouteKind::Handover`] message: the step (`request`, `moved`, `refused`,
+/// `forward`, `fence`; [`crate::handover`]).
+pub const HANDOVER: &str = "x-meerkat-handover";
 /// W3C trace context.
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";

@@ -33,6 +33,10 @@ pub enum RouteKind {
     /// `<message from='BARE' to='BARE'/>`, naming the account. (The value `offline` predates
     /// the subscription requests; it is kept so that routers of both versions understand it.)
     Offline,
+    /// Deliver (gateway to gateway, through the routers of the target's DC when it is another):
+    /// a step of handing a stream-managed session over to the gateway where its client resumed
+    /// ([`crate::handover`]). Since wire 1.1.
+    Handover,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -41,7 +45,7 @@ pub struct UnknownKind(pub String);
 
 impl RouteKind {
     /// Every kind this version knows.
-    pub const ALL: [RouteKind; 7] = [
+    pub const ALL: [RouteKind; 8] = [
         RouteKind::Stanza,
         RouteKind::Bounce,
         RouteKind::Remote,
@@ -49,6 +53,7 @@ impl RouteKind {
         RouteKind::Returned,
         RouteKind::LocalPresence,
         RouteKind::Offline,
+        RouteKind::Handover,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +65,7 @@ impl RouteKind {
             RouteKind::Returned => "returned",
             RouteKind::LocalPresence => "local-presence",
             RouteKind::Offline => "offline",
+            RouteKind::Handover => "handover",
         }
     }
 

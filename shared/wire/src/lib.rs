@@ -6,6 +6,7 @@ pub mod data;
 pub mod envelope;
 pub mod event;
 pub mod federation;
+pub mod handover;
 pub mod headers;
 pub mod health;
 pub mod inter;

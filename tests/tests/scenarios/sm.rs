@@ -133,6 +133,111 @@ async fn a_resumed_session_gets_what_it_had_not_acknowledged_then_what_came_mean
     dc.stop().await.unwrap();
 }
 
+/// Bob's session is held by the DC's first gateway; his connection drops and he resumes at
+/// the second (the balancer sent him elsewhere), with the same id: the session moves there.
+/// He gets the two he had not acknowledged, then the five sent meanwhile, in order, each once;
+/// Alice never sees him go offline. The moved session keeps working, and after a second drop
+/// he resumes with the same id back at the first gateway. Another account presenting his id,
+/// or his account with a forged secret, gets `item-not-found` at the second gateway.
+#[tokio::test]
+async fn a_session_resumes_at_another_gateway_of_the_dc_and_back() {
+    let mut dc = dc().await;
+    let second = dc.start_gateway_on_own_port().await.unwrap();
+    let (mut alice, mut bob, b) = friends(&dc, &dc.client()).await;
+    let previd = bob
+        .enable_sm(None)
+        .await
+        .unwrap()
+        .attr("id")
+        .unwrap()
+        .to_owned();
+    let before = texts("before", 3);
+    send_all(&mut alice, bob.bare_jid(), &before).await;
+    for t in &before {
+        bob.expect("a message", message_with_body(t)).await.unwrap();
+    }
+    bob.sm_ack(1).await.unwrap();
+    let bob_full = bob.jid().to_owned();
+    bob.drop_connection();
+    let meanwhile = texts("meanwhile", 5);
+    send_all(&mut alice, &bob_full, &meanwhile).await;
+
+    // Not Carol's, whatever gateway she asks; nor Bob's with a secret he was not given.
+    let carol = user("carol");
+    let _ = online(&dc, &carol, "x").await;
+    let (_, answer) = Client::resume(&second, &carol, PW, &previd, 0, "")
+        .await
+        .unwrap();
+    assert_eq!(answer.name(), "failed", "{answer}");
+    assert!(
+        answer.has_child("item-not-found", ns::STANZAS_ERR),
+        "{answer}"
+    );
+    let forged = {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut raw = b64.decode(&previd).unwrap();
+        raw[0] ^= 1;
+        b64.encode(raw)
+    };
+    let (_, answer) = Client::resume(&second, &b, PW, &forged, 1, &bob_full)
+        .await
+        .unwrap();
+    assert_eq!(answer.name(), "failed", "{answer}");
+    assert!(
+        answer.has_child("item-not-found", ns::STANZAS_ERR),
+        "{answer}"
+    );
+
+    let (mut bob, answer) = Client::resume(&second, &b, PW, &previd, 1, &bob_full)
+        .await
+        .unwrap();
+    assert_eq!(answer.name(), "resumed", "{answer}");
+    assert_eq!(answer.attr("previd"), Some(previd.as_str()));
+    assert_eq!(
+        answer.attr("h"),
+        Some("0"),
+        "bob sent no stanza since enabling"
+    );
+    let mut want = before[1..].to_vec();
+    want.extend(meanwhile);
+    assert_eq!(bodies(&mut bob, Duration::from_secs(2)).await, want);
+
+    // The moved session goes on.
+    alice
+        .send_message(&bob_full, "after the move")
+        .await
+        .unwrap();
+    bob.expect("the next message", message_with_body("after the move"))
+        .await
+        .unwrap();
+
+    // Lost again: back at the first gateway, with the same id.
+    let h = bob.sm_received().unwrap();
+    bob.drop_connection();
+    alice.send_message(&bob_full, "away again").await.unwrap();
+    let (mut bob, answer) = Client::resume(&dc.client(), &b, PW, &previd, h, &bob_full)
+        .await
+        .unwrap();
+    assert_eq!(answer.name(), "resumed", "{answer}");
+    assert_eq!(
+        bodies(&mut bob, Duration::from_secs(2)).await,
+        vec!["away again".to_owned()]
+    );
+    alice.send_message(&bob_full, "home again").await.unwrap();
+    bob.expect("the next message", message_with_body("home again"))
+        .await
+        .unwrap();
+    alice
+        .expect_none(
+            Duration::from_millis(500),
+            presence_of_type(&bob_full, Some("unavailable")),
+        )
+        .await
+        .unwrap();
+    dc.stop().await.unwrap();
+}
+
 /// A detached session whose window passes ends: Alice sees Bob go offline, and the messages
 /// he never acknowledged wait in offline storage (stamped with their time), each once.
 #[tokio::test]

@@ -92,3 +92,68 @@ async fn reconnecting_at_another_dc_mid_stream_gets_every_message_once() {
     let have: HashSet<String> = got.iter().cloned().collect();
     assert_eq!(have, want, "missing: {:?}", want.difference(&have));
 }
+
+/// Bob's stream-managed session is at DC 1; his connection drops and he resumes at DC 2 (DC 1
+/// alive) with the same id: the session moves across. He gets the two he had not
+/// acknowledged, then the three sent meanwhile, in order, each once, and the moved session
+/// keeps working.
+#[tokio::test]
+async fn a_session_resumes_at_the_other_dc_while_the_first_is_alive() {
+    use meerkat_testkit::client::pred::message_with_body;
+    let m = shared().await;
+    let b = user("smbob");
+    crate::register_everywhere(m, &b).await;
+    let mut alice = crate::online(m.dc(1), &user("smalice"), "phone").await;
+    let mut bob = crate::login(m.dc(1), &b, "phone").await;
+    let previd = bob
+        .enable_sm(None)
+        .await
+        .unwrap()
+        .attr("id")
+        .unwrap()
+        .to_owned();
+    let bob_full = bob.jid().to_owned();
+    m.wait_directory_holds(&[alice.jid(), bob_full.as_str()], CONVERGE)
+        .await
+        .unwrap();
+    let before: Vec<String> = (0..3).map(|n| format!("before {n}")).collect();
+    for t in &before {
+        alice.send_message(&bob_full, t).await.unwrap();
+        bob.expect("a message", message_with_body(t)).await.unwrap();
+    }
+    bob.sm_ack(1).await.unwrap();
+    bob.drop_connection();
+    let meanwhile: Vec<String> = (0..3).map(|n| format!("meanwhile {n}")).collect();
+    for t in &meanwhile {
+        alice.send_message(&bob_full, t).await.unwrap();
+    }
+
+    let (mut bob, answer) =
+        Client::resume(&m.dc(2).client(), &b, "secret-pw", &previd, 1, &bob_full)
+            .await
+            .unwrap();
+    assert_eq!(answer.name(), "resumed", "{answer}");
+    assert_eq!(answer.attr("previd"), Some(previd.as_str()));
+    for t in before[1..].iter().chain(&meanwhile) {
+        let got = bob
+            .expect("a message", |e| e.is("message", meerkat_xmpp::ns::CLIENT))
+            .await
+            .unwrap();
+        assert_eq!(
+            got.child_text("body", meerkat_xmpp::ns::CLIENT).as_deref(),
+            Some(t.as_str())
+        );
+    }
+    bob.expect_none(std::time::Duration::from_secs(1), |e| {
+        e.is("message", meerkat_xmpp::ns::CLIENT)
+    })
+    .await
+    .unwrap();
+    alice
+        .send_message(&bob_full, "after the move")
+        .await
+        .unwrap();
+    bob.expect("the next message", message_with_body("after the move"))
+        .await
+        .unwrap();
+}

@@ -1,0 +1,383 @@
+//! XEP-0198 resumption at a gateway other than the one holding the session (docs/protocol.md
+//! "Handover", docs/stream-management.md). The resuming gateway asks through the routers
+//! ([`ask`]); the holder's session answers `moved`, forwards what its client has not
+//! acknowledged and what still reaches it, then a `fence`, and leaves ([`leave`]); the
+//! resuming gateway's delivery consumer registers the new session on `moved`, so that the
+//! forwards find it ([`arrived`]). Later arrivals for the old session at the old holder follow
+//! a tombstone to the new one for a minute.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use meerkat_bus::lapin::message::Delivery;
+use meerkat_bus::lapin::options::{BasicAckOptions, BasicNackOptions};
+use meerkat_bus::{HeaderExt, Props};
+use meerkat_wire::handover::{self as step, Fence, Moved, Refused, Request};
+use meerkat_wire::{headers as h, topology as names, RouteKind};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::registry::{Delivered, Inbox, Mailbox, Outbound};
+use crate::sm::{ResumeId, TooHigh};
+use crate::Ctx;
+
+/// How long a resuming client waits for the holder's answer before `<failed/>`.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+/// How long the old holder forwards what still reaches it before its `fence`.
+pub const GRACE: Duration = Duration::from_secs(1);
+/// How long the new holder holds what reaches it directly without a `fence`.
+pub const FENCE_WITHIN: Duration = Duration::from_secs(3);
+/// How long the old holder remembers where a session went.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+
+/// A session's place: the gateway (and its DC) and the session id there.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub dc: String,
+    pub gateway: String,
+    pub session: Uuid,
+}
+
+/// Resumptions this gateway waits for, and sessions that moved away from it.
+#[derive(Default)]
+pub struct Handovers {
+    waiting: Mutex<HashMap<Uuid, Waiting>>,
+    tombstones: Mutex<HashMap<Uuid, (Instant, Peer)>>,
+}
+
+struct Waiting {
+    jid: String,
+    new_session: Uuid,
+    credentials: u64,
+    tx: oneshot::Sender<Answer>,
+}
+
+enum Answer {
+    Moved(Box<Arrived>),
+    Refused(Refused),
+}
+
+/// A session moved here: registered, with its mailbox, for the negotiation to start.
+pub struct Arrived {
+    pub moved: Moved,
+    pub session: Uuid,
+    pub inbox: Inbox,
+    /// A session of this gateway the moved one replaces (same full JID).
+    pub replaced: Option<Mailbox>,
+}
+
+/// What the holder answered.
+pub enum Outcome {
+    Moved(Box<Arrived>),
+    TooHigh(TooHigh),
+    /// Unknown, another's, or no answer in time: the client may bind.
+    NotFound,
+}
+
+impl Handovers {
+    /// The old session went to `peer`: later arrivals for it follow.
+    pub fn tombstone(&self, old: Uuid, peer: Peer) {
+        let mut t = self.tombstones.lock();
+        t.retain(|_, (at, _)| at.elapsed() < TOMBSTONE_TTL);
+        t.insert(old, (Instant::now(), peer));
+    }
+
+    fn moved_to(&self, old: Uuid) -> Option<Peer> {
+        let t = self.tombstones.lock();
+        t.get(&old)
+            .filter(|(at, _)| at.elapsed() < TOMBSTONE_TTL)
+            .map(|(_, p)| p.clone())
+    }
+}
+
+/// Asks for the session `rid` names (of account `account`, authenticated with `credentials`)
+/// through the routers, and waits for the holder's answer.
+pub async fn ask(ctx: &Ctx, rid: &ResumeId, account: &str, credentials: u64, h: u32) -> Outcome {
+    let request = Uuid::now_v7();
+    let new_session = Uuid::now_v7();
+    let (tx, rx) = oneshot::channel();
+    ctx.handovers.waiting.lock().insert(
+        request,
+        Waiting {
+            jid: rid.jid.clone(),
+            new_session,
+            credentials,
+            tx,
+        },
+    );
+    let req = Request {
+        request,
+        jid: rid.jid.clone(),
+        new_session,
+        secret: rid.secret_hex(),
+        account: account.to_owned(),
+        h,
+        to_dc: ctx.config.dc.clone(),
+        to_gateway: ctx.instance.clone(),
+        sent_at_ms: crate::session::now_ms(),
+    };
+    // However the wait ends (answered, timed out, or the negotiation dropped), the request is
+    // forgotten: a later answer finds nothing.
+    let _forget = Forget(ctx, request);
+    let body = serde_json::to_vec(&req).unwrap_or_default();
+    let props = props(ctx, step::REQUEST);
+    let sent = ctx
+        .publisher
+        .publish(names::ROUTE_EXCHANGE, account, props, &body)
+        .await;
+    let answer = match sent {
+        Ok(()) => tokio::time::timeout(ANSWER_WITHIN, rx).await.ok(),
+        Err(e) => {
+            tracing::warn!(error = %e, "handover request not sent");
+            None
+        }
+    };
+    match answer {
+        Some(Ok(Answer::Moved(a))) => Outcome::Moved(a),
+        Some(Ok(Answer::Refused(Refused {
+            too_high: Some((h, sent)),
+            ..
+        }))) => Outcome::TooHigh(TooHigh { h, sent }),
+        _ => Outcome::NotFound,
+    }
+}
+
+/// Forgets a request when dropped.
+struct Forget<'a>(&'a Ctx, Uuid);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.handovers.waiting.lock().remove(&self.1);
+    }
+}
+
+fn props(ctx: &Ctx, step: &str) -> Props {
+    Props::stanza(RouteKind::Handover, &ctx.config.dc)
+        .str(h::ORIGIN_EPOCH, &ctx.epoch)
+        .str(h::HANDOVER, step)
+}
+
+/// Publishes a step for the gateway `gateway` at `dc` (`session`: the session it is for).
+pub async fn send(
+    ctx: &Ctx,
+    to: &Peer,
+    step: &str,
+    session: Option<Uuid>,
+    hops: u64,
+    body: &[u8],
+) -> bool {
+    let mut props = props(ctx, step).u64(h::HOPS, hops);
+    if let Some(s) = session {
+        props = props.str(h::SESSION, &s.to_string());
+    }
+    let own = ctx.config.dc.as_str();
+    let sent = if to.dc.is_empty() || to.dc == own {
+        ctx.publisher
+            .publish(names::DELIVER_EXCHANGE, &to.gateway, props, body)
+            .await
+    } else {
+        let props = props.str(h::TARGET_DC, &to.dc).str(h::GATEWAY, &to.gateway);
+        ctx.publisher
+            .publish(names::INTER_STANZAS_EXCHANGE, &to.dc, props, body)
+            .await
+    };
+    if let Err(e) = &sent {
+        tracing::warn!(error = %e, step, gateway = %to.gateway, "handover step not sent");
+    }
+    sent.is_ok()
+}
+
+/// Where the answers to `req` go.
+pub fn asker(req: &Request) -> Peer {
+    Peer {
+        dc: req.to_dc.clone(),
+        gateway: req.to_gateway.clone(),
+        session: req.new_session,
+    }
+}
+
+/// Tells the asking gateway no.
+pub async fn refuse(ctx: &Ctx, req: &Request, too_high: Option<(u32, u32)>) {
+    let body = serde_json::to_vec(&Refused {
+        request: req.request,
+        too_high,
+    })
+    .unwrap_or_default();
+    send(ctx, &asker(req), step::REFUSED, None, 1, &body).await;
+}
+
+/// A stanza for a session that left this gateway: on to where it went, if this gateway
+/// remembers. True when it was forwarded (and its delivery acknowledged).
+pub async fn follow(ctx: &Ctx, old: Option<Uuid>, delivery: &Delivery, hops: u64) -> bool {
+    let Some(peer) = old.and_then(|id| ctx.handovers.moved_to(id)) else {
+        return false;
+    };
+    if hops == 0
+        || !send(
+            ctx,
+            &peer,
+            step::FORWARD,
+            Some(peer.session),
+            hops,
+            &delivery.data,
+        )
+        .await
+    {
+        return false;
+    }
+    let _ = delivery.ack(BasicAckOptions::default()).await;
+    true
+}
+
+/// A `handover` message on this gateway's delivery queue: every step. Acknowledges it.
+pub async fn arrived(ctx: &Ctx, delivery: Delivery) {
+    let headers = delivery.properties.headers().as_ref();
+    let step = headers.get_str(h::HANDOVER).unwrap_or_default();
+    let session = headers
+        .get_str(h::SESSION)
+        .and_then(|s| Uuid::parse_str(&s).ok());
+    let hops = headers.get_u64(h::HOPS).unwrap_or(3).saturating_sub(1);
+    match step.as_str() {
+        step::REQUEST => {
+            if let Ok(req) = serde_json::from_slice::<Request>(&delivery.data) {
+                // The session checks the secret and the account, and answers.
+                let told = ctx
+                    .registry
+                    .get_by_jid(&req.jid)
+                    .is_some_and(|tx| tx.tell(Outbound::Handover(Box::new(req.clone()))));
+                if !told {
+                    refuse(ctx, &req, None).await;
+                }
+            }
+        }
+        step::MOVED => {
+            if let Ok(moved) = serde_json::from_slice::<Moved>(&delivery.data) {
+                moved_here(ctx, moved).await;
+            }
+        }
+        step::REFUSED => {
+            if let Ok(r) = serde_json::from_slice::<Refused>(&delivery.data) {
+                if let Some(w) = ctx.handovers.waiting.lock().remove(&r.request) {
+                    let _ = w.tx.send(Answer::Refused(r));
+                }
+            }
+        }
+        step::FORWARD => {
+            let d = Delivered::from_broker(
+                String::from_utf8_lossy(&delivery.data).into_owned(),
+                delivery.acker.clone(),
+            );
+            let offered = session
+                .and_then(|id| ctx.registry.get(id))
+                .map(|tx| tx.offer_forwarded(d));
+            if let Some(Ok(_)) = offered {
+                // Acknowledged by the session once the stanza is safe.
+                return;
+            }
+            // The resumption was given up (or the session ended): back to the routers.
+            if !crate::delivery::bounce(ctx, &delivery.data, session, hops).await {
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await;
+                return;
+            }
+        }
+        step::FENCE => {
+            if let Some(tx) = session.and_then(|id| ctx.registry.get(id)) {
+                tx.tell(Outbound::Fence);
+            }
+        }
+        other => tracing::warn!(step = other, "unknown handover step dropped"),
+    }
+    let _ = delivery.ack(BasicAckOptions::default()).await;
+}
+
+/// `moved`: registers the new session, so that the forwards that follow find it, and wakes
+/// the waiting negotiation. A resumption given up meanwhile: nothing is registered, and what
+/// follows is bounced to the routers.
+async fn moved_here(ctx: &Ctx, moved: Moved) {
+    let Some(w) = ctx.handovers.waiting.lock().remove(&moved.request) else {
+        tracing::info!(request = %moved.request, "late handover answer: what follows goes back to the routers");
+        return;
+    };
+    let (mailbox, inbox) = crate::registry::mailbox(ctx.config.max_queued_bytes);
+    let replaced = ctx
+        .registry
+        .insert(w.new_session, &w.jid, w.credentials, mailbox);
+    let arrived = Box::new(Arrived {
+        moved,
+        session: w.new_session,
+        inbox,
+        replaced,
+    });
+    if let Err(Answer::Moved(a)) = w.tx.send(Answer::Moved(arrived)) {
+        ctx.registry.remove(a.session);
+        a.inbox.close();
+        if let Some(old) = a.replaced {
+            old.tell(Outbound::Conflict);
+        }
+    }
+}
+
+/// The session moved to the gateway that asked (`req`): what it kept goes there, then what
+/// still reaches it for the grace, then the `fence`. The caller has stopped the session
+/// writing (`inbox` closed).
+pub async fn leave(ctx: &Ctx, old: Uuid, req: &Request, kept: Vec<Delivered>, inbox: &Inbox) {
+    let to = &asker(req);
+    ctx.handovers.tombstone(old, to.clone());
+    let mut forwarded = 0u64;
+    for d in kept.into_iter().chain(std::iter::from_fn(|| inbox.drain())) {
+        if send(
+            ctx,
+            to,
+            step::FORWARD,
+            Some(to.session),
+            2,
+            d.xml.as_bytes(),
+        )
+        .await
+        {
+            d.settle(&ctx.acks);
+            forwarded += 1;
+        } else if crate::delivery::bounce(ctx, d.xml.as_bytes(), Some(old), 2).await {
+            d.settle(&ctx.acks);
+        }
+    }
+    ctx.registry.remove(old);
+    // What a router routes to the old session until it learns of the new one follows the
+    // tombstone meanwhile.
+    tokio::time::sleep(GRACE).await;
+    let body = serde_json::to_vec(&Fence {
+        request: req.request,
+    })
+    .unwrap_or_default();
+    send(ctx, to, step::FENCE, Some(to.session), 1, &body).await;
+    tracing::debug!(session = %old, to = %to.gateway, forwarded, "session handed over");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tombstone_names_where_the_session_went() {
+        let h = Handovers::default();
+        let (old, new) = (Uuid::now_v7(), Uuid::now_v7());
+        assert!(h.moved_to(old).is_none());
+        h.tombstone(
+            old,
+            Peer {
+                dc: "dc1".into(),
+                gateway: "dc1-gw-2".into(),
+                session: new,
+            },
+        );
+        let peer = h.moved_to(old).unwrap();
+        assert_eq!((peer.gateway.as_str(), peer.session), ("dc1-gw-2", new));
+        assert!(h.moved_to(new).is_none());
+    }
+}

@@ -1,0 +1,103 @@
+//! Gateway to gateway, when a client resumes a stream-managed session (XEP-0198) at a gateway
+//! other than the one holding it: kind [`RouteKind::Handover`](crate::RouteKind::Handover).
+//! The `request` goes through the routers (route exchange, partition key the bare JID), which
+//! find the session holding the full JID in their directory and pass it to its gateway; the
+//! answers go from gateway to gateway on the deliver exchange (routing key: the target gateway
+//! instance) or, for another DC, on the inter-DC stanza exchange (routing key: the DC, header
+//! [`GATEWAY`](crate::headers::GATEWAY) naming the gateway; that DC's routers pass it on to
+//! their deliver exchange unchanged). Header
+//! [`HANDOVER`](crate::headers::HANDOVER) says which step it is; `request`, `moved`,
+//! `refused` and `fence` carry these JSON bodies, `forward` carries one stanza (XML) as a
+//! delivery would, with [`SESSION`](crate::headers::SESSION) naming the session it is for.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::SessionInfo;
+
+/// The steps, as the header's values.
+pub const REQUEST: &str = "request";
+pub const MOVED: &str = "moved";
+pub const REFUSED: &str = "refused";
+pub const FORWARD: &str = "forward";
+pub const FENCE: &str = "fence";
+
+/// A client at `to_gateway` (at `to_dc`) asks to resume the session bound to `jid`, held by
+/// the receiver.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Names this resumption in the answers.
+    pub request: Uuid,
+    /// The full JID the resumption id names.
+    pub jid: String,
+    /// The session id the resumed session will have at `to_gateway`: `forward`s name it.
+    pub new_session: Uuid,
+    /// The resumption secret the client presented (hex), checked by the holder.
+    pub secret: String,
+    /// The authenticated account (bare JID) the client resumes as.
+    pub account: String,
+    /// The client's `h`: what it received.
+    pub h: u32,
+    pub to_dc: String,
+    pub to_gateway: String,
+    /// When it was sent (ms since the Unix epoch): a request met late is refused.
+    pub sent_at_ms: u64,
+}
+
+/// The holder's answer: the session's state. The stanzas the client had not acknowledged, and
+/// whatever arrives for the session meanwhile, follow as `forward` messages, then a `fence`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moved {
+    pub request: Uuid,
+    /// The session as the holder announced it last (full JID, presence, priority, roster
+    /// interest).
+    pub session: SessionInfo,
+    /// JIDs the session sent directed presence to (RFC 6121 §4.6).
+    #[serde(default)]
+    pub directed: Vec<String>,
+    /// What the holder handled of the client's stanzas (XEP-0198 `h` of `<resumed/>`).
+    pub handled: u32,
+    /// The resumption window the client was given, in seconds.
+    pub max_secs: u64,
+}
+
+/// The holder refuses: unknown session, wrong secret or account, a request met late — or the
+/// client's `h` is above what the holder sent (`too_high`: the `h` and the count sent).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    pub request: Uuid,
+    #[serde(default)]
+    pub too_high: Option<(u32, u32)>,
+}
+
+/// Nothing more comes from the holder for the resumption `request` (the resumed session
+/// now writes what reached it directly, which it held back until this).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    pub request: Uuid,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_round_trips_and_moved_takes_missing_lists() {
+        let r = Request {
+            request: Uuid::now_v7(),
+            jid: "alice@example.com/phone".into(),
+            new_session: Uuid::now_v7(),
+            secret: "00".repeat(16),
+            account: "alice@example.com".into(),
+            h: 7,
+            to_dc: "dc2".into(),
+            to_gateway: "dc2-gw-1".into(),
+            sent_at_ms: 1,
+        };
+        let back: Request = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        let refused: Refused =
+            serde_json::from_str(&format!("{{\"request\":\"{}\"}}", r.request)).unwrap();
+        assert_eq!(refused.too_high, None);
+    }
+}
