@@ -1,9 +1,10 @@
 """A stock XMPP client library (slixmpp, its XEP-0198 plugin) against a running Meerkat DC:
 stream management is enabled, the TCP connection drops without a stream close, the client
 reconnects and resumes; it gets every message sent meanwhile exactly once and in order, and
-its contact never sees it go offline.
+its contact never sees it go offline. With a second gateway's port, it drops again and resumes
+there (the session moves), then once more back at the first, with the same resumption id.
 
-Usage: slixmpp_sm.py HOST PORT DOMAIN PREFIX
+Usage: slixmpp_sm.py HOST PORT DOMAIN PREFIX [PORT2]
 Prints one line per step and exits 0 only if every step passed.
 """
 
@@ -17,6 +18,7 @@ import slixmpp
 from slixmpp.exceptions import IqError
 
 HOST, PORT, DOMAIN, PREFIX = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+PORT2 = int(sys.argv[5]) if len(sys.argv) > 5 else None
 logging.basicConfig(level=logging.DEBUG if os.environ.get("INTEROP_DEBUG") else logging.ERROR)
 PASSWORD = "interop-secret"
 TIMEOUT = 15
@@ -117,20 +119,26 @@ async def main():
     step("messages before the drop")
 
     # The network goes away: no stream close, the socket is just gone.
-    bob.abort()
-    await asyncio.sleep(0.5)
-    meanwhile = [f"meanwhile {i}" for i in range(5)]
-    for b in meanwhile:
-        alice.send_message(mto=bob.boundjid.full, mbody=b, mtype="chat")
-    await asyncio.sleep(0.5)
-    bob.connect(host=HOST, port=PORT)
-    await asyncio.wait_for(bob.resumed, TIMEOUT)
-    step("resumed")
+    async def drop_and_resume(port, where):
+        bob.resumed = asyncio.get_event_loop().create_future()
+        bob.abort()
+        await asyncio.sleep(0.5)
+        meanwhile = [f"meanwhile {where} {i}" for i in range(5)]
+        for b in meanwhile:
+            alice.send_message(mto=bob.boundjid.full, mbody=b, mtype="chat")
+        await asyncio.sleep(0.5)
+        bob.connect(host=HOST, port=port)
+        await asyncio.wait_for(bob.resumed, TIMEOUT)
+        step(f"resumed {where}")
+        got = await bodies(bob.messages, 2)
+        if got != meanwhile:
+            raise RuntimeError(f"after resuming {where} bob got {got}, wanted {meanwhile}")
+        step(f"every message sent meanwhile, once, in order ({where})")
 
-    got = await bodies(bob.messages, 2)
-    if got != meanwhile:
-        raise RuntimeError(f"after resuming bob got {got}, wanted {meanwhile}")
-    step("every message sent meanwhile, once, in order")
+    await drop_and_resume(PORT, "at the same gateway")
+    if PORT2 is not None:
+        await drop_and_resume(PORT2, "at another gateway")
+        await drop_and_resume(PORT, "back at the first gateway")
 
     alice.send_message(mto=bob.boundjid.full, mbody="after", mtype="chat")
     got = await bodies(bob.messages, 2)
