@@ -302,6 +302,7 @@ pub async fn arrived(ctx: &Ctx, delivery: Delivery) {
 async fn moved_here(ctx: &Ctx, moved: Moved) {
     let Some(w) = ctx.handovers.waiting.lock().remove(&moved.request) else {
         tracing::info!(request = %moved.request, "late handover answer: what follows goes back to the routers");
+        abandoned(ctx, &moved).await;
         return;
     };
     let (mailbox, inbox) = crate::registry::mailbox(ctx.config.max_queued_bytes);
@@ -319,6 +320,47 @@ async fn moved_here(ctx: &Ctx, moved: Moved) {
         a.inbox.close();
         if let Some(old) = a.replaced {
             old.tell(Outbound::Conflict);
+        }
+        abandoned(ctx, &a.moved).await;
+    }
+}
+
+/// A session that left its old holder for a resumption given up meanwhile: its old holder
+/// said nothing (the session was moving), so its end is said here, as its gateway would have
+/// said it — unavailable presence to its contacts and to whom it sent directed presence.
+/// Without session headers: the session is gone.
+async fn abandoned(ctx: &Ctx, moved: &Moved) {
+    let jid = &moved.session.jid;
+    let bare = meerkat_xmpp::addr::bare(jid);
+    let mut presences = Vec::new();
+    if moved.session.available {
+        presences.push(
+            meerkat_xmpp::Element::new("presence", meerkat_xmpp::ns::CLIENT)
+                .with_attr("type", "unavailable")
+                .with_attr("from", jid.clone()),
+        );
+    }
+    for to in &moved.directed {
+        presences.push(
+            meerkat_xmpp::Element::new("presence", meerkat_xmpp::ns::CLIENT)
+                .with_attr("type", "unavailable")
+                .with_attr("from", jid.clone())
+                .with_attr("to", to.clone()),
+        );
+    }
+    for p in presences {
+        let props = Props::stanza(RouteKind::Stanza, &ctx.config.dc)
+            .id(Uuid::new_v4().to_string())
+            .str(h::ORIGIN_EPOCH, &ctx.epoch)
+            .u64(h::HOPS, 3)
+            .str(h::SENDER, jid)
+            .u64(h::RECEIVED_AT, crate::session::now_ms());
+        if let Err(e) = ctx
+            .publisher
+            .publish(names::ROUTE_EXCHANGE, &bare, props, p.to_xml().as_bytes())
+            .await
+        {
+            tracing::warn!(error = %e, %jid, "unavailable presence of an abandoned resumption not sent");
         }
     }
 }
