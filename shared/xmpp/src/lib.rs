@@ -5,6 +5,7 @@ pub mod addr;
 pub mod chars;
 pub mod element;
 pub mod error;
+pub mod hints;
 pub mod ns;
 pub mod reader;
 pub mod stanza;
@@ -12,6 +13,7 @@ mod tree;
 
 pub use element::{escape_attr, escape_text, Element, Node};
 pub use error::{ErrorType, StanzaError, StreamError};
+pub use hints::Hints;
 pub use jid::{BareJid, FullJid, Jid};
 pub use reader::{Inbound, Limits, ReadError, StreamHeader, StreamReader};
 pub use stanza::{StanzaKind, StanzaType};

@@ -29,3 +29,21 @@ pub const CSI: &str = "urn:xmpp:csi:0";
 pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
 /// XEP-0334 message processing hints.
 pub const HINTS: &str = "urn:xmpp:hints";
+/// XEP-0280 message carbons.
+pub const CARBONS: &str = "urn:xmpp:carbons:2";
+/// XEP-0280 §9: the server applies the carbons rules of `urn:xmpp:carbons:rules:0`.
+pub const CARBONS_RULES: &str = "urn:xmpp:carbons:rules:0";
+/// XEP-0297 stanza forwarding (the wrapper of carbons and archive results).
+pub const FORWARD: &str = "urn:xmpp:forward:0";
+/// XEP-0313 message archive management.
+pub const MAM: &str = "urn:xmpp:mam:2";
+/// XEP-0313 extended queries (ids, before-id, after-id) and metadata.
+pub const MAM_EXTENDED: &str = "urn:xmpp:mam:2#extended";
+/// XEP-0359 unique and stable stanza ids.
+pub const SID: &str = "urn:xmpp:sid:0";
+/// XEP-0059 result set management.
+pub const RSM: &str = "http://jabber.org/protocol/rsm";
+/// XEP-0191 blocking command.
+pub const BLOCKING: &str = "urn:xmpp:blocking";
+/// XEP-0191 §3.4: the error payload when a user sends to a contact it blocks.
+pub const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
