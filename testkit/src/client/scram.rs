@@ -70,6 +70,17 @@ impl ScramHash {
     }
 }
 
+/// The salted password of one SCRAM login (RFC 5802 §3: `SaltedPassword`), which a client may
+/// keep and reuse while the server offers the same salt and iteration count: then a login
+/// costs it no PBKDF2 (as Conversations and Monal do), and the server never runs PBKDF2 for
+/// SCRAM at all. What a reconnecting phone sends is then a few HMACs away.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SaltedPassword {
+    salt: Vec<u8>,
+    iterations: u32,
+    salted: Vec<u8>,
+}
+
 /// One SCRAM exchange, driven step by step by the SASL code.
 pub struct ScramClient {
     hash: ScramHash,
@@ -78,6 +89,8 @@ pub struct ScramClient {
     client_first_bare: String,
     /// Set once the server-first message has been answered.
     server_signature: Option<Vec<u8>>,
+    /// Reused when the server's salt and iteration count match; set by `client_final`.
+    salted: Option<SaltedPassword>,
 }
 
 impl ScramClient {
@@ -103,7 +116,20 @@ impl ScramClient {
             client_nonce: nonce.to_owned(),
             client_first_bare,
             server_signature: None,
+            salted: None,
         })
+    }
+
+    /// Reuses the salted password of an earlier login (when the salt and iteration count the
+    /// server offers are the same).
+    pub fn with_cached(mut self, salted: Option<SaltedPassword>) -> ScramClient {
+        self.salted = salted;
+        self
+    }
+
+    /// The salted password this exchange used, to keep for the next login.
+    pub fn salted(&self) -> Option<&SaltedPassword> {
+        self.salted.as_ref()
     }
 
     /// The client-first message (with GS2 header).
@@ -139,7 +165,15 @@ impl ScramClient {
         }
 
         let h = self.hash;
-        let salted = h.salted_password(self.password.as_bytes(), &salt, iterations);
+        let salted = match self.salted.take() {
+            Some(c) if c.salt == salt && c.iterations == iterations => c.salted,
+            _ => h.salted_password(self.password.as_bytes(), &salt, iterations),
+        };
+        self.salted = Some(SaltedPassword {
+            salt,
+            iterations,
+            salted: salted.clone(),
+        });
         let client_key = h.hmac(&salted, b"Client Key");
         let stored_key = h.hash(&client_key);
         let without_proof = format!("c={},r={}", B64.encode(GS2_HEADER), nonce);
@@ -230,6 +264,26 @@ mod tests {
         c.verify_server_final("v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
             .unwrap();
         assert!(c.verify_server_final("e=invalid-proof").is_err());
+    }
+
+    #[test]
+    fn a_cached_salted_password_gives_the_same_proof_and_a_stale_one_is_ignored() {
+        let first = "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+        let fresh = || {
+            ScramClient::with_nonce(ScramHash::Sha256, "user", "pencil", "rOprNGfwEbeRWgbNEkqO")
+                .unwrap()
+        };
+        let mut a = fresh();
+        let expected = a.client_final(first).unwrap();
+        let kept = a.salted().cloned();
+        let mut b = fresh().with_cached(kept.clone());
+        assert_eq!(b.client_final(first).unwrap(), expected);
+        // Another salt (the password was changed): the cache is not used.
+        let mut c = fresh().with_cached(kept);
+        let other =
+            "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=QSXCR+Q6sek8bf92,i=4096";
+        assert_ne!(c.client_final(other).unwrap(), expected);
+        assert_ne!(c.salted(), a.salted());
     }
 
     #[test]

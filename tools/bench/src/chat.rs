@@ -108,8 +108,7 @@ impl Online {
                         &name,
                         &args.password,
                         args.register,
-                        "bench",
-                        args.sm,
+                        &args.login_opts(),
                     )
                     .await
                 }));

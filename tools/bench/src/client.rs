@@ -1,4 +1,5 @@
-//! A lean XMPP client for load: STARTTLS, SASL PLAIN, bind, roster get, initial presence;
+//! A lean XMPP client for load: STARTTLS, SASL PLAIN (or SCRAM-SHA-256 keeping its salted
+//! password for the next login, [`Sasl`]), bind, roster get, initial presence;
 //! then a writer half that sends timestamped chat messages and a reader half that yields
 //! their timestamps. With stream management (XEP-0198, [`BenchClient::login_with`]) the
 //! reader counts the stanzas it receives and answers the server's `<r/>` with `<a h/>`
@@ -7,9 +8,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use base64::Engine as _;
+use meerkat_testkit::client::scram::{SaltedPassword, ScramClient, ScramHash};
 use meerkat_xmpp::{ns, Inbound, Limits, StreamReader};
 use tokio::io::{AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
@@ -21,6 +24,48 @@ pub struct BenchClient {
     reader: StreamReader<BufReader<ReadHalf<Tls>>>,
     writer: WriteHalf<Tls>,
     sm: Option<Sm>,
+    /// How it authenticated (with SCRAM: the salted password to reuse next time).
+    sasl: Sasl,
+}
+
+/// When a resuming connection passed its steps before `<resume/>`.
+#[derive(Clone, Copy, Debug)]
+pub struct Phases {
+    /// TCP connected, STARTTLS done, the TLS stream's features read.
+    pub secure: Instant,
+    /// SASL succeeded and the stream restarted.
+    pub authenticated: Instant,
+}
+
+/// How a client authenticates.
+#[derive(Clone, Debug, Default)]
+pub enum Sasl {
+    /// SASL PLAIN: the server derives the password's SCRAM keys to check it (one PBKDF2 per
+    /// login, on the server).
+    #[default]
+    Plain,
+    /// SCRAM-SHA-256, reusing the salted password of the previous login when there is one, as
+    /// mobile clients do: then neither side runs PBKDF2.
+    Scram(Option<SaltedPassword>),
+}
+
+/// What a login does besides authenticating.
+#[derive(Clone, Debug)]
+pub struct LoginOpts {
+    pub resource: String,
+    /// Enable stream management with resumption after binding.
+    pub sm: bool,
+    pub sasl: Sasl,
+}
+
+impl LoginOpts {
+    pub fn resource(resource: &str) -> LoginOpts {
+        LoginOpts {
+            resource: resource.to_owned(),
+            sm: false,
+            sasl: Sasl::Plain,
+        }
+    }
 }
 
 /// A stream-management session: its resumption id and the stanzas handled so far (mod 2^32).
@@ -82,19 +127,19 @@ impl BenchClient {
         register: bool,
         resource: &str,
     ) -> anyhow::Result<BenchClient> {
-        BenchClient::login_with(addr, domain, user, password, register, resource, false).await
+        let opts = LoginOpts::resource(resource);
+        BenchClient::login_with(addr, domain, user, password, register, &opts).await
     }
 
-    /// [`BenchClient::login_as`], enabling stream management with resumption right after
-    /// binding (waiting for `<enabled/>`) when `sm`.
+    /// [`BenchClient::login_as`] authenticating as `opts` says, and enabling stream management
+    /// with resumption right after binding (waiting for `<enabled/>`) when `opts.sm`.
     pub async fn login_with(
         addr: SocketAddr,
         domain: &str,
         user: &str,
         password: &str,
         register: bool,
-        resource: &str,
-        sm: bool,
+        opts: &LoginOpts,
     ) -> anyhow::Result<BenchClient> {
         let mut c = BenchClient::connect(addr, domain).await?;
         if register {
@@ -104,10 +149,11 @@ impl BenchClient {
             .await?;
             let _ = next_el(&mut c.reader).await?; // result or conflict: both fine
         }
+        c.sasl = opts.sasl.clone();
         let mut c = c
-            .authenticate_and_bind(domain, user, password, resource)
+            .authenticate_and_bind(domain, user, password, &opts.resource)
             .await?;
-        if sm {
+        if opts.sm {
             c.enable_sm(user).await?;
         }
         c.write("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq><presence/>")
@@ -149,19 +195,27 @@ impl BenchClient {
         Ok(())
     }
 
+    /// How this client authenticated (with SCRAM, the salted password to reuse).
+    pub fn sasl(&self) -> &Sasl {
+        &self.sasl
+    }
+
     /// A new connection that resumes the stream-management session `sm` (XEP-0198
-    /// `<resume/>` after authentication, instead of binding); returns once `<resumed/>` came.
+    /// `<resume/>` after authentication as `sasl` says, instead of binding); returns once
+    /// `<resumed/>` came.
     pub async fn resume(
         addr: SocketAddr,
         domain: &str,
         user: &str,
         password: &str,
         sm: Sm,
-    ) -> anyhow::Result<BenchClient> {
-        let mut c = BenchClient::connect(addr, domain)
-            .await?
-            .authenticate(domain, user, password)
-            .await?;
+        sasl: Sasl,
+    ) -> anyhow::Result<(BenchClient, Phases)> {
+        let mut c = BenchClient::connect(addr, domain).await?;
+        let secure = Instant::now();
+        c.sasl = sasl;
+        let mut c = c.authenticate(domain, user, password).await?;
+        let authenticated = Instant::now();
         c.write(&format!(
             "<resume xmlns='{}' previd='{}' h='{}'/>",
             ns::SM,
@@ -174,7 +228,13 @@ impl BenchClient {
             bail!("{user}: resumption refused: {reply}");
         }
         c.sm = Some(sm);
-        Ok(c)
+        Ok((
+            c,
+            Phases {
+                secure,
+                authenticated,
+            },
+        ))
     }
 
     async fn authenticate_and_bind(
@@ -193,7 +253,7 @@ impl BenchClient {
         Ok(c)
     }
 
-    /// SASL PLAIN and the stream restart after it (up to the new stream's features).
+    /// SASL ([`Sasl`]) and the stream restart after it (up to the new stream's features).
     async fn authenticate(
         self,
         domain: &str,
@@ -201,16 +261,48 @@ impl BenchClient {
         password: &str,
     ) -> anyhow::Result<BenchClient> {
         let mut c = self;
-        let token =
-            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
-        c.write(&format!(
-            "<auth xmlns='{}' mechanism='PLAIN'>{token}</auth>",
-            ns::SASL
-        ))
-        .await?;
-        let reply = next_el(&mut c.reader).await?;
-        if reply.name() != "success" {
-            bail!("{user}: authentication failed: {reply}");
+        let b64 = base64::engine::general_purpose::STANDARD;
+        match c.sasl.clone() {
+            Sasl::Plain => {
+                let token = b64.encode(format!("\0{user}\0{password}"));
+                c.write(&format!(
+                    "<auth xmlns='{}' mechanism='PLAIN'>{token}</auth>",
+                    ns::SASL
+                ))
+                .await?;
+                let reply = next_el(&mut c.reader).await?;
+                if reply.name() != "success" {
+                    bail!("{user}: authentication failed: {reply}");
+                }
+            }
+            Sasl::Scram(cached) => {
+                let mut scram =
+                    ScramClient::new(ScramHash::Sha256, user, password)?.with_cached(cached);
+                c.write(&format!(
+                    "<auth xmlns='{}' mechanism='SCRAM-SHA-256'>{}</auth>",
+                    ns::SASL,
+                    b64.encode(scram.client_first())
+                ))
+                .await?;
+                let challenge = next_el(&mut c.reader).await?;
+                if challenge.name() != "challenge" {
+                    bail!("{user}: authentication failed: {challenge}");
+                }
+                let server_first = String::from_utf8(b64.decode(challenge.text().trim())?)?;
+                let fin = scram.client_final(&server_first)?;
+                c.write(&format!(
+                    "<response xmlns='{}'>{}</response>",
+                    ns::SASL,
+                    b64.encode(fin)
+                ))
+                .await?;
+                let reply = next_el(&mut c.reader).await?;
+                if reply.name() != "success" {
+                    bail!("{user}: authentication failed: {reply}");
+                }
+                scram.verify_server_final(&String::from_utf8(b64.decode(reply.text().trim())?)?)?;
+                c.sasl = Sasl::Scram(scram.salted().cloned());
+            }
         }
         c.reader = c.reader.restart();
         c.write(&format!("{HEADER}{domain}'>")).await?;
@@ -272,6 +364,7 @@ impl BenchClient {
             reader: StreamReader::new(BufReader::new(r), Limits::default()),
             writer: w,
             sm: None,
+            sasl: Sasl::Plain,
         };
         c.write(&format!("{HEADER}{domain}'>")).await?;
         let _features = next_el(&mut c.reader).await?;
@@ -561,6 +654,7 @@ mod tests {
             reader: StreamReader::new(BufReader::new(r), Limits::default()),
             writer: w,
             sm: None,
+            sasl: Sasl::Plain,
         }
         .split()
     }

@@ -122,9 +122,33 @@ pub struct Args {
     /// sent while they were away arrives.
     #[arg(long, default_value_t = 0)]
     resume_burst: usize,
+    /// Where the users of --resume-burst reconnect and resume (default --addr): another
+    /// gateway's or another DC's STARTTLS port, which moves each session there.
+    #[arg(long)]
+    resume_addr: Option<SocketAddr>,
+    /// Authenticate with SCRAM-SHA-256 instead of PLAIN, keeping the salted password of a
+    /// user's first login for its next ones (as mobile clients do): a reconnection then costs
+    /// no PBKDF2 on either side. Applies to the chat workloads and --resume-burst.
+    #[arg(long)]
+    scram: bool,
     /// Milliseconds between two messages of the sender in --failover rounds.
     #[arg(long, default_value_t = 100)]
     send_every_ms: u64,
+}
+
+impl Args {
+    /// The login every bench user does (resource `bench`).
+    fn login_opts(&self) -> client::LoginOpts {
+        client::LoginOpts {
+            sm: self.sm,
+            sasl: if self.scram {
+                client::Sasl::Scram(None)
+            } else {
+                client::Sasl::Plain
+            },
+            ..client::LoginOpts::resource("bench")
+        }
+    }
 }
 
 #[tokio::main]

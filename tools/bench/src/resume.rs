@@ -2,9 +2,11 @@
 //! little in pairs (three messages each way, acknowledged), then all drop their TCP connections
 //! at the same moment, without closing their streams, as phones losing their network. Right
 //! after the drop 20 other users, online throughout, send each of them one message to their
-//! full JID; each dropped user connects again, authenticates and resumes (`<resume/>`). Per
-//! user: the time from its drop until `<resumed/>`, and until that message (the first stanza
-//! sent while it was away) arrives on the resumed stream.
+//! full JID; each dropped user connects again (at `--resume-addr` if given: another gateway or
+//! DC), authenticates (PLAIN, or with `--scram` SCRAM-SHA-256 reusing the salted password of its
+//! first login, as a phone does) and resumes (`<resume/>`). Per user: the time from its drop
+//! until `<resumed/>`, and until that message (the first stanza sent while it was away) arrives
+//! on the resumed stream.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +15,7 @@ use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use tokio::sync::Barrier;
 
-use crate::client::BenchClient;
+use crate::client::{BenchClient, LoginOpts};
 use crate::Args;
 
 /// Messages each user gets from its partner before the drop.
@@ -23,8 +25,9 @@ const SENDERS: usize = 20;
 /// How long a user waits for a step (login, resumption, the message) before counting as failed.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// What one user saw: from its drop until `<resumed/>` and until the message sent meanwhile.
-type Timings = (Duration, Duration);
+/// What one user saw, each from its drop: until TLS was up, until SASL succeeded, until
+/// `<resumed/>` and until the message sent meanwhile.
+type Timings = [Duration; 4];
 
 pub async fn burst(args: &Args) -> anyhow::Result<()> {
     let n = args.resume_burst.max(2) & !1;
@@ -41,14 +44,17 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
         for &i in chunk {
             let (args, name) = (args.clone(), user(i));
             batch.push(tokio::spawn(async move {
+                let opts = LoginOpts {
+                    sm: true,
+                    ..args.login_opts()
+                };
                 BenchClient::login_with(
                     args.addr,
                     &args.domain,
                     &name,
                     &args.password,
                     args.register,
-                    "bench",
-                    true,
+                    &opts,
                 )
                 .await
             }));
@@ -86,6 +92,7 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
         let (ready, dropped) = (ready.clone(), dropped.clone());
         let (before_run, away_run) = (before_run.clone(), away_run.clone());
         tasks.push(tokio::spawn(async move {
+            let sasl = client.sasl().clone();
             let (mut reader, mut writer) = client.split();
             let partner = format!("{partner}@{}", args.domain);
             let mut failure = None;
@@ -118,11 +125,19 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
             let sm = sm.context("no stream management")?;
             let resumed = tokio::time::timeout(
                 PATIENCE,
-                BenchClient::resume(args.addr, &args.domain, &name, &args.password, sm),
+                BenchClient::resume(
+                    args.resume_addr.unwrap_or(args.addr),
+                    &args.domain,
+                    &name,
+                    &args.password,
+                    sm,
+                    sasl,
+                ),
             )
             .await
             .with_context(|| format!("{name}: no <resumed/> within {PATIENCE:?}"))??;
             let to_resumed = at.elapsed();
+            let (resumed, phases) = resumed;
             let (mut reader, mut writer) = resumed.split();
             let first = tokio::time::timeout(PATIENCE, reader.next_bench_message(&away_run))
                 .await
@@ -133,7 +148,12 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
                 "{name}: the resumed stream ended before the message sent while away"
             );
             let _ = writer.close().await;
-            Ok::<Timings, anyhow::Error>((to_resumed, to_first))
+            Ok::<Timings, anyhow::Error>([
+                phases.secure - at,
+                phases.authenticated - at,
+                to_resumed,
+                to_first,
+            ])
         }));
     }
     ready.wait().await;
@@ -160,14 +180,15 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
     let away_secs = (clock.elapsed() - away_from).as_secs_f64();
 
     let histogram = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3);
-    let (mut to_resumed, mut to_first) = (histogram()?, histogram()?);
+    let mut phases = [histogram()?, histogram()?, histogram()?, histogram()?];
     let mut failed = 0;
     for t in tasks {
         match t.await? {
-            Ok((r, f)) => {
+            Ok(timings) => {
                 let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
-                to_resumed.record(us(r))?;
-                to_first.record(us(f))?;
+                for (h, d) in phases.iter_mut().zip(timings) {
+                    h.record(us(d))?;
+                }
             }
             Err(e) => {
                 if failed == 0 {
@@ -182,27 +203,38 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
     }
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let max = |h: &Histogram<u64>| h.max() as f64 / 1000.0;
+    let [secure, authenticated, to_resumed, to_first] = &phases;
+    let line = |h: &Histogram<u64>| {
+        format!(
+            "p50 {:.1} / p99 {:.1} / max {:.1} ms",
+            ms(h, 0.5),
+            ms(h, 0.99),
+            max(h)
+        )
+    };
     println!(
-        "resume burst: {n} users dropped at once, resumed {}  failed {failed}; drop -> <resumed/> p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms; drop -> first stanza sent while away p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms (the {n} sent in {:.1} ms after the drop)",
+        "resume burst ({}, resumed at {}): {n} users dropped at once, resumed {}  failed {failed} (the {n} messages sent in {:.1} ms after the drop); from the drop until: TLS up {}; SASL done {}; <resumed/> {}; first stanza sent while away {}",
+        if args.scram { "SCRAM-SHA-256 with the salted password kept" } else { "PLAIN" },
+        args.resume_addr.unwrap_or(args.addr),
         to_first.len(),
-        ms(&to_resumed, 0.5),
-        ms(&to_resumed, 0.99),
-        max(&to_resumed),
-        ms(&to_first, 0.5),
-        ms(&to_first, 0.99),
-        max(&to_first),
         away_secs * 1000.0,
+        line(secure),
+        line(authenticated),
+        line(to_resumed),
+        line(to_first),
     );
     if args.json {
         println!(
             "{}",
             serde_json::json!({
                 "workload": "resume-burst", "users": n, "resumed": to_first.len(),
-                "failed": failed,
-                "resumed_p50_ms": ms(&to_resumed, 0.5), "resumed_p99_ms": ms(&to_resumed, 0.99),
-                "resumed_max_ms": max(&to_resumed),
-                "first_p50_ms": ms(&to_first, 0.5), "first_p99_ms": ms(&to_first, 0.99),
-                "first_max_ms": max(&to_first),
+                "failed": failed, "scram": args.scram,
+                "tls_p50_ms": ms(secure, 0.5), "tls_p99_ms": ms(secure, 0.99),
+                "sasl_p50_ms": ms(authenticated, 0.5), "sasl_p99_ms": ms(authenticated, 0.99),
+                "resumed_p50_ms": ms(to_resumed, 0.5), "resumed_p99_ms": ms(to_resumed, 0.99),
+                "resumed_max_ms": max(to_resumed),
+                "first_p50_ms": ms(to_first, 0.5), "first_p99_ms": ms(to_first, 0.99),
+                "first_max_ms": max(to_first),
             })
         );
     }
