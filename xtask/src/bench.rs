@@ -2,7 +2,8 @@
 //! stack's DC 1 (or, with `--inter-dc`, from DC 1 to DC 2) and prints its figures, plus the CPU
 //! the stack's processes used meanwhile. With `--replication`, persistent-data replication
 //! from DC 1 to DC 2 instead: DC 2 is cut off by pausing its replicator (SIGSTOP/SIGCONT).
-//! With `--failover`, the bench's failover rounds, which need no running stack. With
+//! With `--failover` (or `--gateway-kill N`), the bench's failover rounds (or gateway kill),
+//! which need no running stack. With
 //! `--idle` among the bench's arguments, also the memory (RSS and PSS) each stack process grew
 //! by per idle user, 5 s after the last logged in.
 
@@ -178,12 +179,13 @@ fn memory_by_name(pids: &[u32]) -> std::collections::BTreeMap<String, (f64, f64)
     by_name
 }
 
-/// `--failover`: `meerkat-bench --failover`, which starts its own DCs (and, unless
-/// `MEERKAT_TEST_INFRA` names one, its own RabbitMQ and PostgreSQL, stopped when it exits).
-pub async fn failover(args: Vec<String>) -> anyhow::Result<i32> {
+/// `--failover` and `--gateway-kill N`: `meerkat-bench` with `mode`, which starts its own DCs
+/// (and, unless `MEERKAT_TEST_INFRA` names one, its own RabbitMQ and PostgreSQL, stopped when
+/// it exits).
+pub async fn in_process(mode: &[String], args: Vec<String>) -> anyhow::Result<i32> {
     build_bench().await?;
     let status = tokio::process::Command::new(layout::root().join("target/release/meerkat-bench"))
-        .arg("--failover")
+        .args(mode)
         .args(&args)
         .status()
         .await

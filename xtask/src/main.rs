@@ -111,6 +111,11 @@ enum Command {
         /// DCs of its own in-process, on a RabbitMQ and PostgreSQL of its own; needs no `up`.
         #[arg(long, conflicts_with_all = ["inter_dc", "replication"])]
         failover: bool,
+        /// Gateway-kill figures (`meerkat-bench --gateway-kill N`: N users' unacknowledged
+        /// messages when their gateway is killed); starts a DC of its own in-process; needs no
+        /// `up`.
+        #[arg(long, conflicts_with_all = ["inter_dc", "replication", "failover"])]
+        gateway_kill: Option<usize>,
         /// Passed on to `meerkat-bench` (see `--help` there).
         #[arg(last = true)]
         bench_args: Vec<String>,
@@ -158,7 +163,12 @@ async fn main() {
             failover: true,
             bench_args,
             ..
-        } => bench::failover(bench_args).await,
+        } => bench::in_process(&["--failover".into()], bench_args).await,
+        Command::Bench {
+            gateway_kill: Some(users),
+            bench_args,
+            ..
+        } => bench::in_process(&["--gateway-kill".into(), users.to_string()], bench_args).await,
         Command::Bench {
             inter_dc,
             replication,

@@ -82,6 +82,9 @@ pub struct Reader {
     stream: StreamReader<BufReader<ReadHalf<Tls>>>,
     writer: SharedWriter,
     sm: Option<Sm>,
+    /// Answers the server's `<r/>` (stream management); off for a client that never
+    /// acknowledges ([`Reader::never_acknowledge`]).
+    answers: bool,
 }
 
 pub struct Writer {
@@ -389,6 +392,7 @@ impl BenchClient {
             stream: self.reader,
             writer: half,
             sm: self.sm,
+            answers: true,
         };
         (reader, writer)
     }
@@ -397,7 +401,7 @@ impl BenchClient {
 impl Reader {
     /// The next stanza (`message`, `presence`, `iq`); None when the stream ends. With stream
     /// management it counts each and answers the server's `<r/>` with `<a h/>`.
-    async fn next_stanza(&mut self) -> Option<meerkat_xmpp::Element> {
+    pub async fn next_stanza(&mut self) -> Option<meerkat_xmpp::Element> {
         loop {
             let el = match self.stream.next().await {
                 Ok(Inbound::Stanza(el)) => el,
@@ -405,7 +409,11 @@ impl Reader {
                 Ok(Inbound::Close) | Err(_) => return None,
             };
             if el.ns() == ns::SM {
-                if el.name() == "r" && self.sm.is_some() && self.ack().await.is_err() {
+                if el.name() == "r"
+                    && self.answers
+                    && self.sm.is_some()
+                    && self.ack().await.is_err()
+                {
                     return None;
                 }
                 continue;
@@ -431,6 +439,12 @@ impl Reader {
         Ok(())
     }
 
+    /// From now on the server's `<r/>` goes unanswered: everything the gateway writes stays
+    /// unacknowledged, as with a phone whose acks never make it out.
+    pub fn never_acknowledge(&mut self) {
+        self.answers = false;
+    }
+
     /// The stream-management session (its id and what was handled), if enabled.
     pub fn sm(&self) -> Option<&Sm> {
         self.sm.as_ref()
@@ -440,6 +454,12 @@ impl Reader {
 impl Reader {
     /// The send timestamp (µs) of the next bench message received; None when the stream ends.
     pub async fn next_bench_message(&mut self, run: &str) -> anyhow::Result<Option<u64>> {
+        Ok(self.next_bench(run).await?.map(|(us, _)| us))
+    }
+
+    /// [`Reader::next_bench_message`], and whether the message came with a XEP-0203 delay
+    /// (it was stored offline on its way).
+    pub async fn next_bench(&mut self, run: &str) -> anyhow::Result<Option<(u64, bool)>> {
         loop {
             let Some(el) = self.next_stanza().await else {
                 return Ok(None);
@@ -456,7 +476,7 @@ impl Reader {
                 }
                 if let Some(ts) = ts {
                     if let Ok(us) = ts.parse::<u64>() {
-                        return Ok(Some(us));
+                        return Ok(Some((us, el.has_child("delay", ns::DELAY))));
                     }
                 }
             }

@@ -18,6 +18,9 @@
 //! acknowledges what it receives. `--resume-burst N`: N such users drop their connections at
 //! once and resume (see `resume.rs`).
 //!
+//! Gateway-kill mode (`--gateway-kill N`): what a gateway crash costs the sessions it held
+//! (see `gwkill.rs`); like `--failover` it starts its own DC.
+//!
 //! Failover mode (`--failover`): starts two DCs of its own and measures what users see when
 //! one dies or they are cut apart (see `failover.rs`); the other options do not apply.
 
@@ -25,6 +28,7 @@ mod chat;
 mod client;
 mod data;
 mod failover;
+mod gwkill;
 mod lag;
 mod resume;
 
@@ -126,6 +130,18 @@ pub struct Args {
     /// gateway's or another DC's STARTTLS port, which moves each session there.
     #[arg(long)]
     resume_addr: Option<SocketAddr>,
+    /// Gateway-kill figures instead of chat: this many users' phones hold unacknowledged
+    /// messages at a gateway that is then killed (see `gwkill.rs`); starts a DC of its own in
+    /// this process, like --failover (on the infrastructure `MEERKAT_TEST_INFRA` names, else on
+    /// its own); the other options do not apply.
+    #[arg(long, default_value_t = 0)]
+    gateway_kill: usize,
+    /// Messages each phone holds unacknowledged in --gateway-kill.
+    #[arg(long, default_value_t = 4)]
+    kill_messages: usize,
+    /// Seconds after the kill before the last third of --gateway-kill's users log in again.
+    #[arg(long, default_value_t = 20)]
+    kill_late: u64,
     /// Authenticate with SCRAM-SHA-256 instead of PLAIN, keeping the salted password of a
     /// user's first login for its next ones (as mobile clients do): a reconnection then costs
     /// no PBKDF2 on either side. Applies to the chat workloads and --resume-burst.
@@ -155,6 +171,16 @@ impl Args {
 async fn main() -> anyhow::Result<()> {
     meerkat_localstack::exit_quietly_on_closed_pipe();
     let args = Args::parse();
+    if args.gateway_kill > 0 {
+        return gwkill::run(&gwkill::KillArgs {
+            users: args.gateway_kill,
+            messages: args.kill_messages,
+            late: Duration::from_secs(args.kill_late),
+            password: args.password.clone(),
+            json: args.json,
+        })
+        .await;
+    }
     if args.failover {
         return failover::run(&failover::FailoverArgs {
             kills: args.kills,
