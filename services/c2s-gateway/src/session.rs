@@ -623,9 +623,12 @@ async fn resume(ctx: &Ctx, st: &mut State, link: &mut Link, r: Box<Resumption>) 
             }
         }
         Err(too_high) => {
+            // This connection ends with the XEP's stream error; the session stays detached,
+            // as when the count is refused at another gateway (crate::handover): the client
+            // may resume with the count it really has, within the same window.
             let _ = conn.send(&sm::too_high(&too_high)).await;
             conn.finish(ctx, End::Gone).await;
-            return Err(End::Gone);
+            return Ok(());
         }
     }
     sm.requested = None;

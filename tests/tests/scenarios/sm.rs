@@ -238,6 +238,68 @@ async fn a_session_resumes_at_another_gateway_of_the_dc_and_back() {
     dc.stop().await.unwrap();
 }
 
+/// Resuming with a count above what the gateway sent (a buggy client, or a stale count) ends
+/// that connection with the XEP's stream error, at the gateway holding the session as at
+/// another one; the session stays detached, and resuming with the right count gets everything.
+#[tokio::test]
+async fn a_count_too_high_is_refused_anywhere_and_the_right_one_still_resumes() {
+    let mut dc = dc().await;
+    let second = dc.start_gateway_on_own_port().await.unwrap();
+    let (mut alice, mut bob, b) = friends(&dc, &dc.client()).await;
+    let previd = bob
+        .enable_sm(None)
+        .await
+        .unwrap()
+        .attr("id")
+        .unwrap()
+        .to_owned();
+    let before = texts("before", 2);
+    send_all(&mut alice, bob.bare_jid(), &before).await;
+    for t in &before {
+        bob.expect("a message", message_with_body(t)).await.unwrap();
+    }
+    let bob_full = bob.jid().to_owned();
+    bob.drop_connection();
+    let meanwhile = texts("meanwhile", 2);
+    send_all(&mut alice, &bob_full, &meanwhile).await;
+
+    for at in [&dc.client(), &second] {
+        let mut c = Client::connect(at).await.unwrap();
+        c.authenticate(meerkat_testkit::client::Mechanism::ScramSha256, &b, PW)
+            .await
+            .unwrap()
+            .unwrap();
+        c.send_raw(&format!(
+            "<resume xmlns='{}' previd='{previd}' h='7'/>",
+            ns::SM
+        ))
+        .await
+        .unwrap();
+        assert_eq!(
+            c.expect_stream_end().await.unwrap().as_deref(),
+            Some("undefined-condition"),
+            "at {}",
+            at.addr
+        );
+    }
+
+    let (mut bob, answer) = Client::resume(&second, &b, PW, &previd, 0, &bob_full)
+        .await
+        .unwrap();
+    assert_eq!(answer.name(), "resumed", "{answer}");
+    let mut want = before.clone();
+    want.extend(meanwhile);
+    assert_eq!(bodies(&mut bob, Duration::from_secs(2)).await, want);
+    alice
+        .expect_none(
+            Duration::from_millis(500),
+            presence_of_type(&bob_full, Some("unavailable")),
+        )
+        .await
+        .unwrap();
+    dc.stop().await.unwrap();
+}
+
 /// A detached session whose window passes ends: Alice sees Bob go offline, and the messages
 /// he never acknowledged wait in offline storage (stamped with their time), each once.
 #[tokio::test]
