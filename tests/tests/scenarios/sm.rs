@@ -300,6 +300,56 @@ async fn a_count_too_high_is_refused_anywhere_and_the_right_one_still_resumes() 
     dc.stop().await.unwrap();
 }
 
+/// A connection the gateway still thinks alive (half-open: the phone moved to another network
+/// and its old socket never closed) is closed with `<conflict/>` when its session is resumed
+/// from a new connection, at the same gateway and at another; the session goes on at the new
+/// one, and its contacts see no flap.
+#[tokio::test]
+async fn a_half_open_connection_is_closed_when_its_session_resumes_anywhere() {
+    let mut dc = dc().await;
+    let second = dc.start_gateway_on_own_port().await.unwrap();
+    let (mut alice, mut bob, b) = friends(&dc, &dc.client()).await;
+    let previd = bob
+        .enable_sm(None)
+        .await
+        .unwrap()
+        .attr("id")
+        .unwrap()
+        .to_owned();
+    let bob_full = bob.jid().to_owned();
+    let mut old = bob;
+    for (step, at) in [("same gateway", dc.client()), ("other gateway", second)] {
+        alice.send_message(&bob_full, step).await.unwrap();
+        old.expect("a message", message_with_body(step))
+            .await
+            .unwrap();
+        let h = old.sm_received().unwrap();
+        let (mut new, answer) = Client::resume(&at, &b, PW, &previd, h, &bob_full)
+            .await
+            .unwrap();
+        assert_eq!(answer.name(), "resumed", "{step}: {answer}");
+        assert_eq!(
+            old.expect_stream_end().await.unwrap().as_deref(),
+            Some("conflict"),
+            "{step}: the old connection is closed"
+        );
+        let after = format!("after {step}");
+        alice.send_message(&bob_full, &after).await.unwrap();
+        new.expect("the next message", message_with_body(&after))
+            .await
+            .unwrap();
+        old = new;
+    }
+    alice
+        .expect_none(
+            Duration::from_millis(500),
+            presence_of_type(&bob_full, Some("unavailable")),
+        )
+        .await
+        .unwrap();
+    dc.stop().await.unwrap();
+}
+
 /// A detached session whose window passes ends: Alice sees Bob go offline, and the messages
 /// he never acknowledged wait in offline storage (stamped with their time), each once.
 #[tokio::test]
