@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use meerkat_testkit::client::Client;
+use meerkat_xmpp::Element;
 
 use crate::{available, bodies_until_quiet, online, register_everywhere, shared, user, CONVERGE};
 
@@ -24,11 +25,7 @@ async fn same_full_jid_at_another_dc_gets_the_old_session_a_conflict() {
     // The winner stays and every DC agrees there is one session of that full JID.
     m.wait_directory_holds(&[&jid], CONVERGE).await.unwrap();
     second
-        .iq_ok(
-            "get",
-            None,
-            meerkat_xmpp::Element::new("ping", meerkat_xmpp::ns::PING),
-        )
+        .iq_ok("get", None, Element::new("ping", meerkat_xmpp::ns::PING))
         .await
         .unwrap();
 }
@@ -114,9 +111,18 @@ async fn a_session_resumes_at_the_other_dc_while_the_first_is_alive() {
     use meerkat_testkit::client::pred::message_with_body;
     let m = shared().await;
     let b = user("smbob");
+    let c = user("smcarol");
     crate::register_everywhere(m, &b).await;
+    crate::register_everywhere(m, &c).await;
     let mut alice = crate::online(m.dc(1), &user("smalice"), "phone").await;
-    let mut bob = crate::login(m.dc(1), &b, "phone").await;
+    let mut bob = crate::available(m.dc(1), &b, "phone").await;
+    let mut carol = crate::available(m.dc(2), &c, "laptop").await;
+    m.wait_directory_holds(&[alice.jid(), bob.jid(), carol.jid()], CONVERGE)
+        .await
+        .unwrap();
+    // Contacts at both DCs: Alice where Bob starts, Carol where he moves.
+    crate::befriend(&mut alice, &mut bob).await;
+    crate::befriend(&mut carol, &mut bob).await;
     let previd = bob
         .enable_sm(None)
         .await
@@ -166,6 +172,31 @@ async fn a_session_resumes_at_the_other_dc_while_the_first_is_alive() {
         .await
         .unwrap();
     bob.expect("the next message", message_with_body("after the move"))
+        .await
+        .unwrap();
+
+    // Still everyone's contact, with no flap: his contacts at both DCs never saw him go, a
+    // presence change after the move reaches both, and Carol's message from DC 2 finds him.
+    let away = Element::new("presence", meerkat_xmpp::ns::CLIENT)
+        .with_child(Element::new("show", meerkat_xmpp::ns::CLIENT).with_text("away"));
+    bob.send(&away).await.unwrap();
+    for contact in [&mut alice, &mut carol] {
+        let seen = contact
+            .expect("bob's presence", |e: &Element| {
+                e.is("presence", meerkat_xmpp::ns::CLIENT)
+                    && e.attr("from") == Some(bob_full.as_str())
+            })
+            .await
+            .unwrap();
+        assert_eq!(seen.attr("type"), None, "{seen}: no flap");
+        assert_eq!(
+            seen.child_text("show", meerkat_xmpp::ns::CLIENT).as_deref(),
+            Some("away"),
+            "{seen}: the first presence of his since the drop is the new one"
+        );
+    }
+    carol.send_message(&bob_full, "from dc 2").await.unwrap();
+    bob.expect("carol's message", message_with_body("from dc 2"))
         .await
         .unwrap();
 }
