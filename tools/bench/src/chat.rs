@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
-use crate::client::{BenchClient, Writer};
+use crate::client::{BenchClient, LoginOpts, Writer};
 use crate::Args;
 
 /// What one step of chat gave.
@@ -28,6 +28,8 @@ pub struct Step {
     /// their staggered start (a server that stops reading its sockets, or a load generator
     /// short of CPU).
     pub late: bool,
+    /// With `--carbons`: carbons due (one per message), delivered, and their latency p99 (ms).
+    pub carbons: Option<(u64, u64, f64)>,
 }
 
 /// `offered … msg/s  sent …  delivered …  lost …  rate … msg/s  latency p50 … ms  p99 … ms  max … ms`
@@ -44,7 +46,11 @@ impl std::fmt::Display for Step {
             self.p50_ms,
             self.p99_ms,
             self.max_ms,
-        )
+        )?;
+        if let Some((due, got, p99)) = self.carbons {
+            write!(f, "  carbons due {due} delivered {got} p99 {p99:.2} ms")?;
+        }
+        Ok(())
     }
 }
 
@@ -58,9 +64,15 @@ impl Step {
             "offered_rate": self.offered, "sent": self.sent, "delivered": self.delivered,
             "lost": self.lost(), "rate": self.rate, "p50_ms": self.p50_ms,
             "p99_ms": self.p99_ms, "max_ms": self.max_ms,
+            "carbons_due": self.carbons.map(|c| c.0),
+            "carbons_delivered": self.carbons.map(|c| c.1),
+            "carbons_p99_ms": self.carbons.map(|c| c.2),
         })
     }
 }
+
+/// Latencies and a count of what arrived, shared by the reader tasks.
+type Counted = (Arc<Mutex<Histogram<u64>>>, Arc<AtomicU64>);
 
 /// Every user online, a reader task per user counting what arrives.
 pub struct Online {
@@ -71,6 +83,8 @@ pub struct Online {
     readers: Vec<JoinHandle<()>>,
     latency: Arc<Mutex<Histogram<u64>>>,
     received: Arc<AtomicU64>,
+    /// With `--carbons`: the copies' latency and count, at the even users' second resources.
+    carbons: Option<Counted>,
     clock: Arc<Instant>,
     run: Arc<str>,
     pub login_secs: f64,
@@ -92,6 +106,7 @@ impl Online {
         )
         .into();
         let mut sessions = Vec::with_capacity(users);
+        let mut copies = Vec::new();
         for chunk in (0..users).collect::<Vec<_>>().chunks(20) {
             let mut batch = Vec::new();
             for &i in chunk {
@@ -102,7 +117,7 @@ impl Online {
                         Some(to) if i % 2 == 1 => to,
                         _ => args.addr,
                     };
-                    BenchClient::login_with(
+                    let mut c = BenchClient::login_with(
                         addr,
                         &args.domain,
                         &name,
@@ -110,11 +125,32 @@ impl Online {
                         args.register,
                         &args.login_opts(),
                     )
-                    .await
+                    .await?;
+                    if args.archive_off {
+                        c.archive_never().await?;
+                    }
+                    let mut copy = None;
+                    if args.carbons && i % 2 == 0 {
+                        c.enable_carbons().await?;
+                        let mut second = BenchClient::login_with(
+                            addr,
+                            &args.domain,
+                            &name,
+                            &args.password,
+                            false,
+                            &LoginOpts::resource("bench-copy"),
+                        )
+                        .await?;
+                        second.enable_carbons().await?;
+                        copy = Some(second);
+                    }
+                    Ok::<_, anyhow::Error>((c, copy))
                 }));
             }
             for b in batch {
-                sessions.push(b.await??);
+                let (c, copy) = b.await??;
+                sessions.push(c);
+                copies.extend(copy);
             }
         }
         let login_secs = started.elapsed().as_secs_f64();
@@ -131,6 +167,12 @@ impl Online {
             readers: Vec::with_capacity(users),
             latency: Arc::new(Mutex::new(histogram())),
             received: Arc::new(AtomicU64::new(0)),
+            carbons: args.carbons.then(|| {
+                (
+                    Arc::new(Mutex::new(histogram())),
+                    Arc::new(AtomicU64::new(0)),
+                )
+            }),
             clock: Arc::new(started),
             run,
             login_secs,
@@ -149,8 +191,34 @@ impl Online {
                         .record(now.saturating_sub(sent_us).max(1));
                 }
             }));
-            let partner = format!("{}{}@{}", args.prefix, i ^ 1, args.domain);
+            // With carbons, to the partner's one resource: a message to the bare JID would go
+            // to both of an even user's resources (equal priority) rather than as a carbon.
+            let partner = format!(
+                "{}{}@{}{}",
+                args.prefix,
+                i ^ 1,
+                args.domain,
+                if args.carbons { "/bench" } else { "" }
+            );
             online.writers.push((Some(writer), partner));
+        }
+        if let Some((latency, received)) = &online.carbons {
+            for copy in copies {
+                let (mut reader, writer) = copy.split();
+                let (latency, received) = (latency.clone(), received.clone());
+                let (clock, run) = (online.clock.clone(), online.run.clone());
+                online.readers.push(tokio::spawn(async move {
+                    let _keep = writer;
+                    while let Ok(Some(sent_us)) = reader.next_bench_carbon(&run).await {
+                        let now = u64::try_from(clock.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        received.fetch_add(1, Ordering::Relaxed);
+                        let _ = latency
+                            .lock()
+                            .await
+                            .record(now.saturating_sub(sent_us).max(1));
+                    }
+                }));
+            }
         }
         Ok(online)
     }
@@ -170,6 +238,10 @@ impl Online {
         let interval = Duration::from_secs_f64(senders as f64 / rate.max(0.001));
         *self.latency.lock().await = histogram();
         self.received.store(0, Ordering::Relaxed);
+        if let Some((latency, received)) = &self.carbons {
+            *latency.lock().await = histogram();
+            received.store(0, Ordering::Relaxed);
+        }
         let sent = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
         let mut tasks = Vec::new();
@@ -208,10 +280,18 @@ impl Online {
         // Each sender starts within one interval and sends for `duration`.
         let late = started.elapsed() > (duration + interval).mul_f64(1.2);
         let sent = sent.load(Ordering::Relaxed);
+        // Every message of a pair involves one even user: one carbon each.
+        let carbons_due = if self.carbons.is_some() { sent } else { 0 };
+        let copies = || {
+            self.carbons
+                .as_ref()
+                .map_or(0, |(_, n)| n.load(Ordering::Relaxed))
+        };
         let mut last = (self.received.load(Ordering::Relaxed), Instant::now());
         loop {
             let got = self.received.load(Ordering::Relaxed);
-            if got >= sent || last.1.elapsed() > Duration::from_secs(10) {
+            let done = got >= sent && copies() >= carbons_due;
+            if done || last.1.elapsed() > Duration::from_secs(10) {
                 break;
             }
             if got != last.0 {
@@ -232,6 +312,14 @@ impl Online {
             p99_ms: ms(0.99),
             max_ms: h.max() as f64 / 1000.0,
             late,
+            carbons: match &self.carbons {
+                Some((latency, _)) => Some((
+                    carbons_due,
+                    copies(),
+                    latency.lock().await.value_at_quantile(0.99) as f64 / 1000.0,
+                )),
+                None => None,
+            },
         })
     }
 

@@ -110,6 +110,14 @@ async fn next_el<R: tokio::io::AsyncBufRead + Unpin>(
     }
 }
 
+/// The send timestamp in a bench message's body (`t=<µs>;<run>;…`), if it is of this run
+/// (messages of an earlier run, e.g. stored offline, are not).
+fn bench_stamp(body: &str, run: &str) -> Option<u64> {
+    let mut fields = body.split(';');
+    let ts = fields.next()?.strip_prefix("t=")?;
+    (fields.next() == Some(run)).then(|| ts.parse().ok())?
+}
+
 impl BenchClient {
     pub async fn login(
         addr: SocketAddr,
@@ -178,6 +186,50 @@ impl BenchClient {
             .await?;
         let _ = c.write("</stream:stream>").await;
         Ok(())
+    }
+
+    /// Sends an iq (`xml`, whose id is `id`) and waits for its result, skipping everything
+    /// else that arrives meanwhile; an error answer fails.
+    pub async fn iq(&mut self, id: &str, xml: &str) -> anyhow::Result<meerkat_xmpp::Element> {
+        self.iq_counting(id, xml, |_| {}).await
+    }
+
+    /// [`BenchClient::iq`], handing everything else that arrives before the answer to `other`.
+    pub async fn iq_counting(
+        &mut self,
+        id: &str,
+        xml: &str,
+        mut other: impl FnMut(&meerkat_xmpp::Element),
+    ) -> anyhow::Result<meerkat_xmpp::Element> {
+        self.write(xml).await?;
+        loop {
+            let el = next_el(&mut self.reader).await?;
+            if el.name() == "iq" && el.attr("id") == Some(id) {
+                if el.attr("type") != Some("result") {
+                    bail!("iq {id} failed: {el}");
+                }
+                return Ok(el);
+            }
+            other(&el);
+        }
+    }
+
+    /// XEP-0280: carbons on for this resource.
+    pub async fn enable_carbons(&mut self) -> anyhow::Result<()> {
+        let xml = format!(
+            "<iq type='set' id='carbons'><enable xmlns='{}'/></iq>",
+            ns::CARBONS
+        );
+        self.iq("carbons", &xml).await.map(drop)
+    }
+
+    /// XEP-0313: this account's messages are no longer archived.
+    pub async fn archive_never(&mut self) -> anyhow::Result<()> {
+        let xml = format!(
+            "<iq type='set' id='prefs'><prefs xmlns='{}' default='never'/></iq>",
+            ns::MAM
+        );
+        self.iq("prefs", &xml).await.map(drop)
     }
 
     /// XEP-0198 `<enable resume='true'/>`, waiting for `<enabled/>`.
@@ -457,6 +509,27 @@ impl Reader {
         Ok(self.next_bench(run).await?.map(|(us, _)| us))
     }
 
+    /// The send timestamp (µs) of the next carbon copy (XEP-0280 `<sent/>` or `<received/>`)
+    /// of a bench message of this run; None when the stream ends.
+    pub async fn next_bench_carbon(&mut self, run: &str) -> anyhow::Result<Option<u64>> {
+        loop {
+            let Some(el) = self.next_stanza().await else {
+                return Ok(None);
+            };
+            let inner = el
+                .children()
+                .find(|c| c.ns() == ns::CARBONS && matches!(c.name(), "sent" | "received"))
+                .and_then(|c| c.get_child("forwarded", ns::FORWARD))
+                .and_then(|f| f.get_child("message", ns::CLIENT));
+            let Some(body) = inner.and_then(|m| m.child_text("body", ns::CLIENT)) else {
+                continue;
+            };
+            if let Some(us) = bench_stamp(&body, run) {
+                return Ok(Some(us));
+            }
+        }
+    }
+
     /// [`Reader::next_bench_message`], and whether the message came with a XEP-0203 delay
     /// (it was stored offline on its way).
     pub async fn next_bench(&mut self, run: &str) -> anyhow::Result<Option<(u64, bool)>> {
@@ -467,18 +540,11 @@ impl Reader {
             if el.name() != "message" {
                 continue;
             }
-            if let Some(body) = el.child_text("body", ns::CLIENT) {
-                // Messages of an earlier run (e.g. stored offline) are not this run's.
-                let mut fields = body.split(';');
-                let ts = fields.next().and_then(|f| f.strip_prefix("t="));
-                if fields.next() != Some(run) {
-                    continue;
-                }
-                if let Some(ts) = ts {
-                    if let Ok(us) = ts.parse::<u64>() {
-                        return Ok(Some((us, el.has_child("delay", ns::DELAY))));
-                    }
-                }
+            if let Some(us) = el
+                .child_text("body", ns::CLIENT)
+                .and_then(|body| bench_stamp(&body, run))
+            {
+                return Ok(Some((us, el.has_child("delay", ns::DELAY))));
             }
         }
     }

@@ -24,6 +24,7 @@
 //! Failover mode (`--failover`): starts two DCs of its own and measures what users see when
 //! one dies or they are cut apart (see `failover.rs`); the other options do not apply.
 
+mod archive;
 mod chat;
 mod client;
 mod data;
@@ -120,6 +121,30 @@ pub struct Args {
     /// itself every 50th message). Applies to the chat, --peak and --idle workloads.
     #[arg(long)]
     sm: bool,
+    /// Message carbons (XEP-0280) for half the users: each even user logs in a second resource
+    /// (`bench-copy`), both enable carbons, and every message goes to its partner's full JID,
+    /// so each message of a pair gives exactly one carbon (sent or received) at an even user's
+    /// second resource; counted and timed like the messages. Applies to the chat workload.
+    #[arg(long)]
+    carbons: bool,
+    /// Archive queries instead of chat: fills one user's message archive to --archive-size
+    /// messages in the database (--database-url), then times this many queries for the last
+    /// 50 messages of one conversation and of the whole archive (see `archive.rs`).
+    #[arg(long, default_value_t = 0)]
+    archive_query: usize,
+    /// Messages in the archive of --archive-query.
+    #[arg(long, default_value_t = 1_000_000)]
+    archive_size: usize,
+    /// The DC's database, for --archive-query (the local stack's DC 1 by default).
+    #[arg(
+        long,
+        default_value = "postgres://postgres@127.0.0.1:55432/meerkat_dc1"
+    )]
+    database_url: String,
+    /// Every user sets its archiving preference to `never` (XEP-0313 `<prefs default='never'/>`)
+    /// right after logging in: the chat workload without the message archive, for comparison.
+    #[arg(long)]
+    archive_off: bool,
     /// Resumption burst instead of chat: this many users with stream management (users
     /// `<prefix>resume<i>`) get a few messages, drop their TCP connections at once (no stream
     /// close), reconnect and resume; prints the time from the drop until the first stanza
@@ -204,6 +229,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.login_loop > 0 {
         return login_loop(&args).await;
+    }
+    if args.archive_query > 0 {
+        return archive::query(&args).await;
     }
     if args.resume_burst > 0 {
         return resume::burst(&args).await;
@@ -406,7 +434,15 @@ async fn chat(args: &Args) -> anyhow::Result<()> {
         } else {
             ""
         },
-        if args.sm { " (stream management)" } else { "" },
+        [
+            (args.sm, " (stream management)"),
+            (args.carbons, " (carbons for half)"),
+            (args.archive_off, " (archive off)"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, what)| *what)
+        .collect::<String>(),
         users as f64 / login_secs,
     );
     if args.json {
@@ -415,6 +451,8 @@ async fn chat(args: &Args) -> anyhow::Result<()> {
         j["inter_dc"] = inter_dc.into();
         j["users"] = users.into();
         j["sm"] = args.sm.into();
+        j["carbons"] = args.carbons.into();
+        j["archive_off"] = args.archive_off.into();
         println!("{j}");
     }
     Ok(())
