@@ -1,10 +1,11 @@
 """A stock XMPP client library (slixmpp, its XEP-0198 plugin) against a running Meerkat DC:
 stream management is enabled, the TCP connection drops without a stream close, the client
 reconnects and resumes; it gets every message sent meanwhile exactly once and in order, and
-its contact never sees it go offline. With a second gateway's port, it drops again and resumes
-there (the session moves), then once more back at the first, with the same resumption id.
+its contact never sees it go offline. With a second port (another gateway of the DC, or a
+gateway of another DC: WHERE2 names it), it drops again and resumes there (the session moves),
+then once more back at the first, with the same resumption id.
 
-Usage: slixmpp_sm.py HOST PORT DOMAIN PREFIX [PORT2]
+Usage: slixmpp_sm.py HOST PORT DOMAIN PREFIX [PORT2 [WHERE2]]
 Prints one line per step and exits 0 only if every step passed.
 """
 
@@ -19,6 +20,7 @@ from slixmpp.exceptions import IqError
 
 HOST, PORT, DOMAIN, PREFIX = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 PORT2 = int(sys.argv[5]) if len(sys.argv) > 5 else None
+WHERE2 = sys.argv[6] if len(sys.argv) > 6 else "at another gateway"
 logging.basicConfig(level=logging.DEBUG if os.environ.get("INTEROP_DEBUG") else logging.ERROR)
 PASSWORD = "interop-secret"
 TIMEOUT = 15
@@ -137,8 +139,8 @@ async def main():
 
     await drop_and_resume(PORT, "at the same gateway")
     if PORT2 is not None:
-        await drop_and_resume(PORT2, "at another gateway")
-        await drop_and_resume(PORT, "back at the first gateway")
+        await drop_and_resume(PORT2, WHERE2)
+        await drop_and_resume(PORT, "back where it started")
 
     alice.send_message(mto=bob.boundjid.full, mbody="after", mtype="chat")
     got = await bodies(bob.messages, 2)

@@ -28,6 +28,7 @@ mod shared {
     mod accounts;
     mod chat;
     mod data;
+    mod interop;
     mod presence;
     mod sessions;
 }

@@ -1,7 +1,7 @@
 //! A stock client library (slixmpp, installed by `cargo xtask test`) completes the whole
 //! user journey: register, login, subscribe, presence, chat, offline delivery, ping, disco;
 //! and with its XEP-0198 plugin, a dropped connection resumed with nothing lost, at the same
-//! gateway, at another gateway of the DC, and back.
+//! gateway, at another gateway of the DC, and back (at another DC: multidc `shared::interop`).
 
 use crate::{dc, user};
 
