@@ -493,3 +493,45 @@ pub(crate) async fn wait_routers_hold_jids(
     )
     .await
 }
+
+/// Waits until every router of `routers` shows each of `jids` (full JIDs) with the boolean
+/// `flag` of its directory entry true (e.g. `carbons`): a session's change reached them all.
+pub(crate) async fn wait_routers_flag(
+    routers: &[(String, SocketAddr)],
+    jids: &[&str],
+    flag: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    poll_routers(
+        routers,
+        timeout,
+        &format!("directories without {flag}"),
+        |name, admin| {
+            let client = client.clone();
+            async move {
+                let sessions: Vec<serde_json::Value> =
+                    match client.get(format!("http://{admin}/directory")).send().await {
+                        Ok(resp) => resp
+                            .json::<serde_json::Value>()
+                            .await
+                            .ok()
+                            .and_then(|v| v["sessions"].as_array().cloned())
+                            .unwrap_or_default(),
+                        Err(_) => Vec::new(),
+                    };
+                let off: Vec<&str> = jids
+                    .iter()
+                    .copied()
+                    .filter(|j| {
+                        !sessions
+                            .iter()
+                            .any(|s| s["jid"].as_str() == Some(*j) && s[flag] == true)
+                    })
+                    .collect();
+                (!off.is_empty()).then(|| format!("{name} {admin}: no {flag} {}", off.join(", ")))
+            }
+        },
+    )
+    .await
+}
