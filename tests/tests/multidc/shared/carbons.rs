@@ -4,34 +4,26 @@
 
 use std::time::Duration;
 
-use meerkat_testkit::client::Client;
-use meerkat_xmpp::{ns, Element};
+use meerkat_testkit::client::{chat, Client};
+use meerkat_xmpp::{carbons, ns, Element};
 
 use crate::{available, register_everywhere, shared, user, CONVERGE};
 
-fn message(to: &str, body: &str) -> Element {
-    Element::new("message", ns::CLIENT)
-        .with_attr("to", to)
-        .with_attr("type", "chat")
-        .with_child(Element::new("body", ns::CLIENT).with_text(body))
-}
-
 /// `msg <body>`, or `received <body>` / `sent <body>` for a carbon from the account's bare JID.
 fn seen(c: &Client, el: &Element) -> String {
-    for side in ["received", "sent"] {
-        if let Some(inner) = el
-            .get_child(side, ns::CARBONS)
-            .and_then(|w| w.get_child("forwarded", ns::FORWARD))
-            .and_then(|f| f.get_child("message", ns::CLIENT))
-        {
+    let body = |m: &Element| m.child_text("body", ns::CLIENT).unwrap_or_default();
+    match carbons::forwarded(el) {
+        Some(inner) => {
             assert_eq!(el.attr("from"), Some(c.bare_jid()), "{el}");
             assert_eq!(el.attr("to"), Some(c.jid()), "{el}");
-            let body = inner.child_text("body", ns::CLIENT).unwrap_or_default();
-            return format!("{side} {body}");
+            let side = el
+                .children()
+                .find(|w| w.ns() == ns::CARBONS)
+                .map(Element::name);
+            format!("{} {}", side.unwrap_or_default(), body(inner))
         }
+        None => format!("msg {}", body(el)),
     }
-    let body = el.child_text("body", ns::CLIENT).unwrap_or_default();
-    format!("msg {body}")
 }
 
 /// The `n` next messages `c` gets (sorted: several DCs and partitions deliver them), then
@@ -83,12 +75,12 @@ async fn carbons_cross_dcs_each_once() {
 
     // Bob at DC 1 and at DC 2 to Alice's resource at DC 1, then to her bare JID (both
     // resources have priority 0: both get it, no copy).
-    b1.send(&message(&a1j, "b1 to a1")).await.unwrap();
-    b2.send(&message(&a1j, "b2 to a1")).await.unwrap();
-    b2.send(&message(&abare, "b2 to alice")).await.unwrap();
+    b1.send(&chat(&a1j, "b1 to a1")).await.unwrap();
+    b2.send(&chat(&a1j, "b2 to a1")).await.unwrap();
+    b2.send(&chat(&abare, "b2 to alice")).await.unwrap();
     // Alice from each DC to Bob at the other.
-    a1.send(&message(&b2j, "a1 to b2")).await.unwrap();
-    a2.send(&message(&b1j, "a2 to b1")).await.unwrap();
+    a1.send(&chat(&b2j, "a1 to b2")).await.unwrap();
+    a2.send(&chat(&b1j, "a2 to b1")).await.unwrap();
 
     assert_eq!(
         next_messages(&mut a1, 4).await,
