@@ -195,6 +195,46 @@ mod tests {
         assert_eq!(who(&c), [(Side::Received, "a@x/3")]);
     }
 
+    fn inbound(xml: &str, wire_kind: RouteKind) -> Inbound {
+        let el = Element::parse(xml).expect("stanza");
+        let from = el.attr("from").unwrap_or("").to_owned();
+        Inbound {
+            kind: meerkat_xmpp::StanzaKind::of(&el).expect("kind"),
+            ty: StanzaType::of(&el),
+            from_bare: jids::bare(&from),
+            from,
+            sender: None,
+            initial: false,
+            wire_kind,
+            target_session: None,
+            hops: 3,
+            received_at: None,
+            el,
+        }
+    }
+
+    #[test]
+    fn a_copy_that_comes_back_is_dropped_and_private_is_removed() {
+        let original = Element::parse(
+            "<message xmlns='jabber:client' from='b@x/1' to='a@x' type='chat'><body>hi</body></message>",
+        )
+        .expect("message");
+        let copy = carbons::wrap(&original, Side::Received, "a@x", "a@x/2").to_xml();
+        for kind in [RouteKind::Bounce, RouteKind::Returned, RouteKind::Remote] {
+            assert!(is_returned_copy(&inbound(&copy, kind)), "{kind}");
+        }
+        // A client's message carrying <received/> is its own (full JID): routed as usual.
+        let forged = "<message xmlns='jabber:client' from='b@x/1' to='a@x' type='chat'>\
+                      <received xmlns='urn:xmpp:carbons:2'/></message>";
+        assert!(!is_returned_copy(&inbound(forged, RouteKind::Bounce)));
+        assert!(!is_returned_copy(&inbound(forged, RouteKind::Stanza)));
+        let private = "<message xmlns='jabber:client' from='b@x/1' to='a@x' type='chat'>\
+                       <body>x</body><private xmlns='urn:xmpp:carbons:2'/></message>";
+        let stripped = without_private(&inbound(private, RouteKind::Stanza)).expect("private");
+        assert!(!carbons::is_private(&stripped.el));
+        assert!(without_private(&inbound(&original.to_xml(), RouteKind::Stanza)).is_none());
+    }
+
     #[test]
     fn requests_answered() {
         let iq = Element::parse(

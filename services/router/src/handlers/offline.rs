@@ -38,7 +38,7 @@ pub async fn store(
     if !Hints::of(&inb.el).allows_offline() {
         // XEP-0334 `no-store`: not stored. RFC 6121 §8.5.2.2.1 lets the server drop it or
         // answer service-unavailable: a message with a body gets the error (the sender learns
-        // it was not delivered, as ejabberd does), a body-less one (a chat state) is dropped.
+        // it was not delivered), a body-less one (a chat state) is dropped.
         return Ok(if inb.el.has_child("body", ns::CLIENT) {
             error(ctx, inb, out, StanzaError::service_unavailable())
         } else {
