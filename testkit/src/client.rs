@@ -495,12 +495,7 @@ impl Client {
     /// A `type='chat'` message with a fresh id.
     pub async fn send_message(&mut self, to: &str, body: &str) -> anyhow::Result<()> {
         let id = self.fresh_id();
-        let msg = Element::new("message", ns::CLIENT)
-            .with_attr("to", to)
-            .with_attr("type", "chat")
-            .with_attr("id", id)
-            .with_child(Element::new("body", ns::CLIENT).with_text(body));
-        self.send(&msg).await
+        self.send(&chat(to, body).with_attr("id", id)).await
     }
 
     /// Initial available presence.
@@ -742,6 +737,14 @@ impl Client {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// A `type='chat'` message with a body (to add payloads to before sending).
+pub fn chat(to: &str, body: &str) -> Element {
+    Element::new("message", ns::CLIENT)
+        .with_attr("to", to)
+        .with_attr("type", "chat")
+        .with_child(Element::new("body", ns::CLIENT).with_text(body))
 }
 
 /// The defined condition of a stanza of `type='error'`, e.g. "item-not-found".

@@ -449,6 +449,19 @@ pub(crate) async fn directory_sessions(admin: SocketAddr) -> Option<u64> {
         .map(|v| v as u64)
 }
 
+/// The sessions a router's `GET /directory` lists (none if it does not answer).
+async fn directory(client: &reqwest::Client, admin: SocketAddr) -> Vec<serde_json::Value> {
+    match client.get(format!("http://{admin}/directory")).send().await {
+        Ok(resp) => resp
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|v| v["sessions"].as_array().cloned())
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// Polls until every router of `routers` (name, admin address) has each of `jids` (full JIDs)
 /// in its directory (`GET /directory`) exactly once (one session per full JID), whatever
 /// else it holds.
@@ -465,22 +478,11 @@ pub(crate) async fn wait_routers_hold_jids(
         |name, admin| {
             let client = client.clone();
             async move {
-                let held: Vec<String> =
-                    match client.get(format!("http://{admin}/directory")).send().await {
-                        Ok(resp) => resp
-                            .json::<serde_json::Value>()
-                            .await
-                            .ok()
-                            .and_then(|v| {
-                                v["sessions"].as_array().map(|s| {
-                                    s.iter()
-                                        .filter_map(|x| x["jid"].as_str().map(str::to_owned))
-                                        .collect()
-                                })
-                            })
-                            .unwrap_or_default(),
-                        Err(_) => Vec::new(),
-                    };
+                let held: Vec<String> = directory(&client, admin)
+                    .await
+                    .iter()
+                    .filter_map(|x| x["jid"].as_str().map(str::to_owned))
+                    .collect();
                 let missing: Vec<&str> = jids
                     .iter()
                     .copied()
@@ -488,6 +490,39 @@ pub(crate) async fn wait_routers_hold_jids(
                     .collect();
                 (!missing.is_empty())
                     .then(|| format!("{name} {admin}: not once {}", missing.join(", ")))
+            }
+        },
+    )
+    .await
+}
+
+/// Waits until every router of `routers` shows each of `jids` (full JIDs) with the boolean
+/// `flag` of its directory entry true (e.g. `carbons`): a session's change reached them all.
+pub(crate) async fn wait_routers_flag(
+    routers: &[(String, SocketAddr)],
+    jids: &[&str],
+    flag: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    poll_routers(
+        routers,
+        timeout,
+        &format!("directories without {flag}"),
+        |name, admin| {
+            let client = client.clone();
+            async move {
+                let sessions = directory(&client, admin).await;
+                let off: Vec<&str> = jids
+                    .iter()
+                    .copied()
+                    .filter(|j| {
+                        !sessions
+                            .iter()
+                            .any(|s| s["jid"].as_str() == Some(*j) && s[flag] == true)
+                    })
+                    .collect();
+                (!off.is_empty()).then(|| format!("{name} {admin}: no {flag} {}", off.join(", ")))
             }
         },
     )

@@ -121,12 +121,25 @@ impl SharedDcs {
         jids: &[&str],
         timeout: Duration,
     ) -> anyhow::Result<()> {
-        let routers: Vec<(String, SocketAddr)> = self
-            .dcs
+        crate::multi::wait_routers_hold_jids(&self.routers(), jids, timeout).await
+    }
+
+    /// Waits until every router of both DCs shows each of `jids` with `flag` true in its
+    /// directory (e.g. `carbons`).
+    pub async fn wait_directory_flag(
+        &self,
+        jids: &[&str],
+        flag: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        crate::multi::wait_routers_flag(&self.routers(), jids, flag, timeout).await
+    }
+
+    fn routers(&self) -> Vec<(String, SocketAddr)> {
+        self.dcs
             .iter()
             .flat_map(|dc| dc.routers.iter().map(|a| (dc.dc.clone(), *a)))
-            .collect();
-        crate::multi::wait_routers_hold_jids(&routers, jids, timeout).await
+            .collect()
     }
 }
 

@@ -366,6 +366,8 @@ async fn disco_ping_version(dc: &Dc) {
         ns::VERSION,
         ns::OFFLINE,
         ns::ROSTER_VER,
+        ns::CARBONS,
+        ns::CARBONS_RULES,
     ] {
         assert!(features.contains(&want), "{want} not in {features:?}");
     }

@@ -112,6 +112,10 @@ fn important_message(el: &Element) -> bool {
     if el.attr("type") == Some("error") {
         return true;
     }
+    // A carbon (XEP-0280) is as important as the message it copies.
+    if let Some(copied) = meerkat_xmpp::carbons::forwarded(el) {
+        return important_message(copied);
+    }
     el.children().any(|c| {
         let content = c.ns() == el.ns() && matches!(c.name(), "body" | "subject");
         content || c.is("store", ns::HINTS) || c.is("encrypted", OMEMO) || c.is("openpgp", OPENPGP)
@@ -284,6 +288,23 @@ mod tests {
         csi.set_inactive();
         assert_eq!(held(csi.offer(5, &presence("a@example.com/1"))), None);
         assert_eq!(csi.take_all(), [5]);
+    }
+
+    #[test]
+    fn a_carbon_is_judged_by_what_it_copies() {
+        let carbon = |inner: &str| {
+            format!(
+                "<message xmlns='jabber:client' from='a@example.com' type='chat'>\
+                 <received xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'>\
+                 {inner}</forwarded></received></message>"
+            )
+        };
+        let mut csi = inactive();
+        held(csi.offer(1, &carbon(&chat_state("b@example.com/1"))));
+        assert_eq!(
+            sent(csi.offer(2, &carbon(&body("b@example.com/1")))),
+            [1, 2]
+        );
     }
 
     #[test]

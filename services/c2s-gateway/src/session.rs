@@ -97,6 +97,7 @@ pub fn start(
                     priority: 0,
                     presence: None,
                     interested: false,
+                    carbons: false,
                 },
                 username: bound.username,
                 bare,
@@ -869,6 +870,14 @@ async fn client_stanza(
                             Ok(())
                         }
                     };
+                }
+                // Carbons: the flag is set here, the router answers once it has seen it.
+                if let Some(toggle) = meerkat_xmpp::carbons::Toggle::of_iq(&el) {
+                    let on = toggle == meerkat_xmpp::carbons::Toggle::Enable;
+                    if st.info.carbons != on {
+                        st.info.carbons = on;
+                        update(ctx, st).await;
+                    }
                 }
                 if payload.ns() == ns::ROSTER && ty == StanzaType::Get && !st.info.interested {
                     st.info.interested = true;

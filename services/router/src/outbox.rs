@@ -122,6 +122,15 @@ impl Outbox {
         });
     }
 
+    /// The sessions a stanza is queued for so far.
+    pub fn delivered_sessions(&self) -> Vec<Uuid> {
+        self.items
+            .iter()
+            .filter(|o| o.kind == RouteKind::Stanza)
+            .map(|o| o.target.session)
+            .collect()
+    }
+
     /// Queues a nudge for `bare`, published after the deliveries: the router partition of the
     /// account delivers what is stored for it to its resources available at this DC.
     pub fn nudge_stored(&mut self, bare: &str) {

@@ -5,7 +5,7 @@
 use meerkat_wire::SessionInfo;
 use meerkat_xmpp::{StanzaError, StanzaKind, StanzaType};
 
-use crate::handlers::{self, account_exists, offline, presence, subscription, Entity};
+use crate::handlers::{self, account_exists, carbons, offline, presence, subscription, Entity};
 use crate::inbound::Inbound;
 use crate::jids::Addr;
 use crate::metrics::Outcome;
@@ -92,8 +92,20 @@ pub fn remote_arrival(entry: Option<&SessionInfo>, own_dc: &str, hops: u64) -> R
     }
 }
 
-/// Routes one stanza; deliveries go to `out`.
+/// Routes one stanza; deliveries go to `out`, then a message's carbons (handlers/carbons.rs).
 pub async fn route(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Result<Outcome> {
+    if carbons::is_returned_copy(inb) {
+        return Ok(Outcome::Dropped);
+    }
+    if let Some(private) = carbons::without_private(inb) {
+        return route_stanza(ctx, &private, out).await;
+    }
+    let outcome = route_stanza(ctx, inb, out).await?;
+    carbons::copy(ctx, inb, out, outcome);
+    Ok(outcome)
+}
+
+async fn route_stanza(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Result<Outcome> {
     let Some(to) = inb.el.attr("to") else {
         return no_to(ctx, inb, out).await;
     };
@@ -285,6 +297,7 @@ mod tests {
             priority,
             presence: None,
             interested: false,
+            carbons: false,
         }
     }
 

@@ -46,6 +46,10 @@ pub struct SessionInfo {
     /// Has requested the roster (RFC 6121 §2.1.6: roster pushes go to interested resources).
     #[serde(default)]
     pub interested: bool,
+    /// Has enabled message carbons (XEP-0280): gets copies of what its account sends and
+    /// receives on its other resources.
+    #[serde(default)]
+    pub carbons: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,12 +139,13 @@ mod tests {
                 priority: 0,
                 presence: None,
                 interested: false,
+                carbons: false,
             },
         };
         let json = String::from_utf8(ev.to_json()).expect("utf8");
         assert_eq!(
             json,
-            r#"{"v":1,"kind":"open","epoch":"e1","session":{"jid":"a@example.com/r","session_id":"00000000-0000-0000-0000-000000000000","version":1,"dc":"dc1","gateway":"dc1-gw1","available":false,"priority":0,"interested":false}}"#
+            r#"{"v":1,"kind":"open","epoch":"e1","session":{"jid":"a@example.com/r","session_id":"00000000-0000-0000-0000-000000000000","version":1,"dc":"dc1","gateway":"dc1-gw1","available":false,"priority":0,"interested":false,"carbons":false}}"#
         );
         assert_eq!(SessionEvent::from_json(json.as_bytes()).expect("parse"), ev);
         let ctl = ControlEvent::Resync {

@@ -2,6 +2,7 @@
 //! reader, namespaces, stream and stanza errors, and JIDs (re-exported from `jid`).
 
 pub mod addr;
+pub mod carbons;
 pub mod chars;
 pub mod element;
 pub mod error;

@@ -15,6 +15,8 @@ pub const SERVER_FEATURES: &[&str] = &[
     ns::ROSTER_VER,
     ns::OFFLINE,
     ns::REGISTER,
+    ns::CARBONS,
+    ns::CARBONS_RULES,
 ];
 
 #[derive(Debug, PartialEq, Eq)]

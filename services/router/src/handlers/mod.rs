@@ -1,6 +1,7 @@
 //! Server-side handlers, one file per protocol. Each parses its stanza into a typed request
 //! and applies it. `server_iq` dispatches an iq addressed to the server or to an account.
 
+pub mod carbons;
 pub mod disco;
 pub mod offline;
 pub mod ping;
@@ -62,6 +63,7 @@ pub async fn server_iq(
         ns::DISCO_ITEMS => {
             disco::DiscoRequest::parse(inb.ty, payload).and_then(|req| req.answer_items(&inb.el))
         }
+        ns::CARBONS => carbons::answer(&inb.el, inb.ty, payload, &entity),
         ns::PING => ping::Ping::parse(inb.ty, payload).map(|p| p.answer(&inb.el)),
         ns::VERSION if server_like => {
             version::VersionRequest::parse(inb.ty, payload).map(|v| v.answer(&inb.el))

@@ -4,7 +4,7 @@
 
 use meerkat_store::StoreError;
 use meerkat_xmpp::stanza::delay;
-use meerkat_xmpp::{ns, Element, StanzaError};
+use meerkat_xmpp::{ns, Element, Hints, StanzaError};
 
 use crate::inbound::Inbound;
 use crate::jids::Addr;
@@ -35,6 +35,16 @@ pub async fn store(
     let Some(user) = &to.node else {
         return Ok(Outcome::Dropped);
     };
+    if !Hints::of(&inb.el).allows_offline() {
+        // XEP-0334 `no-store`: not stored. RFC 6121 §8.5.2.2.1 lets the server drop it or
+        // answer service-unavailable: a message with a body gets the error (the sender learns
+        // it was not delivered), a body-less one (a chat state) is dropped.
+        return Ok(if inb.el.has_child("body", ns::CLIENT) {
+            error(ctx, inb, out, StanzaError::service_unavailable())
+        } else {
+            Outcome::Dropped
+        });
+    }
     let stanza = stamp(&inb.el, &ctx.config.domain, chrono::Utc::now());
     match ctx
         .store
