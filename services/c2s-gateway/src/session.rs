@@ -97,6 +97,7 @@ pub fn start(
                     priority: 0,
                     presence: None,
                     interested: false,
+                    blocklist: false,
                 },
                 username: bound.username,
                 bare,
@@ -869,6 +870,13 @@ async fn client_stanza(
                 }
                 if payload.ns() == ns::ROSTER && ty == StanzaType::Get && !st.info.interested {
                     st.info.interested = true;
+                    update(ctx, st).await;
+                }
+                if payload.is("blocklist", ns::BLOCKING)
+                    && ty == StanzaType::Get
+                    && !st.info.blocklist
+                {
+                    st.info.blocklist = true;
                     update(ctx, st).await;
                 }
             }

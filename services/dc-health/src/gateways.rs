@@ -277,6 +277,7 @@ mod tests {
                 priority: 0,
                 presence: None,
                 interested: false,
+                blocklist: false,
             },
         }
     }

@@ -241,6 +241,7 @@ mod tests {
             priority: 0,
             presence: None,
             interested: false,
+            blocklist: false,
         }
     }
 

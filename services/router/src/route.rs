@@ -107,6 +107,9 @@ pub async fn route(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Result
             _ => error(ctx, inb, out, StanzaError::remote_server_not_found()),
         });
     }
+    if let Some(refused) = handlers::blocking::enforce(ctx, inb, out, &addr).await? {
+        return Ok(refused);
+    }
     match (&addr.node, &addr.resource) {
         (None, _) => to_server(ctx, inb, out).await,
         (Some(_), Some(_)) => to_full(ctx, inb, out, &addr).await,
@@ -285,6 +288,7 @@ mod tests {
             priority,
             presence: None,
             interested: false,
+            blocklist: false,
         }
     }
 

@@ -120,6 +120,7 @@ async fn remote_session(a: &Amqp, jid: &str, id: Uuid) {
             priority: 0,
             presence: None,
             interested: true,
+            blocklist: false,
         },
     };
     a.publisher
@@ -266,6 +267,7 @@ async fn sessions_of_another_dc_get_wrapped_stanzas() {
             priority: 0,
             presence: None,
             interested: false,
+            blocklist: false,
         },
     };
     loser.kind = SessionEventKind::Open;

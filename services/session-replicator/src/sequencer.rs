@@ -145,6 +145,7 @@ pub(crate) mod tests {
             priority: 0,
             presence: None,
             interested: false,
+            blocklist: false,
         }
     }
 

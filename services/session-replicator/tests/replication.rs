@@ -160,6 +160,7 @@ fn session(dc: &str, n: u128, version: u64) -> SessionInfo {
         priority: 0,
         presence: None,
         interested: false,
+        blocklist: false,
     }
 }
 

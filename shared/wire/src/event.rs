@@ -46,6 +46,9 @@ pub struct SessionInfo {
     /// Has requested the roster (RFC 6121 §2.1.6: roster pushes go to interested resources).
     #[serde(default)]
     pub interested: bool,
+    /// Has requested the block list (XEP-0191 §3.3: blocking pushes go to these resources).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub blocklist: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +138,7 @@ mod tests {
                 priority: 0,
                 presence: None,
                 interested: false,
+                blocklist: false,
             },
         };
         let json = String::from_utf8(ev.to_json()).expect("utf8");

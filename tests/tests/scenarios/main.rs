@@ -3,6 +3,7 @@
 
 mod accounts;
 mod auth;
+mod blocking;
 mod csi;
 mod delivery;
 mod flood;

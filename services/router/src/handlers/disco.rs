@@ -15,6 +15,7 @@ pub const SERVER_FEATURES: &[&str] = &[
     ns::ROSTER_VER,
     ns::OFFLINE,
     ns::REGISTER,
+    ns::BLOCKING,
 ];
 
 #[derive(Debug, PartialEq, Eq)]
