@@ -160,6 +160,12 @@ async fn a_blocked_contact_cannot_reach_the_user(dc: &Dc) {
     e.send_presence().await.unwrap();
     let (aj, ej) = (a.bare_jid().to_owned(), e.bare_jid().to_owned());
     block(&mut a, &[&ej]).await.unwrap().unwrap();
+    // Eve never saw Alice's presence: blocking tells her nothing (not even Alice's resources).
+    e.expect_none(QUIET, |s| {
+        s.is("presence", ns::CLIENT) && s.attr("from").is_some_and(|f| f.starts_with(aj.as_str()))
+    })
+    .await
+    .unwrap();
 
     // Eve's message: service-unavailable, and Alice sees nothing of it.
     e.send(&chat(&aj, "hello-bare")).await.unwrap();

@@ -9,7 +9,8 @@ use meerkat_store::StoreError;
 use meerkat_xmpp::stanza::{error_reply, iq_result, iq_result_with, must_not_bounce};
 use meerkat_xmpp::{ns, Element, StanzaError, StanzaKind, StanzaType};
 
-use super::subscription::{available_targets, send_presence_of, send_unavailable_of};
+use super::subscription::{available_targets, send_presence_of};
+use crate::blocking::BlockList;
 use crate::inbound::Inbound;
 use crate::jids::Addr;
 use crate::metrics::Outcome;
@@ -113,10 +114,12 @@ pub async fn handle(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Resul
     reply(ctx, inb, out, &with_to(iq_result(&inb.el), inb));
     let push = match &req {
         BlockingRequest::Block(jids) => {
-            // §3.3: the contacts stop seeing the user at once.
+            // §3.3: the contacts who saw the user stop seeing them at once.
             for jid in jids {
                 if let Some(contact) = Addr::parse(jid).filter(|a| a.node.is_some()) {
-                    send_unavailable_of(ctx, out, &inb.from_bare, &contact.bare);
+                    if subscribed(ctx, user, &contact.bare).await? {
+                        unavailable_to_blocked(ctx, out, &inb.from_bare, &contact);
+                    }
                 }
             }
             item_list("block", jids)
@@ -155,6 +158,28 @@ pub fn advertised(ctx: &Ctx, mut result: Element) -> Element {
         }
     }
     result
+}
+
+/// Unavailable presence from each available session of `user_bare` to the sessions of
+/// `blocked` (all of the account's for a bare JID, that one for a full JID).
+fn unavailable_to_blocked(ctx: &Ctx, out: &mut Outbox, user_bare: &str, blocked: &Addr) {
+    let from: Vec<String> = available_targets(ctx, user_bare)
+        .into_iter()
+        .map(|(_, j)| j)
+        .collect();
+    let item = BlockList::new([blocked.full()]);
+    for (target, jid) in available_targets(ctx, &blocked.bare) {
+        if !Addr::parse(&jid).is_some_and(|a| item.blocks(&a)) {
+            continue;
+        }
+        for f in &from {
+            let p = Element::new("presence", ns::CLIENT)
+                .with_attr("type", "unavailable")
+                .with_attr("from", f.clone())
+                .with_attr("to", jid.clone());
+            out.deliver(target.clone(), &p);
+        }
+    }
 }
 
 /// Whether `contact` may see `user`'s presence (subscription from or both).
