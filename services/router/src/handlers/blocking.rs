@@ -9,7 +9,7 @@ use meerkat_store::StoreError;
 use meerkat_xmpp::stanza::{error_reply, iq_result, iq_result_with, must_not_bounce};
 use meerkat_xmpp::{ns, Element, StanzaError, StanzaKind, StanzaType};
 
-use super::subscription::{available_targets, send_presence_of};
+use super::subscription::{available_targets, send_presence_of, send_unavailable_to};
 use crate::blocking::BlockList;
 use crate::inbound::Inbound;
 use crate::jids::Addr;
@@ -163,23 +163,12 @@ pub fn advertised(ctx: &Ctx, mut result: Element) -> Element {
 /// Unavailable presence from each available session of `user_bare` to the sessions of
 /// `blocked` (all of the account's for a bare JID, that one for a full JID).
 fn unavailable_to_blocked(ctx: &Ctx, out: &mut Outbox, user_bare: &str, blocked: &Addr) {
-    let from: Vec<String> = available_targets(ctx, user_bare)
-        .into_iter()
-        .map(|(_, j)| j)
-        .collect();
     let item = BlockList::new([blocked.full()]);
-    for (target, jid) in available_targets(ctx, &blocked.bare) {
-        if !Addr::parse(&jid).is_some_and(|a| item.blocks(&a)) {
-            continue;
-        }
-        for f in &from {
-            let p = Element::new("presence", ns::CLIENT)
-                .with_attr("type", "unavailable")
-                .with_attr("from", f.clone())
-                .with_attr("to", jid.clone());
-            out.deliver(target.clone(), &p);
-        }
-    }
+    let targets = available_targets(ctx, &blocked.bare)
+        .into_iter()
+        .filter(|(_, jid)| Addr::parse(jid).is_some_and(|a| item.blocks(&a)))
+        .collect();
+    send_unavailable_to(ctx, out, user_bare, targets);
 }
 
 /// Whether `contact` may see `user`'s presence (subscription from or both).
