@@ -107,7 +107,9 @@ pub async fn listen(ctx: Arc<Ctx>, shutdown: CancellationToken) {
     let cache = &ctx.blocking;
     loop {
         let listener = async {
-            let mut l = sqlx::postgres::PgListener::connect_with(ctx.store.pool()).await?;
+            // A connection of its own, not one of the pool's (which it would hold for good).
+            let url = ctx.config.database.database_url.expose();
+            let mut l = sqlx::postgres::PgListener::connect(url).await?;
             l.listen("meerkat_blocking").await?;
             Ok::<_, sqlx::Error>(l)
         };
