@@ -3,6 +3,7 @@
 //! disturb nothing share (`shared`), DCs of service processes (`procs`) and an OTLP trace
 //! receiver (`otlp`). It starts every service from its library, so it sits beside the tests
 //! at the top of the workspace, not under `shared/` with the crates the services build on.
+pub mod blocking;
 pub mod client;
 pub mod infra;
 pub use infra::*;

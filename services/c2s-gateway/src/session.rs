@@ -98,6 +98,7 @@ pub fn start(
                     presence: None,
                     interested: false,
                     carbons: false,
+                    blocklist: false,
                 },
                 username: bound.username,
                 bare,
@@ -881,6 +882,13 @@ async fn client_stanza(
                 }
                 if payload.ns() == ns::ROSTER && ty == StanzaType::Get && !st.info.interested {
                     st.info.interested = true;
+                    update(ctx, st).await;
+                }
+                if payload.is("blocklist", ns::BLOCKING)
+                    && ty == StanzaType::Get
+                    && !st.info.blocklist
+                {
+                    st.info.blocklist = true;
                     update(ctx, st).await;
                 }
             }

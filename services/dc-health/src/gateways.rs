@@ -278,6 +278,7 @@ mod tests {
                 presence: None,
                 interested: false,
                 carbons: false,
+                blocklist: false,
             },
         }
     }

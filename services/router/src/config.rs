@@ -20,6 +20,16 @@ pub struct Config {
     pub database: Database,
     /// Offline messages kept per user (XEP-0160); more are refused with resource-constraint.
     pub max_offline: u32,
+    /// Block lists (XEP-0191) may be changed here. Their records are a replication kind that
+    /// a DC of an earlier version cannot apply (it parks them, and this DC's data stream to it
+    /// stalls until it is upgraded): off while a mesh is upgraded to the first version that has
+    /// them. Lists already stored are enforced either way.
+    pub blocking: bool,
+    /// Items an account's block list holds at most (XEP-0191); a block past it is refused
+    /// with resource-constraint.
+    pub max_blocked: u32,
+    /// Items one block or unblock request may carry; more: resource-constraint.
+    pub max_block_request: u32,
     /// The other DCs: id and the federation upstream URI they are reached by. A stanza from
     /// another DC is accepted only when it came through the link of the DC it claims
     /// (`x-received-from`); none = every stanza claiming another DC is refused.
@@ -48,6 +58,9 @@ impl Default for Config {
             common: Common::default(),
             database: Database::default(),
             max_offline: 1000,
+            blocking: true,
+            max_blocked: 1000,
+            max_block_request: 100,
             peers: Vec::new(),
             transient_retry_ms: 5000,
             directory_warmup_ms: 1000,

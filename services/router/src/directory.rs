@@ -242,6 +242,7 @@ mod tests {
             presence: None,
             interested: false,
             carbons: false,
+            blocklist: false,
         }
     }
 

@@ -5,6 +5,7 @@
 //! session events of the DC's gateways and of the other DCs (republished by the replicator).
 
 mod admin_api;
+mod blocking;
 mod config;
 pub mod directory;
 mod failure;
@@ -35,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::{Config, Peer};
+pub use handlers::blocking::BlockingRequest;
 
 /// What every handler needs.
 pub(crate) struct Ctx {
@@ -49,6 +51,8 @@ pub(crate) struct Ctx {
     pub origins: meerkat_bus::origin::Origins,
     /// Where deliveries this version cannot take go (the DC's `meerkat.parked`).
     pub parker: meerkat_bus::Parker,
+    /// The block lists this router enforces (XEP-0191).
+    pub blocking: blocking::Cache,
 }
 
 pub struct Router {
@@ -90,6 +94,7 @@ impl Router {
             bus: base.bus.clone(),
             publisher: base.publisher.clone(),
             sessions: sessions::Sessions::default(),
+            blocking: blocking::Cache::default(),
             metrics,
             config,
         });
@@ -134,6 +139,7 @@ impl Router {
                 consuming.clone(),
             ));
         }
+        tracker.spawn(blocking::listen(ctx.clone(), shutdown.clone()));
         tracker.spawn(inter::run(ctx.clone(), shutdown.clone(), consuming.clone()));
         tracker.spawn(inter::run_returned(
             ctx.clone(),

@@ -119,6 +119,9 @@ async fn route_stanza(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Res
             _ => error(ctx, inb, out, StanzaError::remote_server_not_found()),
         });
     }
+    if let Some(refused) = handlers::blocking::enforce(ctx, inb, out, &addr).await? {
+        return Ok(refused);
+    }
     match (&addr.node, &addr.resource) {
         (None, _) => to_server(ctx, inb, out).await,
         (Some(_), Some(_)) => to_full(ctx, inb, out, &addr).await,
@@ -298,6 +301,7 @@ mod tests {
             presence: None,
             interested: false,
             carbons: false,
+            blocklist: false,
         }
     }
 

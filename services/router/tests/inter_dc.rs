@@ -121,6 +121,7 @@ async fn remote_session(a: &Amqp, jid: &str, id: Uuid) {
             presence: None,
             interested: true,
             carbons: false,
+            blocklist: false,
         },
     };
     a.publisher
@@ -268,6 +269,7 @@ async fn sessions_of_another_dc_get_wrapped_stanzas() {
             presence: None,
             interested: false,
             carbons: false,
+            blocklist: false,
         },
     };
     loser.kind = SessionEventKind::Open;

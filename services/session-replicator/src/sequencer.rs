@@ -146,6 +146,7 @@ pub(crate) mod tests {
             presence: None,
             interested: false,
             carbons: false,
+            blocklist: false,
         }
     }
 

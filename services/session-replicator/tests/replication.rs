@@ -161,6 +161,7 @@ fn session(dc: &str, n: u128, version: u64) -> SessionInfo {
         presence: None,
         interested: false,
         carbons: false,
+        blocklist: false,
     }
 }
 

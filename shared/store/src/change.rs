@@ -4,7 +4,9 @@
 
 use meerkat_auth::Credentials;
 
-use crate::{accounts, offline, replication, roster, subscriptions, RosterItem, Store, StoreError};
+use crate::{
+    accounts, blocking, offline, replication, roster, subscriptions, RosterItem, Store, StoreError,
+};
 
 /// A mutation of persistent user data.
 #[derive(Clone, Debug)]
@@ -45,6 +47,17 @@ pub enum Change {
     DeleteOffline {
         username: String,
         ids: Vec<i64>,
+    },
+    /// XEP-0191: block `jids`; refused (`StoreError::Full`) past `max` items.
+    Block {
+        username: String,
+        jids: Vec<String>,
+        max: u32,
+    },
+    /// XEP-0191: unblock `jids`, or everything (`None`).
+    Unblock {
+        username: String,
+        jids: Option<Vec<String>>,
     },
 }
 
@@ -144,6 +157,19 @@ impl Store {
                     records
                         .push(replication::offline_removed(&mut tx, username, uid, &stamp).await?);
                 }
+                Outcome::Done
+            }
+            Change::Block {
+                username,
+                jids,
+                max,
+            } => {
+                records.extend(blocking::block(&mut tx, username, jids, *max, &stamp).await?);
+                Outcome::Done
+            }
+            Change::Unblock { username, jids } => {
+                records
+                    .extend(blocking::unblock(&mut tx, username, jids.as_deref(), &stamp).await?);
                 Outcome::Done
             }
         };

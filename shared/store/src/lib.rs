@@ -6,6 +6,7 @@
 //! Usernames are stored as given: callers nodeprep them first.
 
 mod accounts;
+mod blocking;
 mod change;
 mod offline;
 mod replication;
@@ -32,8 +33,8 @@ pub enum StoreError {
     /// The account already exists.
     #[error("already exists")]
     Conflict,
-    /// The user's offline storage is at its limit.
-    #[error("offline storage full")]
+    /// A per-account limit is reached: offline storage, the block list.
+    #[error("limit reached")]
     Full,
     /// The write needs an account that does not exist.
     #[error("no such account")]

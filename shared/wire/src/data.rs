@@ -83,6 +83,10 @@ pub struct OfflineState {
     pub stored_at: i64,
 }
 
+/// A blocked JID (XEP-0191): its presence is the whole state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockState {}
+
 /// The new state of one item; `None` states are deletions (kept as tombstones).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "item", rename_all = "snake_case")]
@@ -110,6 +114,13 @@ pub enum Record {
         stamp: Stamp,
         state: Option<OfflineState>,
     },
+    /// One item of an account's block list (XEP-0191); `jid` as the router normalised it.
+    Block {
+        username: String,
+        jid: String,
+        stamp: Stamp,
+        state: Option<BlockState>,
+    },
 }
 
 impl Record {
@@ -118,7 +129,8 @@ impl Record {
             Record::Account { stamp, .. }
             | Record::Roster { stamp, .. }
             | Record::Request { stamp, .. }
-            | Record::Offline { stamp, .. } => stamp,
+            | Record::Offline { stamp, .. }
+            | Record::Block { stamp, .. } => stamp,
         }
     }
 
@@ -127,7 +139,8 @@ impl Record {
             Record::Account { username, .. }
             | Record::Roster { username, .. }
             | Record::Request { username, .. }
-            | Record::Offline { username, .. } => username,
+            | Record::Offline { username, .. }
+            | Record::Block { username, .. } => username,
         }
     }
 
@@ -152,7 +165,8 @@ impl Record {
             Record::Request { state: None, .. }
             | Record::Offline { state: None, .. }
             | Record::Account { .. }
-            | Record::Roster { .. } => None,
+            | Record::Roster { .. }
+            | Record::Block { .. } => None,
         }
     }
 }

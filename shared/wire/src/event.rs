@@ -50,6 +50,9 @@ pub struct SessionInfo {
     /// receives on its other resources.
     #[serde(default)]
     pub carbons: bool,
+    /// Has requested the block list (XEP-0191 §3.3: blocking pushes go to these resources).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub blocklist: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +143,7 @@ mod tests {
                 presence: None,
                 interested: false,
                 carbons: false,
+                blocklist: false,
             },
         };
         let json = String::from_utf8(ev.to_json()).expect("utf8");

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod auth;
+mod blocking;
 mod carbons;
 mod csi;
 mod delivery;

@@ -145,6 +145,7 @@ mod tests {
             presence: None,
             interested: false,
             carbons,
+            blocklist: false,
         }
     }
 

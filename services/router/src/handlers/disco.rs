@@ -17,6 +17,7 @@ pub const SERVER_FEATURES: &[&str] = &[
     ns::REGISTER,
     ns::CARBONS,
     ns::CARBONS_RULES,
+    ns::BLOCKING,
 ];
 
 #[derive(Debug, PartialEq, Eq)]

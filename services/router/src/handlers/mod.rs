@@ -1,6 +1,7 @@
 //! Server-side handlers, one file per protocol. Each parses its stanza into a typed request
 //! and applies it. `server_iq` dispatches an iq addressed to the server or to an account.
 
+pub mod blocking;
 pub mod carbons;
 pub mod disco;
 pub mod offline;
@@ -58,8 +59,15 @@ pub async fn server_iq(
             Entity::Account { own: true, .. } => return roster::handle(ctx, inb, out).await,
             _ => Err(StanzaError::service_unavailable()),
         },
+        ns::BLOCKING => match &entity {
+            Entity::Account { own: true, .. } if ctx.config.blocking => {
+                return blocking::handle(ctx, inb, out).await
+            }
+            _ => Err(StanzaError::service_unavailable()),
+        },
         ns::DISCO_INFO => disco::DiscoRequest::parse(inb.ty, payload)
-            .and_then(|req| req.answer_info(&inb.el, &entity, &ctx.config.domain)),
+            .and_then(|req| req.answer_info(&inb.el, &entity, &ctx.config.domain))
+            .map(|r| blocking::advertised(ctx, r)),
         ns::DISCO_ITEMS => {
             disco::DiscoRequest::parse(inb.ty, payload).and_then(|req| req.answer_items(&inb.el))
         }

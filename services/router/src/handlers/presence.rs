@@ -6,7 +6,7 @@ use meerkat_store::Subscription;
 use meerkat_xmpp::{ns, Element, StanzaType};
 
 use super::stored;
-use super::subscription::{available_targets, last_presences};
+use super::subscription::last_presences;
 use crate::inbound::Inbound;
 use crate::jids::{self, Addr};
 use crate::metrics::Outcome;
@@ -23,7 +23,7 @@ pub async fn broadcast(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Re
         .collect();
     recipients.push(inb.from_bare.clone());
     for bare in &recipients {
-        for (target, jid) in available_targets(ctx, bare) {
+        for (target, jid) in super::blocking::presence_targets(ctx, &inb.from, bare).await? {
             // Made here for a session of a DC declared down or back: each DC tells its own.
             if jid == inb.from
                 || (inb.wire_kind == meerkat_wire::RouteKind::LocalPresence
@@ -47,7 +47,8 @@ pub async fn broadcast(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Re
             watched.push(inb.from_bare.clone());
             for bare in &watched {
                 for mut p in last_presences(ctx, bare) {
-                    if p.attr("from").map(jids::full).as_deref() == Some(inb.from.as_str()) {
+                    let from = p.attr("from").map(jids::full).unwrap_or_default();
+                    if from == inb.from || !super::blocking::allows(ctx, &from, &inb.from).await? {
                         continue;
                     }
                     p.set_attr("to", inb.from.clone());

@@ -273,11 +273,21 @@ pub fn send_presence_of(ctx: &Ctx, out: &mut Outbox, from_bare: &str, to_bare: &
 
 /// Unavailable presence from each available session of `from_bare` to `to_bare`'s sessions.
 pub fn send_unavailable_of(ctx: &Ctx, out: &mut Outbox, from_bare: &str, to_bare: &str) {
+    send_unavailable_to(ctx, out, from_bare, available_targets(ctx, to_bare));
+}
+
+/// Unavailable presence from each available session of `from_bare` to each of `targets`.
+pub fn send_unavailable_to(
+    ctx: &Ctx,
+    out: &mut Outbox,
+    from_bare: &str,
+    targets: Vec<(Target, String)>,
+) {
     let from: Vec<String> = available_targets(ctx, from_bare)
         .into_iter()
         .map(|(_, j)| j)
         .collect();
-    for (target, jid) in available_targets(ctx, to_bare) {
+    for (target, jid) in targets {
         for f in &from {
             let p = Element::new("presence", ns::CLIENT)
                 .with_attr("type", "unavailable")

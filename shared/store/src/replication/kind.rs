@@ -61,6 +61,7 @@ pub(crate) static KINDS: &[&dyn Kind] = &[
     &super::roster::Roster,
     &super::requests::Requests,
     &super::offline::Offline,
+    &super::blocking::Blocking,
 ];
 
 /// The kind of `rec`.
