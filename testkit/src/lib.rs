@@ -5,6 +5,7 @@
 //! at the top of the workspace, not under `shared/` with the crates the services build on.
 pub mod client;
 pub mod infra;
+pub mod mam;
 pub use infra::*;
 pub mod multi;
 pub mod otlp;

@@ -5,6 +5,7 @@
 //! session events of the DC's gateways and of the other DCs (republished by the replicator).
 
 mod admin_api;
+mod archive;
 mod config;
 pub mod directory;
 mod failure;
@@ -13,6 +14,7 @@ mod handover;
 mod inbound;
 mod inter;
 mod jids;
+pub mod mam;
 mod metrics;
 mod outbox;
 mod partition;
@@ -49,6 +51,8 @@ pub(crate) struct Ctx {
     pub origins: meerkat_bus::origin::Origins,
     /// Where deliveries this version cannot take go (the DC's `meerkat.parked`).
     pub parker: meerkat_bus::Parker,
+    /// Writes the message archive, batched across partitions.
+    pub archiver: archive::Archiver,
 }
 
 pub struct Router {
@@ -83,6 +87,7 @@ impl Router {
                 .map(|p| (p.dc.as_str(), p.upstream_uri.as_str())),
         );
         let ctx = Arc::new(Ctx {
+            archiver: archive::Archiver::start(store.clone(), config.archive_default()),
             origins,
             parker: base.parker.clone(),
             instance,
@@ -135,6 +140,7 @@ impl Router {
             ));
         }
         tracker.spawn(inter::run(ctx.clone(), shutdown.clone(), consuming.clone()));
+        tracker.spawn(archive::retention(ctx.clone(), shutdown.clone()));
         tracker.spawn(inter::run_returned(
             ctx.clone(),
             shutdown.clone(),

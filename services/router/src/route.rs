@@ -94,6 +94,9 @@ pub fn remote_arrival(entry: Option<&SessionInfo>, own_dc: &str, hops: u64) -> R
 
 /// Routes one stanza; deliveries go to `out`.
 pub async fn route(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Result<Outcome> {
+    // Archived (and given its stanza id) before it goes anywhere (archive.rs).
+    let archived = crate::archive::at_routing(ctx, inb).await?;
+    let inb = archived.as_ref().unwrap_or(inb);
     let Some(to) = inb.el.attr("to") else {
         return no_to(ctx, inb, out).await;
     };

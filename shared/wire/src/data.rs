@@ -83,6 +83,27 @@ pub struct OfflineState {
     pub stored_at: i64,
 }
 
+/// A message in a user's archive (XEP-0313). Archived messages are only ever added (and go
+/// with their account, or with the retention every DC applies alike): applying one inserts it
+/// if absent. Its stamp is its place in the owner's archive, the same at every DC, and its id
+/// names it at every DC.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveState {
+    /// The other party: a bare or full JID.
+    pub with: String,
+    /// The message as archived (XML).
+    pub stanza: String,
+}
+
+/// A user's archiving preferences (XEP-0313 §6.1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivePrefsState {
+    /// `always`, `never` or `roster`.
+    pub default: String,
+    pub always: Vec<String>,
+    pub never: Vec<String>,
+}
+
 /// The new state of one item; `None` states are deletions (kept as tombstones).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "item", rename_all = "snake_case")]
@@ -110,6 +131,18 @@ pub enum Record {
         stamp: Stamp,
         state: Option<OfflineState>,
     },
+    /// Since the archive (issue 16): sent only where every DC reads it (docs/protocol.md).
+    Archive {
+        username: String,
+        id: String,
+        stamp: Stamp,
+        state: Option<ArchiveState>,
+    },
+    ArchivePrefs {
+        username: String,
+        stamp: Stamp,
+        state: Option<ArchivePrefsState>,
+    },
 }
 
 impl Record {
@@ -118,7 +151,9 @@ impl Record {
             Record::Account { stamp, .. }
             | Record::Roster { stamp, .. }
             | Record::Request { stamp, .. }
-            | Record::Offline { stamp, .. } => stamp,
+            | Record::Offline { stamp, .. }
+            | Record::Archive { stamp, .. }
+            | Record::ArchivePrefs { stamp, .. } => stamp,
         }
     }
 
@@ -127,7 +162,9 @@ impl Record {
             Record::Account { username, .. }
             | Record::Roster { username, .. }
             | Record::Request { username, .. }
-            | Record::Offline { username, .. } => username,
+            | Record::Offline { username, .. }
+            | Record::Archive { username, .. }
+            | Record::ArchivePrefs { username, .. } => username,
         }
     }
 
@@ -152,7 +189,9 @@ impl Record {
             Record::Request { state: None, .. }
             | Record::Offline { state: None, .. }
             | Record::Account { .. }
-            | Record::Roster { .. } => None,
+            | Record::Roster { .. }
+            | Record::Archive { .. }
+            | Record::ArchivePrefs { .. } => None,
         }
     }
 }

@@ -17,6 +17,9 @@ pub const SERVER_FEATURES: &[&str] = &[
     ns::REGISTER,
 ];
 
+/// Features an account advertises (the server answers for it), besides disco#info itself.
+pub const ACCOUNT_FEATURES: &[&str] = &[ns::MAM, ns::MAM_EXTENDED, ns::SID];
+
 #[derive(Debug, PartialEq, Eq)]
 pub struct DiscoRequest {
     pub node: Option<String>,
@@ -60,9 +63,9 @@ impl DiscoRequest {
                         .with_attr("category", "account")
                         .with_attr("type", "registered"),
                 );
-                q.push_child(
-                    Element::new("feature", ns::DISCO_INFO).with_attr("var", ns::DISCO_INFO),
-                );
+                for f in std::iter::once(&ns::DISCO_INFO).chain(ACCOUNT_FEATURES) {
+                    q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", *f));
+                }
             }
         }
         Ok(iq_result_with(request, q))

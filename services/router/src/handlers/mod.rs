@@ -1,6 +1,7 @@
 //! Server-side handlers, one file per protocol. Each parses its stanza into a typed request
 //! and applies it. `server_iq` dispatches an iq addressed to the server or to an account.
 
+pub mod archive;
 pub mod disco;
 pub mod offline;
 pub mod ping;
@@ -57,6 +58,7 @@ pub async fn server_iq(
             Entity::Account { own: true, .. } => return roster::handle(ctx, inb, out).await,
             _ => Err(StanzaError::service_unavailable()),
         },
+        ns::MAM => return archive::handle(ctx, inb, out, &entity, payload).await,
         ns::DISCO_INFO => disco::DiscoRequest::parse(inb.ty, payload)
             .and_then(|req| req.answer_info(&inb.el, &entity, &ctx.config.domain)),
         ns::DISCO_ITEMS => {

@@ -61,6 +61,8 @@ pub(crate) static KINDS: &[&dyn Kind] = &[
     &super::roster::Roster,
     &super::requests::Requests,
     &super::offline::Offline,
+    &super::archive::Archive,
+    &super::archive::ArchivePrefs,
 ];
 
 /// The kind of `rec`.

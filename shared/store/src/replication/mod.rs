@@ -3,6 +3,7 @@
 //! copies, and the bookkeeping of what each DC has applied.
 
 mod accounts;
+mod archive;
 mod copy;
 mod kind;
 mod offline;
@@ -20,6 +21,7 @@ use kind::Kind as _;
 use crate::{Store, StoreError};
 
 pub(crate) use accounts::{account_created, account_deleted, account_record};
+pub(crate) use archive::archive_prefs_put;
 pub use copy::FullCopy;
 pub(crate) use offline::offline_removed;
 pub(crate) use requests::{request_put, request_removed};

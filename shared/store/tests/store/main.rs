@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod accounts;
+mod archive;
 mod helpers;
 mod offline;
 mod replication;

@@ -6,14 +6,14 @@ use meerkat_store::{ApplyOutcome, RosterItem, Store, Subscription};
 
 use crate::helpers::fresh_store;
 
-async fn dc(name: &str) -> Store {
+pub(crate) async fn dc(name: &str) -> Store {
     let store = fresh_store().await;
     store.claim_dc(name).await.unwrap();
     store
 }
 
 /// Applies to `to` everything in `from`'s outbox it has not applied yet; returns how many.
-async fn ship(from: &Store, to: &Store) -> usize {
+pub(crate) async fn ship(from: &Store, to: &Store) -> usize {
     let me = from.identity().await.unwrap();
     let after = to
         .applied()
