@@ -122,6 +122,10 @@ mod tests {
             no_to: false,
         };
         let account = req.answer_info(&iq, &acct, "x").expect("info");
+        let f = features(&account);
+        for want in [ns::DISCO_INFO, ns::MAM, ns::MAM_EXTENDED, ns::SID] {
+            assert!(f.iter().any(|x| x == want), "{want} missing on the account");
+        }
         let id = account
             .get_child("query", ns::DISCO_INFO)
             .and_then(|q| q.get_child("identity", ns::DISCO_INFO))
