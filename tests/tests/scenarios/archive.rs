@@ -8,7 +8,19 @@ use meerkat_testkit::client::{stanza_error_condition, Client};
 use meerkat_testkit::mam::{query, run, stanza_id};
 use meerkat_xmpp::{ns, Element};
 
-use crate::{dc, online, user};
+use meerkat_testkit::stack::{Dc, StackOptions};
+
+use crate::{online, user};
+
+/// A DC with the archive on.
+async fn dc() -> Dc {
+    Dc::start(StackOptions {
+        archive: true,
+        ..StackOptions::default()
+    })
+    .await
+    .expect("start DC")
+}
 
 fn message(to: &str, body: &str, extra: Option<Element>) -> Element {
     let mut m = Element::new("message", ns::CLIENT)
