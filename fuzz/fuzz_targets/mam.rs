@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
         StanzaType::Set
     };
     match MamRequest::parse(ty, &el) {
-        Ok(MamRequest::Query(q)) => assert!(q.max <= MAX_PAGE),
+        Ok(MamRequest::Query(q)) => assert!(q.search.max <= MAX_PAGE),
         Ok(MamRequest::PrefsSet(p)) => {
             assert!(p.always.len() <= MAX_PREFS_JIDS && p.never.len() <= MAX_PREFS_JIDS)
         }

@@ -2,7 +2,7 @@
 //! set management), read into a typed request before anything is looked up. Pure: the
 //! handler (handlers/archive.rs) applies it; the fuzz target `mam` drives it.
 
-use meerkat_store::{ArchiveDefault, ArchivePrefs, Page};
+use meerkat_store::{ArchiveDefault, ArchivePrefs, ArchiveQuery, Page};
 use meerkat_xmpp::{ns, Element, StanzaError, StanzaType};
 
 /// Results per page at most; a larger RSM `max` is clamped to it.
@@ -26,18 +26,12 @@ pub enum MamRequest {
     PrefsSet(ArchivePrefs),
 }
 
-/// A query: the filters of the data form and the page asked for.
+/// A query: the filters of the data form and the page asked for (`search.owner` is left
+/// empty: whose archive is the handler's to say).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Query {
     pub queryid: Option<String>,
-    pub with: Option<String>,
-    pub start_ms: Option<i64>,
-    pub end_ms: Option<i64>,
-    pub after_id: Option<String>,
-    pub before_id: Option<String>,
-    pub ids: Vec<String>,
-    pub page: Page,
-    pub max: u32,
+    pub search: ArchiveQuery,
 }
 
 fn bad(text: &str) -> StanzaError {
@@ -85,14 +79,7 @@ impl Query {
     fn parse(q: &Element) -> Result<Query, StanzaError> {
         let mut out = Query {
             queryid: q.attr("queryid").map(str::to_owned),
-            with: None,
-            start_ms: None,
-            end_ms: None,
-            after_id: None,
-            before_id: None,
-            ids: Vec::new(),
-            page: Page::First,
-            max: DEFAULT_PAGE,
+            search: ArchiveQuery::all("", DEFAULT_PAGE),
         };
         let mut form_seen = false;
         let mut rsm_seen = false;
@@ -136,16 +123,16 @@ impl Query {
                         return Err(bad("FORM_TYPE is not urn:xmpp:mam:2"));
                     }
                 }
-                "with" => self.with = Some(jid(one()?)?),
-                "start" => self.start_ms = Some(datetime(one()?)?),
-                "end" => self.end_ms = Some(datetime(one()?)?),
-                "after-id" => self.after_id = Some(one()?.trim().to_owned()),
-                "before-id" => self.before_id = Some(one()?.trim().to_owned()),
+                "with" => self.search.with = Some(jid(one()?)?),
+                "start" => self.search.start_ms = Some(datetime(one()?)?),
+                "end" => self.search.end_ms = Some(datetime(one()?)?),
+                "after-id" => self.search.after_id = Some(one()?.trim().to_owned()),
+                "before-id" => self.search.before_id = Some(one()?.trim().to_owned()),
                 "ids" => {
                     if values.is_empty() || values.len() > MAX_IDS {
                         return Err(bad("ids: between 1 and 250 values"));
                     }
-                    self.ids = values.iter().map(|v| v.trim().to_owned()).collect();
+                    self.search.ids = values.iter().map(|v| v.trim().to_owned()).collect();
                 }
                 _ => {
                     return Err(
@@ -177,7 +164,7 @@ impl Query {
                         .trim()
                         .parse()
                         .map_err(|_| bad("max is not a number"))?;
-                    self.max = n.min(MAX_PAGE);
+                    self.search.max = n.min(MAX_PAGE);
                 }
                 "after" => {
                     let id = c.text().trim().to_owned();
@@ -202,7 +189,7 @@ impl Query {
             }
         }
         if let Some(p) = page {
-            self.page = p;
+            self.search.page = p;
         }
         Ok(())
     }
@@ -320,17 +307,21 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(q.queryid.as_deref(), Some("q1"));
-        assert_eq!(q.with.as_deref(), Some("juliet@capulet.lit"));
-        assert_eq!(q.start_ms, Some(1_275_868_800_000));
-        assert_eq!(q.end_ms, Some(1_278_501_834_500));
-        assert_eq!(q.ids, ["a", "b"]);
-        assert_eq!(q.page, Page::Last);
-        assert_eq!(q.max, MAX_PAGE);
+        let s = q.search;
+        assert_eq!(s.with.as_deref(), Some("juliet@capulet.lit"));
+        assert_eq!(s.start_ms, Some(1_275_868_800_000));
+        assert_eq!(s.end_ms, Some(1_278_501_834_500));
+        assert_eq!(s.ids, ["a", "b"]);
+        assert_eq!(s.page, Page::Last);
+        assert_eq!(s.max, MAX_PAGE);
         let q = query(&format!(
             "{Q}<set xmlns='http://jabber.org/protocol/rsm'><after>x</after></set></query>"
         ))
         .unwrap();
-        assert_eq!((q.page, q.max), (Page::After("x".into()), DEFAULT_PAGE));
+        assert_eq!(
+            (q.search.page, q.search.max),
+            (Page::After("x".into()), DEFAULT_PAGE)
+        );
     }
 
     #[test]

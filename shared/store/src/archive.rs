@@ -95,6 +95,23 @@ pub struct ArchiveQuery {
     pub max: u32,
 }
 
+impl ArchiveQuery {
+    /// The first `max` messages of `owner`'s archive, no filter.
+    pub fn all(owner: &str, max: u32) -> ArchiveQuery {
+        ArchiveQuery {
+            owner: owner.to_owned(),
+            with: None,
+            start_ms: None,
+            end_ms: None,
+            after_id: None,
+            before_id: None,
+            ids: Vec::new(),
+            page: Page::First,
+            max,
+        }
+    }
+}
+
 /// One page of results, oldest first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArchivePage {

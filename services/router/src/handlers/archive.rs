@@ -99,17 +99,7 @@ async fn query(
     owner: String,
     q: mam::Query,
 ) -> anyhow::Result<Outcome> {
-    let aq = ArchiveQuery {
-        owner,
-        with: q.with,
-        start_ms: q.start_ms,
-        end_ms: q.end_ms,
-        after_id: q.after_id,
-        before_id: q.before_id,
-        ids: q.ids,
-        page: q.page,
-        max: q.max,
-    };
+    let aq = ArchiveQuery { owner, ..q.search };
     let Some(page) = ctx.store.archive_query(&aq).await? else {
         return Ok(error(ctx, inb, out, StanzaError::item_not_found()));
     };

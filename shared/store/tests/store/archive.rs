@@ -18,17 +18,7 @@ fn entry(owner: &str, with: &str, body: &str) -> NewArchived {
 }
 
 fn all(owner: &str) -> ArchiveQuery {
-    ArchiveQuery {
-        owner: owner.into(),
-        with: None,
-        start_ms: None,
-        end_ms: None,
-        after_id: None,
-        before_id: None,
-        ids: Vec::new(),
-        page: Page::First,
-        max: 100,
-    }
+    ArchiveQuery::all(owner, 100)
 }
 
 async fn ids(s: &Store, q: &ArchiveQuery) -> Vec<String> {

@@ -46,15 +46,8 @@ async fn a_conversation_at_dc1_is_in_the_archive_at_dc2_with_the_same_ids_in_ord
     let last = at_dc1.ids()[5].clone();
     eventually("DC 2 holds Bob's archive", CONVERGE, || async {
         let q = meerkat_store::ArchiveQuery {
-            owner: b.clone(),
-            with: None,
-            start_ms: None,
-            end_ms: None,
-            after_id: None,
-            before_id: None,
             ids: vec![last.clone()],
-            page: meerkat_store::Page::First,
-            max: 1,
+            ..meerkat_store::ArchiveQuery::all(&b, 1)
         };
         dc2.archive_query(&q)
             .await
