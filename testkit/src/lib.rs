@@ -6,6 +6,7 @@
 pub mod blocking;
 pub mod client;
 pub mod infra;
+pub mod mam;
 pub use infra::*;
 pub mod multi;
 pub mod otlp;

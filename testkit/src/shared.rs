@@ -163,7 +163,14 @@ pub async fn two_dcs() -> anyhow::Result<&'static SharedDcs> {
 }
 
 /// Two DCs as the shared stack runs them: federated, each with a replicator and a health
-/// service, the tests' fast timers.
+/// service, the tests' fast timers, the message archive on.
 pub async fn start() -> anyhow::Result<MultiDc> {
-    MultiDc::start(2, StackOptions::default()).await
+    MultiDc::start(
+        2,
+        StackOptions {
+            archive: true,
+            ..StackOptions::default()
+        },
+    )
+    .await
 }

@@ -41,6 +41,8 @@ pub struct StackOptions {
     pub health: bool,
     /// The routers' `max_offline` (offline messages kept per user; their default when `None`).
     pub max_offline: Option<u32>,
+    /// The routers' `archive` (XEP-0313 message archive; off by default, as in production).
+    pub archive: bool,
     /// The gateways' configuration to start from (their defaults when `None`): the stack
     /// still sets the DC, domain, URLs, addresses, instance id and the options above.
     pub gateway: Option<c2s_gateway::Config>,
@@ -78,6 +80,7 @@ impl Default for StackOptions {
             full_copy_batch: None,
             health: true,
             max_offline: None,
+            archive: false,
             gateway: None,
             production_throttles: false,
             newer_minor_wire: false,
@@ -283,6 +286,7 @@ impl Dc {
                 })
                 .collect(),
             test_newer_minor_wire: self.options.newer_minor_wire,
+            archive: self.options.archive,
             ..defaults
         };
         let handle = ServiceHandle::spawn(

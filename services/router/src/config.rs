@@ -44,6 +44,15 @@ pub struct Config {
     /// then its directory may lack a session that is online, and a stanza for it would be
     /// stored offline and overtaken by the next ones. Its stanzas wait in their queues.
     pub directory_warmup_ms: u64,
+    /// Archive one-to-one messages (XEP-0313) at routing time. Off by default: archived
+    /// messages and archive preferences are data kinds that a DC of an earlier version cannot
+    /// read (docs/protocol.md), so it is switched on once every DC runs this version.
+    pub archive: bool,
+    /// What is archived for a user who has set no preferences: `always`, `roster` or `never`.
+    pub archive_default: String,
+    /// Archived messages older than this many days are deleted (every DC purges alike);
+    /// 0 keeps them for ever.
+    pub archive_retention_days: u32,
     /// Test only (the mixed-version test, docs/protocol.md): speak the next minor wire
     /// version — stamp it, add a field to every message, and send next to every stanza
     /// for another DC a message of a kind this version does not know — as a DC that was upgraded
@@ -64,6 +73,9 @@ impl Default for Config {
             peers: Vec::new(),
             transient_retry_ms: 5000,
             directory_warmup_ms: 1000,
+            archive: false,
+            archive_default: "always".into(),
+            archive_retention_days: 0,
             test_newer_minor_wire: false,
         }
     }
@@ -83,6 +95,14 @@ impl std::ops::DerefMut for Config {
     }
 }
 
+impl Config {
+    /// `archive_default`, read (validated at start).
+    pub fn archive_default(&self) -> meerkat_store::ArchiveDefault {
+        meerkat_store::ArchiveDefault::parse(&self.archive_default)
+            .unwrap_or(meerkat_store::ArchiveDefault::Always)
+    }
+}
+
 /// Longest allowed `transient_retry_ms`: a partition held longer than this stalls every
 /// sender hashed to it for as long.
 pub const MAX_TRANSIENT_RETRY_MS: u64 = 60_000;
@@ -92,6 +112,12 @@ impl Config {
     pub fn validate(&self) -> Result<(), Invalid> {
         self.common.validate()?;
         meerkat_runtime::peers::check(&self.dc, &self.peers).map_err(|m| invalid("peers", m))?;
+        if meerkat_store::ArchiveDefault::parse(&self.archive_default).is_none() {
+            return Err(invalid(
+                "archive_default",
+                format!("{:?}: always, roster or never", self.archive_default),
+            ));
+        }
         if self.transient_retry_ms > MAX_TRANSIENT_RETRY_MS {
             return Err(invalid(
                 "transient_retry_ms",
@@ -155,6 +181,11 @@ mod tests {
         assert_eq!(
             long.validate().map_err(|e| e.key),
             Err("transient_retry_ms")
+        );
+        let archive = load(&[("MEERKAT_ARCHIVE_DEFAULT", "sometimes")]);
+        assert_eq!(
+            archive.validate().map_err(|e| e.key),
+            Err("archive_default")
         );
         assert_eq!(Config::default().validate(), Ok(()));
     }

@@ -5,6 +5,7 @@
 //! session events of the DC's gateways and of the other DCs (republished by the replicator).
 
 mod admin_api;
+mod archive;
 mod blocking;
 mod config;
 pub mod directory;
@@ -14,6 +15,7 @@ mod handover;
 mod inbound;
 mod inter;
 mod jids;
+pub mod mam;
 mod metrics;
 mod outbox;
 mod partition;
@@ -53,6 +55,8 @@ pub(crate) struct Ctx {
     pub parker: meerkat_bus::Parker,
     /// The block lists this router enforces (XEP-0191).
     pub blocking: blocking::Cache,
+    /// Writes the message archive, batched across partitions.
+    pub archiver: archive::Archiver,
 }
 
 pub struct Router {
@@ -87,6 +91,7 @@ impl Router {
                 .map(|p| (p.dc.as_str(), p.upstream_uri.as_str())),
         );
         let ctx = Arc::new(Ctx {
+            archiver: archive::Archiver::start(store.clone(), config.archive_default()),
             origins,
             parker: base.parker.clone(),
             instance,
@@ -141,6 +146,7 @@ impl Router {
         }
         tracker.spawn(blocking::listen(ctx.clone(), shutdown.clone()));
         tracker.spawn(inter::run(ctx.clone(), shutdown.clone(), consuming.clone()));
+        tracker.spawn(archive::retention(ctx.clone(), shutdown.clone()));
         tracker.spawn(inter::run_returned(
             ctx.clone(),
             shutdown.clone(),

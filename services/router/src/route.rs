@@ -97,12 +97,30 @@ pub async fn route(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Result
     if carbons::is_returned_copy(inb) {
         return Ok(Outcome::Dropped);
     }
+    // Between a user and a contact it blocks, nothing goes further: not even to the archive.
+    if let Some(refused) = blocked(ctx, inb, out).await? {
+        return Ok(refused);
+    }
+    // Archived (and given its stanza id) before it goes anywhere (archive.rs).
+    let archived = crate::archive::at_routing(ctx, inb).await?;
+    let inb = archived.as_ref().unwrap_or(inb);
     if let Some(private) = carbons::without_private(inb) {
         return route_stanza(ctx, &private, out).await;
     }
     let outcome = route_stanza(ctx, inb, out).await?;
     carbons::copy(ctx, inb, out, outcome);
     Ok(outcome)
+}
+
+/// XEP-0191: a stanza from a blocked contact, or to one, is refused (handlers/blocking.rs).
+async fn blocked(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Result<Option<Outcome>> {
+    let Some(addr) = inb.el.attr("to").and_then(Addr::parse) else {
+        return Ok(None);
+    };
+    if !addr.domain.eq_ignore_ascii_case(&ctx.config.domain) {
+        return Ok(None);
+    }
+    handlers::blocking::enforce(ctx, inb, out, &addr).await
 }
 
 async fn route_stanza(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Result<Outcome> {
@@ -118,9 +136,6 @@ async fn route_stanza(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Res
             StanzaKind::Presence => Outcome::Dropped,
             _ => error(ctx, inb, out, StanzaError::remote_server_not_found()),
         });
-    }
-    if let Some(refused) = handlers::blocking::enforce(ctx, inb, out, &addr).await? {
-        return Ok(refused);
     }
     match (&addr.node, &addr.resource) {
         (None, _) => to_server(ctx, inb, out).await,

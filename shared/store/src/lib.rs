@@ -6,6 +6,7 @@
 //! Usernames are stored as given: callers nodeprep them first.
 
 mod accounts;
+mod archive;
 mod blocking;
 mod change;
 mod offline;
@@ -20,6 +21,10 @@ use std::time::Duration;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 
+pub use archive::{
+    archive_id, ArchiveDefault, ArchivePage, ArchivePrefs, ArchiveQuery, Archived, NewArchived,
+    Page,
+};
 pub use change::{Change, Outcome};
 pub use meerkat_wire::data::{Applied, Record, Stamp};
 pub use offline::OfflineMessage;

@@ -87,6 +87,27 @@ pub struct OfflineState {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockState {}
 
+/// A message in a user's archive (XEP-0313). Archived messages are only ever added (and go
+/// with their account, or with the retention every DC applies alike): applying one inserts it
+/// if absent. Its stamp is its place in the owner's archive, the same at every DC, and its id
+/// names it at every DC.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveState {
+    /// The other party: a bare or full JID.
+    pub with: String,
+    /// The message as archived (XML).
+    pub stanza: String,
+}
+
+/// A user's archiving preferences (XEP-0313 §6.1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivePrefsState {
+    /// `always`, `never` or `roster`.
+    pub default: String,
+    pub always: Vec<String>,
+    pub never: Vec<String>,
+}
+
 /// The new state of one item; `None` states are deletions (kept as tombstones).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "item", rename_all = "snake_case")]
@@ -121,6 +142,18 @@ pub enum Record {
         stamp: Stamp,
         state: Option<BlockState>,
     },
+    /// Since the archive (issue 16): sent only where every DC reads it (docs/protocol.md).
+    Archive {
+        username: String,
+        id: String,
+        stamp: Stamp,
+        state: Option<ArchiveState>,
+    },
+    ArchivePrefs {
+        username: String,
+        stamp: Stamp,
+        state: Option<ArchivePrefsState>,
+    },
 }
 
 impl Record {
@@ -130,7 +163,9 @@ impl Record {
             | Record::Roster { stamp, .. }
             | Record::Request { stamp, .. }
             | Record::Offline { stamp, .. }
-            | Record::Block { stamp, .. } => stamp,
+            | Record::Block { stamp, .. }
+            | Record::Archive { stamp, .. }
+            | Record::ArchivePrefs { stamp, .. } => stamp,
         }
     }
 
@@ -140,7 +175,9 @@ impl Record {
             | Record::Roster { username, .. }
             | Record::Request { username, .. }
             | Record::Offline { username, .. }
-            | Record::Block { username, .. } => username,
+            | Record::Block { username, .. }
+            | Record::Archive { username, .. }
+            | Record::ArchivePrefs { username, .. } => username,
         }
     }
 
@@ -166,7 +203,9 @@ impl Record {
             | Record::Offline { state: None, .. }
             | Record::Account { .. }
             | Record::Roster { .. }
-            | Record::Block { .. } => None,
+            | Record::Block { .. }
+            | Record::Archive { .. }
+            | Record::ArchivePrefs { .. } => None,
         }
     }
 }

@@ -26,6 +26,7 @@ mod versions;
 /// (`meerkat_testkit::shared`), several at once.
 mod shared {
     mod accounts;
+    mod archive;
     mod blocking;
     mod carbons;
     mod chat;

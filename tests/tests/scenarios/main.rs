@@ -2,6 +2,7 @@
 //! vhost, fresh database) on the shared broker and database of the test run.
 
 mod accounts;
+mod archive;
 mod auth;
 mod blocking;
 mod carbons;

@@ -20,6 +20,9 @@ pub const SERVER_FEATURES: &[&str] = &[
     ns::BLOCKING,
 ];
 
+/// Features an account advertises (the server answers for it), besides disco#info itself.
+pub const ACCOUNT_FEATURES: &[&str] = &[ns::MAM, ns::MAM_EXTENDED, ns::SID];
+
 #[derive(Debug, PartialEq, Eq)]
 pub struct DiscoRequest {
     pub node: Option<String>,
@@ -63,9 +66,9 @@ impl DiscoRequest {
                         .with_attr("category", "account")
                         .with_attr("type", "registered"),
                 );
-                q.push_child(
-                    Element::new("feature", ns::DISCO_INFO).with_attr("var", ns::DISCO_INFO),
-                );
+                for f in std::iter::once(&ns::DISCO_INFO).chain(ACCOUNT_FEATURES) {
+                    q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", *f));
+                }
             }
         }
         Ok(iq_result_with(request, q))
@@ -122,6 +125,10 @@ mod tests {
             no_to: false,
         };
         let account = req.answer_info(&iq, &acct, "x").expect("info");
+        let f = features(&account);
+        for want in [ns::DISCO_INFO, ns::MAM, ns::MAM_EXTENDED, ns::SID] {
+            assert!(f.iter().any(|x| x == want), "{want} missing on the account");
+        }
         let id = account
             .get_child("query", ns::DISCO_INFO)
             .and_then(|q| q.get_child("identity", ns::DISCO_INFO))

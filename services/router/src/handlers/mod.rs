@@ -1,6 +1,7 @@
 //! Server-side handlers, one file per protocol. Each parses its stanza into a typed request
 //! and applies it. `server_iq` dispatches an iq addressed to the server or to an account.
 
+pub mod archive;
 pub mod blocking;
 pub mod carbons;
 pub mod disco;
@@ -65,6 +66,7 @@ pub async fn server_iq(
             }
             _ => Err(StanzaError::service_unavailable()),
         },
+        ns::MAM => return archive::handle(ctx, inb, out, &entity, payload).await,
         ns::DISCO_INFO => disco::DiscoRequest::parse(inb.ty, payload)
             .and_then(|req| req.answer_info(&inb.el, &entity, &ctx.config.domain))
             .map(|r| blocking::advertised(ctx, r)),

@@ -62,6 +62,8 @@ pub(crate) static KINDS: &[&dyn Kind] = &[
     &super::requests::Requests,
     &super::offline::Offline,
     &super::blocking::Blocking,
+    &super::archive::Archive,
+    &super::archive::ArchivePrefs,
 ];
 
 /// The kind of `rec`.

@@ -3,6 +3,7 @@
 //! copies, and the bookkeeping of what each DC has applied.
 
 mod accounts;
+mod archive;
 mod blocking;
 mod copy;
 mod kind;
@@ -21,6 +22,7 @@ use kind::Kind as _;
 use crate::{Store, StoreError};
 
 pub(crate) use accounts::{account_created, account_deleted, account_record};
+pub(crate) use archive::archive_prefs_put;
 pub(crate) use blocking::{block_removed, unblock_key};
 pub use copy::FullCopy;
 pub(crate) use offline::offline_removed;

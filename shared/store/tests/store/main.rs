@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod accounts;
+mod archive;
 mod blocking;
 mod helpers;
 mod offline;

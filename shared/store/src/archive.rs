@@ -1,0 +1,482 @@
+//! The message archive (XEP-0313): messages archived for their sender and their recipient,
+//! each copy with its own id, and the per-user preferences deciding what is archived.
+//!
+//! A message's place in an archive is the stamp of its write — the DC's hybrid logical clock
+//! and the DC's name — so every DC orders an archive the same way once it has every row; a
+//! write of several messages advances the clock once per message, so every row has its own
+//! stamp, and its id is that stamp written out (`<hlc hex>-<dc>`). The time shown for a
+//! message (its delay stamp, what `start`/`end` filter on) is the clock's milliseconds.
+
+use meerkat_wire::data::{ArchivePrefsState, ArchiveState, Record, Stamp};
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+
+use crate::{replication, Store, StoreError};
+
+/// A user's default archiving rule (XEP-0313 §6.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArchiveDefault {
+    Always,
+    Never,
+    /// Only messages with contacts in the user's roster.
+    Roster,
+}
+
+impl ArchiveDefault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArchiveDefault::Always => "always",
+            ArchiveDefault::Never => "never",
+            ArchiveDefault::Roster => "roster",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ArchiveDefault> {
+        match s {
+            "always" => Some(ArchiveDefault::Always),
+            "never" => Some(ArchiveDefault::Never),
+            "roster" => Some(ArchiveDefault::Roster),
+            _ => None,
+        }
+    }
+}
+
+/// A user's preferences. JIDs in the lists are bare JIDs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchivePrefs {
+    pub default: ArchiveDefault,
+    pub always: Vec<String>,
+    pub never: Vec<String>,
+}
+
+/// A message to archive for `owner`; `with` is the other party (bare or full JID).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewArchived {
+    pub owner: String,
+    pub with: String,
+    pub stanza: String,
+}
+
+/// An archived message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Archived {
+    pub id: String,
+    pub stanza: String,
+    /// When it was archived, ms since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// Which page of the matching messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Page {
+    /// The first `max` (no RSM `after`/`before`).
+    First,
+    /// The `max` after this id.
+    After(String),
+    /// The `max` before this id.
+    Before(String),
+    /// The last `max` (an empty `<before/>`).
+    Last,
+}
+
+/// A query of one user's archive; the filters of XEP-0313 §4.1.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveQuery {
+    pub owner: String,
+    /// Bare JID (every resource) or full JID (that resource only).
+    pub with: Option<String>,
+    /// Inclusive bounds, ms since the Unix epoch.
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+    pub after_id: Option<String>,
+    pub before_id: Option<String>,
+    /// Only these ids (empty: no such filter).
+    pub ids: Vec<String>,
+    pub page: Page,
+    pub max: u32,
+}
+
+impl ArchiveQuery {
+    /// The first `max` messages of `owner`'s archive, no filter.
+    pub fn all(owner: &str, max: u32) -> ArchiveQuery {
+        ArchiveQuery {
+            owner: owner.to_owned(),
+            with: None,
+            start_ms: None,
+            end_ms: None,
+            after_id: None,
+            before_id: None,
+            ids: Vec::new(),
+            page: Page::First,
+            max,
+        }
+    }
+}
+
+/// One page of results, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchivePage {
+    pub items: Vec<Archived>,
+    /// No further page in the query's direction.
+    pub complete: bool,
+}
+
+/// The id of the row stamped `stamp`.
+pub fn archive_id(stamp: &Stamp) -> String {
+    format!("{:x}-{}", stamp.hlc, stamp.dc)
+}
+
+/// `(bare, resource)` of a JID (resource '' when none).
+fn split_jid(jid: &str) -> (String, String) {
+    match jid.split_once('/') {
+        Some((b, r)) => (b.to_lowercase(), r.to_owned()),
+        None => (jid.to_lowercase(), String::new()),
+    }
+}
+
+/// Whether `prefs` (or the server's `default` when the user has none) archive a message with
+/// `with_bare`; `in_roster` is asked only when the answer depends on it.
+async fn wanted(
+    conn: &mut PgConnection,
+    owner: &str,
+    with_bare: &str,
+    prefs: Option<&ArchivePrefs>,
+    default: ArchiveDefault,
+) -> Result<bool, StoreError> {
+    let mode = match prefs {
+        Some(p) if p.never.iter().any(|j| j == with_bare) => return Ok(false),
+        Some(p) if p.always.iter().any(|j| j == with_bare) => return Ok(true),
+        Some(p) => p.default,
+        None => default,
+    };
+    Ok(match mode {
+        ArchiveDefault::Always => true,
+        ArchiveDefault::Never => false,
+        ArchiveDefault::Roster => {
+            sqlx::query("SELECT 1 FROM roster_items WHERE username = $1 AND contact = $2")
+                .bind(owner)
+                .bind(with_bare)
+                .fetch_optional(conn)
+                .await?
+                .is_some()
+        }
+    })
+}
+
+fn prefs_of(row: &sqlx::postgres::PgRow) -> Result<Option<ArchivePrefs>, StoreError> {
+    let mode: Option<String> = row.try_get("default_mode")?;
+    let Some(mode) = mode else {
+        return Ok(None);
+    };
+    Ok(Some(ArchivePrefs {
+        default: ArchiveDefault::parse(&mode)
+            .ok_or_else(|| StoreError::Corrupt(format!("archive default {mode:?}")))?,
+        always: row.try_get("always")?,
+        never: row.try_get("never")?,
+    }))
+}
+
+impl Store {
+    /// Archives what the owners' preferences (else `default`) allow, in one transaction with
+    /// its outbox records, as [`Store::write`] does; an owner with no account here archives
+    /// nothing. Returns each entry's archive id, `None` where nothing was archived.
+    pub async fn archive_messages(
+        &self,
+        entries: &[NewArchived],
+        default: ArchiveDefault,
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool().begin().await?;
+        let first = replication::tick(&mut tx).await?;
+        let mut owners: Vec<&str> = entries.iter().map(|e| e.owner.as_str()).collect();
+        owners.sort_unstable();
+        owners.dedup();
+        let rows = sqlx::query(
+            "SELECT a.username, p.default_mode, p.always, p.never FROM accounts a \
+             LEFT JOIN archive_prefs p USING (username) WHERE a.username = ANY($1)",
+        )
+        .bind(&owners)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut known = std::collections::HashMap::new();
+        for r in &rows {
+            known.insert(r.try_get::<String, _>("username")?, prefs_of(r)?);
+        }
+        let mut chosen = Vec::with_capacity(entries.len());
+        for e in entries {
+            let ok = match known.get(&e.owner) {
+                Some(prefs) => {
+                    let (bare, _) = split_jid(&e.with);
+                    wanted(&mut tx, &e.owner, &bare, prefs.as_ref(), default).await?
+                }
+                None => false,
+            };
+            chosen.push(ok);
+        }
+        let n = chosen.iter().filter(|c| **c).count() as i64;
+        if n == 0 {
+            return Ok(vec![None; entries.len()]);
+        }
+        // One stamp per row: the clock row is locked by this transaction since `tick`.
+        if n > 1 {
+            sqlx::query("UPDATE replication_clock SET hlc = hlc + $1")
+                .bind(n - 1)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let mut ids = Vec::with_capacity(entries.len());
+        let mut records = Vec::with_capacity(n as usize);
+        let mut cols: [Vec<String>; 5] = Default::default();
+        let mut hlcs = Vec::with_capacity(n as usize);
+        let mut next = first.hlc;
+        for (e, ok) in entries.iter().zip(&chosen) {
+            if !ok {
+                ids.push(None);
+                continue;
+            }
+            let stamp = Stamp {
+                hlc: next,
+                dc: first.dc.clone(),
+            };
+            next += 1;
+            let id = archive_id(&stamp);
+            let (bare, res) = split_jid(&e.with);
+            for (c, v) in cols.iter_mut().zip([&id, &e.owner, &bare, &res, &e.stanza]) {
+                c.push(v.clone());
+            }
+            hlcs.push(stamp.hlc);
+            records.push(Record::Archive {
+                username: e.owner.clone(),
+                id: id.clone(),
+                stamp,
+                state: Some(ArchiveState {
+                    with: e.with.clone(),
+                    stanza: e.stanza.clone(),
+                }),
+            });
+            ids.push(Some(id));
+        }
+        sqlx::query(
+            "INSERT INTO archive (id, username, with_jid, with_resource, stanza, hlc, hlc_dc) \
+             SELECT i, u, w, r, s, h, $7 FROM unnest($1::text[], $2::text[], $3::text[], \
+             $4::text[], $5::text[], $6::bigint[]) AS t(i, u, w, r, s, h)",
+        )
+        .bind(&cols[0])
+        .bind(&cols[1])
+        .bind(&cols[2])
+        .bind(&cols[3])
+        .bind(&cols[4])
+        .bind(&hlcs)
+        .bind(&first.dc)
+        .execute(&mut *tx)
+        .await?;
+        let mark = replication::append(&mut tx, &records).await?;
+        tx.commit().await?;
+        if let Some((epoch, seq)) = mark {
+            self.note_written(&epoch, seq);
+        }
+        Ok(ids)
+    }
+
+    /// The user's preferences; `None`: never set (the server's default applies).
+    pub async fn archive_prefs(&self, username: &str) -> Result<Option<ArchivePrefs>, StoreError> {
+        let row = sqlx::query(
+            "SELECT default_mode, always, never FROM archive_prefs WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(self.pool())
+        .await?;
+        match row {
+            Some(r) => prefs_of(&r),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces the user's preferences (the newest write wins between DCs).
+    pub async fn set_archive_prefs(
+        &self,
+        username: &str,
+        prefs: &ArchivePrefs,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let stamp = replication::tick(&mut tx).await?;
+        if !crate::accounts::lock(&mut tx, username).await? {
+            return Err(StoreError::NoSuchAccount);
+        }
+        let state = ArchivePrefsState {
+            default: prefs.default.as_str().to_owned(),
+            always: prefs.always.clone(),
+            never: prefs.never.clone(),
+        };
+        replication::archive_prefs_put(&mut tx, username, &state, &stamp).await?;
+        let record = Record::ArchivePrefs {
+            username: username.to_owned(),
+            stamp,
+            state: Some(state),
+        };
+        let mark = replication::append(&mut tx, std::slice::from_ref(&record)).await?;
+        tx.commit().await?;
+        if let Some((epoch, seq)) = mark {
+            self.note_written(&epoch, seq);
+        }
+        Ok(())
+    }
+
+    /// One page of a query; `None` when an id the query names (`after-id`, `before-id`, RSM
+    /// `after`/`before`) is not in the owner's archive.
+    pub async fn archive_query(&self, q: &ArchiveQuery) -> Result<Option<ArchivePage>, StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        let mut lower: Option<(i64, String)> = None;
+        let mut upper: Option<(i64, String)> = None;
+        let (rsm_after, rsm_before) = match &q.page {
+            Page::After(id) => (Some(id), None),
+            Page::Before(id) => (None, Some(id)),
+            Page::First | Page::Last => (None, None),
+        };
+        for (id, is_lower) in [
+            (q.after_id.as_ref(), true),
+            (rsm_after, true),
+            (q.before_id.as_ref(), false),
+            (rsm_before, false),
+        ] {
+            let Some(id) = id else { continue };
+            let Some(key) = position(&mut conn, &q.owner, id).await? else {
+                return Ok(None);
+            };
+            if is_lower {
+                lower = lower.max(Some(key));
+            } else {
+                upper = Some(upper.map_or(key.clone(), |u| u.min(key)));
+            }
+        }
+        let backward = matches!(q.page, Page::Before(_) | Page::Last);
+        let mut b: QueryBuilder<Postgres> =
+            QueryBuilder::new("SELECT id, stanza, hlc FROM archive WHERE username = ");
+        b.push_bind(&q.owner);
+        if let Some(with) = &q.with {
+            let (bare, res) = split_jid(with);
+            b.push(" AND with_jid = ").push_bind(bare);
+            if !res.is_empty() {
+                b.push(" AND with_resource = ").push_bind(res);
+            }
+        }
+        if let Some(s) = q.start_ms {
+            b.push(" AND hlc >= ").push_bind(s.saturating_mul(1 << 16));
+        }
+        if let Some(e) = q.end_ms {
+            b.push(" AND hlc < ")
+                .push_bind(e.saturating_add(1).saturating_mul(1 << 16));
+        }
+        if let Some((h, dc)) = &lower {
+            b.push(" AND (hlc, hlc_dc) > (")
+                .push_bind(*h)
+                .push(", ")
+                .push_bind(dc.clone())
+                .push(")");
+        }
+        if let Some((h, dc)) = &upper {
+            b.push(" AND (hlc, hlc_dc) < (")
+                .push_bind(*h)
+                .push(", ")
+                .push_bind(dc.clone())
+                .push(")");
+        }
+        if !q.ids.is_empty() {
+            b.push(" AND id = ANY(").push_bind(q.ids.clone()).push(")");
+        }
+        b.push(if backward {
+            " ORDER BY hlc DESC, hlc_dc DESC LIMIT "
+        } else {
+            " ORDER BY hlc, hlc_dc LIMIT "
+        });
+        b.push_bind(i64::from(q.max) + 1);
+        let rows = b.build().fetch_all(&mut *conn).await?;
+        let complete = rows.len() <= q.max as usize;
+        let mut items = rows
+            .iter()
+            .take(q.max as usize)
+            .map(|r| {
+                Ok(Archived {
+                    id: r.try_get("id")?,
+                    stanza: r.try_get("stanza")?,
+                    at_ms: r.try_get::<i64, _>("hlc")? >> 16,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        if backward {
+            items.reverse();
+        }
+        Ok(Some(ArchivePage { items, complete }))
+    }
+
+    /// The oldest and newest messages of the user's archive (XEP-0313 §5.4 metadata).
+    pub async fn archive_bounds(
+        &self,
+        username: &str,
+    ) -> Result<Option<(Archived, Archived)>, StoreError> {
+        let mut out = Vec::new();
+        for order in ["hlc, hlc_dc", "hlc DESC, hlc_dc DESC"] {
+            let row = sqlx::query(&format!(
+                "SELECT id, stanza, hlc FROM archive WHERE username = $1 ORDER BY {order} LIMIT 1"
+            ))
+            .bind(username)
+            .fetch_optional(self.pool())
+            .await?;
+            let Some(r) = row else { return Ok(None) };
+            out.push(Archived {
+                id: r.try_get("id")?,
+                stanza: r.try_get("stanza")?,
+                at_ms: r.try_get::<i64, _>("hlc")? >> 16,
+            });
+        }
+        let last = out.pop();
+        Ok(out.pop().zip(last))
+    }
+
+    /// Deletes this DC's archived messages older than `before_ms` (the retention; every DC
+    /// purges by the same rule, nothing is replicated). Returns the rows deleted.
+    pub async fn archive_purge(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM archive WHERE hlc < $1")
+            .bind(before_ms.saturating_mul(1 << 16))
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// The order key of the owner's message `id`, if it has one.
+async fn position(
+    conn: &mut PgConnection,
+    owner: &str,
+    id: &str,
+) -> Result<Option<(i64, String)>, StoreError> {
+    let row = sqlx::query("SELECT hlc, hlc_dc FROM archive WHERE id = $1 AND username = $2")
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| Ok((r.try_get("hlc")?, r.try_get("hlc_dc")?)))
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_name_the_stamp_and_jids_split() {
+        let s = Stamp {
+            hlc: 0x1234,
+            dc: "dc1".into(),
+        };
+        assert_eq!(archive_id(&s), "1234-dc1");
+        assert_eq!(split_jid("Bob@X/phone"), ("bob@x".into(), "phone".into()));
+        assert_eq!(split_jid("bob@x"), ("bob@x".into(), String::new()));
+        assert_eq!(
+            ArchiveDefault::parse("roster"),
+            Some(ArchiveDefault::Roster)
+        );
+        assert_eq!(ArchiveDefault::parse("x"), None);
+    }
+}

@@ -1,0 +1,169 @@
+//! The message archive: each archived message has its own id and place, the same at every DC;
+//! preferences decide what is archived; an account's deletion takes its archive everywhere;
+//! a full copy carries it; the retention purges it.
+
+use meerkat_auth::Credentials;
+use meerkat_store::{
+    ArchiveDefault, ArchivePrefs, ArchiveQuery, NewArchived, Page, RosterItem, Store, Subscription,
+};
+
+use crate::replication::{dc, ship};
+
+fn entry(owner: &str, with: &str, body: &str) -> NewArchived {
+    NewArchived {
+        owner: owner.into(),
+        with: with.into(),
+        stanza: format!("<message xmlns='jabber:client'><body>{body}</body></message>"),
+    }
+}
+
+fn all(owner: &str) -> ArchiveQuery {
+    ArchiveQuery::all(owner, 100)
+}
+
+async fn ids(s: &Store, q: &ArchiveQuery) -> Vec<String> {
+    let page = s.archive_query(q).await.unwrap().expect("known ids");
+    page.items.into_iter().map(|a| a.id).collect()
+}
+
+async fn two_dcs_with(users: &[&str]) -> (Store, Store) {
+    let (a, b) = (dc("dc1").await, dc("dc2").await);
+    let creds = Credentials::derive("p", 16).unwrap();
+    for u in users {
+        a.create_account(u, &creds).await.unwrap();
+    }
+    ship(&a, &b).await;
+    (a, b)
+}
+
+#[tokio::test]
+async fn writes_at_two_dcs_meet_in_one_order_with_the_same_ids() {
+    let (a, b) = two_dcs_with(&["alice", "bob"]).await;
+    let batch = [
+        entry("bob", "alice@x/phone", "1"),
+        entry("alice", "bob@x", "1"),
+        entry("nobody", "alice@x", "lost"),
+    ];
+    let got = a
+        .archive_messages(&batch, ArchiveDefault::Always)
+        .await
+        .unwrap();
+    assert!(got[0].is_some() && got[1].is_some() && got[0] != got[1]);
+    assert_eq!(got[2], None, "no account, no archive");
+    let at_tab = b
+        .archive_messages(&[entry("bob", "alice@x/tab", "2")], ArchiveDefault::Always)
+        .await
+        .unwrap();
+    a.archive_messages(
+        &[entry("bob", "alice@x/phone", "3")],
+        ArchiveDefault::Always,
+    )
+    .await
+    .unwrap();
+    ship(&a, &b).await;
+    ship(&b, &a).await;
+    let (at_a, at_b) = (ids(&a, &all("bob")).await, ids(&b, &all("bob")).await);
+    assert_eq!(at_a.len(), 3);
+    assert_eq!(at_a, at_b);
+    assert_eq!(at_a[0], got[0].clone().unwrap());
+    // Full-JID filter: one resource only; bare: every one.
+    let mut q = all("bob");
+    q.with = Some("alice@x/tab".into());
+    assert_eq!(ids(&a, &q).await, [at_tab[0].clone().unwrap()]);
+    q.with = Some("Alice@X".into());
+    assert_eq!(ids(&a, &q).await.len(), 3);
+    // Backward from the end, two at a time.
+    let mut q = all("bob");
+    q.max = 2;
+    q.page = Page::Last;
+    let last = a.archive_query(&q).await.unwrap().unwrap();
+    assert_eq!(
+        last.items.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
+        at_a[1..]
+    );
+    assert!(!last.complete);
+    q.page = Page::Before(at_a[1].clone());
+    let first = a.archive_query(&q).await.unwrap().unwrap();
+    assert!(first.complete);
+    assert_eq!(first.items.len(), 1);
+    // An id of someone else's archive is unknown here.
+    q.page = Page::After(got[1].clone().unwrap());
+    assert_eq!(a.archive_query(&q).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn preferences_replicate_and_decide() {
+    let (a, b) = two_dcs_with(&["alice"]).await;
+    assert_eq!(a.archive_prefs("alice").await.unwrap(), None);
+    let roster = ArchivePrefs {
+        default: ArchiveDefault::Roster,
+        always: vec!["carol@x".into()],
+        never: vec!["dave@x".into()],
+    };
+    a.set_archive_prefs("alice", &roster).await.unwrap();
+    a.put_roster_item(
+        "alice",
+        &RosterItem {
+            jid: "bob@x".into(),
+            name: None,
+            subscription: Subscription::None,
+            ask_out: false,
+            approved: false,
+            groups: vec![],
+        },
+    )
+    .await
+    .unwrap();
+    ship(&a, &b).await;
+    assert_eq!(b.archive_prefs("alice").await.unwrap(), Some(roster));
+    let got = b
+        .archive_messages(
+            &[
+                entry("alice", "bob@x/r", "roster"),
+                entry("alice", "carol@x", "always"),
+                entry("alice", "dave@x", "never"),
+                entry("alice", "erin@x", "stranger"),
+            ],
+            ArchiveDefault::Always,
+        )
+        .await
+        .unwrap();
+    let kept: Vec<bool> = got.iter().map(Option::is_some).collect();
+    assert_eq!(kept, [true, true, false, false]);
+    // The newest write wins at both.
+    let never = ArchivePrefs {
+        default: ArchiveDefault::Never,
+        always: vec![],
+        never: vec![],
+    };
+    b.set_archive_prefs("alice", &never).await.unwrap();
+    ship(&b, &a).await;
+    assert_eq!(a.archive_prefs("alice").await.unwrap(), Some(never));
+}
+
+#[tokio::test]
+async fn deletion_copy_and_retention() {
+    let (a, b) = two_dcs_with(&["alice", "bob"]).await;
+    a.archive_messages(
+        &[entry("alice", "bob@x", "1"), entry("bob", "alice@x", "1")],
+        ArchiveDefault::Always,
+    )
+    .await
+    .unwrap();
+    ship(&a, &b).await;
+    // A DC joining empty gets the archive in its full copy.
+    let c = dc("dc3").await;
+    c.apply_copy(&a.copy_records().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(ids(&c, &all("alice")).await, ids(&a, &all("alice")).await);
+    // Alice deleted at dc2: her archive goes at dc1 too; Bob's stays.
+    assert!(b.delete_account("alice").await.unwrap());
+    ship(&b, &a).await;
+    assert!(ids(&a, &all("alice")).await.is_empty());
+    assert_eq!(ids(&a, &all("bob")).await.len(), 1);
+    // Retention: everything before now goes.
+    let now = chrono::Utc::now().timestamp_millis() + 1000;
+    assert_eq!(a.archive_purge(now).await.unwrap(), 1);
+    assert!(ids(&a, &all("bob")).await.is_empty());
+}
