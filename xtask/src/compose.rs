@@ -551,18 +551,42 @@ fn images(docker: &Docker, args: &CheckArgs) -> anyhow::Result<PathBuf> {
     println!("  probe and OTLP stand-in built ({:.0}s)", t.elapsed().as_secs_f64());
     let debug = layout::root().join("target").join("debug");
 
+    // The release build runs meanwhile (its own CPU; the images are mostly downloads).
+    let release_log = work.join("release-build.log");
+    let release = match &args.binaries {
+        Some(_) => None,
+        None => {
+            let log = std::fs::File::create(&release_log)?;
+            let mut build = Command::new(&cargo);
+            build
+                .args(["build", "--release", "--locked"])
+                .current_dir(layout::root())
+                .stdout(log.try_clone()?)
+                .stderr(log);
+            for b in BINARIES {
+                build.args(["-p", b]);
+            }
+            println!(
+                "  release build of the five binaries started (log: {})",
+                release_log.display()
+            );
+            Some((build.spawn().context("cargo build --release")?, Instant::now()))
+        }
+    };
+
     if args.rebuild || !docker.has_image(BASE) {
         base_image(docker)?;
     } else {
         println!("  {BASE}: present");
     }
 
+    // The stand-ins for missing upstream images, built side by side.
+    let mut builds = Vec::new();
     for (dir, tag) in STANDINS {
         if !args.rebuild && docker.has_image(tag) {
             println!("  {tag}: present");
             continue;
         }
-        let t = Instant::now();
         let src = layout::root().join("deploy").join("standins").join(dir);
         let context = if dir == "jaeger" {
             let ctx = work.join("jaeger");
@@ -576,17 +600,30 @@ fn images(docker: &Docker, args: &CheckArgs) -> anyhow::Result<PathBuf> {
         } else {
             src.clone()
         };
-        run(docker.docker().args([
-            "build",
-            "-q",
-            "--build-arg",
-            &format!("BASE={BASE}"),
-            "-f",
-            &src.join("Dockerfile").to_string_lossy(),
-            "-t",
-            tag,
-            &context.to_string_lossy(),
-        ]))?;
+        let log = work.join(format!("standin-{dir}.log"));
+        let file = std::fs::File::create(&log)?;
+        let child = docker
+            .docker()
+            .args([
+                "build",
+                "--build-arg",
+                &format!("BASE={BASE}"),
+                "-f",
+                &src.join("Dockerfile").to_string_lossy(),
+                "-t",
+                tag,
+                &context.to_string_lossy(),
+            ])
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .context("docker build")?;
+        builds.push((dir, tag, log, child, Instant::now()));
+    }
+    for (dir, tag, log, mut child, t) in builds {
+        if !child.wait()?.success() {
+            bail!("building the stand-in {tag} failed: {}", log.display());
+        }
         println!(
             "  {tag}: stand-in built from deploy/standins/{dir} ({:.0}s)",
             t.elapsed().as_secs_f64()
@@ -597,21 +634,16 @@ fn images(docker: &Docker, args: &CheckArgs) -> anyhow::Result<PathBuf> {
     let bins = work.join("binaries");
     let out = bins.join("out");
     std::fs::create_dir_all(&out)?;
-    let from = match &args.binaries {
-        Some(dir) => dir.clone(),
-        None => {
-            let t = Instant::now();
-            let mut build = Command::new(&cargo);
-            build
-                .args(["build", "--release", "--locked"])
-                .current_dir(layout::root());
-            for b in BINARIES {
-                build.args(["-p", b]);
+    let from = match (&args.binaries, release) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some((mut child, t))) => {
+            if !child.wait()?.success() {
+                bail!("cargo build --release failed: {}", release_log.display());
             }
-            run(&mut build)?;
             println!("  release binaries built ({:.0}s)", t.elapsed().as_secs_f64());
             layout::root().join("target").join("release")
         }
+        (None, None) => bail!("no binaries: neither --binaries nor a release build"),
     };
     for b in BINARIES {
         std::fs::copy(from.join(b), out.join(b))
@@ -684,18 +716,21 @@ fn base_image(docker: &Docker) -> anyhow::Result<()> {
         }
         std::fs::write(&done, "")?;
     }
-    let tar = Command::new("tar")
+    let mut tar = Command::new("tar")
         .arg("-C")
         .arg(&rootfs)
         .args(["-c", "."])
         .stdout(Stdio::piped())
         .spawn()
         .context("tar")?;
-    let tar_out = tar.stdout.context("tar stdout")?;
+    let tar_out = tar.stdout.take().context("tar stdout")?;
     run(Command::new(&docker.docker)
         .args(["import", "-", BASE])
         .stdin(tar_out)
         .stdout(Stdio::null()))?;
+    if !tar.wait()?.success() {
+        bail!("tar of {} failed", rootfs.display());
+    }
     println!("  {BASE}: imported ({:.0}s)", t.elapsed().as_secs_f64());
     Ok(())
 }
