@@ -678,7 +678,11 @@ fn images(docker: &Docker, args: &CheckArgs) -> anyhow::Result<PathBuf> {
         from.display(),
         t.elapsed().as_secs_f64()
     );
-    // The images this replaced.
+    // The binaries are in meerkat:local now; the images this replaced are dangling.
+    let _ = Command::new(&docker.docker)
+        .args(["rmi", "meerkat-binaries:local"])
+        .stdout(Stdio::null())
+        .status();
     let _ = Command::new(&docker.docker)
         .args(["image", "prune", "-f"])
         .stdout(Stdio::null())
