@@ -332,7 +332,10 @@ fn operator_endpoints_are_published_on_loopback_unless_opted_in() {
                 continue;
             }
             let host_port = p.trim_start_matches(bind).split(':').next().unwrap();
-            assert!(!xmpp.contains(&host_port), "{name}: {p} not on MEERKAT_XMPP_BIND");
+            assert!(
+                !xmpp.contains(&host_port),
+                "{name}: {p} not on MEERKAT_XMPP_BIND"
+            );
             assert!(
                 p.starts_with(bind),
                 "{name}: {p} is published on every interface"

@@ -66,9 +66,7 @@ struct Docker {
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("running {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }
@@ -268,7 +266,9 @@ fn check_blocking(args: CheckArgs) -> anyhow::Result<i32> {
         || OPERATOR_PORTS.iter().any(|p| !free(&operator_bind, *p));
     let host = if taken && xmpp_bind.is_none() {
         println!("ports of the compose file are in use on this machine: publishing on 127.0.0.2");
-        docker.env.push(("MEERKAT_XMPP_BIND".into(), "127.0.0.2".into()));
+        docker
+            .env
+            .push(("MEERKAT_XMPP_BIND".into(), "127.0.0.2".into()));
         docker
             .env
             .push(("MEERKAT_OPERATOR_BIND".into(), "127.0.0.2".into()));
@@ -350,14 +350,18 @@ fn journey(
             .with_context(|| format!("{k} is not set in .env"))
     };
     let domain = var("MEERKAT_DOMAIN")?;
-    steps.run(2, "docker-compose up, until every service is healthy", || {
-        // A stack of an earlier run that was kept, or failed: start afresh.
-        run(docker
-            .compose()
-            .args(["down", "-v", "--remove-orphans", "--timeout", "10"]))?;
-        run(docker.compose().args(["up", "-d", "--no-build"]))?;
-        wait_healthy(docker, Duration::from_secs(240))
-    })?;
+    steps.run(
+        2,
+        "docker-compose up, until every service is healthy",
+        || {
+            // A stack of an earlier run that was kept, or failed: start afresh.
+            run(docker
+                .compose()
+                .args(["down", "-v", "--remove-orphans", "--timeout", "10"]))?;
+            run(docker.compose().args(["up", "-d", "--no-build"]))?;
+            wait_healthy(docker, Duration::from_secs(240))
+        },
+    )?;
 
     let prefix = format!(
         "check{}",
@@ -548,7 +552,10 @@ fn images(docker: &Docker, args: &CheckArgs) -> anyhow::Result<PathBuf> {
             "meerkat-otlp-standin",
         ])
         .current_dir(layout::root()))?;
-    println!("  probe and OTLP stand-in built ({:.0}s)", t.elapsed().as_secs_f64());
+    println!(
+        "  probe and OTLP stand-in built ({:.0}s)",
+        t.elapsed().as_secs_f64()
+    );
     let debug = layout::root().join("target").join("debug");
 
     // The release build runs meanwhile (its own CPU; the images are mostly downloads).
@@ -570,7 +577,10 @@ fn images(docker: &Docker, args: &CheckArgs) -> anyhow::Result<PathBuf> {
                 "  release build of the five binaries started (log: {})",
                 release_log.display()
             );
-            Some((build.spawn().context("cargo build --release")?, Instant::now()))
+            Some((
+                build.spawn().context("cargo build --release")?,
+                Instant::now(),
+            ))
         }
     };
 
@@ -640,7 +650,10 @@ fn images(docker: &Docker, args: &CheckArgs) -> anyhow::Result<PathBuf> {
             if !child.wait()?.success() {
                 bail!("cargo build --release failed: {}", release_log.display());
             }
-            println!("  release binaries built ({:.0}s)", t.elapsed().as_secs_f64());
+            println!(
+                "  release binaries built ({:.0}s)",
+                t.elapsed().as_secs_f64()
+            );
             layout::root().join("target").join("release")
         }
         (None, None) => bail!("no binaries: neither --binaries nor a release build"),

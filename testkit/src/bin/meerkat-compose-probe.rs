@@ -88,31 +88,59 @@ async fn journey(
     Client::register_account(&at_dc1, &a, password)
         .await
         .context("registration at DC 1")?;
-    step(t, &format!("{aj} registered in-band at DC 1 ({dc1}, STARTTLS)"));
+    step(
+        t,
+        &format!("{aj} registered in-band at DC 1 ({dc1}, STARTTLS)"),
+    );
     Client::register_account(&at_dc2_tls, &b, password)
         .await
         .context("registration at DC 2")?;
-    step(t, &format!("{bj} registered in-band at DC 2 ({dc2_tls}, direct TLS)"));
+    step(
+        t,
+        &format!("{bj} registered in-band at DC 2 ({dc2_tls}, direct TLS)"),
+    );
 
-    let mut alice = online(&at_dc1, &a, password).await.context("login at DC 1")?;
-    let mut bob = online(&at_dc2_tls, &b, password).await.context("login at DC 2")?;
-    step(t, "both logged in (SCRAM-SHA-256), roster fetched, available");
+    let mut alice = online(&at_dc1, &a, password)
+        .await
+        .context("login at DC 1")?;
+    let mut bob = online(&at_dc2_tls, &b, password)
+        .await
+        .context("login at DC 2")?;
+    step(
+        t,
+        "both logged in (SCRAM-SHA-256), roster fetched, available",
+    );
 
     alice.send(&presence("subscribe", &bj)).await?;
-    bob.expect("alice's subscription request", presence_of_type(&aj, Some("subscribe")))
-        .await?;
+    bob.expect(
+        "alice's subscription request",
+        presence_of_type(&aj, Some("subscribe")),
+    )
+    .await?;
     bob.send(&presence("subscribed", &aj)).await?;
     alice
-        .expect("bob's presence", presence_of_type(&bob.jid().to_owned(), None))
+        .expect(
+            "bob's presence",
+            presence_of_type(&bob.jid().to_owned(), None),
+        )
         .await?;
     bob.send(&presence("subscribe", &aj)).await?;
     alice
-        .expect("bob's subscription request", presence_of_type(&bj, Some("subscribe")))
+        .expect(
+            "bob's subscription request",
+            presence_of_type(&bj, Some("subscribe")),
+        )
         .await?;
     alice.send(&presence("subscribed", &bj)).await?;
-    bob.expect("alice's presence", presence_of_type(&alice.jid().to_owned(), None))
-        .await?;
-    step(t, "subscribed to each other across the DCs; each sees the other's presence");
+    bob.expect(
+        "alice's presence",
+        presence_of_type(&alice.jid().to_owned(), None),
+    )
+    .await?;
+    step(
+        t,
+        "subscribed to each other across the DCs; each sees the other's presence",
+    );
 
     alice.send_message(&bj, "hello from DC 1").await?;
     bob.expect("alice's message", message_with_body("hello from DC 1"))
@@ -137,8 +165,11 @@ async fn journey(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut bob = Client::login(&at_dc2, &b, password, Some("back")).await?;
     bob.send_presence().await?;
-    bob.expect("the offline message", message_with_body("while you were away"))
-        .await?;
+    bob.expect(
+        "the offline message",
+        message_with_body("while you were away"),
+    )
+    .await?;
     step(
         t,
         &format!("offline delivery: sent while bob was away, delivered at his next login ({dc2}, STARTTLS)"),
@@ -148,7 +179,13 @@ async fn journey(
     Ok(())
 }
 
-async fn sessions(addr_s: &str, domain: &str, user: &str, password: &str, n: &str) -> anyhow::Result<()> {
+async fn sessions(
+    addr_s: &str,
+    domain: &str,
+    user: &str,
+    password: &str,
+    n: &str,
+) -> anyhow::Result<()> {
     let n: usize = n.parse().context("N")?;
     let cfg = ClientConfig::new(addr(addr_s)?, domain);
     let mut clients = Vec::new();
@@ -234,7 +271,10 @@ fn spans_of(trace: &Value) -> Vec<Span> {
                         id: s["spanID"].as_str().unwrap_or_default().to_owned(),
                         parent,
                         name: s["operationName"].as_str().unwrap_or_default().to_owned(),
-                        service: process["serviceName"].as_str().unwrap_or_default().to_owned(),
+                        service: process["serviceName"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
                         dc,
                     }
                 })
@@ -260,7 +300,10 @@ fn chain(spans: &[Span]) -> Option<Vec<&Span>> {
     let is = |s: &Span, (service, dc, name): (&str, &str, &str)| {
         s.service == service && s.dc == dc && s.name == name
     };
-    for root in spans.iter().filter(|s| s.parent.is_empty() && is(s, CHAIN[0])) {
+    for root in spans
+        .iter()
+        .filter(|s| s.parent.is_empty() && is(s, CHAIN[0]))
+    {
         let mut found = vec![root];
         // Depth first: a span may have several children of the same name (one per delivery).
         if extend(spans, &mut found, &is) {

@@ -64,7 +64,10 @@ async fn traces(
         .map(|s| s.trace_id.as_str())
         .collect();
     let mut by_trace: BTreeMap<&str, Vec<&ExportedSpan>> = BTreeMap::new();
-    for s in spans.iter().filter(|s| wanted.contains(s.trace_id.as_str())) {
+    for s in spans
+        .iter()
+        .filter(|s| wanted.contains(s.trace_id.as_str()))
+    {
         by_trace.entry(&s.trace_id).or_default().push(s);
     }
     let data: Vec<Value> = by_trace
