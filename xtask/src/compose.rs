@@ -144,6 +144,18 @@ impl Docker {
         c
     }
 
+    /// A compose command whose output (a line per container) goes to
+    /// target/compose-check/compose.log.
+    fn compose_logged(&self) -> anyhow::Result<Command> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(work_dir().join("compose.log"))?;
+        let mut c = self.compose();
+        c.stdout(log.try_clone()?).stderr(log);
+        Ok(c)
+    }
+
     fn compose(&self) -> Command {
         let mut c = Command::new(&self.compose[0]);
         c.args(&self.compose[1..])
@@ -244,9 +256,10 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<i32> {
 fn check_blocking(args: CheckArgs) -> anyhow::Result<i32> {
     let mut docker = Docker::find()?;
     println!(
-        "docker client {}, compose: {}",
+        "docker client {}, compose: {} (its output: {})",
         docker.docker,
-        docker.compose.join(" ")
+        docker.compose.join(" "),
+        work_dir().join("compose.log").display()
     );
     let env = dot_env()?;
     let mut steps = Steps {
@@ -299,9 +312,13 @@ fn check_blocking(args: CheckArgs) -> anyhow::Result<i32> {
         println!("\n--keep: the stack stays up (`docker-compose down -v` to remove it)");
     } else {
         let down = steps.run(6, "teardown: down -v (volumes included)", || {
-            run(docker
-                .compose()
-                .args(["down", "-v", "--remove-orphans", "--timeout", "30"]))?;
+            run(docker.compose_logged()?.args([
+                "down",
+                "-v",
+                "--remove-orphans",
+                "--timeout",
+                "30",
+            ]))?;
             let left = output(docker.docker().args([
                 "ps",
                 "-aq",
@@ -355,10 +372,14 @@ fn journey(
         "docker-compose up, until every service is healthy",
         || {
             // A stack of an earlier run that was kept, or failed: start afresh.
-            run(docker
-                .compose()
-                .args(["down", "-v", "--remove-orphans", "--timeout", "10"]))?;
-            run(docker.compose().args(["up", "-d", "--no-build"]))?;
+            run(docker.compose_logged()?.args([
+                "down",
+                "-v",
+                "--remove-orphans",
+                "--timeout",
+                "10",
+            ]))?;
+            run(docker.compose_logged()?.args(["up", "-d", "--no-build"]))?;
             wait_healthy(docker, Duration::from_secs(240))
         },
     )?;
@@ -387,9 +408,13 @@ fn journey(
         4,
         "three gateways at DC 1: new sessions spread behind 5222",
         || {
-            run(docker
-                .compose()
-                .args(["up", "-d", "--no-build", "--scale", "dc1-gateway=3"]))?;
+            run(docker.compose_logged()?.args([
+                "up",
+                "-d",
+                "--no-build",
+                "--scale",
+                "dc1-gateway=3",
+            ]))?;
             wait_healthy(docker, Duration::from_secs(120))?;
             let gateways = docker.containers("dc1-gateway")?;
             if gateways.len() != 3 {
@@ -664,28 +689,34 @@ fn images(docker: &Docker, args: &CheckArgs) -> anyhow::Result<PathBuf> {
     }
     std::fs::write(bins.join("Dockerfile"), "FROM scratch\nCOPY out/ /out/\n")?;
     let t = Instant::now();
-    run(docker.docker().args([
-        "build",
-        "-q",
-        "-t",
-        "meerkat-binaries:local",
-        &bins.to_string_lossy(),
-    ]))?;
-    run(docker.docker().args([
-        "build",
-        "-q",
-        "-f",
-        "deploy/Dockerfile",
-        "--build-arg",
-        &format!("RUST_IMAGE={BASE}"),
-        "--build-arg",
-        &format!("RUNTIME_IMAGE={BASE}"),
-        "--build-arg",
-        "BINARIES_FROM=meerkat-binaries:local",
-        "-t",
-        "meerkat:local",
-        ".",
-    ]))?;
+    run(docker
+        .docker()
+        .args([
+            "build",
+            "-q",
+            "-t",
+            "meerkat-binaries:local",
+            &bins.to_string_lossy(),
+        ])
+        .stdout(Stdio::null()))?;
+    run(docker
+        .docker()
+        .args([
+            "build",
+            "-q",
+            "-f",
+            "deploy/Dockerfile",
+            "--build-arg",
+            &format!("RUST_IMAGE={BASE}"),
+            "--build-arg",
+            &format!("RUNTIME_IMAGE={BASE}"),
+            "--build-arg",
+            "BINARIES_FROM=meerkat-binaries:local",
+            "-t",
+            "meerkat:local",
+            ".",
+        ])
+        .stdout(Stdio::null()))?;
     println!(
         "  meerkat:local built from deploy/Dockerfile with the binaries of {} ({:.0}s)",
         from.display(),
