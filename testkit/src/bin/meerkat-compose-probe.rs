@@ -244,6 +244,8 @@ struct Span {
     name: String,
     service: String,
     dc: String,
+    /// `xmpp.stanza` (the root span's: `message`, `presence`, `iq`).
+    stanza: String,
 }
 
 fn spans_of(trace: &Value) -> Vec<Span> {
@@ -267,7 +269,14 @@ fn spans_of(trace: &Value) -> Vec<Span> {
                         .and_then(|r| r["spanID"].as_str())
                         .unwrap_or_default()
                         .to_owned();
+                    let stanza = s["tags"]
+                        .as_array()
+                        .and_then(|tags| tags.iter().find(|t| t["key"] == "xmpp.stanza"))
+                        .and_then(|t| t["value"].as_str())
+                        .unwrap_or_default()
+                        .to_owned();
                     Span {
+                        stanza,
                         id: s["spanID"].as_str().unwrap_or_default().to_owned(),
                         parent,
                         name: s["operationName"].as_str().unwrap_or_default().to_owned(),
@@ -283,7 +292,8 @@ fn spans_of(trace: &Value) -> Vec<Span> {
         .unwrap_or_default()
 }
 
-/// The chain of docs/observability.md "One trace per stanza" for a stanza from DC 1 to DC 2.
+/// The chain of docs/observability.md "One trace per stanza" for a stanza from DC 1 to DC 2
+/// (a `<message/>`: the root span's `xmpp.stanza`).
 const CHAIN: [(&str, &str, &str); 8] = [
     ("c2s-gateway", "dc1", "publish meerkat.route"),
     ("router", "dc1", "process meerkat.route"),
@@ -302,7 +312,7 @@ fn chain(spans: &[Span]) -> Option<Vec<&Span>> {
     };
     for root in spans
         .iter()
-        .filter(|s| s.parent.is_empty() && is(s, CHAIN[0]))
+        .filter(|s| s.parent.is_empty() && s.stanza == "message" && is(s, CHAIN[0]))
     {
         let mut found = vec![root];
         // Depth first: a span may have several children of the same name (one per delivery).
@@ -345,7 +355,7 @@ async fn trace(url: &str) -> anyhow::Result<()> {
             let spans = spans_of(t);
             if let Some(found) = chain(&spans) {
                 println!(
-                    "  trace {} ({} spans):",
+                    "  trace {} of a <message/> ({} spans):",
                     t["traceID"].as_str().unwrap_or_default(),
                     spans.len()
                 );
