@@ -119,10 +119,7 @@ async fn journey(
     .await?;
     bob.send(&presence("subscribed", &aj)).await?;
     alice
-        .expect(
-            "bob's presence",
-            presence_of_type(&bob.jid().to_owned(), None),
-        )
+        .expect("bob's presence", presence_of_type(bob.jid(), None))
         .await?;
     bob.send(&presence("subscribe", &aj)).await?;
     alice
@@ -132,11 +129,8 @@ async fn journey(
         )
         .await?;
     alice.send(&presence("subscribed", &bj)).await?;
-    bob.expect(
-        "alice's presence",
-        presence_of_type(&alice.jid().to_owned(), None),
-    )
-    .await?;
+    bob.expect("alice's presence", presence_of_type(alice.jid(), None))
+        .await?;
     step(
         t,
         "subscribed to each other across the DCs; each sees the other's presence",
