@@ -59,13 +59,19 @@ pub struct OtlpReceiver {
 impl OtlpReceiver {
     /// Listens on a free port of 127.0.0.1.
     pub async fn start() -> anyhow::Result<OtlpReceiver> {
+        OtlpReceiver::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Listens on `addr` (the trace viewer stand-in of `cargo xtask compose-check`:
+    /// `0.0.0.0:4318`, the OTLP/HTTP port).
+    pub async fn start_on(addr: SocketAddr) -> anyhow::Result<OtlpReceiver> {
         let spans = Spans::default();
         let app = axum::Router::new()
             .route("/v1/traces", axum::routing::post(export))
             .with_state(spans.clone());
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .context("binding the OTLP receiver")?;
+            .with_context(|| format!("binding the OTLP receiver to {addr}"))?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

@@ -313,22 +313,29 @@ fn peers_agree_within_each_dc() {
     }
 }
 
-/// Only the XMPP ports are published on every interface; the operator endpoints (management
-/// UIs, load balancer stats, trace viewer) are bound to `MEERKAT_OPERATOR_BIND`, loopback in
-/// the committed .env and when the variable is unset.
+/// Only the XMPP ports are published on every interface (`MEERKAT_XMPP_BIND`, unset: all);
+/// the operator endpoints (management UIs, load balancer stats, trace viewer) are bound to
+/// `MEERKAT_OPERATOR_BIND`, loopback in the committed .env and when the variable is unset.
 #[test]
 fn operator_endpoints_are_published_on_loopback_unless_opted_in() {
     let c = compose();
     let xmpp = ["5222", "5223", "5232", "5233"];
     let bind = "${MEERKAT_OPERATOR_BIND:-127.0.0.1}:";
+    let xmpp_bind = "${MEERKAT_XMPP_BIND:-0.0.0.0}:";
     let mut operator = BTreeSet::new();
     for (name, s) in services(&c) {
         for p in str_list(&s["ports"]) {
-            let host_port = p.trim_start_matches(bind).split(':').next().unwrap();
-            if xmpp.contains(&host_port) {
-                assert_eq!(p.split(':').count(), 2, "{name}: {p}");
+            if let Some(rest) = p.strip_prefix(xmpp_bind) {
+                let host_port = rest.split(':').next().unwrap();
+                assert!(xmpp.contains(&host_port), "{name}: {p}");
+                assert_eq!(rest.split(':').count(), 2, "{name}: {p}");
                 continue;
             }
+            let host_port = p.trim_start_matches(bind).split(':').next().unwrap();
+            assert!(
+                !xmpp.contains(&host_port),
+                "{name}: {p} not on MEERKAT_XMPP_BIND"
+            );
             assert!(
                 p.starts_with(bind),
                 "{name}: {p} is published on every interface"

@@ -1,9 +1,10 @@
 //! `cargo xtask`: the local stack (`up`, `down`, `status`), DC failure drills on it (`dc`,
-//! `partition`, `heal`) and the test run (`test`).
+//! `partition`, `heal`), the test run (`test`) and the compose stack's proof (`compose-check`).
 
 mod against;
 mod bench;
 mod certs;
+mod compose;
 mod drills;
 mod endpoints;
 mod fuzz;
@@ -64,6 +65,10 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         seconds: u64,
     },
+    /// Prove docker-compose.yml with a real Docker engine: images (stand-ins for the
+    /// upstream ones when missing), `up`, the journey through the published ports, three
+    /// gateways at DC 1, a cross-DC trace and the federation links, `down -v`.
+    ComposeCheck(compose::CheckArgs),
     /// Run the workspace's tests with nextest against one shared broker and database.
     Test {
         /// Passed on to `cargo nextest run`.
@@ -134,6 +139,7 @@ async fn main() {
         Command::Partition { k, l } => drills::partition(k, l).await.map(|()| 0),
         Command::Heal => drills::heal().await.map(|()| 0),
         Command::LinkProxy { listen, to } => links::serve(listen, to).await.map(|()| 0),
+        Command::ComposeCheck(args) => compose::check(args).await,
         Command::Test { nextest_args } => test::run(nextest_args).await,
         Command::Fuzz { target, seconds } => fuzz::run(target, seconds).await,
         Command::Bench {
