@@ -65,6 +65,27 @@ async fn bodies(c: &mut Client, quiet: Duration) -> Vec<String> {
     out
 }
 
+/// Enables stream management with resumption; the resumption id.
+async fn resumable(c: &mut Client) -> String {
+    c.enable_sm(None)
+        .await
+        .unwrap()
+        .attr("id")
+        .unwrap()
+        .to_owned()
+}
+
+/// `watcher` sees no unavailable presence of `full` (a resumed session shows no flap).
+async fn no_flap(watcher: &mut Client, full: &str) {
+    watcher
+        .expect_none(
+            Duration::from_millis(500),
+            presence_of_type(full, Some("unavailable")),
+        )
+        .await
+        .unwrap();
+}
+
 async fn send_all(from: &mut Client, to: &str, texts: &[String]) {
     for t in texts {
         from.send_message(to, t).await.unwrap();
@@ -123,13 +144,7 @@ async fn a_resumed_session_gets_what_it_had_not_acknowledged_then_what_came_mean
     )
     .await
     .unwrap();
-    alice
-        .expect_none(
-            Duration::from_millis(500),
-            presence_of_type(&bob_full, Some("unavailable")),
-        )
-        .await
-        .unwrap();
+    no_flap(&mut alice, &bob_full).await;
     dc.stop().await.unwrap();
 }
 
@@ -144,13 +159,7 @@ async fn a_session_resumes_at_another_gateway_of_the_dc_and_back() {
     let mut dc = dc().await;
     let second = dc.start_gateway_on_own_port().await.unwrap();
     let (mut alice, mut bob, b) = friends(&dc, &dc.client()).await;
-    let previd = bob
-        .enable_sm(None)
-        .await
-        .unwrap()
-        .attr("id")
-        .unwrap()
-        .to_owned();
+    let previd = resumable(&mut bob).await;
     let before = texts("before", 3);
     send_all(&mut alice, bob.bare_jid(), &before).await;
     for t in &before {
@@ -228,13 +237,7 @@ async fn a_session_resumes_at_another_gateway_of_the_dc_and_back() {
     bob.expect("the next message", message_with_body("home again"))
         .await
         .unwrap();
-    alice
-        .expect_none(
-            Duration::from_millis(500),
-            presence_of_type(&bob_full, Some("unavailable")),
-        )
-        .await
-        .unwrap();
+    no_flap(&mut alice, &bob_full).await;
     dc.stop().await.unwrap();
 }
 
@@ -246,13 +249,7 @@ async fn a_count_too_high_is_refused_anywhere_and_the_right_one_still_resumes() 
     let mut dc = dc().await;
     let second = dc.start_gateway_on_own_port().await.unwrap();
     let (mut alice, mut bob, b) = friends(&dc, &dc.client()).await;
-    let previd = bob
-        .enable_sm(None)
-        .await
-        .unwrap()
-        .attr("id")
-        .unwrap()
-        .to_owned();
+    let previd = resumable(&mut bob).await;
     let before = texts("before", 2);
     send_all(&mut alice, bob.bare_jid(), &before).await;
     for t in &before {
@@ -290,13 +287,7 @@ async fn a_count_too_high_is_refused_anywhere_and_the_right_one_still_resumes() 
     let mut want = before.clone();
     want.extend(meanwhile);
     assert_eq!(bodies(&mut bob, Duration::from_secs(2)).await, want);
-    alice
-        .expect_none(
-            Duration::from_millis(500),
-            presence_of_type(&bob_full, Some("unavailable")),
-        )
-        .await
-        .unwrap();
+    no_flap(&mut alice, &bob_full).await;
     dc.stop().await.unwrap();
 }
 
@@ -309,13 +300,7 @@ async fn a_half_open_connection_is_closed_when_its_session_resumes_anywhere() {
     let mut dc = dc().await;
     let second = dc.start_gateway_on_own_port().await.unwrap();
     let (mut alice, mut bob, b) = friends(&dc, &dc.client()).await;
-    let previd = bob
-        .enable_sm(None)
-        .await
-        .unwrap()
-        .attr("id")
-        .unwrap()
-        .to_owned();
+    let previd = resumable(&mut bob).await;
     let bob_full = bob.jid().to_owned();
     let mut old = bob;
     for (step, at) in [("same gateway", dc.client()), ("other gateway", second)] {
@@ -340,13 +325,7 @@ async fn a_half_open_connection_is_closed_when_its_session_resumes_anywhere() {
             .unwrap();
         old = new;
     }
-    alice
-        .expect_none(
-            Duration::from_millis(500),
-            presence_of_type(&bob_full, Some("unavailable")),
-        )
-        .await
-        .unwrap();
+    no_flap(&mut alice, &bob_full).await;
     dc.stop().await.unwrap();
 }
 
