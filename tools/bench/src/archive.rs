@@ -16,6 +16,7 @@ use hdrhistogram::Histogram;
 use meerkat_xmpp::ns;
 use sqlx::Row as _;
 
+use crate::chat::histogram;
 use crate::client::{BenchClient, LoginOpts};
 use crate::Args;
 
@@ -69,8 +70,8 @@ pub async fn query(args: &Args) -> anyhow::Result<()> {
         row.try_get("n")?,
     );
 
-    let mut conversation = histogram()?;
-    let mut whole = histogram()?;
+    let mut conversation = histogram();
+    let mut whole = histogram();
     for i in 0..args.archive_query {
         for (h, with) in [
             (&mut conversation, Some(contact_bare.as_str())),
@@ -115,10 +116,6 @@ pub async fn query(args: &Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn histogram() -> anyhow::Result<Histogram<u64>> {
-    Ok(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?)
 }
 
 /// Rows `have..size` of `owner`'s archive, in batches, one message a second apart ending a day

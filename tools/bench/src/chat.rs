@@ -90,7 +90,8 @@ pub struct Online {
     pub login_secs: f64,
 }
 
-fn histogram() -> Histogram<u64> {
+/// Latencies from 1 µs to 60 s, 3 significant digits (every bench workload's histogram).
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("1 µs to 60 s, 3 digits")
 }
 

@@ -15,6 +15,7 @@ use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use tokio::sync::Barrier;
 
+use crate::chat::histogram;
 use crate::client::{BenchClient, LoginOpts};
 use crate::Args;
 
@@ -179,8 +180,7 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
     }
     let away_secs = (clock.elapsed() - away_from).as_secs_f64();
 
-    let histogram = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3);
-    let mut phases = [histogram()?, histogram()?, histogram()?, histogram()?];
+    let mut phases = [histogram(), histogram(), histogram(), histogram()];
     let mut failed = 0;
     for t in tasks {
         match t.await? {
