@@ -43,7 +43,8 @@ pub struct Peer {
 #[derive(Default)]
 pub struct Handovers {
     waiting: Mutex<HashMap<Uuid, Waiting>>,
-    tombstones: Mutex<HashMap<Uuid, (Instant, Peer)>>,
+    /// Old session id → when it left, where it went, its full JID.
+    tombstones: Mutex<HashMap<Uuid, (Instant, Peer, String)>>,
 }
 
 struct Waiting {
@@ -77,17 +78,27 @@ pub enum Outcome {
 
 impl Handovers {
     /// The old session went to `peer`: later arrivals for it follow.
-    pub fn tombstone(&self, old: Uuid, peer: Peer) {
+    pub fn tombstone(&self, old: Uuid, peer: Peer, jid: &str) {
         let mut t = self.tombstones.lock();
-        t.retain(|_, (at, _)| at.elapsed() < TOMBSTONE_TTL);
-        t.insert(old, (Instant::now(), peer));
+        t.retain(|_, (at, _, _)| at.elapsed() < TOMBSTONE_TTL);
+        t.insert(old, (Instant::now(), peer, jid.to_owned()));
     }
 
     fn moved_to(&self, old: Uuid) -> Option<Peer> {
         let t = self.tombstones.lock();
         t.get(&old)
-            .filter(|(at, _)| at.elapsed() < TOMBSTONE_TTL)
-            .map(|(_, p)| p.clone())
+            .filter(|(at, _, _)| at.elapsed() < TOMBSTONE_TTL)
+            .map(|(_, p, _)| p.clone())
+    }
+
+    /// Where the session bound to `jid` went last, if it left this gateway within the
+    /// tombstones' time.
+    fn jid_moved_to(&self, jid: &str) -> Option<Peer> {
+        let t = self.tombstones.lock();
+        t.values()
+            .filter(|(at, _, j)| j == jid && at.elapsed() < TOMBSTONE_TTL)
+            .max_by_key(|(at, _, _)| *at)
+            .map(|(_, p, _)| p.clone())
     }
 }
 
@@ -246,7 +257,18 @@ pub async fn arrived(ctx: &Ctx, delivery: Delivery) {
                     .registry
                     .get_by_jid(&req.jid)
                     .is_some_and(|tx| tx.tell(Outbound::Handover(Box::new(req.clone()))));
-                if !told {
+                // A router that has not yet learnt that the session moved on (it went to
+                // another gateway, maybe another DC, a moment ago) sent the request here:
+                // it follows the session, as stanzas for it do.
+                let followed = !told
+                    && hops > 0
+                    && match ctx.handovers.jid_moved_to(&req.jid) {
+                        Some(peer) => {
+                            send(ctx, &peer, step::REQUEST, None, hops, &delivery.data).await
+                        }
+                        None => false,
+                    };
+                if !told && !followed {
                     refuse(ctx, &req, None).await;
                 }
             }
@@ -370,7 +392,7 @@ async fn abandoned(ctx: &Ctx, moved: &Moved) {
 /// writing (`inbox` closed).
 pub async fn leave(ctx: &Ctx, old: Uuid, req: &Request, kept: Vec<Delivered>, inbox: &Inbox) {
     let to = &asker(req);
-    ctx.handovers.tombstone(old, to.clone());
+    ctx.handovers.tombstone(old, to.clone(), &req.jid);
     let mut forwarded = 0u64;
     for d in kept.into_iter().chain(std::iter::from_fn(|| inbox.drain())) {
         if send(
@@ -417,9 +439,13 @@ mod tests {
                 gateway: "dc1-gw-2".into(),
                 session: new,
             },
+            "a@example.com/phone",
         );
         let peer = h.moved_to(old).unwrap();
         assert_eq!((peer.gateway.as_str(), peer.session), ("dc1-gw-2", new));
         assert!(h.moved_to(new).is_none());
+        let by_jid = h.jid_moved_to("a@example.com/phone").unwrap();
+        assert_eq!(by_jid.session, new);
+        assert!(h.jid_moved_to("a@example.com/desk").is_none());
     }
 }
