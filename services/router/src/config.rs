@@ -44,9 +44,10 @@ pub struct Config {
     /// then its directory may lack a session that is online, and a stanza for it would be
     /// stored offline and overtaken by the next ones. Its stanzas wait in their queues.
     pub directory_warmup_ms: u64,
-    /// Archive one-to-one messages (XEP-0313) at routing time. Off by default: archived
-    /// messages and archive preferences are data kinds that a DC of an earlier version cannot
-    /// read (docs/protocol.md), so it is switched on once every DC runs this version.
+    /// Archive one-to-one messages (XEP-0313) at routing time. Archived messages and archive
+    /// preferences are data kinds that a DC of an earlier version cannot read
+    /// (docs/protocol.md): while a mesh is upgraded from a version without the archive, it is
+    /// off at every DC until every DC runs this version.
     pub archive: bool,
     /// What is archived for a user who has set no preferences: `always`, `roster` or `never`.
     pub archive_default: String,
@@ -73,7 +74,7 @@ impl Default for Config {
             peers: Vec::new(),
             transient_retry_ms: 5000,
             directory_warmup_ms: 1000,
-            archive: false,
+            archive: true,
             archive_default: "always".into(),
             archive_retention_days: 0,
             test_newer_minor_wire: false,

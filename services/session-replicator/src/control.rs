@@ -45,7 +45,7 @@ pub async fn run_inter(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<At
     .await;
 }
 
-async fn handle_inter(ctx: &Ctx, delivery: &Delivery, msg: InterControl) {
+async fn handle_inter(ctx: &Arc<Ctx>, delivery: &Delivery, msg: InterControl) {
     let claimed = match &msg {
         InterControl::SnapshotRequest { from_dc } => from_dc.clone(),
         InterControl::Snapshot { origin_dc, .. } => origin_dc.clone(),

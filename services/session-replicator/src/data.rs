@@ -4,7 +4,7 @@
 //! its position to every peer each second and trims the outbox once every peer has applied it.
 
 use meerkat_bus::ConsumerSpec;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +35,8 @@ pub(crate) struct DataState {
     copies: HashMap<Uuid, u32>,
     /// What each peer last reported as its head.
     heads: HashMap<String, Applied>,
+    /// The peers a replay is being served to.
+    replaying: HashSet<String>,
 }
 
 pub(crate) fn store(ctx: &Ctx) -> &Store {
@@ -43,15 +45,21 @@ pub(crate) fn store(ctx: &Ctx) -> &Store {
         .expect("data replication runs only with a database")
 }
 
-async fn publish_change(ctx: &Ctx, change: &DataChange) -> Result<(), PublishError> {
-    let id = format!("{}/{}/{}", change.origin_dc, change.epoch, change.seq);
+/// Outbox entries published together, their confirms awaited together.
+const PUBLISH_BATCH: usize = 64;
+
+/// Publishes `changes` in order, one message each, with one wait for the broker's confirms.
+async fn publish_changes(ctx: &Ctx, changes: &[DataChange]) -> Result<(), PublishError> {
+    let batch = changes
+        .iter()
+        .map(|change| {
+            let id = format!("{}/{}/{}", change.origin_dc, change.epoch, change.seq);
+            let props = publish::props(&change.origin_dc, &change.epoch).id(id);
+            (ctx.config.dc.clone(), props.into(), change.to_json())
+        })
+        .collect();
     ctx.publisher
-        .publish(
-            names::INTER_DATA_EXCHANGE,
-            &ctx.config.dc,
-            publish::props(&change.origin_dc, &change.epoch).id(id),
-            &change.to_json(),
-        )
+        .publish_all(names::INTER_DATA_EXCHANGE, batch)
         .await
 }
 
@@ -64,20 +72,26 @@ async fn publish_from(ctx: &Ctx, after: i64) -> anyhow::Result<i64> {
         if entries.is_empty() {
             return Ok(last);
         }
-        for e in entries {
-            let change = DataChange {
+        let changes: Vec<DataChange> = entries
+            .into_iter()
+            .map(|e| DataChange {
                 v: 1,
                 origin_dc: me.dc.clone(),
                 epoch: me.epoch.clone(),
                 seq: e.seq,
                 written_at: e.written_at,
                 record: e.record,
-            };
-            publish_change(ctx, &change).await?;
-            // A local account change (in-band or `meerkatctl`) ends stale sessions here too.
-            crate::accounts::announce(ctx, &change.record).await;
-            last = e.seq;
-            ctx.metrics.data_shipped.inc();
+            })
+            .collect();
+        for part in changes.chunks(PUBLISH_BATCH) {
+            publish_changes(ctx, part).await?;
+            for change in part {
+                // A local account change (in-band or `meerkatctl`) ends stale sessions here
+                // too.
+                crate::accounts::announce(ctx, &change.record).await;
+                last = change.seq;
+            }
+            ctx.metrics.data_shipped.inc_by(part.len() as u64);
         }
     }
 }
@@ -142,7 +156,12 @@ async fn start_position(ctx: &Ctx) -> anyhow::Result<i64> {
     Ok(from.max(store(ctx).outbox_first().await? - 1))
 }
 
-/// Consumes `meerkat.inter.data.<dc>`: the other DCs' changes.
+/// Changes applied together, in one transaction per origin.
+const APPLY_BATCH: usize = 64;
+
+/// Consumes `meerkat.inter.data.<dc>`: the other DCs' changes, each origin's in its order.
+/// What is at hand (up to [`APPLY_BATCH`]) is applied in one transaction per origin: one
+/// commit for many changes rather than one each.
 pub(crate) async fn run_inbound(
     ctx: Arc<Ctx>,
     stop: CancellationToken,
@@ -152,7 +171,7 @@ pub(crate) async fn run_inbound(
     let queue = names::inter_data_queue(&ctx.config.dc);
     let spec = ConsumerSpec {
         queue: queue.clone(),
-        prefetch: 64,
+        prefetch: APPLY_BATCH as u16,
         exclusive: false,
         declare: Arc::new(move |ch| {
             let ctx = declare_ctx.clone();
@@ -163,42 +182,65 @@ pub(crate) async fn run_inbound(
         parker: ctx.parker.clone(),
         drain_on_stop: false,
     };
-    meerkat_bus::consume(ctx.bus.clone(), spec, stop, consuming, |delivery| {
-        let ctx = ctx.clone();
-        let queue = queue.clone();
-        async move {
-            // A record kind or field this version cannot read: parked (its origin's stream
-            // stalls at it until the upgrade, see docs/protocol.md: new data kinds are sent
-            // only once every DC reads them).
-            let change = match DataChange::from_json(&delivery.data) {
-                Ok(c) => c,
-                Err(e) => {
-                    let why = meerkat_bus::NotForUs::unreadable(e);
-                    ctx.parker.park(&queue, &delivery, &why).await;
-                    return;
-                }
-            };
-            if handle_change(&ctx, &delivery, change).await {
-                let _ = delivery.ack(BasicAckOptions::default()).await;
-            } else {
-                // The database is unreachable: keep the change, try again shortly.
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let _ = delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await;
-            }
-        }
-    })
+    meerkat_bus::consume_batches(
+        ctx.bus.clone(),
+        spec,
+        APPLY_BATCH,
+        stop,
+        consuming,
+        |deliveries| {
+            let ctx = ctx.clone();
+            let queue = queue.clone();
+            async move { handle_batch(&ctx, &queue, deliveries).await }
+        },
+    )
     .await;
 }
 
-/// False when the change must be retried.
-async fn handle_change(ctx: &Ctx, delivery: &Delivery, change: DataChange) -> bool {
+/// One change taken from the queue, to be applied.
+struct Incoming {
+    delivery: Delivery,
+    change: DataChange,
+}
+
+async fn handle_batch(ctx: &Ctx, queue: &str, deliveries: Vec<Delivery>) {
+    // Consecutive changes of one origin's stream (same life) are applied together.
+    let mut runs: Vec<Vec<Incoming>> = Vec::new();
+    for delivery in deliveries {
+        // A record kind or field this version cannot read: parked (its origin's stream
+        // stalls at it until the upgrade, see docs/protocol.md: new data kinds are sent
+        // only once every DC reads them).
+        let change = match DataChange::from_json(&delivery.data) {
+            Ok(c) => c,
+            Err(e) => {
+                let why = meerkat_bus::NotForUs::unreadable(e);
+                ctx.parker.park(queue, &delivery, &why).await;
+                continue;
+            }
+        };
+        if !accepted(ctx, &delivery, &change) {
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+            continue;
+        }
+        match runs.last_mut() {
+            Some(run)
+                if run[0].change.origin_dc == change.origin_dc
+                    && run[0].change.epoch == change.epoch =>
+            {
+                run.push(Incoming { delivery, change });
+            }
+            _ => runs.push(vec![Incoming { delivery, change }]),
+        }
+    }
+    for run in runs {
+        apply_run(ctx, run).await;
+    }
+}
+
+/// Whether a change is to be applied here: not this DC's own, and from the DC it claims.
+fn accepted(ctx: &Ctx, delivery: &Delivery, change: &DataChange) -> bool {
     if change.origin_dc == ctx.config.dc {
-        return true;
+        return false;
     }
     if let Err(refusal) = ctx
         .origins
@@ -209,14 +251,65 @@ async fn handle_change(ctx: &Ctx, delivery: &Delivery, change: DataChange) -> bo
             .refused
             .get_or_create(&Metrics::dc(&change.origin_dc))
             .inc();
-        return true;
+        return false;
     }
-    let origin = change.origin_dc.as_str();
+    true
+}
+
+/// Applies consecutive changes of one origin in one transaction, then acknowledges each. If
+/// the transaction fails, each is applied on its own, so that only what the database refuses
+/// waits (and is retried).
+async fn apply_run(ctx: &Ctx, run: Vec<Incoming>) {
+    let origin = run[0].change.origin_dc.clone();
+    let epoch = run[0].change.epoch.clone();
+    let changes: Vec<(i64, &Record)> = run
+        .iter()
+        .map(|i| (i.change.seq, &i.change.record))
+        .collect();
     match store(ctx)
-        .apply_remote(origin, &change.epoch, change.seq, &change.record)
+        .apply_remote_batch(&origin, &epoch, &changes)
         .await
     {
-        Ok(ApplyOutcome::Applied) => {
+        Ok(outcomes) => {
+            for (incoming, outcome) in run.into_iter().zip(outcomes) {
+                after_apply(ctx, &incoming.change, outcome).await;
+                let _ = incoming.delivery.ack(BasicAckOptions::default()).await;
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, origin, n = run.len(), "batch not applied: one by one");
+            for incoming in run {
+                let Incoming { delivery, change } = incoming;
+                let applied = store(ctx)
+                    .apply_remote(&origin, &change.epoch, change.seq, &change.record)
+                    .await;
+                match applied {
+                    Ok(outcome) => {
+                        after_apply(ctx, &change, outcome).await;
+                        let _ = delivery.ack(BasicAckOptions::default()).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, origin, seq = change.seq, "data change not applied");
+                        // The database is unreachable: keep the change, try again shortly.
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let _ = delivery
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                ..BasicNackOptions::default()
+                            })
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What follows applying a change: sessions told, stored items nudged, gaps asked for.
+async fn after_apply(ctx: &Ctx, change: &DataChange, outcome: ApplyOutcome) {
+    let origin = change.origin_dc.as_str();
+    match outcome {
+        ApplyOutcome::Applied => {
             // Another DC's account change ends this DC's stale sessions of the account.
             crate::accounts::announce(ctx, &change.record).await;
             nudge_if_stored(ctx, &change.record).await;
@@ -225,26 +318,17 @@ async fn handle_change(ctx: &Ctx, delivery: &Delivery, change: DataChange) -> bo
             let now = chrono_micros();
             let lag = (now - change.written_at).max(0) as f64 / 1e6;
             ctx.metrics.data_lag_seconds.get_or_create(&label).set(lag);
-            true
         }
-        Ok(ApplyOutcome::Gap { expected }) => {
+        ApplyOutcome::Gap { expected } => {
             ctx.metrics
                 .data_gaps
                 .get_or_create(&Metrics::dc(origin))
                 .inc();
             ask_replay(ctx, origin, expected).await;
-            true
         }
         // Applied before, but this delivery was not acked: the nudge may not have gone out.
-        Ok(ApplyOutcome::Duplicate) => {
-            nudge_if_stored(ctx, &change.record).await;
-            true
-        }
-        Ok(ApplyOutcome::Stale) => true,
-        Err(e) => {
-            tracing::warn!(error = %e, origin, seq = change.seq, "data change not applied");
-            false
-        }
+        ApplyOutcome::Duplicate => nudge_if_stored(ctx, &change.record).await,
+        ApplyOutcome::Stale => {}
     }
 }
 
@@ -304,7 +388,7 @@ pub(crate) fn claimed(msg: &DataControl) -> &str {
 }
 
 /// A data control message from another DC (origin already checked).
-pub(crate) async fn handle_control(ctx: &Ctx, msg: DataControl) {
+pub(crate) async fn handle_control(ctx: &Arc<Ctx>, msg: DataControl) {
     if ctx.store.is_none() {
         return;
     }
@@ -315,7 +399,10 @@ pub(crate) async fn handle_control(ctx: &Ctx, msg: DataControl) {
             head,
             applied,
         } => on_status(ctx, &from_dc, epoch, head, &applied).await,
-        DataControl::Replay { from_dc, from_seq } => serve_replay(ctx, &from_dc, from_seq).await,
+        DataControl::Replay { from_dc, from_seq } => {
+            replay_apart(ctx, from_dc, from_seq);
+            Ok(())
+        }
         DataControl::CopyChunk {
             copy_id, records, ..
         } => {
@@ -381,6 +468,24 @@ async fn on_status(
         ask_replay(ctx, from_dc, next).await;
     }
     Ok(())
+}
+
+/// Serves a replay in a task of its own, one at a time per peer: a replay of a long outbox
+/// must not hold up the control consumer, which carries the session snapshots and the status
+/// reports too. A request while one is served is dropped: the peer asks again if it is still
+/// behind (`on_status`).
+fn replay_apart(ctx: &Arc<Ctx>, to: String, from_seq: i64) {
+    if !ctx.data.lock().replaying.insert(to.clone()) {
+        tracing::debug!(to, from_seq, "a replay to this DC is under way");
+        return;
+    }
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        if let Err(e) = serve_replay(&ctx, &to, from_seq).await {
+            tracing::warn!(error = %e, to, from_seq, "replay not served");
+        }
+        ctx.data.lock().replaying.remove(&to);
+    });
 }
 
 async fn serve_replay(ctx: &Ctx, to: &str, from_seq: i64) -> anyhow::Result<()> {

@@ -276,6 +276,22 @@ impl Store {
         seq: i64,
         record: &Record,
     ) -> Result<ApplyOutcome, StoreError> {
+        let mut outcomes = self
+            .apply_remote_batch(origin, epoch, &[(seq, record)])
+            .await?;
+        Ok(outcomes.pop().unwrap_or(ApplyOutcome::Duplicate))
+    }
+
+    /// Applies changes of `origin`'s stream (database life `epoch`), in the order given, in
+    /// one transaction with the bookkeeping: one outcome per change. A change after a gap is
+    /// not applied (it reports the gap), nor is any change if the transaction fails: `Err`
+    /// then, and nothing of the batch is applied.
+    pub async fn apply_remote_batch(
+        &self,
+        origin: &str,
+        epoch: &str,
+        changes: &[(i64, &Record)],
+    ) -> Result<Vec<ApplyOutcome>, StoreError> {
         let mut tx = self.pool().begin().await?;
         // The clock row first, like every write (one lock order, no deadlock).
         sqlx::query("SELECT 1 FROM replication_clock FOR UPDATE")
@@ -285,12 +301,12 @@ impl Store {
             .bind(origin)
             .fetch_optional(&mut *tx)
             .await?;
-        let last = match known {
+        let mut last = match known {
             Some(row) => {
                 let known_epoch: String = row.try_get("epoch")?;
                 let known_seq: i64 = row.try_get("seq")?;
                 if epoch < known_epoch.as_str() {
-                    return Ok(ApplyOutcome::Stale);
+                    return Ok(vec![ApplyOutcome::Stale; changes.len()]);
                 }
                 if epoch > known_epoch.as_str() {
                     0
@@ -300,16 +316,26 @@ impl Store {
             }
             None => 0,
         };
-        if seq <= last {
-            return Ok(ApplyOutcome::Duplicate);
+        let mut outcomes = Vec::with_capacity(changes.len());
+        let mut applied = false;
+        for (seq, record) in changes {
+            let outcome = if *seq <= last {
+                ApplyOutcome::Duplicate
+            } else if *seq > last + 1 {
+                ApplyOutcome::Gap { expected: last + 1 }
+            } else {
+                apply_record(&mut tx, record).await?;
+                last = *seq;
+                applied = true;
+                ApplyOutcome::Applied
+            };
+            outcomes.push(outcome);
         }
-        if seq > last + 1 {
-            return Ok(ApplyOutcome::Gap { expected: last + 1 });
+        if applied {
+            set_applied(&mut tx, origin, epoch, last).await?;
+            tx.commit().await?;
         }
-        apply_record(&mut tx, record).await?;
-        set_applied(&mut tx, origin, epoch, seq).await?;
-        tx.commit().await?;
-        Ok(ApplyOutcome::Applied)
+        Ok(outcomes)
     }
 
     /// Applies records of a full copy (no sequence bookkeeping; see [`Store::copy_done`]).

@@ -160,6 +160,51 @@ async fn a_gap_is_reported_and_nothing_is_applied_out_of_order() {
 }
 
 #[tokio::test]
+async fn a_batch_applies_up_to_its_first_gap_in_one_transaction() {
+    let (a, b) = (dc("dc1").await, dc("dc2").await);
+    let creds = Credentials::derive("p", 16).unwrap();
+    for u in ["u1", "u2", "u3", "u4", "u5"] {
+        a.create_account(u, &creds).await.unwrap();
+    }
+    let me = a.identity().await.unwrap();
+    let e = a.outbox_after(0, 10).await.unwrap();
+    assert_eq!(e.len(), 5);
+    b.apply_remote(&me.dc, &me.epoch, 1, &e[0].record)
+        .await
+        .unwrap();
+    // 1 again, 2 and 3 in order, then 5 without 4.
+    let batch = [
+        (1, &e[0].record),
+        (2, &e[1].record),
+        (3, &e[2].record),
+        (5, &e[4].record),
+    ];
+    let done = b
+        .apply_remote_batch(&me.dc, &me.epoch, &batch)
+        .await
+        .unwrap();
+    assert_eq!(
+        done,
+        [
+            ApplyOutcome::Duplicate,
+            ApplyOutcome::Applied,
+            ApplyOutcome::Applied,
+            ApplyOutcome::Gap { expected: 4 },
+        ]
+    );
+    assert!(b.account_exists("u3").await.unwrap());
+    assert!(!b.account_exists("u5").await.unwrap());
+    assert_eq!(b.applied().await.unwrap()[&me.dc].seq, 3);
+    // The rest by the usual path; a batch of an earlier life is stale as a whole.
+    assert_eq!(ship(&a, &b).await, 2);
+    let stale = b
+        .apply_remote_batch(&me.dc, "0", &[(6, &e[0].record), (7, &e[1].record)])
+        .await
+        .unwrap();
+    assert_eq!(stale, [ApplyOutcome::Stale, ApplyOutcome::Stale]);
+}
+
+#[tokio::test]
 async fn a_deleted_account_stays_deleted_and_a_new_one_of_that_name_starts_empty() {
     let (a, b) = (dc("dc1").await, dc("dc2").await);
     let creds = Credentials::derive("p", 16).unwrap();
