@@ -318,6 +318,10 @@ async fn after_apply(ctx: &Ctx, change: &DataChange, outcome: ApplyOutcome) {
             let now = chrono_micros();
             let lag = (now - change.written_at).max(0) as f64 / 1e6;
             ctx.metrics.data_lag_seconds.get_or_create(&label).set(lag);
+            ctx.metrics
+                .data_apply_lag
+                .get_or_create(&label)
+                .observe(lag);
         }
         ApplyOutcome::Gap { expected } => {
             ctx.metrics

@@ -4,6 +4,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -42,6 +43,8 @@ pub struct Metrics {
     pub data_copies: Family<DcLabel, Counter>,
     /// Seconds between the origin's commit and the apply here of the last change, by origin.
     pub data_lag_seconds: Family<DcLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Seconds between the origin's commit and the apply here, every change, by origin.
+    pub data_apply_lag: Family<DcLabel, Histogram, fn() -> Histogram>,
     /// Changes of the origin not yet applied here (its last reported head minus ours).
     pub data_lag_changes: Family<DcLabel, Gauge>,
     /// Changes of this DC that a peer has not reported applied yet.
@@ -67,6 +70,7 @@ impl Metrics {
             data_replays: Family::default(),
             data_copies: Family::default(),
             data_lag_seconds: Family::default(),
+            data_apply_lag: Family::new_with_constructor(lag_histogram),
             data_lag_changes: Family::default(),
             data_backlog: Family::default(),
         };
@@ -152,6 +156,11 @@ impl Metrics {
             m.data_lag_seconds.clone(),
         );
         r.register(
+            "data_apply_lag_seconds",
+            "Commit at the origin to apply here, every change, by origin DC",
+            m.data_apply_lag.clone(),
+        );
+        r.register(
             "data_lag_changes",
             "Changes of the origin DC not applied here yet",
             m.data_lag_changes.clone(),
@@ -167,4 +176,9 @@ impl Metrics {
     pub fn dc(dc: &str) -> DcLabel {
         DcLabel { dc: dc.to_owned() }
     }
+}
+
+/// From 1 ms to about 30 s, each bucket √2 times the one before.
+fn lag_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, std::f64::consts::SQRT_2, 30))
 }

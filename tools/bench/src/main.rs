@@ -31,6 +31,7 @@ mod data;
 mod failover;
 mod gwkill;
 mod lag;
+mod replag;
 mod resume;
 
 use std::net::SocketAddr;
@@ -172,6 +173,14 @@ pub struct Args {
     /// no PBKDF2 on either side. Applies to the chat workloads and --resume-burst.
     #[arg(long)]
     scram: bool,
+    /// The receiving DC's session replicator metrics (`http://…/metrics`): read before and
+    /// after the chat, they give the replication lag of the data the chat wrote (with the
+    /// archive on: the archived messages) from --lag-origin (see `replag.rs`).
+    #[arg(long)]
+    lag_metrics: Option<String>,
+    /// The DC whose changes --lag-metrics measures.
+    #[arg(long, default_value = "dc1")]
+    lag_origin: String,
     /// Milliseconds between two messages of the sender in --failover rounds.
     #[arg(long, default_value_t = 100)]
     send_every_ms: u64,
@@ -243,7 +252,33 @@ async fn main() -> anyhow::Result<()> {
         return chat::idle(&args).await;
     }
     if args.duration > 0 {
+        let before = match &args.lag_metrics {
+            Some(url) => Some(replag::read(url, &args.lag_origin).await?),
+            None => None,
+        };
         chat(&args).await?;
+        if let (Some(url), Some(before)) = (&args.lag_metrics, before) {
+            // What the run wrote last has a moment to arrive.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let after = replag::read(url, &args.lag_origin).await?;
+            let (n, q) = replag::quantiles(&before, &after, &[0.5, 0.99, 1.0]);
+            println!(
+                "data replication lag from {} during the run: {n} changes applied; p50 ≤ {:.1} ms  p99 ≤ {:.1} ms  max ≤ {:.1} ms (histogram bucket bounds)",
+                args.lag_origin,
+                q[0] * 1000.0,
+                q[1] * 1000.0,
+                q[2] * 1000.0
+            );
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "replication_changes": n, "replication_lag_p50_ms": q[0] * 1000.0,
+                        "replication_lag_p99_ms": q[1] * 1000.0,
+                    })
+                );
+            }
+        }
     }
     if let Some(to_addr) = args.to_addr {
         data_figures(&args, to_addr).await?;
