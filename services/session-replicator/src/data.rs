@@ -37,6 +37,9 @@ pub(crate) struct DataState {
     heads: HashMap<String, Applied>,
     /// The peers a replay is being served to.
     replaying: HashSet<String>,
+    /// Per origin, the next change this DC needed at that origin's last status (and the
+    /// origin's epoch then): if it moved since, the stream is flowing.
+    progress: HashMap<String, (String, i64)>,
 }
 
 pub(crate) fn store(ctx: &Ctx) -> &Store {
@@ -461,14 +464,23 @@ async fn on_status(
         .filter(|p| p.epoch == theirs.epoch)
         .map_or(0, |p| p.seq);
     // Still behind it (a lost tail, a new life of the origin's database, or a DC never
-    // followed): ask for what is missing.
+    // followed): ask for what is missing. But not while changes of that stream are being
+    // applied: behind and moving is a queue being worked off (a burst, this DC busy), and a
+    // replay would only send it all again, on top, and feed the backlog it answers.
     let mine = store(ctx).applied().await?.remove(from_dc);
     let next = match mine {
         Some(a) if a.epoch == theirs.epoch => a.seq + 1,
         Some(a) if a.epoch > theirs.epoch => return Ok(()),
         _ => 1,
     };
-    if next <= previous {
+    let moving = {
+        let mut st = ctx.data.lock();
+        let at_last = st
+            .progress
+            .insert(from_dc.to_owned(), (theirs.epoch.clone(), next));
+        at_last.is_some_and(|(e, n)| e == theirs.epoch && n < next)
+    };
+    if next <= previous && !moving {
         ask_replay(ctx, from_dc, next).await;
     }
     Ok(())
