@@ -41,7 +41,7 @@ pub struct StackOptions {
     pub health: bool,
     /// The routers' `max_offline` (offline messages kept per user; their default when `None`).
     pub max_offline: Option<u32>,
-    /// The routers' `archive` (XEP-0313 message archive; off by default, as in production).
+    /// The routers' `archive` (XEP-0313 message archive; on by default, as in production).
     pub archive: bool,
     /// The gateways' configuration to start from (their defaults when `None`): the stack
     /// still sets the DC, domain, URLs, addresses, instance id and the options above.
@@ -80,7 +80,7 @@ impl Default for StackOptions {
             full_copy_batch: None,
             health: true,
             max_offline: None,
-            archive: false,
+            archive: true,
             gateway: None,
             production_throttles: false,
             newer_minor_wire: false,
