@@ -115,19 +115,20 @@ fn numbered(got: &[String]) -> (Vec<usize>, Vec<(usize, usize)>) {
 const OTHER_SENDERS: usize = 4;
 
 /// The slow-reader attack: `slow` stops reading while `count` messages of about 2 KB are sent
-/// to it; meanwhile other users on the same gateway get messages every 100 ms, on time. The
+/// to it; meanwhile other users on the same gateway chat in pairs every 100 ms, on time. The
 /// gateway must end the slow session with `condition`, stay up, and lose nothing: what the
 /// slow client's socket held, plus what it finds in offline storage at its next login, is
 /// every message, in order, and a message sent after the cut too.
 async fn slow_reader(gateway: c2s_gateway::Config, condition: &str, count: usize) {
     let dc = dc_with(gateway).await;
-    let (s, a, b) = (user("slow"), user("flood"), user("bob"));
+    let (s, a) = (user("slow"), user("flood"));
     let mut slow = available(&dc, &s, "phone").await;
     let mut flooder = available(&dc, &a, "desk").await;
-    let mut bob = available(&dc, &b, "desk").await;
-    let mut senders = Vec::new();
+    // Pairs of other users: each sender writes to its own recipient.
+    let mut pairs = Vec::new();
     for _ in 0..OTHER_SENDERS {
-        senders.push(available(&dc, &user("carol"), "desk").await);
+        let sender = available(&dc, &user("carol"), "desk").await;
+        pairs.push((sender, available(&dc, &user("bob"), "desk").await));
     }
     let slow_bare = slow.bare_jid().to_owned();
     let before = stream_errors(&dc, condition).await;
@@ -144,42 +145,52 @@ async fn slow_reader(gateway: c2s_gateway::Config, condition: &str, count: usize
         flooder
     });
 
-    // The others write to Bob in turn throughout, until the slow session is cut and a
-    // little after.
-    let mut latencies = vec![Vec::new(); senders.len()];
+    // Each pair chats every 100 ms on its own until the slow session is cut and a second
+    // after: one pair held up does not slow down the others' measurements.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let chats: Vec<_> = pairs
+        .into_iter()
+        .enumerate()
+        .map(|(k, (mut from, mut to))| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut took = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    let text = format!("ping {k} {}", took.len());
+                    took.push(timed_message(&mut from, &mut to, &text).await);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                (from, to, took)
+            })
+        })
+        .collect();
     let started = Instant::now();
-    let mut cut_at = None;
-    let mut i = 0;
-    loop {
-        for (k, sender) in senders.iter_mut().enumerate() {
-            let took = timed_message(sender, &mut bob, &format!("ping {k} {i}")).await;
-            latencies[k].push(took);
-        }
-        i += 1;
-        if cut_at.is_none() && stream_errors(&dc, condition).await > before {
-            cut_at = Some(i);
-        }
-        if cut_at.is_some_and(|at| i >= at + 10) {
-            break;
-        }
+    while stream_errors(&dc, condition).await <= before {
         assert!(
             started.elapsed() < Duration::from_secs(180),
-            "the slow session was not ended with {condition} within 180 s; other users' \
-             deliveries meanwhile took up to {:?}",
-            latencies.iter().flatten().max()
+            "the slow session was not ended with {condition} within 180 s"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cut_after = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let mut pairs = Vec::new();
+    let mut latencies = Vec::new();
+    for chat in chats {
+        let (from, to, took) = chat.await.unwrap();
+        pairs.push((from, to));
+        latencies.push(took);
     }
     let mut flooder = flood.await.unwrap();
     let worst: Vec<Duration> = latencies
         .iter()
         .map(|l| l.iter().max().copied().unwrap_or_default())
         .collect();
+    let counts: Vec<usize> = latencies.iter().map(Vec::len).collect();
     eprintln!(
-        "slow reader ({condition}): cut after {:?}; {i} deliveries from each of {} other \
-         users meanwhile, slowest per sender {worst:?}",
-        started.elapsed(),
-        senders.len()
+        "slow reader ({condition}): cut after {cut_after:?}; deliveries per other user \
+         meanwhile {counts:?}, slowest per sender {worst:?}"
     );
     // A sender in the flooder's route partition may wait behind the flood (OTHER_SENDERS);
     // a gateway that held up its deliveries would hold up every sender's.
@@ -285,7 +296,8 @@ async fn slow_reader(gateway: c2s_gateway::Config, condition: &str, count: usize
     );
 
     // The gateway still serves.
-    let late = timed_message(&mut senders[best], &mut bob, "still up").await;
+    let (from, to) = &mut pairs[best];
+    let late = timed_message(from, to, "still up").await;
     assert!(late < ON_TIME, "after the cut: {late:?}");
     dc.stop().await.unwrap();
 }
