@@ -236,7 +236,12 @@ impl BenchClient {
     async fn enable_sm(&mut self, user: &str) -> anyhow::Result<()> {
         self.write(&format!("<enable xmlns='{}' resume='true'/>", ns::SM))
             .await?;
-        let reply = next_el(&mut self.reader).await?;
+        // A stanza may come first (what a session this login replaced had not delivered):
+        // it is before the enabling, so outside the counts.
+        let mut reply = next_el(&mut self.reader).await?;
+        while ["message", "presence", "iq"].contains(&reply.name()) && reply.attr("to").is_some() {
+            reply = next_el(&mut self.reader).await?;
+        }
         if !reply.is("enabled", ns::SM) {
             bail!("{user}: stream management refused: {reply}");
         }
