@@ -10,15 +10,30 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(free_ports(1)?[0])
 }
 
-/// `n` distinct free TCP ports on 127.0.0.1 (all held open at once, so they differ).
+/// Ports this process has handed out: never handed out again. Two configurations made one
+/// after the other (two broker nodes of one test) each found their ports free, but the
+/// kernel may offer a port again once its probe closed it: the second node then got the
+/// first's distribution port and did not start (`dist_port_already_used`).
+static HANDED: parking_lot::Mutex<Vec<u16>> = parking_lot::Mutex::new(Vec::new());
+
+/// `n` distinct free TCP ports on 127.0.0.1 (all held open at once, so they differ), none
+/// handed out before by this process.
 pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0"))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr().context("local_addr")?.port()))
-        .collect()
+    let mut handed = HANDED.lock();
+    // Held open until the end, the ones refused too: the kernel then offers others.
+    let mut held = Vec::new();
+    let mut ports = Vec::with_capacity(n);
+    while ports.len() < n {
+        anyhow::ensure!(held.len() < n + 1000, "no free port on 127.0.0.1");
+        let l = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+        let port = l.local_addr().context("local_addr")?.port();
+        if !handed.contains(&port) {
+            ports.push(port);
+        }
+        held.push(l);
+    }
+    handed.extend(&ports);
+    Ok(ports)
 }
 
 /// True when something accepts TCP connections on 127.0.0.1:`port`.
@@ -28,4 +43,22 @@ pub fn port_open(port: u16) -> bool {
         std::time::Duration::from_millis(300),
     )
     .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_is_handed_out_once() {
+        let first = free_ports(3).unwrap();
+        let mut all = first.clone();
+        for _ in 0..50 {
+            all.extend(free_ports(3).unwrap());
+        }
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n, "a port was handed out twice");
+    }
 }
