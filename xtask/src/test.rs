@@ -47,7 +47,9 @@ pub async fn run(extra: Vec<String>) -> anyhow::Result<i32> {
             .args(&extra)
             .env(TEST_INFRA_ENV, &spec_path);
         if let Some(shared) = &shared {
-            nextest.env(SHARED_DCS_ENV, &shared.description);
+            nextest
+                .env(SHARED_DCS_ENV, &shared.description)
+                .env(SHARED_LOG_ENV, &shared.log);
         }
         let status = nextest.status().await.context("running cargo nextest")?;
         if let Some(shared) = shared {
@@ -72,6 +74,9 @@ pub async fn run(extra: Vec<String>) -> anyhow::Result<i32> {
 /// Names the description of the run's shared two DCs (`meerkat_testkit::shared`).
 const SHARED_DCS_ENV: &str = "MEERKAT_TEST_SHARED_DCS";
 
+/// Names the shared two DCs' log (info and above), which a failing test may quote.
+const SHARED_LOG_ENV: &str = "MEERKAT_TEST_SHARED_LOG";
+
 /// How long the shared two DCs get to start.
 const SHARED_DCS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
 
@@ -81,6 +86,8 @@ const SHARED_DCS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1
 struct SharedDcs {
     child: tokio::process::Child,
     description: std::path::PathBuf,
+    /// Its services' log (`MEERKAT_TEST_LOG`, one file named by its process id).
+    log: std::path::PathBuf,
 }
 
 impl SharedDcs {
@@ -107,6 +114,7 @@ impl SharedDcs {
             tokio::process::Command::new(target.join("debug").join("meerkat-shared-dcs"))
                 .arg(&description)
                 .env(TEST_INFRA_ENV, infra_spec)
+                .env("MEERKAT_TEST_LOG", dir)
                 .stdin(std::process::Stdio::piped())
                 .stdout(out.try_clone()?)
                 .stderr(out)
@@ -129,7 +137,12 @@ impl SharedDcs {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         println!("shared two DCs: {SHARED_DCS_ENV}={}", description.display());
-        Ok(SharedDcs { child, description })
+        let services_log = dir.join(format!("{}.log", child.id().unwrap_or_default()));
+        Ok(SharedDcs {
+            child,
+            description,
+            log: services_log,
+        })
     }
 
     /// Closes its standard input and gives it a while to stop its DCs; kills it otherwise.

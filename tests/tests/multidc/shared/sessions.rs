@@ -31,10 +31,80 @@ async fn same_full_jid_at_another_dc_gets_the_old_session_a_conflict() {
 }
 
 /// Ends `c`'s stream and returns the bodies of the messages the server still wrote until it
-/// ended its own (or went quiet for 2 s).
+/// ended its own. The server must end it (RFC 6120 §4.4); on a loaded machine that may take
+/// seconds, and what it writes until then is the client's: reading only until a quiet spell
+/// would leave those unread, as if lost.
 async fn leave(c: &mut Client) -> Vec<String> {
     c.send_raw("</stream:stream>").await.unwrap();
-    bodies_until_quiet(c, Duration::from_secs(2)).await
+    c.expect_stream_end_within(Duration::from_secs(30))
+        .await
+        .expect("the server ends its stream");
+    let mut bodies = Vec::new();
+    while let Ok(el) = c.next(Duration::ZERO).await {
+        if el.is("message", meerkat_xmpp::ns::CLIENT) {
+            bodies.extend(el.child_text("body", meerkat_xmpp::ns::CLIENT));
+        }
+    }
+    bodies
+}
+
+/// Where the messages in `missing` (bodies) are to be found for `user`: in each DC's archive
+/// (the router handled it) and offline storage (stored, not delivered). What a failure shows.
+async fn whereabouts(
+    m: &meerkat_testkit::shared::SharedDcs,
+    user: &str,
+    missing: &[&String],
+) -> String {
+    let has = |stanza: &str| -> Vec<String> {
+        missing
+            .iter()
+            .filter(|b| stanza.contains(&format!(">{b}<")))
+            .map(|b| b.to_string())
+            .collect()
+    };
+    let mut report = String::new();
+    for k in 1..=2 {
+        let store = crate::store(m.dc(k)).await;
+        let archive = meerkat_store::ArchiveQuery::all(user, 1000);
+        let archived = match store.archive_query(&archive).await {
+            Ok(Some(page)) => format!(
+                "{:?}",
+                page.items
+                    .iter()
+                    .flat_map(|a| has(&a.stanza))
+                    .collect::<Vec<_>>()
+            ),
+            other => format!("{other:?}"),
+        };
+        let offline = match store.offline_messages(user).await {
+            Ok(stored) => format!(
+                "{:?}",
+                stored
+                    .iter()
+                    .flat_map(|o| has(&o.stanza))
+                    .collect::<Vec<_>>()
+            ),
+            Err(e) => e.to_string(),
+        };
+        report.push_str(&format!(
+            "\n  dc{k}: archived {archived}; in offline storage {offline}"
+        ));
+    }
+    // The shared DCs' log (`cargo xtask test` names it): what it says of the account, and
+    // every warning.
+    if let Some(log) = std::env::var_os("MEERKAT_TEST_SHARED_LOG") {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(user) || l.contains(" WARN ") || l.contains(" ERROR "))
+            .collect();
+        report.push_str(&format!("\n  the shared DCs' log ({} lines):", lines.len()));
+        for l in lines.iter().rev().take(60).rev() {
+            report.push_str("\n    ");
+            report.push_str(l);
+        }
+    }
+    report
 }
 
 #[tokio::test]
@@ -99,7 +169,14 @@ async fn reconnecting_at_another_dc_mid_stream_gets_every_message_once() {
     let unique: HashSet<&String> = got.iter().collect();
     assert_eq!(unique.len(), got.len(), "duplicates in {got:?}");
     let have: HashSet<String> = got.iter().cloned().collect();
-    assert_eq!(have, want, "missing: {:?}", want.difference(&have));
+    let mut missing: Vec<&String> = want.difference(&have).collect();
+    missing.sort_by_key(|b| b[1..].parse::<u32>().unwrap_or(0));
+    if !missing.is_empty() {
+        panic!(
+            "missing: {missing:?}; where they are:{}",
+            whereabouts(m, &bob, &missing).await
+        );
+    }
 }
 
 /// Bob's stream-managed session is at DC 1; his connection drops and he resumes at DC 2 (DC 1
