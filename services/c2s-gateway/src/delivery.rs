@@ -30,6 +30,8 @@ pub async fn run(ctx: Arc<Ctx>) {
             Box::pin(async move {
                 // The partitions too: what clients send waits in them while no router runs.
                 meerkat_bus::topology::declare_route_partitions(&ch).await?;
+                // And the routers' queue of handover requests, which this gateway sends to.
+                meerkat_bus::topology::declare_handover_requests(&ch).await?;
                 meerkat_bus::topology::declare_gateway_queue(&ch, &instance)
                     .await
                     .map(|_| ())

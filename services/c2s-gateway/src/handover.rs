@@ -133,9 +133,11 @@ pub async fn ask(ctx: &Ctx, rid: &ResumeId, account: &str, credentials: u64, h: 
     let _forget = Forget(ctx, request);
     let body = serde_json::to_vec(&req).unwrap_or_default();
     let props = props(ctx, step::REQUEST);
+    // On the routers' own queue for requests, not a route partition: a request waits behind
+    // no stanza.
     let sent = ctx
         .publisher
-        .publish(names::ROUTE_EXCHANGE, account, props, &body)
+        .publish("", names::HANDOVER_REQUESTS_QUEUE, props, &body)
         .await;
     let answer = match sent {
         Ok(()) => tokio::time::timeout(ANSWER_WITHIN, rx).await.ok(),

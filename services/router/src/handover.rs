@@ -5,11 +5,79 @@
 //! routers hand it to their deliver exchange). No such session: `refused` to the asking
 //! gateway.
 
-use meerkat_bus::Props;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meerkat_bus::lapin::options::{BasicAckOptions, BasicNackOptions};
+use meerkat_bus::{ConsumerSpec, Props};
 use meerkat_wire::handover::{self, Refused, Request};
 use meerkat_wire::{headers as h, topology as names, RouteKind};
+use tokio_util::sync::CancellationToken;
 
 use crate::Ctx;
+
+/// Consumes the DC's handover requests (`meerkat.handover.requests`; every router, no order
+/// needed) until `stop`. A gateway of an older version sends its requests on the route
+/// exchange instead; its partition passes them on the same way (partition.rs).
+pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
+    let declare_ctx = ctx.clone();
+    let spec = ConsumerSpec {
+        queue: names::HANDOVER_REQUESTS_QUEUE.to_owned(),
+        prefetch: 64,
+        exclusive: false,
+        declare: Arc::new(move |ch| {
+            let ctx = declare_ctx.clone();
+            Box::pin(async move {
+                meerkat_bus::topology::declare_handover_requests(&ch).await?;
+                // The directory must know the DC's sessions before it can find a holder.
+                ctx.sessions.until_warm().await;
+                Ok(())
+            })
+        }),
+        parker: ctx.parker.clone(),
+        drain_on_stop: false,
+    };
+    let bus = ctx.bus.clone();
+    let queue = spec.queue.clone();
+    meerkat_bus::consume(bus, spec, stop, consuming, |delivery| {
+        let ctx = ctx.clone();
+        let queue = queue.clone();
+        async move {
+            match meerkat_bus::wire::kind(delivery.properties.headers().as_ref()) {
+                Ok(RouteKind::Handover) => {}
+                Ok(other) => {
+                    let why = meerkat_bus::NotForUs::unreadable(format!(
+                        "a {} message on the handover request queue",
+                        other.as_str()
+                    ));
+                    ctx.parker.park(&queue, &delivery, &why).await;
+                    return;
+                }
+                Err(unknown) => {
+                    ctx.parker.park(&queue, &delivery, &unknown.into()).await;
+                    return;
+                }
+            }
+            match pass(&ctx, &delivery.data).await {
+                Ok(()) => {
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "handover request not passed on; requeued");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let _ = delivery
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        })
+                        .await;
+                }
+            }
+        }
+    })
+    .await;
+}
 
 /// Passes one `handover` request on; what cannot be read is dropped (logged).
 pub async fn pass(ctx: &Ctx, body: &[u8]) -> anyhow::Result<()> {

@@ -242,9 +242,20 @@ async fn handle_batch(
             let _ = delivery.ack(BasicAckOptions::default()).await;
             continue;
         }
-        if let Err(unknown) = meerkat_bus::wire::kind(delivery.properties.headers().as_ref()) {
-            ctx.parker.park(queue, &delivery, &unknown.into()).await;
-            continue;
+        match meerkat_bus::wire::kind(delivery.properties.headers().as_ref()) {
+            Err(unknown) => {
+                ctx.parker.park(queue, &delivery, &unknown.into()).await;
+                continue;
+            }
+            // A step of a session moving between gateways reads no data its DC wrote, and
+            // must not wait behind stanzas that wait for theirs (a client is waiting for its
+            // `<resumed/>`): on at once. Its steps keep their order among themselves, and the
+            // new holder holds what reaches it directly until the old one's fence.
+            Ok(RouteKind::Handover) => {
+                handover_now(ctx, delivery, id.as_deref(), seen).await;
+                continue;
+            }
+            Ok(_) => {}
         }
         wait_for_data(ctx, delivery.properties.headers().as_ref(), applied).await;
         todo.push((delivery, id));
@@ -291,6 +302,30 @@ async fn handle_batch(
                     })
                     .await;
             }
+        }
+    }
+}
+
+/// Forwards one handover step to its gateway and acks it (requeued if the broker refused).
+async fn handover_now(ctx: &Ctx, delivery: Delivery, id: Option<&str>, seen: &Mutex<Dedup>) {
+    let headers = delivery.properties.headers().as_ref();
+    match forward(ctx, &delivery.data, headers, id).await {
+        Ok(()) => {
+            if let Some(id) = id {
+                seen.lock().insert(id);
+            }
+            ctx.metrics.inter_in.inc();
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "handover step from another DC not forwarded; requeued");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await;
         }
     }
 }

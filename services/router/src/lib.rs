@@ -144,6 +144,11 @@ impl Router {
                 consuming.clone(),
             ));
         }
+        tracker.spawn(handover::run(
+            ctx.clone(),
+            shutdown.clone(),
+            consuming.clone(),
+        ));
         tracker.spawn(blocking::listen(ctx.clone(), shutdown.clone()));
         tracker.spawn(inter::run(ctx.clone(), shutdown.clone(), consuming.clone()));
         tracker.spawn(archive::retention(ctx.clone(), shutdown.clone()));
@@ -152,8 +157,9 @@ impl Router {
             shutdown.clone(),
             consuming.clone(),
         ));
-        // Partitions, the session queue, the inter-DC queue and the returned queue.
-        let expected = usize::from(names::ROUTE_PARTITIONS) + 3;
+        // Partitions, the session queue, the inter-DC queue, the returned queue and the
+        // handover requests.
+        let expected = usize::from(names::ROUTE_PARTITIONS) + 4;
         tracing::info!(instance = %ctx.instance, admin = %self.admin.addr, "router serving");
         let ready = || ctx.bus.is_connected() && consuming.load(Ordering::Acquire) >= expected;
         self.base.serve(self.admin, tracker, ready).await?;

@@ -110,6 +110,26 @@ pub async fn declare_gateway_queue(ch: &Channel, instance: &str) -> Result<Strin
     Ok(queue)
 }
 
+/// The DC's queue of handover requests, published on the default exchange by the gateways and
+/// consumed by every router.
+pub async fn declare_handover_requests(ch: &Channel) -> Result<(), lapin::Error> {
+    let mut args = FieldTable::default();
+    args.insert(
+        ShortString::from("x-message-ttl"),
+        AMQPValue::LongUInt(names::HANDOVER_REQUEST_TTL_MS),
+    );
+    ch.queue_declare(
+        names::HANDOVER_REQUESTS_QUEUE,
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        args,
+    )
+    .await?;
+    Ok(())
+}
+
 /// A per-instance queue on a fanout exchange that lives as long as the instance's connection.
 pub async fn declare_instance_queue(
     ch: &Channel,

@@ -20,6 +20,16 @@ pub fn gateway_queue(instance: &str) -> String {
     format!("meerkat.gateway.{instance}")
 }
 
+/// Handover requests (XEP-0198 resumption at another gateway) from this DC's gateways, on the
+/// default exchange (routing key = this name): every router consumes it, in no particular
+/// order, apart from the route partitions, so a request never waits behind stanzas. A request
+/// older than [`HANDOVER_REQUEST_TTL_MS`] is dropped: its gateway gave up on it.
+pub const HANDOVER_REQUESTS_QUEUE: &str = "meerkat.handover.requests";
+
+/// How long a handover request waits in [`HANDOVER_REQUESTS_QUEUE`] (the resuming gateway
+/// waits 5 s for the answer).
+pub const HANDOVER_REQUEST_TTL_MS: u32 = 5_000;
+
 /// Session events (open / presence / close) from the gateways of this DC: fanout, each router
 /// binds its own queue and rebuilds its in-memory directory from it.
 pub const SESSIONS_EXCHANGE: &str = "meerkat.sessions";
