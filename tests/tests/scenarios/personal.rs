@@ -298,6 +298,51 @@ async fn time_last_activity_and_disco() {
         "bad-request"
     );
 
+    // A request to a user's full JID is the client's to answer: routed to it.
+    let ask = Element::new("iq", ns::CLIENT)
+        .with_attr("type", "get")
+        .with_attr("id", "time-1")
+        .with_attr("to", a.jid())
+        .with_child(Element::new("time", ns::TIME));
+    b.send(&ask).await.unwrap();
+    let got = a
+        .expect("Bob's time request", |e| {
+            e.is("iq", ns::CLIENT) && e.attr("id") == Some("time-1")
+        })
+        .await
+        .unwrap();
+    assert_eq!(got.attr("from"), Some(b.jid()));
+
+    // A logout's status is kept, cut at 1024 characters; the account's other session (not
+    // available) reads it.
+    let mut gone = Client::login(&dc.client(), &alice, "secret-pw", Some("gone"))
+        .await
+        .unwrap();
+    gone.send_presence().await.unwrap();
+    a.send(&Element::new("presence", ns::CLIENT).with_attr("type", "unavailable"))
+        .await
+        .unwrap();
+    let bye = Element::new("presence", ns::CLIENT)
+        .with_attr("type", "unavailable")
+        .with_child(Element::new("status", ns::CLIENT).with_text("s".repeat(5000)));
+    gone.send(&bye).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        let r = a
+            .iq("get", Some(&aj), Element::new("query", ns::LAST))
+            .await
+            .unwrap();
+        let text = r
+            .get_child("query", ns::LAST)
+            .map(|q| q.text())
+            .unwrap_or_default();
+        if !text.is_empty() || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(status.len(), 1024);
+
     let r = a
         .iq_ok(
             "get",
