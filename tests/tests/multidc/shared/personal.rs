@@ -1,5 +1,6 @@
 //! Personal data across DCs (issue 17): a vCard and private XML set at DC 1 are read at DC 2
-//! (by a contact and by the owner's other resource), and a contact at DC 2 learns when the
+//! (by a contact and by the owner's other resource); a contact at DC 2 who sees a presence
+//! announcing a new vCard avatar (XEP-0153) gets the new vCard at once; and learns when the
 //! user at DC 1 logged out and with which status (XEP-0012).
 
 use std::time::{Duration, Instant};
@@ -82,7 +83,7 @@ async fn a_vcard_and_private_xml_set_at_one_dc_are_read_at_the_other() {
 }
 
 #[tokio::test]
-async fn a_contact_at_another_dc_sees_when_the_user_logged_out() {
+async fn a_contact_at_another_dc_gets_the_vcard_a_presence_announces_and_the_logout() {
     let m = shared().await;
     let (alice, bob) = (user("alice"), user("bob"));
     register_everywhere(m, &alice).await;
@@ -104,6 +105,33 @@ async fn a_contact_at_another_dc_sees_when_the_user_logged_out() {
         r.get_child("query", ns::LAST)
             .and_then(|q| q.attr("seconds")),
         Some("0")
+    );
+
+    // A new avatar: the vCard set at DC 1, then the presence announcing its hash (XEP-0153).
+    // DC 2 routes that presence only once it holds the vCard, so Bob's first fetch has it.
+    let card = Element::new("vCard", ns::VCARD)
+        .with_child(Element::new("FN", ns::VCARD).with_text("new avatar"));
+    a.iq_ok("set", None, card).await.unwrap();
+    let update = Element::new("presence", ns::CLIENT).with_child(
+        Element::new("x", ns::VCARD_UPDATE)
+            .with_child(Element::new("photo", ns::VCARD_UPDATE).with_text("0123abcd")),
+    );
+    a.send(&update).await.unwrap();
+    b.expect("the presence with the photo hash", |p| {
+        p.is("presence", ns::CLIENT) && p.has_child("x", ns::VCARD_UPDATE)
+    })
+    .await
+    .unwrap();
+    let r = b
+        .iq_ok("get", Some(&aj), Element::new("vCard", ns::VCARD))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.get_child("vCard", ns::VCARD)
+            .and_then(|v| v.child_text("FN", ns::VCARD))
+            .as_deref(),
+        Some("new avatar"),
+        "{r}"
     );
 
     let bye = Element::new("presence", ns::CLIENT)
