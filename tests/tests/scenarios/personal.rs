@@ -8,6 +8,7 @@
 use std::num::NonZeroU32;
 
 use meerkat_testkit::client::{stanza_error_condition, Client};
+use meerkat_testkit::personal::{last_activity, private_get, vcard_name};
 use meerkat_testkit::stack::{Dc, StackOptions};
 use meerkat_xmpp::{ns, Element};
 
@@ -52,11 +53,7 @@ async fn vcards_are_set_by_their_owner_read_by_anyone_and_bounded() {
             .iq_ok("get", to, Element::new("vCard", ns::VCARD))
             .await
             .unwrap();
-        let v = r.get_child("vCard", ns::VCARD).unwrap();
-        assert_eq!(
-            v.child_text("FN", ns::VCARD).as_deref(),
-            Some("Alice Liddell")
-        );
+        assert_eq!(vcard_name(&r).as_deref(), Some("Alice Liddell"));
     }
 
     // Bob cannot set Alice's.
@@ -143,50 +140,24 @@ async fn private_storage_is_the_owners_only_and_bounded() {
     };
 
     // Nothing stored: the empty element back.
-    let r = a
-        .iq_ok(
-            "get",
-            None,
-            private(vec![Element::new("storage", "storage:bookmarks")]),
-        )
+    let stored = private_get(&mut a, "storage", "storage:bookmarks")
         .await
         .unwrap();
-    let q = r.get_child("query", ns::PRIVATE).unwrap();
-    assert_eq!(
-        q.get_child("storage", "storage:bookmarks")
-            .unwrap()
-            .children()
-            .count(),
-        0
-    );
+    assert_eq!(stored.children().count(), 0);
 
     a.iq_ok("set", Some(&aj), private(vec![bookmarks("Tea party")]))
         .await
         .unwrap();
-    let r = a
-        .iq_ok(
-            "get",
-            None,
-            private(vec![Element::new("storage", "storage:bookmarks")]),
-        )
+    let stored = private_get(&mut a, "storage", "storage:bookmarks")
         .await
         .unwrap();
-    let conf = r
-        .get_child("query", ns::PRIVATE)
-        .and_then(|q| q.get_child("storage", "storage:bookmarks"))
-        .and_then(|s| s.get_child("conference", "storage:bookmarks"))
-        .unwrap();
+    let conf = stored.get_child("conference", "storage:bookmarks").unwrap();
     assert_eq!(conf.attr("name"), Some("Tea party"));
     // Another namespace under the same name is another item.
-    let r = a
-        .iq_ok(
-            "get",
-            None,
-            private(vec![Element::new("storage", "storage:rosternotes")]),
-        )
+    let notes = private_get(&mut a, "storage", "storage:rosternotes")
         .await
         .unwrap();
-    assert!(r.to_xml().find("Tea party").is_none());
+    assert_eq!(notes.children().count(), 0);
 
     // Someone else's: forbidden, either way.
     for ty in ["get", "set"] {
@@ -230,18 +201,10 @@ async fn private_storage_is_the_owners_only_and_bounded() {
         }
     }
     assert_eq!(last, "resource-constraint");
-    let r = a
-        .iq_ok(
-            "get",
-            None,
-            private(vec![Element::new("c17", "urn:example:fill")]),
-        )
+    let r = private_get(&mut a, "c17", "urn:example:fill")
         .await
         .unwrap();
-    assert!(
-        !r.to_xml().contains("ffff"),
-        "the refused request stored nothing"
-    );
+    assert!(r.text().is_empty(), "the refused request stored nothing");
 }
 
 #[tokio::test]
@@ -274,10 +237,7 @@ async fn time_last_activity_and_disco() {
         .iq_ok("get", Some("example.com"), Element::new("query", ns::LAST))
         .await
         .unwrap();
-    let secs = r
-        .get_child("query", ns::LAST)
-        .and_then(|q| q.attr("seconds"));
-    assert!(secs.is_some_and(|s| s.parse::<u64>().is_ok()), "{r}");
+    assert!(last_activity(&r).is_some(), "{r}");
     // A stranger may not know when Alice was last seen; Alice may, and she is online: 0.
     a.send_presence().await.unwrap();
     assert_eq!(
@@ -288,11 +248,7 @@ async fn time_last_activity_and_disco() {
         .iq_ok("get", Some(&aj), Element::new("query", ns::LAST))
         .await
         .unwrap();
-    assert_eq!(
-        r.get_child("query", ns::LAST)
-            .and_then(|q| q.attr("seconds")),
-        Some("0")
-    );
+    assert_eq!(last_activity(&r), Some((0, String::new())));
     assert_eq!(
         condition(&mut a, "set", Some(&aj), Element::new("query", ns::LAST)).await,
         "bad-request"
@@ -332,10 +288,7 @@ async fn time_last_activity_and_disco() {
             .iq("get", Some(&aj), Element::new("query", ns::LAST))
             .await
             .unwrap();
-        let text = r
-            .get_child("query", ns::LAST)
-            .map(|q| q.text())
-            .unwrap_or_default();
+        let text = last_activity(&r).map(|(_, t)| t).unwrap_or_default();
         if !text.is_empty() || std::time::Instant::now() > deadline {
             break text;
         }

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use meerkat_testkit::client::{stanza_error_condition, Client};
+use meerkat_testkit::personal::{last_activity, vcard_name};
 use meerkat_xmpp::{ns, Element};
 
 use crate::{available, befriend, login, register_everywhere, shared, user, CONVERGE};
@@ -54,11 +55,7 @@ async fn a_vcard_and_private_xml_set_at_one_dc_are_read_at_the_other() {
         "get",
         Some(&aj),
         Element::new("vCard", ns::VCARD),
-        |r| {
-            r.get_child("vCard", ns::VCARD)
-                .and_then(|v| v.child_text("FN", ns::VCARD))
-                .is_some_and(|t| t == "Alice at DC 1")
-        },
+        |r| vcard_name(r).is_some_and(|t| t == "Alice at DC 1"),
     )
     .await;
     assert_eq!(r.attr("from"), Some(aj.as_str()));
@@ -101,11 +98,7 @@ async fn a_contact_at_another_dc_gets_the_vcard_a_presence_announces_and_the_log
         .iq_ok("get", Some(&aj), Element::new("query", ns::LAST))
         .await
         .unwrap();
-    assert_eq!(
-        r.get_child("query", ns::LAST)
-            .and_then(|q| q.attr("seconds")),
-        Some("0")
-    );
+    assert_eq!(last_activity(&r), Some((0, String::new())));
 
     // A new avatar: the vCard set at DC 1, then the presence announcing its hash (XEP-0153).
     // DC 2 routes that presence only once it holds the vCard, so Bob's first fetch has it.
@@ -126,13 +119,7 @@ async fn a_contact_at_another_dc_gets_the_vcard_a_presence_announces_and_the_log
         .iq_ok("get", Some(&aj), Element::new("vCard", ns::VCARD))
         .await
         .unwrap();
-    assert_eq!(
-        r.get_child("vCard", ns::VCARD)
-            .and_then(|v| v.child_text("FN", ns::VCARD))
-            .as_deref(),
-        Some("new avatar"),
-        "{r}"
-    );
+    assert_eq!(vcard_name(&r).as_deref(), Some("new avatar"), "{r}");
 
     let bye = Element::new("presence", ns::CLIENT)
         .with_attr("type", "unavailable")
@@ -145,17 +132,10 @@ async fn a_contact_at_another_dc_gets_the_vcard_a_presence_announces_and_the_log
         "get",
         Some(&aj),
         Element::new("query", ns::LAST),
-        |r| {
-            r.get_child("query", ns::LAST)
-                .is_some_and(|q| q.text() == "gone fishing")
-        },
+        |r| last_activity(r).is_some_and(|(_, status)| status == "gone fishing"),
     )
     .await;
-    let secs: u64 = r
-        .get_child("query", ns::LAST)
-        .and_then(|q| q.attr("seconds"))
-        .and_then(|s| s.parse().ok())
-        .unwrap();
+    let (secs, _) = last_activity(&r).unwrap();
     assert!(
         secs < CONVERGE.as_secs() + 5,
         "{secs} s since a logout just now"
