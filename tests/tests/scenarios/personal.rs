@@ -26,6 +26,14 @@ fn private(children: Vec<Element>) -> Element {
     q
 }
 
+/// Alice (her name and her client) and Bob, logged in at `dc`.
+async fn alice_and_bob(dc: &Dc) -> (String, Client, Client) {
+    let alice = user("alice");
+    let a = online(dc, &alice, "phone").await;
+    let b = online(dc, &user("bob"), "desk").await;
+    (alice, a, b)
+}
+
 async fn condition(c: &mut Client, ty: &str, to: Option<&str>, payload: Element) -> String {
     let r = c.iq(ty, to, payload).await.unwrap();
     stanza_error_condition(&r).unwrap_or_else(|| "result".into())
@@ -34,9 +42,7 @@ async fn condition(c: &mut Client, ty: &str, to: Option<&str>, payload: Element)
 #[tokio::test]
 async fn vcards_are_set_by_their_owner_read_by_anyone_and_bounded() {
     let dc = roomy_dc().await;
-    let (alice, bob) = (user("alice"), user("bob"));
-    let mut a = online(&dc, &alice, "phone").await;
-    let mut b = online(&dc, &bob, "desk").await;
+    let (_, mut a, mut b) = alice_and_bob(&dc).await;
     let aj = a.bare_jid().to_owned();
 
     // No vCard yet: an empty one, as ejabberd and Prosody answer.
@@ -127,9 +133,7 @@ async fn roomy_dc() -> Dc {
 #[tokio::test]
 async fn private_storage_is_the_owners_only_and_bounded() {
     let dc = roomy_dc().await;
-    let (alice, bob) = (user("alice"), user("bob"));
-    let mut a = online(&dc, &alice, "phone").await;
-    let mut b = online(&dc, &bob, "desk").await;
+    let (_, mut a, mut b) = alice_and_bob(&dc).await;
     let aj = a.bare_jid().to_owned();
     let bookmarks = |name: &str| {
         Element::new("storage", "storage:bookmarks").with_child(
@@ -210,9 +214,7 @@ async fn private_storage_is_the_owners_only_and_bounded() {
 #[tokio::test]
 async fn time_last_activity_and_disco() {
     let dc = dc().await;
-    let (alice, bob) = (user("alice"), user("bob"));
-    let mut a = online(&dc, &alice, "phone").await;
-    let mut b = online(&dc, &bob, "desk").await;
+    let (alice, mut a, mut b) = alice_and_bob(&dc).await;
     let aj = a.bare_jid().to_owned();
     // Never logged out: nothing known.
     assert_eq!(
