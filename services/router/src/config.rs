@@ -30,6 +30,19 @@ pub struct Config {
     pub max_blocked: u32,
     /// Items one block or unblock request may carry; more: resource-constraint.
     pub max_block_request: u32,
+    /// Personal documents may be written here: vCards (XEP-0054), private XML (XEP-0049) and
+    /// the last logout (XEP-0012). Their records are replication kinds that a DC of an
+    /// earlier version cannot apply (as for `blocking`): off while a mesh is upgraded to the
+    /// first version that has them; reads answer from what is stored either way.
+    pub personal_data: bool,
+    /// Bytes a vCard (XEP-0054) may take, serialised; a larger one: not-acceptable. Enough
+    /// for a 128 KiB avatar in base64 (175 KiB) beside the text, and below the gateway's
+    /// 256 KiB stanza limit, so that the client gets the XEP's error and not a stream error.
+    pub max_vcard_bytes: u32,
+    /// Bytes one private XML element (XEP-0049) may take, serialised; larger: not-acceptable.
+    pub max_private_item_bytes: u32,
+    /// Bytes an account's private XML elements may take in all; past it: resource-constraint.
+    pub max_private_bytes: u64,
     /// The other DCs: id and the federation upstream URI they are reached by. A stanza from
     /// another DC is accepted only when it came through the link of the DC it claims
     /// (`x-received-from`); none = every stanza claiming another DC is refused.
@@ -71,6 +84,10 @@ impl Default for Config {
             blocking: true,
             max_blocked: 1000,
             max_block_request: 100,
+            personal_data: true,
+            max_vcard_bytes: 200 * 1024,
+            max_private_item_bytes: 64 * 1024,
+            max_private_bytes: 1024 * 1024,
             peers: Vec::new(),
             transient_retry_ms: 5000,
             directory_warmup_ms: 1000,

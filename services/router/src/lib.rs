@@ -1,6 +1,6 @@
 //! The router: consumes client stanzas from the route partitions, decides where each goes
 //! (RFC 6120 §10, RFC 6121), runs the server-side handlers (roster, subscriptions, presence,
-//! offline storage, disco, ping, version) and delivers to the gateways — or, for a session at
+//! offline storage, disco, ping, version, vCard, private storage, time, last activity) and delivers to the gateways — or, for a session at
 //! another DC, wraps the stanza for that DC. Its session directory lives in memory, fed by the
 //! session events of the DC's gateways and of the other DCs (republished by the replicator).
 
@@ -39,6 +39,8 @@ use tokio_util::task::TaskTracker;
 
 pub use config::{Config, Peer};
 pub use handlers::blocking::BlockingRequest;
+pub use handlers::private::PrivateRequest;
+pub use handlers::vcard::VcardRequest;
 
 /// What every handler needs.
 pub(crate) struct Ctx {
@@ -57,6 +59,8 @@ pub(crate) struct Ctx {
     pub blocking: blocking::Cache,
     /// Writes the message archive, batched across partitions.
     pub archiver: archive::Archiver,
+    /// When this router started: the server's uptime (XEP-0012).
+    pub started: std::time::Instant,
 }
 
 pub struct Router {
@@ -100,6 +104,7 @@ impl Router {
             publisher: base.publisher.clone(),
             sessions: sessions::Sessions::default(),
             blocking: blocking::Cache::default(),
+            started: std::time::Instant::now(),
             metrics,
             config,
         });

@@ -5,7 +5,8 @@
 use meerkat_auth::Credentials;
 
 use crate::{
-    accounts, blocking, offline, replication, roster, subscriptions, RosterItem, Store, StoreError,
+    accounts, blocking, offline, personal, replication, roster, subscriptions, RosterItem, Store,
+    StoreError,
 };
 
 /// A mutation of persistent user data.
@@ -58,6 +59,23 @@ pub enum Change {
     Unblock {
         username: String,
         jids: Option<Vec<String>>,
+    },
+    /// XEP-0049: store private XML items (key `{namespace}name`, element); refused
+    /// (`StoreError::Full`) when the account's items would pass `max_total` bytes.
+    SetPrivate {
+        username: String,
+        items: Vec<(String, String)>,
+        max_total: u64,
+    },
+    /// XEP-0054: replace the vCard; `None` deletes it.
+    SetVcard {
+        username: String,
+        vcard: Option<String>,
+    },
+    /// XEP-0012: the account's last resource went unavailable now, with this status.
+    SetLastActivity {
+        username: String,
+        status: String,
     },
 }
 
@@ -170,6 +188,25 @@ impl Store {
             Change::Unblock { username, jids } => {
                 records
                     .extend(blocking::unblock(&mut tx, username, jids.as_deref(), &stamp).await?);
+                Outcome::Done
+            }
+            Change::SetPrivate {
+                username,
+                items,
+                max_total,
+            } => {
+                records.extend(
+                    personal::set_private(&mut tx, username, items, *max_total, &stamp).await?,
+                );
+                Outcome::Done
+            }
+            Change::SetVcard { username, vcard } => {
+                records
+                    .push(personal::set_vcard(&mut tx, username, vcard.as_deref(), &stamp).await?);
+                Outcome::Done
+            }
+            Change::SetLastActivity { username, status } => {
+                records.push(personal::set_last(&mut tx, username, status, &stamp).await?);
                 Outcome::Done
             }
         };

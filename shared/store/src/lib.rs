@@ -1,5 +1,6 @@
 //! PostgreSQL persistence for Meerkat: accounts (SCRAM keys), rosters, pending subscription
-//! requests and offline messages, with the schema migrations that create them.
+//! requests, offline messages, block lists, the archive and personal documents (vCards,
+//! private XML, last activity), with the schema migrations that create them.
 //!
 //! Every write is a [`Change`] applied by [`Store::write`] inside one transaction, so that
 //! per-DC replication (a transactional outbox recording each change) can be added in one place.
@@ -10,6 +11,7 @@ mod archive;
 mod blocking;
 mod change;
 mod offline;
+mod personal;
 mod replication;
 mod roster;
 mod subscriptions;
@@ -28,6 +30,7 @@ pub use archive::{
 pub use change::{Change, Outcome};
 pub use meerkat_wire::data::{Applied, Record, Stamp};
 pub use offline::OfflineMessage;
+pub use personal::LastActivity;
 pub use replication::{ApplyOutcome, FullCopy, Identity, OutboxEntry, PeerState};
 pub use roster::{RosterItem, Subscription};
 pub use subscriptions::SubscriptionRequest;

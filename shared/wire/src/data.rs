@@ -108,6 +108,14 @@ pub struct ArchivePrefsState {
     pub never: Vec<String>,
 }
 
+/// A stored document of a user's personal data: a private XML item (XEP-0049), a vCard
+/// (XEP-0054) or the status of the account's last logout (XEP-0012, whose time is the
+/// stamp's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocState {
+    pub body: String,
+}
+
 /// The new state of one item; `None` states are deletions (kept as tombstones).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "item", rename_all = "snake_case")]
@@ -154,6 +162,26 @@ pub enum Record {
         stamp: Stamp,
         state: Option<ArchivePrefsState>,
     },
+    /// Since issue 17: one private XML item (XEP-0049), `key` = `{namespace}name`.
+    Private {
+        username: String,
+        key: String,
+        stamp: Stamp,
+        state: Option<DocState>,
+    },
+    /// Since issue 17: the account's vCard (XEP-0054), the `<vCard/>` element as XML.
+    Vcard {
+        username: String,
+        stamp: Stamp,
+        state: Option<DocState>,
+    },
+    /// Since issue 17: the account's last logout (XEP-0012): its status text; its time is the
+    /// stamp's clock (milliseconds = `hlc >> 16`).
+    LastActivity {
+        username: String,
+        stamp: Stamp,
+        state: Option<DocState>,
+    },
 }
 
 impl Record {
@@ -165,7 +193,10 @@ impl Record {
             | Record::Offline { stamp, .. }
             | Record::Block { stamp, .. }
             | Record::Archive { stamp, .. }
-            | Record::ArchivePrefs { stamp, .. } => stamp,
+            | Record::ArchivePrefs { stamp, .. }
+            | Record::Private { stamp, .. }
+            | Record::Vcard { stamp, .. }
+            | Record::LastActivity { stamp, .. } => stamp,
         }
     }
 
@@ -177,7 +208,10 @@ impl Record {
             | Record::Offline { username, .. }
             | Record::Block { username, .. }
             | Record::Archive { username, .. }
-            | Record::ArchivePrefs { username, .. } => username,
+            | Record::ArchivePrefs { username, .. }
+            | Record::Private { username, .. }
+            | Record::Vcard { username, .. }
+            | Record::LastActivity { username, .. } => username,
         }
     }
 
@@ -205,7 +239,10 @@ impl Record {
             | Record::Roster { .. }
             | Record::Block { .. }
             | Record::Archive { .. }
-            | Record::ArchivePrefs { .. } => None,
+            | Record::ArchivePrefs { .. }
+            | Record::Private { .. }
+            | Record::Vcard { .. }
+            | Record::LastActivity { .. } => None,
         }
     }
 }

@@ -47,3 +47,15 @@ pub const RSM: &str = "http://jabber.org/protocol/rsm";
 pub const BLOCKING: &str = "urn:xmpp:blocking";
 /// XEP-0191 §3.4: the error payload when a user sends to a contact it blocks.
 pub const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
+/// XEP-0049 private XML storage.
+pub const PRIVATE: &str = "jabber:iq:private";
+/// XEP-0054 vcard-temp.
+pub const VCARD: &str = "vcard-temp";
+/// XEP-0153 vCard-based avatars: the photo hash in presence.
+pub const VCARD_UPDATE: &str = "vcard-temp:x:update";
+/// XEP-0202 entity time.
+pub const TIME: &str = "urn:xmpp:time";
+/// XEP-0012 last activity.
+pub const LAST: &str = "jabber:iq:last";
+/// The server-to-server stream namespace (reserved in XEP-0049).
+pub const SERVER: &str = "jabber:server";

@@ -18,10 +18,15 @@ pub const SERVER_FEATURES: &[&str] = &[
     ns::CARBONS,
     ns::CARBONS_RULES,
     ns::BLOCKING,
+    ns::PRIVATE,
+    ns::VCARD,
+    ns::TIME,
+    ns::LAST,
 ];
 
 /// Features an account advertises (the server answers for it), besides disco#info itself.
-pub const ACCOUNT_FEATURES: &[&str] = &[ns::MAM, ns::MAM_EXTENDED, ns::SID];
+/// Last activity (XEP-0012) is answered for the account at its bare JID.
+pub const ACCOUNT_FEATURES: &[&str] = &[ns::MAM, ns::MAM_EXTENDED, ns::SID, ns::LAST];
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct DiscoRequest {
@@ -116,6 +121,10 @@ mod tests {
             ns::OFFLINE,
             ns::ROSTER_VER,
             ns::REGISTER,
+            ns::PRIVATE,
+            ns::VCARD,
+            ns::TIME,
+            ns::LAST,
         ] {
             assert!(f.iter().any(|x| x == want), "{want} missing");
         }
@@ -126,7 +135,7 @@ mod tests {
         };
         let account = req.answer_info(&iq, &acct, "x").expect("info");
         let f = features(&account);
-        for want in [ns::DISCO_INFO, ns::MAM, ns::MAM_EXTENDED, ns::SID] {
+        for want in [ns::DISCO_INFO, ns::MAM, ns::MAM_EXTENDED, ns::SID, ns::LAST] {
             assert!(f.iter().any(|x| x == want), "{want} missing on the account");
         }
         let id = account

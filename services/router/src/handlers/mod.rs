@@ -5,13 +5,17 @@ pub mod archive;
 pub mod blocking;
 pub mod carbons;
 pub mod disco;
+pub mod last;
 pub mod offline;
 pub mod ping;
 pub mod presence;
+pub mod private;
 pub mod roster;
 pub mod stored;
 pub mod subscription;
 pub mod substate;
+pub mod time;
+pub mod vcard;
 pub mod version;
 
 use meerkat_xmpp::{ns, StanzaError, StanzaType};
@@ -78,6 +82,10 @@ pub async fn server_iq(
         ns::VERSION if server_like => {
             version::VersionRequest::parse(inb.ty, payload).map(|v| v.answer(&inb.el))
         }
+        ns::TIME if server_like => time::answer(inb.ty, &inb.el, payload, chrono::Utc::now()),
+        ns::PRIVATE => private::answer(ctx, inb, &entity, payload).await?,
+        ns::VCARD => vcard::answer(ctx, inb, &entity, payload).await?,
+        ns::LAST => last::answer(ctx, inb, &entity, payload).await?,
         _ => Err(StanzaError::service_unavailable()),
     };
     Ok(match answer {

@@ -15,6 +15,9 @@ use crate::Ctx;
 
 /// Presence without `to` from a client: available or unavailable.
 pub async fn broadcast(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Result<Outcome> {
+    if inb.ty == StanzaType::Unavailable {
+        super::last::logged_out(ctx, inb).await?;
+    }
     let (_, items) = ctx.store.roster(inb.username()).await?;
     let mut recipients: Vec<String> = items
         .iter()

@@ -64,6 +64,9 @@ pub(crate) static KINDS: &[&dyn Kind] = &[
     &super::blocking::Blocking,
     &super::archive::Archive,
     &super::archive::ArchivePrefs,
+    &super::docs::PRIVATE,
+    &super::docs::VCARD,
+    &super::docs::LAST,
 ];
 
 /// The kind of `rec`.

@@ -8,6 +8,7 @@ mod archive;
 mod blocking;
 mod helpers;
 mod offline;
+mod personal;
 mod replication;
 mod roster;
 mod throttle;

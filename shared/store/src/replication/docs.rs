@@ -1,0 +1,203 @@
+//! Personal documents (issue 17): private XML items (XEP-0049), vCards (XEP-0054) and the last
+//! logout (XEP-0012). Each is its own kind with its own table (migration 0006), all of one
+//! shape — a user's item under a key, a body, a stamp — so one implementation serves them: per
+//! item the larger stamp wins, a deletion is a tombstone keyed `username\nkey`, and the items
+//! go with their account.
+
+use async_trait::async_trait;
+use meerkat_wire::data::{DocState, Record, Stamp};
+use sqlx::{PgConnection, Row};
+
+use super::kind::{contact_of, cursor2, key2, Cursor, Kind};
+use super::tombstones::{self, stamp_of};
+use crate::StoreError;
+
+/// One kind of personal document.
+pub(crate) struct Doc {
+    /// The kind's name in `tombstones.kind`.
+    pub name: &'static str,
+    /// Its table: `username`, `key`, `body`, `hlc`, `hlc_dc`.
+    pub table: &'static str,
+    /// Its record for (username, key, stamp, state).
+    record: fn(String, String, Stamp, Option<DocState>) -> Record,
+}
+
+pub(crate) static PRIVATE: Doc = Doc {
+    name: "private",
+    table: "private_xml",
+    record: |username, key, stamp, state| Record::Private {
+        username,
+        key,
+        stamp,
+        state,
+    },
+};
+
+pub(crate) static VCARD: Doc = Doc {
+    name: "vcard",
+    table: "vcards",
+    record: |username, _, stamp, state| Record::Vcard {
+        username,
+        stamp,
+        state,
+    },
+};
+
+pub(crate) static LAST: Doc = Doc {
+    name: "last",
+    table: "last_activity",
+    record: |username, _, stamp, state| Record::LastActivity {
+        username,
+        stamp,
+        state,
+    },
+};
+
+/// (kind name, username, key, state) of a personal document's record.
+fn parts(rec: &Record) -> Option<(&'static str, &str, &str, Option<&DocState>)> {
+    match rec {
+        Record::Private {
+            username,
+            key,
+            state,
+            ..
+        } => Some((PRIVATE.name, username, key, state.as_ref())),
+        Record::Vcard {
+            username, state, ..
+        } => Some((VCARD.name, username, "", state.as_ref())),
+        Record::LastActivity {
+            username, state, ..
+        } => Some((LAST.name, username, "", state.as_ref())),
+        _ => None,
+    }
+}
+
+impl Doc {
+    /// The record of a local write: `body` is the item's new state, `None` its deletion.
+    pub(crate) fn record_of(
+        &self,
+        username: &str,
+        key: &str,
+        body: Option<&str>,
+        stamp: &Stamp,
+    ) -> Record {
+        let state = body.map(|b| DocState { body: b.to_owned() });
+        (self.record)(username.to_owned(), key.to_owned(), stamp.clone(), state)
+    }
+
+    /// Writes a local change (its stamp, fresh from the DC's clock, always wins).
+    pub(crate) async fn write_local(
+        &self,
+        conn: &mut PgConnection,
+        rec: &Record,
+    ) -> Result<(), StoreError> {
+        self.apply(conn, rec).await
+    }
+}
+
+#[async_trait]
+impl Kind for Doc {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn owns(&self, rec: &Record) -> bool {
+        parts(rec).is_some_and(|(name, ..)| name == self.name)
+    }
+
+    fn user_table(&self) -> Option<&'static str> {
+        Some(self.table)
+    }
+
+    fn tombstone_key(&self, rec: &Record) -> String {
+        parts(rec).map_or_else(String::new, |(_, user, key, _)| key2(user, key))
+    }
+
+    async fn row_stamp(
+        &self,
+        conn: &mut PgConnection,
+        rec: &Record,
+    ) -> Result<Option<Stamp>, StoreError> {
+        let Some((_, user, key, _)) = parts(rec) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(&format!(
+            "SELECT hlc, hlc_dc FROM {} WHERE username = $1 AND key = $2",
+            self.table
+        ))
+        .bind(user)
+        .bind(key)
+        .fetch_optional(conn)
+        .await?;
+        row.as_ref().map(stamp_of).transpose()
+    }
+
+    async fn apply(&self, conn: &mut PgConnection, rec: &Record) -> Result<(), StoreError> {
+        let Some((_, user, key, state)) = parts(rec).filter(|p| p.0 == self.name) else {
+            return Err(StoreError::Corrupt(format!("not a {} record", self.name)));
+        };
+        let stamp = rec.stamp();
+        let tombstone = key2(user, key);
+        match state {
+            Some(DocState { body }) => {
+                sqlx::query(&format!(
+                    "INSERT INTO {} (username, key, body, hlc, hlc_dc) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (username, key) DO UPDATE SET body = EXCLUDED.body, \
+                     hlc = EXCLUDED.hlc, hlc_dc = EXCLUDED.hlc_dc",
+                    self.table
+                ))
+                .bind(user)
+                .bind(key)
+                .bind(body)
+                .bind(stamp.hlc)
+                .bind(&stamp.dc)
+                .execute(&mut *conn)
+                .await?;
+                tombstones::clear(conn, self.name, &tombstone).await
+            }
+            None => {
+                sqlx::query(&format!(
+                    "DELETE FROM {} WHERE username = $1 AND key = $2",
+                    self.table
+                ))
+                .bind(user)
+                .bind(key)
+                .execute(&mut *conn)
+                .await?;
+                tombstones::set(conn, self.name, &tombstone, user, stamp).await
+            }
+        }
+    }
+
+    async fn copy_batch(
+        &self,
+        conn: &mut PgConnection,
+        after: Option<&Cursor>,
+        limit: i64,
+    ) -> Result<Vec<(Cursor, Record)>, StoreError> {
+        let (user, key) = cursor2(after);
+        let rows = sqlx::query(&format!(
+            "SELECT username, key, body, hlc, hlc_dc FROM {} \
+             WHERE (username, key) > ($1, $2) ORDER BY username, key LIMIT $3",
+            self.table
+        ))
+        .bind(user)
+        .bind(key)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let username: String = row.try_get("username")?;
+                let key: String = row.try_get("key")?;
+                let body: String = row.try_get("body")?;
+                let rec = self.record_of(&username, &key, Some(&body), &stamp_of(row)?);
+                Ok(((username, key), rec))
+            })
+            .collect()
+    }
+
+    fn deleted(&self, key: &str, username: String, stamp: Stamp) -> Result<Record, StoreError> {
+        Ok((self.record)(username, contact_of(key), stamp, None))
+    }
+}
