@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use meerkat_localstack::federation::{self, upstream_name};
+use meerkat_localstack::federation;
 use meerkat_localstack::process;
 
 use crate::endpoints::Endpoints;
@@ -312,7 +312,7 @@ async fn wait_cut_noticed(e: &Endpoints, k: u16, l: u16) -> anyhow::Result<Optio
                 continue;
             }
             let fed = &feds[usize::from(down - 1)];
-            let upstream = upstream_name(&layout::dc_id(up));
+            let upstream = fed.upstream_name_of(&layout::dc_id(up));
             // An unanswered query counts as still running: nothing is known yet.
             running |= federation::link_status(fed).await.map_or(true, |all| {
                 all.iter()

@@ -53,7 +53,13 @@ pub async fn run(extra: Vec<String>) -> anyhow::Result<i32> {
         }
         let status = nextest.status().await.context("running cargo nextest")?;
         if let Some(shared) = shared {
+            let log = shared.log.clone();
             shared.stop().await;
+            // Kept past the run (its directory goes): what to read after a failure.
+            let kept = layout::test_dir().join("shared-dcs.log");
+            if std::fs::copy(&log, &kept).is_ok() {
+                println!("the shared DCs' log: {}", kept.display());
+            }
         }
         // A signal-killed nextest has no code; report it as a failure.
         anyhow::Ok(status.code().unwrap_or(1))

@@ -70,6 +70,7 @@ pub async fn run(ctx: Arc<Ctx>) {
             let headers = delivery.properties.headers().as_ref();
             if let Some(id) = delivery.properties.message_id() {
                 if !dedup.lock().first_time(id.as_str()) {
+                    tracing::debug!(message = %id, "duplicate delivery dropped");
                     let _ = delivery.ack(BasicAckOptions::default()).await;
                     return;
                 }
@@ -119,7 +120,9 @@ pub async fn run(ctx: Arc<Ctx>) {
                         String::from_utf8_lossy(&delivery.data).into_owned(),
                         delivery.acker.clone(),
                     );
-                    if let Ok(backing_up) = tx.offer(handed) {
+                    let offered = tx.offer(handed);
+                    tracing::debug!(?session, message = ?delivery.properties.message_id(), taken = offered.is_ok(), "handed to its session");
+                    if let Ok(backing_up) = offered {
                         // A session more than half full gets to write before the next
                         // hand-off: a burst for it (an offline backlog) is taken at the pace
                         // its client reads, rather than piled past its cap. Every other
@@ -137,6 +140,7 @@ pub async fn run(ctx: Arc<Ctx>) {
             if crate::handover::follow(&ctx, session, &delivery, hops).await {
                 return;
             }
+            tracing::debug!(?session, hops, message = ?delivery.properties.message_id(), "no such session here: bounced");
             if bounce(&ctx, &delivery.data, session, hops).await {
                 let _ = delivery.ack(BasicAckOptions::default()).await;
             } else {

@@ -192,7 +192,7 @@ pub async fn send(
     } else {
         let props = props.str(h::TARGET_DC, &to.dc).str(h::GATEWAY, &to.gateway);
         ctx.publisher
-            .publish(names::INTER_STANZAS_EXCHANGE, &to.dc, props, body)
+            .publish_routed(names::INTER_STANZAS_EXCHANGE, &to.dc, props, body)
             .await
     };
     if let Err(e) = &sent {

@@ -123,7 +123,7 @@ async fn send(ctx: &Ctx, dc: &str, gateway: &str, step: &str, body: &[u8]) -> an
     } else {
         let props = props.str(h::TARGET_DC, dc).str(h::GATEWAY, gateway);
         ctx.publisher
-            .publish(names::INTER_STANZAS_EXCHANGE, dc, props, body)
+            .publish_routed(names::INTER_STANZAS_EXCHANGE, dc, props, body)
             .await?;
     }
     Ok(())

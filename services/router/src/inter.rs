@@ -221,6 +221,7 @@ async fn handle_batch(
     applied: &Mutex<AppliedView>,
 ) {
     let mut todo = Vec::with_capacity(batch.len());
+    let batch_len = batch.len();
     for delivery in batch {
         let id = delivery
             .properties
@@ -228,9 +229,11 @@ async fn handle_batch(
             .as_ref()
             .map(|s| s.as_str().to_owned());
         if id.as_deref().is_some_and(|id| seen.lock().contains(id)) {
+            tracing::debug!(message = ?id, "from another DC again: dropped");
             let _ = delivery.ack(BasicAckOptions::default()).await;
             continue;
         }
+        tracing::debug!(message = ?id, batch = batch_len, "from another DC");
         if let Err(refusal) = check_origin(&ctx.origins, delivery.properties.headers().as_ref()) {
             tracing::warn!(%refusal, message_id = id.as_deref().unwrap_or(""), "message from another DC refused: not from the DC it claims");
             ctx.metrics

@@ -167,6 +167,7 @@ impl Outbox {
                 }
                 props = props.opt_str(h::SENDER, o.stanza.as_ref().and_then(|s| s.attr("from")));
             }
+            tracing::debug!(session = %o.target.session, dc = %o.target.dc, gateway = %o.target.gateway, message = %id, stanza = ?o.stanza.as_ref().and_then(|s| s.attr("id")), kind = o.kind.as_str(), "delivery");
             let span = publish_span(remote, o, &id);
             span.in_scope(|| meerkat_runtime::telemetry::inject_context(props.headers_mut()));
             let (exchange, key, body) = if remote {
@@ -187,9 +188,17 @@ impl Outbox {
                 Props::stanza(o.kind, own).str(h::KIND, meerkat_bus::publisher::NEWER_MINOR_KIND)
             });
             async move {
-                ctx.publisher
-                    .publish(exchange, key, props, body.as_bytes())
-                    .await?;
+                // To another DC: the federated exchange must have the link's binding; while a
+                // link restarts it has none, and the stanza is published again.
+                if remote {
+                    ctx.publisher
+                        .publish_routed(exchange, key, props, body.as_bytes())
+                        .await?;
+                } else {
+                    ctx.publisher
+                        .publish(exchange, key, props, body.as_bytes())
+                        .await?;
+                }
                 if let Some(props) = newer_kind {
                     ctx.publisher
                         .publish(exchange, key, props, body.as_bytes())

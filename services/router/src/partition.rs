@@ -320,6 +320,7 @@ async fn handle(ctx: &Ctx, inb: &Inbound, id: Option<&str>) -> anyhow::Result<()
                     None => out.deliver(target, &inb.el),
                 }
                 out.flush(ctx).await?;
+                tracing::debug!(stanza = ?inb.el.attr("id"), from = %inb.from, session = ?inb.target_session, "from another DC: delivered");
                 ctx.metrics.routed(inb.kind.as_str(), Outcome::Delivered);
                 return Ok(());
             }
@@ -343,6 +344,7 @@ async fn handle(ctx: &Ctx, inb: &Inbound, id: Option<&str>) -> anyhow::Result<()
         route::route(ctx, inb, &mut out).await?
     };
     out.flush(ctx).await?;
+    tracing::debug!(kind = inb.wire_kind.as_str(), stanza = ?inb.el.attr("id"), from = %inb.from, to = ?inb.el.attr("to"), hops = inb.hops, ?outcome, "routed");
     ctx.metrics.routed(inb.kind.as_str(), outcome);
     if let Some(at) = inb.received_at {
         let now = chrono::Utc::now().timestamp_millis();

@@ -26,7 +26,13 @@ pub enum PublishError {
     Shutdown,
     #[error("not published: {0}")]
     Failed(String),
+    #[error("returned by the broker: nothing bound for it within {UNROUTABLE_FOR:?}")]
+    Unroutable,
 }
+
+/// How long [`Publisher::publish_routed`] publishes again a message the broker returns as
+/// unroutable.
+pub const UNROUTABLE_FOR: Duration = Duration::from_secs(5);
 
 /// A confirm-mode channel shared by the tasks of a service. Messages published through one
 /// `Publisher` by one task reach the broker in the order of the calls.
@@ -87,6 +93,52 @@ impl Publisher {
         self.publish_as_is(exchange, routing_key, props, body).await
     }
 
+    /// [`Publisher::publish`] of a message that must reach a queue: published `mandatory`, and
+    /// one the broker returns because nothing is bound for it yet is published again (50 ms
+    /// doubling to 1 s) for at most [`UNROUTABLE_FOR`]. For the exchanges federated to other
+    /// DCs: a federation link that restarts (after a lost connection, a changed upstream or
+    /// policy) deletes and re-creates its bindings on the sending DC's exchange, and what is
+    /// published meanwhile would be dropped with a positive confirm.
+    pub async fn publish_routed(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        props: impl Into<BasicProperties>,
+        body: &[u8],
+    ) -> Result<(), PublishError> {
+        let (props, extended) = self.stamped(props.into(), body);
+        let body = extended.as_deref().unwrap_or(body);
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self
+                .try_publish(exchange, routing_key, props.clone(), body, true)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(Retry::Shutdown) => return Err(PublishError::Shutdown),
+                Err(Retry::Unroutable) if started.elapsed() >= UNROUTABLE_FOR => {
+                    tracing::error!(exchange, routing_key, "unroutable: nothing bound for it");
+                    return Err(PublishError::Unroutable);
+                }
+                Err(Retry::Again(_)) if started.elapsed() >= self.deadline => {
+                    return Err(PublishError::Timeout(self.deadline));
+                }
+                Err(why) => {
+                    if matches!(why, Retry::Unroutable) && pause == Duration::from_millis(50) {
+                        tracing::warn!(
+                            exchange,
+                            routing_key,
+                            "returned unroutable (a federation link restarting?); publishing again"
+                        );
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
     /// Publishes every message of `batch` (routing key, properties, body) to `exchange`, in
     /// order on one channel, then waits for all their confirms: one round trip for the batch
     /// instead of one per message. Tried once: `Err` when the channel failed or any message
@@ -104,6 +156,7 @@ impl Publisher {
                 Ok(ch) => ch,
                 Err(Retry::Shutdown) => return Err(PublishError::Shutdown),
                 Err(Retry::Again(why)) => return Err(PublishError::Failed(why)),
+                Err(Retry::Unroutable) => return Err(PublishError::Unroutable),
             };
             for (key, props, body) in batch {
                 let (props, extended) = self.stamped(props, &body);
@@ -172,11 +225,13 @@ impl Publisher {
         let mut pause = Duration::from_millis(50);
         loop {
             match self
-                .try_publish(exchange, routing_key, props.clone(), body)
+                .try_publish(exchange, routing_key, props.clone(), body, false)
                 .await
             {
                 Ok(()) => return Ok(()),
                 Err(Retry::Shutdown) => return Err(PublishError::Shutdown),
+                // Not mandatory: the broker returns nothing.
+                Err(Retry::Unroutable) => return Ok(()),
                 Err(Retry::Again(why)) => {
                     if started.elapsed() >= self.deadline {
                         tracing::error!(exchange, routing_key, error = %why, "publish failed");
@@ -264,6 +319,7 @@ impl Publisher {
         routing_key: &str,
         props: BasicProperties,
         body: &[u8],
+        mandatory: bool,
     ) -> Result<(), Retry> {
         let confirm = {
             let mut slot = self.channel.lock().await;
@@ -272,7 +328,10 @@ impl Publisher {
                 .basic_publish(
                     exchange,
                     routing_key,
-                    BasicPublishOptions::default(),
+                    BasicPublishOptions {
+                        mandatory,
+                        ..BasicPublishOptions::default()
+                    },
                     body,
                     props,
                 )
@@ -286,6 +345,8 @@ impl Publisher {
             }
         };
         match confirm.await {
+            // A mandatory message nothing was bound for comes back before its confirm.
+            Ok(Confirmation::Ack(Some(_))) if mandatory => Err(Retry::Unroutable),
             Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => Ok(()),
             Ok(Confirmation::Nack(_)) => Err(Retry::Again("nacked by broker".into())),
             Err(e) => {
@@ -298,6 +359,7 @@ impl Publisher {
 
 enum Retry {
     Again(String),
+    Unroutable,
     Shutdown,
 }
 

@@ -188,9 +188,24 @@ impl FederatedDc {
     }
 }
 
-/// Name of the upstream that pulls from `dc`.
+/// Name of the upstream that pulls from `dc` (a DC with a broker of its own, vhost `/`).
 pub fn upstream_name(dc: &str) -> String {
     format!("meerkat-{dc}")
+}
+
+impl FederatedDc {
+    /// Name of this DC's upstream that pulls from `other`: [`upstream_name`], with this DC's
+    /// vhost after an `@` when it is not `/`. RabbitMQ restarts the links of every upstream of
+    /// a changed upstream's *name* in every vhost (its notification carries no vhost), and a
+    /// restarting link re-creates its bindings on the upstream exchange, dropping what is
+    /// published meanwhile: DCs sharing a broker (the tests' vhosts) need names of their own.
+    pub fn upstream_name_of(&self, other: &str) -> String {
+        if self.vhost == "/" {
+            upstream_name(other)
+        } else {
+            format!("{}@{}", upstream_name(other), self.vhost)
+        }
+    }
 }
 
 /// Name of the policy that federates `exchange`.
@@ -346,7 +361,7 @@ async fn declare_link_user(dc: &FederatedDc, link: &LinkUser) -> anyhow::Result<
 async fn federate(dc: &FederatedDc, upstreams: &[Upstream]) -> anyhow::Result<()> {
     let vhost = percent_encode(&dc.vhost);
     for other in upstreams {
-        let name = upstream_name(&other.dc);
+        let name = dc.upstream_name_of(&other.dc);
         dc.put(
             &format!(
                 "parameters/federation-upstream/{vhost}/{}",
@@ -475,7 +490,7 @@ pub async fn links_not_running(
     let links = link_status(dc).await?;
     let mut missing = Vec::new();
     for other in all.iter().filter(|o| o.dc != dc.dc) {
-        let upstream = upstream_name(&other.dc);
+        let upstream = dc.upstream_name_of(&other.dc);
         for (exchange, _) in FEDERATED_EXCHANGES {
             let link = links
                 .iter()
@@ -555,6 +570,19 @@ mod tests {
         assert_eq!(parse_upstreams("").unwrap(), vec![]);
         assert!(parse_upstreams("dc2").is_err());
         assert!(parse_upstreams("=amqp://h").is_err());
+    }
+
+    #[test]
+    fn dcs_sharing_a_broker_name_their_upstreams_apart() {
+        let own = FederatedDc::new("dc1", "http://m", "/", "amqp://h/%2f");
+        assert_eq!(own.upstream_name_of("dc2"), "meerkat-dc2");
+        let shared = FederatedDc::new("dc1", "http://m", "t-1", "amqp://h/t-1");
+        let other = FederatedDc::new("dc1", "http://m", "t-2", "amqp://h/t-2");
+        assert_eq!(shared.upstream_name_of("dc2"), "meerkat-dc2@t-1");
+        assert_ne!(
+            shared.upstream_name_of("dc2"),
+            other.upstream_name_of("dc2")
+        );
     }
 
     #[test]

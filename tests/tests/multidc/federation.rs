@@ -185,9 +185,10 @@ async fn configuring_again_changes_nothing() {
         federation::FEDERATED_EXCHANGES.len(),
         "{links:?}"
     );
+    let upstream = feds[1].upstream_name_of("dc1");
     assert!(links
         .iter()
-        .all(|l| l.upstream == "meerkat-dc1" && l.status == "running"));
+        .all(|l| l.upstream == upstream && l.status == "running"));
 }
 
 /// The `cargo xtask up --dcs 2` shape: a broker per DC (distinct cluster names), default vhost.
@@ -250,8 +251,10 @@ async fn links_log_in_as_a_user_that_can_only_federate() {
     let http = reqwest::Client::new();
     for (down, up) in [(&b[1], "dc1"), (&b[0], "dc2")] {
         let url = format!(
-            "{}api/parameters/federation-upstream/{}/meerkat-{up}",
-            down.vhost.mgmt_url, down.vhost.name
+            "{}api/parameters/federation-upstream/{}/{}",
+            down.vhost.mgmt_url,
+            down.vhost.name,
+            down.federation.upstream_name_of(up).replace('@', "%40")
         );
         let def: serde_json::Value = http
             .get(&url)

@@ -181,11 +181,13 @@ async fn dc_links_shows_each_link_and_the_error_of_a_broken_one() {
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("upstream"), "{text}");
+    // DCs sharing a broker name their upstreams after their vhost too.
+    let upstream = format!("meerkat-dc2@{}", m.brokers[0].vhost.name);
     for (exchange, _) in FEDERATED_EXCHANGES {
         assert!(
             lines.iter().any(|l| {
                 let cols: Vec<&str> = l.split_whitespace().collect();
-                cols == ["meerkat-dc2", exchange, "running"]
+                cols == [upstream.as_str(), exchange, "running"]
             }),
             "{exchange}: {text}"
         );
@@ -371,11 +373,12 @@ async fn dc_status_shows_each_dc_and_fails_when_one_is_down() {
     assert!(text.contains("\npeer  state  epoch"), "{text}");
     // Its gateway, and its broker's links (all running).
     assert!(text.lines().any(|l| l.starts_with("dc1-gw1-")), "{text}");
+    let upstream = format!("meerkat-dc2@{}", m.brokers[0].vhost.name);
     for (exchange, _) in FEDERATED_EXCHANGES {
         assert!(
             text.lines().any(|l| {
                 let cols: Vec<&str> = l.split_whitespace().collect();
-                cols == ["meerkat-dc2", exchange, "running"]
+                cols == [upstream.as_str(), exchange, "running"]
             }),
             "{exchange}: {text}"
         );

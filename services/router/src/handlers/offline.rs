@@ -52,6 +52,7 @@ pub async fn store(
         .await
     {
         Ok(()) => {
+            tracing::debug!(user, stanza = ?inb.el.attr("id"), "stored offline");
             // The account's initial presence is handled by its own partition, which may have
             // just delivered what was stored before this: if it is available by now, that
             // partition delivers this one too (stored.rs).
@@ -90,6 +91,7 @@ pub async fn deliver_pending(
         ids.push(m.id);
     }
     out.flush(ctx).await?;
+    tracing::debug!(username, session = %session.session, dc = %session.dc, ?ids, "offline messages delivered");
     ctx.store.delete_offline(username, &ids).await?;
     Ok(())
 }

@@ -96,7 +96,12 @@ async fn whereabouts(
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let lines: Vec<&str> = text
             .lines()
-            .filter(|l| l.contains(user) || l.contains(" WARN ") || l.contains(" ERROR "))
+            .filter(|l| {
+                l.contains(" WARN ")
+                    || l.contains(" ERROR ")
+                    || (l.contains(user) && !l.contains(" DEBUG "))
+                    || missing.iter().any(|b| l.contains(&format!("\"{b}\"")))
+            })
             .collect();
         report.push_str(&format!("\n  the shared DCs' log ({} lines):", lines.len()));
         for l in lines.iter().rev().take(60).rev() {
@@ -122,7 +127,10 @@ async fn reconnecting_at_another_dc_mid_stream_gets_every_message_once() {
     const N: usize = 200;
     let sender = tokio::spawn(async move {
         for n in 0..N {
-            alice.send_message(&bare, &format!("m{n}")).await.unwrap();
+            // The stanza id is the body: the services' debug log names it.
+            let body = format!("m{n}");
+            let m = meerkat_testkit::client::chat(&bare, &body).with_attr("id", body);
+            alice.send(&m).await.unwrap();
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         alice
