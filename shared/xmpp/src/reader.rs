@@ -342,7 +342,7 @@ fn build_header(
     Ok(header)
 }
 
-fn configured<R>(inner: R) -> NsReader<R> {
+pub(crate) fn configured<R>(inner: R) -> NsReader<R> {
     let mut xml = NsReader::from_reader(inner);
     let config = xml.config_mut();
     config.check_end_names = true;
@@ -352,7 +352,7 @@ fn configured<R>(inner: R) -> NsReader<R> {
     xml
 }
 
-fn map_xml_error(e: quick_xml::Error) -> ReadError {
+pub(crate) fn map_xml_error(e: quick_xml::Error) -> ReadError {
     match e {
         quick_xml::Error::Io(io) => {
             if io.to_string() == OVER_BUDGET {
