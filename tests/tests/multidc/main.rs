@@ -34,6 +34,7 @@ mod shared {
     mod interop;
     mod presence;
     mod sessions;
+    mod websocket;
 }
 
 use std::time::Duration;
