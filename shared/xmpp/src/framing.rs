@@ -12,7 +12,7 @@ use std::io::Read as _;
 
 use quick_xml::events::{BytesStart, Event};
 
-use crate::reader::{configured, map_xml_error};
+use crate::reader::{configured, map_xml_error, restricted};
 use crate::tree::TreeBuilder;
 use crate::{escape_attr, ns, Element, Inbound, Limits, ReadError, StreamHeader};
 
@@ -98,20 +98,8 @@ pub fn parse_frame(frame: &str, limits: &Limits) -> Result<Option<Inbound>, Read
                     "an XML declaration: a WebSocket message is one element",
                 ))
             }
-            Event::DocType(_) => {
-                return Err(ReadError::stream("restricted-xml", "DTDs are not allowed"))
-            }
-            Event::PI(_) => {
-                return Err(ReadError::stream(
-                    "restricted-xml",
-                    "processing instructions are not allowed",
-                ))
-            }
-            Event::Comment(_) => {
-                return Err(ReadError::stream(
-                    "restricted-xml",
-                    "comments are not allowed",
-                ))
+            e @ (Event::DocType(_) | Event::PI(_) | Event::Comment(_)) => {
+                return Err(restricted(&e))
             }
             Event::Eof => break,
         }

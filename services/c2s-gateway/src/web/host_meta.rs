@@ -5,46 +5,33 @@
 //! this listener directly, and must be configured behind a proxy that changes either).
 
 use axum::extract::{Extension, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::{Connection, Web, WEBSOCKET_PATH};
 
 const REL_WEBSOCKET: &str = "urn:xmpp:alt-connections:websocket";
 
-pub(super) async fn xrd(
+/// Both documents: JSON for `host-meta.json`, XRD otherwise.
+pub(super) async fn host_meta(
     State(web): State<Web>,
     Extension(conn): Extension<Connection>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let Some(url) = websocket_url(
-        web.ctx.config.http_public_url.as_deref(),
-        &headers,
-        conn.tls,
-    ) else {
+    let public = web.ctx.config.http_public_url.as_deref();
+    let Some(url) = websocket_url(public, &headers, conn.tls) else {
         return no_host();
     };
+    if uri.path().ends_with(".json") {
+        let body = serde_json::json!({ "links": [{ "rel": REL_WEBSOCKET, "href": url }] });
+        return discovery("application/json", format!("{body}\n"));
+    }
     let body = format!(
         "<?xml version='1.0' encoding='utf-8'?>\n<XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n  <Link rel='{REL_WEBSOCKET}' href='{}'/>\n</XRD>\n",
         meerkat_xmpp::escape_attr(&url)
     );
     discovery("application/xrd+xml; charset=utf-8", body)
-}
-
-pub(super) async fn json(
-    State(web): State<Web>,
-    Extension(conn): Extension<Connection>,
-    headers: HeaderMap,
-) -> Response {
-    let Some(url) = websocket_url(
-        web.ctx.config.http_public_url.as_deref(),
-        &headers,
-        conn.tls,
-    ) else {
-        return no_host();
-    };
-    let body = serde_json::json!({ "links": [{ "rel": REL_WEBSOCKET, "href": url }] });
-    discovery("application/json", format!("{body}\n"))
 }
 
 /// XEP-0156 §3: browser clients read it from pages of other origins (CORS).

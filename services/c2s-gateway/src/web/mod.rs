@@ -49,8 +49,8 @@ pub(crate) struct Connection {
 fn router(web: Web) -> Router {
     Router::new()
         .route(WEBSOCKET_PATH, get(ws::upgrade))
-        .route("/.well-known/host-meta", get(host_meta::xrd))
-        .route("/.well-known/host-meta.json", get(host_meta::json))
+        .route("/.well-known/host-meta", get(host_meta::host_meta))
+        .route("/.well-known/host-meta.json", get(host_meta::host_meta))
         .with_state(web)
 }
 
