@@ -43,7 +43,8 @@ pub async fn ensure_slixmpp() -> anyhow::Result<()> {
     anyhow::bail!("could not install slixmpp (python3 -m pip install slixmpp)")
 }
 
-/// Installs xmpp.js (`@xmpp/client`, the version `tests/interop/xmppjs/package.json` pins) for
+/// Installs xmpp.js (`@xmpp/client`, and `ws` for a Node without WebSocket; the versions
+/// `tests/interop/xmppjs/package-lock.json` pins) for
 /// the WebSocket interop test, with npm, installing Debian's `nodejs` and `npm` when missing.
 pub async fn ensure_xmppjs() -> anyhow::Result<()> {
     let dir = crate::layout::root().join("tests/interop/xmppjs");

@@ -2,11 +2,15 @@
 // sends a message to PEER (a full JID), waits for PEER's reply, closes. Prints one line per step, then
 // "all steps passed"; exits non-zero on any failure or after 60 s.
 //
-//   node --experimental-websocket websocket.mjs wss://127.0.0.1:5281/xmpp-websocket example.com USER PASSWORD PEER
+//   node websocket.mjs wss://127.0.0.1:5281/xmpp-websocket example.com USER PASSWORD PEER
 //
-// (Node 20 needs --experimental-websocket for the WebSocket xmpp.js uses; a self-signed
-// certificate needs NODE_TLS_REJECT_UNAUTHORIZED=0.)
+// (A self-signed certificate needs NODE_TLS_REJECT_UNAUTHORIZED=0.)
 import { client, xml } from "@xmpp/client";
+import { WebSocket } from "ws";
+
+// xmpp.js uses the platform's WebSocket, which Node has only from version 22 on (Debian 12's
+// is 18): the `ws` package stands in where it is missing.
+globalThis.WebSocket ??= WebSocket;
 
 const [service, domain, username, password, peer] = process.argv.slice(2);
 const fail = (why) => {

@@ -68,7 +68,6 @@ async fn xmppjs_logs_in_over_websocket_and_chats_with_a_tcp_user() {
     let dir = format!("{}/interop/xmppjs", env!("CARGO_MANIFEST_DIR"));
     let url = format!("wss://{}/xmpp-websocket", dc.https.expect("an HTTPS port"));
     let run = tokio::process::Command::new("node")
-        .arg("--experimental-websocket")
         .arg(format!("{dir}/websocket.mjs"))
         .args([
             url.as_str(),
