@@ -6,6 +6,7 @@
 mod conn;
 pub mod pred;
 pub mod scram;
+pub mod ws;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -16,11 +17,18 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use meerkat_xmpp::{escape_attr, ns, Element, Inbound, ReadError, StreamHeader};
 
-use conn::{Conn, XmlConn};
+pub use conn::Conn;
+use conn::{Wire, XmlConn};
 use scram::{ScramClient, ScramHash};
 
 /// How long `expect` and the negotiation steps wait by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TLS connection over `tcp` that accepts any certificate, for handshakes a test makes by
+/// hand ([`ws::WsConn::connect`]).
+pub async fn conn_tls(tcp: tokio::net::TcpStream, domain: &str) -> anyhow::Result<Conn> {
+    Conn::Plain(tcp).into_tls(domain).await
+}
 
 /// Where and how to connect.
 #[derive(Clone, Debug)]
@@ -32,6 +40,9 @@ pub struct ClientConfig {
     pub direct_tls: bool,
     /// Negotiate STARTTLS when offered on a plain connection.
     pub starttls: bool,
+    /// XMPP over WebSocket (RFC 7395) at `addr`'s `/xmpp-websocket` (an HTTP port; with
+    /// `direct_tls`, the HTTPS one).
+    pub websocket: bool,
 }
 
 impl ClientConfig {
@@ -42,6 +53,17 @@ impl ClientConfig {
             domain: domain.into(),
             direct_tls: false,
             starttls: true,
+            websocket: false,
+        }
+    }
+
+    /// XMPP over WebSocket at `addr`: `wss://` when `tls` (the HTTPS port), else `ws://`.
+    pub fn websocket(addr: SocketAddr, domain: impl Into<String>, tls: bool) -> ClientConfig {
+        ClientConfig {
+            websocket: true,
+            direct_tls: tls,
+            starttls: false,
+            ..ClientConfig::new(addr, domain)
         }
     }
 
@@ -81,7 +103,7 @@ impl Mechanism {
 
 /// One connected XML stream.
 pub struct Client {
-    conn: Option<XmlConn>,
+    conn: Option<Wire>,
     domain: String,
     header: StreamHeader,
     features: Element,
@@ -117,8 +139,14 @@ impl Client {
         if cfg.direct_tls {
             conn = conn.into_tls(&cfg.domain).await?;
         }
+        let wire = if cfg.websocket {
+            let host = cfg.addr.to_string();
+            Wire::Ws(ws::WsConn::connect(conn, &host, &ws::Handshake::default()).await?)
+        } else {
+            Wire::Xml(XmlConn::new(conn))
+        };
         let mut client = Client {
-            conn: Some(XmlConn::new(conn)),
+            conn: Some(wire),
             domain: cfg.domain.clone(),
             header: StreamHeader::default(),
             features: Element::new("features", ns::STREAM),
@@ -138,8 +166,10 @@ impl Client {
             if !reply.is("proceed", ns::TLS) {
                 bail!("STARTTLS refused: {reply}");
             }
-            let plain = client.conn.take().context("connection lost")?;
-            client.conn = Some(plain.starttls(&cfg.domain).await?);
+            let Some(Wire::Xml(plain)) = client.conn.take() else {
+                bail!("STARTTLS on a WebSocket");
+            };
+            client.conn = Some(Wire::Xml(plain.starttls(&cfg.domain).await?));
             client.open_stream().await?;
         }
         Ok(client)
@@ -169,7 +199,7 @@ impl Client {
     }
 
     pub fn is_encrypted(&self) -> bool {
-        self.conn.as_ref().is_some_and(XmlConn::is_tls)
+        self.conn.as_ref().is_some_and(Wire::is_tls)
     }
 
     /// XEP-0077 registration before authentication. `Ok(Err(condition))` when the server
@@ -646,7 +676,15 @@ impl Client {
         format!("t{}", self.next_id)
     }
 
-    fn conn_mut(&mut self) -> anyhow::Result<&mut XmlConn> {
+    /// The WebSocket connection of a client in WebSocket mode, for messages sent as they are.
+    pub fn websocket(&mut self) -> anyhow::Result<&mut ws::WsConn> {
+        match self.conn_mut()? {
+            Wire::Ws(w) => Ok(w),
+            Wire::Xml(_) => bail!("not a WebSocket client"),
+        }
+    }
+
+    fn conn_mut(&mut self) -> anyhow::Result<&mut Wire> {
         self.conn.as_mut().context("connection lost")
     }
 

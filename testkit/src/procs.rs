@@ -247,6 +247,14 @@ impl ProcMultiDc {
                     "MEERKAT_TLS_ADDR".to_owned(),
                     format!("127.0.0.1:{}", free_port()?),
                 ),
+                (
+                    "MEERKAT_HTTP_ADDR".to_owned(),
+                    format!("127.0.0.1:{}", free_port()?),
+                ),
+                (
+                    "MEERKAT_HTTPS_ADDR".to_owned(),
+                    format!("127.0.0.1:{}", free_port()?),
+                ),
                 ("MEERKAT_REGISTRATION".to_owned(), "true".to_owned()),
                 (
                     "MEERKAT_SCRAM_SECRET".to_owned(),

@@ -33,6 +33,9 @@ pub struct DcInfo {
     pub domain: String,
     /// STARTTLS client port.
     pub c2s: SocketAddr,
+    /// HTTPS port (XMPP over WebSocket, XEP-0156).
+    #[serde(default)]
+    pub https: Option<SocketAddr>,
     pub database_url: String,
     pub amqp_url: String,
     /// Admin addresses of its routers.
@@ -46,6 +49,7 @@ impl DcInfo {
             dc: dc.options.dc.clone(),
             domain: dc.options.domain.clone(),
             c2s: dc.c2s,
+            https: dc.https,
             database_url: dc.database_url.clone(),
             amqp_url: dc.amqp_url.clone(),
             routers: dc.routers.iter().map(|r| r.admin).collect(),
@@ -55,6 +59,11 @@ impl DcInfo {
     /// Client settings for this DC's STARTTLS port.
     pub fn client(&self) -> ClientConfig {
         ClientConfig::new(self.c2s, self.domain.as_str())
+    }
+
+    /// Client settings for XMPP over WebSocket on this DC's HTTPS port (`wss://`).
+    pub fn client_websocket(&self) -> ClientConfig {
+        ClientConfig::websocket(self.https.unwrap_or(self.c2s), self.domain.as_str(), true)
     }
 }
 

@@ -189,12 +189,24 @@ impl Drop for ServiceHandle {
     }
 }
 
+/// The client ports of a DC's gateways (they share them).
+#[derive(Clone, Copy, Debug)]
+struct GatewayPorts {
+    c2s: SocketAddr,
+    tls: Option<SocketAddr>,
+    http: Option<SocketAddr>,
+    https: Option<SocketAddr>,
+}
+
 pub struct Dc {
     pub options: StackOptions,
     pub amqp_url: String,
     pub database_url: String,
     pub c2s: SocketAddr,
     pub tls: Option<SocketAddr>,
+    /// The gateways' plain HTTP and HTTPS ports (XMPP over WebSocket, XEP-0156).
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
     pub gateways: Vec<ServiceHandle>,
     pub routers: Vec<ServiceHandle>,
     /// The session replicator, when `options.replicator`.
@@ -223,6 +235,8 @@ impl Dc {
             database_url,
             c2s: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls: None,
+            http: None,
+            https: None,
             gateways: Vec::new(),
             routers: Vec::new(),
             replicators: Vec::new(),
@@ -464,10 +478,17 @@ impl Dc {
 
     /// Starts one more gateway; every gateway after the first shares the first one's ports.
     pub async fn start_gateway(&mut self) -> anyhow::Result<()> {
-        let (c2s, tls) = (self.c2s, self.tls);
-        let (c2s, tls) = self.spawn_gateway(c2s, tls).await?;
-        self.c2s = c2s;
-        self.tls = tls;
+        let ports = GatewayPorts {
+            c2s: self.c2s,
+            tls: self.tls,
+            http: self.http,
+            https: self.https,
+        };
+        let ports = self.spawn_gateway(ports).await?;
+        self.c2s = ports.c2s;
+        self.tls = ports.tls;
+        self.http = ports.http;
+        self.https = ports.https;
         Ok(())
     }
 
@@ -476,9 +497,15 @@ impl Dc {
     /// It serves the DC like every other gateway; `stop_gateway` with the last index ends it.
     pub async fn start_gateway_on_own_port(&mut self) -> anyhow::Result<ClientConfig> {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        let (c2s, _) = self.spawn_gateway(any, Some(any)).await?;
+        let ports = GatewayPorts {
+            c2s: any,
+            tls: Some(any),
+            http: Some(any),
+            https: Some(any),
+        };
+        let ports = self.spawn_gateway(ports).await?;
         Ok(ClientConfig {
-            addr: c2s,
+            addr: ports.c2s,
             ..self.client()
         })
     }
@@ -490,19 +517,18 @@ impl Dc {
         self.gateways.remove(i).stop().await
     }
 
-    /// Spawns a gateway listening on `c2s` and `tls` (port 0: any free port) and waits until it
-    /// is ready; returns the addresses it listens on.
-    async fn spawn_gateway(
-        &mut self,
-        c2s: SocketAddr,
-        tls: Option<SocketAddr>,
-    ) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
+    /// Spawns a gateway listening on `ports` (port 0 or none: any free port) and waits until
+    /// it is ready; returns the addresses it listens on.
+    async fn spawn_gateway(&mut self, ports: GatewayPorts) -> anyhow::Result<GatewayPorts> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let n = self.gateways.len() + 1;
         let config = c2s_gateway::Config {
             common: self.common(format!("{}-gw{n}-{}", self.options.dc, short_id())),
             database: self.database(),
-            c2s_addr: c2s,
-            tls_addr: Some(tls.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))),
+            c2s_addr: ports.c2s,
+            tls_addr: Some(ports.tls.unwrap_or(any)),
+            http_addr: Some(ports.http.unwrap_or(any)),
+            https_addr: Some(ports.https.unwrap_or(any)),
             registration: self.options.registration,
             tls_required: self.options.tls_required,
             max_stanza_bytes: self.options.max_stanza_bytes,
@@ -521,7 +547,12 @@ impl Dc {
             &format!("{}-gw{n}", self.options.dc),
             |stop| async move {
                 let g = c2s_gateway::Gateway::build(config, stop).await?;
-                let _ = addrs_tx.send((g.c2s_addr(), g.tls_addr()));
+                let _ = addrs_tx.send(GatewayPorts {
+                    c2s: g.c2s_addr(),
+                    tls: g.tls_addr(),
+                    http: g.http_addr(),
+                    https: g.https_addr(),
+                });
                 let admin = g.admin_addr();
                 Ok((g, admin))
             },
@@ -571,7 +602,26 @@ impl Dc {
             domain: self.options.domain.clone(),
             direct_tls: true,
             starttls: false,
+            websocket: false,
         }
+    }
+
+    /// Client settings for XMPP over WebSocket on this DC's HTTPS port (`wss://`).
+    pub fn client_websocket(&self) -> ClientConfig {
+        ClientConfig::websocket(
+            self.https.unwrap_or(self.c2s),
+            self.options.domain.as_str(),
+            true,
+        )
+    }
+
+    /// Client settings for XMPP over WebSocket on this DC's plain HTTP port (`ws://`).
+    pub fn client_websocket_plain(&self) -> ClientConfig {
+        ClientConfig::websocket(
+            self.http.unwrap_or(self.c2s),
+            self.options.domain.as_str(),
+            false,
+        )
     }
 
     /// Ends every service at once, without a word (gateways first), as if the DC's machines

@@ -319,7 +319,10 @@ fn peers_agree_within_each_dc() {
 #[test]
 fn operator_endpoints_are_published_on_loopback_unless_opted_in() {
     let c = compose();
-    let xmpp = ["5222", "5223", "5232", "5233"];
+    // XMPP and web clients (HTTP, HTTPS).
+    let xmpp = [
+        "5222", "5223", "5232", "5233", "5280", "5281", "5290", "5291",
+    ];
     let bind = "${MEERKAT_OPERATOR_BIND:-127.0.0.1}:";
     let xmpp_bind = "${MEERKAT_XMPP_BIND:-0.0.0.0}:";
     let mut operator = BTreeSet::new();

@@ -36,7 +36,7 @@ const STANDINS: [(&str, &str); 4] = [
 ];
 
 /// The ports the compose file publishes on the host.
-const XMPP_PORTS: [u16; 4] = [5222, 5223, 5232, 5233];
+const XMPP_PORTS: [u16; 8] = [5222, 5223, 5232, 5233, 5280, 5281, 5290, 5291];
 const OPERATOR_PORTS: [u16; 5] = [15672, 15673, 8404, 8405, 16686];
 
 #[derive(clap::Args)]

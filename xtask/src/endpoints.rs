@@ -31,6 +31,14 @@ pub struct DcEndpoints {
     pub c2s: String,
     /// Direct TLS (XEP-0368).
     pub direct_tls: String,
+    /// XMPP over WebSocket (RFC 7395) on the plain HTTP port, and on the HTTPS one.
+    #[serde(default)]
+    pub websocket: String,
+    #[serde(default)]
+    pub websocket_tls: String,
+    /// XEP-0156 discovery (`host-meta`; `host-meta.json` beside it).
+    #[serde(default)]
+    pub host_meta: String,
     pub gateways: Vec<AdminEndpoint>,
     pub routers: Vec<AdminEndpoint>,
     /// The session replicator (multi-DC stacks only).
@@ -111,6 +119,11 @@ impl Endpoints {
             if !self.infra_only {
                 println!("  XMPP c2s (STARTTLS)  {}", dc.c2s);
                 println!("  XMPP direct TLS      {}", dc.direct_tls);
+                println!(
+                    "  XMPP over WebSocket  {}  {}",
+                    dc.websocket, dc.websocket_tls
+                );
+                println!("  XEP-0156 host-meta   {}", dc.host_meta);
                 let services = dc.gateways.iter().chain(&dc.routers).chain(&dc.replicators);
                 for s in services.chain(&dc.health) {
                     println!(

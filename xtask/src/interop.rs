@@ -42,3 +42,36 @@ pub async fn ensure_slixmpp() -> anyhow::Result<()> {
     }
     anyhow::bail!("could not install slixmpp (python3 -m pip install slixmpp)")
 }
+
+/// Installs xmpp.js (`@xmpp/client`, and `ws` for a Node without WebSocket; the versions
+/// `tests/interop/xmppjs/package-lock.json` pins) for
+/// the WebSocket interop test, with npm, installing Debian's `nodejs` and `npm` when missing.
+pub async fn ensure_xmppjs() -> anyhow::Result<()> {
+    let dir = crate::layout::root().join("tests/interop/xmppjs");
+    if dir.join("node_modules/@xmpp/client").is_dir() {
+        return Ok(());
+    }
+    println!("installing xmpp.js for the WebSocket interop test");
+    let has_npm = Command::new("npm")
+        .arg("--version")
+        .output()
+        .await
+        .is_ok_and(|o| o.status.success());
+    if !has_npm {
+        let apt = Command::new("apt-get")
+            .args(["install", "-y", "-qq", "nodejs", "npm"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .await
+            .context("apt-get install nodejs npm")?;
+        anyhow::ensure!(apt.success(), "apt-get install nodejs npm failed");
+    }
+    let npm = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--silent"])
+        .current_dir(&dir)
+        .status()
+        .await
+        .context("npm ci in tests/interop/xmppjs")?;
+    anyhow::ensure!(npm.success(), "npm ci in tests/interop/xmppjs failed");
+    Ok(())
+}

@@ -64,6 +64,9 @@ pub struct DcPorts {
     pub dist: u16,
     pub c2s: u16,
     pub tls: u16,
+    /// The gateways' plain HTTP and HTTPS (XMPP over WebSocket, XEP-0156 discovery).
+    pub http: u16,
+    pub https: u16,
     admin_base: u16,
 }
 
@@ -76,6 +79,8 @@ impl DcPorts {
             dist: 25672 + 10 * k,
             c2s: 5222 + 10 * k,
             tls: 5223 + 10 * k,
+            http: 5280 + 10 * k,
+            https: 5281 + 10 * k,
             admin_base: 8000 + 100 * k,
         }
     }

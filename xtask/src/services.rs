@@ -142,6 +142,17 @@ pub fn plan(env: &DcEnv<'_>, gateways: u16, routers: u16) -> Vec<Service> {
                 "MEERKAT_TLS_ADDR".into(),
                 format!("127.0.0.1:{}", ports.tls),
             ),
+            (
+                "MEERKAT_HTTP_ADDR".into(),
+                format!("127.0.0.1:{}", ports.http),
+            ),
+            (
+                "MEERKAT_HTTPS_ADDR".into(),
+                format!("127.0.0.1:{}", ports.https),
+            ),
+            // Loopback only: a browser on this machine may use ws:// for local development
+            // and log in as over TLS (docs/websocket.md).
+            ("MEERKAT_PLAIN_HTTP_IS_SECURE".into(), "true".into()),
             ("MEERKAT_CERT_PATH".into(), env.cert.display().to_string()),
             ("MEERKAT_KEY_PATH".into(), env.key.display().to_string()),
             ("MEERKAT_REGISTRATION".into(), "true".into()),

@@ -131,18 +131,23 @@ impl Serialize for CidrList {
 
 impl<'de> Deserialize<'de> for CidrList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<CidrList, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Given {
-            One(String),
-            Many(Vec<String>),
-        }
-        let text = match Given::deserialize(d)? {
-            Given::One(s) => s,
-            Given::Many(v) => v.join(","),
-        };
-        text.parse().map_err(serde::de::Error::custom)
+        list_text(d)?.parse().map_err(serde::de::Error::custom)
     }
+}
+
+/// A list setting as comma-separated text: a TOML array, or one string (an environment
+/// variable).
+pub(crate) fn list_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Given::deserialize(d)? {
+        Given::One(s) => s,
+        Given::Many(v) => v.join(","),
+    })
 }
 
 #[cfg(test)]

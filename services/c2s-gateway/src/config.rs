@@ -26,6 +26,24 @@ pub struct Config {
     pub c2s_addr: SocketAddr,
     /// Direct TLS (XEP-0368); none to disable.
     pub tls_addr: Option<SocketAddr>,
+    /// HTTP for web clients: XMPP over WebSocket at `/xmpp-websocket` (RFC 7395) and XEP-0156
+    /// discovery at `/.well-known/host-meta` and `/.well-known/host-meta.json`; none to
+    /// disable. Gateways of a DC may share it (SO_REUSEPORT), as they share `c2s_addr`.
+    pub http_addr: Option<SocketAddr>,
+    /// The same over HTTPS, with the certificate of `cert_path`; none to disable.
+    pub https_addr: Option<SocketAddr>,
+    /// WebSocket connections on `http_addr` count as encrypted (SASL PLAIN offered,
+    /// `tls_required` satisfied), like Prosody's `consider_websocket_secure`. Only for a port
+    /// that nobody reaches but through a TLS-terminating proxy, or on loopback (the local
+    /// stack). Off: they are treated like unencrypted TCP, which cannot STARTTLS.
+    pub plain_http_is_secure: bool,
+    /// Web origins allowed to open a WebSocket (the `Origin` header), comma-separated; `*`
+    /// allows all (the default, as ejabberd's: SASL on the stream, not a cookie, authenticates).
+    pub websocket_origins: crate::web::origins::Origins,
+    /// The public base URL of the HTTP listener, as clients reach it through any proxy
+    /// (`https://xmpp.example.com`): XEP-0156 discovery advertises `wss://` (or `ws://`) there
+    /// + `/xmpp-websocket`. Unset: the scheme and `Host` of each discovery request.
+    pub http_public_url: Option<String>,
     /// PEM certificate chain and key. When absent a self-signed certificate for the domain is
     /// generated in memory (development only).
     pub cert_path: Option<PathBuf>,
@@ -119,6 +137,11 @@ impl Default for Config {
             database: Database::default(),
             c2s_addr: SocketAddr::from(([127, 0, 0, 1], 5222)),
             tls_addr: Some(SocketAddr::from(([127, 0, 0, 1], 5223))),
+            http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 5280))),
+            https_addr: Some(SocketAddr::from(([127, 0, 0, 1], 5281))),
+            plain_http_is_secure: false,
+            websocket_origins: crate::web::origins::Origins::default(),
+            http_public_url: None,
             cert_path: None,
             key_path: None,
             tls_required: true,
@@ -191,6 +214,15 @@ impl Config {
                 "sm_resume_max_secs",
                 "must be at most 1200 (stanzas kept for a detached session wait unacknowledged in the broker, which gives up on a delivery after 30 minutes)",
             ));
+        }
+        if let Some(url) = &self.http_public_url {
+            let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+            if !matches!(scheme.as_deref(), Some("http" | "https")) {
+                return Err(invalid(
+                    "http_public_url",
+                    "must start with https:// or http:// (the base URL clients reach the HTTP listener at)",
+                ));
+            }
         }
         if self.max_sessions_per_account == 0 {
             return Err(invalid(

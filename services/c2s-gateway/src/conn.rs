@@ -1,8 +1,9 @@
 //! A client connection's byte stream and XML framing: plain TCP or TLS, STARTTLS upgrade,
 //! stream restarts, and an activity clock (whitespace keepalives count as activity).
 //!
-//! Negotiation and sessions only use [`Transport`]'s read/write/restart, so another framing
-//! (WebSocket, RFC 7395) can provide the same operations and reuse them.
+//! Negotiation and sessions only use [`Transport`]'s read/write/restart, so a WebSocket
+//! connection (RFC 7395, `crate::web::ws`) is a [`Transport`] too: its reader yields the same
+//! [`Inbound`] items, its writer takes the same text, and the one protocol engine serves both.
 
 use std::io;
 use std::pin::Pin;
@@ -84,12 +85,12 @@ impl Activity {
         }
     }
 
-    fn touch(&self) {
+    pub(crate) fn touch(&self) {
         let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.counters.last_ms.store(now, Ordering::Relaxed);
     }
 
-    fn read(&self, n: usize) {
+    pub(crate) fn read(&self, n: usize) {
         self.touch();
         self.counters
             .bytes
@@ -197,13 +198,72 @@ impl AsyncBufRead for Tracked {
     }
 }
 
-pub type Reader = StreamReader<Tracked>;
+/// What a client sends, as stream headers, stanzas and the stream's end.
+// The TCP reader is the larger and the common case: boxing it would cost each TCP connection
+// an allocation and a pointer for the sake of keeping WebSocket ones smaller.
+#[allow(clippy::large_enum_variant)]
+pub enum Reader {
+    /// An XML stream over TCP (plain or TLS).
+    Xml(StreamReader<Tracked>),
+    /// One element per WebSocket message.
+    Frames(crate::web::ws::FrameReader),
+}
+
+impl Reader {
+    pub async fn next(&mut self) -> Result<Inbound, ReadError> {
+        match self {
+            Reader::Xml(r) => r.next().await,
+            Reader::Frames(f) => f.next().await,
+        }
+    }
+
+    fn restart_with(self, limits: Limits) -> Reader {
+        match self {
+            Reader::Xml(r) => Reader::Xml(r.restart_with(limits)),
+            Reader::Frames(mut f) => {
+                f.limits = limits;
+                Reader::Frames(f)
+            }
+        }
+    }
+}
+
+/// Where text for the client goes: the socket, or WebSocket messages cut from it.
+pub enum Writer {
+    Stream(WriteHalf<Socket>),
+    Frames(crate::web::ws::FrameWriter),
+}
+
+impl Writer {
+    /// Writes and flushes.
+    pub async fn send(&mut self, data: &str) -> io::Result<()> {
+        match self {
+            Writer::Stream(w) => {
+                w.write_all(data.as_bytes()).await?;
+                w.flush().await
+            }
+            Writer::Frames(f) => f.send(data).await,
+        }
+    }
+
+    /// Ends the connection's sending side (a WebSocket close frame on a WebSocket).
+    pub async fn shutdown(&mut self) {
+        match self {
+            Writer::Stream(w) => {
+                let _ = w.shutdown().await;
+            }
+            Writer::Frames(f) => f.close().await,
+        }
+    }
+}
 
 /// One client stream: XML in, text out.
 pub struct Transport {
     reader: Reader,
-    writer: WriteHalf<Socket>,
+    writer: Writer,
     secure: bool,
+    /// STARTTLS can upgrade it (plain TCP; a WebSocket's TLS is the HTTPS listener's).
+    upgradable: bool,
     /// The limits once authenticated; before, [`Limits::unauthenticated`] of them.
     limits: Limits,
     activity: Activity,
@@ -220,15 +280,42 @@ impl Transport {
         let (read, writer) = tokio::io::split(socket);
         Transport {
             // Until SASL succeeds the peer is anonymous: small stanzas only (see `restart`).
-            reader: StreamReader::new(
+            reader: Reader::Xml(StreamReader::new(
                 Tracked::new(read, activity.clone()),
                 limits.unauthenticated(),
-            ),
-            writer,
+            )),
+            writer: Writer::Stream(writer),
             secure,
+            upgradable: !secure,
             limits,
             activity,
         }
+    }
+
+    /// A WebSocket connection (RFC 7395): `secure` when it came over HTTPS, or over plain
+    /// HTTP that the configuration trusts (`plain_http_is_secure`).
+    pub fn websocket(
+        socket: axum::extract::ws::WebSocket,
+        limits: Limits,
+        secure: bool,
+    ) -> Transport {
+        let activity = Activity::new();
+        activity.touch();
+        let (reader, writer) =
+            crate::web::ws::split(socket, limits.unauthenticated(), activity.clone());
+        Transport {
+            reader: Reader::Frames(reader),
+            writer: Writer::Frames(writer),
+            secure,
+            upgradable: false,
+            limits,
+            activity,
+        }
+    }
+
+    /// Whether STARTTLS may be offered.
+    pub fn can_starttls(&self) -> bool {
+        self.upgradable
     }
 
     pub fn is_secure(&self) -> bool {
@@ -244,8 +331,7 @@ impl Transport {
     }
 
     pub async fn write(&mut self, data: &str) -> io::Result<()> {
-        self.writer.write_all(data.as_bytes()).await?;
-        self.writer.flush().await
+        self.writer.send(data).await
     }
 
     /// After a stream error: stop writing, then read and discard what the client still sends,
@@ -253,8 +339,11 @@ impl Transport {
     /// connection, and the client may then never read the error it was just sent.
     pub async fn linger(&mut self) {
         use tokio::io::AsyncReadExt;
-        let _ = self.writer.shutdown().await;
-        let tracked = self.reader.get_mut();
+        self.writer.shutdown().await;
+        let tracked = match &mut self.reader {
+            Reader::Xml(r) => r.get_mut(),
+            Reader::Frames(f) => return f.drain().await,
+        };
         let mut sink = [0u8; 4096];
         let mut left: usize = 256 * 1024;
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
@@ -279,14 +368,17 @@ impl Transport {
 
     /// Upgrades a plain connection to TLS after `<proceed/>` was sent.
     pub async fn starttls(self, acceptor: &TlsAcceptor) -> io::Result<Transport> {
-        let tracked = self.reader.into_inner();
+        let (Reader::Xml(reader), Writer::Stream(writer)) = (self.reader, self.writer) else {
+            return Err(io::Error::other("no STARTTLS on a WebSocket"));
+        };
+        let tracked = reader.into_inner();
         if !tracked.buffer().is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "data received after <starttls/> before the TLS handshake",
             ));
         }
-        let socket = tracked.inner.unsplit(self.writer);
+        let socket = tracked.inner.unsplit(writer);
         let Socket::Plain(tcp) = socket else {
             return Err(io::Error::other("TLS is already on"));
         };
@@ -299,7 +391,7 @@ impl Transport {
     }
 
     /// Splits the transport for a bound session: the reader goes to its own task.
-    pub fn into_parts(self) -> (Reader, WriteHalf<Socket>) {
+    pub fn into_parts(self) -> (Reader, Writer) {
         (self.reader, self.writer)
     }
 }

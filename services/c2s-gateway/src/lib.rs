@@ -1,4 +1,5 @@
-//! The c2s gateway: owns client connections (TCP + STARTTLS, direct TLS), negotiates streams
+//! The c2s gateway: owns client connections (TCP + STARTTLS, direct TLS, WebSocket over HTTP
+//! and HTTPS), negotiates streams
 //! (TLS, SASL, registration, binding), stamps the authenticated sender on every stanza and
 //! hands it to the routers, announces sessions, and writes what the routers deliver.
 
@@ -24,6 +25,7 @@ mod shaper;
 pub mod sm;
 mod throttle;
 mod tls;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,6 +76,9 @@ pub struct Gateway {
     to_acknowledge: tokio::sync::mpsc::UnboundedReceiver<meerkat_bus::lapin::acker::Acker>,
     c2s: TcpListener,
     direct_tls: Option<TcpListener>,
+    /// Web clients: plain HTTP and HTTPS (WebSocket, XEP-0156 discovery).
+    http: Option<TcpListener>,
+    https: Option<TcpListener>,
     base: Base,
     admin: Admin,
 }
@@ -96,6 +101,14 @@ impl Gateway {
         let c2s = reuseport_listener(config.c2s_addr).context("c2s_addr")?;
         let direct_tls = match config.tls_addr {
             Some(addr) => Some(reuseport_listener(addr).context("tls_addr")?),
+            None => None,
+        };
+        let http = match config.http_addr {
+            Some(addr) => Some(reuseport_listener(addr).context("http_addr")?),
+            None => None,
+        };
+        let https = match config.https_addr {
+            Some(addr) => Some(reuseport_listener(addr).context("https_addr")?),
             None => None,
         };
         let mut registry = prometheus_client::registry::Registry::default();
@@ -135,6 +148,8 @@ impl Gateway {
             to_acknowledge,
             c2s,
             direct_tls,
+            http,
+            https,
             base,
             admin,
         })
@@ -146,6 +161,16 @@ impl Gateway {
 
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.direct_tls.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Where the plain HTTP listener (WebSocket, XEP-0156) listens, if it does.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Where the HTTPS listener listens, if it does.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
@@ -185,8 +210,19 @@ impl Gateway {
             instance = %ctx.instance,
             c2s = %self.c2s_addr(),
             tls = ?self.tls_addr(),
+            http = ?self.http_addr(),
+            https = ?self.https_addr(),
             "c2s gateway serving"
         );
+        let web = web::Web {
+            ctx: ctx.clone(),
+            sessions: sessions.clone(),
+        };
+        for (listener, tls) in [(self.http.take(), false), (self.https.take(), true)] {
+            if let Some(listener) = listener {
+                tracker.spawn(web::serve(web.clone(), listener, tls, permits.clone()));
+            }
+        }
         let direct = self.direct_tls;
         loop {
             let accepted = tokio::select! {

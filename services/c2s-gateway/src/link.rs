@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use meerkat_xmpp::{Inbound, ReadError, StreamError};
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::conn::{Activity, Socket, Transport};
+use crate::conn::{Activity, Transport, Writer};
 use crate::csi::{Csi, CsiLimits, Offer};
 use crate::handoff::{Counted, End};
 use crate::registry::{Acks, Delivered};
@@ -33,7 +32,7 @@ pub struct Resumption {
 /// One client connection of a session: its read task (parsed input arrives in `input`), and
 /// the write half with a deadline on every write.
 pub struct Conn {
-    writer: WriteHalf<Socket>,
+    writer: Writer,
     pub input: mpsc::Receiver<Box<Result<Inbound, ReadError>>>,
     read_task: JoinHandle<()>,
     pub activity: Activity,
@@ -70,11 +69,7 @@ impl Conn {
     }
 
     pub async fn send(&mut self, xml: &str) -> Result<(), End> {
-        let write = async {
-            self.writer.write_all(xml.as_bytes()).await?;
-            self.writer.flush().await
-        };
-        match tokio::time::timeout(self.timeout, write).await {
+        match tokio::time::timeout(self.timeout, self.writer.send(xml)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(End::Gone),
             // RFC 6120 §4.9.3.4: the other party seems to have lost the ability to communicate.
@@ -103,10 +98,9 @@ impl Conn {
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             if !text.is_empty() {
-                let _ = self.writer.write_all(text.as_bytes()).await;
-                let _ = self.writer.flush().await;
+                let _ = self.writer.send(&text).await;
             }
-            let _ = self.writer.shutdown().await;
+            self.writer.shutdown().await;
         })
         .await;
     }

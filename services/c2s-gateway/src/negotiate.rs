@@ -66,6 +66,26 @@ pub async fn serve_connection(
         Socket::Plain(tcp)
     };
     let transport = Transport::new(socket, ctx.limits);
+    serve_counted(ctx, transport, peer, counted).await
+}
+
+/// [`serve_connection`] for a connection whose transport is ready (a WebSocket).
+pub async fn serve_transport(
+    ctx: Arc<Ctx>,
+    transport: Transport,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) -> Option<impl Future<Output = ()> + Send + 'static> {
+    let counted = Counted::new(&ctx.metrics.connections, permit);
+    serve_counted(ctx, transport, peer, counted).await
+}
+
+async fn serve_counted(
+    ctx: Arc<Ctx>,
+    transport: Transport,
+    peer: SocketAddr,
+    counted: Counted,
+) -> Option<impl Future<Output = ()> + Send + 'static> {
     let deadline = Duration::from_secs(ctx.config.negotiation_timeout_secs);
     let mut state = Negotiated {
         username: None,
@@ -192,12 +212,13 @@ fn check_header(ctx: &Ctx, h: &StreamHeader) -> Result<(), StreamError> {
     Ok(())
 }
 
-fn features(ctx: &Ctx, secure: bool, state: &Negotiated) -> String {
+fn features(ctx: &Ctx, t: &Transport, state: &Negotiated) -> String {
+    let secure = t.is_secure();
     let mut f = Element::new("features", ns::STREAM);
     let auth_allowed = secure || !ctx.config.tls_required;
     match &state.username {
         None => {
-            if !secure {
+            if t.can_starttls() {
                 let mut starttls = Element::new("starttls", ns::TLS);
                 if ctx.config.tls_required {
                     starttls.push_child(Element::new("required", ns::TLS));
@@ -250,7 +271,7 @@ async fn negotiate(
         };
         t.write(&header_xml(ctx, &header)).await?;
         check_header(ctx, &header).map_err(End::Error)?;
-        t.write(&features(ctx, t.is_secure(), state)).await?;
+        t.write(&features(ctx, t, state)).await?;
 
         // Stanzas and negotiation elements until a restart or a bound resource.
         loop {
@@ -262,7 +283,7 @@ async fn negotiate(
             };
             match (el.ns(), el.name()) {
                 (ns::TLS, "starttls") => {
-                    if t.is_secure() || state.username.is_some() {
+                    if !t.can_starttls() || state.username.is_some() {
                         t.write(
                             "<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>",
                         )

@@ -1,11 +1,12 @@
 //! XMPP protocol types shared by the services: the element tree, the bounded stream
-//! reader, namespaces, stream and stanza errors, and JIDs (re-exported from `jid`).
+//! reader and its WebSocket framing (RFC 7395), namespaces, stream and stanza errors, and JIDs (re-exported from `jid`).
 
 pub mod addr;
 pub mod carbons;
 pub mod chars;
 pub mod element;
 pub mod error;
+pub mod framing;
 pub mod hints;
 pub mod ns;
 pub mod reader;

@@ -2,6 +2,8 @@
 
 pub const CLIENT: &str = "jabber:client";
 pub const STREAM: &str = "http://etherx.jabber.org/streams";
+/// RFC 7395 XMPP over WebSocket: `<open/>` and `<close/>`.
+pub const FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
 pub const STREAMS_ERR: &str = "urn:ietf:params:xml:ns:xmpp-streams";
 pub const STANZAS_ERR: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 pub const TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";

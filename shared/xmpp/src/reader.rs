@@ -222,20 +222,8 @@ impl<R: AsyncBufRead + Unpin> StreamReader<R> {
                         "XML declaration inside the stream",
                     ))
                 }
-                Event::DocType(_) => {
-                    return Err(ReadError::stream("restricted-xml", "DTDs are not allowed"))
-                }
-                Event::PI(_) => {
-                    return Err(ReadError::stream(
-                        "restricted-xml",
-                        "processing instructions are not allowed",
-                    ))
-                }
-                Event::Comment(_) => {
-                    return Err(ReadError::stream(
-                        "restricted-xml",
-                        "comments are not allowed",
-                    ))
+                e @ (Event::DocType(_) | Event::PI(_) | Event::Comment(_)) => {
+                    return Err(restricted(&e))
                 }
                 Event::Start(start) if !self.opened => {
                     let header = build_header(&start, &resolved, &self.tree.limits())?;
@@ -342,7 +330,19 @@ fn build_header(
     Ok(header)
 }
 
-fn configured<R>(inner: R) -> NsReader<R> {
+/// RFC 6120 §11.1: what a stream must not contain (DTDs, processing instructions, comments).
+pub(crate) fn restricted(event: &Event<'_>) -> ReadError {
+    ReadError::stream(
+        "restricted-xml",
+        match event {
+            Event::DocType(_) => "DTDs are not allowed",
+            Event::PI(_) => "processing instructions are not allowed",
+            _ => "comments are not allowed",
+        },
+    )
+}
+
+pub(crate) fn configured<R>(inner: R) -> NsReader<R> {
     let mut xml = NsReader::from_reader(inner);
     let config = xml.config_mut();
     config.check_end_names = true;
@@ -352,7 +352,7 @@ fn configured<R>(inner: R) -> NsReader<R> {
     xml
 }
 
-fn map_xml_error(e: quick_xml::Error) -> ReadError {
+pub(crate) fn map_xml_error(e: quick_xml::Error) -> ReadError {
     match e {
         quick_xml::Error::Io(io) => {
             if io.to_string() == OVER_BUDGET {

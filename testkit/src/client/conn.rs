@@ -88,6 +88,54 @@ type Reader = StreamReader<BufReader<ReadHalf<Conn>>>;
 type PendingRead =
     Pin<Box<dyn Future<Output = (Reader, Result<Inbound, ReadError>)> + Send + Sync>>;
 
+/// One client connection: an XML stream over TCP, or RFC 7395 messages over a WebSocket.
+pub enum Wire {
+    Xml(XmlConn),
+    Ws(super::ws::WsConn),
+}
+
+impl Wire {
+    pub fn is_tls(&self) -> bool {
+        match self {
+            Wire::Xml(x) => x.is_tls(),
+            Wire::Ws(w) => w.is_tls(),
+        }
+    }
+
+    pub async fn write(&mut self, data: &str) -> anyhow::Result<()> {
+        match self {
+            Wire::Xml(x) => x.write(data).await,
+            Wire::Ws(w) => w.write(data).await,
+        }
+    }
+
+    pub async fn shutdown(&mut self) {
+        match self {
+            Wire::Xml(x) => x.shutdown().await,
+            Wire::Ws(w) => w.shutdown().await,
+        }
+    }
+
+    pub async fn read(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<Result<Inbound, ReadError>>> {
+        match self {
+            Wire::Xml(x) => x.read(timeout).await,
+            Wire::Ws(w) => w.read(timeout).await,
+        }
+    }
+
+    /// A new stream after SASL success: a new XML document on TCP; on a WebSocket every
+    /// message stands alone already.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        match self {
+            Wire::Xml(x) => x.restart(),
+            Wire::Ws(_) => Ok(()),
+        }
+    }
+}
+
 /// Reading and writing halves of one XML stream.
 pub struct XmlConn {
     /// The reader when no read is in flight; inside `pending` otherwise.
@@ -190,7 +238,7 @@ impl XmlConn {
     }
 }
 
-fn limits() -> Limits {
+pub(super) fn limits() -> Limits {
     // Generous: tests receive big rosters and archives; the server is the one under test.
     // Characters and names are still checked, so a test sees a poison stanza as an error.
     Limits {

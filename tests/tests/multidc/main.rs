@@ -35,6 +35,7 @@ mod shared {
     mod personal;
     mod presence;
     mod sessions;
+    mod websocket;
 }
 
 use std::time::Duration;

@@ -49,3 +49,68 @@ async fn run_script(script: &str, second_gateway: bool) {
     );
     dc.stop().await.expect("stop the DC");
 }
+
+/// A stock XMPP-over-WebSocket client (xmpp.js, `@xmpp/client` from npm, installed by `cargo
+/// xtask test`) logs in with SCRAM over `wss://` and chats with a TCP user both ways.
+#[tokio::test]
+async fn xmppjs_logs_in_over_websocket_and_chats_with_a_tcp_user() {
+    use meerkat_testkit::client::pred::message_with_body;
+    use meerkat_testkit::client::Client;
+
+    let dc = dc().await;
+    let web = user("js");
+    Client::register_account(&dc.client(), &web, "secret-pw")
+        .await
+        .expect("register");
+    let mut tcp = crate::online(&dc, &user("tcp"), "desk").await;
+    // Its full JID: a bare JID would go to offline storage (no available resource).
+    let peer = tcp.jid().to_owned();
+    let dir = format!("{}/interop/xmppjs", env!("CARGO_MANIFEST_DIR"));
+    let url = format!("wss://{}/xmpp-websocket", dc.https.expect("an HTTPS port"));
+    let run = tokio::process::Command::new("node")
+        .arg(format!("{dir}/websocket.mjs"))
+        .args([
+            url.as_str(),
+            "example.com",
+            web.as_str(),
+            "secret-pw",
+            peer.as_str(),
+        ])
+        // The test DC's certificate is self-signed.
+        .env("NODE_TLS_REJECT_UNAUTHORIZED", "0")
+        .kill_on_drop(true)
+        .output();
+    let answer = async {
+        let hello = tcp
+            .expect_within(
+                std::time::Duration::from_secs(60),
+                "xmpp.js's message",
+                message_with_body("hello from xmpp.js"),
+            )
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let from = hello.attr("from").unwrap_or_default().to_owned();
+        if !from.starts_with(&format!("{web}@example.com/")) {
+            return Err(format!("the message came from {from}"));
+        }
+        tcp.send_message(&from, "hello back")
+            .await
+            .map_err(|e| format!("{e:#}"))
+    };
+    // Until node ends: a failure on its side says why in its output.
+    tokio::pin!(run);
+    let (answered, out) = tokio::select! {
+        a = answer => (Some(a), run.await),
+        out = &mut run => (None, out),
+    };
+    let out = out.expect("node runs (cargo xtask test installs xmpp.js)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("xmpp.js:\n{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("all steps passed"),
+        "xmpp.js failed (our side: {answered:?})\nstdout:\n{stdout}\nstderr:\n{}",
+        &stderr[stderr.len().saturating_sub(4000)..]
+    );
+    dc.stop().await.expect("stop the DC");
+}

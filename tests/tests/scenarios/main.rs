@@ -17,6 +17,7 @@ mod resilience;
 mod sm;
 mod streams;
 mod throttles;
+mod websocket;
 
 use meerkat_testkit::client::Client;
 use meerkat_testkit::stack::{Dc, StackOptions};
