@@ -12,6 +12,7 @@ mod flood;
 mod hostile;
 mod interop;
 mod offline;
+mod pep;
 mod personal;
 mod resilience;
 mod sm;
