@@ -196,3 +196,31 @@ pub fn pubsub_condition(reply: &Element) -> Option<String> {
         .find(|c| c.ns() == PUBSUB_ERRORS)
         .map(|c| c.name().to_owned())
 }
+
+/// The publish-options XEP-0402 asks for bookmarks: kept, as many as the service allows,
+/// never sent on presence, the owner's alone.
+pub const BOOKMARK_OPTIONS: [(&str, &str); 4] = [
+    ("pubsub#persist_items", "true"),
+    ("pubsub#max_items", "max"),
+    ("pubsub#send_last_published_item", "never"),
+    ("pubsub#access_model", "whitelist"),
+];
+
+/// XEP-0084 metadata of a PNG avatar `id` of `bytes` bytes.
+pub fn avatar_metadata(id: &str, bytes: usize) -> Element {
+    let ns = "urn:xmpp:avatar:metadata";
+    Element::new("metadata", ns).with_child(
+        Element::new("info", ns)
+            .with_attr("id", id)
+            .with_attr("bytes", bytes.to_string())
+            .with_attr("type", "image/png"),
+    )
+}
+
+/// Waits for a notification of item `id` of `node` (other stanzas stay buffered).
+pub async fn notified(c: &mut Client, node: &str, id: &str) -> anyhow::Result<Element> {
+    c.expect(&format!("a notification of {node} item {id}"), |m| {
+        notifies(m, node, id)
+    })
+    .await
+}

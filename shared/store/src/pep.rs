@@ -16,13 +16,16 @@ use crate::{accounts, Change, Outcome, Store, StoreError};
 pub enum PepChange {
     /// Publish `items` (id, `<item/>` XML) to `node`, writing its configuration `config`
     /// (creating the node when absent: [`StoreError::Full`] if the account already has
-    /// `max_nodes`), then keep only the node's `max_items` newest items.
+    /// `max_nodes`), then keep only the node's `max_items` newest items. `replace`: first
+    /// remove the node's items not among `items` (the node becomes exactly them: XEP-0411's
+    /// bookmarks written through private storage).
     Publish {
         node: String,
         config: String,
         items: Vec<(String, String)>,
         max_items: u32,
         max_nodes: u32,
+        replace: bool,
     },
     /// Remove items by id; [`Outcome::Existed`] tells whether any was there.
     Retract { node: String, ids: Vec<String> },
@@ -207,7 +210,12 @@ pub(crate) async fn apply(
             items,
             max_items,
             max_nodes,
+            replace,
         } => {
+            if *replace {
+                let keep: Vec<&str> = items.iter().map(|(id, _)| id.as_str()).collect();
+                remove_items_but(conn, username, node, &keep, stamp, &mut records).await?;
+            }
             if !node_exists(conn, username, node).await? {
                 let count: i64 =
                     sqlx::query_scalar("SELECT count(*) FROM pep_nodes WHERE username = $1")
@@ -336,6 +344,31 @@ async fn remove_items(
         }
     };
     for key in keys {
+        records.push(put(conn, &PEP_ITEM, username, &key, None, stamp).await?);
+    }
+    Ok(())
+}
+
+/// Deletes (with tombstones) the node's items whose ids are not in `keep`.
+async fn remove_items_but(
+    conn: &mut PgConnection,
+    username: &str,
+    node: &str,
+    keep: &[&str],
+    stamp: &Stamp,
+    records: &mut Vec<Record>,
+) -> Result<(), StoreError> {
+    let keep: Vec<String> = keep.iter().map(|id| item_key(node, id)).collect();
+    let gone: Vec<String> = sqlx::query_scalar(
+        "SELECT key FROM pep_items WHERE username = $1 AND node = $2 AND NOT (key = ANY($3)) \
+         ORDER BY key",
+    )
+    .bind(username)
+    .bind(node)
+    .bind(&keep)
+    .fetch_all(&mut *conn)
+    .await?;
+    for key in gone {
         records.push(put(conn, &PEP_ITEM, username, &key, None, stamp).await?);
     }
     Ok(())

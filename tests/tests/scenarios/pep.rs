@@ -13,12 +13,13 @@ use std::time::Duration;
 use base64::Engine as _;
 use meerkat_testkit::client::{stanza_error_condition, Client};
 use meerkat_testkit::pep::{
-    items, notifies, publish, pubsub_condition, result_items, Caps, PUBSUB, PUBSUB_OWNER,
+    avatar_metadata, items, notified, notifies, publish, pubsub_condition, result_items, Caps,
+    BOOKMARK_OPTIONS, PUBSUB, PUBSUB_OWNER,
 };
 use meerkat_testkit::stack::{Dc, StackOptions};
 use meerkat_xmpp::{ns, Element};
 
-use crate::user;
+use crate::{befriend, user};
 
 const AVATAR_DATA: &str = "urn:xmpp:avatar:data";
 const AVATAR_META: &str = "urn:xmpp:avatar:metadata";
@@ -50,29 +51,14 @@ async fn login(dc: &Dc, name: &str, resource: &str, register: bool) -> Client {
         .unwrap()
 }
 
-fn presence(ty: &str, to: &str) -> Element {
-    Element::new("presence", ns::CLIENT)
-        .with_attr("type", ty)
-        .with_attr("to", to)
-}
+const MOOD: &str = "http://jabber.org/protocol/mood";
 
-/// Mutual presence subscription between two available clients.
-async fn befriend(a: &mut Client, b: &mut Client) {
-    let (aj, bj) = (a.bare_jid().to_owned(), b.bare_jid().to_owned());
-    a.send(&presence("subscribe", &bj)).await.unwrap();
-    b.expect("subscribe", |e| {
-        e.is("presence", ns::CLIENT) && e.attr("type") == Some("subscribe")
-    })
-    .await
-    .unwrap();
-    b.approve_subscription(a).await.unwrap();
-    b.send(&presence("subscribe", &aj)).await.unwrap();
-    a.expect("subscribe", |e| {
-        e.is("presence", ns::CLIENT) && e.attr("type") == Some("subscribe")
-    })
-    .await
-    .unwrap();
-    a.approve_subscription(b).await.unwrap();
+/// Publishes the client's mood (XEP-0107) as item `current`.
+async fn set_mood(c: &mut Client, feeling: &str) {
+    let m = payload("mood", MOOD).with_child(payload(feeling, MOOD));
+    c.iq_ok("set", None, publish(MOOD, "current", m, &[]))
+        .await
+        .unwrap();
 }
 
 fn payload(name: &str, ns_: &str) -> Element {
@@ -127,25 +113,12 @@ async fn avatar_bookmarks_and_devices_are_published_notified_and_guarded() {
     a.iq_ok("set", None, publish(AVATAR_DATA, "hash1", data, &[]))
         .await
         .unwrap();
-    let meta = payload("metadata", AVATAR_META).with_child(
-        Element::new("info", AVATAR_META)
-            .with_attr("id", "hash1")
-            .with_attr("bytes", "131072")
-            .with_attr("type", "image/png"),
-    );
+    let meta = avatar_metadata("hash1", 128 * 1024);
     a.iq_ok("set", None, publish(AVATAR_META, "hash1", meta, &[]))
         .await
         .unwrap();
-    b.expect("the avatar metadata notification", |m| {
-        notifies(m, AVATAR_META, "hash1")
-    })
-    .await
-    .unwrap();
-    a.expect("her own metadata notification", |m| {
-        notifies(m, AVATAR_META, "hash1")
-    })
-    .await
-    .unwrap();
+    notified(&mut b, AVATAR_META, "hash1").await.unwrap();
+    notified(&mut a, AVATAR_META, "hash1").await.unwrap();
     let r = b.iq_ok("get", Some(&aj), items(AVATAR_DATA)).await.unwrap();
     let got = result_items(&r);
     assert_eq!(got.len(), 1);
@@ -159,22 +132,13 @@ async fn avatar_bookmarks_and_devices_are_published_notified_and_guarded() {
     .unwrap();
 
     // Bookmarks: private (whitelist), kept, as XEP-0402 asks with publish-options.
-    let opts = [
-        ("pubsub#persist_items", "true"),
-        ("pubsub#max_items", "max"),
-        ("pubsub#send_last_published_item", "never"),
-        ("pubsub#access_model", "whitelist"),
-    ];
+    let opts = BOOKMARK_OPTIONS;
     for room in ["room1@muc.example.com", "room2@muc.example.com"] {
         let conf = payload("conference", BOOKMARKS).with_attr("autojoin", "true");
         a.iq_ok("set", None, publish(BOOKMARKS, room, conf, &opts))
             .await
             .unwrap();
-        a.expect("her bookmark notification", |m| {
-            notifies(m, BOOKMARKS, room)
-        })
-        .await
-        .unwrap();
+        notified(&mut a, BOOKMARKS, room).await.unwrap();
     }
     let r = a.iq_ok("get", None, items(BOOKMARKS)).await.unwrap();
     assert_eq!(result_items(&r).len(), 2, "{r}");
@@ -207,11 +171,7 @@ async fn avatar_bookmarks_and_devices_are_published_notified_and_guarded() {
     )
     .await
     .unwrap();
-    b.expect("the device list notification", |m| {
-        notifies(m, DEVICES, "current")
-    })
-    .await
-    .unwrap();
+    notified(&mut b, DEVICES, "current").await.unwrap();
     let r = e.iq_ok("get", Some(&aj), items(DEVICES)).await.unwrap();
     assert!(
         r.to_xml().contains("id=\"42\"") || r.to_xml().contains("id='42'"),
@@ -300,45 +260,20 @@ async fn the_last_item_comes_at_login_and_a_lying_caps_hash_is_not_believed() {
     Caps::new(&[]).announce(&mut a).await.unwrap();
     Caps::new(&[]).announce(&mut b).await.unwrap();
     befriend(&mut a, &mut b).await;
-    let mood = "http://jabber.org/protocol/mood";
-    a.iq_ok(
-        "set",
-        None,
-        publish(
-            mood,
-            "current",
-            payload("mood", mood).with_child(payload("happy", mood)),
-            &[],
-        ),
-    )
-    .await
-    .unwrap();
+    let mood = MOOD;
+    set_mood(&mut a, "happy").await;
 
     // Bob's tablet comes online wanting moods: the last one comes once its caps are verified.
     let mut tablet = login(&dc, &bob, "tablet", false).await;
     let honest = Caps::new(&[mood]);
     honest.announce(&mut tablet).await.unwrap();
-    tablet
-        .expect("Alice's last mood", |m| notifies(m, mood, "current"))
-        .await
-        .unwrap();
+    notified(&mut tablet, mood, "current").await.unwrap();
 
     // Bob's watch says it wants moods, under a ver that is not the hash of what it answers.
     let mut watch = login(&dc, &bob, "watch", false).await;
     let liar = Caps::new(&[mood]).with_wrong_ver();
     liar.announce(&mut watch).await.unwrap();
-    a.iq_ok(
-        "set",
-        None,
-        publish(
-            mood,
-            "current",
-            payload("mood", mood).with_child(payload("sad", mood)),
-            &[],
-        ),
-    )
-    .await
-    .unwrap();
+    set_mood(&mut a, "sad").await;
     tablet
         .expect("the new mood", |m| {
             notifies(m, mood, "current") && m.to_xml().contains("sad")
@@ -564,4 +499,74 @@ async fn limits_owner_operations_and_malformed_requests() {
     )
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn legacy_bookmarks_in_private_storage_are_the_pep_bookmarks() {
+    let dc = roomy_dc(None).await;
+    let alice = user("alice");
+    let mut old = login(&dc, &alice, "old", true).await;
+    let mut new = login(&dc, &alice, "new", false).await;
+    Caps::new(&[BOOKMARKS]).announce(&mut new).await.unwrap();
+    let r = new
+        .iq_ok("get", None, Element::new("query", ns::DISCO_INFO))
+        .await
+        .unwrap();
+    assert!(r.to_xml().contains("urn:xmpp:bookmarks:1#compat"), "{r}");
+    let legacy = "storage:bookmarks";
+    let storage = |rooms: &[&str]| {
+        let mut s = Element::new("storage", legacy);
+        for room in rooms {
+            s.push_child(
+                Element::new("conference", legacy)
+                    .with_attr("jid", *room)
+                    .with_attr("autojoin", "true")
+                    .with_child(Element::new("nick", legacy).with_text("al")),
+            );
+        }
+        Element::new("query", ns::PRIVATE).with_child(s)
+    };
+
+    // The XEP-0048 client stores two rooms; the XEP-0402 client is told and reads them.
+    let (r1, r2, r3) = (
+        "r1@muc.example.com",
+        "r2@muc.example.com",
+        "r3@muc.example.com",
+    );
+    old.iq_ok("set", None, storage(&[r1, r2])).await.unwrap();
+    new.expect("the bookmarks notification", |m| {
+        notifies(m, BOOKMARKS, r1) && notifies(m, BOOKMARKS, r2)
+    })
+    .await
+    .unwrap();
+    let r = new.iq_ok("get", None, items(BOOKMARKS)).await.unwrap();
+    let got = result_items(&r);
+    assert_eq!(got.len(), 2, "{r}");
+    assert_eq!(got[0].1.attr("autojoin"), Some("true"));
+    assert_eq!(
+        got[0].1.child_text("nick", BOOKMARKS).as_deref(),
+        Some("al")
+    );
+
+    // The XEP-0402 client adds a room: the XEP-0048 client reads three.
+    let conf = payload("conference", BOOKMARKS).with_attr("autojoin", "false");
+    new.iq_ok("set", None, publish(BOOKMARKS, r3, conf, &BOOKMARK_OPTIONS))
+        .await
+        .unwrap();
+    let got = meerkat_testkit::personal::private_get(&mut old, "storage", legacy)
+        .await
+        .unwrap();
+    let jids: Vec<&str> = got.children().filter_map(|c| c.attr("jid")).collect();
+    assert_eq!(jids, vec![r1, r2, r3], "{got}");
+
+    // The XEP-0048 client drops r2: the XEP-0402 client is told it went.
+    old.iq_ok("set", None, storage(&[r1, r3])).await.unwrap();
+    new.expect("the retraction of r2", |m| {
+        m.to_xml().contains("retract") && m.to_xml().contains(r2)
+    })
+    .await
+    .unwrap();
+    let r = new.iq_ok("get", None, items(BOOKMARKS)).await.unwrap();
+    let ids: Vec<String> = result_items(&r).into_iter().map(|(id, _)| id).collect();
+    assert!(ids.len() == 2 && !ids.iter().any(|i| i == r2), "{r}");
 }

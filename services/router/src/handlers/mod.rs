@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod blocking;
+pub mod bookmarks;
 pub mod carbons;
 pub mod disco;
 pub mod last;
@@ -100,7 +101,7 @@ pub async fn server_iq(
             version::VersionRequest::parse(inb.ty, payload).map(|v| v.answer(&inb.el))
         }
         ns::TIME if server_like => time::answer(inb.ty, &inb.el, payload, chrono::Utc::now()),
-        ns::PRIVATE => private::answer(ctx, inb, &entity, payload).await?,
+        ns::PRIVATE => private::answer(ctx, inb, out, &entity, payload).await?,
         ns::VCARD => vcard::answer(ctx, inb, &entity, payload).await?,
         ns::LAST => last::answer(ctx, inb, &entity, payload).await?,
         _ => Err(StanzaError::service_unavailable()),

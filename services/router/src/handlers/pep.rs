@@ -183,6 +183,7 @@ impl Service<'_> {
                     items: Vec::new(),
                     max_items: cfg.kept(),
                     max_nodes: self.ctx.config.max_pep_nodes,
+                    replace: false,
                 };
                 Ok(self.write(change).await?.map(|_| iq_result(&inb.el)))
             }
@@ -307,6 +308,7 @@ impl Service<'_> {
             items: vec![(id.clone(), body)],
             max_items: cfg.kept(),
             max_nodes: self.ctx.config.max_pep_nodes,
+            replace: false,
         };
         if let Err(e) = self.write(change).await? {
             return Ok(Err(e));

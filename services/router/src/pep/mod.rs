@@ -46,6 +46,8 @@ pub const FEATURES: &[&str] = &[
     "http://jabber.org/protocol/pubsub#retrieve-default",
     "http://jabber.org/protocol/pubsub#presence-notifications",
     "http://jabber.org/protocol/pubsub#filtered-notifications",
+    // XEP-0411: XEP-0048 bookmarks in private storage are the XEP-0402 ones.
+    crate::handlers::bookmarks::COMPAT,
 ];
 
 /// Whether `requester` (a bare JID, not the owner) may retrieve items of a node configured

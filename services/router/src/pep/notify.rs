@@ -113,6 +113,17 @@ pub async fn broadcast(
     Ok(())
 }
 
+/// The `<items/>` event of a node's last published item (`None`: a stored item this version
+/// cannot read).
+fn last_event(last: &meerkat_store::LastPublished) -> Option<Element> {
+    let stored = Element::parse(&last.item).ok()?;
+    Some(
+        Element::new("items", PUBSUB_EVENT)
+            .with_attr("node", last.node.clone())
+            .with_child(super::event_item(&stored)),
+    )
+}
+
 /// The last published item of every node the session `full` (of account `user`, with the
 /// roster `roster` and the verified `features`) hears of: its own nodes and those of the
 /// contacts it is subscribed to, where the node sends it on presence (XEP-0163 §4.3.4).
@@ -159,13 +170,9 @@ async fn last_items(
                 continue;
             }
         }
-        let Ok(stored) = Element::parse(&last.item) else {
-            continue;
-        };
-        let event = Element::new("items", PUBSUB_EVENT)
-            .with_attr("node", last.node.clone())
-            .with_child(super::event_item(&stored));
-        out.deliver(target.clone(), &message(&owner_bare, full, &event));
+        if let Some(event) = last_event(&last) {
+            out.deliver(target.clone(), &message(&owner_bare, full, &event));
+        }
     }
     Ok(())
 }
@@ -299,12 +306,9 @@ pub async fn on_subscribed(
                 continue;
             }
         }
-        let Ok(stored) = Element::parse(&last.item) else {
+        let Some(event) = last_event(&last) else {
             continue;
         };
-        let event = Element::new("items", PUBSUB_EVENT)
-            .with_attr("node", last.node.clone())
-            .with_child(super::event_item(&stored));
         for s in &sessions {
             let Some(f) = session_features(ctx, s).await? else {
                 continue;

@@ -26,6 +26,7 @@ fn publish(node: &str, id: &str, text: &str, max_items: u32) -> PepChange {
         )],
         max_items,
         max_nodes: 2,
+        replace: false,
     }
 }
 
@@ -61,9 +62,26 @@ async fn items_are_capped_per_node_and_nodes_per_account() {
         a.pep("nobody", publish("n", "1", "x", 2)).await,
         Err(StoreError::NoSuchAccount)
     ));
+    // Replaced: the node becomes exactly the items given (XEP-0411's private-storage write).
+    let item = |id: &str| {
+        (
+            id.to_owned(),
+            format!("<item xmlns='http://jabber.org/protocol/pubsub' id='{id}'/>"),
+        )
+    };
+    let replace = PepChange::Publish {
+        node: "n".into(),
+        config: "{}".into(),
+        items: vec![item("i3"), item("new")],
+        max_items: 10,
+        max_nodes: 2,
+        replace: true,
+    };
+    a.pep("dora", replace).await.unwrap();
+    assert_eq!(ids(&a, "n").await, vec!["i3", "new"]);
     let last = a.pep_last_published(&["dora".to_owned()]).await.unwrap();
     assert_eq!(last.len(), 2);
-    assert!(last.iter().any(|l| l.node == "n" && l.item.contains("i3")));
+    assert!(last.iter().any(|l| l.node == "n" && l.item.contains("new")));
 }
 
 #[tokio::test]

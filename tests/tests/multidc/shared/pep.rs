@@ -7,7 +7,9 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use meerkat_testkit::pep::{items, notifies, publish, result_items, Caps};
+use meerkat_testkit::pep::{
+    avatar_metadata, items, notified, publish, result_items, Caps, BOOKMARK_OPTIONS,
+};
 use meerkat_testkit::personal::vcard_name;
 use meerkat_xmpp::{ns, Element};
 
@@ -68,22 +70,12 @@ async fn what_alice_publishes_at_dc1_reaches_and_is_read_at_dc2() {
         .iq_ok("set", None, publish(AVATAR_DATA, "h1", data, &[]))
         .await
         .unwrap();
-    let meta = Element::new("metadata", AVATAR_META).with_child(
-        Element::new("info", AVATAR_META)
-            .with_attr("id", "h1")
-            .with_attr("bytes", "131072")
-            .with_attr("type", "image/png"),
-    );
+    let meta = avatar_metadata("h1", 128 * 1024);
     phone
         .iq_ok("set", None, publish(AVATAR_META, "h1", meta, &[]))
         .await
         .unwrap();
-    let opts = [
-        ("pubsub#persist_items", "true"),
-        ("pubsub#max_items", "max"),
-        ("pubsub#send_last_published_item", "never"),
-        ("pubsub#access_model", "whitelist"),
-    ];
+    let opts = BOOKMARK_OPTIONS;
     for room in ["a@muc.example.com", "b@muc.example.com"] {
         let conf = Element::new("conference", BOOKMARKS).with_attr("autojoin", "true");
         phone
@@ -103,9 +95,7 @@ async fn what_alice_publishes_at_dc1_reaches_and_is_read_at_dc2() {
         .unwrap();
 
     // Bob at DC 2: notified, then reads at once (no retry): the items are there.
-    desk.expect("the avatar metadata", |s| notifies(s, AVATAR_META, "h1"))
-        .await
-        .unwrap();
+    notified(&mut desk, AVATAR_META, "h1").await.unwrap();
     let r = desk
         .iq_ok("get", Some(&aj), items(AVATAR_DATA))
         .await
@@ -113,9 +103,7 @@ async fn what_alice_publishes_at_dc1_reaches_and_is_read_at_dc2() {
     let got = result_items(&r);
     assert_eq!(got.len(), 1, "{r}");
     assert_eq!(got[0].1.text(), b64);
-    desk.expect("the device list", |s| notifies(s, DEVICES, "current"))
-        .await
-        .unwrap();
+    notified(&mut desk, DEVICES, "current").await.unwrap();
     let r = desk.iq_ok("get", Some(&aj), items(DEVICES)).await.unwrap();
     assert_eq!(
         result_items(&r)[0]
@@ -139,10 +127,7 @@ async fn what_alice_publishes_at_dc1_reaches_and_is_read_at_dc2() {
         (BOOKMARKS, "b@muc.example.com"),
         (DEVICES, "current"),
     ] {
-        laptop
-            .expect(&format!("{node} {id}"), |s| notifies(s, node, id))
-            .await
-            .unwrap();
+        notified(&mut laptop, node, id).await.unwrap();
     }
     let r = laptop.iq_ok("get", None, items(BOOKMARKS)).await.unwrap();
     let ids: Vec<String> = result_items(&r).into_iter().map(|(id, _)| id).collect();
