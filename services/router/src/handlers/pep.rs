@@ -5,7 +5,7 @@
 //! transaction; its notifications are queued after it (`pep/notify.rs`), so nothing is
 //! announced that was not written.
 
-use meerkat_store::{PepChange, StoreError};
+use meerkat_store::{PepChange, PepItem, StoreError};
 use meerkat_xmpp::stanza::{iq_result, iq_result_with};
 use meerkat_xmpp::{Element, StanzaError};
 
@@ -19,6 +19,9 @@ use crate::pep::request::{pubsub_error, PubsubRequest, PUBSUB, PUBSUB_EVENT, PUB
 use crate::pep::{allowed, event_item, notify};
 use crate::reply::{error, reply};
 use crate::Ctx;
+
+/// Bytes of items one retrieval returns at most (but always the newest item).
+pub const MAX_RESULT_BYTES: usize = 1024 * 1024;
 
 /// Answers a `<pubsub/>` iq to `entity`: exactly one reply.
 pub async fn handle(
@@ -344,13 +347,31 @@ impl Service<'_> {
             .pep_items(self.owner, &node, ids.as_deref(), max)
             .await?;
         let mut items = Element::new("items", PUBSUB).with_attr("node", node);
-        for s in stored {
+        for s in newest_within(&stored, MAX_RESULT_BYTES) {
             if let Ok(el) = Element::parse(&s.body) {
                 items.push_child(el);
             }
         }
         Ok(Ok(iq_result_with(&inb.el, pubsub(PUBSUB, items))))
     }
+}
+
+/// The newest of `items` (oldest first) whose bodies fit in `budget` bytes, at least one,
+/// oldest first: a node of many large items is answered in a size a client and the broker
+/// take (XEP-0060 §6.5.7 lets the service return a subset; the client asks for the rest by
+/// id).
+fn newest_within(items: &[PepItem], budget: usize) -> &[PepItem] {
+    let mut left = budget;
+    let mut start = items.len();
+    while start > 0 {
+        let len = items[start - 1].body.len();
+        if start < items.len() && len > left {
+            break;
+        }
+        left = left.saturating_sub(len);
+        start -= 1;
+    }
+    &items[start..]
 }
 
 /// disco#items of an account (XEP-0060 §5.2): the nodes `requester_bare` may read.
@@ -377,4 +398,26 @@ pub async fn node_items(
         }
     }
     Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: &str, len: usize) -> PepItem {
+        PepItem {
+            id: id.to_owned(),
+            body: "x".repeat(len),
+        }
+    }
+
+    #[test]
+    fn a_retrieval_keeps_the_newest_items_that_fit_and_at_least_one() {
+        let items = [item("a", 40), item("b", 30), item("c", 50)];
+        let ids = |v: &[PepItem]| v.iter().map(|i| i.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(newest_within(&items, 1000)), ["a", "b", "c"]);
+        assert_eq!(ids(newest_within(&items, 80)), ["b", "c"]);
+        assert_eq!(ids(newest_within(&items, 10)), ["c"]);
+        assert!(newest_within(&[], 10).is_empty());
+    }
 }
