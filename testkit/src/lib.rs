@@ -10,6 +10,7 @@ pub mod mam;
 pub use infra::*;
 pub mod multi;
 pub mod otlp;
+pub mod pep;
 pub mod personal;
 pub mod procs;
 pub mod shared;

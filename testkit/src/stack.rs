@@ -43,6 +43,9 @@ pub struct StackOptions {
     pub max_offline: Option<u32>,
     /// The routers' `archive` (XEP-0313 message archive; on by default, as in production).
     pub archive: bool,
+    /// The routers' `max_pep_items` and `max_pep_nodes` (their defaults when `None`): PEP's
+    /// limits, small for the tests that reach them.
+    pub pep_limits: Option<(u32, u32)>,
     /// The gateways' configuration to start from (their defaults when `None`): the stack
     /// still sets the DC, domain, URLs, addresses, instance id and the options above.
     pub gateway: Option<c2s_gateway::Config>,
@@ -80,6 +83,7 @@ impl Default for StackOptions {
             full_copy_batch: None,
             health: true,
             max_offline: None,
+            pep_limits: None,
             archive: true,
             gateway: None,
             production_throttles: false,
@@ -301,6 +305,14 @@ impl Dc {
                 .collect(),
             test_newer_minor_wire: self.options.newer_minor_wire,
             archive: self.options.archive,
+            max_pep_items: self
+                .options
+                .pep_limits
+                .map_or(defaults.max_pep_items, |l| l.0),
+            max_pep_nodes: self
+                .options
+                .pep_limits
+                .map_or(defaults.max_pep_nodes, |l| l.1),
             ..defaults
         };
         let handle = ServiceHandle::spawn(

@@ -43,6 +43,23 @@ pub struct Config {
     pub max_private_item_bytes: u32,
     /// Bytes an account's private XML elements may take in all; past it: resource-constraint.
     pub max_private_bytes: u64,
+    /// PEP (XEP-0163) nodes and items, and verified entity capabilities (XEP-0115), may be
+    /// written here. Their records are replication kinds (`pep_node`, `pep_item`, `caps`)
+    /// that a DC of an earlier version cannot apply (as for `blocking`): off while a mesh is
+    /// upgraded to the first version that has them; reads answer from what is stored, and
+    /// notifications of what is stored go out, either way.
+    pub pep: bool,
+    /// Bytes one published `<item/>` may take, serialised; larger: not-acceptable with
+    /// `<payload-too-big/>` (XEP-0060 §7.1.3.4). Enough for a 128 KiB avatar in base64
+    /// (175 KiB, XEP-0084) and below the gateway's 256 KiB stanza limit.
+    pub max_pep_item_bytes: u32,
+    /// Items a node keeps at most: the value of `pubsub#max_items` `max`, and the largest a
+    /// client may configure (larger: not-acceptable, or precondition-not-met in
+    /// publish-options).
+    pub max_pep_items: u32,
+    /// Nodes an account may have; a publish or create past it: resource-constraint with
+    /// `<max-nodes-exceeded/>`.
+    pub max_pep_nodes: u32,
     /// The other DCs: id and the federation upstream URI they are reached by. A stanza from
     /// another DC is accepted only when it came through the link of the DC it claims
     /// (`x-received-from`); none = every stanza claiming another DC is refused.
@@ -88,6 +105,10 @@ impl Default for Config {
             max_vcard_bytes: 200 * 1024,
             max_private_item_bytes: 64 * 1024,
             max_private_bytes: 1024 * 1024,
+            pep: true,
+            max_pep_item_bytes: 200 * 1024,
+            max_pep_items: 256,
+            max_pep_nodes: 64,
             peers: Vec::new(),
             transient_retry_ms: 5000,
             directory_warmup_ms: 1000,

@@ -1,6 +1,6 @@
 //! The router: consumes client stanzas from the route partitions, decides where each goes
 //! (RFC 6120 §10, RFC 6121), runs the server-side handlers (roster, subscriptions, presence,
-//! offline storage, disco, ping, version, vCard, private storage, time, last activity) and delivers to the gateways — or, for a session at
+//! offline storage, disco, ping, version, vCard, private storage, time, last activity, PEP) and delivers to the gateways — or, for a session at
 //! another DC, wraps the stanza for that DC. Its session directory lives in memory, fed by the
 //! session events of the DC's gateways and of the other DCs (republished by the replicator).
 
@@ -19,6 +19,7 @@ pub mod mam;
 mod metrics;
 mod outbox;
 mod partition;
+mod pep;
 mod reply;
 mod route;
 pub mod salvage;
@@ -41,6 +42,10 @@ pub use config::{Config, Peer};
 pub use handlers::blocking::BlockingRequest;
 pub use handlers::private::PrivateRequest;
 pub use handlers::vcard::VcardRequest;
+pub use pep::caps::{ver_of, verification_string, CapsRef};
+pub use pep::config::NodeConfig;
+pub use pep::form::Form;
+pub use pep::request::PubsubRequest;
 
 /// What every handler needs.
 pub(crate) struct Ctx {
@@ -61,6 +66,8 @@ pub(crate) struct Ctx {
     pub archiver: archive::Archiver,
     /// When this router started: the server's uptime (XEP-0012).
     pub started: std::time::Instant,
+    /// Verified entity capabilities this router has read (XEP-0115).
+    pub caps: pep::caps::Cache,
 }
 
 pub struct Router {
@@ -105,6 +112,7 @@ impl Router {
             sessions: sessions::Sessions::default(),
             blocking: blocking::Cache::default(),
             started: std::time::Instant::now(),
+            caps: pep::caps::Cache::default(),
             metrics,
             config,
         });

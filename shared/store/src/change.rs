@@ -5,8 +5,8 @@
 use meerkat_auth::Credentials;
 
 use crate::{
-    accounts, blocking, offline, personal, replication, roster, subscriptions, RosterItem, Store,
-    StoreError,
+    accounts, blocking, offline, pep, personal, replication, roster, subscriptions, PepChange,
+    RosterItem, Store, StoreError,
 };
 
 /// A mutation of persistent user data.
@@ -76,6 +76,16 @@ pub enum Change {
     SetLastActivity {
         username: String,
         status: String,
+    },
+    /// XEP-0163: a change of the account's PEP service (nodes and items).
+    Pep {
+        username: String,
+        change: PepChange,
+    },
+    /// XEP-0115: a verified caps hash (`hash\nver`) and its features.
+    PutCaps {
+        key: String,
+        features: String,
     },
 }
 
@@ -207,6 +217,15 @@ impl Store {
             }
             Change::SetLastActivity { username, status } => {
                 records.push(personal::set_last(&mut tx, username, status, &stamp).await?);
+                Outcome::Done
+            }
+            Change::Pep { username, change } => {
+                let (outcome, recs) = pep::apply(&mut tx, username, change, &stamp).await?;
+                records.extend(recs);
+                outcome
+            }
+            Change::PutCaps { key, features } => {
+                records.push(pep::put_caps(&mut tx, key, features, &stamp).await?);
                 Outcome::Done
             }
         };

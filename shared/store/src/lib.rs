@@ -11,6 +11,7 @@ mod archive;
 mod blocking;
 mod change;
 mod offline;
+mod pep;
 mod personal;
 mod replication;
 mod roster;
@@ -30,6 +31,7 @@ pub use archive::{
 pub use change::{Change, Outcome};
 pub use meerkat_wire::data::{Applied, Record, Stamp};
 pub use offline::OfflineMessage;
+pub use pep::{LastPublished, PepChange, PepItem};
 pub use personal::LastActivity;
 pub use replication::{ApplyOutcome, FullCopy, Identity, OutboxEntry, PeerState};
 pub use roster::{RosterItem, Subscription};

@@ -182,6 +182,30 @@ pub enum Record {
         stamp: Stamp,
         state: Option<DocState>,
     },
+    /// Since issue 17 (PEP, XEP-0163): one pubsub node of an account, `key` = the node's
+    /// name, its configuration (JSON) as the body.
+    PepNode {
+        username: String,
+        key: String,
+        stamp: Stamp,
+        state: Option<DocState>,
+    },
+    /// Since issue 17 (PEP): one published item, `key` = `node\nitem id`, the `<item/>` as
+    /// published as the body.
+    PepItem {
+        username: String,
+        key: String,
+        stamp: Stamp,
+        state: Option<DocState>,
+    },
+    /// Since issue 17: one verified entity capabilities hash (XEP-0115), `username` empty,
+    /// `key` = `hash\nver`, the features (one a line) as the body. Content-addressed.
+    Caps {
+        username: String,
+        key: String,
+        stamp: Stamp,
+        state: Option<DocState>,
+    },
 }
 
 impl Record {
@@ -196,7 +220,10 @@ impl Record {
             | Record::ArchivePrefs { stamp, .. }
             | Record::Private { stamp, .. }
             | Record::Vcard { stamp, .. }
-            | Record::LastActivity { stamp, .. } => stamp,
+            | Record::LastActivity { stamp, .. }
+            | Record::PepNode { stamp, .. }
+            | Record::PepItem { stamp, .. }
+            | Record::Caps { stamp, .. } => stamp,
         }
     }
 
@@ -211,7 +238,10 @@ impl Record {
             | Record::ArchivePrefs { username, .. }
             | Record::Private { username, .. }
             | Record::Vcard { username, .. }
-            | Record::LastActivity { username, .. } => username,
+            | Record::LastActivity { username, .. }
+            | Record::PepNode { username, .. }
+            | Record::PepItem { username, .. }
+            | Record::Caps { username, .. } => username,
         }
     }
 
@@ -242,7 +272,10 @@ impl Record {
             | Record::ArchivePrefs { .. }
             | Record::Private { .. }
             | Record::Vcard { .. }
-            | Record::LastActivity { .. } => None,
+            | Record::LastActivity { .. }
+            | Record::PepNode { .. }
+            | Record::PepItem { .. }
+            | Record::Caps { .. } => None,
         }
     }
 }

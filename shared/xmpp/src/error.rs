@@ -75,6 +75,9 @@ pub struct StanzaError {
     pub kind: ErrorType,
     pub condition: &'static str,
     pub text: Option<String>,
+    /// An application-specific condition (RFC 6120 §8.4), e.g. a pubsub error's.
+    /// Boxed: the error travels in many `Result`s and stays small.
+    pub app: Option<Box<Element>>,
 }
 
 impl StanzaError {
@@ -83,7 +86,14 @@ impl StanzaError {
             kind,
             condition,
             text: None,
+            app: None,
         }
+    }
+
+    /// Adds an application-specific condition element.
+    pub fn app(mut self, condition: Element) -> StanzaError {
+        self.app = Some(Box::new(condition));
+        self
     }
 
     pub fn text(mut self, text: impl Into<String>) -> StanzaError {
@@ -148,6 +158,9 @@ impl StanzaError {
                     .with_attr("xml:lang", "en")
                     .with_text(t.clone()),
             );
+        }
+        if let Some(app) = &self.app {
+            e.push_child((**app).clone());
         }
         e
     }

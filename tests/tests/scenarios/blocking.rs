@@ -14,7 +14,7 @@ use meerkat_testkit::client::{stanza_error_condition, Client};
 use meerkat_testkit::stack::Dc;
 use meerkat_xmpp::{ns, Element};
 
-use crate::{dc, online, user};
+use crate::{befriend, dc, online, user};
 
 const QUIET: Duration = Duration::from_millis(500);
 const CONVERGE: Duration = Duration::from_secs(10);
@@ -34,27 +34,6 @@ async fn watching(dc: &Dc, name: &str, resource: &str) -> Client {
         .unwrap();
     c.send_presence().await.unwrap();
     c
-}
-
-fn presence(kind: &str, to: &str) -> Element {
-    Element::new("presence", ns::CLIENT)
-        .with_attr("type", kind)
-        .with_attr("to", to)
-}
-
-/// Mutual presence subscription between two available clients.
-async fn befriend(a: &mut Client, b: &mut Client) {
-    let (aj, bj) = (a.bare_jid().to_owned(), b.bare_jid().to_owned());
-    a.send(&presence("subscribe", &bj)).await.unwrap();
-    b.expect("subscribe", presence_of_type(&aj, Some("subscribe")))
-        .await
-        .unwrap();
-    b.approve_subscription(a).await.unwrap();
-    b.send(&presence("subscribe", &aj)).await.unwrap();
-    a.expect("subscribe", presence_of_type(&bj, Some("subscribe")))
-        .await
-        .unwrap();
-    a.approve_subscription(b).await.unwrap();
 }
 
 fn chat(to: &str, body: &str) -> Element {

@@ -12,6 +12,7 @@ mod flood;
 mod hostile;
 mod interop;
 mod offline;
+mod pep;
 mod personal;
 mod resilience;
 mod sm;
@@ -19,8 +20,10 @@ mod streams;
 mod throttles;
 mod websocket;
 
+use meerkat_testkit::client::pred::presence_of_type;
 use meerkat_testkit::client::Client;
 use meerkat_testkit::stack::{Dc, StackOptions};
+use meerkat_xmpp::{ns, Element};
 
 /// A DC with default options.
 pub async fn dc() -> Dc {
@@ -47,4 +50,24 @@ pub async fn online(dc: &Dc, name: &str, resource: &str) -> Client {
     Client::login(&cfg, name, "secret-pw", Some(resource))
         .await
         .expect("login")
+}
+
+/// Mutual presence subscription between two available clients.
+pub async fn befriend(a: &mut Client, b: &mut Client) {
+    let (aj, bj) = (a.bare_jid().to_owned(), b.bare_jid().to_owned());
+    let subscribe = |to: &str| {
+        Element::new("presence", ns::CLIENT)
+            .with_attr("type", "subscribe")
+            .with_attr("to", to)
+    };
+    a.send(&subscribe(&bj)).await.expect("send subscribe");
+    b.expect("subscribe", presence_of_type(&aj, Some("subscribe")))
+        .await
+        .expect("subscribe");
+    b.approve_subscription(a).await.expect("approve");
+    b.send(&subscribe(&aj)).await.expect("send subscribe");
+    a.expect("subscribe", presence_of_type(&bj, Some("subscribe")))
+        .await
+        .expect("subscribe");
+    a.approve_subscription(b).await.expect("approve");
 }

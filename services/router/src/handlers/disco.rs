@@ -1,5 +1,6 @@
 //! XEP-0030 Service Discovery: the server's identity and features, and an account's
-//! identity (answered by the server on the account's behalf).
+//! identities (registered account, PEP service) and features, answered by the server on the
+//! account's behalf; an account's items are its PEP nodes the requester may see.
 
 use meerkat_xmpp::stanza::iq_result_with;
 use meerkat_xmpp::{ns, Element, StanzaError, StanzaType};
@@ -71,7 +72,16 @@ impl DiscoRequest {
                         .with_attr("category", "account")
                         .with_attr("type", "registered"),
                 );
-                for f in std::iter::once(&ns::DISCO_INFO).chain(ACCOUNT_FEATURES) {
+                // XEP-0163 §1: every account is a PEP service.
+                q.push_child(
+                    Element::new("identity", ns::DISCO_INFO)
+                        .with_attr("category", "pubsub")
+                        .with_attr("type", "pep"),
+                );
+                for f in std::iter::once(&ns::DISCO_INFO)
+                    .chain(ACCOUNT_FEATURES)
+                    .chain(crate::pep::FEATURES)
+                {
                     q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", *f));
                 }
             }
@@ -79,14 +89,20 @@ impl DiscoRequest {
         Ok(iq_result_with(request, q))
     }
 
-    pub fn answer_items(&self, request: &Element) -> Result<Element, StanzaError> {
+    /// The items of the entity: `items` (an account's PEP nodes the requester may see).
+    pub fn answer_items(
+        &self,
+        request: &Element,
+        items: Vec<Element>,
+    ) -> Result<Element, StanzaError> {
         if self.node.is_some() {
             return Err(StanzaError::item_not_found());
         }
-        Ok(iq_result_with(
-            request,
-            Element::new("query", ns::DISCO_ITEMS),
-        ))
+        let mut q = Element::new("query", ns::DISCO_ITEMS);
+        for i in items {
+            q.push_child(i);
+        }
+        Ok(iq_result_with(request, q))
     }
 }
 
@@ -135,7 +151,10 @@ mod tests {
         };
         let account = req.answer_info(&iq, &acct, "x").expect("info");
         let f = features(&account);
-        for want in [ns::DISCO_INFO, ns::MAM, ns::MAM_EXTENDED, ns::SID, ns::LAST] {
+        for want in [ns::DISCO_INFO, ns::MAM, ns::MAM_EXTENDED, ns::SID, ns::LAST]
+            .into_iter()
+            .chain(crate::pep::FEATURES.iter().copied())
+        {
             assert!(f.iter().any(|x| x == want), "{want} missing on the account");
         }
         let id = account

@@ -3,10 +3,12 @@
 
 pub mod archive;
 pub mod blocking;
+pub mod bookmarks;
 pub mod carbons;
 pub mod disco;
 pub mod last;
 pub mod offline;
+pub mod pep;
 pub mod ping;
 pub mod presence;
 pub mod private;
@@ -50,7 +52,11 @@ pub async fn server_iq(
 ) -> anyhow::Result<Outcome> {
     match inb.ty {
         StanzaType::Get | StanzaType::Set => {}
-        // Results and errors addressed to the server answer nothing we asked.
+        // A client's answer to the server's caps query (XEP-0115); other results and errors
+        // addressed to the server answer nothing we asked.
+        StanzaType::Result | StanzaType::Error if entity == Entity::Server => {
+            return crate::pep::notify::caps_result(ctx, inb, out).await
+        }
         StanzaType::Result | StanzaType::Error => return Ok(Outcome::Dropped),
         _ => return Ok(error(ctx, inb, out, StanzaError::bad_request())),
     }
@@ -74,8 +80,20 @@ pub async fn server_iq(
         ns::DISCO_INFO => disco::DiscoRequest::parse(inb.ty, payload)
             .and_then(|req| req.answer_info(&inb.el, &entity, &ctx.config.domain))
             .map(|r| blocking::advertised(ctx, r)),
-        ns::DISCO_ITEMS => {
-            disco::DiscoRequest::parse(inb.ty, payload).and_then(|req| req.answer_items(&inb.el))
+        ns::DISCO_ITEMS => match disco::DiscoRequest::parse(inb.ty, payload) {
+            Ok(req) => {
+                let nodes = match &entity {
+                    Entity::Account { bare, .. } if req.node.is_none() => {
+                        pep::node_items(ctx, bare, &inb.from_bare).await?
+                    }
+                    _ => Vec::new(),
+                };
+                req.answer_items(&inb.el, nodes)
+            }
+            Err(e) => Err(e),
+        },
+        crate::pep::request::PUBSUB | crate::pep::request::PUBSUB_OWNER => {
+            return pep::handle(ctx, inb, out, &entity, payload).await
         }
         ns::CARBONS => carbons::answer(&inb.el, inb.ty, payload, &entity),
         ns::PING => ping::Ping::parse(inb.ty, payload).map(|p| p.answer(&inb.el)),
@@ -83,7 +101,7 @@ pub async fn server_iq(
             version::VersionRequest::parse(inb.ty, payload).map(|v| v.answer(&inb.el))
         }
         ns::TIME if server_like => time::answer(inb.ty, &inb.el, payload, chrono::Utc::now()),
-        ns::PRIVATE => private::answer(ctx, inb, &entity, payload).await?,
+        ns::PRIVATE => private::answer(ctx, inb, out, &entity, payload).await?,
         ns::VCARD => vcard::answer(ctx, inb, &entity, payload).await?,
         ns::LAST => last::answer(ctx, inb, &entity, payload).await?,
         _ => Err(StanzaError::service_unavailable()),

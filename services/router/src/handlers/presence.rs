@@ -61,6 +61,8 @@ pub async fn broadcast(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Re
             stored::at_login(ctx, inb.username(), out, &sender.target).await?;
         }
     }
+    // XEP-0163: the caps of an available presence, and the last items it wants.
+    crate::pep::notify::on_presence(ctx, inb, out, &items).await?;
     Ok(Outcome::Delivered)
 }
 

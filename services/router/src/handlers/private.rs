@@ -6,8 +6,9 @@ use meerkat_store::StoreError;
 use meerkat_xmpp::stanza::{iq_result, iq_result_with};
 use meerkat_xmpp::{ns, Element, StanzaError, StanzaType};
 
-use super::Entity;
+use super::{bookmarks, Entity};
 use crate::inbound::Inbound;
+use crate::outbox::Outbox;
 use crate::Ctx;
 
 /// A parsed private storage request.
@@ -77,6 +78,7 @@ impl PrivateRequest {
 pub async fn answer(
     ctx: &Ctx,
     inb: &Inbound,
+    out: &mut Outbox,
     entity: &Entity,
     payload: &Element,
 ) -> anyhow::Result<Result<Element, StanzaError>> {
@@ -94,10 +96,19 @@ pub async fn answer(
     let user = inb.username();
     match req {
         PrivateRequest::Get { name, ns: ns_ } => {
-            let stored = ctx.store.private_item(user, &key(&name, &ns_)).await?;
-            let item = stored
-                .and_then(|xml| Element::parse(&xml).ok())
-                .unwrap_or_else(|| Element::new(name, ns_));
+            let k = key(&name, &ns_);
+            let stored = ctx
+                .store
+                .private_item(user, &k)
+                .await?
+                .and_then(|xml| Element::parse(&xml).ok());
+            // XEP-0411: the legacy bookmarks are the PEP bookmarks when those exist.
+            let compat = if k == bookmarks::LEGACY_KEY {
+                bookmarks::get(ctx, user, stored.as_ref()).await?
+            } else {
+                None
+            };
+            let item = compat.or(stored).unwrap_or_else(|| Element::new(name, ns_));
             let query = Element::new("query", ns::PRIVATE).with_child(item);
             Ok(Ok(iq_result_with(&inb.el, query)))
         }
@@ -105,11 +116,28 @@ pub async fn answer(
             if !ctx.config.personal_data {
                 return Ok(Err(StanzaError::service_unavailable()));
             }
+            let legacy = items
+                .iter()
+                .find(|(k, _)| k == bookmarks::LEGACY_KEY)
+                .map(|(_, e)| e.clone());
+            if let Some(storage) = legacy.as_ref().filter(|_| ctx.config.pep) {
+                if let Err(e) = bookmarks::check(ctx, user, storage).await? {
+                    return Ok(Err(e));
+                }
+            }
             let items: Vec<(String, String)> =
                 items.into_iter().map(|(k, e)| (k, e.to_xml())).collect();
             let max_total = ctx.config.max_private_bytes;
             match ctx.store.set_private(user, &items, max_total).await {
-                Ok(()) => Ok(Ok(iq_result(&inb.el))),
+                Ok(()) => match legacy {
+                    // XEP-0411: the PEP bookmarks become the legacy ones.
+                    Some(storage) if ctx.config.pep => {
+                        Ok(bookmarks::set(ctx, out, &inb.from_bare, &storage)
+                            .await?
+                            .map(|()| iq_result(&inb.el)))
+                    }
+                    _ => Ok(Ok(iq_result(&inb.el))),
+                },
                 Err(StoreError::Full) => Ok(Err(StanzaError::resource_constraint().text(format!(
                     "an account's private storage holds at most {max_total} bytes"
                 )))),

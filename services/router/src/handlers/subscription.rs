@@ -147,8 +147,12 @@ async fn inbound(
             }
         }
         match t {
-            // The user now sees the contact: current presence of each contact resource.
-            SubType::Subscribed => send_presence_of(ctx, out, contact_bare, user_bare),
+            // The user now sees the contact: current presence of each contact resource,
+            // and the last items of the contact's PEP nodes (XEP-0163 §4.3.4).
+            SubType::Subscribed => {
+                send_presence_of(ctx, out, contact_bare, user_bare);
+                crate::pep::notify::on_subscribed(ctx, out, contact_bare, user_bare).await?;
+            }
             // The user no longer sees the contact.
             SubType::Unsubscribed => send_unavailable_of(ctx, out, contact_bare, user_bare),
             // The contact no longer sees the user.

@@ -1,5 +1,5 @@
-//! Personal documents (issue 17): private XML items (XEP-0049), vCards (XEP-0054) and the last
-//! logout (XEP-0012). Each is its own kind with its own table (migration 0006), all of one
+//! Personal documents (issue 17): private XML items (XEP-0049), vCards (XEP-0054), the last
+//! logout (XEP-0012), PEP nodes and items (XEP-0163) and verified caps (XEP-0115). Each is its own kind with its own table (migration 0006), all of one
 //! shape — a user's item under a key, a body, a stamp — so one implementation serves them: per
 //! item the larger stamp wins, a deletion is a tombstone keyed `username\nkey`, and the items
 //! go with their account.
@@ -53,6 +53,41 @@ pub(crate) static LAST: Doc = Doc {
     },
 };
 
+pub(crate) static PEP_NODE: Doc = Doc {
+    name: "pep_node",
+    table: "pep_nodes",
+    record: |username, key, stamp, state| Record::PepNode {
+        username,
+        key,
+        stamp,
+        state,
+    },
+};
+
+pub(crate) static PEP_ITEM: Doc = Doc {
+    name: "pep_item",
+    table: "pep_items",
+    record: |username, key, stamp, state| Record::PepItem {
+        username,
+        key,
+        stamp,
+        state,
+    },
+};
+
+/// Verified entity capabilities (XEP-0115): owned by no account (`username` empty), so never
+/// deleted with one; content-addressed, so two DCs writing one key write one body.
+pub(crate) static CAPS: Doc = Doc {
+    name: "caps",
+    table: "pep_caps",
+    record: |username, key, stamp, state| Record::Caps {
+        username,
+        key,
+        stamp,
+        state,
+    },
+};
+
 /// (kind name, username, key, state) of a personal document's record.
 fn parts(rec: &Record) -> Option<(&'static str, &str, &str, Option<&DocState>)> {
     match rec {
@@ -68,6 +103,24 @@ fn parts(rec: &Record) -> Option<(&'static str, &str, &str, Option<&DocState>)> 
         Record::LastActivity {
             username, state, ..
         } => Some((LAST.name, username, "", state.as_ref())),
+        Record::PepNode {
+            username,
+            key,
+            state,
+            ..
+        } => Some((PEP_NODE.name, username, key, state.as_ref())),
+        Record::PepItem {
+            username,
+            key,
+            state,
+            ..
+        } => Some((PEP_ITEM.name, username, key, state.as_ref())),
+        Record::Caps {
+            username,
+            key,
+            state,
+            ..
+        } => Some((CAPS.name, username, key, state.as_ref())),
         _ => None,
     }
 }

@@ -67,6 +67,9 @@ pub(crate) static KINDS: &[&dyn Kind] = &[
     &super::docs::PRIVATE,
     &super::docs::VCARD,
     &super::docs::LAST,
+    &super::docs::PEP_NODE,
+    &super::docs::PEP_ITEM,
+    &super::docs::CAPS,
 ];
 
 /// The kind of `rec`.

@@ -8,6 +8,7 @@ mod archive;
 mod blocking;
 mod helpers;
 mod offline;
+mod pep;
 mod personal;
 mod replication;
 mod roster;
