@@ -390,6 +390,60 @@ fn federation_links_use_the_link_user() {
     }
 }
 
+/// The HAProxy configuration's shape: every section once, each keyword line indented inside a
+/// section, and each frontend's one `default_backend` a backend defined here. (`haproxy -c`
+/// in the compose check is the full proof; this catches a broken edit without Docker.)
+#[test]
+fn haproxy_sections_are_whole() {
+    let cfg = read("deploy/haproxy/haproxy.cfg");
+    let mut sections = BTreeSet::new();
+    let mut backends = BTreeSet::new();
+    let mut defaults: Vec<(String, String)> = Vec::new();
+    let mut current: Option<String> = None;
+    for line in cfg.lines() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        if !line.starts_with(' ') {
+            assert!(
+                sections.insert(trimmed.to_owned()),
+                "section twice: {trimmed}"
+            );
+            if let Some(b) = trimmed.strip_prefix("backend ") {
+                backends.insert(b.to_owned());
+            }
+            current = Some(trimmed.to_owned());
+            continue;
+        }
+        let section = current.clone().expect("a keyword line before any section");
+        let word = trimmed.split_whitespace().next().unwrap();
+        assert!(
+            word.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+            "{section}: not a keyword: {trimmed}"
+        );
+        if word == "default_backend" {
+            let target = trimmed.split_whitespace().nth(1).unwrap_or_default();
+            defaults.push((section, target.to_owned()));
+        }
+    }
+    let frontends: Vec<&String> = sections
+        .iter()
+        .filter(|s| s.starts_with("frontend "))
+        .collect();
+    assert!(!frontends.is_empty());
+    for f in frontends {
+        let named: Vec<&(String, String)> = defaults.iter().filter(|(s, _)| s == f).collect();
+        assert_eq!(named.len(), 1, "{f}: one default_backend");
+        assert!(
+            backends.contains(&named[0].1),
+            "{f}: no backend {}",
+            named[0].1
+        );
+    }
+}
+
 /// Each load balancer forwards to a gateway service of this file, and the brokers take the
 /// configuration files the local stack uses too.
 #[test]
