@@ -119,6 +119,7 @@ pub async fn run(ctx: Arc<Ctx>) {
                     let handed = Delivered::from_broker(
                         String::from_utf8_lossy(&delivery.data).into_owned(),
                         delivery.acker.clone(),
+                        message_id(&delivery),
                     );
                     let offered = tx.offer(handed);
                     tracing::debug!(?session, message = ?delivery.properties.message_id(), taken = offered.is_ok(), "handed to its session");
@@ -141,7 +142,7 @@ pub async fn run(ctx: Arc<Ctx>) {
                 return;
             }
             tracing::debug!(?session, hops, message = ?delivery.properties.message_id(), "no such session here: bounced");
-            if bounce(&ctx, &delivery.data, session, hops).await {
+            if bounce(&ctx, &delivery.data, session, message_id(&delivery), hops).await {
                 let _ = delivery.ack(BasicAckOptions::default()).await;
             } else {
                 let _ = delivery
@@ -157,15 +158,31 @@ pub async fn run(ctx: Arc<Ctx>) {
     let _ = task.await;
 }
 
-/// Sends an undeliverable stanza back to the routers to be routed again without that session.
-pub async fn bounce(ctx: &Ctx, body: &[u8], session: Option<Uuid>, hops: u64) -> bool {
+/// Sends an undeliverable stanza back to the routers to be routed again without that session;
+/// `of`: the id of the broker delivery it came in (one bounce per delivery, however often).
+pub async fn bounce(
+    ctx: &Ctx,
+    body: &[u8],
+    session: Option<Uuid>,
+    of: Option<&str>,
+    hops: u64,
+) -> bool {
     let sent = ctx
         .publisher
-        .bounce(&ctx.config.dc, &ctx.epoch, body, session, hops)
+        .bounce(&ctx.config.dc, &ctx.epoch, body, session, of, hops)
         .await
         .is_ok();
     if sent {
         ctx.metrics.bounced.inc();
     }
     sent
+}
+
+/// The broker delivery's message id.
+pub fn message_id(delivery: &lapin::message::Delivery) -> Option<&str> {
+    delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|id| id.as_str())
 }

@@ -291,6 +291,7 @@ pub async fn arrived(ctx: &Ctx, delivery: Delivery) {
             let d = Delivered::from_broker(
                 String::from_utf8_lossy(&delivery.data).into_owned(),
                 delivery.acker.clone(),
+                crate::delivery::message_id(&delivery),
             );
             let offered = session
                 .and_then(|id| ctx.registry.get(id))
@@ -300,7 +301,15 @@ pub async fn arrived(ctx: &Ctx, delivery: Delivery) {
                 return;
             }
             // The resumption was given up (or the session ended): back to the routers.
-            if !crate::delivery::bounce(ctx, &delivery.data, session, hops).await {
+            if !crate::delivery::bounce(
+                ctx,
+                &delivery.data,
+                session,
+                crate::delivery::message_id(&delivery),
+                hops,
+            )
+            .await
+            {
                 let _ = delivery
                     .nack(BasicNackOptions {
                         requeue: true,
@@ -409,7 +418,9 @@ pub async fn leave(ctx: &Ctx, old: Uuid, req: &Request, kept: Vec<Delivered>, in
         {
             d.settle(&ctx.acks);
             forwarded += 1;
-        } else if crate::delivery::bounce(ctx, d.xml.as_bytes(), Some(old), 2).await {
+        } else if crate::delivery::bounce(ctx, d.xml.as_bytes(), Some(old), d.id.as_deref(), 2)
+            .await
+        {
             d.settle(&ctx.acks);
         }
     }

@@ -23,16 +23,19 @@ use crate::sm::ResumeId;
 pub struct Delivered {
     pub xml: String,
     pub ack: Option<Acker>,
+    /// The broker delivery's message id (what a bounce of it is keyed by).
+    pub id: Option<String>,
     /// When the gateway got it (the time a redelivered message is stamped with).
     pub at: std::time::SystemTime,
 }
 
 impl Delivered {
     /// A stanza from the broker, acknowledged through `ack`.
-    pub fn from_broker(xml: String, ack: Acker) -> Delivered {
+    pub fn from_broker(xml: String, ack: Acker, id: Option<&str>) -> Delivered {
         Delivered {
             xml,
             ack: Some(ack),
+            id: id.map(str::to_owned),
             at: std::time::SystemTime::now(),
         }
     }
@@ -42,6 +45,7 @@ impl Delivered {
         Delivered {
             xml,
             ack: None,
+            id: None,
             at: std::time::SystemTime::now(),
         }
     }

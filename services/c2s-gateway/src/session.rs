@@ -1032,7 +1032,8 @@ async fn bounce_kept(ctx: &Ctx, id: Uuid, kept: Vec<Delivered>, inbox: &Inbox) -
     // §4, XEP-0203), wherever it is routed now: another resource or offline storage.
     let kept = kept.into_iter().map(|d| stamped(ctx, d));
     for d in kept.chain(std::iter::from_fn(|| inbox.drain())) {
-        if crate::delivery::bounce(ctx, d.xml.as_bytes(), Some(id), HOPS - 1).await {
+        if crate::delivery::bounce(ctx, d.xml.as_bytes(), Some(id), d.id.as_deref(), HOPS - 1).await
+        {
             d.settle(&ctx.acks);
         } else {
             // Left unacknowledged: the broker gives it back when this gateway's channel ends.

@@ -177,7 +177,18 @@ async fn drain_once(ctx: &Ctx, queue: &str, declared: Uuid) -> Result<Drained, l
         // Back to the routers as the gateway itself bounces what it cannot hand to a session.
         let bounced = ctx
             .publisher
-            .bounce(&ctx.config.dc, &ctx.epoch, &delivery.data, session, hops)
+            .bounce(
+                &ctx.config.dc,
+                &ctx.epoch,
+                &delivery.data,
+                session,
+                delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|id| id.as_str()),
+                hops,
+            )
             .await;
         match bounced {
             Ok(()) => {

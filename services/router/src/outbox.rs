@@ -4,6 +4,8 @@
 //! (its directory entry names that DC) gets the stanza wrapped in a route envelope on the
 //! federated `meerkat.inter.stanzas`, routing key = that DC.
 
+use std::collections::HashMap;
+
 use meerkat_bus::Props;
 use meerkat_wire::{envelope, headers as h, topology as names, RouteKind, SessionInfo};
 use meerkat_xmpp::Element;
@@ -69,6 +71,11 @@ pub struct Outbox {
     /// Accounts something was stored for: what is stored goes to their resources available
     /// here (handlers/stored.rs).
     nudges: Vec<String>,
+    /// The id of the envelope being handled, when it has one: each delivery's id is derived
+    /// from it (see [`Outbox::derived_from`]).
+    origin: Option<String>,
+    /// Deliveries queued so far per session (the derived ids' sequence).
+    per_session: HashMap<Uuid, u32>,
 }
 
 impl Outbox {
@@ -77,16 +84,44 @@ impl Outbox {
             items: Vec::new(),
             hops,
             nudges: Vec::new(),
+            origin: None,
+            per_session: HashMap::new(),
         }
+    }
+
+    /// Derives every delivery's id from `origin`, the id of the envelope being handled: the
+    /// n-th delivery to a session gets the same id every time that envelope is handled. A
+    /// handling retried after a failure (its deliveries published, a write failed) or an
+    /// envelope the broker gives again is then shown to each session once (the gateway
+    /// drops a message id it has handed over).
+    pub fn derived_from(mut self, origin: Option<&str>) -> Outbox {
+        self.origin = origin.map(str::to_owned);
+        self
+    }
+
+    /// A fresh delivery's id: derived from the origin when there is one, else random.
+    fn fresh_id(&mut self, session: Uuid) -> DeliveryId {
+        let Some(origin) = &self.origin else {
+            return DeliveryId::Fresh;
+        };
+        let n = self.per_session.entry(session).or_insert(0);
+        let id = Uuid::new_v5(
+            &DERIVED_DELIVERY,
+            format!("{origin}\n{session}\n{n}").as_bytes(),
+        );
+        *n += 1;
+        DeliveryId::Given(id.to_string())
     }
 
     /// Queues a stanza for one session, exactly as the recipient must see it.
     pub fn deliver(&mut self, target: impl Into<Target>, stanza: &Element) {
+        let target = target.into();
+        let id = self.fresh_id(target.session);
         self.items.push(Out {
-            target: target.into(),
+            target,
             kind: RouteKind::Stanza,
             stanza: Some(stanza.clone()),
-            id: DeliveryId::Fresh,
+            id,
         });
     }
 
@@ -114,11 +149,13 @@ impl Outbox {
 
     /// Queues a kick: the gateway closes the session with a `<conflict/>` stream error.
     pub fn kick(&mut self, target: impl Into<Target>) {
+        let target = target.into();
+        let id = self.fresh_id(target.session);
         self.items.push(Out {
-            target: target.into(),
+            target,
             kind: RouteKind::Conflict,
             stanza: None,
-            id: DeliveryId::Fresh,
+            id,
         });
     }
 
@@ -252,6 +289,8 @@ fn publish_span(remote: bool, o: &Out, message_id: &str) -> tracing::Span {
 
 /// Namespace of keyed delivery ids (a fixed random UUID).
 const KEYED_DELIVERY: Uuid = Uuid::from_u128(0x5d1c_83a4_2b6f_4e0d_9a57_c3e1_64f0_8b29);
+/// Namespace of delivery ids derived from the handled envelope's (a fixed random UUID).
+const DERIVED_DELIVERY: Uuid = Uuid::from_u128(0x9e3f_0c27_71d8_4b5a_a6e4_2f19_c08d_53b6);
 
 /// A random id, or for a keyed delivery one derived from the key and the session, so the
 /// same key queued twice for one session carries one id; or the id it came with.
@@ -299,5 +338,39 @@ mod tests {
         let mut o = out(Uuid::now_v7(), None);
         o.id = DeliveryId::Given("from-dc1".into());
         assert_eq!(message_id(&o), "from-dc1");
+    }
+
+    fn target(session: Uuid) -> Target {
+        Target {
+            dc: String::new(),
+            gateway: "gw".into(),
+            session,
+        }
+    }
+
+    /// The ids of what one handling of an envelope queues.
+    fn handling(origin: Option<&str>, sessions: &[Uuid]) -> Vec<String> {
+        let mut out = Outbox::new(3).derived_from(origin);
+        let el = Element::new("message", meerkat_xmpp::ns::CLIENT);
+        for s in sessions {
+            out.deliver(target(*s), &el);
+        }
+        out.kick(target(sessions[0]));
+        out.items.iter().map(message_id).collect()
+    }
+
+    #[test]
+    fn a_retried_handling_repeats_its_ids_and_no_two_deliveries_share_one() {
+        let (s1, s2) = (Uuid::now_v7(), Uuid::now_v7());
+        let order = [s1, s2, s1];
+        let first = handling(Some("env-1"), &order);
+        assert_eq!(first, handling(Some("env-1"), &order));
+        let distinct: std::collections::HashSet<_> = first.iter().collect();
+        assert_eq!(distinct.len(), first.len(), "{first:?}");
+        assert!(first
+            .iter()
+            .all(|id| !handling(Some("env-2"), &order).contains(id)));
+        // Without an envelope id, random ones.
+        assert_ne!(handling(None, &order), handling(None, &order));
     }
 }

@@ -197,7 +197,10 @@ async fn handle_delivery(ctx: &Ctx, queue: &str, delivery: Delivery, seen: &Mute
             }
         }
     };
-    match answer(ctx, &inb, &error).instrument(span).await {
+    match answer(ctx, &inb, id.as_deref(), &error)
+        .instrument(span)
+        .await
+    {
         Ok(()) => done(&delivery, id.as_deref(), seen).await,
         Err(e) => {
             // Not even the error got out (the broker is away): the delivery goes back to the
@@ -228,7 +231,14 @@ async fn done(delivery: &Delivery, id: Option<&str>, seen: &Mutex<Dedup>) {
 
 /// Tells the sender of `inb` that it was not handled (never an error to an error or a result,
 /// RFC 6120 §8.3.1), without its payload (`failure::bare_error_reply`).
-async fn answer(ctx: &Ctx, inb: &Inbound, error: &StanzaError) -> anyhow::Result<()> {
+/// `id`: the envelope's, which the reply's id is derived from (apart from the ids of what a
+/// failed handling of it may have sent already).
+async fn answer(
+    ctx: &Ctx,
+    inb: &Inbound,
+    id: Option<&str>,
+    error: &StanzaError,
+) -> anyhow::Result<()> {
     if must_not_bounce(&inb.el) {
         ctx.metrics.routed(inb.kind.as_str(), Outcome::Dropped);
         return Ok(());
@@ -237,7 +247,8 @@ async fn answer(ctx: &Ctx, inb: &Inbound, error: &StanzaError) -> anyhow::Result
     if reply.attr("to").is_none() {
         reply.set_attr("to", inb.from.clone());
     }
-    let mut out = Outbox::new(inb.hops);
+    let origin = id.map(|id| format!("{id}/error"));
+    let mut out = Outbox::new(inb.hops).derived_from(origin.as_deref());
     crate::reply::reply(ctx, inb, &mut out, &reply);
     out.flush(ctx).await?;
     ctx.metrics.routed(inb.kind.as_str(), Outcome::Error);
@@ -337,7 +348,7 @@ async fn handle(ctx: &Ctx, inb: &Inbound, id: Option<&str>) -> anyhow::Result<()
     } else {
         inb
     };
-    let mut out = Outbox::new(inb.hops);
+    let mut out = Outbox::new(inb.hops).derived_from(id);
     let outcome = if inb.wire_kind == RouteKind::Offline {
         crate::handlers::stored::on_nudge(ctx, inb, &mut out).await?
     } else {

@@ -250,12 +250,18 @@ impl Publisher {
     /// leaves, what dc-health takes from a dead gateway's queue. Under the key of its sender
     /// (else its addressee), like every stanza of that account, so it keeps its place in the
     /// account's order.
+    ///
+    /// `of` is the bounced delivery's message id: the bounce's id is derived from it, so a
+    /// delivery bounced twice (by its gateway, then again from the queue of that gateway once
+    /// dead; or by a drain whose acknowledgement was lost) is one envelope that the routers
+    /// handle once.
     pub async fn bounce(
         &self,
         dc: &str,
         epoch: &str,
         body: &[u8],
         bounced: Option<uuid::Uuid>,
+        of: Option<&str>,
         hops: u64,
     ) -> Result<(), PublishError> {
         let key = Element::parse(&String::from_utf8_lossy(body))
@@ -273,6 +279,10 @@ impl Publisher {
                 &bounced.map(|s| s.to_string()).unwrap_or_default(),
             )
             .u64(h::HOPS, hops);
+        let props = match of {
+            Some(of) => props.id(bounce_id(of)),
+            None => props,
+        };
         self.publish(names::ROUTE_EXCHANGE, &key, props, body).await
     }
 
@@ -366,5 +376,26 @@ enum Retry {
 impl From<lapin::Error> for Retry {
     fn from(e: lapin::Error) -> Retry {
         Retry::Again(e.to_string())
+    }
+}
+
+/// Namespace of bounce ids (a fixed random UUID).
+const BOUNCE: uuid::Uuid = uuid::Uuid::from_u128(0x0b7e_52c1_9a44_4f3e_8d21_6c0f_e3a9_7d15);
+
+/// The id of the bounce of the delivery whose id is `of`: the same for every bounce of it.
+pub fn bounce_id(of: &str) -> String {
+    uuid::Uuid::new_v5(&BOUNCE, of.as_bytes()).to_string()
+}
+
+#[cfg(test)]
+mod bounce_tests {
+    use super::bounce_id;
+
+    #[test]
+    fn a_delivery_bounced_twice_is_one_envelope() {
+        assert_eq!(bounce_id("d1"), bounce_id("d1"));
+        assert_ne!(bounce_id("d1"), bounce_id("d2"));
+        // Not the bounced delivery's own id: the routers never saw that one.
+        assert_ne!(bounce_id("d1"), "d1");
     }
 }

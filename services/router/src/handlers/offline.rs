@@ -85,7 +85,9 @@ pub async fn deliver_pending(
     let mut ids = Vec::with_capacity(stored.len());
     for m in stored {
         match Element::parse(&m.stanza) {
-            Ok(el) => out.deliver(session.clone(), &el),
+            // Keyed by the stored row: shown at a login and by a nudge, or by a handling
+            // retried before the row was deleted, the session sees it once.
+            Ok(el) => out.deliver_once(session.clone(), &el, &format!("offline {}", m.id)),
             Err(e) => tracing::warn!(id = m.id, error = %e, "unreadable offline message deleted"),
         }
         ids.push(m.id);
