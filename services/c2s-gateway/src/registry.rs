@@ -24,7 +24,7 @@ pub struct Delivered {
     pub xml: String,
     pub ack: Option<Acker>,
     /// The broker delivery's message id (what a bounce of it is keyed by).
-    pub id: Option<String>,
+    pub id: Option<Box<str>>,
     /// When the gateway got it (the time a redelivered message is stamped with).
     pub at: std::time::SystemTime,
 }
@@ -35,7 +35,7 @@ impl Delivered {
         Delivered {
             xml,
             ack: Some(ack),
-            id: id.map(str::to_owned),
+            id: id.map(Box::from),
             at: std::time::SystemTime::now(),
         }
     }

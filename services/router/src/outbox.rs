@@ -99,6 +99,12 @@ impl Outbox {
         self
     }
 
+    /// The id of the envelope being handled, if any: what the handling writes may be keyed
+    /// by it (an offline message is stored once per envelope).
+    pub fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
+    }
+
     /// A fresh delivery's id: derived from the origin when there is one, else random.
     fn fresh_id(&mut self, session: Uuid) -> DeliveryId {
         let Some(origin) = &self.origin else {

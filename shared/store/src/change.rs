@@ -44,6 +44,8 @@ pub enum Change {
         username: String,
         stanza: String,
         max: u32,
+        /// Names what is stored (the routed envelope): stored once however often it comes.
+        key: Option<String>,
     },
     DeleteOffline {
         username: String,
@@ -176,8 +178,11 @@ impl Store {
                 username,
                 stanza,
                 max,
+                key,
             } => {
-                records.push(offline::store(&mut tx, username, stanza, *max, &stamp).await?);
+                let stored =
+                    offline::store(&mut tx, username, stanza, *max, key.as_deref(), &stamp).await?;
+                records.extend(stored);
                 Outcome::Done
             }
             Change::DeleteOffline { username, ids } => {

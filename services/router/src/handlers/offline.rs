@@ -46,9 +46,10 @@ pub async fn store(
         });
     }
     let stanza = stamp(&inb.el, &ctx.config.domain, chrono::Utc::now());
+    // Keyed by the envelope: a handling retried after this write stores it once.
     match ctx
         .store
-        .store_offline(user, &stanza.to_xml(), ctx.config.max_offline)
+        .store_offline_keyed(user, &stanza.to_xml(), ctx.config.max_offline, out.origin())
         .await
     {
         Ok(()) => {

@@ -100,3 +100,41 @@ async fn concurrent_stores_respect_the_bound() {
     assert_eq!(full, 3);
     assert_eq!(store.offline_messages("alice").await.unwrap().len(), 5);
 }
+
+/// A message stored under a key (the routed envelope) is stored once: again while it waits,
+/// and again after it was delivered and deleted, nothing is added; another key is another
+/// message.
+#[tokio::test]
+async fn a_keyed_message_is_stored_once_even_after_its_delivery() {
+    let store = fresh_store().await;
+    store
+        .create_account("alice", &Credentials::derive("p", 16).unwrap())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        store
+            .store_offline_keyed("alice", "<message id='k'/>", 10, Some("env-1"))
+            .await
+            .unwrap();
+    }
+    let stored = store.offline_messages("alice").await.unwrap();
+    assert_eq!(stored.len(), 1);
+    store
+        .delete_offline("alice", &[stored[0].id])
+        .await
+        .unwrap();
+    store
+        .store_offline_keyed("alice", "<message id='k'/>", 10, Some("env-1"))
+        .await
+        .unwrap();
+    assert!(store.offline_messages("alice").await.unwrap().is_empty());
+    store
+        .store_offline_keyed("alice", "<message id='k'/>", 10, Some("env-2"))
+        .await
+        .unwrap();
+    store
+        .store_offline_keyed("alice", "<message id='k'/>", 10, None)
+        .await
+        .unwrap();
+    assert_eq!(store.offline_messages("alice").await.unwrap().len(), 2);
+}
