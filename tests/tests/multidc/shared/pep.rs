@@ -133,3 +133,40 @@ async fn what_alice_publishes_at_dc1_reaches_and_is_read_at_dc2() {
     let ids: Vec<String> = result_items(&r).into_iter().map(|(id, _)| id).collect();
     assert_eq!(ids, vec!["a@muc.example.com", "b@muc.example.com"], "{r}");
 }
+
+/// The same with a stock client library: slixmpp's PEP, avatar, bookmarks and pubsub plugins
+/// (tests/interop/slixmpp_pep.py): an avatar notified and fetched across the DCs, an open
+/// OMEMO device list read by a stranger at the other DC, contradicting publish-options
+/// refused, an XEP-0402 bookmark seen at the other DC by a native and a legacy client.
+#[tokio::test]
+async fn slixmpp_pep_avatars_omemo_and_bookmarks_across_dcs() {
+    let m = shared().await;
+    let (a, b, c) = (user("spa"), user("spb"), user("spc"));
+    for u in [&a, &b, &c] {
+        register_everywhere(m, u).await;
+    }
+    let (dc1, dc2) = (m.dc(1), m.dc(2));
+    let path = format!("{}/interop/slixmpp_pep.py", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::process::Command::new("python3")
+        .arg(&path)
+        .arg(dc1.c2s.ip().to_string())
+        .arg(dc1.c2s.port().to_string())
+        .arg(dc2.c2s.ip().to_string())
+        .arg(dc2.c2s.port().to_string())
+        .arg(&dc1.domain)
+        .args([&a, &b, &c])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(180), out)
+        .await
+        .expect("slixmpp_pep.py finished within 3 minutes")
+        .expect("python3 runs (cargo xtask test installs slixmpp)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("slixmpp_pep.py:\n{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("all steps passed"),
+        "slixmpp_pep.py failed\nstdout:\n{stdout}\nstderr:\n{}",
+        &stderr[stderr.len().saturating_sub(4000)..]
+    );
+}
