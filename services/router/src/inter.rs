@@ -163,8 +163,9 @@ struct AppliedView {
 }
 
 /// Holds a stanza until this DC has applied the data its origin wrote before sending it
-/// (headers `x-meerkat-data-epoch`/`-seq`), at most `DATA_WAIT`. Without those headers, for
-/// another life of the origin's database, or while replication is stalled: no wait.
+/// (headers `x-meerkat-data-epoch`/`-seq`), at most `DATA_WAIT`; nothing applied from the
+/// origin yet counts as behind. Without those headers, for another life of the origin's
+/// database, or while replication is stalled: no wait.
 async fn wait_for_data(ctx: &Ctx, headers: Option<&FieldTable>, view: &Mutex<AppliedView>) {
     let (Some(origin), Some(epoch), Some(seq)) = (
         headers.get_str(h::ORIGIN_DC),
@@ -185,18 +186,21 @@ async fn wait_for_data(ctx: &Ctx, headers: Option<&FieldTable>, view: &Mutex<App
     loop {
         match ctx.store.applied().await {
             Ok(all) => {
-                let Some(a) = all.get(&origin) else {
-                    // This DC has never applied that origin's data: nothing to wait for.
-                    return;
-                };
+                // Nothing applied from that origin yet (a fresh mesh, a DC just added): as
+                // far behind as can be in the stanza's own epoch. Returning at once here let
+                // a subscription answer at this DC overtake the request it answers, written
+                // a moment before at the origin, right after a fresh start.
+                let (a_epoch, a_seq) = all
+                    .get(&origin)
+                    .map_or((epoch.clone(), 0), |a| (a.epoch.clone(), a.seq));
                 let mut v = view.lock();
-                v.applied.insert(origin.clone(), (a.epoch.clone(), a.seq));
+                v.applied.insert(origin.clone(), (a_epoch, a_seq));
                 if caught_up(&v) {
                     return;
                 }
                 if tokio::time::Instant::now() >= deadline {
-                    tracing::warn!(%origin, want = seq, have = a.seq, "data replication behind: routing without waiting");
-                    v.stalled.insert(origin.clone(), a.seq);
+                    tracing::warn!(%origin, want = seq, have = a_seq, "data replication behind: routing without waiting");
+                    v.stalled.insert(origin.clone(), a_seq);
                     return;
                 }
             }
