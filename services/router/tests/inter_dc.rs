@@ -53,6 +53,7 @@ async fn from_other_dc(a: &Amqp, id: &str, kind: &str, session: Uuid, stanza: Op
 
 /// A message on this DC's inter-DC exchange that claims to come from `claimed` and arrived
 /// through the link `via` (none: published in this DC itself).
+#[allow(clippy::too_many_arguments)]
 async fn from_dc(
     a: &Amqp,
     id: &str,
