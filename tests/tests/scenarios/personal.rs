@@ -201,7 +201,9 @@ async fn presence_carries_the_photo_hash_of_the_stored_vcard() {
 
     // Bob's new resource is answered with Alice's last presence (her client's, forged):
     // stamped as well.
-    let mut b2 = online(&dc, &bob, "tablet").await;
+    let mut b2 = Client::login(&dc.client(), &bob, "secret-pw", Some("tablet"))
+        .await
+        .unwrap();
     b2.send_presence().await.unwrap();
     let p = b2.expect("forged", from_alice("forged")).await.unwrap();
     assert_eq!(photo(&p).as_deref(), Some(hello), "{p}");
