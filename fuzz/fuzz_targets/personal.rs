@@ -2,7 +2,9 @@
 //! `PrivateRequest::parse` (XEP-0049) and `VcardRequest::parse` (XEP-0054) under small size
 //! limits. Checks that parsing never panics; that no stored private element or vCard passes
 //! its limit; that a private request never stores the protocol's own namespaces, names one
-//! element per get and one item per key; that only a set changes anything.
+//! element per get and one item per key; that only a set changes anything; and that the
+//! XEP-0153 photo hash of any vCard (`meerkat_xmpp::avatar::photo_hash`) is empty or 40
+//! lowercase hex digits.
 //!
 //! Input: one byte of limit, then the payload's XML (a payload starting with byte 0..=3 picks
 //! a template, the rest spliced in).
@@ -35,6 +37,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(payload) = Element::parse(&xml) else {
         return;
     };
+    let hash = meerkat_xmpp::avatar::photo_hash(&payload);
+    assert!(
+        hash.is_empty()
+            || (hash.len() == 40 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))),
+        "photo hash {hash:?}"
+    );
     for ty in [StanzaType::Get, StanzaType::Set] {
         match PrivateRequest::parse(ty, &payload, max) {
             Ok(PrivateRequest::Get { ns: n, .. }) => {

@@ -101,6 +101,9 @@ pub async fn route(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Result
     if let Some(refused) = blocked(ctx, inb, out).await? {
         return Ok(refused);
     }
+    // XEP-0153: an available presence carries the server's photo hash (handlers/avatar.rs).
+    let stamped = handlers::avatar::stamp(ctx, inb).await?;
+    let inb = stamped.as_ref().unwrap_or(inb);
     // Archived (and given its stanza id) before it goes anywhere (archive.rs).
     let archived = crate::archive::at_routing(ctx, inb).await?;
     let inb = archived.as_ref().unwrap_or(inb);

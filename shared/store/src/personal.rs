@@ -60,6 +60,47 @@ impl Store {
         .map(|_| ())
     }
 
+    /// XEP-0153: the SHA-1 (hex) of the account's vCard photo, "" when it has no vCard or no
+    /// photo. One indexed read of the hash stored beside the vCard (migration 0008); a row
+    /// whose hash is not its body's (written by an earlier version) is hashed here from the
+    /// body.
+    pub async fn vcard_photo_hash(&self, username: &str) -> Result<String, StoreError> {
+        let hashes = self.vcard_photo_hashes(&[username.to_owned()]).await?;
+        Ok(hashes
+            .into_iter()
+            .next()
+            .map(|(_, h)| h)
+            .unwrap_or_default())
+    }
+
+    /// [`Store::vcard_photo_hash`] of several accounts in one query: (username, hash) of those
+    /// that have a vCard; an account missing here has the hash "".
+    pub async fn vcard_photo_hashes(
+        &self,
+        usernames: &[String],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT username, \
+                    CASE WHEN photo_hlc = hlc THEN photo_hash END, \
+                    CASE WHEN photo_hlc IS DISTINCT FROM hlc OR photo_hash IS NULL THEN body END \
+             FROM vcards WHERE username = ANY($1) AND key = ''",
+        )
+        .bind(usernames)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(user, hash, body)| {
+                let hash = hash.unwrap_or_else(|| {
+                    body.as_deref()
+                        .map(meerkat_xmpp::avatar::photo_hash_of_xml)
+                        .unwrap_or_default()
+                });
+                (user, hash)
+            })
+            .collect())
+    }
+
     /// The account's last logout, if one is known.
     pub async fn last_activity(&self, username: &str) -> Result<Option<LastActivity>, StoreError> {
         let row: Option<(i64, String)> =

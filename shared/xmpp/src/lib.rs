@@ -2,6 +2,7 @@
 //! reader and its WebSocket framing (RFC 7395), namespaces, stream and stanza errors, and JIDs (re-exported from `jid`).
 
 pub mod addr;
+pub mod avatar;
 pub mod carbons;
 pub mod chars;
 pub mod element;

@@ -12,7 +12,7 @@ use meerkat_testkit::personal::{last_activity, private_get, vcard_name};
 use meerkat_testkit::stack::{Dc, StackOptions};
 use meerkat_xmpp::{ns, Element};
 
-use crate::{dc, online, user};
+use crate::{befriend, dc, online, user};
 
 fn vcard(fn_: &str) -> Element {
     Element::new("vCard", ns::VCARD).with_child(Element::new("FN", ns::VCARD).with_text(fn_))
@@ -128,6 +128,115 @@ async fn roomy_dc() -> Dc {
     })
     .await
     .unwrap()
+}
+
+/// The `<photo>` of a presence's `vcard-temp:x:update` child (`Some("")` for `<photo/>`),
+/// `None` without one; fails on two such children.
+fn photo(p: &Element) -> Option<String> {
+    let xs: Vec<&Element> = p
+        .children()
+        .filter(|c| c.is("x", ns::VCARD_UPDATE))
+        .collect();
+    assert!(xs.len() <= 1, "one vcard-temp:x:update at most: {p}");
+    xs.first()
+        .map(|x| x.child_text("photo", ns::VCARD_UPDATE).expect("a photo"))
+}
+
+fn presence_with_status(status: &str) -> Element {
+    Element::new("presence", ns::CLIENT)
+        .with_child(Element::new("status", ns::CLIENT).with_text(status))
+}
+
+/// XEP-0153 (as ejabberd's mod_vcard_xupdate): the server says what it knows of the avatar in
+/// every available presence, whatever the client claimed.
+#[tokio::test]
+async fn presence_carries_the_photo_hash_of_the_stored_vcard() {
+    let dc = dc().await;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let mut a = online(&dc, &alice, "phone").await;
+    let mut b = online(&dc, &bob, "desk").await;
+    a.send_presence().await.unwrap();
+    b.send_presence().await.unwrap();
+    befriend(&mut a, &mut b).await;
+    let aj = a.jid().to_owned();
+    let from_alice = |status: &'static str| {
+        let aj = aj.clone();
+        move |el: &Element| {
+            el.is("presence", ns::CLIENT)
+                && el.attr("from") == Some(aj.as_str())
+                && el.child_text("status", ns::CLIENT).as_deref() == Some(status)
+        }
+    };
+
+    // No vCard: an empty <photo/>.
+    a.send(&presence_with_status("no vcard")).await.unwrap();
+    let p = b.expect("no vcard", from_alice("no vcard")).await.unwrap();
+    assert_eq!(photo(&p).as_deref(), Some(""), "{p}");
+
+    // A vCard with a photo (the bytes "hello", base64 with a line break as clients send it).
+    let mut v = Element::new("vCard", ns::VCARD);
+    v.push_child(
+        Element::new("PHOTO", ns::VCARD)
+            .with_child(Element::new("TYPE", ns::VCARD).with_text("image/png"))
+            .with_child(Element::new("BINVAL", ns::VCARD).with_text("aGVs\nbG8=")),
+    );
+    a.iq_ok("set", None, v).await.unwrap();
+    // Her client forges another hash: the server's replaces it.
+    let hello = "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d";
+    let forged = presence_with_status("forged").with_child(
+        Element::new("x", ns::VCARD_UPDATE)
+            .with_child(Element::new("photo", ns::VCARD_UPDATE).with_text("deadbeef")),
+    );
+    a.send(&forged).await.unwrap();
+    let p = b.expect("forged", from_alice("forged")).await.unwrap();
+    assert_eq!(photo(&p).as_deref(), Some(hello), "{p}");
+
+    // A directed presence too.
+    let bj = b.bare_jid().to_owned();
+    a.send(&presence_with_status("directed").with_attr("to", &bj))
+        .await
+        .unwrap();
+    let p = b.expect("directed", from_alice("directed")).await.unwrap();
+    assert_eq!(photo(&p).as_deref(), Some(hello), "{p}");
+
+    // Bob's new resource is answered with Alice's last presence (her client's, forged):
+    // stamped as well.
+    let mut b2 = Client::login(&dc.client(), &bob, "secret-pw", Some("tablet"))
+        .await
+        .unwrap();
+    b2.send_presence().await.unwrap();
+    let p = b2.expect("forged", from_alice("forged")).await.unwrap();
+    assert_eq!(photo(&p).as_deref(), Some(hello), "{p}");
+
+    // A photo that does not decode is no photo; unavailable presence carries none.
+    let bad = Element::new("vCard", ns::VCARD).with_child(
+        Element::new("PHOTO", ns::VCARD)
+            .with_child(Element::new("BINVAL", ns::VCARD).with_text("%%% not base64")),
+    );
+    a.iq_ok("set", None, bad).await.unwrap();
+    a.send(&presence_with_status("bad photo")).await.unwrap();
+    let p = b
+        .expect("bad photo", from_alice("bad photo"))
+        .await
+        .unwrap();
+    assert_eq!(photo(&p).as_deref(), Some(""), "{p}");
+    a.send(
+        &presence_with_status("bye")
+            .with_attr("type", "unavailable")
+            .with_child(
+                Element::new("x", ns::VCARD_UPDATE)
+                    .with_child(Element::new("photo", ns::VCARD_UPDATE)),
+            ),
+    )
+    .await
+    .unwrap();
+    let p = b.expect("bye", from_alice("bye")).await.unwrap();
+    assert_eq!(p.attr("type"), Some("unavailable"));
+    assert_eq!(
+        p.children().filter(|c| c.is("x", ns::VCARD_UPDATE)).count(),
+        1,
+        "left as the client sent it: {p}"
+    );
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! and applies it. `server_iq` dispatches an iq addressed to the server or to an account.
 
 pub mod archive;
+pub mod avatar;
 pub mod blocking;
 pub mod bookmarks;
 pub mod carbons;

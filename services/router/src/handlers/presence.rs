@@ -48,8 +48,16 @@ pub async fn broadcast(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Re
                 .map(|i| jids::bare(&i.jid))
                 .collect();
             watched.push(inb.from_bare.clone());
-            for bare in &watched {
-                for mut p in last_presences(ctx, bare) {
+            let mut stored: Vec<(String, Vec<Element>)> = watched
+                .into_iter()
+                .map(|bare| {
+                    let presences = last_presences(ctx, &bare);
+                    (bare, presences)
+                })
+                .collect();
+            super::avatar::stamp_stored(ctx, &mut stored).await?;
+            for (_, presences) in stored {
+                for mut p in presences {
                     let from = p.attr("from").map(jids::full).unwrap_or_default();
                     if from == inb.from || !super::blocking::allows(ctx, &from, &inb.from).await? {
                         continue;
@@ -85,7 +93,9 @@ pub async fn probe(
     if !allowed {
         return Ok(Outcome::Dropped);
     }
-    let mut answers = last_presences(ctx, &contact.bare);
+    let mut stored = [(contact.bare.clone(), last_presences(ctx, &contact.bare))];
+    super::avatar::stamp_stored(ctx, &mut stored).await?;
+    let [(_, mut answers)] = stored;
     if answers.is_empty() {
         answers.push(
             Element::new("presence", ns::CLIENT)

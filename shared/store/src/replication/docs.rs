@@ -20,11 +20,22 @@ pub(crate) struct Doc {
     pub table: &'static str,
     /// Its record for (username, key, stamp, state).
     record: fn(String, String, Stamp, Option<DocState>) -> Record,
+    /// A column computed from the body at every write and apply, at every DC.
+    derived: Option<Derived>,
+}
+
+/// A value derived from a document's body, stored beside it with the `hlc` of the body it was
+/// computed from (a process of an earlier version updates the body and leaves it stale).
+pub(crate) struct Derived {
+    pub column: &'static str,
+    pub hlc_column: &'static str,
+    pub of: fn(&str) -> String,
 }
 
 pub(crate) static PRIVATE: Doc = Doc {
     name: "private",
     table: "private_xml",
+    derived: None,
     record: |username, key, stamp, state| Record::Private {
         username,
         key,
@@ -36,6 +47,12 @@ pub(crate) static PRIVATE: Doc = Doc {
 pub(crate) static VCARD: Doc = Doc {
     name: "vcard",
     table: "vcards",
+    // XEP-0153: the photo hash (migration 0008).
+    derived: Some(Derived {
+        column: "photo_hash",
+        hlc_column: "photo_hlc",
+        of: meerkat_xmpp::avatar::photo_hash_of_xml,
+    }),
     record: |username, _, stamp, state| Record::Vcard {
         username,
         stamp,
@@ -46,6 +63,7 @@ pub(crate) static VCARD: Doc = Doc {
 pub(crate) static LAST: Doc = Doc {
     name: "last",
     table: "last_activity",
+    derived: None,
     record: |username, _, stamp, state| Record::LastActivity {
         username,
         stamp,
@@ -56,6 +74,7 @@ pub(crate) static LAST: Doc = Doc {
 pub(crate) static PEP_NODE: Doc = Doc {
     name: "pep_node",
     table: "pep_nodes",
+    derived: None,
     record: |username, key, stamp, state| Record::PepNode {
         username,
         key,
@@ -67,6 +86,7 @@ pub(crate) static PEP_NODE: Doc = Doc {
 pub(crate) static PEP_ITEM: Doc = Doc {
     name: "pep_item",
     table: "pep_items",
+    derived: None,
     record: |username, key, stamp, state| Record::PepItem {
         username,
         key,
@@ -80,6 +100,7 @@ pub(crate) static PEP_ITEM: Doc = Doc {
 pub(crate) static CAPS: Doc = Doc {
     name: "caps",
     table: "pep_caps",
+    derived: None,
     record: |username, key, stamp, state| Record::Caps {
         username,
         key,
@@ -193,19 +214,35 @@ impl Kind for Doc {
         let tombstone = key2(user, key);
         match state {
             Some(DocState { body }) => {
-                sqlx::query(&format!(
-                    "INSERT INTO {} (username, key, body, hlc, hlc_dc) VALUES ($1, $2, $3, $4, $5) \
+                let (columns, values, updates) = match &self.derived {
+                    Some(d) => (
+                        format!(", {}, {}", d.column, d.hlc_column),
+                        ", $6, $4",
+                        format!(
+                            ", {c} = EXCLUDED.{c}, {h} = EXCLUDED.{h}",
+                            c = d.column,
+                            h = d.hlc_column
+                        ),
+                    ),
+                    None => (String::new(), "", String::new()),
+                };
+                let sql = format!(
+                    "INSERT INTO {} (username, key, body, hlc, hlc_dc{columns}) \
+                     VALUES ($1, $2, $3, $4, $5{values}) \
                      ON CONFLICT (username, key) DO UPDATE SET body = EXCLUDED.body, \
-                     hlc = EXCLUDED.hlc, hlc_dc = EXCLUDED.hlc_dc",
+                     hlc = EXCLUDED.hlc, hlc_dc = EXCLUDED.hlc_dc{updates}",
                     self.table
-                ))
-                .bind(user)
-                .bind(key)
-                .bind(body)
-                .bind(stamp.hlc)
-                .bind(&stamp.dc)
-                .execute(&mut *conn)
-                .await?;
+                );
+                let mut q = sqlx::query(&sql)
+                    .bind(user)
+                    .bind(key)
+                    .bind(body)
+                    .bind(stamp.hlc)
+                    .bind(&stamp.dc);
+                if let Some(d) = &self.derived {
+                    q = q.bind((d.of)(body));
+                }
+                q.execute(&mut *conn).await?;
                 tombstones::clear(conn, self.name, &tombstone).await
             }
             None => {

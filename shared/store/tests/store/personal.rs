@@ -122,3 +122,57 @@ async fn documents_travel_in_a_full_copy_and_go_with_their_account() {
     ship(&a, &b).await;
     assert_eq!(b.vcard("dora").await.unwrap(), None);
 }
+
+/// XEP-0153: the photo hash stored beside the vCard is computed where the vCard is written
+/// and where it is applied, so it follows the winning vCard at every DC.
+#[tokio::test]
+async fn the_photo_hash_follows_the_winning_vcard_at_every_dc() {
+    let (a, b) = (dc("dc1").await, dc("dc2").await);
+    with_dora(&[&a, &b]).await;
+    let photo = |b64: &str| {
+        format!("<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE><BINVAL>{b64}</BINVAL></PHOTO></vCard>")
+    };
+    // SHA-1 of "hello" and of "world".
+    let (hello, world) = (
+        "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d",
+        "7c211433f02071597741e6ff5a8ea34789abbf43",
+    );
+    assert_eq!(a.vcard_photo_hash("dora").await.unwrap(), "", "no vCard");
+    // Cut apart: both set a photo; dc2 writes later.
+    a.set_vcard("dora", Some(&photo("aGVsbG8="))).await.unwrap();
+    assert_eq!(a.vcard_photo_hash("dora").await.unwrap(), hello);
+    b.set_vcard("dora", Some(&photo("d29y\n bGQ=")))
+        .await
+        .unwrap();
+    ship(&a, &b).await;
+    ship(&b, &a).await;
+    for s in [&a, &b] {
+        assert_eq!(s.vcard_photo_hash("dora").await.unwrap(), world);
+    }
+    // A vCard without a photo, and one whose photo does not decode: no hash.
+    a.set_vcard("dora", Some("<vCard xmlns='vcard-temp'><FN>D</FN></vCard>"))
+        .await
+        .unwrap();
+    ship(&a, &b).await;
+    assert_eq!(b.vcard_photo_hash("dora").await.unwrap(), "");
+    a.set_vcard("dora", Some(&photo("%%%"))).await.unwrap();
+    assert_eq!(a.vcard_photo_hash("dora").await.unwrap(), "");
+    // A body written by a process of an earlier version (the hash columns left as they
+    // were): the hash is the body's, not the stale one.
+    a.set_vcard("dora", Some(&photo("aGVsbG8="))).await.unwrap();
+    sqlx::query("UPDATE vcards SET body = $1, hlc = hlc + 1 WHERE username = 'dora'")
+        .bind(photo("d29ybGQ="))
+        .execute(a.pool())
+        .await
+        .unwrap();
+    assert_eq!(a.vcard_photo_hash("dora").await.unwrap(), world);
+    let both = a
+        .vcard_photo_hashes(&["dora".to_owned(), "nobody".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(both, vec![("dora".to_owned(), world.to_owned())]);
+    // Deleted: no hash.
+    a.set_vcard("dora", None).await.unwrap();
+    ship(&a, &b).await;
+    assert_eq!(b.vcard_photo_hash("dora").await.unwrap(), "");
+}

@@ -1,7 +1,8 @@
 //! Personal data across DCs (issue 17): a vCard and private XML set at DC 1 are read at DC 2
 //! (by a contact and by the owner's other resource); a contact at DC 2 who sees a presence
 //! announcing a new vCard avatar (XEP-0153) gets the new vCard at once; and learns when the
-//! user at DC 1 logged out and with which status (XEP-0012).
+//! user at DC 1 logged out and with which status (XEP-0012); a photo set at DC 1 is announced,
+//! with its hash, by the presence the owner sends at DC 2 (XEP-0153).
 
 use std::time::{Duration, Instant};
 
@@ -147,4 +148,66 @@ async fn a_contact_at_another_dc_gets_the_vcard_a_presence_announces_and_the_log
         .await
         .unwrap();
     assert!(r.get_child("time", ns::TIME).is_some());
+}
+
+/// XEP-0153 across DCs: a vCard with a photo set at DC 1; once DC 2 has it, the presence
+/// Alice's other resource sends at DC 2 carries its hash (computed by DC 2 when it applied the
+/// vCard) to Bob at DC 1.
+#[tokio::test]
+async fn a_photo_set_at_one_dc_is_announced_by_presence_sent_at_the_other() {
+    let m = shared().await;
+    let (alice, bob) = (user("alice"), user("bob"));
+    register_everywhere(m, &alice).await;
+    register_everywhere(m, &bob).await;
+    let mut phone = available(m.dc(1), &alice, "phone").await;
+    let mut b = available(m.dc(1), &bob, "desk").await;
+    let mut tablet = available(m.dc(2), &alice, "tablet").await;
+    m.wait_directory_holds(&[phone.jid(), b.jid(), tablet.jid()], CONVERGE)
+        .await
+        .unwrap();
+    befriend(&mut phone, &mut b).await;
+
+    // The bytes "world", base64 broken over lines as clients send it.
+    let card = Element::new("vCard", ns::VCARD).with_child(
+        Element::new("PHOTO", ns::VCARD)
+            .with_child(Element::new("TYPE", ns::VCARD).with_text("image/png"))
+            .with_child(Element::new("BINVAL", ns::VCARD).with_text("d29y\nbGQ=")),
+    );
+    phone.iq_ok("set", None, card).await.unwrap();
+    until(
+        &mut tablet,
+        "Alice's vCard at DC 2",
+        "get",
+        None,
+        Element::new("vCard", ns::VCARD),
+        |r| {
+            r.get_child("vCard", ns::VCARD)
+                .is_some_and(|v| v.has_child("PHOTO", ns::VCARD))
+        },
+    )
+    .await;
+
+    let status = Element::new("status", ns::CLIENT).with_text("from dc2");
+    tablet
+        .send(&Element::new("presence", ns::CLIENT).with_child(status))
+        .await
+        .unwrap();
+    let tj = tablet.jid().to_owned();
+    let p = b
+        .expect("the tablet's presence", |p| {
+            p.is("presence", ns::CLIENT)
+                && p.attr("from") == Some(tj.as_str())
+                && p.child_text("status", ns::CLIENT).as_deref() == Some("from dc2")
+        })
+        .await
+        .unwrap();
+    let photo = p
+        .get_child("x", ns::VCARD_UPDATE)
+        .and_then(|x| x.child_text("photo", ns::VCARD_UPDATE));
+    // SHA-1 of "world".
+    assert_eq!(
+        photo.as_deref(),
+        Some("7c211433f02071597741e6ff5a8ea34789abbf43"),
+        "{p}"
+    );
 }
