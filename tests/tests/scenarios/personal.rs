@@ -7,6 +7,7 @@
 
 use std::num::NonZeroU32;
 
+use meerkat_testkit::client::pred::presence_of_type;
 use meerkat_testkit::client::{stanza_error_condition, Client};
 use meerkat_testkit::personal::{last_activity, private_get, vcard_name};
 use meerkat_testkit::stack::{Dc, StackOptions};
@@ -197,6 +198,34 @@ async fn presence_carries_the_photo_hash_of_the_stored_vcard() {
         .await
         .unwrap();
     let p = b.expect("directed", from_alice("directed")).await.unwrap();
+    assert_eq!(photo(&p).as_deref(), Some(hello), "{p}");
+
+    // Carol's subscription is approved: the presence she gets at once (Alice's last, her
+    // client's, forged) is stamped as well.
+    let mut c = online(&dc, &user("carol"), "laptop").await;
+    c.send_presence().await.unwrap();
+    let cj = c.bare_jid().to_owned();
+    c.send(
+        &Element::new("presence", ns::CLIENT)
+            .with_attr("type", "subscribe")
+            .with_attr("to", a.bare_jid().to_owned()),
+    )
+    .await
+    .unwrap();
+    a.expect("carol's request", presence_of_type(&cj, Some("subscribe")))
+        .await
+        .unwrap();
+    a.send(
+        &Element::new("presence", ns::CLIENT)
+            .with_attr("type", "subscribed")
+            .with_attr("to", cj.clone()),
+    )
+    .await
+    .unwrap();
+    let p = c
+        .expect("Alice's presence on approval", from_alice("forged"))
+        .await
+        .unwrap();
     assert_eq!(photo(&p).as_deref(), Some(hello), "{p}");
 
     // Bob's new resource is answered with Alice's last presence (her client's, forged):

@@ -129,7 +129,7 @@ pub async fn handle(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Resul
             for jid in jids.iter().flatten() {
                 if let Some(contact) = Addr::parse(jid).filter(|a| a.node.is_some()) {
                     if subscribed(ctx, user, &contact.bare).await? {
-                        send_presence_of(ctx, out, &inb.from_bare, &contact.bare);
+                        send_presence_of(ctx, out, &inb.from_bare, &contact.bare).await?;
                     }
                 }
             }

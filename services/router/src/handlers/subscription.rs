@@ -150,7 +150,7 @@ async fn inbound(
             // The user now sees the contact: current presence of each contact resource,
             // and the last items of the contact's PEP nodes (XEP-0163 §4.3.4).
             SubType::Subscribed => {
-                send_presence_of(ctx, out, contact_bare, user_bare);
+                send_presence_of(ctx, out, contact_bare, user_bare).await?;
                 crate::pep::notify::on_subscribed(ctx, out, contact_bare, user_bare).await?;
             }
             // The user no longer sees the contact.
@@ -264,8 +264,17 @@ pub fn available_targets(ctx: &Ctx, bare: &str) -> Vec<(Target, String)> {
 
 /// The last presence of each available session of `from_bare`, to each available session
 /// of `to_bare`.
-pub fn send_presence_of(ctx: &Ctx, out: &mut Outbox, from_bare: &str, to_bare: &str) {
-    let presences = last_presences(ctx, from_bare);
+/// Each presence with the server's XEP-0153 photo hash, as every available presence of an
+/// account of this domain carries (avatar.rs).
+pub async fn send_presence_of(
+    ctx: &Ctx,
+    out: &mut Outbox,
+    from_bare: &str,
+    to_bare: &str,
+) -> anyhow::Result<()> {
+    let mut stored = [(from_bare.to_owned(), last_presences(ctx, from_bare))];
+    super::avatar::stamp_stored(ctx, &mut stored).await?;
+    let [(_, presences)] = stored;
     for (target, jid) in available_targets(ctx, to_bare) {
         for p in &presences {
             let mut p = p.clone();
@@ -273,6 +282,7 @@ pub fn send_presence_of(ctx: &Ctx, out: &mut Outbox, from_bare: &str, to_bare: &
             out.deliver(target.clone(), &p);
         }
     }
+    Ok(())
 }
 
 /// Unavailable presence from each available session of `from_bare` to `to_bare`'s sessions.
