@@ -496,6 +496,14 @@ impl Reader {
         Ok(())
     }
 
+    /// Writes `xml` (an answer to what was read) through the stream's writing half.
+    pub async fn reply(&mut self, xml: &str) -> anyhow::Result<()> {
+        let mut w = self.writer.lock().await;
+        w.write_all(xml.as_bytes()).await?;
+        w.flush().await?;
+        Ok(())
+    }
+
     /// From now on the server's `<r/>` goes unanswered: everything the gateway writes stays
     /// unacknowledged, as with a phone whose acks never make it out.
     pub fn never_acknowledge(&mut self) {
@@ -645,7 +653,8 @@ impl Writer {
     /// not ready, which includes the task having used up its cooperative budget (about 128
     /// socket operations without yielding, e.g. 200 pipelined pings). Only a flush waits
     /// until it is on the socket; without one, those stanzas sit there until the next write.
-    async fn send(&mut self, xml: &str) -> anyhow::Result<()> {
+    /// Writes `xml` as it is (one or more complete stanzas).
+    pub async fn send(&mut self, xml: &str) -> anyhow::Result<()> {
         let mut w = self.half.lock().await;
         w.write_all(xml.as_bytes()).await?;
         w.flush().await?;

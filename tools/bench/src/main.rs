@@ -29,6 +29,7 @@ mod chat;
 mod client;
 mod data;
 mod failover;
+mod fanout;
 mod gwkill;
 mod lag;
 mod replag;
@@ -181,6 +182,18 @@ pub struct Args {
     /// The DC whose changes --lag-metrics measures.
     #[arg(long, default_value = "dc1")]
     lag_origin: String,
+    /// PEP notification fan-out instead of chat: this many users (`<prefix>fanout<i>`) in a
+    /// ring, each subscribed both ways to its --pep-contacts nearest, each publishing
+    /// --pep-rate times a second for --duration seconds (see `fanout.rs`); with --to-addr the
+    /// odd users log in there.
+    #[arg(long, default_value_t = 0)]
+    pep_fanout: usize,
+    /// Contacts per user in --pep-fanout (even).
+    #[arg(long, default_value_t = 50)]
+    pep_contacts: usize,
+    /// Publishes per user per second in --pep-fanout.
+    #[arg(long, default_value_t = 1.0)]
+    pep_rate: f64,
     /// Milliseconds between two messages of the sender in --failover rounds.
     #[arg(long, default_value_t = 100)]
     send_every_ms: u64,
@@ -238,6 +251,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.login_loop > 0 {
         return login_loop(&args).await;
+    }
+    if args.pep_fanout > 0 {
+        return fanout::run(&args).await;
     }
     if args.archive_query > 0 {
         return archive::query(&args).await;
