@@ -1,5 +1,5 @@
-//! BOSH (XEP-0124/0206) at `/http-bind`: a client over plain HTTP requests (reqwest) creates a
-//! session, authenticates with SASL PLAIN, restarts the stream, binds, chats with a TCP user
+//! BOSH (XEP-0124/0206) at `/http-bind`: a client over plain HTTP requests (reqwest) finds the
+//! endpoint by XEP-0156 discovery, creates a session, authenticates with SASL PLAIN, restarts the stream, binds, chats with a TCP user
 //! (what reaches it comes in a held request), and ends the session; repeated, out-of-window
 //! and foreign requests get XEP-0124's answers; inactivity ends a session; the requests of one
 //! session may reach different gateways of the DC.
@@ -205,7 +205,23 @@ fn directed_presence(to: &str) -> Element {
 async fn a_bosh_client_logs_in_chats_with_a_tcp_client_and_terminates() {
     let dc = bosh_dc(60).await;
     let domain = dc.options.domain.clone();
-    let at = url(dc.http.expect("HTTP port"));
+    // XEP-0156 discovery names the endpoint.
+    let http = dc.http.expect("HTTP port");
+    let meta: serde_json::Value = reqwest::get(format!("http://{http}/.well-known/host-meta.json"))
+        .await
+        .expect("host-meta.json")
+        .json()
+        .await
+        .expect("JSON");
+    let at = meta["links"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .find(|l| l["rel"] == "urn:xmpp:alt-connections:xbosh")
+        .and_then(|l| l["href"].as_str())
+        .expect("a BOSH link")
+        .to_owned();
+    assert_eq!(at, url(http));
     let (w, t) = (user("bosh"), user("tcp"));
     register(&dc, &w).await;
     let mut tcp = online(&dc, &t, "desk").await;
