@@ -136,8 +136,9 @@ impl Bosh {
         panic!("{what} never came: {:?}", self.inbox);
     }
 
-    /// SASL PLAIN, the restart, and the bind, with requests alternating between `at`'s URLs.
-    async fn login(&mut self, at: &[String], name: &str, domain: &str) -> String {
+    /// SASL PLAIN and the restart, with requests alternating between `at`'s URLs; returns the
+    /// features after the restart.
+    async fn authenticate(&mut self, at: &[String], name: &str, domain: &str) -> Element {
         let pick = |i: usize| at[i % at.len()].clone();
         let mechanisms = self
             .expect_at(&pick(0), "features", |e| e.is("features", ns::STREAM))
@@ -158,6 +159,13 @@ impl Bosh {
             })
             .await;
         assert!(features.has_child("bind", ns::BIND), "{features:?}");
+        features
+    }
+
+    /// SASL PLAIN, the restart, and the bind, with requests alternating between `at`'s URLs.
+    async fn login(&mut self, at: &[String], name: &str, domain: &str) -> String {
+        let pick = |i: usize| at[i % at.len()].clone();
+        self.authenticate(at, name, domain).await;
         let bind = Element::new("iq", ns::CLIENT)
             .with_attr("type", "set")
             .with_attr("id", "bind1")
@@ -400,4 +408,56 @@ async fn the_requests_of_one_bosh_session_may_reach_different_gateways() {
     assert_eq!(got.attr("from"), Some(tj.as_str()));
     let end = web.send_at(&b, &[("type", "terminate")], &[]).await;
     assert_eq!(end.attr("type"), Some("terminate"));
+}
+
+#[tokio::test]
+async fn a_bosh_session_gone_inactive_resumes_with_stream_management_in_a_new_one() {
+    let dc = bosh_dc(2).await;
+    let domain = dc.options.domain.clone();
+    let at = url(dc.http.expect("HTTP port"));
+    let (w, t) = (user("boshsm"), user("tcpsm"));
+    register(&dc, &w).await;
+    let mut tcp = online(&dc, &t, "desk").await;
+    let (mut web, _, _) = Bosh::create(&at, &domain).await;
+    let wj = web.login(std::slice::from_ref(&at), &w, &domain).await;
+    web.send_at(
+        &at,
+        &[],
+        &[Element::new("enable", ns::SM).with_attr("resume", "true")],
+    )
+    .await;
+    let enabled = web
+        .expect_at(&at, "<enabled/>", |e| e.is("enabled", ns::SM))
+        .await;
+    let previd = enabled.attr("id").expect("a resumption id").to_owned();
+
+    // The client stops asking (its connection is gone); a message reaches its session meanwhile.
+    tcp.send_message(&wj, "while you were away").await.unwrap();
+
+    // A new BOSH session resumes the old one and gets what the old one never delivered.
+    let (mut again, _, _) = Bosh::create(&at, &domain).await;
+    again
+        .authenticate(std::slice::from_ref(&at), &w, &domain)
+        .await;
+    again
+        .send_at(
+            &at,
+            &[],
+            &[Element::new("resume", ns::SM)
+                .with_attr("previd", previd)
+                .with_attr("h", "0")],
+        )
+        .await;
+    again
+        .expect_at(&at, "<resumed/>", |e| e.is("resumed", ns::SM))
+        .await;
+    let got = again
+        .expect_at(&at, "the message sent meanwhile", |e| {
+            e.child_text("body", ns::CLIENT).as_deref() == Some("while you were away")
+        })
+        .await;
+    assert_eq!(got.attr("to"), Some(wj.as_str()));
+    // The old session's sid is gone.
+    let old = web.send_at(&at, &[], &[]).await;
+    assert_eq!(old.attr("condition"), Some("item-not-found"));
 }
