@@ -355,6 +355,25 @@ async fn bosh_repeats_answer_the_same_and_foreign_or_far_requests_get_item_not_f
     web.rid -= 10;
     let after = web.send_at(&at, &[], &[]).await;
     assert_eq!(after.attr("condition"), Some("item-not-found"));
+
+    // A body past the stanza limit (10 KiB before authentication) gets the stream's error.
+    let (mut big, _, _) = Bosh::create(&at, &domain).await;
+    let end = big
+        .send_at(
+            &at,
+            &[],
+            &[message("x@example.com", &"x".repeat(20 * 1024))],
+        )
+        .await;
+    assert_eq!(end.attr("type"), Some("terminate"), "{end:?}");
+    assert_eq!(end.attr("condition"), Some("remote-stream-error"));
+    let error = end
+        .get_child("error", ns::STREAM)
+        .unwrap_or_else(|| panic!("a stream error in {end:?}"));
+    assert!(
+        error.has_child("policy-violation", ns::STREAMS_ERR),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]
