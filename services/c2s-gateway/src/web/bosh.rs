@@ -350,7 +350,7 @@ async fn create(web: &Web, conn: &Connection, head: &Head) -> String {
             sessions.spawn(s);
         }
     });
-    let (ended, elements) = output(&session, rid).await;
+    let (ended, elements) = output(&session, rid, true).await;
     drop(pending);
     if let Some(how) = ended {
         return bosh::terminate(how.condition(), &elements);
@@ -470,7 +470,7 @@ async fn serve(session: &Session, head: &Head, text: &str) -> String {
         st.newest = st.newest.max(rid);
     }
     session.changed();
-    let (ended, elements) = output(session, rid).await;
+    let (ended, elements) = output(session, rid, false).await;
     drop(pending);
     let reply = match ended {
         Some(how) => bosh::terminate(how.condition(), &elements),
@@ -512,9 +512,10 @@ async fn repeat_later(session: &Session, rid: u64) -> String {
 
 /// Waits until there is something to say to request `rid` (or `wait` passed, or a newer
 /// request holds instead): how the session ended, if it did, and the elements to send.
-async fn output(session: &Session, rid: u64) -> (Option<Ended>, Vec<String>) {
+async fn output(session: &Session, rid: u64, creation: bool) -> (Option<Ended>, Vec<String>) {
+    // With `hold='0'` nothing is held, but the creation response waits for the features.
     let deadline = tokio::time::Instant::now()
-        + if session.hold == 0 && rid != 0 {
+        + if session.hold == 0 && !creation {
             Duration::ZERO
         } else {
             session.wait
