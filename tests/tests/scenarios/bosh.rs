@@ -269,6 +269,34 @@ async fn a_bosh_client_logs_in_chats_with_a_tcp_client_and_terminates() {
         .unwrap();
     assert_eq!(got.attr("from"), Some(wj.as_str()));
 
+    // A request ahead of its turn waits for the one before: what they carry keeps `rid` order.
+    let (first, second) = (web.rid, web.rid + 1);
+    web.rid += 2;
+    let ahead = {
+        let http = web.http.clone();
+        let body = body_xml(
+            &[("rid", second.to_string()), ("sid", web.sid.clone())],
+            &[message(&tj, "second")],
+        );
+        let at = at.clone();
+        tokio::spawn(async move { post(&http, &at, body).await.1 })
+    };
+    let (_, el) = post(
+        &web.http,
+        &at,
+        body_xml(
+            &[("rid", first.to_string()), ("sid", web.sid.clone())],
+            &[message(&tj, "first")],
+        ),
+    )
+    .await;
+    web.inbox.extend(el.children().cloned());
+    let el = ahead.await.unwrap();
+    web.inbox.extend(el.children().cloned());
+    for text in ["first", "second"] {
+        tcp.expect(text, message_with_body(text)).await.unwrap();
+    }
+
     // A held request brings what reaches the session.
     let held = {
         let http = web.http.clone();
