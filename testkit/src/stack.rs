@@ -636,6 +636,21 @@ impl Dc {
         )
     }
 
+    /// Starts another gateway on ports of its own and returns its plain HTTP address (BOSH
+    /// and WebSocket at `http://<addr>/…`), so that a test can choose which gateway a request
+    /// reaches.
+    pub async fn start_gateway_on_own_http(&mut self) -> anyhow::Result<SocketAddr> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let ports = GatewayPorts {
+            c2s: any,
+            tls: Some(any),
+            http: Some(any),
+            https: Some(any),
+        };
+        let ports = self.spawn_gateway(ports).await?;
+        ports.http.context("the gateway's HTTP address")
+    }
+
     /// Ends every service at once, without a word (gateways first), as if the DC's machines
     /// lost power. The services can be started again with `start_*` on the same database.
     pub fn kill(&mut self) {

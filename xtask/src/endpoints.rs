@@ -36,6 +36,11 @@ pub struct DcEndpoints {
     pub websocket: String,
     #[serde(default)]
     pub websocket_tls: String,
+    /// BOSH (XEP-0206) on the plain HTTP port, and on the HTTPS one.
+    #[serde(default)]
+    pub bosh: String,
+    #[serde(default)]
+    pub bosh_tls: String,
     /// XEP-0156 discovery (`host-meta`; `host-meta.json` beside it).
     #[serde(default)]
     pub host_meta: String,
@@ -123,6 +128,7 @@ impl Endpoints {
                     "  XMPP over WebSocket  {}  {}",
                     dc.websocket, dc.websocket_tls
                 );
+                println!("  BOSH                 {}  {}", dc.bosh, dc.bosh_tls);
                 println!("  XEP-0156 host-meta   {}", dc.host_meta);
                 let services = dc.gateways.iter().chain(&dc.routers).chain(&dc.replicators);
                 for s in services.chain(&dc.health) {

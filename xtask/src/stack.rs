@@ -110,6 +110,8 @@ fn wanted(args: &UpArgs) -> Endpoints {
             direct_tls: format!("127.0.0.1:{}", p.tls),
             websocket: format!("ws://127.0.0.1:{}/xmpp-websocket", p.http),
             websocket_tls: format!("wss://127.0.0.1:{}/xmpp-websocket", p.https),
+            bosh: format!("http://127.0.0.1:{}/http-bind", p.http),
+            bosh_tls: format!("https://127.0.0.1:{}/http-bind", p.https),
             host_meta: format!("https://127.0.0.1:{}/.well-known/host-meta", p.https),
             gateways: Vec::new(),
             routers: Vec::new(),

@@ -44,6 +44,12 @@ pub struct Config {
     /// (`https://xmpp.example.com`): XEP-0156 discovery advertises `wss://` (or `ws://`) there
     /// + `/xmpp-websocket`. Unset: the scheme and `Host` of each discovery request.
     pub http_public_url: Option<String>,
+    /// BOSH (`/http-bind`): the longest a request is held waiting for something to say
+    /// (a client asking more gets this), in seconds.
+    pub bosh_max_wait_secs: u64,
+    /// BOSH: a session with no request for this long (none held either) has lost its client,
+    /// as a TCP connection that dropped (with stream management it waits for a resumption).
+    pub bosh_inactivity_secs: u64,
     /// PEM certificate chain and key. When absent a self-signed certificate for the domain is
     /// generated in memory (development only).
     pub cert_path: Option<PathBuf>,
@@ -142,6 +148,8 @@ impl Default for Config {
             plain_http_is_secure: false,
             websocket_origins: crate::web::origins::Origins::default(),
             http_public_url: None,
+            bosh_max_wait_secs: 60,
+            bosh_inactivity_secs: 60,
             cert_path: None,
             key_path: None,
             tls_required: true,

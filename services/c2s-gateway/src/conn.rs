@@ -3,7 +3,8 @@
 //!
 //! Negotiation and sessions only use [`Transport`]'s read/write/restart, so a WebSocket
 //! connection (RFC 7395, `crate::web::ws`) is a [`Transport`] too: its reader yields the same
-//! [`Inbound`] items, its writer takes the same text, and the one protocol engine serves both.
+//! [`Inbound`] items, its writer takes the same text, and the one protocol engine serves both;
+//! so is a BOSH session (XEP-0206, `crate::web::bosh`).
 
 use std::io;
 use std::pin::Pin;
@@ -207,6 +208,8 @@ pub enum Reader {
     Xml(StreamReader<Tracked>),
     /// One element per WebSocket message.
     Frames(crate::web::ws::FrameReader),
+    /// The children of BOSH request bodies.
+    Bosh(crate::web::bosh::BoshReader),
 }
 
 impl Reader {
@@ -214,6 +217,7 @@ impl Reader {
         match self {
             Reader::Xml(r) => r.next().await,
             Reader::Frames(f) => f.next().await,
+            Reader::Bosh(b) => b.next().await,
         }
     }
 
@@ -224,6 +228,10 @@ impl Reader {
                 f.limits = limits;
                 Reader::Frames(f)
             }
+            Reader::Bosh(mut b) => {
+                b.set_limits(limits);
+                Reader::Bosh(b)
+            }
         }
     }
 }
@@ -232,6 +240,7 @@ impl Reader {
 pub enum Writer {
     Stream(WriteHalf<Socket>),
     Frames(crate::web::ws::FrameWriter),
+    Bosh(crate::web::bosh::BoshWriter),
 }
 
 impl Writer {
@@ -243,6 +252,7 @@ impl Writer {
                 w.flush().await
             }
             Writer::Frames(f) => f.send(data).await,
+            Writer::Bosh(b) => b.send(data).await,
         }
     }
 
@@ -253,6 +263,7 @@ impl Writer {
                 let _ = w.shutdown().await;
             }
             Writer::Frames(f) => f.close().await,
+            Writer::Bosh(b) => b.close().await,
         }
     }
 }
@@ -313,6 +324,24 @@ impl Transport {
         }
     }
 
+    /// A BOSH session (XEP-0124/0206): `secure` as for a WebSocket.
+    pub fn bosh(
+        reader: crate::web::bosh::BoshReader,
+        writer: crate::web::bosh::BoshWriter,
+        limits: Limits,
+        secure: bool,
+        activity: Activity,
+    ) -> Transport {
+        Transport {
+            reader: Reader::Bosh(reader),
+            writer: Writer::Bosh(writer),
+            secure,
+            upgradable: false,
+            limits,
+            activity,
+        }
+    }
+
     /// Whether STARTTLS may be offered.
     pub fn can_starttls(&self) -> bool {
         self.upgradable
@@ -343,6 +372,8 @@ impl Transport {
         let tracked = match &mut self.reader {
             Reader::Xml(r) => r.get_mut(),
             Reader::Frames(f) => return f.drain().await,
+            // Nothing to read off: what a request brought was taken whole.
+            Reader::Bosh(_) => return,
         };
         let mut sink = [0u8; 4096];
         let mut left: usize = 256 * 1024;

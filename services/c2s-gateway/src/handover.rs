@@ -244,7 +244,7 @@ pub async fn follow(ctx: &Ctx, old: Option<Uuid>, delivery: &Delivery, hops: u64
 }
 
 /// A `handover` message on this gateway's delivery queue: every step. Acknowledges it.
-pub async fn arrived(ctx: &Ctx, delivery: Delivery) {
+pub async fn arrived(ctx: &std::sync::Arc<Ctx>, delivery: Delivery) {
     let headers = delivery.properties.headers().as_ref();
     let step = headers.get_str(h::HANDOVER).unwrap_or_default();
     let session = headers
@@ -324,6 +324,15 @@ pub async fn arrived(ctx: &Ctx, delivery: Delivery) {
                 tx.tell(Outbound::Fence);
             }
         }
+        // BOSH across the gateways of a DC: answered in a task of its own (it may be held
+        // for `wait`), never in this consumer's way.
+        step::BOSH_REQUEST => {
+            tokio::spawn(crate::web::bosh::forwarded(
+                ctx.clone(),
+                delivery.data.clone(),
+            ));
+        }
+        step::BOSH_REPLY => crate::web::bosh::replied(ctx, &delivery.data),
         other => tracing::warn!(step = other, "unknown handover step dropped"),
     }
     let _ = delivery.ack(BasicAckOptions::default()).await;

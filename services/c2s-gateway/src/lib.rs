@@ -60,6 +60,8 @@ pub(crate) struct Ctx {
     pub registry: registry::Registry,
     /// Resumptions waiting for another gateway's answer, and sessions that moved away.
     pub handovers: handover::Handovers,
+    /// BOSH sessions held here, and BOSH requests forwarded to their holders.
+    pub bosh: web::bosh::Sessions,
     /// Deliveries the sessions are done with, to acknowledge to the broker.
     pub acks: registry::Acks,
     /// Registration and login throttles, shared with the DC's other gateways through
@@ -137,6 +139,7 @@ impl Gateway {
             tls,
             registry: registry::Registry::default(),
             handovers: handover::Handovers::default(),
+            bosh: web::bosh::Sessions::default(),
             acks,
             limits,
             metrics,
@@ -217,6 +220,7 @@ impl Gateway {
         let web = web::Web {
             ctx: ctx.clone(),
             sessions: sessions.clone(),
+            permits: permits.clone(),
         };
         for (listener, tls) in [(self.http.take(), false), (self.https.take(), true)] {
             if let Some(listener) = listener {

@@ -21,6 +21,11 @@ pub const MOVED: &str = "moved";
 pub const REFUSED: &str = "refused";
 pub const FORWARD: &str = "forward";
 pub const FENCE: &str = "fence";
+/// BOSH (XEP-0124) across the gateways of a DC: a request that reached a gateway other than
+/// the one holding its session goes to the holder ([`BoshRequest`]), whose answer comes back
+/// ([`BoshReply`]) to be the HTTP response (since 1.3).
+pub const BOSH_REQUEST: &str = "bosh-request";
+pub const BOSH_REPLY: &str = "bosh-reply";
 
 /// A client at `to_gateway` (at `to_dc`) asks to resume the session bound to `jid`, held by
 /// the receiver.
@@ -75,6 +80,25 @@ pub struct Refused {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fence {
     pub request: Uuid,
+}
+
+/// A BOSH request for a session the receiver holds (the `sid` names it), as it came.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoshRequest {
+    /// Names this request in the reply.
+    pub request: Uuid,
+    /// Where the reply goes: the gateway that has the HTTP request, and its DC.
+    pub reply_dc: String,
+    pub reply_gateway: String,
+    /// The request's `<body/>`.
+    pub body: String,
+}
+
+/// The holder's response `<body/>` to a [`BoshRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoshReply {
+    pub request: Uuid,
+    pub body: String,
 }
 
 #[cfg(test)]

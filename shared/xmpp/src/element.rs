@@ -32,6 +32,19 @@ impl Element {
         }
     }
 
+    /// Moves this element and its descendants from namespace `from` to `to` (a BOSH body's
+    /// children that declare no namespace inherit the body's; they mean `jabber:client`).
+    pub fn move_namespace(&mut self, from: &str, to: &str) {
+        if &*self.ns == from {
+            self.ns = Arc::from(to);
+        }
+        for node in &mut self.children {
+            if let Node::Element(e) = node {
+                e.move_namespace(from, to);
+            }
+        }
+    }
+
     /// Builder: sets an attribute.
     pub fn with_attr(mut self, key: impl Into<String>, value: impl Into<String>) -> Element {
         self.set_attr(key, value);

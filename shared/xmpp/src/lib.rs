@@ -3,6 +3,7 @@
 
 pub mod addr;
 pub mod avatar;
+pub mod bosh;
 pub mod carbons;
 pub mod chars;
 pub mod element;

@@ -5,6 +5,7 @@ mod accounts;
 mod archive;
 mod auth;
 mod blocking;
+mod bosh;
 mod carbons;
 mod csi;
 mod delivery;

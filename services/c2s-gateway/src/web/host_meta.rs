@@ -1,6 +1,7 @@
 //! XEP-0156 discovery: `/.well-known/host-meta` (XRD, RFC 6415) and
 //! `/.well-known/host-meta.json` (JRD) name the WebSocket endpoint
-//! (`urn:xmpp:alt-connections:websocket`). The URL is `public_url` + `/xmpp-websocket` when
+//! (`urn:xmpp:alt-connections:websocket`) and the BOSH one (`urn:xmpp:alt-connections:xbosh`,
+//! the same base with `https`/`http` and `/http-bind`). The URL is `public_url` + `/xmpp-websocket` when
 //! configured, else the request's own scheme and `Host` (so it is right for whoever reached
 //! this listener directly, and must be configured behind a proxy that changes either).
 
@@ -11,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use super::{Connection, Web, WEBSOCKET_PATH};
 
 const REL_WEBSOCKET: &str = "urn:xmpp:alt-connections:websocket";
+const REL_BOSH: &str = "urn:xmpp:alt-connections:xbosh";
 
 /// Both documents: JSON for `host-meta.json`, XRD otherwise.
 pub(super) async fn host_meta(
@@ -23,13 +25,18 @@ pub(super) async fn host_meta(
     let Some(url) = websocket_url(public, &headers, conn.tls) else {
         return no_host();
     };
+    let bosh = bosh_url(&url);
     if uri.path().ends_with(".json") {
-        let body = serde_json::json!({ "links": [{ "rel": REL_WEBSOCKET, "href": url }] });
+        let body = serde_json::json!({ "links": [
+            { "rel": REL_WEBSOCKET, "href": url },
+            { "rel": REL_BOSH, "href": bosh },
+        ] });
         return discovery("application/json", format!("{body}\n"));
     }
     let body = format!(
-        "<?xml version='1.0' encoding='utf-8'?>\n<XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n  <Link rel='{REL_WEBSOCKET}' href='{}'/>\n</XRD>\n",
-        meerkat_xmpp::escape_attr(&url)
+        "<?xml version='1.0' encoding='utf-8'?>\n<XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n  <Link rel='{REL_WEBSOCKET}' href='{}'/>\n  <Link rel='{REL_BOSH}' href='{}'/>\n</XRD>\n",
+        meerkat_xmpp::escape_attr(&url),
+        meerkat_xmpp::escape_attr(&bosh)
     );
     discovery("application/xrd+xml; charset=utf-8", body)
 }
@@ -88,6 +95,19 @@ pub(crate) fn websocket_url(
     Some(format!("{scheme}://{host}{WEBSOCKET_PATH}"))
 }
 
+/// The BOSH URL beside a WebSocket one: the same host and prefix over HTTP(S).
+pub(crate) fn bosh_url(websocket: &str) -> String {
+    let base = websocket.strip_suffix(WEBSOCKET_PATH).unwrap_or(websocket);
+    let base = if let Some(rest) = base.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else if let Some(rest) = base.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else {
+        base.to_owned()
+    };
+    format!("{base}{}", super::bosh::BOSH_PATH)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +135,14 @@ mod tests {
         assert_eq!(
             websocket_url(None, &host("[::1]:5280"), false).as_deref(),
             Some("ws://[::1]:5280/xmpp-websocket")
+        );
+        assert_eq!(
+            bosh_url("wss://xmpp.example.com/chat/xmpp-websocket"),
+            "https://xmpp.example.com/chat/http-bind"
+        );
+        assert_eq!(
+            bosh_url("ws://127.0.0.1:5280/xmpp-websocket"),
+            "http://127.0.0.1:5280/http-bind"
         );
         assert_eq!(websocket_url(None, &HeaderMap::new(), false), None);
         assert_eq!(websocket_url(None, &host("a'b"), false), None);

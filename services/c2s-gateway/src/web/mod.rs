@@ -1,9 +1,10 @@
 //! The HTTP listener for web clients, plain and over TLS: XMPP over WebSocket
-//! (`/xmpp-websocket`, RFC 7395, [`ws`]) and where to find it (`/.well-known/host-meta` and
+//! (`/xmpp-websocket`, RFC 7395, [`ws`]), BOSH (`/http-bind`, XEP-0124/0206, [`bosh`]) and where to find it (`/.well-known/host-meta` and
 //! `/.well-known/host-meta.json`, XEP-0156, [`host_meta`]). It accepts connections itself, so
 //! they take one of `max_connections` like TCP clients, may open with a PROXY header from a
 //! listed load balancer, and get the gateway's certificate on the HTTPS port.
 
+pub mod bosh;
 mod host_meta;
 pub mod origins;
 pub mod ws;
@@ -33,6 +34,8 @@ pub(crate) struct Web {
     pub ctx: Arc<Ctx>,
     /// The gateway's session tasks: a WebSocket session is drained at shutdown like the others.
     pub sessions: TaskTracker,
+    /// The gateway's `max_connections`: a BOSH session takes one of them, as a connection.
+    pub permits: Arc<Semaphore>,
 }
 
 /// The HTTP connection a request came on.
@@ -49,6 +52,10 @@ pub(crate) struct Connection {
 fn router(web: Web) -> Router {
     Router::new()
         .route(WEBSOCKET_PATH, get(ws::upgrade))
+        .route(
+            bosh::BOSH_PATH,
+            axum::routing::post(bosh::post).options(bosh::options),
+        )
         .route("/.well-known/host-meta", get(host_meta::host_meta))
         .route("/.well-known/host-meta.json", get(host_meta::host_meta))
         .with_state(web)
