@@ -52,7 +52,8 @@ const server = createServer(async (req, res) => {
 });
 await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
 server.unref();
-const page_url = `http://127.0.0.1:${server.address().port}/?` +
+const origin = `http://127.0.0.1:${server.address().port}/`;
+const page_url = `${origin}?` +
   new URLSearchParams({ ws, jid, password });
 
 try {
@@ -64,12 +65,18 @@ try {
   });
   console.log(`ok: ${await browser.version()} started`);
   const page = await browser.newPage();
+  // Everything the page needs is served here: nothing else is fetched (Converse's fullscreen
+  // landing page shows sponsor logos from its website), so no run depends on the network.
+  await page.setRequestInterception(true);
+  page.on("request", (r) => (r.url().startsWith(origin) ? r.continue() : r.abort()));
   page.on("console", (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
   page.on("pageerror", (e) => consoleLines.push(`page error: ${e.message}`));
   page.on("requestfailed", (r) => consoleLines.push(`request failed: ${r.url()}`));
   page.on("response", (r) => r.status() >= 400 && consoleLines.push(`${r.status()}: ${r.url()}`));
   await page.goto(page_url);
-  await page.waitForFunction(() => window.meerkat?.connected === true, { timeout: 60_000 });
+  await page
+    .waitForFunction(() => window.meerkat?.connected === true, { timeout: 60_000 })
+    .catch(() => { throw new Error("Converse.js did not connect within 60 s"); });
   const bound = await page.evaluate(() => window.meerkat.api.connection.get().jid);
   console.log(`ok: Converse.js connected as ${bound} over ${ws}`);
   await page.evaluate((c) => window.meerkat.api.chats.open(c, {}, true), contact);
@@ -81,7 +88,7 @@ try {
   await page.waitForFunction(
     () => [...document.querySelectorAll(".chat-msg__text")].some((e) => e.textContent.includes("hello back")),
     { timeout: 60_000 },
-  );
+  ).catch(() => { throw new Error("no reply showed in the chat within 60 s"); });
   const got = await page.evaluate(() => window.meerkat.received);
   if (!got.some((m) => m.body === "hello back" && m.from?.startsWith(contact))) {
     await fail(`the reply shown but not from ${contact}: ${JSON.stringify(got)}`);
