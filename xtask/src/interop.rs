@@ -52,26 +52,75 @@ pub async fn ensure_xmppjs() -> anyhow::Result<()> {
         return Ok(());
     }
     println!("installing xmpp.js for the WebSocket interop test");
+    npm_ci(&dir).await
+}
+
+/// Installs what the browser test (`tests/interop/browser/converse.mjs`) needs: Debian's
+/// `chromium` when `/usr/bin/chromium` is missing, and Converse.js and `puppeteer-core` (the
+/// versions `tests/interop/browser/package-lock.json` pins) with npm.
+pub async fn ensure_browser() -> anyhow::Result<()> {
+    if !std::path::Path::new("/usr/bin/chromium").exists() {
+        println!("installing Debian's chromium for the browser test");
+        apt_install(&["chromium"]).await?;
+    }
+    let dir = crate::layout::root().join("tests/interop/browser");
+    if dir.join("node_modules/converse.js/dist").is_dir()
+        && dir.join("node_modules/puppeteer-core").is_dir()
+    {
+        return Ok(());
+    }
+    println!("installing Converse.js and puppeteer-core for the browser test");
+    npm_ci(&dir).await
+}
+
+/// `apt-get install` of `packages`; the package lists are fetched first when the install fails
+/// without them (a fresh machine has none).
+async fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    let install = || {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(["install", "-y", "-qq"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    if install().status().await.is_ok_and(|s| s.success()) {
+        return Ok(());
+    }
+    let update = Command::new("apt-get")
+        .args(["update", "-qq"])
+        .status()
+        .await
+        .context("apt-get update")?;
+    anyhow::ensure!(update.success(), "apt-get update failed");
+    let again = install()
+        .status()
+        .await
+        .with_context(|| format!("apt-get install {}", packages.join(" ")))?;
+    anyhow::ensure!(
+        again.success(),
+        "apt-get install {} failed",
+        packages.join(" ")
+    );
+    Ok(())
+}
+
+/// `npm ci` in `dir` (its package-lock.json), installing Debian's `nodejs` and `npm` when npm
+/// is missing.
+async fn npm_ci(dir: &std::path::Path) -> anyhow::Result<()> {
     let has_npm = Command::new("npm")
         .arg("--version")
         .output()
         .await
         .is_ok_and(|o| o.status.success());
     if !has_npm {
-        let apt = Command::new("apt-get")
-            .args(["install", "-y", "-qq", "nodejs", "npm"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .await
-            .context("apt-get install nodejs npm")?;
-        anyhow::ensure!(apt.success(), "apt-get install nodejs npm failed");
+        apt_install(&["nodejs", "npm"]).await?;
     }
     let npm = Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund", "--silent"])
-        .current_dir(&dir)
+        .current_dir(dir)
         .status()
         .await
-        .context("npm ci in tests/interop/xmppjs")?;
-    anyhow::ensure!(npm.success(), "npm ci in tests/interop/xmppjs failed");
+        .with_context(|| format!("npm ci in {}", dir.display()))?;
+    anyhow::ensure!(npm.success(), "npm ci in {} failed", dir.display());
     Ok(())
 }
