@@ -6,7 +6,7 @@ use meerkat_auth::Credentials;
 
 use crate::{
     accounts, blocking, offline, pep, personal, replication, roster, subscriptions, PepChange,
-    RosterItem, Store, StoreError,
+    RosterItem, Store, StoreError, Subscription,
 };
 
 /// A mutation of persistent user data.
@@ -39,6 +39,17 @@ pub enum Change {
     RemoveSubscriptionRequest {
         username: String,
         contact: String,
+    },
+    /// One side of a presence subscription moving on from the state it was read in: written
+    /// only if the owner's item and pending request are still as `expected` (under the
+    /// account's lock), else nothing is written and the caller reads again.
+    SubscriptionStep {
+        username: String,
+        contact: String,
+        expected: SubSnapshot,
+        /// The item to put, when it changed.
+        item: Option<RosterItem>,
+        request: RequestChange,
     },
     StoreOffline {
         username: String,
@@ -101,6 +112,30 @@ pub enum Outcome {
     RosterVersion(Option<i64>),
     /// When the written item was first created (µs since the Unix epoch).
     Since(i64),
+    /// A [`Change::SubscriptionStep`]: whether it was written (the state was as read), the
+    /// new roster version if the item was put, and the `since` of a stored request.
+    Step {
+        applied: bool,
+        version: Option<i64>,
+        since: Option<i64>,
+    },
+}
+
+/// What a subscription transition read of one owner's side: its item's state (none: no item)
+/// and whether the contact's request waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubSnapshot {
+    pub item: Option<(Subscription, bool, bool)>,
+    pub pending: bool,
+}
+
+/// What a subscription transition does to the pending request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestChange {
+    Keep,
+    /// Store it (the subscribe stanza).
+    Add(String),
+    Remove,
 }
 
 impl Store {
@@ -173,6 +208,63 @@ impl Store {
                     );
                 }
                 Outcome::Existed(existed)
+            }
+            Change::SubscriptionStep {
+                username,
+                contact,
+                expected,
+                item,
+                request,
+            } => {
+                // The account's lock serialises every transition of this owner's side, so a
+                // concurrent one either ran before (then the state differs: not written) or
+                // waits for this one.
+                accounts::lock(&mut tx, username).await?;
+                let now = subscriptions::snapshot(&mut tx, username, contact).await?;
+                if now != *expected {
+                    Outcome::Step {
+                        applied: false,
+                        version: None,
+                        since: None,
+                    }
+                } else {
+                    let mut since = None;
+                    match request {
+                        RequestChange::Keep => {}
+                        RequestChange::Add(stanza) => {
+                            let s = subscriptions::add(&mut tx, username, contact, stanza, &stamp)
+                                .await?;
+                            records.push(
+                                replication::request_put(
+                                    &mut tx, username, contact, stanza, s, &stamp,
+                                )
+                                .await?,
+                            );
+                            since = Some(s);
+                        }
+                        RequestChange::Remove => {
+                            if subscriptions::remove(&mut tx, username, contact).await? {
+                                records.push(
+                                    replication::request_removed(
+                                        &mut tx, username, contact, &stamp,
+                                    )
+                                    .await?,
+                                );
+                            }
+                        }
+                    }
+                    let mut version = None;
+                    if let Some(item) = item {
+                        version = Some(roster::put(&mut tx, username, item, &stamp).await?);
+                        replication::roster_put(&mut tx, username, &item.jid).await?;
+                        records.push(replication::roster_record(username, item, &stamp));
+                    }
+                    Outcome::Step {
+                        applied: true,
+                        version,
+                        since,
+                    }
+                }
             }
             Change::StoreOffline {
                 username,

@@ -28,7 +28,7 @@ pub use archive::{
     archive_id, ArchiveDefault, ArchivePage, ArchivePrefs, ArchiveQuery, Archived, NewArchived,
     Page,
 };
-pub use change::{Change, Outcome};
+pub use change::{Change, Outcome, RequestChange, SubSnapshot};
 pub use meerkat_wire::data::{Applied, Record, Stamp};
 pub use offline::OfflineMessage;
 pub use pep::{LastPublished, PepChange, PepItem};

@@ -106,3 +106,77 @@ pub(crate) async fn remove(
             .await?;
     Ok(deleted.rows_affected() > 0)
 }
+
+/// The state a subscription transition reads of `username`'s side for `contact`.
+pub(crate) async fn snapshot(
+    conn: &mut PgConnection,
+    username: &str,
+    contact: &str,
+) -> Result<crate::change::SubSnapshot, StoreError> {
+    let item: Option<(String, bool, bool)> = sqlx::query_as(
+        "SELECT subscription, ask_out, approved FROM roster_items \
+         WHERE username = $1 AND contact = $2",
+    )
+    .bind(username)
+    .bind(contact)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let item = match item {
+        Some((sub, ask, approved)) => Some((
+            crate::Subscription::parse(&sub)
+                .ok_or_else(|| StoreError::Corrupt(format!("subscription {sub:?}")))?,
+            ask,
+            approved,
+        )),
+        None => None,
+    };
+    let pending: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM subscription_requests WHERE username = $1 AND contact = $2)",
+    )
+    .bind(username)
+    .bind(contact)
+    .fetch_one(conn)
+    .await?;
+    Ok(crate::change::SubSnapshot { item, pending })
+}
+
+impl Store {
+    /// The state of `username`'s side for `contact` a subscription transition starts from.
+    pub async fn subscription_snapshot(
+        &self,
+        username: &str,
+        contact: &str,
+    ) -> Result<crate::change::SubSnapshot, StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        snapshot(&mut conn, username, contact).await
+    }
+
+    /// Applies one side of a subscription transition if that side is still as `expected`;
+    /// `None` when it changed meanwhile (nothing written: read again), else the new roster
+    /// version (if the item was put) and the stored request's `since`.
+    pub async fn subscription_step(
+        &self,
+        username: &str,
+        contact: &str,
+        expected: crate::change::SubSnapshot,
+        item: Option<crate::RosterItem>,
+        request: crate::change::RequestChange,
+    ) -> Result<Option<(Option<i64>, Option<i64>)>, StoreError> {
+        let change = Change::SubscriptionStep {
+            username: username.to_owned(),
+            contact: contact.to_owned(),
+            expected,
+            item,
+            request,
+        };
+        match self.write(&change).await? {
+            Outcome::Step {
+                applied: true,
+                version,
+                since,
+            } => Ok(Some((version, since))),
+            Outcome::Step { applied: false, .. } => Ok(None),
+            other => unreachable!("subscription_step produced {other:?}"),
+        }
+    }
+}

@@ -4,7 +4,7 @@
 //! answered: stored.rs), pushes roster changes to both users, and exchanges presence as
 //! subscriptions start and end.
 
-use meerkat_store::{RosterItem, Subscription};
+use meerkat_store::{RequestChange, RosterItem, SubSnapshot, Subscription};
 use meerkat_xmpp::{ns, Element};
 
 use super::roster::{item_element, push};
@@ -70,20 +70,10 @@ async fn send(
     t: SubType,
     stanza: &Element,
 ) -> anyhow::Result<Outcome> {
-    let (item, state) = load(ctx, user_bare, &contact.bare).await?;
-    let step = state.outbound(t);
     let create = matches!(t, SubType::Subscribe | SubType::Subscribed);
-    save(
-        ctx,
-        out,
-        user_bare,
-        &contact.bare,
-        item,
-        state,
-        step.state,
-        create,
-        stanza,
-    )
+    let (step, _) = transition(ctx, out, user_bare, &contact.bare, create, stanza, |s| {
+        s.outbound(t)
+    })
     .await?;
     if !step.forward {
         return Ok(Outcome::Handled);
@@ -116,19 +106,9 @@ async fn inbound(
         // RFC 6121 §3.1.3: a request to a non-existent account is refused.
         return Ok((t == SubType::Subscribe).then_some(SubType::Unsubscribed));
     }
-    let (item, state) = load(ctx, user_bare, contact_bare).await?;
-    let step = state.inbound(t);
-    let request = save(
-        ctx,
-        out,
-        user_bare,
-        contact_bare,
-        item,
-        state,
-        step.state,
-        false,
-        stanza,
-    )
+    let (step, request) = transition(ctx, out, user_bare, contact_bare, false, stanza, |s| {
+        s.inbound(t)
+    })
     .await?;
     if request.is_some() {
         // Stored: shown to the user's resources at this DC that the directory does not list
@@ -163,6 +143,45 @@ async fn inbound(
     Ok(step.auto_reply)
 }
 
+/// One side's transition: reads the owner's item and pending request for the contact, applies
+/// `step_of`, and writes the result only if that side is still as read (another partition, or
+/// a replicated write, may have moved it meanwhile: two users asking and approving each other
+/// at once); else reads again. Returns the step and the `since` of a stored request.
+#[allow(clippy::too_many_arguments)]
+async fn transition(
+    ctx: &Ctx,
+    out: &mut Outbox,
+    owner_bare: &str,
+    contact_bare: &str,
+    create: bool,
+    stanza: &Element,
+    step_of: impl Fn(SubState) -> super::substate::Step,
+) -> anyhow::Result<(super::substate::Step, Option<i64>)> {
+    for _ in 0..TRANSITION_ATTEMPTS {
+        let (item, state) = load(ctx, owner_bare, contact_bare).await?;
+        let step = step_of(state);
+        let saved = save(
+            ctx,
+            out,
+            owner_bare,
+            contact_bare,
+            item,
+            state,
+            step.state,
+            create,
+            stanza,
+        )
+        .await?;
+        if let Some(request) = saved {
+            return Ok((step, request));
+        }
+    }
+    anyhow::bail!("the subscription state of {owner_bare} for {contact_bare} kept changing")
+}
+
+/// Reads of one side before a transition gives up (each retry follows a write that did land).
+const TRANSITION_ATTEMPTS: usize = 8;
+
 /// The owner's roster item for the contact and the full subscription state.
 async fn load(
     ctx: &Ctx,
@@ -173,10 +192,9 @@ async fn load(
     let item = ctx.store.roster_item(owner, contact_bare).await?;
     let pending_in = ctx
         .store
-        .subscription_requests(owner)
+        .subscription_snapshot(owner, contact_bare)
         .await?
-        .iter()
-        .any(|r| jids::bare(&r.contact) == contact_bare);
+        .pending;
     let state = SubState {
         sub: item.as_ref().map_or(Subscription::None, |i| i.subscription),
         ask_out: item.as_ref().is_some_and(|i| i.ask_out),
@@ -191,8 +209,9 @@ pub fn request_key(contact_bare: &str, since: i64) -> String {
     format!("subscribe\n{contact_bare}\n{since}")
 }
 
-/// Writes a state change: the roster item (pushed to the owner) and the pending request.
-/// Returns the pending request's `since` when one was stored.
+/// Writes a state change, if the owner's side is still as `item` and `old` say: the roster
+/// item (pushed to the owner) and the pending request. `None` when that side changed
+/// meanwhile (nothing written); else the pending request's `since` when one was stored.
 #[allow(clippy::too_many_arguments)]
 async fn save(
     ctx: &Ctx,
@@ -204,45 +223,52 @@ async fn save(
     new: SubState,
     create: bool,
     stanza: &Element,
-) -> anyhow::Result<Option<i64>> {
+) -> anyhow::Result<Option<Option<i64>>> {
     let owner = jids::split_bare(owner_bare).0.unwrap_or("");
-    let mut request = None;
-    if new.pending_in && stanza.attr("type") == Some("subscribe") {
-        request = Some(
-            ctx.store
-                .add_subscription_request(owner, contact_bare, &stanza.to_xml())
-                .await?,
-        );
+    let expected = SubSnapshot {
+        item: item
+            .as_ref()
+            .map(|i| (i.subscription, i.ask_out, i.approved)),
+        pending: old.pending_in,
+    };
+    let request = if new.pending_in && stanza.attr("type") == Some("subscribe") {
+        RequestChange::Add(stanza.to_xml())
     } else if old.pending_in && !new.pending_in {
-        ctx.store
-            .remove_subscription_request(owner, contact_bare)
-            .await?;
-    }
+        RequestChange::Remove
+    } else {
+        RequestChange::Keep
+    };
     let changed = (old.sub, old.ask_out, old.approved) != (new.sub, new.ask_out, new.approved);
-    if !changed {
-        return Ok(request);
-    }
-    let item = match item {
-        Some(i) => i,
-        None if create => RosterItem {
+    let put = match item {
+        _ if !changed => None,
+        Some(i) => Some(i),
+        None if create => Some(RosterItem {
             jid: contact_bare.to_owned(),
             name: None,
             subscription: Subscription::None,
             ask_out: false,
             approved: false,
             groups: Vec::new(),
-        },
-        None => return Ok(request),
-    };
-    let item = RosterItem {
+        }),
+        None => None,
+    }
+    .map(|i| RosterItem {
         subscription: new.sub,
         ask_out: new.ask_out,
         approved: new.approved,
-        ..item
+        ..i
+    });
+    let Some((version, since)) = ctx
+        .store
+        .subscription_step(owner, contact_bare, expected, put.clone(), request)
+        .await?
+    else {
+        return Ok(None);
     };
-    let ver = ctx.store.put_roster_item(owner, &item).await?;
-    push(ctx, out, owner_bare, item_element(&item), ver);
-    Ok(request)
+    if let (Some(item), Some(ver)) = (put, version) {
+        push(ctx, out, owner_bare, item_element(&item), ver);
+    }
+    Ok(Some(since))
 }
 
 fn presence(t: SubType, from: &str, to: &str) -> Element {
