@@ -224,7 +224,7 @@ async fn handle_batch(
     seen: &Mutex<Dedup>,
     applied: &Mutex<AppliedView>,
 ) {
-    let mut todo = Vec::with_capacity(batch.len());
+    let (mut steps, mut stanzas) = (Vec::new(), Vec::with_capacity(batch.len()));
     let batch_len = batch.len();
     for delivery in batch {
         let id = delivery
@@ -259,11 +259,21 @@ async fn handle_batch(
             // `<resumed/>`): on at once. Its steps keep their order among themselves, and the
             // new holder holds what reaches it directly until the old one's fence.
             Ok(RouteKind::Handover) => {
-                handover_now(ctx, delivery, id.as_deref(), seen).await;
+                steps.push((delivery, id));
                 continue;
             }
             Ok(_) => {}
         }
+        stanzas.push((delivery, id));
+    }
+    // The steps first, together: started in queue order on one channel, so each session's
+    // steps keep theirs, and a burst of resumptions costs one round of confirms.
+    let steps = steps.into_iter().map(|(delivery, id)| async move {
+        handover_now(ctx, delivery, id.as_deref(), seen).await
+    });
+    futures::future::join_all(steps).await;
+    let mut todo = Vec::with_capacity(stanzas.len());
+    for (delivery, id) in stanzas {
         wait_for_data(ctx, delivery.properties.headers().as_ref(), applied).await;
         todo.push((delivery, id));
     }
