@@ -55,8 +55,14 @@ pub fn strip_claimed_ids(m: &mut Element, domain: &str) -> bool {
 
 /// The message as it must be routed, when archiving changed it (`None`: route it as it is).
 /// Only a client's own message is considered: a bounce, or a stanza from another DC, was
-/// archived where it was first routed.
-pub async fn at_routing(ctx: &Ctx, inb: &Inbound) -> anyhow::Result<Option<Inbound>> {
+/// archived where it was first routed. `key` names the routed envelope: a handling repeated
+/// after the write (a retry, a redelivery) gets the ids written the first time and archives
+/// nothing more, so a client never sees one message under two stanza ids.
+pub async fn at_routing(
+    ctx: &Ctx,
+    inb: &Inbound,
+    key: Option<&str>,
+) -> anyhow::Result<Option<Inbound>> {
     if inb.kind != StanzaKind::Message || inb.wire_kind != RouteKind::Stanza {
         return Ok(None);
     }
@@ -79,12 +85,14 @@ pub async fn at_routing(ctx: &Ctx, inb: &Inbound) -> anyhow::Result<Option<Inbou
         owner: rnode.clone(),
         with: inb.from.clone(),
         stanza: stanza.clone(),
+        key: key.map(str::to_owned),
     }];
     if !sender.is_empty() && raddr.bare != inb.from_bare {
         entries.push(NewArchived {
             owner: sender,
             with: raddr.full(),
             stanza,
+            key: key.map(str::to_owned),
         });
     }
     let ids = ctx.archiver.write(entries).await?;

@@ -105,7 +105,7 @@ pub async fn route(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Result
     let stamped = handlers::avatar::stamp(ctx, inb).await?;
     let inb = stamped.as_ref().unwrap_or(inb);
     // Archived (and given its stanza id) before it goes anywhere (archive.rs).
-    let archived = crate::archive::at_routing(ctx, inb).await?;
+    let archived = crate::archive::at_routing(ctx, inb, out.origin()).await?;
     let inb = archived.as_ref().unwrap_or(inb);
     if let Some(private) = carbons::without_private(inb) {
         return route_stanza(ctx, &private, out).await;

@@ -54,6 +54,16 @@ pub struct NewArchived {
     pub owner: String,
     pub with: String,
     pub stanza: String,
+    /// What the message is archived under (the routed envelope's id): a second write under
+    /// the same key for the same owner archives nothing and answers the first row's id.
+    pub key: Option<String>,
+}
+
+/// Namespace of the keys of archived messages (a fixed random UUID).
+const KEYED_ARCHIVE: uuid::Uuid = uuid::Uuid::from_u128(0x9d41_27c5_0b6e_4f38_a1d2_5e87_c093_6b14);
+
+fn archive_key(owner: &str, key: &str) -> uuid::Uuid {
+    uuid::Uuid::new_v5(&KEYED_ARCHIVE, format!("{owner}\n{key}").as_bytes())
 }
 
 /// An archived message.
@@ -189,6 +199,37 @@ impl Store {
         }
         let mut tx = self.pool().begin().await?;
         let first = replication::tick(&mut tx).await?;
+        // Written already under its key (a repeated handling): that row's id, nothing new.
+        let keys: Vec<Option<uuid::Uuid>> = entries
+            .iter()
+            .map(|e| e.key.as_deref().map(|k| archive_key(&e.owner, k)))
+            .collect();
+        let mut before = std::collections::HashMap::new();
+        if keys.iter().any(Option::is_some) {
+            let (owners, wanted): (Vec<&str>, Vec<uuid::Uuid>) = entries
+                .iter()
+                .zip(&keys)
+                .filter_map(|(e, k)| k.map(|k| (e.owner.as_str(), k)))
+                .unzip();
+            let rows = sqlx::query(
+                "SELECT a.username, a.msg_key, a.id FROM archive a \
+                 JOIN unnest($1::text[], $2::uuid[]) AS t(u, k) \
+                 ON a.username = t.u AND a.msg_key = t.k",
+            )
+            .bind(&owners)
+            .bind(&wanted)
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in rows {
+                before.insert(
+                    (
+                        r.try_get::<String, _>("username")?,
+                        r.try_get::<uuid::Uuid, _>("msg_key")?,
+                    ),
+                    r.try_get::<String, _>("id")?,
+                );
+            }
+        }
         let mut owners: Vec<&str> = entries.iter().map(|e| e.owner.as_str()).collect();
         owners.sort_unstable();
         owners.dedup();
@@ -204,7 +245,11 @@ impl Store {
             known.insert(r.try_get::<String, _>("username")?, prefs_of(r)?);
         }
         let mut chosen = Vec::with_capacity(entries.len());
-        for e in entries {
+        for (e, key) in entries.iter().zip(&keys) {
+            if key.is_some_and(|k| before.contains_key(&(e.owner.clone(), k))) {
+                chosen.push(false);
+                continue;
+            }
             let ok = match known.get(&e.owner) {
                 Some(prefs) => {
                     let (bare, _) = split_jid(&e.with);
@@ -215,8 +260,15 @@ impl Store {
             chosen.push(ok);
         }
         let n = chosen.iter().filter(|c| **c).count() as i64;
+        let earlier = |e: &NewArchived, key: &Option<uuid::Uuid>| {
+            key.and_then(|k| before.get(&(e.owner.clone(), k)).cloned())
+        };
         if n == 0 {
-            return Ok(vec![None; entries.len()]);
+            return Ok(entries
+                .iter()
+                .zip(&keys)
+                .map(|(e, k)| earlier(e, k))
+                .collect());
         }
         // One stamp per row: the clock row is locked by this transaction since `tick`.
         if n > 1 {
@@ -229,12 +281,14 @@ impl Store {
         let mut records = Vec::with_capacity(n as usize);
         let mut cols: [Vec<String>; 5] = Default::default();
         let mut hlcs = Vec::with_capacity(n as usize);
+        let mut row_keys = Vec::with_capacity(n as usize);
         let mut next = first.hlc;
-        for (e, ok) in entries.iter().zip(&chosen) {
+        for ((e, ok), key) in entries.iter().zip(&chosen).zip(&keys) {
             if !ok {
-                ids.push(None);
+                ids.push(earlier(e, key));
                 continue;
             }
+            row_keys.push(*key);
             let stamp = Stamp {
                 hlc: next,
                 dc: first.dc.clone(),
@@ -258,9 +312,9 @@ impl Store {
             ids.push(Some(id));
         }
         sqlx::query(
-            "INSERT INTO archive (id, username, with_jid, with_resource, stanza, hlc, hlc_dc) \
-             SELECT i, u, w, r, s, h, $7 FROM unnest($1::text[], $2::text[], $3::text[], \
-             $4::text[], $5::text[], $6::bigint[]) AS t(i, u, w, r, s, h)",
+            "INSERT INTO archive (id, username, with_jid, with_resource, stanza, hlc, hlc_dc, \
+             msg_key) SELECT i, u, w, r, s, h, $7, k FROM unnest($1::text[], $2::text[], \
+             $3::text[], $4::text[], $5::text[], $6::bigint[], $8::uuid[]) AS t(i, u, w, r, s, h, k)",
         )
         .bind(&cols[0])
         .bind(&cols[1])
@@ -269,6 +323,7 @@ impl Store {
         .bind(&cols[4])
         .bind(&hlcs)
         .bind(&first.dc)
+        .bind(&row_keys)
         .execute(&mut *tx)
         .await?;
         let mark = replication::append(&mut tx, &records).await?;

@@ -14,6 +14,7 @@ fn entry(owner: &str, with: &str, body: &str) -> NewArchived {
         owner: owner.into(),
         with: with.into(),
         stanza: format!("<message xmlns='jabber:client'><body>{body}</body></message>"),
+        key: None,
     }
 }
 
@@ -34,6 +35,60 @@ async fn two_dcs_with(users: &[&str]) -> (Store, Store) {
     }
     ship(&a, &b).await;
     (a, b)
+}
+
+#[tokio::test]
+async fn a_message_written_again_under_its_key_is_archived_once_with_its_first_id() {
+    let (a, b) = two_dcs_with(&["kalice", "kbob"]).await;
+    let keyed = |owner: &str, with: &str| NewArchived {
+        key: Some("envelope-1".into()),
+        ..entry(owner, with, "once")
+    };
+    let batch = [keyed("kbob", "kalice@d/phone"), keyed("kalice", "kbob@d")];
+    let first = a
+        .archive_messages(&batch, ArchiveDefault::Always)
+        .await
+        .unwrap();
+    assert!(first.iter().all(Option::is_some), "{first:?}");
+    // The handling is repeated (a retry after the write): the same ids, nothing new.
+    let again = a
+        .archive_messages(&batch, ArchiveDefault::Always)
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    // Repeated among other messages of a batch: those are archived, the repeat is not.
+    let mixed = [
+        entry("kbob", "kalice@d", "other"),
+        keyed("kbob", "kalice@d/phone"),
+    ];
+    let written = a
+        .archive_messages(&mixed, ArchiveDefault::Always)
+        .await
+        .unwrap();
+    assert!(written[0].is_some() && written[0] != first[0]);
+    assert_eq!(written[1], first[0]);
+    assert_eq!(
+        ids(&a, &all("kbob")).await,
+        vec![first[0].clone().unwrap(), written[0].clone().unwrap()]
+    );
+    assert_eq!(
+        ids(&a, &all("kalice")).await,
+        vec![first[1].clone().unwrap()]
+    );
+    // Another envelope is another message, even with the same content.
+    let other = NewArchived {
+        key: Some("envelope-2".into()),
+        ..entry("kbob", "kalice@d/phone", "once")
+    };
+    let third = a
+        .archive_messages(&[other], ArchiveDefault::Always)
+        .await
+        .unwrap();
+    assert!(third[0].is_some() && !first.contains(&third[0]));
+    // The other DC has each row once.
+    ship(&a, &b).await;
+    assert_eq!(ids(&b, &all("kbob")).await, ids(&a, &all("kbob")).await);
+    assert_eq!(ids(&b, &all("kbob")).await.len(), 3);
 }
 
 #[tokio::test]
