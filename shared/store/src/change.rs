@@ -174,9 +174,9 @@ impl Store {
                 Outcome::Existed(existed)
             }
             Change::PutRosterItem { username, item } => {
-                let version = roster::put(&mut tx, username, item, &stamp).await?;
+                let (version, parts) = roster::put(&mut tx, username, item, &stamp).await?;
                 replication::roster_put(&mut tx, username, &item.jid).await?;
-                records.push(replication::roster_record(username, item, &stamp));
+                records.push(replication::roster_record(username, item, &stamp, parts));
                 Outcome::RosterVersion(Some(version))
             }
             Change::RemoveRosterItem { username, contact } => {
@@ -255,9 +255,10 @@ impl Store {
                     }
                     let mut version = None;
                     if let Some(item) = item {
-                        version = Some(roster::put(&mut tx, username, item, &stamp).await?);
+                        let (v, parts) = roster::put(&mut tx, username, item, &stamp).await?;
+                        version = Some(v);
                         replication::roster_put(&mut tx, username, &item.jid).await?;
-                        records.push(replication::roster_record(username, item, &stamp));
+                        records.push(replication::roster_record(username, item, &stamp, parts));
                     }
                     Outcome::Step {
                         applied: true,

@@ -65,6 +65,20 @@ pub struct RosterState {
     pub ask_out: bool,
     pub approved: bool,
     pub groups: Vec<String>,
+    /// When each part of the item last changed (wire 1.4); absent from an earlier version's
+    /// record, whose parts all count as changed at the record's stamp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<RosterParts>,
+}
+
+/// The stamps of a roster item's three parts, which replication merges one by one (the later
+/// stamp wins each): name and groups; the owner's subscription to the contact with its pending
+/// `ask` ("to"); the contact's subscription to the owner with its pre-approval ("from").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterParts {
+    pub meta: Stamp,
+    pub to: Stamp,
+    pub from: Stamp,
 }
 
 /// A pending inbound subscription request.

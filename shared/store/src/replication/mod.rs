@@ -29,7 +29,7 @@ pub use copy::FullCopy;
 pub(crate) use docs::{Doc, CAPS, LAST, PEP_ITEM, PEP_NODE, PRIVATE, VCARD};
 pub(crate) use offline::offline_removed;
 pub(crate) use requests::{request_put, request_removed};
-pub(crate) use roster::{roster_put, roster_record, roster_removed};
+pub(crate) use roster::{parts_of, roster_put, roster_record, roster_removed};
 
 /// The DC's clock, read and advanced at the start of a write transaction (which then holds
 /// the clock row's lock until it commits).

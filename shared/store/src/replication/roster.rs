@@ -2,7 +2,8 @@
 //! roster a new version at this DC, for the clients' roster versioning.
 
 use async_trait::async_trait;
-use meerkat_wire::data::{Record, RosterState, Stamp};
+use meerkat_wire::data::{Record, RosterParts, RosterState, Stamp};
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use super::kind::{contact_of, cursor2, key2, Cursor, Kind};
@@ -45,14 +46,22 @@ impl Kind for Roster {
         else {
             return Ok(None);
         };
+        // The oldest of its parts: a record newer than any part has something to merge.
         let row = sqlx::query(
-            "SELECT hlc, hlc_dc FROM roster_items WHERE username = $1 AND contact = $2",
+            "SELECT meta_hlc, meta_dc, to_hlc, to_dc, from_hlc, from_dc FROM roster_items \
+             WHERE username = $1 AND contact = $2",
         )
         .bind(username)
         .bind(contact)
         .fetch_optional(conn)
         .await?;
-        row.as_ref().map(stamp_of).transpose()
+        Ok(match row {
+            Some(row) => {
+                let p = parts_of(&row)?;
+                [p.meta, p.to, p.from].into_iter().min()
+            }
+            None => None,
+        })
     }
 
     async fn apply(&self, conn: &mut PgConnection, rec: &Record) -> Result<(), StoreError> {
@@ -68,34 +77,39 @@ impl Kind for Roster {
         let key = key2(username, contact);
         match state {
             Some(r) => {
-                sqlx::query(
-                    "INSERT INTO roster_items (username, contact, name, subscription, ask_out, \
-                     approved, groups, version, hlc, hlc_dc) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9) \
-                     ON CONFLICT (username, contact) DO UPDATE SET name = EXCLUDED.name, \
-                     subscription = EXCLUDED.subscription, ask_out = EXCLUDED.ask_out, \
-                     approved = EXCLUDED.approved, groups = EXCLUDED.groups, \
-                     hlc = EXCLUDED.hlc, hlc_dc = EXCLUDED.hlc_dc",
+                let parts = r.parts.clone().unwrap_or_else(|| RosterParts {
+                    meta: stamp.clone(),
+                    to: stamp.clone(),
+                    from: stamp.clone(),
+                });
+                merge(conn, username, contact, r, stamp, &parts).await?;
+                tombstones::clear(conn, self.name(), &key).await?;
+            }
+            None => {
+                // A removal against the whole item: it goes only if it is later than every
+                // part here (a part changed after it at another DC keeps the item).
+                let deleted = sqlx::query(
+                    "DELETE FROM roster_items WHERE username = $1 AND contact = $2 \
+                     AND (hlc, hlc_dc COLLATE \"C\") < ($3, $4 COLLATE \"C\")",
                 )
                 .bind(username)
                 .bind(contact)
-                .bind(&r.name)
-                .bind(&r.subscription)
-                .bind(r.ask_out)
-                .bind(r.approved)
-                .bind(&r.groups)
                 .bind(stamp.hlc)
                 .bind(&stamp.dc)
                 .execute(&mut *conn)
                 .await?;
-                tombstones::clear(conn, self.name(), &key).await?;
-            }
-            None => {
-                sqlx::query("DELETE FROM roster_items WHERE username = $1 AND contact = $2")
+                let remains = deleted.rows_affected() == 0
+                    && sqlx::query(
+                        "SELECT 1 FROM roster_items WHERE username = $1 AND contact = $2",
+                    )
                     .bind(username)
                     .bind(contact)
-                    .execute(&mut *conn)
-                    .await?;
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .is_some();
+                if remains {
+                    return Ok(());
+                }
                 tombstones::set(conn, self.name(), &key, username, stamp).await?;
             }
         }
@@ -121,7 +135,8 @@ impl Kind for Roster {
     ) -> Result<Vec<(Cursor, Record)>, StoreError> {
         let (user, contact) = cursor2(after);
         let rows = sqlx::query(
-            "SELECT username, contact, name, subscription, ask_out, approved, groups, hlc, hlc_dc \
+            "SELECT username, contact, name, subscription, ask_out, approved, groups, hlc, hlc_dc, \
+             meta_hlc, meta_dc, to_hlc, to_dc, from_hlc, from_dc \
              FROM roster_items WHERE (username, contact) > ($1, $2) \
              ORDER BY username, contact LIMIT $3",
         )
@@ -144,6 +159,7 @@ impl Kind for Roster {
                         ask_out: row.try_get("ask_out")?,
                         approved: row.try_get("approved")?,
                         groups: row.try_get("groups")?,
+                        parts: Some(parts_of(row)?),
                     }),
                 };
                 Ok(((username, contact), rec))
@@ -163,7 +179,12 @@ impl Kind for Roster {
 
 // ---- The local side.
 
-pub(crate) fn roster_record(username: &str, item: &crate::RosterItem, stamp: &Stamp) -> Record {
+pub(crate) fn roster_record(
+    username: &str,
+    item: &crate::RosterItem,
+    stamp: &Stamp,
+    parts: RosterParts,
+) -> Record {
     Record::Roster {
         username: username.to_owned(),
         contact: item.jid.clone(),
@@ -174,6 +195,7 @@ pub(crate) fn roster_record(username: &str, item: &crate::RosterItem, stamp: &St
             ask_out: item.ask_out,
             approved: item.approved,
             groups: item.groups.clone(),
+            parts: Some(parts),
         }),
     }
 }
@@ -206,4 +228,99 @@ pub(crate) async fn roster_removed(
         stamp: stamp.clone(),
         state: None,
     })
+}
+
+/// The stamps of an item's parts, from a row with their columns.
+pub(crate) fn parts_of(row: &PgRow) -> Result<RosterParts, StoreError> {
+    let at = |hlc: &str, dc: &str| -> Result<Stamp, StoreError> {
+        Ok(Stamp {
+            hlc: row.try_get(hlc)?,
+            dc: row.try_get(dc)?,
+        })
+    };
+    Ok(RosterParts {
+        meta: at("meta_hlc", "meta_dc")?,
+        to: at("to_hlc", "to_dc")?,
+        from: at("from_hlc", "from_dc")?,
+    })
+}
+
+/// Merges another DC's state of an item into this DC's, part by part: each of the name and
+/// groups, the "to" half (the owner's subscription and its pending `ask`) and the "from" half
+/// (the contact's subscription and the pre-approval) is taken from whichever side changed it
+/// later; the item's stamp is the later of the two. Both users of a pair approving each other
+/// at two DCs at once change two different halves of each item, and both changes stay.
+async fn merge(
+    conn: &mut PgConnection,
+    username: &str,
+    contact: &str,
+    r: &RosterState,
+    stamp: &Stamp,
+    parts: &RosterParts,
+) -> Result<(), StoreError> {
+    // Which side's part is later, here (`x`) against the record (`EXCLUDED`).
+    const META: &str = "(EXCLUDED.meta_hlc, EXCLUDED.meta_dc COLLATE \"C\") > (x.meta_hlc, x.meta_dc COLLATE \"C\")";
+    const TO: &str =
+        "(EXCLUDED.to_hlc, EXCLUDED.to_dc COLLATE \"C\") > (x.to_hlc, x.to_dc COLLATE \"C\")";
+    const FROM: &str = "(EXCLUDED.from_hlc, EXCLUDED.from_dc COLLATE \"C\") > (x.from_hlc, x.from_dc COLLATE \"C\")";
+    const ROW: &str =
+        "(EXCLUDED.hlc, EXCLUDED.hlc_dc COLLATE \"C\") > (x.hlc, x.hlc_dc COLLATE \"C\")";
+    let pick =
+        |cond: &str, col: &str| format!("CASE WHEN {cond} THEN EXCLUDED.{col} ELSE x.{col} END");
+    let has_to = |side: &str| format!("({side}.subscription IN ('to', 'both'))");
+    let has_from = |side: &str| format!("({side}.subscription IN ('from', 'both'))");
+    let to = format!(
+        "CASE WHEN {TO} THEN {} ELSE {} END",
+        has_to("EXCLUDED"),
+        has_to("x")
+    );
+    let from = format!(
+        "CASE WHEN {FROM} THEN {} ELSE {} END",
+        has_from("EXCLUDED"),
+        has_from("x")
+    );
+    let sql = format!(
+        "INSERT INTO roster_items AS x (username, contact, name, subscription, ask_out, approved, \
+         groups, version, hlc, hlc_dc, meta_hlc, meta_dc, to_hlc, to_dc, from_hlc, from_dc) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, $13, $14, $15) \
+         ON CONFLICT (username, contact) DO UPDATE SET \
+         name = {name}, groups = {groups}, \
+         subscription = CASE WHEN {to} AND {from} THEN 'both' WHEN {to} THEN 'to' \
+           WHEN {from} THEN 'from' ELSE 'none' END, \
+         ask_out = {ask}, approved = {approved}, \
+         hlc = {hlc}, hlc_dc = {hlc_dc}, \
+         meta_hlc = {meta_hlc}, meta_dc = {meta_dc}, to_hlc = {to_hlc}, to_dc = {to_dc}, \
+         from_hlc = {from_hlc}, from_dc = {from_dc}",
+        name = pick(META, "name"),
+        groups = pick(META, "groups"),
+        ask = pick(TO, "ask_out"),
+        approved = pick(FROM, "approved"),
+        hlc = pick(ROW, "hlc"),
+        hlc_dc = pick(ROW, "hlc_dc"),
+        meta_hlc = pick(META, "meta_hlc"),
+        meta_dc = pick(META, "meta_dc"),
+        to_hlc = pick(TO, "to_hlc"),
+        to_dc = pick(TO, "to_dc"),
+        from_hlc = pick(FROM, "from_hlc"),
+        from_dc = pick(FROM, "from_dc"),
+    );
+    sqlx::query(&sql)
+        .bind(username)
+        .bind(contact)
+        .bind(&r.name)
+        .bind(&r.subscription)
+        .bind(r.ask_out)
+        .bind(r.approved)
+        .bind(&r.groups)
+        .bind(stamp.hlc)
+        .bind(&stamp.dc)
+        .bind(parts.meta.hlc)
+        .bind(&parts.meta.dc)
+        .bind(parts.to.hlc)
+        .bind(&parts.to.dc)
+        .bind(parts.from.hlc)
+        .bind(&parts.from.dc)
+        .execute(conn)
+        .await?;
+    Ok(())
 }

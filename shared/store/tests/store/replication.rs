@@ -115,6 +115,98 @@ async fn concurrent_roster_writes_converge_to_one_winner() {
 }
 
 #[tokio::test]
+async fn two_halves_of_an_item_changed_at_two_dcs_are_both_kept() {
+    let (a, b) = (dc("dc1").await, dc("dc2").await);
+    let creds = Credentials::derive("p", 16).unwrap();
+    for u in ["halice", "hbob"] {
+        a.create_account(u, &creds).await.unwrap();
+    }
+    // Each has asked the other (both asks known at both DCs).
+    let asked = |jid: &str| RosterItem {
+        ask_out: true,
+        ..item(jid, "x")
+    };
+    a.put_roster_item("halice", &asked("hbob@example.com"))
+        .await
+        .unwrap();
+    a.put_roster_item("hbob", &asked("halice@example.com"))
+        .await
+        .unwrap();
+    ship(&a, &b).await;
+    // At the same moment Alice approves Bob at dc1 (her "from" half, his "to" half) and Bob
+    // approves Alice at dc2 (his "from" half, her "to" half), each DC from its own copy.
+    let with = |jid: &str, subscription: Subscription, ask_out: bool| RosterItem {
+        subscription,
+        ask_out,
+        ..item(jid, "x")
+    };
+    a.put_roster_item(
+        "halice",
+        &with("hbob@example.com", Subscription::From, true),
+    )
+    .await
+    .unwrap();
+    a.put_roster_item("hbob", &with("halice@example.com", Subscription::To, false))
+        .await
+        .unwrap();
+    b.put_roster_item(
+        "hbob",
+        &with("halice@example.com", Subscription::From, true),
+    )
+    .await
+    .unwrap();
+    b.put_roster_item("halice", &with("hbob@example.com", Subscription::To, false))
+        .await
+        .unwrap();
+    ship(&a, &b).await;
+    ship(&b, &a).await;
+    // Whole rows, the later winning, would leave one side `from` with its ask pending.
+    for (dc, store) in [("dc1", &a), ("dc2", &b)] {
+        for (user, contact) in [
+            ("halice", "hbob@example.com"),
+            ("hbob", "halice@example.com"),
+        ] {
+            let it = store.roster_item(user, contact).await.unwrap().unwrap();
+            assert_eq!(
+                (it.subscription, it.ask_out),
+                (Subscription::Both, false),
+                "{user} -> {contact} at {dc}"
+            );
+        }
+    }
+    // A name set later at one DC stays with the merged subscription everywhere.
+    b.put_roster_item(
+        "halice",
+        &RosterItem {
+            name: Some("Bob B.".into()),
+            ..with("hbob@example.com", Subscription::Both, false)
+        },
+    )
+    .await
+    .unwrap();
+    ship(&b, &a).await;
+    let it = a
+        .roster_item("halice", "hbob@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (it.name.as_deref(), it.subscription),
+        (Some("Bob B."), Subscription::Both)
+    );
+    // Nothing more to exchange: both DCs hold the same items.
+    ship(&a, &b).await;
+    assert_eq!(
+        a.roster("halice").await.unwrap().1,
+        b.roster("halice").await.unwrap().1
+    );
+    assert_eq!(
+        a.roster("hbob").await.unwrap().1,
+        b.roster("hbob").await.unwrap().1
+    );
+}
+
+#[tokio::test]
 async fn an_offline_message_delivered_at_one_dc_is_gone_at_the_other() {
     let (a, b) = (dc("dc1").await, dc("dc2").await);
     a.create_account("charlie", &Credentials::derive("p", 16).unwrap())
