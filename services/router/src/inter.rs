@@ -431,10 +431,7 @@ pub fn read(body: &[u8], headers: Option<&FieldTable>) -> Arrival {
     // For a room: the room's partition (muc/). No sender (a server-made stanza such as a
     // roster push): the recipient's partition.
     let for_room = meerkat_bus::wire::kind(headers) == Ok(RouteKind::Room);
-    let room_key = stanza
-        .attr("to")
-        .filter(|_| for_room)
-        .map(str::to_owned);
+    let room_key = stanza.attr("to").filter(|_| for_room).map(str::to_owned);
     let Some(key) = room_key
         .or_else(|| sender.clone())
         .or_else(|| stanza.attr("to").map(str::to_owned))

@@ -76,31 +76,31 @@ impl Store {
 
     /// Every row of the room's `muc_rooms` (key, body), by key.
     pub async fn muc_room(&self, room: &str) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT key, body FROM muc_rooms WHERE username = $1 ORDER BY key",
+        Ok(
+            sqlx::query_as("SELECT key, body FROM muc_rooms WHERE username = $1 ORDER BY key")
+                .bind(room)
+                .fetch_all(self.pool())
+                .await?,
         )
-        .bind(room)
-        .fetch_all(self.pool())
-        .await?)
     }
 
     /// The room's occupants (nick, body), by nick.
     pub async fn muc_occupants(&self, room: &str) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT key, body FROM muc_occupants WHERE username = $1 ORDER BY key",
+        Ok(
+            sqlx::query_as("SELECT key, body FROM muc_occupants WHERE username = $1 ORDER BY key")
+                .bind(room)
+                .fetch_all(self.pool())
+                .await?,
         )
-        .bind(room)
-        .fetch_all(self.pool())
-        .await?)
     }
 
     /// Every room (bare JID, configuration), by JID.
     pub async fn muc_rooms(&self) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT username, body FROM muc_rooms WHERE key = '' ORDER BY username",
+        Ok(
+            sqlx::query_as("SELECT username, body FROM muc_rooms WHERE key = '' ORDER BY username")
+                .fetch_all(self.pool())
+                .await?,
         )
-        .fetch_all(self.pool())
-        .await?)
     }
 
     /// The rooms with an occupant whose session is at `dc` (the body's `dc`).

@@ -70,13 +70,7 @@ pub fn home(ctx: &Ctx, room: &str) -> String {
 /// Follows the DC's control exchange until `stop`.
 pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
     let queue = format!("{}.muc", names::control_queue(&ctx.instance));
-    let spec = ConsumerSpec::instance(
-        queue,
-        names::CONTROL_EXCHANGE,
-        16,
-        &ctx.parker,
-        || async {},
-    );
+    let spec = ConsumerSpec::instance(queue, names::CONTROL_EXCHANGE, 16, &ctx.parker, || async {});
     meerkat_bus::consume_events(ctx.bus.clone(), spec, stop, consuming, |event| {
         let ctx = ctx.clone();
         async move {

@@ -37,11 +37,7 @@ const FORWARDED: Uuid = Uuid::from_u128(0x0c4b_9f3e_52a1_4d7c_8e60_1b2d_93f7_a4c
 
 /// Takes a stanza addressed to the MUC service, a room or an occupant; `None` when it is
 /// addressed elsewhere (or MUC is off here).
-pub async fn route(
-    ctx: &Ctx,
-    inb: &Inbound,
-    out: &mut Outbox,
-) -> anyhow::Result<Option<Outcome>> {
+pub async fn route(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Result<Option<Outcome>> {
     if !ctx.config.muc {
         return Ok(None);
     }

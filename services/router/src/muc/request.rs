@@ -36,15 +36,17 @@ impl Join {
             return Join::default();
         };
         let num = |h: &Element, a: &str| h.attr(a).and_then(|v| v.trim().parse::<u32>().ok());
-        let history = x.get_child("history", NS_MUC).map_or_else(History::default, |h| History {
-            maxstanzas: num(h, "maxstanzas"),
-            maxchars: num(h, "maxchars"),
-            seconds: num(h, "seconds"),
-            since_ms: h
-                .attr("since")
-                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s.trim()).ok())
-                .map(|d| d.timestamp_millis()),
-        });
+        let history = x
+            .get_child("history", NS_MUC)
+            .map_or_else(History::default, |h| History {
+                maxstanzas: num(h, "maxstanzas"),
+                maxchars: num(h, "maxchars"),
+                seconds: num(h, "seconds"),
+                since_ms: h
+                    .attr("since")
+                    .and_then(|s| chrono::DateTime::parse_from_rfc3339(s.trim()).ok())
+                    .map(|d| d.timestamp_millis()),
+            });
         Join {
             muc: true,
             password: x.child_text("password", NS_MUC),
@@ -126,10 +128,7 @@ impl AdminRequest {
                 role: i.role,
             });
         }
-        let items = items
-            .into_iter()
-            .map(read)
-            .collect::<Result<Vec<_>, _>>()?;
+        let items = items.into_iter().map(read).collect::<Result<Vec<_>, _>>()?;
         for i in &items {
             let ok = match (&i.role, &i.affiliation) {
                 (Some(_), None) => i.nick.is_some(),
@@ -343,9 +342,16 @@ mod tests {
 
     #[test]
     fn admin_items_need_a_target() {
-        let q = |x: &str| el(&format!("<query xmlns='http://jabber.org/protocol/muc#admin'>{x}</query>"));
+        let q = |x: &str| {
+            el(&format!(
+                "<query xmlns='http://jabber.org/protocol/muc#admin'>{x}</query>"
+            ))
+        };
         assert_eq!(
-            AdminRequest::parse(true, &q("<item nick='n' role='none'><reason>r</reason></item>")),
+            AdminRequest::parse(
+                true,
+                &q("<item nick='n' role='none'><reason>r</reason></item>")
+            ),
             Ok(AdminRequest::Change(vec![AdminItem {
                 nick: Some("n".into()),
                 jid: None,
@@ -384,6 +390,12 @@ mod tests {
         assert_eq!(n.max_users, 10);
         assert!(apply_form(&c, &[f("muc#roomconfig_membersonly", "maybe")], 100, 50).is_err());
         assert!(apply_form(&c, &[f("x-unknown", "1")], 100, 50).is_err());
-        assert!(apply_form(&c, &[f("muc#roomconfig_passwordprotectedroom", "1")], 100, 50).is_err());
+        assert!(apply_form(
+            &c,
+            &[f("muc#roomconfig_passwordprotectedroom", "1")],
+            100,
+            50
+        )
+        .is_err());
     }
 }

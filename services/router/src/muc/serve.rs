@@ -61,9 +61,7 @@ pub async fn service(
 ) -> anyhow::Result<Outcome> {
     match inb.kind {
         StanzaKind::Presence => return Ok(Outcome::Dropped),
-        StanzaKind::Message => {
-            return Ok(error(ctx, inb, out, StanzaError::service_unavailable()))
-        }
+        StanzaKind::Message => return Ok(error(ctx, inb, out, StanzaError::service_unavailable())),
         StanzaKind::Iq if !inb.ty.is_request() => return Ok(Outcome::Dropped),
         StanzaKind::Iq => {}
     }
@@ -144,7 +142,9 @@ impl<'a> Handling<'a> {
     }
 
     fn put_occupant(&mut self, nick: &str, o: Option<Occupant>) {
-        let body = o.as_ref().map(|o| serde_json::to_string(o).unwrap_or_default());
+        let body = o
+            .as_ref()
+            .map(|o| serde_json::to_string(o).unwrap_or_default());
         match o {
             Some(o) => self.room.occupants.insert(nick.to_owned(), o),
             None => self.room.occupants.remove(nick),
@@ -203,8 +203,8 @@ impl<'a> Handling<'a> {
 
     /// The presence of occupant `nick` as `viewer` sees it, with status `codes`.
     fn presence_of(&self, nick: &str, o: &Occupant, viewer: &str, codes: &[u16]) -> Element {
-        let mut p = Element::parse(&o.presence)
-            .unwrap_or_else(|_| Element::new("presence", ns::CLIENT));
+        let mut p =
+            Element::parse(&o.presence).unwrap_or_else(|_| Element::new("presence", ns::CLIENT));
         p.remove_children(|c| c.ns() == NS_USER || c.ns() == NS_MUC);
         p.remove_attr("id");
         p.set_attr("from", format!("{}/{nick}", self.room.jid));
@@ -517,7 +517,10 @@ async fn join(
                     ctx,
                     inb,
                     out,
-                    StanzaError::new(meerkat_xmpp::error::ErrorType::Auth, "registration-required"),
+                    StanzaError::new(
+                        meerkat_xmpp::error::ErrorType::Auth,
+                        "registration-required",
+                    ),
                 ));
             }
             if c.password_protected
@@ -638,11 +641,7 @@ async fn history(
 }
 
 /// A message to the room: a groupchat message, a subject change, or an invitation.
-async fn message(
-    h: &mut Handling<'_>,
-    inb: &Inbound,
-    out: &mut Outbox,
-) -> anyhow::Result<Outcome> {
+async fn message(h: &mut Handling<'_>, inb: &Inbound, out: &mut Outbox) -> anyhow::Result<Outcome> {
     let ctx = h.ctx;
     if inb.ty == StanzaType::Error {
         if let Some(n) = h.room.nick_of(&inb.from) {
@@ -694,7 +693,9 @@ async fn message(
             return Ok(error(ctx, inb, out, StanzaError::not_acceptable()));
         }
         h.room.subject = Some(m.to_xml());
-        h.write.puts.push(MucPut::room(SUBJECT_KEY, Some(m.to_xml())));
+        h.write
+            .puts
+            .push(MucPut::room(SUBJECT_KEY, Some(m.to_xml())));
         h.commit().await?;
         for v in h.room.occupants.keys().cloned().collect::<Vec<_>>() {
             h.send(out, &v, &m);
@@ -828,7 +829,10 @@ async fn iq(h: &mut Handling<'_>, inb: &Inbound, out: &mut Outbox) -> anyhow::Re
         ns::DISCO_INFO if !set && payload.attr("node").is_none() => {
             Ok(iq_result_with(&inb.el, disco_info(h, &config)))
         }
-        ns::DISCO_ITEMS if !set => Ok(iq_result_with(&inb.el, Element::new("query", ns::DISCO_ITEMS))),
+        ns::DISCO_ITEMS if !set => Ok(iq_result_with(
+            &inb.el,
+            Element::new("query", ns::DISCO_ITEMS),
+        )),
         ns::PING if !set => Ok(iq_result(&inb.el)),
         ns::MAM => {
             // XEP-0313 §5.1.2: the room's archive to its occupants, and to its members when
@@ -869,7 +873,10 @@ async fn iq(h: &mut Handling<'_>, inb: &Inbound, out: &mut Outbox) -> anyhow::Re
 
 fn disco_info(h: &Handling<'_>, c: &Config) -> Element {
     let name = if c.name.is_empty() {
-        crate::jids::split_bare(&h.room.jid).0.unwrap_or("").to_owned()
+        crate::jids::split_bare(&h.room.jid)
+            .0
+            .unwrap_or("")
+            .to_owned()
     } else {
         c.name.clone()
     };
@@ -890,7 +897,11 @@ fn disco_info(h: &Handling<'_>, c: &Config) -> Element {
         pick(c.persistent, "muc_persistent", "muc_temporary"),
         pick(c.members_only, "muc_membersonly", "muc_open"),
         pick(c.moderated, "muc_moderated", "muc_unmoderated"),
-        pick(c.password_protected, "muc_passwordprotected", "muc_unsecured"),
+        pick(
+            c.password_protected,
+            "muc_passwordprotected",
+            "muc_unsecured",
+        ),
         pick(c.whois_anyone, "muc_nonanonymous", "muc_semianonymous"),
     ] {
         q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
@@ -903,8 +914,11 @@ fn disco_info(h: &Handling<'_>, c: &Config) -> Element {
     let form = Element::new("x", ns::DATA_FORMS)
         .with_attr("type", "result")
         .with_child(
-            field("FORM_TYPE", "http://jabber.org/protocol/muc#roominfo".into())
-                .with_attr("type", "hidden"),
+            field(
+                "FORM_TYPE",
+                "http://jabber.org/protocol/muc#roominfo".into(),
+            )
+            .with_attr("type", "hidden"),
         )
         .with_child(field("muc#roominfo_description", c.desc.clone()))
         .with_child(field(
@@ -928,24 +942,53 @@ fn disco_info(h: &Handling<'_>, c: &Config) -> Element {
 fn config_form(c: &Config) -> Element {
     let b = |v: bool| if v { "1" } else { "0" }.to_owned();
     let fields: Vec<(&str, &str, String)> = vec![
-        ("FORM_TYPE", "hidden", "http://jabber.org/protocol/muc#roomconfig".into()),
+        (
+            "FORM_TYPE",
+            "hidden",
+            "http://jabber.org/protocol/muc#roomconfig".into(),
+        ),
         ("muc#roomconfig_roomname", "text-single", c.name.clone()),
         ("muc#roomconfig_roomdesc", "text-single", c.desc.clone()),
         ("muc#roomconfig_persistentroom", "boolean", b(c.persistent)),
         ("muc#roomconfig_publicroom", "boolean", b(c.public)),
         ("muc#roomconfig_membersonly", "boolean", b(c.members_only)),
         ("muc#roomconfig_moderatedroom", "boolean", b(c.moderated)),
-        ("muc#roomconfig_passwordprotectedroom", "boolean", b(c.password_protected)),
-        ("muc#roomconfig_roomsecret", "text-private", c.password.clone()),
-        ("muc#roomconfig_maxusers", "text-single", c.max_users.to_string()),
+        (
+            "muc#roomconfig_passwordprotectedroom",
+            "boolean",
+            b(c.password_protected),
+        ),
+        (
+            "muc#roomconfig_roomsecret",
+            "text-private",
+            c.password.clone(),
+        ),
+        (
+            "muc#roomconfig_maxusers",
+            "text-single",
+            c.max_users.to_string(),
+        ),
         (
             "muc#roomconfig_whois",
             "list-single",
-            if c.whois_anyone { "anyone" } else { "moderators" }.into(),
+            if c.whois_anyone {
+                "anyone"
+            } else {
+                "moderators"
+            }
+            .into(),
         ),
-        ("muc#roomconfig_historylength", "text-single", c.history_length.to_string()),
+        (
+            "muc#roomconfig_historylength",
+            "text-single",
+            c.history_length.to_string(),
+        ),
         ("muc#roomconfig_enablelogging", "boolean", b(c.logging)),
-        ("muc#roomconfig_changesubject", "boolean", b(c.change_subject)),
+        (
+            "muc#roomconfig_changesubject",
+            "boolean",
+            b(c.change_subject),
+        ),
         ("muc#roomconfig_allowinvites", "boolean", b(c.allow_invites)),
         (
             "muc#roomconfig_allowpm",
@@ -1016,13 +1059,13 @@ async fn owner(
                         (true, false) => "173",
                         _ => "104",
                     };
-                    let m = Element::new("message", ns::CLIENT)
-                        .with_attr("from", h.room.jid.clone())
-                        .with_attr("type", "groupchat")
-                        .with_child(
-                            Element::new("x", NS_USER)
-                                .with_child(Element::new("status", NS_USER).with_attr("code", code)),
-                        );
+                    let m =
+                        Element::new("message", ns::CLIENT)
+                            .with_attr("from", h.room.jid.clone())
+                            .with_attr("type", "groupchat")
+                            .with_child(Element::new("x", NS_USER).with_child(
+                                Element::new("status", NS_USER).with_attr("code", code),
+                            ));
                     for v in h.room.occupants.keys().cloned().collect::<Vec<_>>() {
                         h.send(out, &v, &m);
                     }
@@ -1049,7 +1092,11 @@ async fn owner(
                     .with_attr("type", "unavailable")
                     .with_attr("from", format!("{}/{nick}", h.room.jid))
                     .with_attr("to", o.jid.clone())
-                    .with_child(Element::new("x", NS_USER).with_child(item).with_child(d.clone()));
+                    .with_child(
+                        Element::new("x", NS_USER)
+                            .with_child(item)
+                            .with_child(d.clone()),
+                    );
                 deliver(ctx, out, &o.jid, &p);
             }
             h.room.occupants = occupants;
@@ -1093,10 +1140,7 @@ async fn admin(
                             .with_attr("role", r.as_str())
                             .with_attr("nick", nick.clone())
                             .with_attr("jid", o.jid.clone())
-                            .with_attr(
-                                "affiliation",
-                                h.room.affiliation(&o.bare()).as_str(),
-                            ),
+                            .with_attr("affiliation", h.room.affiliation(&o.bare()).as_str()),
                     );
                 }
             }
@@ -1121,15 +1165,16 @@ async fn admin(
                     let theirs = h.room.affiliation(jid);
                     let ok = match my_aff {
                         Affiliation::Owner => true,
-                        Affiliation::Admin => {
-                            theirs < Affiliation::Admin && a < Affiliation::Admin
-                        }
+                        Affiliation::Admin => theirs < Affiliation::Admin && a < Affiliation::Admin,
                         _ => false,
                     };
                     if !ok {
                         return Ok(Err(StanzaError::not_allowed()));
                     }
-                    if theirs == Affiliation::Owner && a != Affiliation::Owner && h.room.owners() <= 1 {
+                    if theirs == Affiliation::Owner
+                        && a != Affiliation::Owner
+                        && h.room.owners() <= 1
+                    {
                         return Ok(Err(StanzaError::conflict()));
                     }
                 }
