@@ -38,7 +38,9 @@ async fn users_at_two_dcs_share_one_room_in_one_order() {
     join(&mut bob, &room, "bob").await.unwrap();
     // Alice's nick, taken at DC 1, is refused at DC 2.
     let mut bob2 = login(m.dc(2), &b, "laptop").await;
-    m.wait_directory_holds(&[bob2.jid()], CONVERGE).await.unwrap();
+    m.wait_directory_holds(&[bob2.jid()], CONVERGE)
+        .await
+        .unwrap();
     let taken = format!("{room}/alice");
     bob2.send(&meerkat_testkit::muc::join_presence(&taken, None, &[]))
         .await
@@ -48,14 +50,20 @@ async fn users_at_two_dcs_share_one_room_in_one_order() {
 
     // Both speak, interleaved; both see the same order with the same ids.
     for i in 0..5 {
-        alice.send(&groupchat(&room, &format!("a{i}"))).await.unwrap();
+        alice
+            .send(&groupchat(&room, &format!("a{i}")))
+            .await
+            .unwrap();
         bob.send(&groupchat(&room, &format!("b{i}"))).await.unwrap();
     }
     let mut seen = Vec::new();
     for c in [&mut alice, &mut bob] {
         let mut got = Vec::new();
         for _ in 0..10 {
-            let msg = c.expect("a message", is_groupchat_from(&room)).await.unwrap();
+            let msg = c
+                .expect("a message", is_groupchat_from(&room))
+                .await
+                .unwrap();
             got.push((
                 msg.child_text("body", ns::CLIENT).unwrap_or_default(),
                 mam::stanza_id(&msg, &room).expect("stanza id"),
@@ -66,7 +74,13 @@ async fn users_at_two_dcs_share_one_room_in_one_order() {
     assert_eq!(seen[0], seen[1], "one order at both DCs");
     // Each sender's own order holds.
     let bodies: Vec<&str> = seen[0].iter().map(|(b, _)| b.as_str()).collect();
-    let of = |p: char| bodies.iter().filter(|b| b.starts_with(p)).copied().collect::<Vec<_>>();
+    let of = |p: char| {
+        bodies
+            .iter()
+            .filter(|b| b.starts_with(p))
+            .copied()
+            .collect::<Vec<_>>()
+    };
     assert_eq!(of('a'), ["a0", "a1", "a2", "a3", "a4"]);
     assert_eq!(of('b'), ["b0", "b1", "b2", "b3", "b4"]);
 
@@ -91,7 +105,11 @@ async fn users_at_two_dcs_share_one_room_in_one_order() {
 
     // Self-ping at DC 1 for a room homed at DC 2.
     alice
-        .iq_ok("get", Some(&format!("{room}/alice")), Element::new("ping", ns::PING))
+        .iq_ok(
+            "get",
+            Some(&format!("{room}/alice")),
+            Element::new("ping", ns::PING),
+        )
         .await
         .unwrap();
 }
