@@ -28,3 +28,7 @@ CREATE TABLE muc_occupants (
     hlc_dc    text   NOT NULL,
     PRIMARY KEY (username, key)
 );
+
+-- A user's rooms when its presence ends; the rooms with occupants at a DC declared down.
+CREATE INDEX muc_occupants_by_jid ON muc_occupants ((body::jsonb ->> 'jid'));
+CREATE INDEX muc_occupants_by_dc ON muc_occupants ((body::jsonb ->> 'dc'));
