@@ -8,6 +8,7 @@ pub mod client;
 pub mod infra;
 pub mod mam;
 pub use infra::*;
+pub mod muc;
 pub mod multi;
 pub mod otlp;
 pub mod pep;

@@ -95,8 +95,13 @@ pub fn query(queryid: &str, fields: &[(&str, &str)], rsm: &[(&str, &str)]) -> El
 /// Sends `q` (from [`query`]) to the client's own archive; the results that came before the
 /// iq result, and its `<fin/>`. An error reply is an `Err` naming its condition.
 pub async fn run(c: &mut Client, q: Element) -> anyhow::Result<Answer> {
+    run_at(c, None, q).await
+}
+
+/// [`run`] on the archive of `to` (a room's, XEP-0045 with XEP-0313), or the own one.
+pub async fn run_at(c: &mut Client, to: Option<&str>, q: Element) -> anyhow::Result<Answer> {
     let qid = q.attr("queryid").unwrap_or_default().to_owned();
-    let reply = c.iq("set", None, q).await?;
+    let reply = c.iq("set", to, q).await?;
     if let Some(cond) = stanza_error_condition(&reply) {
         anyhow::bail!("{cond}");
     }

@@ -60,6 +60,24 @@ pub struct Config {
     /// Nodes an account may have; a publish or create past it: resource-constraint with
     /// `<max-nodes-exceeded/>`.
     pub max_pep_nodes: u32,
+    /// Multi-user chat (XEP-0045, docs/muc.md) is served. Rooms and occupants are replication
+    /// kinds (`muc_room`, `muc_occupant`) and stanzas to a room travel with the route kind
+    /// `room`, which a DC of an earlier version cannot take (it parks them): off while a mesh
+    /// is upgraded to the first version that has them.
+    pub muc: bool,
+    /// The MUC service's domain; empty = `conference.<domain>`.
+    pub muc_host: String,
+    /// Rooms one user may have created (and that still exist); more: `not-allowed`
+    /// (XEP-0045 §10.1.1, "room creation is restricted").
+    pub max_rooms_per_user: u32,
+    /// Occupants a room holds at most: the default and the largest `muc#roomconfig_maxusers`.
+    pub max_room_occupants: u32,
+    /// Characters a nick may have; longer: `not-acceptable`.
+    pub max_nick_chars: u32,
+    /// Characters a subject may have; longer: `not-acceptable`.
+    pub max_subject_chars: u32,
+    /// Messages of history sent on join at most, and the largest `muc#roomconfig_historylength`.
+    pub max_room_history: u32,
     /// The other DCs: id and the federation upstream URI they are reached by. A stanza from
     /// another DC is accepted only when it came through the link of the DC it claims
     /// (`x-received-from`); none = every stanza claiming another DC is refused.
@@ -109,6 +127,13 @@ impl Default for Config {
             max_pep_item_bytes: 200 * 1024,
             max_pep_items: 256,
             max_pep_nodes: 64,
+            muc: true,
+            muc_host: String::new(),
+            max_rooms_per_user: 50,
+            max_room_occupants: 500,
+            max_nick_chars: 64,
+            max_subject_chars: 1024,
+            max_room_history: 50,
             peers: Vec::new(),
             transient_retry_ms: 5000,
             directory_warmup_ms: 1000,
@@ -135,6 +160,15 @@ impl std::ops::DerefMut for Config {
 }
 
 impl Config {
+    /// The MUC service's domain (`muc_host`, else `conference.<domain>`), lowercase.
+    pub fn muc_domain(&self) -> String {
+        if self.muc_host.is_empty() {
+            format!("conference.{}", self.domain).to_lowercase()
+        } else {
+            self.muc_host.to_lowercase()
+        }
+    }
+
     /// `archive_default`, read (validated at start).
     pub fn archive_default(&self) -> meerkat_store::ArchiveDefault {
         meerkat_store::ArchiveDefault::parse(&self.archive_default)

@@ -104,7 +104,12 @@ impl Inbound {
             sender,
             initial: headers.get_bool(h::INITIAL_PRESENCE),
             wire_kind,
-            target_session: if remote { session_header } else { None },
+            // On a stanza for a room: its sender's session (muc/).
+            target_session: if remote || wire_kind == RouteKind::Room {
+                session_header
+            } else {
+                None
+            },
             hops: headers.get_u64(h::HOPS).unwrap_or(3),
             received_at: headers.get_u64(h::RECEIVED_AT),
             el,

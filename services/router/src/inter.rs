@@ -438,9 +438,12 @@ pub fn read(body: &[u8], headers: Option<&FieldTable>) -> Arrival {
     let sender = headers
         .get_str(h::SENDER)
         .or_else(|| stanza.attr("from").map(str::to_owned));
-    // No sender (a server-made stanza such as a roster push): the recipient's partition.
-    let Some(key) = sender
-        .clone()
+    // For a room: the room's partition (muc/). No sender (a server-made stanza such as a
+    // roster push): the recipient's partition.
+    let for_room = meerkat_bus::wire::kind(headers) == Ok(RouteKind::Room);
+    let room_key = stanza.attr("to").filter(|_| for_room).map(str::to_owned);
+    let Some(key) = room_key
+        .or_else(|| sender.clone())
         .or_else(|| stanza.attr("to").map(str::to_owned))
         .map(|j| jids::bare(&j))
     else {
@@ -489,7 +492,13 @@ async fn forward(
             out.kick(target);
             out.flush(ctx).await
         }
-        Arrival::Stanza(r) => republish(ctx, &r, RouteKind::Remote, id).await,
+        Arrival::Stanza(r) => {
+            let kind = match meerkat_bus::wire::kind(headers) {
+                Ok(RouteKind::Room) => RouteKind::Room,
+                _ => RouteKind::Remote,
+            };
+            republish(ctx, &r, kind, id).await
+        }
         Arrival::Handover { gateway } => {
             // The headers travel on as they came (the step, the session, the origin).
             let mut props = lapin::BasicProperties::default()

@@ -17,6 +17,7 @@ mod inter;
 mod jids;
 pub mod mam;
 mod metrics;
+mod muc;
 mod outbox;
 mod partition;
 mod pep;
@@ -42,6 +43,9 @@ pub use config::{Config, Peer};
 pub use handlers::blocking::BlockingRequest;
 pub use handlers::private::PrivateRequest;
 pub use handlers::vcard::VcardRequest;
+pub use muc::health::order as muc_home_order;
+pub use muc::request as muc_request;
+pub use muc::room::Config as RoomConfig;
 pub use pep::caps::{ver_of, verification_string, CapsRef};
 pub use pep::config::NodeConfig;
 pub use pep::form::Form;
@@ -68,6 +72,8 @@ pub(crate) struct Ctx {
     pub started: std::time::Instant,
     /// Verified entity capabilities this router has read (XEP-0115).
     pub caps: pep::caps::Cache,
+    /// The DCs declared down, which a room's home follows (muc/health.rs).
+    pub muc_liveness: muc::health::Liveness,
 }
 
 pub struct Router {
@@ -113,6 +119,7 @@ impl Router {
             blocking: blocking::Cache::default(),
             started: std::time::Instant::now(),
             caps: pep::caps::Cache::default(),
+            muc_liveness: muc::health::Liveness::default(),
             metrics,
             config,
         });
@@ -165,6 +172,11 @@ impl Router {
         tracker.spawn(blocking::listen(ctx.clone(), shutdown.clone()));
         tracker.spawn(inter::run(ctx.clone(), shutdown.clone(), consuming.clone()));
         tracker.spawn(archive::retention(ctx.clone(), shutdown.clone()));
+        tracker.spawn(muc::health::run(
+            ctx.clone(),
+            shutdown.clone(),
+            Arc::new(AtomicUsize::new(0)),
+        ));
         tracker.spawn(inter::run_returned(
             ctx.clone(),
             shutdown.clone(),

@@ -97,6 +97,10 @@ pub async fn route(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Result
     if carbons::is_returned_copy(inb) {
         return Ok(Outcome::Dropped);
     }
+    // To the MUC service, a room or an occupant: on to the room's home (muc/).
+    if let Some(outcome) = crate::muc::route(ctx, inb, out).await? {
+        return Ok(outcome);
+    }
     // Between a user and a contact it blocks, nothing goes further: not even to the archive.
     if let Some(refused) = blocked(ctx, inb, out).await? {
         return Ok(refused);
@@ -152,7 +156,10 @@ async fn no_to(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Result<Out
     match inb.kind {
         StanzaKind::Presence => match inb.ty {
             StanzaType::Available | StanzaType::Unavailable => {
-                presence::broadcast(ctx, inb, out).await
+                let outcome = presence::broadcast(ctx, inb, out).await?;
+                // Unavailable ends the presence the rooms were sent too: the user leaves them.
+                crate::muc::session_ended(ctx, inb, out).await?;
+                Ok(outcome)
             }
             _ => Ok(Outcome::Dropped),
         },

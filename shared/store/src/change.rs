@@ -100,6 +100,9 @@ pub enum Change {
         key: String,
         features: String,
     },
+    /// XEP-0045: rows of one room and a groupchat message for its archive, under the room's
+    /// lock (muc.rs).
+    Muc(crate::MucWrite),
 }
 
 /// What applying a change did.
@@ -324,6 +327,11 @@ impl Store {
             }
             Change::PutCaps { key, features } => {
                 records.push(pep::put_caps(&mut tx, key, features, &stamp).await?);
+                Outcome::Done
+            }
+            Change::Muc(w) => {
+                let (_, recs) = crate::muc::apply(&mut tx, w, &stamp).await?;
+                records.extend(recs);
                 Outcome::Done
             }
         };

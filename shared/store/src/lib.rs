@@ -10,6 +10,7 @@ mod accounts;
 mod archive;
 mod blocking;
 mod change;
+mod muc;
 mod offline;
 mod pep;
 mod personal;
@@ -30,6 +31,7 @@ pub use archive::{
 };
 pub use change::{Change, Outcome, RequestChange, SubSnapshot};
 pub use meerkat_wire::data::{Applied, Record, Stamp};
+pub use muc::{MucPut, MucTable, MucWrite};
 pub use offline::OfflineMessage;
 pub use pep::{LastPublished, PepChange, PepItem};
 pub use personal::LastActivity;

@@ -220,6 +220,22 @@ pub enum Record {
         stamp: Stamp,
         state: Option<DocState>,
     },
+    /// Since issue 19 (MUC, XEP-0045): one row of a room, `username` = the room's bare JID;
+    /// `key` '' = its configuration (JSON), `subject`, or `a\n<jid>` = an affiliation.
+    MucRoom {
+        username: String,
+        key: String,
+        stamp: Stamp,
+        state: Option<DocState>,
+    },
+    /// Since issue 19: one occupant of a room, `username` = the room's bare JID, `key` = the
+    /// nick, the occupant (JSON) as the body.
+    MucOccupant {
+        username: String,
+        key: String,
+        stamp: Stamp,
+        state: Option<DocState>,
+    },
 }
 
 impl Record {
@@ -237,7 +253,9 @@ impl Record {
             | Record::LastActivity { stamp, .. }
             | Record::PepNode { stamp, .. }
             | Record::PepItem { stamp, .. }
-            | Record::Caps { stamp, .. } => stamp,
+            | Record::Caps { stamp, .. }
+            | Record::MucRoom { stamp, .. }
+            | Record::MucOccupant { stamp, .. } => stamp,
         }
     }
 
@@ -255,7 +273,9 @@ impl Record {
             | Record::LastActivity { username, .. }
             | Record::PepNode { username, .. }
             | Record::PepItem { username, .. }
-            | Record::Caps { username, .. } => username,
+            | Record::Caps { username, .. }
+            | Record::MucRoom { username, .. }
+            | Record::MucOccupant { username, .. } => username,
         }
     }
 
@@ -289,7 +309,9 @@ impl Record {
             | Record::LastActivity { .. }
             | Record::PepNode { .. }
             | Record::PepItem { .. }
-            | Record::Caps { .. } => None,
+            | Record::Caps { .. }
+            | Record::MucRoom { .. }
+            | Record::MucOccupant { .. } => None,
         }
     }
 }

@@ -37,6 +37,12 @@ pub enum RouteKind {
     /// a step of handing a stream-managed session over to the gateway where its client resumed
     /// ([`crate::handover`]). Since wire 1.1.
     Handover,
+    /// Route: a stanza for a multi-user chat room (or one of its occupants) on its way to the
+    /// room's home DC, published by the router that took it from its sender, routing key =
+    /// the room's bare JID: the room's partition at its home handles the room's stanzas one at
+    /// a time (docs/muc.md). `x-meerkat-session`/`-session-version` name the sender's session.
+    /// Since issue 19.
+    Room,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -45,7 +51,7 @@ pub struct UnknownKind(pub String);
 
 impl RouteKind {
     /// Every kind this version knows.
-    pub const ALL: [RouteKind; 8] = [
+    pub const ALL: [RouteKind; 9] = [
         RouteKind::Stanza,
         RouteKind::Bounce,
         RouteKind::Remote,
@@ -54,6 +60,7 @@ impl RouteKind {
         RouteKind::LocalPresence,
         RouteKind::Offline,
         RouteKind::Handover,
+        RouteKind::Room,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +73,7 @@ impl RouteKind {
             RouteKind::LocalPresence => "local-presence",
             RouteKind::Offline => "offline",
             RouteKind::Handover => "handover",
+            RouteKind::Room => "room",
         }
     }
 

@@ -295,3 +295,68 @@ async fn messages_sent_across_a_partition_arrive_when_it_heals() {
     assert_eq!(got.get(&to_alice[0]), Some(&1), "alice got {got:?}");
     m.stop().await.unwrap();
 }
+
+/// A new room name whose home, with both DCs up, is `home`.
+fn room_homed_at(home: &str) -> String {
+    loop {
+        let room = format!("{}@conference.example.com", user("room"));
+        if router::muc_home_order(&room, ["dc1", "dc2"])[0] == home {
+            return room;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rooms_home_dies_and_the_room_goes_on_at_the_other_dc() {
+    use meerkat_testkit::mam;
+    use meerkat_testkit::muc::{codes, create, groupchat, is_groupchat_from, join};
+
+    let mut m = multi(2).await;
+    let (a, b) = crate::accounts_apart(m.dc(1), m.dc(2)).await;
+    let mut alice = available(m.dc(1), &a, "phone").await;
+    let mut bob = available(m.dc(2), &b, "car").await;
+    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
+    let room = room_homed_at("dc2");
+    create(&mut alice, &room, "alice").await.unwrap();
+    join(&mut bob, &room, "bob").await.unwrap();
+    alice.send(&groupchat(&room, "before")).await.unwrap();
+    alice
+        .expect("reflection", is_groupchat_from(&room))
+        .await
+        .unwrap();
+    bob.expect("message", is_groupchat_from(&room))
+        .await
+        .unwrap();
+    // DC 1 has the room's state and archive (replicated from its home, DC 2).
+    let s1 = crate::store(m.dc(1)).await;
+    crate::eventually("the archive reached DC 1", CONVERGE, || async {
+        let q = meerkat_store::ArchiveQuery::all(&room, 10);
+        s1.archive_query(&q).await.unwrap().unwrap().items.len() == 1
+    })
+    .await;
+
+    // The home dies: Alice sees Bob (at the dead DC) leave with 333; the room goes on at DC 1.
+    m.kill_dc(2);
+    let bob_occ = format!("{room}/bob");
+    let left = alice
+        .expect_within(TOLD, "bob removed", |e| {
+            e.attr("from") == Some(bob_occ.as_str()) && e.attr("type") == Some("unavailable")
+        })
+        .await
+        .unwrap();
+    assert!(codes(&left).contains(&333), "{left}");
+    alice.send(&groupchat(&room, "after")).await.unwrap();
+    let after = alice
+        .expect_within(SETTLED, "reflection from the new home", |e| {
+            is_groupchat_from(&room)(e)
+                && e.child_text("body", ns::CLIENT).as_deref() == Some("after")
+        })
+        .await
+        .unwrap();
+    assert!(mam::stanza_id(&after, &room).is_some_and(|id| id.ends_with("-dc1")));
+    // The archive keeps what was reflected before, and goes on.
+    let page = mam::run_at(&mut alice, Some(&room), mam::query("q", &[], &[]))
+        .await
+        .unwrap();
+    assert_eq!(page.bodies(), ["before", "after"]);
+}

@@ -32,6 +32,7 @@ mod shared {
     mod chat;
     mod data;
     mod interop;
+    mod muc;
     mod pep;
     mod personal;
     mod presence;

@@ -12,6 +12,7 @@ mod delivery;
 mod flood;
 mod hostile;
 mod interop;
+mod muc;
 mod offline;
 mod pep;
 mod personal;

@@ -82,7 +82,10 @@ pub async fn handle(
             }
             iq_result_with(&inb.el, m)
         }
-        MamRequest::Query(q) => return query(ctx, inb, out, owner, q).await,
+        MamRequest::Query(q) => {
+            let from = inb.from_bare.clone();
+            return query(ctx, inb, out, owner, &from, q).await;
+        }
     };
     let mut answer = answer;
     if answer.attr("to").is_none() {
@@ -92,11 +95,14 @@ pub async fn handle(
     Ok(Outcome::Handled)
 }
 
-async fn query(
+/// Answers query `q` of `owner`'s archive; the result messages come from `from` (the
+/// archive's JID: the user's bare JID, or a room's).
+pub async fn query(
     ctx: &Ctx,
     inb: &Inbound,
     out: &mut Outbox,
     owner: String,
+    from: &str,
     q: mam::Query,
 ) -> anyhow::Result<Outcome> {
     let aq = ArchiveQuery { owner, ..q.search };
@@ -121,7 +127,7 @@ async fn query(
         );
         let msg = Element::new("message", ns::CLIENT)
             .with_attr("to", inb.from.clone())
-            .with_attr("from", inb.from_bare.clone())
+            .with_attr("from", from)
             .with_attr("id", uuid::Uuid::new_v4().to_string())
             .with_child(result);
         reply(ctx, inb, out, &msg);

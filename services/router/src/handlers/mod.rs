@@ -21,7 +21,7 @@ pub mod time;
 pub mod vcard;
 pub mod version;
 
-use meerkat_xmpp::{ns, StanzaError, StanzaType};
+use meerkat_xmpp::{ns, Element, StanzaError, StanzaType};
 
 use crate::inbound::Inbound;
 use crate::jids::Addr;
@@ -86,6 +86,12 @@ pub async fn server_iq(
                 let nodes = match &entity {
                     Entity::Account { bare, .. } if req.node.is_none() => {
                         pep::node_items(ctx, bare, &inb.from_bare).await?
+                    }
+                    // The MUC service (XEP-0045 §6.1).
+                    Entity::Server if req.node.is_none() && ctx.config.muc => {
+                        vec![Element::new("item", ns::DISCO_ITEMS)
+                            .with_attr("jid", ctx.config.muc_domain())
+                            .with_attr("name", "Chatrooms")]
                     }
                     _ => Vec::new(),
                 };

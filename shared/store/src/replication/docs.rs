@@ -109,6 +109,33 @@ pub(crate) static CAPS: Doc = Doc {
     },
 };
 
+/// A room's configuration, subject and affiliations (XEP-0045): owned by no account (the
+/// `username` is the room's bare JID).
+pub(crate) static MUC_ROOM: Doc = Doc {
+    name: "muc_room",
+    table: "muc_rooms",
+    derived: None,
+    record: |username, key, stamp, state| Record::MucRoom {
+        username,
+        key,
+        stamp,
+        state,
+    },
+};
+
+/// A room's occupants, keyed by nick.
+pub(crate) static MUC_OCCUPANT: Doc = Doc {
+    name: "muc_occupant",
+    table: "muc_occupants",
+    derived: None,
+    record: |username, key, stamp, state| Record::MucOccupant {
+        username,
+        key,
+        stamp,
+        state,
+    },
+};
+
 /// (kind name, username, key, state) of a personal document's record.
 fn parts(rec: &Record) -> Option<(&'static str, &str, &str, Option<&DocState>)> {
     match rec {
@@ -142,6 +169,18 @@ fn parts(rec: &Record) -> Option<(&'static str, &str, &str, Option<&DocState>)> 
             state,
             ..
         } => Some((CAPS.name, username, key, state.as_ref())),
+        Record::MucRoom {
+            username,
+            key,
+            state,
+            ..
+        } => Some((MUC_ROOM.name, username, key, state.as_ref())),
+        Record::MucOccupant {
+            username,
+            key,
+            state,
+            ..
+        } => Some((MUC_OCCUPANT.name, username, key, state.as_ref())),
         _ => None,
     }
 }

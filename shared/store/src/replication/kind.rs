@@ -70,6 +70,8 @@ pub(crate) static KINDS: &[&dyn Kind] = &[
     &super::docs::PEP_NODE,
     &super::docs::PEP_ITEM,
     &super::docs::CAPS,
+    &super::docs::MUC_ROOM,
+    &super::docs::MUC_OCCUPANT,
 ];
 
 /// The kind of `rec`.

@@ -26,7 +26,9 @@ pub(crate) use accounts::{account_created, account_deleted, account_record};
 pub(crate) use archive::archive_prefs_put;
 pub(crate) use blocking::{block_removed, unblock_key};
 pub use copy::FullCopy;
-pub(crate) use docs::{Doc, CAPS, LAST, PEP_ITEM, PEP_NODE, PRIVATE, VCARD};
+pub(crate) use docs::{
+    Doc, CAPS, LAST, MUC_OCCUPANT, MUC_ROOM, PEP_ITEM, PEP_NODE, PRIVATE, VCARD,
+};
 pub(crate) use offline::offline_removed;
 pub(crate) use requests::{request_put, request_removed};
 pub(crate) use roster::{parts_of, roster_put, roster_record, roster_removed};

@@ -1,0 +1,1230 @@
+//! The home's handling of a room's stanzas (XEP-0045), one at a time in the room's partition:
+//! read the room, decide, write the change (with the archived message) in one transaction,
+//! then queue the reflections and broadcasts, in the room's order, to each occupant's session
+//! wherever it is.
+
+use meerkat_store::{MucPut, MucWrite};
+use meerkat_xmpp::stanza::{iq_result, iq_result_with};
+use meerkat_xmpp::{ns, Element, StanzaError, StanzaKind, StanzaType};
+
+use super::request::{AdminRequest, Invite, Join, OwnerRequest};
+use super::room::{aff_key, Affiliation, Config, Occupant, Role, Room, SUBJECT_KEY};
+use super::{NS_ADMIN, NS_MUC, NS_OWNER, NS_PURGE, NS_SELF_PING, NS_USER};
+use crate::inbound::Inbound;
+use crate::jids::Addr;
+use crate::metrics::Outcome;
+use crate::outbox::{Outbox, Target};
+use crate::reply::{error, reply};
+use crate::Ctx;
+
+fn stamp(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Queues `el` for the session of the full JID `jid`; false when it has none.
+fn deliver(ctx: &Ctx, out: &mut Outbox, jid: &str, el: &Element) -> bool {
+    let target = ctx.sessions.read().session(jid).map(Target::from);
+    match target {
+        Some(t) => {
+            out.deliver(t, el);
+            true
+        }
+        None => false,
+    }
+}
+
+fn answer(ctx: &Ctx, inb: &Inbound, out: &mut Outbox, r: Result<Element, StanzaError>) -> Outcome {
+    match r {
+        Ok(mut el) => {
+            if el.attr("to").is_none() {
+                el.set_attr("to", inb.from.clone());
+            }
+            reply(ctx, inb, out, &el);
+            Outcome::Handled
+        }
+        Err(e) => error(ctx, inb, out, e),
+    }
+}
+
+/// The service itself (`conference.<domain>`): disco info and items (the public rooms).
+pub async fn service(
+    ctx: &Ctx,
+    inb: &Inbound,
+    out: &mut Outbox,
+    addr: &Addr,
+) -> anyhow::Result<Outcome> {
+    match inb.kind {
+        StanzaKind::Presence => return Ok(Outcome::Dropped),
+        StanzaKind::Message => return Ok(error(ctx, inb, out, StanzaError::service_unavailable())),
+        StanzaKind::Iq if !inb.ty.is_request() => return Ok(Outcome::Dropped),
+        StanzaKind::Iq => {}
+    }
+    let Some(payload) = single_payload(&inb.el) else {
+        return Ok(error(ctx, inb, out, StanzaError::bad_request()));
+    };
+    let r = match (payload.ns(), inb.ty) {
+        (ns::DISCO_INFO, StanzaType::Get) if payload.attr("node").is_none() => {
+            let mut q = Element::new("query", ns::DISCO_INFO).with_child(
+                Element::new("identity", ns::DISCO_INFO)
+                    .with_attr("category", "conference")
+                    .with_attr("type", "text")
+                    .with_attr("name", "Chatrooms"),
+            );
+            for f in [ns::DISCO_INFO, ns::DISCO_ITEMS, NS_MUC, ns::PING] {
+                q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
+            }
+            Ok(iq_result_with(&inb.el, q))
+        }
+        (ns::DISCO_ITEMS, StanzaType::Get) if payload.attr("node").is_none() => {
+            let mut q = Element::new("query", ns::DISCO_ITEMS);
+            for (jid, body) in ctx.store.muc_rooms().await? {
+                let Ok(c) = serde_json::from_str::<Config>(&body) else {
+                    continue;
+                };
+                if !c.public || c.locked {
+                    continue;
+                }
+                let name = if c.name.is_empty() {
+                    crate::jids::split_bare(&jid).0.unwrap_or("").to_owned()
+                } else {
+                    c.name
+                };
+                q.push_child(
+                    Element::new("item", ns::DISCO_ITEMS)
+                        .with_attr("jid", jid)
+                        .with_attr("name", name),
+                );
+            }
+            Ok(iq_result_with(&inb.el, q))
+        }
+        (ns::PING, StanzaType::Get) => Ok(iq_result(&inb.el)),
+        (ns::DISCO_INFO | ns::DISCO_ITEMS, _) => Err(StanzaError::item_not_found()),
+        _ => Err(StanzaError::service_unavailable()),
+    };
+    let _ = addr;
+    Ok(answer(ctx, inb, out, r))
+}
+
+fn single_payload(el: &Element) -> Option<&Element> {
+    let mut c = el.children();
+    match (c.next(), c.next()) {
+        (Some(p), None) => Some(p),
+        _ => None,
+    }
+}
+
+/// What one handling changes and sends, applied by [`Handling::finish`].
+struct Handling<'a> {
+    ctx: &'a Ctx,
+    room: Room,
+    write: MucWrite,
+    /// Occupants whose session is gone, found while sending: removed afterwards (333).
+    ghosts: Vec<String>,
+}
+
+impl<'a> Handling<'a> {
+    async fn new(ctx: &'a Ctx, jid: &str) -> anyhow::Result<Handling<'a>> {
+        Ok(Handling {
+            ctx,
+            room: Room::load(ctx, jid).await?,
+            write: MucWrite {
+                room: jid.to_owned(),
+                ..MucWrite::default()
+            },
+            ghosts: Vec::new(),
+        })
+    }
+
+    fn put_occupant(&mut self, nick: &str, o: Option<Occupant>) {
+        let body = o
+            .as_ref()
+            .map(|o| serde_json::to_string(o).unwrap_or_default());
+        match o {
+            Some(o) => self.room.occupants.insert(nick.to_owned(), o),
+            None => self.room.occupants.remove(nick),
+        };
+        self.write.puts.push(MucPut::occupant(nick, body));
+    }
+
+    fn put_config(&mut self, c: Config) {
+        self.write.puts.push(MucPut::room(
+            "",
+            Some(serde_json::to_string(&c).unwrap_or_default()),
+        ));
+        self.room.config = Some(c);
+    }
+
+    fn put_affiliation(&mut self, bare: &str, a: Affiliation) {
+        let body = (a != Affiliation::None).then(|| a.as_str().to_owned());
+        if a == Affiliation::None {
+            self.room.affiliations.remove(bare);
+        } else {
+            self.room.affiliations.insert(bare.to_owned(), a);
+        }
+        self.write.puts.push(MucPut::room(&aff_key(bare), body));
+    }
+
+    /// Writes what was changed; the archive id when a message was archived.
+    async fn commit(&mut self) -> anyhow::Result<Option<String>> {
+        if self.write.puts.is_empty() && self.write.archive.is_none() {
+            return Ok(None);
+        }
+        let w = std::mem::replace(
+            &mut self.write,
+            MucWrite {
+                room: self.room.jid.clone(),
+                ..MucWrite::default()
+            },
+        );
+        Ok(self.ctx.store.muc_write(w).await?)
+    }
+
+    fn config(&self) -> Config {
+        self.room.config.clone().unwrap_or_default()
+    }
+
+    /// Sends `el` to the occupant `nick`; remembers it as a ghost if its session is gone.
+    fn send(&mut self, out: &mut Outbox, nick: &str, el: &Element) {
+        let Some(o) = self.room.occupants.get(nick) else {
+            return;
+        };
+        let mut el = el.clone();
+        el.set_attr("to", o.jid.clone());
+        if !deliver(self.ctx, out, &o.jid, &el) && !self.ghosts.iter().any(|g| g == nick) {
+            self.ghosts.push(nick.to_owned());
+        }
+    }
+
+    /// The presence of occupant `nick` as `viewer` sees it, with status `codes`.
+    fn presence_of(&self, nick: &str, o: &Occupant, viewer: &str, codes: &[u16]) -> Element {
+        let mut p =
+            Element::parse(&o.presence).unwrap_or_else(|_| Element::new("presence", ns::CLIENT));
+        p.remove_children(|c| c.ns() == NS_USER || c.ns() == NS_MUC);
+        p.remove_attr("id");
+        p.set_attr("from", format!("{}/{nick}", self.room.jid));
+        let item = self.item(o, viewer);
+        let mut x = Element::new("x", NS_USER).with_child(item);
+        for c in codes {
+            x.push_child(Element::new("status", NS_USER).with_attr("code", c.to_string()));
+        }
+        p.push_child(x);
+        p
+    }
+
+    /// An occupant's `<item/>` as the occupant `viewer` sees it: the real JID to everyone in a
+    /// non-anonymous room, else to moderators only.
+    fn item(&self, o: &Occupant, viewer: &str) -> Element {
+        let mut item = Element::new("item", NS_USER)
+            .with_attr("affiliation", self.room.affiliation(&o.bare()).as_str())
+            .with_attr("role", o.role.clone());
+        let sees = self.config().whois_anyone
+            || self
+                .room
+                .occupants
+                .get(viewer)
+                .is_some_and(|v| v.role() == Role::Moderator);
+        if sees {
+            item.set_attr("jid", o.jid.clone());
+        }
+        item
+    }
+
+    /// Every occupant gets `nick`'s presence (`codes`; `own` added for the occupant itself).
+    fn broadcast_presence(&mut self, out: &mut Outbox, nick: &str, codes: &[u16], own: &[u16]) {
+        let Some(o) = self.room.occupants.get(nick).cloned() else {
+            return;
+        };
+        let viewers: Vec<String> = self.room.occupants.keys().cloned().collect();
+        for v in viewers {
+            let mut c = codes.to_vec();
+            if v == nick {
+                c.extend_from_slice(own);
+            }
+            let p = self.presence_of(nick, &o, &v, &c);
+            self.send(out, &v, &p);
+        }
+    }
+
+    /// Unavailable presence of the gone occupant `o` (already removed) to everyone left, and
+    /// to itself (`to_self`) with 110.
+    fn broadcast_leave(
+        &mut self,
+        out: &mut Outbox,
+        nick: &str,
+        o: &Occupant,
+        codes: &[u16],
+        extra: Option<Element>,
+        to_self: bool,
+    ) {
+        let viewers: Vec<String> = self.room.occupants.keys().cloned().collect();
+        let leave = |h: &Self, viewer: &str, c: &[u16]| {
+            let mut p = Element::new("presence", ns::CLIENT)
+                .with_attr("type", "unavailable")
+                .with_attr("from", format!("{}/{nick}", h.room.jid));
+            let mut item = h.item(o, viewer);
+            item.set_attr("role", "none");
+            let mut x = Element::new("x", NS_USER).with_child(item);
+            if let Some(e) = &extra {
+                x.push_child(e.clone());
+            }
+            for code in c {
+                x.push_child(Element::new("status", NS_USER).with_attr("code", code.to_string()));
+            }
+            p.push_child(x);
+            p
+        };
+        for v in viewers {
+            let p = leave(self, &v, codes);
+            self.send(out, &v, &p);
+        }
+        if to_self {
+            let mut c = codes.to_vec();
+            c.push(110);
+            let mut p = leave(self, nick, &c);
+            p.set_attr("to", o.jid.clone());
+            deliver(self.ctx, out, &o.jid, &p);
+        }
+    }
+
+    /// Removes the occupants whose sessions are gone (found while sending), telling the
+    /// others with status 333 (XEP-0045: removed because of a technical problem).
+    async fn finish(mut self, out: &mut Outbox) -> anyhow::Result<()> {
+        self.commit().await?;
+        let mut rounds = 0;
+        while !self.ghosts.is_empty() && rounds < 3 {
+            rounds += 1;
+            let ghosts = std::mem::take(&mut self.ghosts);
+            let mut gone = Vec::new();
+            for nick in ghosts {
+                if let Some(o) = self.room.occupants.get(&nick).cloned() {
+                    self.put_occupant(&nick, None);
+                    gone.push((nick, o));
+                }
+            }
+            self.commit().await?;
+            for (nick, o) in gone {
+                self.broadcast_leave(out, &nick, &o, &[333], None, false);
+            }
+        }
+        self.destroy_if_empty().await
+    }
+
+    /// A temporary room goes when its last occupant does.
+    async fn destroy_if_empty(&mut self) -> anyhow::Result<()> {
+        let Some(c) = &self.room.config else {
+            return Ok(());
+        };
+        if c.persistent || !self.room.occupants.is_empty() {
+            return Ok(());
+        }
+        self.delete_room();
+        self.commit().await?;
+        Ok(())
+    }
+
+    fn delete_room(&mut self) {
+        self.write.puts.push(MucPut::room("", None));
+        if self.room.subject.take().is_some() {
+            self.write.puts.push(MucPut::room(SUBJECT_KEY, None));
+        }
+        for bare in std::mem::take(&mut self.room.affiliations).into_keys() {
+            self.write.puts.push(MucPut::room(&aff_key(&bare), None));
+        }
+        for nick in std::mem::take(&mut self.room.occupants).into_keys() {
+            self.write.puts.push(MucPut::occupant(&nick, None));
+        }
+        self.room.config = None;
+    }
+}
+
+/// A stanza for the room `addr.bare` (or one of its occupants), at the room's home.
+pub async fn room(
+    ctx: &Ctx,
+    inb: &Inbound,
+    out: &mut Outbox,
+    addr: &Addr,
+) -> anyhow::Result<Outcome> {
+    let mut h = Handling::new(ctx, &addr.bare).await?;
+    // The router's own order: a DC was declared down.
+    if inb.from == addr.bare {
+        if let Some(p) = inb.el.get_child("purge", NS_PURGE) {
+            let dc = p.attr("dc").unwrap_or("").to_owned();
+            let dead: Vec<String> = h
+                .room
+                .occupants
+                .iter()
+                .filter(|(_, o)| o.dc == dc)
+                .map(|(n, _)| n.clone())
+                .collect();
+            h.ghosts = dead;
+            h.finish(out).await?;
+            return Ok(Outcome::Handled);
+        }
+        return Ok(Outcome::Dropped);
+    }
+    let outcome = match (inb.kind, &addr.resource) {
+        (StanzaKind::Presence, Some(nick)) => presence(&mut h, inb, out, nick).await?,
+        (StanzaKind::Presence, None) => Outcome::Dropped,
+        (StanzaKind::Message, None) => message(&mut h, inb, out).await?,
+        (StanzaKind::Message, Some(nick)) => private(&mut h, inb, out, nick),
+        (StanzaKind::Iq, None) => iq(&mut h, inb, out).await?,
+        (StanzaKind::Iq, Some(nick)) => occupant_iq(&h, inb, out, nick),
+    };
+    h.finish(out).await?;
+    Ok(outcome)
+}
+
+/// Presence to `room/nick`: join, presence change, nick change, leave.
+async fn presence(
+    h: &mut Handling<'_>,
+    inb: &Inbound,
+    out: &mut Outbox,
+    nick: &str,
+) -> anyhow::Result<Outcome> {
+    let ctx = h.ctx;
+    let current = h.room.nick_of(&inb.from).map(str::to_owned);
+    match inb.ty {
+        StanzaType::Unavailable => {
+            let Some(current) = current else {
+                return Ok(Outcome::Dropped);
+            };
+            let Some(o) = h.room.occupants.get(&current).cloned() else {
+                return Ok(Outcome::Dropped);
+            };
+            h.put_occupant(&current, None);
+            h.commit().await?;
+            h.broadcast_leave(out, &current, &o, &[], None, true);
+            Ok(Outcome::Handled)
+        }
+        StanzaType::Available => {
+            if nick.trim().is_empty() {
+                return Ok(error(ctx, inb, out, StanzaError::jid_malformed()));
+            }
+            if nick.chars().count() > ctx.config.max_nick_chars as usize {
+                return Ok(error(ctx, inb, out, StanzaError::not_acceptable()));
+            }
+            let mut stored = inb.el.clone();
+            stored.remove_children(|c| c.ns() == NS_MUC || c.ns() == NS_USER);
+            for a in ["to", "from", "id"] {
+                stored.remove_attr(a);
+            }
+            match current {
+                Some(c) if c == nick => {
+                    // A presence change of an occupant.
+                    let mut o = h.room.occupants[&c].clone();
+                    o.presence = stored.to_xml();
+                    h.put_occupant(&c, Some(o));
+                    h.commit().await?;
+                    h.broadcast_presence(out, &c, &[], &[110]);
+                    Ok(Outcome::Handled)
+                }
+                Some(old) => {
+                    // A nick change (XEP-0045 §7.6).
+                    if h.room.occupants.contains_key(nick) {
+                        return Ok(error(ctx, inb, out, StanzaError::conflict()));
+                    }
+                    let mut o = h.room.occupants[&old].clone();
+                    o.presence = stored.to_xml();
+                    h.put_occupant(&old, None);
+                    h.put_occupant(nick, Some(o.clone()));
+                    h.commit().await?;
+                    let mut new_item = Element::new("x", NS_USER);
+                    new_item.set_attr("nick", nick);
+                    // 303 with the new nick in the item.
+                    let viewers: Vec<String> = h.room.occupants.keys().cloned().collect();
+                    for v in viewers {
+                        let mut item = h.item(&o, &v);
+                        item.set_attr("nick", nick);
+                        item.set_attr("role", o.role.clone());
+                        let mut x = Element::new("x", NS_USER)
+                            .with_child(item)
+                            .with_child(Element::new("status", NS_USER).with_attr("code", "303"));
+                        if v == nick {
+                            x.push_child(Element::new("status", NS_USER).with_attr("code", "110"));
+                        }
+                        let p = Element::new("presence", ns::CLIENT)
+                            .with_attr("type", "unavailable")
+                            .with_attr("from", format!("{}/{old}", h.room.jid))
+                            .with_child(x);
+                        h.send(out, &v, &p);
+                    }
+                    h.broadcast_presence(out, nick, &[], &[110]);
+                    Ok(Outcome::Handled)
+                }
+                None => join(h, inb, out, nick, stored).await,
+            }
+        }
+        // Presence errors from an occupant's client: it is gone (XEP-0045 §7.2.x, ghosts).
+        StanzaType::Error => {
+            if let Some(c) = current {
+                h.ghosts.push(c);
+            }
+            Ok(Outcome::Dropped)
+        }
+        _ => Ok(Outcome::Dropped),
+    }
+}
+
+async fn join(
+    h: &mut Handling<'_>,
+    inb: &Inbound,
+    out: &mut Outbox,
+    nick: &str,
+    stored: Element,
+) -> anyhow::Result<Outcome> {
+    let ctx = h.ctx;
+    let req = Join::parse(&inb.el);
+    let bare = inb.from_bare.clone();
+    if h.room.occupants.contains_key(nick) {
+        return Ok(error(ctx, inb, out, StanzaError::conflict()));
+    }
+    let mut created = false;
+    match &h.room.config {
+        None => {
+            // XEP-0045 §10.1: the first to enter creates it, locked until configured.
+            let made = ctx.store.muc_rooms_created_by(&bare).await?;
+            if made >= i64::from(ctx.config.max_rooms_per_user) {
+                return Ok(error(ctx, inb, out, StanzaError::not_allowed()));
+            }
+            let config = Config {
+                locked: req.muc,
+                creator: bare.clone(),
+                created_ms: now_ms(),
+                max_users: ctx.config.max_room_occupants,
+                history_length: ctx.config.max_room_history.min(20),
+                ..Config::default()
+            };
+            h.put_config(config);
+            h.put_affiliation(&bare, Affiliation::Owner);
+            created = true;
+        }
+        Some(c) => {
+            let aff = h.room.affiliation(&bare);
+            if c.locked && aff != Affiliation::Owner {
+                return Ok(error(ctx, inb, out, StanzaError::item_not_found()));
+            }
+            if aff == Affiliation::Outcast {
+                return Ok(error(ctx, inb, out, StanzaError::forbidden()));
+            }
+            if c.members_only && aff < Affiliation::Member {
+                return Ok(error(
+                    ctx,
+                    inb,
+                    out,
+                    StanzaError::new(
+                        meerkat_xmpp::error::ErrorType::Auth,
+                        "registration-required",
+                    ),
+                ));
+            }
+            if c.password_protected
+                && aff != Affiliation::Owner
+                && req.password.as_deref() != Some(c.password.as_str())
+            {
+                return Ok(error(ctx, inb, out, StanzaError::not_authorized()));
+            }
+            if h.room.occupants.len() >= c.max_users as usize && aff < Affiliation::Admin {
+                return Ok(error(ctx, inb, out, StanzaError::service_unavailable()));
+            }
+        }
+    }
+    let config = h.config();
+    let aff = h.room.affiliation(&bare);
+    let o = Occupant {
+        jid: inb.from.clone(),
+        role: Role::default_for(aff, &config).as_str().to_owned(),
+        presence: stored.to_xml(),
+        dc: ctx
+            .sessions
+            .read()
+            .session(&inb.from)
+            .map_or_else(|| ctx.config.dc.clone(), |s| s.dc.clone()),
+    };
+    let others: Vec<String> = h.room.occupants.keys().cloned().collect();
+    h.put_occupant(nick, Some(o.clone()));
+    h.commit().await?;
+    // The occupants' presence to the newcomer, then its own to everyone (XEP-0045 §7.2.3).
+    for other in &others {
+        let oo = h.room.occupants[other].clone();
+        let mut p = h.presence_of(other, &oo, nick, &[]);
+        p.set_attr("to", inb.from.clone());
+        deliver(ctx, out, &inb.from, &p);
+    }
+    let mut own = vec![110];
+    if config.whois_anyone {
+        own.push(100);
+    }
+    if config.logging {
+        own.push(170);
+    }
+    if created {
+        own.push(201);
+    }
+    h.broadcast_presence(out, nick, &[], &own);
+    if !created {
+        history(h, inb, out, &req, &config).await?;
+    }
+    // The subject, always (an empty one when none: §7.2.15).
+    let subject = match &h.room.subject {
+        Some(s) => Element::parse(s).ok(),
+        None => None,
+    }
+    .unwrap_or_else(|| {
+        Element::new("message", ns::CLIENT)
+            .with_attr("from", h.room.jid.clone())
+            .with_attr("type", "groupchat")
+            .with_child(Element::new("subject", ns::CLIENT))
+    });
+    h.send(out, nick, &subject);
+    Ok(Outcome::Handled)
+}
+
+/// The room's history to a newcomer, from its archive, with `<delay/>` (XEP-0045 §7.2.15).
+async fn history(
+    h: &mut Handling<'_>,
+    inb: &Inbound,
+    out: &mut Outbox,
+    req: &Join,
+    config: &Config,
+) -> anyhow::Result<()> {
+    let ctx = h.ctx;
+    let mut max = config.history_length.min(ctx.config.max_room_history);
+    if let Some(m) = req.history.maxstanzas {
+        max = max.min(m);
+    }
+    if max == 0 {
+        return Ok(());
+    }
+    let mut q = meerkat_store::ArchiveQuery::all(&h.room.jid, max);
+    q.page = meerkat_store::Page::Last;
+    let since = match (req.history.seconds, req.history.since_ms) {
+        (Some(s), since) => Some((now_ms() - i64::from(s) * 1000).max(since.unwrap_or(0))),
+        (None, since) => since,
+    };
+    q.start_ms = since;
+    let Some(page) = ctx.store.archive_query(&q).await? else {
+        return Ok(());
+    };
+    let mut items: Vec<Element> = Vec::new();
+    let mut chars = 0usize;
+    for a in page.items.iter().rev() {
+        let Ok(mut m) = Element::parse(&a.stanza) else {
+            continue;
+        };
+        m.push_child(
+            Element::new("delay", ns::DELAY)
+                .with_attr("from", h.room.jid.clone())
+                .with_attr("stamp", stamp(a.at_ms)),
+        );
+        m.push_child(
+            Element::new("stanza-id", ns::SID)
+                .with_attr("by", h.room.jid.clone())
+                .with_attr("id", a.id.clone()),
+        );
+        m.set_attr("to", inb.from.clone());
+        chars += m.to_xml().len();
+        if req.history.maxchars.is_some_and(|c| chars > c as usize) {
+            break;
+        }
+        items.push(m);
+    }
+    for m in items.into_iter().rev() {
+        deliver(ctx, out, &inb.from, &m);
+    }
+    Ok(())
+}
+
+/// A message to the room: a groupchat message, a subject change, or an invitation.
+async fn message(h: &mut Handling<'_>, inb: &Inbound, out: &mut Outbox) -> anyhow::Result<Outcome> {
+    let ctx = h.ctx;
+    if inb.ty == StanzaType::Error {
+        if let Some(n) = h.room.nick_of(&inb.from) {
+            h.ghosts.push(n.to_owned());
+        }
+        return Ok(Outcome::Dropped);
+    }
+    if h.room.config.is_none() {
+        return Ok(error(ctx, inb, out, StanzaError::item_not_found()));
+    }
+    let Some(nick) = h.room.nick_of(&inb.from).map(str::to_owned) else {
+        if let Some(Ok(_)) = Invite::parse(&inb.el) {
+            return Ok(error(ctx, inb, out, StanzaError::not_acceptable()));
+        }
+        return Ok(error(ctx, inb, out, StanzaError::not_acceptable()));
+    };
+    let me = h.room.occupants[&nick].clone();
+    let config = h.config();
+    if inb.ty != StanzaType::Groupchat {
+        return match Invite::parse(&inb.el) {
+            Some(Ok(inv)) => invite(h, inb, out, &nick, &me, inv),
+            Some(Err(e)) => Ok(error(ctx, inb, out, e)),
+            None => Ok(error(ctx, inb, out, StanzaError::bad_request())),
+        };
+    }
+    if me.role() < Role::Participant {
+        return Ok(error(ctx, inb, out, StanzaError::forbidden()));
+    }
+    let body = inb.el.get_child("body", ns::CLIENT);
+    let subject = inb.el.get_child("subject", ns::CLIENT);
+    let mut m = Element::new("message", ns::CLIENT)
+        .with_attr("from", format!("{}/{nick}", h.room.jid))
+        .with_attr("type", "groupchat");
+    if let Some(id) = inb.el.attr("id") {
+        m.set_attr("id", id);
+    }
+    for c in inb.el.children() {
+        // A stanza id claiming the room is the room's to give (XEP-0359 §5).
+        if c.is("stanza-id", ns::SID) && c.attr("by") == Some(h.room.jid.as_str()) {
+            continue;
+        }
+        m.push_child(c.clone());
+    }
+    if let (Some(s), None) = (subject, body) {
+        if !config.change_subject && me.role() != Role::Moderator {
+            return Ok(error(ctx, inb, out, StanzaError::forbidden()));
+        }
+        if s.text().chars().count() > ctx.config.max_subject_chars as usize {
+            return Ok(error(ctx, inb, out, StanzaError::not_acceptable()));
+        }
+        h.room.subject = Some(m.to_xml());
+        h.write
+            .puts
+            .push(MucPut::room(SUBJECT_KEY, Some(m.to_xml())));
+        h.commit().await?;
+        for v in h.room.occupants.keys().cloned().collect::<Vec<_>>() {
+            h.send(out, &v, &m);
+        }
+        return Ok(Outcome::Handled);
+    }
+    // Archived before it is reflected: every reflection carries the archive's id.
+    if body.is_some() {
+        h.write.archive = Some((format!("{}/{nick}", h.room.jid), m.to_xml()));
+    }
+    let id = h.commit().await?;
+    if let Some(id) = id {
+        m.push_child(
+            Element::new("stanza-id", ns::SID)
+                .with_attr("by", h.room.jid.clone())
+                .with_attr("id", id),
+        );
+    }
+    for v in h.room.occupants.keys().cloned().collect::<Vec<_>>() {
+        h.send(out, &v, &m);
+    }
+    Ok(Outcome::Delivered)
+}
+
+/// A mediated invitation (XEP-0045 §7.8.2): the room sends it to each invitee.
+fn invite(
+    h: &mut Handling<'_>,
+    inb: &Inbound,
+    out: &mut Outbox,
+    _nick: &str,
+    me: &Occupant,
+    inv: Invite,
+) -> anyhow::Result<Outcome> {
+    let ctx = h.ctx;
+    let config = h.config();
+    let aff = h.room.affiliation(&me.bare());
+    if !config.allow_invites && me.role() != Role::Moderator && aff < Affiliation::Admin {
+        return Ok(error(ctx, inb, out, StanzaError::forbidden()));
+    }
+    for to in &inv.to {
+        let mut i = Element::new("invite", NS_USER).with_attr("from", me.bare());
+        if let Some(r) = &inv.reason {
+            i.push_child(Element::new("reason", NS_USER).with_text(r.clone()));
+        }
+        let mut x = Element::new("x", NS_USER).with_child(i);
+        if config.password_protected {
+            x.push_child(Element::new("password", NS_USER).with_text(config.password.clone()));
+        }
+        let m = Element::new("message", ns::CLIENT)
+            .with_attr("from", h.room.jid.clone())
+            .with_attr("to", to.clone())
+            .with_child(x);
+        let targets: Vec<Target> = ctx
+            .sessions
+            .read()
+            .available(to)
+            .into_iter()
+            .map(Target::from)
+            .collect();
+        for t in targets {
+            out.deliver(t, &m);
+        }
+    }
+    Ok(Outcome::Handled)
+}
+
+/// A private message through the room to `room/nick` (XEP-0045 §7.5).
+fn private(h: &mut Handling<'_>, inb: &Inbound, out: &mut Outbox, to_nick: &str) -> Outcome {
+    let ctx = h.ctx;
+    if matches!(inb.ty, StanzaType::Error) {
+        return Outcome::Dropped;
+    }
+    let Some(nick) = h.room.nick_of(&inb.from).map(str::to_owned) else {
+        return error(ctx, inb, out, StanzaError::not_acceptable());
+    };
+    if inb.ty == StanzaType::Groupchat {
+        return error(ctx, inb, out, StanzaError::bad_request());
+    }
+    if !h.config().allow_pm {
+        return error(ctx, inb, out, StanzaError::forbidden());
+    }
+    if !h.room.occupants.contains_key(to_nick) {
+        return error(ctx, inb, out, StanzaError::item_not_found());
+    }
+    let mut m = inb.el.clone();
+    m.set_attr("from", format!("{}/{nick}", h.room.jid));
+    if !m.has_child("x", NS_USER) {
+        m.push_child(Element::new("x", NS_USER));
+    }
+    h.send(out, to_nick, &m);
+    Outcome::Delivered
+}
+
+/// An iq to an occupant JID: the self-ping of XEP-0410 (answered by the room), else refused.
+fn occupant_iq(h: &Handling<'_>, inb: &Inbound, out: &mut Outbox, nick: &str) -> Outcome {
+    let ctx = h.ctx;
+    if !inb.ty.is_request() {
+        return Outcome::Dropped;
+    }
+    let joined = h.room.nick_of(&inb.from).is_some();
+    let ping = single_payload(&inb.el).is_some_and(|p| p.is("ping", ns::PING));
+    if !joined {
+        // XEP-0410 §3: not an occupant (any longer).
+        return error(ctx, inb, out, StanzaError::not_acceptable());
+    }
+    if ping && h.room.occupants.contains_key(nick) {
+        return answer(ctx, inb, out, Ok(iq_result(&inb.el)));
+    }
+    if !h.room.occupants.contains_key(nick) {
+        return error(ctx, inb, out, StanzaError::item_not_found());
+    }
+    error(ctx, inb, out, StanzaError::service_unavailable())
+}
+
+/// An iq to the room: disco, owner and admin requests, MAM, ping.
+async fn iq(h: &mut Handling<'_>, inb: &Inbound, out: &mut Outbox) -> anyhow::Result<Outcome> {
+    let ctx = h.ctx;
+    if !inb.ty.is_request() {
+        return Ok(Outcome::Dropped);
+    }
+    let Some(payload) = single_payload(&inb.el).cloned() else {
+        return Ok(error(ctx, inb, out, StanzaError::bad_request()));
+    };
+    let set = inb.ty == StanzaType::Set;
+    let Some(config) = h.room.config.clone() else {
+        return Ok(error(ctx, inb, out, StanzaError::item_not_found()));
+    };
+    let aff = h.room.affiliation(&inb.from_bare);
+    let joined = h.room.nick_of(&inb.from).map(str::to_owned);
+    let r = match payload.ns() {
+        ns::DISCO_INFO if !set && payload.attr("node").is_none() => {
+            Ok(iq_result_with(&inb.el, disco_info(h, &config)))
+        }
+        ns::DISCO_ITEMS if !set => Ok(iq_result_with(
+            &inb.el,
+            Element::new("query", ns::DISCO_ITEMS),
+        )),
+        ns::PING if !set => Ok(iq_result(&inb.el)),
+        ns::MAM => {
+            // XEP-0313 §5.1.2: the room's archive to its occupants, and to its members when
+            // it is members-only.
+            if joined.is_none() && aff < Affiliation::Member {
+                return Ok(error(ctx, inb, out, StanzaError::forbidden()));
+            }
+            match crate::mam::MamRequest::parse(inb.ty, &payload) {
+                Ok(crate::mam::MamRequest::Query(q)) => {
+                    let jid = h.room.jid.clone();
+                    return crate::handlers::archive::query(ctx, inb, out, jid.clone(), &jid, q)
+                        .await;
+                }
+                Ok(crate::mam::MamRequest::Form) => {
+                    Ok(iq_result_with(&inb.el, crate::mam::form_element()))
+                }
+                Ok(_) => Err(StanzaError::feature_not_implemented()),
+                Err(e) => Err(e),
+            }
+        }
+        NS_OWNER => {
+            if aff != Affiliation::Owner {
+                return Ok(error(ctx, inb, out, StanzaError::forbidden()));
+            }
+            match OwnerRequest::parse(set, &payload) {
+                Ok(req) => owner(h, inb, out, req, config).await?,
+                Err(e) => Err(e),
+            }
+        }
+        NS_ADMIN => match AdminRequest::parse(set, &payload) {
+            Ok(req) => admin(h, inb, out, req, joined.as_deref()).await?,
+            Err(e) => Err(e),
+        },
+        _ => Err(StanzaError::service_unavailable()),
+    };
+    Ok(answer(ctx, inb, out, r))
+}
+
+fn disco_info(h: &Handling<'_>, c: &Config) -> Element {
+    let name = if c.name.is_empty() {
+        crate::jids::split_bare(&h.room.jid)
+            .0
+            .unwrap_or("")
+            .to_owned()
+    } else {
+        c.name.clone()
+    };
+    let mut q = Element::new("query", ns::DISCO_INFO).with_child(
+        Element::new("identity", ns::DISCO_INFO)
+            .with_attr("category", "conference")
+            .with_attr("type", "text")
+            .with_attr("name", name),
+    );
+    let pick = |b: bool, y: &'static str, n: &'static str| if b { y } else { n };
+    for f in [
+        NS_MUC,
+        ns::DISCO_INFO,
+        ns::MAM,
+        ns::SID,
+        NS_SELF_PING,
+        pick(c.public, "muc_public", "muc_hidden"),
+        pick(c.persistent, "muc_persistent", "muc_temporary"),
+        pick(c.members_only, "muc_membersonly", "muc_open"),
+        pick(c.moderated, "muc_moderated", "muc_unmoderated"),
+        pick(
+            c.password_protected,
+            "muc_passwordprotected",
+            "muc_unsecured",
+        ),
+        pick(c.whois_anyone, "muc_nonanonymous", "muc_semianonymous"),
+    ] {
+        q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
+    }
+    let field = |var: &str, v: String| {
+        Element::new("field", ns::DATA_FORMS)
+            .with_attr("var", var)
+            .with_child(Element::new("value", ns::DATA_FORMS).with_text(v))
+    };
+    let form = Element::new("x", ns::DATA_FORMS)
+        .with_attr("type", "result")
+        .with_child(
+            field(
+                "FORM_TYPE",
+                "http://jabber.org/protocol/muc#roominfo".into(),
+            )
+            .with_attr("type", "hidden"),
+        )
+        .with_child(field("muc#roominfo_description", c.desc.clone()))
+        .with_child(field(
+            "muc#roominfo_occupants",
+            h.room.occupants.len().to_string(),
+        ))
+        .with_child(field(
+            "muc#roominfo_subject",
+            h.room
+                .subject
+                .as_deref()
+                .and_then(|s| Element::parse(s).ok())
+                .and_then(|m| m.child_text("subject", ns::CLIENT))
+                .unwrap_or_default(),
+        ));
+    q.push_child(form);
+    q
+}
+
+/// The configuration form with the room's values (XEP-0045 §10.2).
+fn config_form(c: &Config) -> Element {
+    let b = |v: bool| if v { "1" } else { "0" }.to_owned();
+    let fields: Vec<(&str, &str, String)> = vec![
+        (
+            "FORM_TYPE",
+            "hidden",
+            "http://jabber.org/protocol/muc#roomconfig".into(),
+        ),
+        ("muc#roomconfig_roomname", "text-single", c.name.clone()),
+        ("muc#roomconfig_roomdesc", "text-single", c.desc.clone()),
+        ("muc#roomconfig_persistentroom", "boolean", b(c.persistent)),
+        ("muc#roomconfig_publicroom", "boolean", b(c.public)),
+        ("muc#roomconfig_membersonly", "boolean", b(c.members_only)),
+        ("muc#roomconfig_moderatedroom", "boolean", b(c.moderated)),
+        (
+            "muc#roomconfig_passwordprotectedroom",
+            "boolean",
+            b(c.password_protected),
+        ),
+        (
+            "muc#roomconfig_roomsecret",
+            "text-private",
+            c.password.clone(),
+        ),
+        (
+            "muc#roomconfig_maxusers",
+            "text-single",
+            c.max_users.to_string(),
+        ),
+        (
+            "muc#roomconfig_whois",
+            "list-single",
+            if c.whois_anyone {
+                "anyone"
+            } else {
+                "moderators"
+            }
+            .into(),
+        ),
+        (
+            "muc#roomconfig_historylength",
+            "text-single",
+            c.history_length.to_string(),
+        ),
+        ("muc#roomconfig_enablelogging", "boolean", b(c.logging)),
+        (
+            "muc#roomconfig_changesubject",
+            "boolean",
+            b(c.change_subject),
+        ),
+        ("muc#roomconfig_allowinvites", "boolean", b(c.allow_invites)),
+        (
+            "muc#roomconfig_allowpm",
+            "list-single",
+            if c.allow_pm { "anyone" } else { "none" }.into(),
+        ),
+    ];
+    let mut x = Element::new("x", ns::DATA_FORMS).with_attr("type", "form");
+    for (var, ty, v) in fields {
+        let mut f = Element::new("field", ns::DATA_FORMS)
+            .with_attr("var", var)
+            .with_attr("type", ty)
+            .with_child(Element::new("value", ns::DATA_FORMS).with_text(v));
+        if var == "muc#roomconfig_whois" {
+            for o in ["moderators", "anyone"] {
+                f.push_child(
+                    Element::new("option", ns::DATA_FORMS)
+                        .with_child(Element::new("value", ns::DATA_FORMS).with_text(o)),
+                );
+            }
+        }
+        if var == "muc#roomconfig_allowpm" {
+            for o in ["anyone", "none"] {
+                f.push_child(
+                    Element::new("option", ns::DATA_FORMS)
+                        .with_child(Element::new("value", ns::DATA_FORMS).with_text(o)),
+                );
+            }
+        }
+        x.push_child(f);
+    }
+    Element::new("query", NS_OWNER).with_child(x)
+}
+
+async fn owner(
+    h: &mut Handling<'_>,
+    inb: &Inbound,
+    out: &mut Outbox,
+    req: OwnerRequest,
+    config: Config,
+) -> anyhow::Result<Result<Element, StanzaError>> {
+    let ctx = h.ctx;
+    Ok(match req {
+        OwnerRequest::Form => Ok(iq_result_with(&inb.el, config_form(&config))),
+        OwnerRequest::Cancel => {
+            // The instant room (§10.1.2): defaults, unlocked.
+            let mut c = config;
+            c.locked = false;
+            h.put_config(c);
+            h.commit().await?;
+            Ok(iq_result(&inb.el))
+        }
+        OwnerRequest::Submit(fields) => {
+            match super::request::apply_form(
+                &config,
+                &fields,
+                ctx.config.max_room_occupants,
+                ctx.config.max_room_history,
+            ) {
+                Ok(mut c) => {
+                    c.locked = false;
+                    let gone_public = config.whois_anyone != c.whois_anyone;
+                    h.put_config(c.clone());
+                    h.commit().await?;
+                    // §10.2.1: status 172/173 when the room's anonymity changed, 104 otherwise.
+                    let code = match (gone_public, c.whois_anyone) {
+                        (true, true) => "172",
+                        (true, false) => "173",
+                        _ => "104",
+                    };
+                    let m =
+                        Element::new("message", ns::CLIENT)
+                            .with_attr("from", h.room.jid.clone())
+                            .with_attr("type", "groupchat")
+                            .with_child(Element::new("x", NS_USER).with_child(
+                                Element::new("status", NS_USER).with_attr("code", code),
+                            ));
+                    for v in h.room.occupants.keys().cloned().collect::<Vec<_>>() {
+                        h.send(out, &v, &m);
+                    }
+                    Ok(iq_result(&inb.el))
+                }
+                Err(e) => Err(e),
+            }
+        }
+        OwnerRequest::Destroy { jid, reason } => {
+            let mut d = Element::new("destroy", NS_USER);
+            if let Some(j) = jid {
+                d.set_attr("jid", j);
+            }
+            if let Some(r) = reason {
+                d.push_child(Element::new("reason", NS_USER).with_text(r));
+            }
+            let occupants = std::mem::take(&mut h.room.occupants);
+            for (nick, o) in &occupants {
+                let mut item = Element::new("item", NS_USER)
+                    .with_attr("affiliation", "none")
+                    .with_attr("role", "none");
+                item.remove_attr("jid");
+                let p = Element::new("presence", ns::CLIENT)
+                    .with_attr("type", "unavailable")
+                    .with_attr("from", format!("{}/{nick}", h.room.jid))
+                    .with_attr("to", o.jid.clone())
+                    .with_child(
+                        Element::new("x", NS_USER)
+                            .with_child(item)
+                            .with_child(d.clone()),
+                    );
+                deliver(ctx, out, &o.jid, &p);
+            }
+            h.room.occupants = occupants;
+            h.delete_room();
+            h.commit().await?;
+            Ok(iq_result(&inb.el))
+        }
+    })
+}
+
+async fn admin(
+    h: &mut Handling<'_>,
+    inb: &Inbound,
+    out: &mut Outbox,
+    req: AdminRequest,
+    me: Option<&str>,
+) -> anyhow::Result<Result<Element, StanzaError>> {
+    let my_aff = h.room.affiliation(&inb.from_bare);
+    let my_role = me
+        .and_then(|n| h.room.occupants.get(n))
+        .map_or(Role::None, Occupant::role);
+    match req {
+        AdminRequest::List { affiliation, role } => {
+            if my_aff < Affiliation::Admin && my_role != Role::Moderator {
+                return Ok(Err(StanzaError::forbidden()));
+            }
+            let mut q = Element::new("query", NS_ADMIN);
+            if let Some(a) = affiliation {
+                for (jid, _) in h.room.affiliations.iter().filter(|(_, x)| **x == a) {
+                    q.push_child(
+                        Element::new("item", NS_ADMIN)
+                            .with_attr("affiliation", a.as_str())
+                            .with_attr("jid", jid.clone()),
+                    );
+                }
+            }
+            if let Some(r) = role {
+                for (nick, o) in h.room.occupants.iter().filter(|(_, o)| o.role() == r) {
+                    q.push_child(
+                        Element::new("item", NS_ADMIN)
+                            .with_attr("role", r.as_str())
+                            .with_attr("nick", nick.clone())
+                            .with_attr("jid", o.jid.clone())
+                            .with_attr("affiliation", h.room.affiliation(&o.bare()).as_str()),
+                    );
+                }
+            }
+            Ok(Ok(iq_result_with(&inb.el, q)))
+        }
+        AdminRequest::Change(items) => {
+            // Checked whole before anything is written.
+            for i in &items {
+                if let Some(r) = i.role {
+                    let Some(target) = i.nick.as_ref().and_then(|n| h.room.occupants.get(n)) else {
+                        return Ok(Err(StanzaError::item_not_found()));
+                    };
+                    let their_aff = h.room.affiliation(&target.bare());
+                    let ok = my_role == Role::Moderator
+                        && (their_aff < Affiliation::Admin || my_aff > their_aff)
+                        && (r != Role::Moderator || my_aff >= Affiliation::Admin);
+                    if !ok {
+                        return Ok(Err(StanzaError::not_allowed()));
+                    }
+                }
+                if let (Some(a), Some(jid)) = (i.affiliation, &i.jid) {
+                    let theirs = h.room.affiliation(jid);
+                    let ok = match my_aff {
+                        Affiliation::Owner => true,
+                        Affiliation::Admin => theirs < Affiliation::Admin && a < Affiliation::Admin,
+                        _ => false,
+                    };
+                    if !ok {
+                        return Ok(Err(StanzaError::not_allowed()));
+                    }
+                    if theirs == Affiliation::Owner
+                        && a != Affiliation::Owner
+                        && h.room.owners() <= 1
+                    {
+                        return Ok(Err(StanzaError::conflict()));
+                    }
+                }
+            }
+            let config = h.config();
+            for i in items {
+                if let (Some(r), Some(nick)) = (i.role, &i.nick) {
+                    let Some(mut o) = h.room.occupants.get(nick).cloned() else {
+                        continue;
+                    };
+                    if r == Role::None {
+                        // A kick (§8.2): 307.
+                        h.put_occupant(nick, None);
+                        h.commit().await?;
+                        h.broadcast_leave(out, nick, &o, &[307], None, true);
+                    } else {
+                        o.role = r.as_str().to_owned();
+                        h.put_occupant(nick, Some(o));
+                        h.commit().await?;
+                        h.broadcast_presence(out, nick, &[], &[110]);
+                    }
+                }
+                if let (Some(a), Some(jid)) = (i.affiliation, &i.jid) {
+                    h.put_affiliation(jid, a);
+                    let theirs: Vec<(String, Occupant)> = h
+                        .room
+                        .occupants
+                        .iter()
+                        .filter(|(_, o)| o.bare() == *jid)
+                        .map(|(n, o)| (n.clone(), o.clone()))
+                        .collect();
+                    h.commit().await?;
+                    for (nick, mut o) in theirs {
+                        let removed = a == Affiliation::Outcast
+                            || (config.members_only && a < Affiliation::Member);
+                        if removed {
+                            h.put_occupant(&nick, None);
+                            h.commit().await?;
+                            let code = if a == Affiliation::Outcast { 301 } else { 321 };
+                            h.broadcast_leave(out, &nick, &o, &[code], None, true);
+                        } else {
+                            o.role = Role::default_for(a, &config).as_str().to_owned();
+                            h.put_occupant(&nick, Some(o));
+                            h.commit().await?;
+                            h.broadcast_presence(out, &nick, &[], &[110]);
+                        }
+                    }
+                }
+            }
+            Ok(Ok(iq_result(&inb.el)))
+        }
+    }
+}
