@@ -427,6 +427,58 @@ async fn an_inactive_bosh_session_ends_and_its_contact_sees_it_go() {
     assert_eq!(after.attr("condition"), Some("item-not-found"));
 }
 
+/// XEP-0124 §12: the creation response offers `maxpause`; a client that pauses its session
+/// (a request with `pause`, answered at once) may stay silent past `inactivity` up to the
+/// pause, and what reaches the session meanwhile waits for its next request, which ends the
+/// pause: from then on `inactivity` holds again. A pause past `maxpause` ends the session.
+#[tokio::test]
+async fn a_paused_bosh_session_outlives_its_inactivity_and_a_pause_past_maxpause_ends_it() {
+    let dc = bosh_dc(2).await;
+    let domain = dc.options.domain.clone();
+    let at = url(dc.http.expect("HTTP port"));
+    let (w, t) = (user("boshp"), user("tcpp"));
+    register(&dc, &w).await;
+    let mut tcp = online(&dc, &t, "desk").await;
+    let tj = tcp.jid().to_owned();
+    let (mut web, raw, created) = Bosh::create(&at, &domain).await;
+    assert_eq!(created.attr("maxpause"), Some("120"), "{raw}");
+    let wj = web.login(std::slice::from_ref(&at), &w, &domain).await;
+    web.send_at(&at, &[], &[directed_presence(&tj)]).await;
+    tcp.expect("the BOSH user's presence", presence_of_type(&wj, None))
+        .await
+        .unwrap();
+
+    let paused = web.send_at(&at, &[("pause", "12")], &[]).await;
+    assert_ne!(paused.attr("type"), Some("terminate"), "{paused:?}");
+    tcp.send_message(&wj, "while paused").await.unwrap();
+    // More than twice `inactivity` (2 s) without a request: unpaused, the session would have
+    // ended (an_inactive_bosh_session_ends_and_its_contact_sees_it_go).
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let got = web
+        .expect_at(&at, "the message sent during the pause", |e| {
+            e.child_text("body", ns::CLIENT).as_deref() == Some("while paused")
+        })
+        .await;
+    assert_eq!(got.attr("from"), Some(tj.as_str()));
+    // The pause is over: silence past `inactivity` ends the session, and the contact sees it
+    // go (the first unavailable presence it gets: none came during the pause).
+    let gone = tcp
+        .expect("a presence of the BOSH user", |e| {
+            e.is("presence", ns::CLIENT) && e.attr("from") == Some(wj.as_str())
+        })
+        .await
+        .unwrap();
+    assert_eq!(gone.attr("type"), Some("unavailable"), "{gone:?}");
+
+    // Asking for more than `maxpause` ends the session.
+    let (mut other, _, _) = Bosh::create(&at, &domain).await;
+    let end = other.send_at(&at, &[("pause", "121")], &[]).await;
+    assert_eq!(end.attr("type"), Some("terminate"), "{end:?}");
+    assert_eq!(end.attr("condition"), Some("policy-violation"), "{end:?}");
+    let after = other.send_at(&at, &[], &[]).await;
+    assert_eq!(after.attr("condition"), Some("item-not-found"));
+}
+
 #[tokio::test]
 async fn the_requests_of_one_bosh_session_may_reach_different_gateways() {
     let mut dc = bosh_dc(60).await;
