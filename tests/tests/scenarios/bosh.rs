@@ -76,9 +76,18 @@ fn body_xml(attrs: &[(&str, String)], children: &[Element]) -> String {
 impl Bosh {
     /// Creates a session at `to`; returns it and the creation response (raw and parsed).
     async fn create(to: &str, domain: &str) -> (Bosh, String, Element) {
+        Bosh::create_with(to, domain, &[]).await
+    }
+
+    /// [`Bosh::create`] with `extra` attributes on the creation request.
+    async fn create_with(
+        to: &str,
+        domain: &str,
+        extra: &[(&str, &str)],
+    ) -> (Bosh, String, Element) {
         let http = reqwest::Client::new();
         let rid = 4_000_000 + u64::from(rand_u16());
-        let attrs = [
+        let mut attrs = vec![
             ("rid", rid.to_string()),
             ("to", domain.to_owned()),
             ("xml:lang", "en".to_owned()),
@@ -87,6 +96,8 @@ impl Bosh {
             ("ver", "1.6".to_owned()),
             ("xmpp:version", "1.0".to_owned()),
         ];
+        attrs.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        attrs.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
         let (text, el) = post(&http, to, body_xml(&attrs, &[])).await;
         let sid = el
             .attr("sid")
@@ -477,6 +488,66 @@ async fn a_paused_bosh_session_outlives_its_inactivity_and_a_pause_past_maxpause
     assert_eq!(end.attr("condition"), Some("policy-violation"), "{end:?}");
     let after = other.send_at(&at, &[], &[]).await;
     assert_eq!(after.attr("condition"), Some("item-not-found"));
+}
+
+/// XEP-0124 §15 key sequencing, as a client does it: keys K(n) = hex(SHA-1(K(n−1))), used
+/// from the last down.
+fn key_chain(seed: &str, n: usize) -> Vec<String> {
+    use sha1::Digest as _;
+    let mut keys = vec![seed.to_owned()];
+    let mut last = seed.to_owned();
+    for _ in 0..n {
+        last = sha1::Sha1::digest(last.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        keys.push(last.clone());
+    }
+    keys
+}
+
+/// XEP-0124 §15: a session created with `newkey` takes each request only with the `key` that
+/// hashes to the previous one; a request can start a new sequence (`newkey` beside its
+/// `key`); a wrong or missing key ends the session with `item-not-found`, and a repeated
+/// request is answered as before, key and all.
+#[tokio::test]
+async fn bosh_key_sequencing_takes_each_key_once_in_order() {
+    let dc = bosh_dc(60).await;
+    let domain = dc.options.domain.clone();
+    let at = url(dc.http.expect("HTTP port"));
+    let one = key_chain("first sequence", 3);
+    let two = key_chain("second sequence", 3);
+    // `hold='0'`: every request is answered at once.
+    let (mut web, raw, _) =
+        Bosh::create_with(&at, &domain, &[("newkey", &one[3]), ("hold", "0")]).await;
+    let ok = |el: &Element| el.attr("type") != Some("terminate");
+    let r = web.send_at(&at, &[("key", &one[2])], &[]).await;
+    assert!(ok(&r), "{raw} then {r:?}");
+    let r = web.send_at(&at, &[("key", &one[1])], &[]).await;
+    assert!(ok(&r), "{r:?}");
+    // The last key of the first sequence, and the start of a second.
+    let r = web
+        .send_at(&at, &[("key", &one[0]), ("newkey", &two[3])], &[])
+        .await;
+    assert!(ok(&r), "{r:?}");
+    // A repeat of that request: its answer again.
+    web.rid -= 1;
+    let again = web
+        .send_at(&at, &[("key", &one[0]), ("newkey", &two[3])], &[])
+        .await;
+    assert_eq!(again.to_xml(), r.to_xml());
+    let r = web.send_at(&at, &[("key", &two[2])], &[]).await;
+    assert!(ok(&r), "{r:?}");
+    // A key already used (one who saw it on the wire) ends the session.
+    let r = web.send_at(&at, &[("key", &two[2])], &[]).await;
+    assert_eq!(r.attr("type"), Some("terminate"), "{r:?}");
+    assert_eq!(r.attr("condition"), Some("item-not-found"), "{r:?}");
+
+    // No key at all, in a session that asked for them.
+    let (mut other, _, _) =
+        Bosh::create_with(&at, &domain, &[("newkey", &one[3]), ("hold", "0")]).await;
+    let r = other.send_at(&at, &[], &[]).await;
+    assert_eq!(r.attr("condition"), Some("item-not-found"), "{r:?}");
 }
 
 #[tokio::test]

@@ -119,10 +119,41 @@ struct SessionState {
     /// The inactivity limit of the pause the last request asked for (XEP-0124 §12), until the
     /// next request.
     pause: Option<Duration>,
+    /// Key sequencing (XEP-0124 §15): the hex SHA-1 the next request's `key` must hash to;
+    /// `None` when the client did not ask for it (no `newkey` at creation).
+    key: Option<String>,
     out: Vec<String>,
     out_bytes: usize,
     ended: Option<Ended>,
     limits: Limits,
+}
+
+impl SessionState {
+    /// Key sequencing (XEP-0124 §15), checked in `rid` order: with a key expected, the request
+    /// must carry `key` whose SHA-1 (hex) is it; that `key`, or the `newkey` the request
+    /// starts a new sequence with, is expected next. False: the session must end
+    /// (`item-not-found`).
+    fn next_key(&mut self, head: &Head) -> bool {
+        let Some(expected) = &self.key else {
+            return true;
+        };
+        let Some(key) = head.get("key") else {
+            return false;
+        };
+        if sha1_hex(key) != *expected {
+            return false;
+        }
+        self.key = Some(head.get("newkey").unwrap_or(key).to_ascii_lowercase());
+        true
+    }
+}
+
+fn sha1_hex(text: &str) -> String {
+    use sha1::Digest as _;
+    sha1::Sha1::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Session {
@@ -317,6 +348,7 @@ async fn create(web: &Web, conn: &Connection, head: &Head) -> String {
             pending: 1,
             last_request: Instant::now(),
             pause: None,
+            key: head.get("newkey").map(str::to_ascii_lowercase),
             out: Vec::new(),
             out_bytes: 0,
             ended: None,
@@ -444,7 +476,7 @@ async fn serve(session: &Session, head: &Head, text: &str) -> String {
         }
     })
     .await;
-    if turn.is_err() {
+    if turn.is_err() || !session.state.lock().next_key(head) {
         session.end(Ended::Condition("item-not-found"));
         return bosh::terminate(Some("item-not-found"), &[]);
     }
