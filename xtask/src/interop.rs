@@ -48,10 +48,24 @@ pub async fn ensure_slixmpp() -> anyhow::Result<()> {
 /// the WebSocket interop test, with npm, installing Debian's `nodejs` and `npm` when missing.
 pub async fn ensure_xmppjs() -> anyhow::Result<()> {
     let dir = crate::layout::root().join("tests/interop/xmppjs");
-    if dir.join("node_modules/@xmpp/client").is_dir() {
+    if dir.join("node_modules/@xmpp/client").is_dir()
+        && dir.join("node_modules/@xmpp/resolve").is_dir()
+    {
         return Ok(());
     }
     println!("installing xmpp.js for the WebSocket interop test");
+    npm_ci(&dir).await
+}
+
+/// Installs Strophe.js (and what its Node build needs for BOSH: `ws`, `@xmldom/xmldom`,
+/// `xhr2`; the versions `tests/interop/strophe/package-lock.json` pins) for the BOSH interop
+/// test, with npm.
+pub async fn ensure_strophe() -> anyhow::Result<()> {
+    let dir = crate::layout::root().join("tests/interop/strophe");
+    if dir.join("node_modules/strophe.js").is_dir() && dir.join("node_modules/xhr2").is_dir() {
+        return Ok(());
+    }
+    println!("installing Strophe.js for the BOSH interop test");
     npm_ci(&dir).await
 }
 

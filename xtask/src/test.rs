@@ -16,6 +16,7 @@ pub async fn run(extra: Vec<String>) -> anyhow::Result<i32> {
     ensure_installed().await?;
     crate::interop::ensure_slixmpp().await?;
     crate::interop::ensure_xmppjs().await?;
+    crate::interop::ensure_strophe().await?;
     crate::interop::ensure_browser().await?;
     // One directory per run: several runs may share a target directory.
     let dir = layout::test_dir().join(std::process::id().to_string());

@@ -50,6 +50,10 @@ pub struct Config {
     /// BOSH: a session with no request for this long (none held either) has lost its client,
     /// as a TCP connection that dropped (with stream management it waits for a resumption).
     pub bosh_inactivity_secs: u64,
+    /// BOSH: the longest pause (XEP-0124 §12) a client may ask for, in seconds, advertised as
+    /// `maxpause`; during a pause the session's inactivity limit is the pause asked for. `0`:
+    /// pauses are not offered (no `maxpause`, `pause` attributes ignored).
+    pub bosh_max_pause_secs: u64,
     /// PEM certificate chain and key. When absent a self-signed certificate for the domain is
     /// generated in memory (development only).
     pub cert_path: Option<PathBuf>,
@@ -150,6 +154,7 @@ impl Default for Config {
             http_public_url: None,
             bosh_max_wait_secs: 60,
             bosh_inactivity_secs: 60,
+            bosh_max_pause_secs: 120,
             cert_path: None,
             key_path: None,
             tls_required: true,

@@ -76,9 +76,18 @@ fn body_xml(attrs: &[(&str, String)], children: &[Element]) -> String {
 impl Bosh {
     /// Creates a session at `to`; returns it and the creation response (raw and parsed).
     async fn create(to: &str, domain: &str) -> (Bosh, String, Element) {
+        Bosh::create_with(to, domain, &[]).await
+    }
+
+    /// [`Bosh::create`] with `extra` attributes on the creation request.
+    async fn create_with(
+        to: &str,
+        domain: &str,
+        extra: &[(&str, &str)],
+    ) -> (Bosh, String, Element) {
         let http = reqwest::Client::new();
         let rid = 4_000_000 + u64::from(rand_u16());
-        let attrs = [
+        let mut attrs = vec![
             ("rid", rid.to_string()),
             ("to", domain.to_owned()),
             ("xml:lang", "en".to_owned()),
@@ -87,6 +96,8 @@ impl Bosh {
             ("ver", "1.6".to_owned()),
             ("xmpp:version", "1.0".to_owned()),
         ];
+        attrs.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        attrs.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
         let (text, el) = post(&http, to, body_xml(&attrs, &[])).await;
         let sid = el
             .attr("sid")
@@ -425,6 +436,118 @@ async fn an_inactive_bosh_session_ends_and_its_contact_sees_it_go() {
         .unwrap();
     let after = web.send_at(&at, &[], &[]).await;
     assert_eq!(after.attr("condition"), Some("item-not-found"));
+}
+
+/// XEP-0124 §12: the creation response offers `maxpause`; a client that pauses its session
+/// (a request with `pause`, answered at once) may stay silent past `inactivity` up to the
+/// pause, and what reaches the session meanwhile waits for its next request, which ends the
+/// pause: from then on `inactivity` holds again. A pause past `maxpause` ends the session.
+#[tokio::test]
+async fn a_paused_bosh_session_outlives_its_inactivity_and_a_pause_past_maxpause_ends_it() {
+    let dc = bosh_dc(2).await;
+    let domain = dc.options.domain.clone();
+    let at = url(dc.http.expect("HTTP port"));
+    let (w, t) = (user("boshp"), user("tcpp"));
+    register(&dc, &w).await;
+    let mut tcp = online(&dc, &t, "desk").await;
+    let tj = tcp.jid().to_owned();
+    let (mut web, raw, created) = Bosh::create(&at, &domain).await;
+    assert_eq!(created.attr("maxpause"), Some("120"), "{raw}");
+    let wj = web.login(std::slice::from_ref(&at), &w, &domain).await;
+    web.send_at(&at, &[], &[directed_presence(&tj)]).await;
+    tcp.expect("the BOSH user's presence", presence_of_type(&wj, None))
+        .await
+        .unwrap();
+
+    let paused = web.send_at(&at, &[("pause", "12")], &[]).await;
+    assert_ne!(paused.attr("type"), Some("terminate"), "{paused:?}");
+    tcp.send_message(&wj, "while paused").await.unwrap();
+    // More than twice `inactivity` (2 s) without a request: unpaused, the session would have
+    // ended (an_inactive_bosh_session_ends_and_its_contact_sees_it_go).
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let got = web
+        .expect_at(&at, "the message sent during the pause", |e| {
+            e.child_text("body", ns::CLIENT).as_deref() == Some("while paused")
+        })
+        .await;
+    assert_eq!(got.attr("from"), Some(tj.as_str()));
+    // The pause is over: silence past `inactivity` ends the session, and the contact sees it
+    // go (the first unavailable presence it gets: none came during the pause).
+    let gone = tcp
+        .expect("a presence of the BOSH user", |e| {
+            e.is("presence", ns::CLIENT) && e.attr("from") == Some(wj.as_str())
+        })
+        .await
+        .unwrap();
+    assert_eq!(gone.attr("type"), Some("unavailable"), "{gone:?}");
+
+    // Asking for more than `maxpause` ends the session.
+    let (mut other, _, _) = Bosh::create(&at, &domain).await;
+    let end = other.send_at(&at, &[("pause", "121")], &[]).await;
+    assert_eq!(end.attr("type"), Some("terminate"), "{end:?}");
+    assert_eq!(end.attr("condition"), Some("policy-violation"), "{end:?}");
+    let after = other.send_at(&at, &[], &[]).await;
+    assert_eq!(after.attr("condition"), Some("item-not-found"));
+}
+
+/// XEP-0124 §15 key sequencing, as a client does it: keys K(n) = hex(SHA-1(K(n−1))), used
+/// from the last down.
+fn key_chain(seed: &str, n: usize) -> Vec<String> {
+    use sha1::Digest as _;
+    let mut keys = vec![seed.to_owned()];
+    let mut last = seed.to_owned();
+    for _ in 0..n {
+        last = sha1::Sha1::digest(last.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        keys.push(last.clone());
+    }
+    keys
+}
+
+/// XEP-0124 §15: a session created with `newkey` takes each request only with the `key` that
+/// hashes to the previous one; a request can start a new sequence (`newkey` beside its
+/// `key`); a wrong or missing key ends the session with `item-not-found`, and a repeated
+/// request is answered as before, key and all.
+#[tokio::test]
+async fn bosh_key_sequencing_takes_each_key_once_in_order() {
+    let dc = bosh_dc(60).await;
+    let domain = dc.options.domain.clone();
+    let at = url(dc.http.expect("HTTP port"));
+    let one = key_chain("first sequence", 3);
+    let two = key_chain("second sequence", 3);
+    // `hold='0'`: every request is answered at once.
+    let (mut web, raw, _) =
+        Bosh::create_with(&at, &domain, &[("newkey", &one[3]), ("hold", "0")]).await;
+    let ok = |el: &Element| el.attr("type") != Some("terminate");
+    let r = web.send_at(&at, &[("key", &one[2])], &[]).await;
+    assert!(ok(&r), "{raw} then {r:?}");
+    let r = web.send_at(&at, &[("key", &one[1])], &[]).await;
+    assert!(ok(&r), "{r:?}");
+    // The last key of the first sequence, and the start of a second.
+    let r = web
+        .send_at(&at, &[("key", &one[0]), ("newkey", &two[3])], &[])
+        .await;
+    assert!(ok(&r), "{r:?}");
+    // A repeat of that request: its answer again.
+    web.rid -= 1;
+    let again = web
+        .send_at(&at, &[("key", &one[0]), ("newkey", &two[3])], &[])
+        .await;
+    assert_eq!(again.to_xml(), r.to_xml());
+    let r = web.send_at(&at, &[("key", &two[2])], &[]).await;
+    assert!(ok(&r), "{r:?}");
+    // A key already used (one who saw it on the wire) ends the session.
+    let r = web.send_at(&at, &[("key", &two[2])], &[]).await;
+    assert_eq!(r.attr("type"), Some("terminate"), "{r:?}");
+    assert_eq!(r.attr("condition"), Some("item-not-found"), "{r:?}");
+
+    // No key at all, in a session that asked for them.
+    let (mut other, _, _) =
+        Bosh::create_with(&at, &domain, &[("newkey", &one[3]), ("hold", "0")]).await;
+    let r = other.send_at(&at, &[], &[]).await;
+    assert_eq!(r.attr("condition"), Some("item-not-found"), "{r:?}");
 }
 
 #[tokio::test]

@@ -5,6 +5,10 @@
 //! reader counts the stanzas it receives and answers the server's `<r/>` with `<a h/>`
 //! through the writer, which every 50th message asks for an ack itself; a session can be
 //! resumed on a new connection ([`BenchClient::resume`]).
+//!
+//! Over WebSocket (RFC 7395, [`LoginOpts::websocket`]) the client is the same: what it writes
+//! as TCP text is cut into messages and what comes is put back into a TCP stream by a bridge
+//! task ([`websocket`]), so every workload runs unchanged over either transport.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +22,7 @@ use tokio::io::{AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-type Tls = TlsStream<TcpStream>;
+type Tls = crate::websocket::Io;
 
 pub struct BenchClient {
     reader: StreamReader<BufReader<ReadHalf<Tls>>>,
@@ -56,6 +60,9 @@ pub struct LoginOpts {
     /// Enable stream management with resumption after binding.
     pub sm: bool,
     pub sasl: Sasl,
+    /// Log in over WebSocket (RFC 7395, `wss://` this address `/xmpp-websocket`: a gateway's
+    /// HTTPS listener) instead of TCP.
+    pub websocket: Option<SocketAddr>,
 }
 
 impl LoginOpts {
@@ -64,6 +71,7 @@ impl LoginOpts {
             resource: resource.to_owned(),
             sm: false,
             sasl: Sasl::Plain,
+            websocket: None,
         }
     }
 }
@@ -152,7 +160,10 @@ impl BenchClient {
         register: bool,
         opts: &LoginOpts,
     ) -> anyhow::Result<BenchClient> {
-        let mut c = BenchClient::connect(addr, domain).await?;
+        let mut c = match opts.websocket {
+            Some(at) => BenchClient::connect_websocket(at, domain).await?,
+            None => BenchClient::connect(addr, domain).await?,
+        };
         if register {
             c.write(&format!(
                 "<iq type='set' id='reg'><query xmlns='jabber:iq:register'><username>{user}</username><password>{password}</password></query></iq>"
@@ -408,18 +419,19 @@ impl BenchClient {
                 bail!("STARTTLS refused");
             }
         }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny))
-        .with_no_client_auth();
-        let name = rustls::pki_types::ServerName::try_from(domain.to_owned())?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await?;
-        let (r, w) = tokio::io::split(tls);
+        let tls = BenchClient::tls_connect(tcp, domain).await?;
+        BenchClient::over(crate::websocket::Io::Tls(Box::new(tls)), domain).await
+    }
+
+    /// A WebSocket to `wss://at/xmpp-websocket`, up to the stream's features.
+    async fn connect_websocket(at: SocketAddr, domain: &str) -> anyhow::Result<BenchClient> {
+        let io = crate::websocket::connect(at, domain).await?;
+        BenchClient::over(io, domain).await
+    }
+
+    /// Opens the stream on a secure connection and reads its features.
+    async fn over(io: Tls, domain: &str) -> anyhow::Result<BenchClient> {
+        let (r, w) = tokio::io::split(io);
         let mut c = BenchClient {
             reader: StreamReader::new(BufReader::new(r), Limits::default()),
             writer: w,
@@ -429,6 +441,24 @@ impl BenchClient {
         c.write(&format!("{HEADER}{domain}'>")).await?;
         let _features = next_el(&mut c.reader).await?;
         Ok(c)
+    }
+
+    /// TLS on `tcp` (any certificate: benchmarks run against test certificates), SNI `domain`.
+    pub(crate) async fn tls_connect(
+        tcp: TcpStream,
+        domain: &str,
+    ) -> anyhow::Result<TlsStream<TcpStream>> {
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny))
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(domain.to_owned())?;
+        Ok(tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await?)
     }
 
     /// Writes and flushes (see [`Writer::send`]).
@@ -749,7 +779,7 @@ mod tests {
             .connect(name, tcp)
             .await
             .unwrap();
-        let (r, w) = tokio::io::split(tls);
+        let (r, w) = tokio::io::split(crate::websocket::Io::Tls(Box::new(tls)));
         BenchClient {
             reader: StreamReader::new(BufReader::new(r), Limits::default()),
             writer: w,

@@ -21,10 +21,15 @@
 //! Gateway-kill mode (`--gateway-kill N`): what a gateway crash costs the sessions it held
 //! (see `gwkill.rs`); like `--failover` it starts its own DC.
 //!
+//! Web transports: `--transport ws` logs the users of the chat, `--peak` and `--idle` workloads
+//! in over WebSocket (RFC 7395) at `--http-addr` instead of TCP; `--bosh-loop C`: C BOSH
+//! clients, each in a closed loop of requests that are answered at once (see `bosh.rs`).
+//!
 //! Failover mode (`--failover`): starts two DCs of its own and measures what users see when
 //! one dies or they are cut apart (see `failover.rs`); the other options do not apply.
 
 mod archive;
+mod bosh;
 mod chat;
 mod client;
 mod data;
@@ -34,6 +39,7 @@ mod gwkill;
 mod lag;
 mod replag;
 mod resume;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -194,15 +200,42 @@ pub struct Args {
     /// Publishes per user per second in --pep-fanout.
     #[arg(long, default_value_t = 1.0)]
     pep_rate: f64,
+    /// How the users of the chat, --peak and --idle workloads connect: `tcp` (STARTTLS at
+    /// --addr) or `ws` (XMPP over WebSocket, RFC 7395, `wss://` --http-addr
+    /// `/xmpp-websocket`).
+    #[arg(long, value_enum, default_value = "tcp")]
+    transport: Transport,
+    /// A gateway's HTTPS listener, for --transport ws.
+    #[arg(long, default_value = "127.0.0.1:5281")]
+    http_addr: SocketAddr,
+    /// BOSH requests per second instead of chat: this many BOSH clients (users
+    /// `<prefix>bosh<i>`) log in at --bosh-url, then each sends one request after another for
+    /// --duration seconds, each carrying an XEP-0199 ping the gateway answers in the response
+    /// (see `bosh.rs`).
+    #[arg(long, default_value_t = 0)]
+    bosh_loop: usize,
+    /// The BOSH endpoint of --bosh-loop (any certificate is accepted).
+    #[arg(long, default_value = "https://127.0.0.1:5281/http-bind")]
+    bosh_url: String,
     /// Milliseconds between two messages of the sender in --failover rounds.
     #[arg(long, default_value_t = 100)]
     send_every_ms: u64,
+}
+
+/// How bench users connect.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// TCP with STARTTLS.
+    Tcp,
+    /// XMPP over WebSocket (RFC 7395) on a gateway's HTTPS listener.
+    Ws,
 }
 
 impl Args {
     /// The login every bench user does (resource `bench`).
     fn login_opts(&self) -> client::LoginOpts {
         client::LoginOpts {
+            websocket: (self.transport == Transport::Ws).then_some(self.http_addr),
             sm: self.sm,
             sasl: if self.scram {
                 client::Sasl::Scram(None)
@@ -248,6 +281,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.data_catch_up > 0 && (args.cut_off.is_none() || args.reconnect.is_none()) {
         anyhow::bail!("--data-catch-up needs --cut-off and --reconnect");
+    }
+    if args.transport == Transport::Ws && args.to_addr.is_some() {
+        anyhow::bail!("--transport ws is for one DC: without --to-addr");
+    }
+    if args.bosh_loop > 0 {
+        return bosh::run(&args).await;
     }
     if args.login_loop > 0 {
         return login_loop(&args).await;

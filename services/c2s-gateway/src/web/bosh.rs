@@ -96,6 +96,8 @@ pub struct Session {
     wait: Duration,
     hold: u64,
     inactivity: Duration,
+    /// The longest pause a client may ask for (`None`: pauses are not offered).
+    max_pause: Option<u64>,
     state: Mutex<SessionState>,
     /// Bumped on every change a waiting request may care about.
     version: watch::Sender<u64>,
@@ -114,10 +116,44 @@ struct SessionState {
     pending: u64,
     /// When a request last came or was answered.
     last_request: Instant,
+    /// The inactivity limit of the pause the last request asked for (XEP-0124 §12), until the
+    /// next request.
+    pause: Option<Duration>,
+    /// Key sequencing (XEP-0124 §15): the hex SHA-1 the next request's `key` must hash to;
+    /// `None` when the client did not ask for it (no `newkey` at creation).
+    key: Option<String>,
     out: Vec<String>,
     out_bytes: usize,
     ended: Option<Ended>,
     limits: Limits,
+}
+
+impl SessionState {
+    /// Key sequencing (XEP-0124 §15), checked in `rid` order: with a key expected, the request
+    /// must carry `key` whose SHA-1 (hex) is it; that `key`, or the `newkey` the request
+    /// starts a new sequence with, is expected next. False: the session must end
+    /// (`item-not-found`).
+    fn next_key(&mut self, head: &Head) -> bool {
+        let Some(expected) = &self.key else {
+            return true;
+        };
+        let Some(key) = head.get("key") else {
+            return false;
+        };
+        if sha1_hex(key) != *expected {
+            return false;
+        }
+        self.key = Some(head.get("newkey").unwrap_or(key).to_ascii_lowercase());
+        true
+    }
+}
+
+fn sha1_hex(text: &str) -> String {
+    use sha1::Digest as _;
+    sha1::Sha1::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Session {
@@ -140,7 +176,7 @@ impl Session {
 
     fn idle(&self) -> bool {
         let st = self.state.lock();
-        st.pending == 0 && st.last_request.elapsed() >= self.inactivity
+        st.pending == 0 && st.last_request.elapsed() >= st.pause.unwrap_or(self.inactivity)
     }
 
     fn header(&self, head: &Head) -> StreamHeader {
@@ -293,6 +329,7 @@ async fn create(web: &Web, conn: &Connection, head: &Head) -> String {
     let wait = head.number("wait").unwrap_or(max_wait).clamp(1, max_wait);
     let hold = head.number("hold").unwrap_or(HOLD).min(HOLD);
     let inactivity = ctx.config.bosh_inactivity_secs.max(1);
+    let max_pause = Some(ctx.config.bosh_max_pause_secs).filter(|p| *p > 0);
     let (inbound, rx) = mpsc::unbounded_channel();
     let activity = Activity::new();
     activity.touch();
@@ -303,12 +340,15 @@ async fn create(web: &Web, conn: &Connection, head: &Head) -> String {
         wait: Duration::from_secs(wait),
         hold,
         inactivity: Duration::from_secs(inactivity),
+        max_pause,
         state: Mutex::new(SessionState {
             next_rid: rid.saturating_add(1),
             newest: rid,
             replies: VecDeque::new(),
             pending: 1,
             last_request: Instant::now(),
+            pause: None,
+            key: head.get("newkey").map(str::to_ascii_lowercase),
             out: Vec::new(),
             out_bytes: 0,
             ended: None,
@@ -350,12 +390,12 @@ async fn create(web: &Web, conn: &Connection, head: &Head) -> String {
             sessions.spawn(s);
         }
     });
-    let (ended, elements) = output(&session, rid, true).await;
+    let (ended, elements) = output(&session, rid, Answer::Creation).await;
     drop(pending);
     if let Some(how) = ended {
         return bosh::terminate(how.condition(), &elements);
     }
-    let attrs = [
+    let mut attrs = vec![
         ("sid", session.sid.clone()),
         ("wait", wait.to_string()),
         ("hold", hold.to_string()),
@@ -367,6 +407,9 @@ async fn create(web: &Web, conn: &Connection, head: &Head) -> String {
         ("xmpp:version", "1.0".to_owned()),
         ("xmpp:restartlogic", "true".to_owned()),
     ];
+    if let Some(p) = max_pause {
+        attrs.push(("maxpause", p.to_string()));
+    }
     let reply = bosh::body(&attrs, &elements);
     session.state.lock().replies.push_back((rid, reply.clone()));
     reply
@@ -401,6 +444,8 @@ async fn serve(session: &Session, head: &Head, text: &str) -> String {
         } else {
             st.pending += 1;
             st.last_request = Instant::now();
+            // A request ends a pause (XEP-0124 §12).
+            st.pause = None;
             Admit::Yes
         }
     };
@@ -431,10 +476,20 @@ async fn serve(session: &Session, head: &Head, text: &str) -> String {
         }
     })
     .await;
-    if turn.is_err() {
+    if turn.is_err() || !session.state.lock().next_key(head) {
         session.end(Ended::Condition("item-not-found"));
         return bosh::terminate(Some("item-not-found"), &[]);
     }
+    // A pause (XEP-0124 §12): longer than `maxpause` ends the session; else this request
+    // and any held are answered at once, and the session may go without requests that long.
+    let pause = match (head.number("pause"), session.max_pause) {
+        (Some(p), Some(max)) if p > max => {
+            session.end(Ended::Condition("policy-violation"));
+            return bosh::terminate(Some("policy-violation"), &[]);
+        }
+        (Some(p), Some(_)) => Some(Duration::from_secs(p)),
+        _ => None,
+    };
     let limits = session.state.lock().limits;
     match bosh::parse_children(text, &limits) {
         Ok(children) => {
@@ -468,9 +523,17 @@ async fn serve(session: &Session, head: &Head, text: &str) -> String {
         let mut st = session.state.lock();
         st.next_rid = rid.saturating_add(1);
         st.newest = st.newest.max(rid);
+        if pause.is_some() {
+            st.pause = pause;
+        }
     }
     session.changed();
-    let (ended, elements) = output(session, rid, false).await;
+    let answer = if pause.is_some() {
+        Answer::Now
+    } else {
+        Answer::Held
+    };
+    let (ended, elements) = output(session, rid, answer).await;
     drop(pending);
     let reply = match ended {
         Some(how) => bosh::terminate(how.condition(), &elements),
@@ -510,15 +573,25 @@ async fn repeat_later(session: &Session, rid: u64) -> String {
         .unwrap_or_else(|| bosh::terminate(Some("item-not-found"), &[]))
 }
 
+/// How long a request may wait for something to say.
+#[derive(Clone, Copy, PartialEq)]
+enum Answer {
+    /// The session creation response: it waits for the stream features, even with `hold='0'`.
+    Creation,
+    /// An ordinary request: held up to `wait`, unless `hold='0'`.
+    Held,
+    /// A pause request: answered with what there is now.
+    Now,
+}
+
 /// Waits until there is something to say to request `rid` (or `wait` passed, or a newer
 /// request holds instead): how the session ended, if it did, and the elements to send.
-async fn output(session: &Session, rid: u64, creation: bool) -> (Option<Ended>, Vec<String>) {
-    // With `hold='0'` nothing is held, but the creation response waits for the features.
+async fn output(session: &Session, rid: u64, answer: Answer) -> (Option<Ended>, Vec<String>) {
     let deadline = tokio::time::Instant::now()
-        + if session.hold == 0 && !creation {
-            Duration::ZERO
-        } else {
-            session.wait
+        + match answer {
+            Answer::Now => Duration::ZERO,
+            Answer::Held if session.hold == 0 => Duration::ZERO,
+            Answer::Held | Answer::Creation => session.wait,
         };
     let mut rx = session.version.subscribe();
     loop {

@@ -21,6 +21,12 @@ use crate::conn::{Activity, Transport};
 /// Bytes past `max_stanza_bytes` the WebSocket layer still reads as one message.
 const LIBRARY_SLACK: usize = 64 * 1024;
 
+/// What the WebSocket layer reads from the socket at a time, and the read buffer every
+/// connection starts with: as a TCP connection's buffered reader (8 KiB). The library's default
+/// (128 KiB, reserved at the upgrade) made an idle WebSocket session cost four times a TCP one
+/// (docs/benchmarks.md, "Web transports"); a larger message grows the buffer as it comes.
+const READ_BUFFER: usize = 8 * 1024;
+
 /// RFC 7395 §3.1: the subprotocol a client must ask for, and the server name in its answer.
 const SUBPROTOCOL: &str = "xmpp";
 
@@ -65,6 +71,7 @@ pub(super) async fn upgrade(
     ws.protocols([SUBPROTOCOL])
         .max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| async move {
             let ctx = web.ctx.clone();
             let transport = Transport::websocket(socket, ctx.limits, secure);
