@@ -3,6 +3,8 @@
 //! message in one order with the same stanza ids; a nick taken at DC 1 conflicts at DC 2;
 //! the room's archive and its occupants are the same in both DCs' databases.
 
+use std::time::Duration;
+
 use meerkat_store::ArchiveQuery;
 use meerkat_testkit::client::stanza_error_condition;
 use meerkat_testkit::mam;
@@ -112,4 +114,43 @@ async fn users_at_two_dcs_share_one_room_in_one_order() {
         )
         .await
         .unwrap();
+}
+
+/// The same with a stock client library: slixmpp's MUC, MAM and stanza-id plugins
+/// (tests/interop/slixmpp_muc.py) in a room homed at DC 2, created at DC 1: one order and the
+/// same ids for occupants at both DCs, a nick change (303), a kick (307), the room's archive
+/// read at both DCs, and join history at DC 2.
+#[tokio::test]
+async fn slixmpp_muc_across_dcs() {
+    let m = shared().await;
+    let (a, b, c, d) = (user("sma"), user("smb"), user("smc"), user("smd"));
+    for u in [&a, &b, &c, &d] {
+        register_everywhere(m, u).await;
+    }
+    let room = room_homed_at("dc2");
+    let (dc1, dc2) = (m.dc(1), m.dc(2));
+    let path = format!("{}/interop/slixmpp_muc.py", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::process::Command::new("python3")
+        .arg(&path)
+        .arg(dc1.c2s.ip().to_string())
+        .arg(dc1.c2s.port().to_string())
+        .arg(dc2.c2s.ip().to_string())
+        .arg(dc2.c2s.port().to_string())
+        .arg(&dc1.domain)
+        .arg(&room)
+        .args([&a, &b, &c, &d])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(180), out)
+        .await
+        .expect("slixmpp_muc.py finished within 3 minutes")
+        .expect("python3 runs (cargo xtask test installs slixmpp)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("slixmpp_muc.py:\n{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("all steps passed"),
+        "slixmpp_muc.py failed\nstdout:\n{stdout}\nstderr:\n{}",
+        &stderr[stderr.len().saturating_sub(4000)..]
+    );
 }
