@@ -200,6 +200,7 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         let first = replication::tick(&mut tx).await?;
         // Written already under its key (a repeated handling): that row's id, nothing new.
+        // A key names its owner too (`archive_key`), so it alone finds the earlier row here.
         let keys: Vec<Option<uuid::Uuid>> = entries
             .iter()
             .map(|e| e.key.as_deref().map(|k| archive_key(&e.owner, k)))
@@ -212,7 +213,7 @@ impl Store {
                 .filter_map(|(e, k)| k.map(|k| (e.owner.as_str(), k)))
                 .unzip();
             let rows = sqlx::query(
-                "SELECT a.username, a.msg_key, a.id FROM archive a \
+                "SELECT a.msg_key, a.id FROM archive a \
                  JOIN unnest($1::text[], $2::uuid[]) AS t(u, k) \
                  ON a.username = t.u AND a.msg_key = t.k",
             )
@@ -222,14 +223,12 @@ impl Store {
             .await?;
             for r in rows {
                 before.insert(
-                    (
-                        r.try_get::<String, _>("username")?,
-                        r.try_get::<uuid::Uuid, _>("msg_key")?,
-                    ),
+                    r.try_get::<uuid::Uuid, _>("msg_key")?,
                     r.try_get::<String, _>("id")?,
                 );
             }
         }
+        let earlier = |key: &Option<uuid::Uuid>| key.and_then(|k| before.get(&k).cloned());
         let mut owners: Vec<&str> = entries.iter().map(|e| e.owner.as_str()).collect();
         owners.sort_unstable();
         owners.dedup();
@@ -246,7 +245,7 @@ impl Store {
         }
         let mut chosen = Vec::with_capacity(entries.len());
         for (e, key) in entries.iter().zip(&keys) {
-            if key.is_some_and(|k| before.contains_key(&(e.owner.clone(), k))) {
+            if key.is_some_and(|k| before.contains_key(&k)) {
                 chosen.push(false);
                 continue;
             }
@@ -260,15 +259,8 @@ impl Store {
             chosen.push(ok);
         }
         let n = chosen.iter().filter(|c| **c).count() as i64;
-        let earlier = |e: &NewArchived, key: &Option<uuid::Uuid>| {
-            key.and_then(|k| before.get(&(e.owner.clone(), k)).cloned())
-        };
         if n == 0 {
-            return Ok(entries
-                .iter()
-                .zip(&keys)
-                .map(|(e, k)| earlier(e, k))
-                .collect());
+            return Ok(keys.iter().map(earlier).collect());
         }
         // One stamp per row: the clock row is locked by this transaction since `tick`.
         if n > 1 {
@@ -285,7 +277,7 @@ impl Store {
         let mut next = first.hlc;
         for ((e, ok), key) in entries.iter().zip(&chosen).zip(&keys) {
             if !ok {
-                ids.push(earlier(e, key));
+                ids.push(earlier(key));
                 continue;
             }
             row_keys.push(*key);
