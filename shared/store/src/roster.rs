@@ -148,6 +148,30 @@ async fn bump(conn: &mut PgConnection, username: &str) -> Result<i64, StoreError
     version.ok_or(StoreError::NoSuchAccount)
 }
 
+/// The upsert of [`put`]: each part's stamp moves to the write's where the part changed.
+static PUT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let [meta, to, from] = crate::replication::parts_changed("roster_items", "EXCLUDED");
+    let moved = |changed: &str, part: &str| {
+        format!(
+            "{part}_hlc = CASE WHEN {changed} THEN EXCLUDED.hlc ELSE roster_items.{part}_hlc END, \
+             {part}_dc = CASE WHEN {changed} THEN EXCLUDED.hlc_dc ELSE roster_items.{part}_dc END"
+        )
+    };
+    format!(
+        "INSERT INTO roster_items (username, contact, name, subscription, ask_out, approved, groups, \
+         version, hlc, hlc_dc, meta_hlc, meta_dc, to_hlc, to_dc, from_hlc, from_dc) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $9, $10, $9, $10, $9, $10) \
+         ON CONFLICT (username, contact) DO UPDATE SET name = EXCLUDED.name, \
+         subscription = EXCLUDED.subscription, ask_out = EXCLUDED.ask_out, \
+         approved = EXCLUDED.approved, groups = EXCLUDED.groups, version = EXCLUDED.version, \
+         hlc = EXCLUDED.hlc, hlc_dc = EXCLUDED.hlc_dc, {}, {}, {} \
+         RETURNING meta_hlc, meta_dc, to_hlc, to_dc, from_hlc, from_dc",
+        moved(&meta, "meta"),
+        moved(&to, "to"),
+        moved(&from, "from"),
+    )
+});
+
 /// Writes an item; the stamp of each of its parts (name and groups, the "to" half, the "from"
 /// half) becomes `stamp` where the part changed and stays where it did not (what a replicated
 /// record of the item carries, for the other DCs to merge part by part).
@@ -158,35 +182,19 @@ pub(crate) async fn put(
     stamp: &Stamp,
 ) -> Result<(i64, RosterParts), StoreError> {
     let version = bump(conn, username).await?;
-    let row = sqlx::query(
-        concat!(
-            "INSERT INTO roster_items (username, contact, name, subscription, ask_out, approved, groups, version, \
-             hlc, hlc_dc, meta_hlc, meta_dc, to_hlc, to_dc, from_hlc, from_dc) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $9, $10, $9, $10, $9, $10) \
-             ON CONFLICT (username, contact) DO UPDATE SET name = EXCLUDED.name, subscription = EXCLUDED.subscription, \
-             ask_out = EXCLUDED.ask_out, approved = EXCLUDED.approved, groups = EXCLUDED.groups, version = EXCLUDED.version, \
-             hlc = EXCLUDED.hlc, hlc_dc = EXCLUDED.hlc_dc, ",
-            "meta_hlc = CASE WHEN (roster_items.name IS DISTINCT FROM EXCLUDED.name OR roster_items.groups <> EXCLUDED.groups) THEN EXCLUDED.hlc ELSE roster_items.meta_hlc END, ",
-            "meta_dc = CASE WHEN (roster_items.name IS DISTINCT FROM EXCLUDED.name OR roster_items.groups <> EXCLUDED.groups) THEN EXCLUDED.hlc_dc ELSE roster_items.meta_dc END, ",
-            "to_hlc = CASE WHEN ((roster_items.subscription IN ('to', 'both')) <> (EXCLUDED.subscription IN ('to', 'both')) OR roster_items.ask_out <> EXCLUDED.ask_out) THEN EXCLUDED.hlc ELSE roster_items.to_hlc END, ",
-            "to_dc = CASE WHEN ((roster_items.subscription IN ('to', 'both')) <> (EXCLUDED.subscription IN ('to', 'both')) OR roster_items.ask_out <> EXCLUDED.ask_out) THEN EXCLUDED.hlc_dc ELSE roster_items.to_dc END, ",
-            "from_hlc = CASE WHEN ((roster_items.subscription IN ('from', 'both')) <> (EXCLUDED.subscription IN ('from', 'both')) OR roster_items.approved <> EXCLUDED.approved) THEN EXCLUDED.hlc ELSE roster_items.from_hlc END, ",
-            "from_dc = CASE WHEN ((roster_items.subscription IN ('from', 'both')) <> (EXCLUDED.subscription IN ('from', 'both')) OR roster_items.approved <> EXCLUDED.approved) THEN EXCLUDED.hlc_dc ELSE roster_items.from_dc END ",
-            "RETURNING meta_hlc, meta_dc, to_hlc, to_dc, from_hlc, from_dc"
-        ),
-    )
-    .bind(username)
-    .bind(&it.jid)
-    .bind(&it.name)
-    .bind(it.subscription.as_str())
-    .bind(it.ask_out)
-    .bind(it.approved)
-    .bind(&it.groups)
-    .bind(version)
-    .bind(stamp.hlc)
-    .bind(&stamp.dc)
-    .fetch_one(conn)
-    .await?;
+    let row = sqlx::query(&PUT_SQL)
+        .bind(username)
+        .bind(&it.jid)
+        .bind(&it.name)
+        .bind(it.subscription.as_str())
+        .bind(it.ask_out)
+        .bind(it.approved)
+        .bind(&it.groups)
+        .bind(version)
+        .bind(stamp.hlc)
+        .bind(&stamp.dc)
+        .fetch_one(conn)
+        .await?;
     Ok((version, crate::replication::parts_of(&row)?))
 }
 

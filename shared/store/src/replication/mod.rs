@@ -31,7 +31,7 @@ pub(crate) use docs::{
 };
 pub(crate) use offline::offline_removed;
 pub(crate) use requests::{request_put, request_removed};
-pub(crate) use roster::{parts_of, roster_put, roster_record, roster_removed};
+pub(crate) use roster::{parts_changed, parts_of, roster_put, roster_record, roster_removed};
 
 /// The DC's clock, read and advanced at the start of a write transaction (which then holds
 /// the clock row's lock until it commits).

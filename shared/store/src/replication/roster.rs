@@ -245,19 +245,37 @@ pub(crate) fn parts_of(row: &PgRow) -> Result<RosterParts, StoreError> {
     })
 }
 
-/// Merges another DC's state of an item into this DC's, part by part: each of the name and
-/// groups, the "to" half (the owner's subscription and its pending `ask`) and the "from" half
-/// (the contact's subscription and the pre-approval) is taken from whichever side changed it
-/// later; the item's stamp is the later of the two. Both users of a pair approving each other
-/// at two DCs at once change two different halves of each item, and both changes stay.
-async fn merge(
-    conn: &mut PgConnection,
-    username: &str,
-    contact: &str,
-    r: &RosterState,
-    stamp: &Stamp,
-    parts: &RosterParts,
-) -> Result<(), StoreError> {
+/// SQL: whether the row `side` has the "to" half (the owner is subscribed to the contact).
+fn has_to(side: &str) -> String {
+    format!("({side}.subscription IN ('to', 'both'))")
+}
+
+/// SQL: whether the row `side` has the "from" half (the contact is subscribed to the owner).
+fn has_from(side: &str) -> String {
+    format!("({side}.subscription IN ('from', 'both'))")
+}
+
+/// SQL: whether each part of an item differs between the rows `old` and `new`, as (name and
+/// groups, "to" half with the `ask`, "from" half with the pre-approval): a local write moves
+/// the stamp of the parts it changed.
+pub(crate) fn parts_changed(old: &str, new: &str) -> [String; 3] {
+    [
+        format!("({old}.name IS DISTINCT FROM {new}.name OR {old}.groups <> {new}.groups)"),
+        format!(
+            "({} <> {} OR {old}.ask_out <> {new}.ask_out)",
+            has_to(old),
+            has_to(new)
+        ),
+        format!(
+            "({} <> {} OR {old}.approved <> {new}.approved)",
+            has_from(old),
+            has_from(new)
+        ),
+    ]
+}
+
+/// The statement of [`merge`], built once.
+static MERGE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     // Which side's part is later, here (`x`) against the record (`EXCLUDED`).
     const META: &str = "(EXCLUDED.meta_hlc, EXCLUDED.meta_dc COLLATE \"C\") > (x.meta_hlc, x.meta_dc COLLATE \"C\")";
     const TO: &str =
@@ -267,8 +285,6 @@ async fn merge(
         "(EXCLUDED.hlc, EXCLUDED.hlc_dc COLLATE \"C\") > (x.hlc, x.hlc_dc COLLATE \"C\")";
     let pick =
         |cond: &str, col: &str| format!("CASE WHEN {cond} THEN EXCLUDED.{col} ELSE x.{col} END");
-    let has_to = |side: &str| format!("({side}.subscription IN ('to', 'both'))");
-    let has_from = |side: &str| format!("({side}.subscription IN ('from', 'both'))");
     let to = format!(
         "CASE WHEN {TO} THEN {} ELSE {} END",
         has_to("EXCLUDED"),
@@ -279,7 +295,7 @@ async fn merge(
         has_from("EXCLUDED"),
         has_from("x")
     );
-    let sql = format!(
+    format!(
         "INSERT INTO roster_items AS x (username, contact, name, subscription, ask_out, approved, \
          groups, version, hlc, hlc_dc, meta_hlc, meta_dc, to_hlc, to_dc, from_hlc, from_dc) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, $13, $14, $15) \
@@ -303,8 +319,23 @@ async fn merge(
         to_dc = pick(TO, "to_dc"),
         from_hlc = pick(FROM, "from_hlc"),
         from_dc = pick(FROM, "from_dc"),
-    );
-    sqlx::query(&sql)
+    )
+});
+
+/// Merges another DC's state of an item into this DC's, part by part: each of the name and
+/// groups, the "to" half (the owner's subscription and its pending `ask`) and the "from" half
+/// (the contact's subscription and the pre-approval) is taken from whichever side changed it
+/// later; the item's stamp is the later of the two. Both users of a pair approving each other
+/// at two DCs at once change two different halves of each item, and both changes stay.
+async fn merge(
+    conn: &mut PgConnection,
+    username: &str,
+    contact: &str,
+    r: &RosterState,
+    stamp: &Stamp,
+    parts: &RosterParts,
+) -> Result<(), StoreError> {
+    sqlx::query(&MERGE_SQL)
         .bind(username)
         .bind(contact)
         .bind(&r.name)
