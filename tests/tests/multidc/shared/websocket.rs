@@ -131,9 +131,10 @@ async fn subscription(c: &mut Client, name: &str) -> Option<String> {
 /// BOSH. A adds B, B accepts in Converse's dialog (and asks A back, which A's Converse
 /// approves by itself); each types a message the other's page shows
 /// (`tests/interop/browser/converse.mjs`). Screenshots of both pages go to
-/// `target/browser-screenshots/`. With `mutual`, both rosters must end `both`, in the pages
-/// and as the server keeps them (read over TCP at the other DC).
-async fn converse_at_two_dcs(mutual: bool) {
+/// `target/browser-screenshots/`. Both rosters must end `both`, in the pages and as the server
+/// keeps them (read over TCP at the other DC).
+#[tokio::test]
+async fn converse_over_websocket_at_dc1_and_over_bosh_at_dc2_befriend_and_chat() {
     let m = shared().await;
     let (a, b) = (user("conva"), user("convb"));
     register_everywhere(m, &a).await;
@@ -153,7 +154,6 @@ async fn converse_at_two_dcs(mutual: bool) {
         .arg(&script)
         .args([&domain, &discover_at, &bosh, &a, &b, PW])
         .arg(&shots)
-        .args(mutual.then_some("mutual"))
         .kill_on_drop(true)
         .output()
         .await
@@ -166,9 +166,6 @@ async fn converse_at_two_dcs(mutual: bool) {
         "Converse.js failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     println!("screenshots in {}", shots.display());
-    if !mutual {
-        return;
-    }
 
     // What the browsers did is what the server keeps, at either DC.
     let (ja, jb) = (format!("{a}@{domain}"), format!("{b}@{domain}"));
@@ -189,20 +186,6 @@ async fn converse_at_two_dcs(mutual: bool) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-}
-
-/// The browser scenario, the rosters printed as they end (see `converse_at_two_dcs`).
-#[tokio::test]
-async fn converse_over_websocket_at_dc1_and_over_bosh_at_dc2_befriend_and_chat() {
-    converse_at_two_dcs(false).await;
-}
-
-/// The browser scenario requiring both rosters to end `both`: fails while a subscription
-/// answer that overtakes the replication of its request is dropped (docs/decisions.md).
-#[tokio::test]
-#[ignore = "cross-DC subscription race: A's automatic approval reaches DC 1 before B's request is replicated there and is dropped"]
-async fn converse_users_at_two_dcs_end_subscribed_both() {
-    converse_at_two_dcs(true).await;
 }
 
 /// Runs a stock client (`node SCRIPT ARGS…`, its message says `hello`) that logs in as `name`
