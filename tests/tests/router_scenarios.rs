@@ -127,6 +127,7 @@ async fn router_scenarios() {
     disco_ping_version(&dc).await;
     subscription_handshake_both_online(&dc).await;
     subscription_request_waits_for_login(&dc).await;
+    a_request_asked_back_before_it_is_answered_stays_the_contacts(&dc).await;
     presence_probe_and_broadcast(&dc).await;
     roster_versioning_and_remove(&dc).await;
     directed_presence_and_a_lost_connection(&dc).await;
@@ -556,6 +557,48 @@ async fn subscription_request_waits_for_login(dc: &Dc) {
     alice.send(&presence("unsubscribe", &bj)).await.unwrap();
     alice.send(&presence("subscribe", &bj)).await.unwrap();
     bob.expect("second request", presence_of_type(&aj, Some("subscribe")))
+        .await
+        .unwrap();
+}
+
+/// Bob, asked by Alice while away, asks her back before he has seen her request (his
+/// client's first stanza after login): the request stored for him is still Alice's, so
+/// what his initial presence shows him is her `subscribe`, not his own (which would ask him to
+/// approve himself, and leave her request unanswered for good).
+async fn a_request_asked_back_before_it_is_answered_stays_the_contacts(dc: &Dc) {
+    let (a, b) = (user("xa"), user("xb"));
+    let mut alice = online(dc, &a, "phone").await;
+    register(dc, &b).await;
+    let aj = alice.bare_jid().to_owned();
+    let bj = format!("{b}@example.com");
+    alice.send(&presence("subscribe", &bj)).await.unwrap();
+    alice
+        .expect("ask push", push_for(&bj, "none"))
+        .await
+        .unwrap();
+    let mut bob = login(dc, &b, "desk").await;
+    bob.send(&presence("subscribe", &aj)).await.unwrap();
+    alice
+        .expect("bob's request", presence_of_type(&bj, Some("subscribe")))
+        .await
+        .unwrap();
+    bob.send_presence().await.unwrap();
+    let shown = bob
+        .expect("the stored request", presence_of_type(&aj, Some("subscribe")))
+        .await
+        .unwrap();
+    assert_eq!(shown.attr("to"), Some(bj.as_str()), "{shown}");
+    // Answered, it makes both ways once Alice answers Bob's.
+    bob.approve_subscription(&mut alice).await.unwrap();
+    alice.send(&presence("subscribed", &bj)).await.unwrap();
+    bob.expect("alice's presence", presence_of_type(&aj, None))
+        .await
+        .unwrap();
+    // Nothing left for Bob to answer at his next login.
+    let mut tablet = login(dc, &b, "tablet").await;
+    tablet.send_presence().await.unwrap();
+    tablet
+        .expect_none(QUIET, presence_of_type(&aj, Some("subscribe")))
         .await
         .unwrap();
 }

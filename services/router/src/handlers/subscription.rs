@@ -71,7 +71,8 @@ async fn send(
     stanza: &Element,
 ) -> anyhow::Result<Outcome> {
     let create = matches!(t, SubType::Subscribe | SubType::Subscribed);
-    let (step, _) = transition(ctx, out, user_bare, &contact.bare, create, stanza, |s| {
+    // The user's own side: an outbound stanza never makes a request pending there.
+    let (step, _) = transition(ctx, out, user_bare, &contact.bare, create, None, |s| {
         s.outbound(t)
     })
     .await?;
@@ -106,9 +107,15 @@ async fn inbound(
         // RFC 6121 §3.1.3: a request to a non-existent account is refused.
         return Ok((t == SubType::Subscribe).then_some(SubType::Unsubscribed));
     }
-    let (step, request) = transition(ctx, out, user_bare, contact_bare, false, stanza, |s| {
-        s.inbound(t)
-    })
+    let (step, request) = transition(
+        ctx,
+        out,
+        user_bare,
+        contact_bare,
+        false,
+        Some(stanza),
+        |s| s.inbound(t),
+    )
     .await?;
     if request.is_some() {
         // Stored: shown to the user's resources at this DC that the directory does not list
@@ -146,7 +153,9 @@ async fn inbound(
 /// One side's transition: reads the owner's item and pending request for the contact, applies
 /// `step_of`, and writes the result only if that side is still as read (another partition, or
 /// a replicated write, may have moved it meanwhile: two users asking and approving each other
-/// at once); else reads again. Returns the step and the `since` of a stored request.
+/// at once); else reads again. `contact_stanza` is the contact's stanza when the owner
+/// receives one (`None` for the owner's own outbound stanza): only the contact's `subscribe`
+/// is stored as the pending request. Returns the step and the `since` of a stored request.
 #[allow(clippy::too_many_arguments)]
 async fn transition(
     ctx: &Ctx,
@@ -154,7 +163,7 @@ async fn transition(
     owner_bare: &str,
     contact_bare: &str,
     create: bool,
-    stanza: &Element,
+    contact_stanza: Option<&Element>,
     step_of: impl Fn(SubState) -> super::substate::Step,
 ) -> anyhow::Result<(super::substate::Step, Option<i64>)> {
     for _ in 0..TRANSITION_ATTEMPTS {
@@ -169,7 +178,7 @@ async fn transition(
             state,
             step.state,
             create,
-            stanza,
+            contact_stanza,
         )
         .await?;
         if let Some(request) = saved {
@@ -210,8 +219,10 @@ pub fn request_key(contact_bare: &str, since: i64) -> String {
 }
 
 /// Writes a state change, if the owner's side is still as `item` and `old` say: the roster
-/// item (pushed to the owner) and the pending request. `None` when that side changed
-/// meanwhile (nothing written); else the pending request's `since` when one was stored.
+/// item (pushed to the owner) and the pending request: the contact's `subscribe`
+/// (`contact_stanza`), never the owner's own stanza (shown back to the owner as the request,
+/// it would ask the owner to approve itself). `None` when that side changed meanwhile (nothing
+/// written); else the pending request's `since` when one was stored.
 #[allow(clippy::too_many_arguments)]
 async fn save(
     ctx: &Ctx,
@@ -222,7 +233,7 @@ async fn save(
     old: SubState,
     new: SubState,
     create: bool,
-    stanza: &Element,
+    contact_stanza: Option<&Element>,
 ) -> anyhow::Result<Option<Option<i64>>> {
     let owner = jids::split_bare(owner_bare).0.unwrap_or("");
     let expected = SubSnapshot {
@@ -231,7 +242,8 @@ async fn save(
             .map(|i| (i.subscription, i.ask_out, i.approved)),
         pending: old.pending_in,
     };
-    let request = if new.pending_in && stanza.attr("type") == Some("subscribe") {
+    let subscribe = contact_stanza.filter(|s| s.attr("type") == Some("subscribe"));
+    let request = if let (true, Some(stanza)) = (new.pending_in, subscribe) {
         RequestChange::Add(stanza.to_xml())
     } else if old.pending_in && !new.pending_in {
         RequestChange::Remove
