@@ -126,6 +126,12 @@ impl SubState {
                     s.pending_in = false;
                     true
                 } else {
+                    // RFC 6121 §3.4: no request to answer, a pre-approval instead (kept, not
+                    // sent). Across DCs this is also an answer that overtook the request it
+                    // answers: the request, once stored here, is answered from it (stored.rs).
+                    if !has_from(s.sub) {
+                        s.approved = true;
+                    }
                     false
                 }
             }
@@ -256,6 +262,20 @@ mod tests {
         assert_eq!(pre.auto_reply, Some(SubType::Subscribed));
         assert_eq!(pre.state.sub, From);
         assert!(!pre.state.approved);
+    }
+
+    #[test]
+    fn an_unsolicited_approval_is_kept_as_a_pre_approval() {
+        let step = SubState::default().outbound(SubType::Subscribed);
+        assert!(!step.forward);
+        assert!(step.state.approved);
+        // Already subscribed from: nothing to pre-approve.
+        assert!(
+            !st(From, false, false)
+                .outbound(SubType::Subscribed)
+                .state
+                .approved
+        );
     }
 
     #[test]
