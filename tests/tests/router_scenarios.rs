@@ -128,6 +128,7 @@ async fn router_scenarios() {
     subscription_handshake_both_online(&dc).await;
     subscription_request_waits_for_login(&dc).await;
     a_request_asked_back_before_it_is_answered_stays_the_contacts(&dc).await;
+    a_pre_approval_answers_the_request_that_follows(&dc).await;
     presence_probe_and_broadcast(&dc).await;
     roster_versioning_and_remove(&dc).await;
     directed_presence_and_a_lost_connection(&dc).await;
@@ -418,6 +419,42 @@ async fn disco_ping_version(dc: &Dc) {
     );
 }
 
+/// RFC 6121 §3.4: Bob approves Alice before she asks (a pre-approval, advertised as a stream
+/// feature); her request is then answered by the server on his behalf, and each sees the
+/// other's side move: she gets `to` and his `subscribed`, he gets `from`.
+async fn a_pre_approval_answers_the_request_that_follows(dc: &Dc) {
+    let (a, b) = (user("pa"), user("pb"));
+    let mut alice = online(dc, &a, "phone").await;
+    let mut bob = online(dc, &b, "desk").await;
+    let (aj, bj) = (alice.bare_jid().to_owned(), bob.bare_jid().to_owned());
+    bob.send(&presence("subscribed", &aj)).await.unwrap();
+    let p = bob
+        .expect("the pre-approval pushed", push_for(&aj, "none"))
+        .await
+        .unwrap();
+    let item = p
+        .get_child("query", ns::ROSTER)
+        .and_then(|q| q.get_child("item", ns::ROSTER))
+        .unwrap();
+    assert_eq!(item.attr("approved"), Some("true"));
+    ack_push(&mut bob, &p).await;
+    alice.send(&presence("subscribe", &bj)).await.unwrap();
+    alice
+        .expect(
+            "answered on bob's behalf",
+            presence_of_type(&bj, Some("subscribed")),
+        )
+        .await
+        .unwrap();
+    alice
+        .expect("alice's push", push_for(&bj, "to"))
+        .await
+        .unwrap();
+    bob.expect("bob's push", push_for(&aj, "from"))
+        .await
+        .unwrap();
+}
+
 async fn subscription_handshake_both_online(dc: &Dc) {
     let (a, b) = (user("sa"), user("sb"));
     let mut alice = online(dc, &a, "phone").await;
@@ -584,7 +621,10 @@ async fn a_request_asked_back_before_it_is_answered_stays_the_contacts(dc: &Dc) 
         .unwrap();
     bob.send_presence().await.unwrap();
     let shown = bob
-        .expect("the stored request", presence_of_type(&aj, Some("subscribe")))
+        .expect(
+            "the stored request",
+            presence_of_type(&aj, Some("subscribe")),
+        )
         .await
         .unwrap();
     assert_eq!(shown.attr("to"), Some(bj.as_str()), "{shown}");

@@ -245,6 +245,7 @@ fn features(ctx: &Ctx, t: &Transport, state: &Negotiated) -> String {
                     .with_child(Element::new("optional", ns::SESSION)),
             );
             f.push_child(Element::new("ver", ns::ROSTER_VER));
+            f.push_child(Element::new("sub", ns::PRE_APPROVAL));
         }
     }
     // Written with the conventional prefix so every client recognises it.

@@ -84,6 +84,10 @@ pub fn item_element(item: &RosterItem) -> Element {
     if item.ask_out {
         e.set_attr("ask", "subscribe");
     }
+    // RFC 6121 §2.1.2.1: shown since the server advertises pre-approval.
+    if item.approved {
+        e.set_attr("approved", "true");
+    }
     for g in &item.groups {
         e.push_child(Element::new("group", ns::ROSTER).with_text(g.clone()));
     }

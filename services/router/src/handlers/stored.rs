@@ -26,6 +26,7 @@ pub async fn at_login(
     session: &Target,
 ) -> anyhow::Result<()> {
     offline::deliver_pending(ctx, username, out, session).await?;
+    subscription::answer_preapproved(ctx, out, username).await?;
     requests_to(ctx, username, out, std::slice::from_ref(session)).await
 }
 
@@ -35,6 +36,9 @@ pub async fn at_login(
 /// requests to every one (RFC 6121 §3.1.3). Nothing if it has none here: its other DCs do the
 /// same for theirs, and its next initial presence anywhere shows what is left.
 pub async fn on_nudge(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Result<Outcome> {
+    // A request its user approved before it reached this DC is answered now, wherever the
+    // user's resources are.
+    subscription::answer_preapproved(ctx, out, inb.username()).await?;
     let mut here: Vec<_> = {
         let dir = ctx.sessions.read();
         dir.available(&inb.from_bare)

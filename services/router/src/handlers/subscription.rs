@@ -60,6 +60,34 @@ pub async fn cancel_all(
     Ok(())
 }
 
+/// Answers, on the user's behalf, each request stored for it that its pre-approval already
+/// answers (RFC 6121 §3.4): the approval came first, here, and the request only later — made
+/// at another DC and replicated, or routed here before its data. Returns whether any was.
+pub async fn answer_preapproved(
+    ctx: &Ctx,
+    out: &mut Outbox,
+    username: &str,
+) -> anyhow::Result<bool> {
+    let user_bare = format!("{username}@{}", ctx.config.domain);
+    let mut any = false;
+    for r in ctx.store.subscription_requests(username).await? {
+        let Some(contact) = Addr::parse(&jids::bare(&r.contact)) else {
+            continue;
+        };
+        let approved = ctx
+            .store
+            .roster_item(username, &contact.bare)
+            .await?
+            .is_some_and(|i| i.approved);
+        if approved {
+            let p = presence(SubType::Subscribed, &user_bare, &contact.bare);
+            send(ctx, out, &user_bare, &contact, SubType::Subscribed, &p).await?;
+            any = true;
+        }
+    }
+    Ok(any)
+}
+
 /// `user_bare` sends `t` to `contact`: the user's side, then the contact's, then the
 /// contact's server's automatic answer if any.
 async fn send(

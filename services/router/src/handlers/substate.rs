@@ -1,7 +1,8 @@
 //! The presence subscription state machine of RFC 6121 §3 and Appendix A, as pure functions:
 //! given one side's state for a contact and a subscription stanza, the new state and whether
-//! the stanza goes on (outbound) or reaches the user (inbound). Pre-approval is not offered,
-//! but a stored `approved` flag is honoured.
+//! the stanza goes on (outbound) or reaches the user (inbound). With pre-approval (RFC 6121
+//! §3.4, advertised in the stream features): a `subscribed` with no request to answer is kept
+//! as `approved`, which answers the request when it comes.
 
 use meerkat_store::Subscription;
 use meerkat_xmpp::StanzaType;
@@ -124,8 +125,16 @@ impl SubState {
                 if s.pending_in {
                     s.sub = add_from(s.sub);
                     s.pending_in = false;
+                    // A pre-approval is used up once the subscription exists.
+                    s.approved = false;
                     true
                 } else {
+                    // RFC 6121 §3.4: no request to answer, a pre-approval instead (kept, not
+                    // sent). Across DCs this is also an answer that overtook the request it
+                    // answers: the request, once stored here, is answered from it (stored.rs).
+                    if !has_from(s.sub) {
+                        s.approved = true;
+                    }
                     false
                 }
             }
@@ -256,6 +265,29 @@ mod tests {
         assert_eq!(pre.auto_reply, Some(SubType::Subscribed));
         assert_eq!(pre.state.sub, From);
         assert!(!pre.state.approved);
+    }
+
+    #[test]
+    fn an_unsolicited_approval_is_kept_as_a_pre_approval() {
+        let step = SubState::default().outbound(SubType::Subscribed);
+        assert!(!step.forward);
+        assert!(step.state.approved);
+        // The request it answers, once it arrives: subscribed from, the pre-approval gone.
+        let answered = SubState {
+            pending_in: true,
+            ..step.state
+        }
+        .outbound(SubType::Subscribed);
+        assert!(answered.forward);
+        assert_eq!(answered.state.sub, From);
+        assert!(!answered.state.approved);
+        // Already subscribed from: nothing to pre-approve.
+        assert!(
+            !st(From, false, false)
+                .outbound(SubType::Subscribed)
+                .state
+                .approved
+        );
     }
 
     #[test]
