@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::options::BasicAckOptions;
 use meerkat_bus::lapin;
 use meerkat_bus::{spawn_consumer, ConsumerSpec, Dedup, HeaderExt};
 use meerkat_wire::{headers as h, topology as names, RouteKind};
@@ -145,12 +145,7 @@ pub async fn run(ctx: Arc<Ctx>) {
             if bounce(&ctx, &delivery.data, session, message_id(&delivery), hops).await {
                 let _ = delivery.ack(BasicAckOptions::default()).await;
             } else {
-                let _ = delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await;
+                meerkat_bus::requeue_after(&delivery, std::time::Duration::ZERO).await;
             }
         }
         .instrument(span)

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use meerkat_bus::lapin::message::Delivery;
-use meerkat_bus::lapin::options::{BasicAckOptions, BasicNackOptions};
+use meerkat_bus::lapin::options::BasicAckOptions;
 use meerkat_bus::{HeaderExt, Props};
 use meerkat_wire::handover::{self as step, Fence, Moved, Refused, Request};
 use meerkat_wire::{headers as h, topology as names, RouteKind};
@@ -310,12 +310,7 @@ pub async fn arrived(ctx: &std::sync::Arc<Ctx>, delivery: Delivery) {
             )
             .await
             {
-                let _ = delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await;
+                meerkat_bus::requeue_after(&delivery, Duration::ZERO).await;
                 return;
             }
         }

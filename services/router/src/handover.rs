@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meerkat_bus::lapin::options::{BasicAckOptions, BasicNackOptions};
+use meerkat_bus::lapin::options::BasicAckOptions;
 use meerkat_bus::{ConsumerSpec, Props};
 use meerkat_wire::handover::{self, Refused, Request};
 use meerkat_wire::{headers as h, topology as names, RouteKind};
@@ -85,13 +85,7 @@ async fn one(ctx: &Ctx, queue: &str, delivery: meerkat_bus::lapin::message::Deli
         }
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "handover request not passed on; requeued");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let _ = delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                })
-                .await;
+            meerkat_bus::requeue_after(&delivery, Duration::from_millis(200)).await;
         }
     }
 }

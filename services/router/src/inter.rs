@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::options::BasicAckOptions;
 use lapin::types::FieldTable;
 use meerkat_bus::{lapin, HeaderExt, NotForUs, Props};
 use meerkat_wire::{envelope, headers as h, topology as names, RouteKind};
@@ -132,13 +132,7 @@ pub async fn run_returned(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "returned stanza not routed again; requeued");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    let _ = delivery
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..BasicNackOptions::default()
-                        })
-                        .await;
+                    meerkat_bus::requeue_after(&delivery, RETRY_PAUSE).await;
                 }
             }
         }
@@ -151,6 +145,9 @@ const ROUTE_HOPS: u64 = 3;
 
 /// How long a stanza from another DC may wait for the data its sender's DC wrote before it.
 const DATA_WAIT: Duration = Duration::from_secs(3);
+
+/// How long a delivery that could not be handled waits before it goes back to the queue.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// What is known here of how far each origin's data stream has been applied.
 #[derive(Default)]
@@ -308,16 +305,10 @@ async fn handle_batch(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "stanza from another DC not forwarded; requeued");
-                if !requeue {
-                    requeue = true;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                let _ = delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await;
+                // The first one pauses; the rest of the batch goes back at once.
+                let pause = if requeue { Duration::ZERO } else { RETRY_PAUSE };
+                requeue = true;
+                meerkat_bus::requeue_after(&delivery, pause).await;
             }
         }
     }
@@ -336,13 +327,7 @@ async fn handover_now(ctx: &Ctx, delivery: Delivery, id: Option<&str>, seen: &Mu
         }
         Err(e) => {
             tracing::warn!(error = %e, "handover step from another DC not forwarded; requeued");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let _ = delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                })
-                .await;
+            meerkat_bus::requeue_after(&delivery, RETRY_PAUSE).await;
         }
     }
 }

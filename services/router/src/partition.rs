@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::options::BasicAckOptions;
 use meerkat_bus::{lapin, ConsumerSpec, Dedup, HeaderExt, NotForUs};
 use meerkat_wire::headers as h;
 use meerkat_wire::topology as names;
@@ -138,13 +138,7 @@ async fn handle_delivery(ctx: &Ctx, queue: &str, delivery: Delivery, seen: &Mute
             Err(e) => {
                 // The asking gateway gives up after a while; the broker is away meanwhile.
                 tracing::warn!(error = %format!("{e:#}"), "handover request not passed on; requeued");
-                tokio::time::sleep(retry_pause(1)).await;
-                let _ = delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await;
+                meerkat_bus::requeue_after(&delivery, retry_pause(1)).await;
             }
         }
         return;
@@ -181,13 +175,7 @@ async fn handle_delivery(ctx: &Ctx, queue: &str, delivery: Delivery, seen: &Mute
                 Ok(()) => done(&delivery, id.as_deref(), seen).await,
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "error reply not sent; requeued");
-                    tokio::time::sleep(retry_pause(1)).await;
-                    let _ = delivery
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..BasicNackOptions::default()
-                        })
-                        .await;
+                    meerkat_bus::requeue_after(&delivery, retry_pause(1)).await;
                 }
             }
             return;
@@ -237,13 +225,7 @@ async fn handle_delivery(ctx: &Ctx, queue: &str, delivery: Delivery, seen: &Mute
             // Not even the error got out (the broker is away): the delivery goes back to the
             // queue and is tried again, never dropped unanswered.
             tracing::warn!(error = %format!("{e:#}"), "error reply not sent; requeued");
-            tokio::time::sleep(retry_pause(attempt)).await;
-            let _ = delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                })
-                .await;
+            meerkat_bus::requeue_after(&delivery, retry_pause(attempt)).await;
         }
     }
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::options::BasicAckOptions;
 use meerkat_bus::lapin;
 use meerkat_wire::{topology as names, ControlEvent, SessionEvent};
 use parking_lot::{RwLock, RwLockReadGuard};
@@ -129,9 +129,7 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
                 out.kick(&old);
                 if let Err(e) = out.flush(&ctx).await {
                     tracing::warn!(error = %e, "conflict kick not published");
-                    let _ = delivery
-                        .nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() })
-                        .await;
+                    meerkat_bus::requeue_after(&delivery, Duration::ZERO).await;
                     return;
                 }
             }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meerkat_bus::lapin::message::Delivery;
-use meerkat_bus::lapin::options::{BasicAckOptions, BasicNackOptions};
+use meerkat_bus::lapin::options::BasicAckOptions;
 use meerkat_bus::PublishError;
 use meerkat_store::{Applied, ApplyOutcome, Record, Store};
 use meerkat_wire::data::{DataChange, DataControl};
@@ -294,13 +294,7 @@ async fn apply_run(ctx: &Ctx, run: Vec<Incoming>) {
                     Err(e) => {
                         tracing::warn!(error = %e, origin, seq = change.seq, "data change not applied");
                         // The database is unreachable: keep the change, try again shortly.
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        let _ = delivery
-                            .nack(BasicNackOptions {
-                                requeue: true,
-                                ..BasicNackOptions::default()
-                            })
-                            .await;
+                        meerkat_bus::requeue_after(&delivery, Duration::from_secs(1)).await;
                     }
                 }
             }

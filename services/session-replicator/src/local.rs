@@ -7,7 +7,7 @@ use meerkat_bus::ConsumerSpec;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use meerkat_bus::lapin::options::{BasicAckOptions, BasicNackOptions};
+use meerkat_bus::lapin::options::BasicAckOptions;
 use meerkat_wire::{topology as names, ControlEvent, SessionEvent};
 use tokio_util::sync::CancellationToken;
 
@@ -56,12 +56,7 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
                 if let Err(e) = publish::replicated(&ctx, &r).await {
                     // Its seq is spent: the other DCs will see a gap and ask for a snapshot.
                     tracing::error!(error = %e, seq = r.seq, "replicated event not published");
-                    let _ = delivery
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..BasicNackOptions::default()
-                        })
-                        .await;
+                    meerkat_bus::requeue_after(&delivery, std::time::Duration::ZERO).await;
                     return;
                 }
                 ctx.metrics.replicated_out.inc();

@@ -360,3 +360,19 @@ async fn open(
         .await?;
     Ok((channel, consumer))
 }
+
+/// Gives a delivery back to its queue after `pause`: what could not be handled because
+/// something it needs is away (a broker, a database) is tried again, never dropped; the
+/// pause keeps a consumer from spinning on it meanwhile. `Duration::ZERO` gives it back at
+/// once (a batch's later deliveries, after its first one paused).
+pub async fn requeue_after(delivery: &Delivery, pause: Duration) {
+    if !pause.is_zero() {
+        tokio::time::sleep(pause).await;
+    }
+    let _ = delivery
+        .nack(lapin::options::BasicNackOptions {
+            requeue: true,
+            ..lapin::options::BasicNackOptions::default()
+        })
+        .await;
+}

@@ -19,7 +19,7 @@ pub mod wire;
 
 pub use connection::Bus;
 pub use consumer::{
-    consume, consume_batches, consume_events, spawn_consumer, ConsumerSpec, Declare,
+    consume, consume_batches, consume_events, requeue_after, spawn_consumer, ConsumerSpec, Declare,
 };
 pub use dedup::Dedup;
 pub use headers::{HeaderExt, Headers};
