@@ -55,16 +55,52 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
         drain_on_stop: true,
     };
     let seen = Arc::new(Mutex::new(Dedup::new(65_536)));
-    let applied = Arc::new(Mutex::new(AppliedView::default()));
+    // Stanzas wait for their data and are forwarded by one task of their own, batch after
+    // batch in queue order, so that the consumer goes on taking what comes meanwhile: a
+    // handover step behind them is forwarded at once (a client waits for its `<resumed/>`).
+    // What the task holds is bounded by the prefetch (unacked).
+    let (to_worker, from_consumer) = tokio::sync::mpsc::unbounded_channel();
+    let worker = tokio::spawn(forward_stanzas(
+        ctx.clone(),
+        from_consumer,
+        seen.clone(),
+        AppliedView::default(),
+    ));
     let bus = ctx.bus.clone();
     meerkat_bus::consume_batches(bus, spec, usize::from(PREFETCH), stop, consuming, |batch| {
         let ctx = ctx.clone();
         let seen = seen.clone();
-        let applied = applied.clone();
         let queue = queue.clone();
-        async move { handle_batch(&ctx, &queue, batch, &seen, &applied).await }
+        let to_worker = to_worker.clone();
+        async move {
+            let stanzas = handle_batch(&ctx, &queue, batch, &seen).await;
+            if !stanzas.is_empty() {
+                // The task ends only when every sender is gone, after this loop.
+                let _ = to_worker.send(stanzas);
+            }
+        }
     })
     .await;
+    // What the task still holds is forwarded before the router stops.
+    drop(to_worker);
+    let _ = worker.await;
+}
+
+/// A delivery of the inter-DC queue with its envelope id.
+type Arrived = (Delivery, Option<String>);
+
+/// Forwards each batch of stanzas handed over by the consumer, in order (see
+/// [`forward_batch`]), until the consumer is gone.
+async fn forward_stanzas(
+    ctx: Arc<Ctx>,
+    mut batches: tokio::sync::mpsc::UnboundedReceiver<Vec<Arrived>>,
+    seen: Arc<Mutex<Dedup>>,
+    applied: AppliedView,
+) {
+    let applied = Mutex::new(applied);
+    while let Some(batch) = batches.recv().await {
+        forward_batch(&ctx, batch, &seen, &applied).await;
+    }
 }
 
 /// Consumes this DC's queue of stanzas returned by the dead-letter exchange of the federation
@@ -210,17 +246,15 @@ async fn wait_for_data(ctx: &Ctx, headers: Option<&FieldTable>, view: &Mutex<App
     }
 }
 
-/// Forwards a batch of envelopes (those that piled up while the previous batch was in flight):
-/// each waits in turn for its data, then all are republished at once — started in queue
-/// order on one channel, so the broker keeps that order — and acked as their confirms come
-/// back. One stanza at a time would cap this DC's inbound rate at one per confirm round trip.
+/// Takes a batch of envelopes (those that piled up while the previous batch was in flight):
+/// drops what was seen or is not believed, parks unknown kinds, forwards handover steps at
+/// once, and returns the stanzas, in queue order, for [`forward_batch`].
 async fn handle_batch(
     ctx: &Ctx,
     queue: &str,
     batch: Vec<Delivery>,
     seen: &Mutex<Dedup>,
-    applied: &Mutex<AppliedView>,
-) {
+) -> Vec<Arrived> {
     let (mut steps, mut stanzas) = (Vec::new(), Vec::with_capacity(batch.len()));
     let batch_len = batch.len();
     for delivery in batch {
@@ -269,6 +303,19 @@ async fn handle_batch(
         handover_now(ctx, delivery, id.as_deref(), seen).await
     });
     futures::future::join_all(steps).await;
+    stanzas
+}
+
+/// Forwards a batch of stanzas: each waits in turn for its data, then all are republished at
+/// once — started in queue order on one channel, so the broker keeps that order — and acked
+/// as their confirms come back. One stanza at a time would cap this DC's inbound rate at one
+/// per confirm round trip.
+async fn forward_batch(
+    ctx: &Ctx,
+    stanzas: Vec<Arrived>,
+    seen: &Mutex<Dedup>,
+    applied: &Mutex<AppliedView>,
+) {
     let mut todo = Vec::with_capacity(stanzas.len());
     for (delivery, id) in stanzas {
         wait_for_data(ctx, delivery.properties.headers().as_ref(), applied).await;
