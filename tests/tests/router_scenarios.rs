@@ -562,17 +562,38 @@ async fn subscription_handshake_both_online(dc: &Dc) {
         .unwrap();
 }
 
-async fn subscription_request_waits_for_login(dc: &Dc) {
-    let (a, b) = (user("wa"), user("wb"));
+/// Alice (online, `<p>a…`) asks Bob (`<p>b…`, registered, never logged in) to see his
+/// presence; returns her client, once her ask is pushed, and Bob's username.
+async fn asked_while_away(dc: &Dc, p: &str) -> (Client, String) {
+    let (a, b) = (user(&format!("{p}a")), user(&format!("{p}b")));
     let mut alice = online(dc, &a, "phone").await;
     register(dc, &b).await;
-    let aj = alice.bare_jid().to_owned();
     let bj = format!("{b}@example.com");
     alice.send(&presence("subscribe", &bj)).await.unwrap();
     alice
         .expect("ask push", push_for(&bj, "none"))
         .await
         .unwrap();
+    (alice, b)
+}
+
+/// `b` logs in again and announces itself: no request from `from` is shown any more. Returns
+/// the new session.
+async fn no_request_at_next_login(dc: &Dc, b: &str, from: &str) -> Client {
+    let mut c = login(dc, b, "tablet").await;
+    c.send_presence().await.unwrap();
+    c.expect_none(
+        Duration::from_secs(1),
+        presence_of_type(from, Some("subscribe")),
+    )
+    .await
+    .unwrap();
+    c
+}
+
+async fn subscription_request_waits_for_login(dc: &Dc) {
+    let (mut alice, b) = asked_while_away(dc, "w").await;
+    let (aj, bj) = (alice.bare_jid().to_owned(), format!("{b}@example.com"));
     let mut bob = login(dc, &b, "desk").await;
     roster(&mut bob).await;
     bob.send_presence().await.unwrap();
@@ -582,14 +603,7 @@ async fn subscription_request_waits_for_login(dc: &Dc) {
     bob.approve_subscription(&mut alice).await.unwrap();
     // Answered: not redelivered at the next login.
     drop(bob);
-    let mut bob = login(dc, &b, "tablet").await;
-    bob.send_presence().await.unwrap();
-    bob.expect_none(
-        Duration::from_secs(1),
-        presence_of_type(&aj, Some("subscribe")),
-    )
-    .await
-    .unwrap();
+    let mut bob = no_request_at_next_login(dc, &b, &aj).await;
     // After an unsubscribe, a new subscribe is a new request for Bob to answer.
     alice.send(&presence("unsubscribe", &bj)).await.unwrap();
     alice.send(&presence("subscribe", &bj)).await.unwrap();
@@ -603,16 +617,8 @@ async fn subscription_request_waits_for_login(dc: &Dc) {
 /// what his initial presence shows him is her `subscribe`, not his own (which would ask him to
 /// approve himself, and leave her request unanswered for good).
 async fn a_request_asked_back_before_it_is_answered_stays_the_contacts(dc: &Dc) {
-    let (a, b) = (user("xa"), user("xb"));
-    let mut alice = online(dc, &a, "phone").await;
-    register(dc, &b).await;
-    let aj = alice.bare_jid().to_owned();
-    let bj = format!("{b}@example.com");
-    alice.send(&presence("subscribe", &bj)).await.unwrap();
-    alice
-        .expect("ask push", push_for(&bj, "none"))
-        .await
-        .unwrap();
+    let (mut alice, b) = asked_while_away(dc, "x").await;
+    let (aj, bj) = (alice.bare_jid().to_owned(), format!("{b}@example.com"));
     let mut bob = login(dc, &b, "desk").await;
     bob.send(&presence("subscribe", &aj)).await.unwrap();
     alice
@@ -635,12 +641,7 @@ async fn a_request_asked_back_before_it_is_answered_stays_the_contacts(dc: &Dc) 
         .await
         .unwrap();
     // Nothing left for Bob to answer at his next login.
-    let mut tablet = login(dc, &b, "tablet").await;
-    tablet.send_presence().await.unwrap();
-    tablet
-        .expect_none(QUIET, presence_of_type(&aj, Some("subscribe")))
-        .await
-        .unwrap();
+    no_request_at_next_login(dc, &b, &aj).await;
 }
 
 async fn presence_probe_and_broadcast(dc: &Dc) {
