@@ -84,6 +84,11 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
                         tracing::warn!(error = %format!("{e:#}"), dc, "MUC: purge of a dead DC's occupants not sent");
                     }
                 }
+                if state == DcState::Up {
+                    if let Err(e) = reconcile(&ctx).await {
+                        tracing::warn!(error = %format!("{e:#}"), dc, "MUC: reconcile orders not sent");
+                    }
+                }
             }
         }
     })
@@ -103,6 +108,38 @@ async fn purge(ctx: &Ctx, dead: &str) -> anyhow::Result<()> {
             .with_attr("to", room.clone())
             .with_child(Element::new("purge", super::NS_PURGE).with_attr("dc", dead));
         super::send_to_home(ctx, &order, None, &room, &home, 0, None).await?;
+    }
+    Ok(())
+}
+
+/// A DC is back (a partition healed, a DC returned): tells the home of every room with
+/// occupants of this DC (in the room's view or away) which of them still have their session
+/// here. Sent over the inter-DC path, the order waits at the home for the data this DC wrote
+/// before it (the rooms' rows of its side of a partition).
+async fn reconcile(ctx: &Ctx) -> anyhow::Result<()> {
+    let own = ctx.config.dc.as_str();
+    for room in ctx.store.muc_rooms_with_occupants_at(own).await? {
+        let mut order = Element::new("reconcile", super::NS_PURGE).with_attr("dc", own);
+        for (_, body) in ctx.store.muc_occupants(&room).await? {
+            let Ok(o) = serde_json::from_str::<super::room::Occupant>(&body) else {
+                continue;
+            };
+            let here = ctx
+                .sessions
+                .read()
+                .session(&o.jid)
+                .is_some_and(|s| s.dc == own);
+            if o.dc == own && here {
+                order.push_child(Element::new("occupant", super::NS_PURGE).with_attr("jid", o.jid));
+            }
+        }
+        let order = Element::new("presence", ns::CLIENT)
+            .with_attr("type", "unavailable")
+            .with_attr("from", room.clone())
+            .with_attr("to", room.clone())
+            .with_child(order);
+        let home = home(ctx, &room);
+        super::send_to_home(ctx, &order, None, &room, &home, 1, None).await?;
     }
     Ok(())
 }

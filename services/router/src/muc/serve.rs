@@ -8,7 +8,9 @@ use meerkat_xmpp::stanza::{iq_result, iq_result_with};
 use meerkat_xmpp::{ns, Element, StanzaError, StanzaKind, StanzaType};
 
 use super::request::{AdminRequest, Invite, Join, OwnerRequest};
-use super::room::{aff_key, Affiliation, Config, Occupant, Role, Room, SUBJECT_KEY};
+use super::room::{
+    aff_key, nick_of_key, occupant_key, Affiliation, Config, Occupant, Role, Room, SUBJECT_KEY,
+};
 use super::{NS_ADMIN, NS_MUC, NS_OWNER, NS_PURGE, NS_SELF_PING, NS_USER};
 use crate::inbound::Inbound;
 use crate::jids::Addr;
@@ -141,15 +143,38 @@ impl<'a> Handling<'a> {
         })
     }
 
+    /// Writes occupant `nick` (`Some`), or removes the one holding it (`None`).
     fn put_occupant(&mut self, nick: &str, o: Option<Occupant>) {
-        let body = o
-            .as_ref()
-            .map(|o| serde_json::to_string(o).unwrap_or_default());
         match o {
-            Some(o) => self.room.occupants.insert(nick.to_owned(), o),
-            None => self.room.occupants.remove(nick),
-        };
-        self.write.puts.push(MucPut::occupant(nick, body));
+            Some(mut o) => {
+                if o.key.is_empty() || nick_of_key(&o.key) != nick {
+                    o.key = occupant_key(nick, &o.jid);
+                }
+                o.away = false;
+                self.write_row(&o.key.clone(), Some(&o));
+                self.room.occupants.insert(nick.to_owned(), o);
+            }
+            None => {
+                if let Some(o) = self.room.occupants.remove(nick) {
+                    self.write_row(&o.key, None);
+                }
+            }
+        }
+    }
+
+    /// Writes the row `key` of an occupant (`None`: deletes it).
+    fn write_row(&mut self, key: &str, o: Option<&Occupant>) {
+        let body = o.map(|o| serde_json::to_string(o).unwrap_or_default());
+        self.write.puts.push(MucPut::occupant(key, body));
+    }
+
+    /// Occupant `nick` leaves the room's view because its DC is down; its row stays, marked.
+    fn put_away(&mut self, nick: &str) {
+        if let Some(mut o) = self.room.occupants.remove(nick) {
+            o.away = true;
+            self.write_row(&o.key.clone(), Some(&o));
+            self.room.away.push((nick.to_owned(), o));
+        }
     }
 
     fn put_config(&mut self, c: Config) {
@@ -303,7 +328,13 @@ impl<'a> Handling<'a> {
             let mut gone = Vec::new();
             for nick in ghosts {
                 if let Some(o) = self.room.occupants.get(&nick).cloned() {
-                    self.put_occupant(&nick, None);
+                    // Its DC declared down (dead or cut off): kept aside until it says
+                    // whether the session is still there.
+                    if o.dc != self.ctx.config.dc && self.ctx.muc_liveness.is_down(&o.dc) {
+                        self.put_away(&nick);
+                    } else {
+                        self.put_occupant(&nick, None);
+                    }
                     gone.push((nick, o));
                 }
             }
@@ -320,7 +351,8 @@ impl<'a> Handling<'a> {
         let Some(c) = &self.room.config else {
             return Ok(());
         };
-        if c.persistent || !self.room.occupants.is_empty() {
+        // Occupants away with their DC may come back: the room waits for them.
+        if c.persistent || !self.room.occupants.is_empty() || !self.room.away.is_empty() {
             return Ok(());
         }
         self.delete_room();
@@ -336,8 +368,11 @@ impl<'a> Handling<'a> {
         for bare in std::mem::take(&mut self.room.affiliations).into_keys() {
             self.write.puts.push(MucPut::room(&aff_key(&bare), None));
         }
-        for nick in std::mem::take(&mut self.room.occupants).into_keys() {
-            self.write.puts.push(MucPut::occupant(&nick, None));
+        let occupants = std::mem::take(&mut self.room.occupants).into_values();
+        let others = std::mem::take(&mut self.room.away).into_iter();
+        let losers = std::mem::take(&mut self.room.losers).into_iter();
+        for o in occupants.chain(others.chain(losers).map(|(_, o)| o)) {
+            self.write.puts.push(MucPut::occupant(&o.key, None));
         }
         self.room.config = None;
     }
@@ -351,8 +386,14 @@ pub async fn room(
     addr: &Addr,
 ) -> anyhow::Result<Outcome> {
     let mut h = Handling::new(ctx, &addr.bare).await?;
-    // The router's own order: a DC was declared down.
+    settle(&mut h, out).await?;
+    // The router's own orders: a DC was declared down, or is back.
     if inb.from == addr.bare {
+        if let Some(r) = inb.el.get_child("reconcile", NS_PURGE) {
+            reconcile(&mut h, out, r).await?;
+            h.finish(out).await?;
+            return Ok(Outcome::Handled);
+        }
         if let Some(p) = inb.el.get_child("purge", NS_PURGE) {
             let dc = p.attr("dc").unwrap_or("").to_owned();
             let dead: Vec<String> = h
@@ -378,6 +419,185 @@ pub async fn room(
     };
     h.finish(out).await?;
     Ok(outcome)
+}
+
+/// Removes the occupants that lost their nick to an earlier occupant (both sides of a
+/// partition let one nick be taken; the merged rows show both): the loser is told it left
+/// (110, 333), and so are the occupants at its DC (the side that saw it join), who then get
+/// the presence of the nick's holder.
+async fn settle(h: &mut Handling<'_>, out: &mut Outbox) -> anyhow::Result<()> {
+    let losers = std::mem::take(&mut h.room.losers);
+    if losers.is_empty() {
+        return Ok(());
+    }
+    for (_, o) in &losers {
+        h.write_row(&o.key, None);
+    }
+    h.commit().await?;
+    for (nick, o) in losers {
+        tracing::info!(room = %h.room.jid, nick, jid = %o.jid, "MUC: nick taken on both sides of a partition; the later occupant leaves");
+        let viewers: Vec<String> = h
+            .room
+            .occupants
+            .iter()
+            .filter(|(n, v)| v.dc == o.dc && **n != nick)
+            .map(|(n, _)| n.clone())
+            .collect();
+        tell_gone(h, out, &nick, &o, &viewers);
+        if let Some(holder) = h.room.occupants.get(&nick).cloned() {
+            for v in &viewers {
+                let p = h.presence_of(&nick, &holder, v, &[]);
+                h.send(out, v, &p);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Unavailable presence (333) of `o`, no longer `nick` here, to `viewers` and to itself (110).
+fn tell_gone(h: &mut Handling<'_>, out: &mut Outbox, nick: &str, o: &Occupant, viewers: &[String]) {
+    let leave = |h: &Handling<'_>, viewer: &str, codes: &[u16]| {
+        let mut item = h.item(o, viewer);
+        item.set_attr("role", "none");
+        let mut x = Element::new("x", NS_USER).with_child(item);
+        for c in codes {
+            x.push_child(Element::new("status", NS_USER).with_attr("code", c.to_string()));
+        }
+        Element::new("presence", ns::CLIENT)
+            .with_attr("type", "unavailable")
+            .with_attr("from", format!("{}/{nick}", h.room.jid))
+            .with_child(x)
+    };
+    for v in viewers {
+        let p = leave(h, v, &[333]);
+        h.send(out, v, &p);
+    }
+    let mut p = leave(h, nick, &[110, 333]);
+    p.set_attr("to", o.jid.clone());
+    deliver(h.ctx, out, &o.jid, &p);
+}
+
+/// The router's order when the DC `dc` is back (a partition healed, a DC returned), sent by
+/// that DC with the occupants whose sessions it still holds (`<occupant jid=…/>`), once this
+/// DC has applied what that DC wrote before (the data wait of the inter-DC path). Each of
+/// `dc`'s occupants still there is written again (its row then outlives any mark the other
+/// side wrote during the partition) and its presence goes to everyone; one away is put back
+/// (it gets everyone's presence and the subject), unless its nick went to an earlier
+/// occupant meanwhile (then it is told it left: 110, 333); the others of `dc` leave.
+async fn reconcile(h: &mut Handling<'_>, out: &mut Outbox, order: &Element) -> anyhow::Result<()> {
+    let dc = order.attr("dc").unwrap_or("").to_owned();
+    let live: std::collections::HashSet<String> = order
+        .children()
+        .filter(|c| c.is("occupant", NS_PURGE))
+        .filter_map(|c| c.attr("jid").map(str::to_owned))
+        .collect();
+    // Occupants of `dc` in the room's view: written again, or gone.
+    let here: Vec<(String, Occupant)> = h
+        .room
+        .occupants
+        .iter()
+        .filter(|(_, o)| o.dc == dc)
+        .map(|(n, o)| (n.clone(), o.clone()))
+        .collect();
+    let mut confirmed = Vec::new();
+    for (nick, o) in here {
+        if live.contains(&o.jid) {
+            h.put_occupant(&nick, Some(o));
+            confirmed.push(nick);
+        } else if !h.ghosts.contains(&nick) {
+            h.ghosts.push(nick);
+        }
+    }
+    // Occupants of `dc` away: back, or deleted.
+    let away = std::mem::take(&mut h.room.away);
+    let mut back = Vec::new();
+    for (nick, o) in away {
+        if o.dc != dc {
+            h.room.away.push((nick, o));
+            continue;
+        }
+        let in_room = h.room.nick_of(&o.jid).is_some();
+        if !live.contains(&o.jid) || in_room {
+            h.write_row(&o.key, None);
+            continue;
+        }
+        match h.room.occupants.get(&nick).cloned() {
+            Some(holder) if holder.precedes(&o) => {
+                // Its nick went to an earlier occupant on the other side.
+                h.write_row(&o.key, None);
+                h.commit().await?;
+                tell_gone(h, out, &nick, &o, &[]);
+            }
+            holder => {
+                if let Some(holder) = holder {
+                    // It held the nick first: the one that took it meanwhile leaves.
+                    h.write_row(&holder.key, None);
+                    h.room.occupants.remove(&nick);
+                    h.commit().await?;
+                    let viewers: Vec<String> = h
+                        .room
+                        .occupants
+                        .iter()
+                        .filter(|(_, v)| v.dc == holder.dc)
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    tell_gone(h, out, &nick, &holder, &viewers);
+                }
+                h.put_occupant(&nick, Some(o));
+                back.push(nick);
+            }
+        }
+    }
+    h.commit().await?;
+    // The two sides saw different joins and leaves: each one confirmed or back first gets the
+    // presence of every occupant at another DC, then those get its presence (it gets its own,
+    // 110). Of two reconciles (one per side), the later sees both and tells both.
+    let mine: Vec<String> = confirmed.iter().chain(&back).cloned().collect();
+    for nick in &mine {
+        let Some(me) = h.room.occupants.get(nick).cloned() else {
+            continue;
+        };
+        let others: Vec<(String, Occupant)> = h
+            .room
+            .occupants
+            .iter()
+            .filter(|(n, o)| *n != nick && o.dc != me.dc)
+            .map(|(n, o)| (n.clone(), o.clone()))
+            .collect();
+        for (other, oo) in others {
+            let p = h.presence_of(&other, &oo, nick, &[]);
+            h.send(out, nick, &p);
+        }
+    }
+    for nick in &mine {
+        let Some(me) = h.room.occupants.get(nick).cloned() else {
+            continue;
+        };
+        let viewers: Vec<String> = h
+            .room
+            .occupants
+            .iter()
+            .filter(|(n, o)| *n == nick || o.dc != me.dc)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for v in viewers {
+            let codes: &[u16] = if v == *nick { &[110] } else { &[] };
+            let p = h.presence_of(nick, &me, &v, codes);
+            h.send(out, &v, &p);
+        }
+    }
+    // The subject may have changed on the other side meanwhile.
+    if let Some(s) = h
+        .room
+        .subject
+        .as_deref()
+        .and_then(|s| Element::parse(s).ok())
+    {
+        for nick in confirmed.iter().chain(&back) {
+            h.send(out, nick, &s);
+        }
+    }
+    Ok(())
 }
 
 /// Presence to `room/nick`: join, presence change, nick change, leave.
@@ -431,6 +651,7 @@ async fn presence(
                     }
                     let mut o = h.room.occupants[&old].clone();
                     o.presence = stored.to_xml();
+                    o.since_ms = now_ms();
                     h.put_occupant(&old, None);
                     h.put_occupant(nick, Some(o.clone()));
                     h.commit().await?;
@@ -545,6 +766,9 @@ async fn join(
             .read()
             .session(&inb.from)
             .map_or_else(|| ctx.config.dc.clone(), |s| s.dc.clone()),
+        since_ms: now_ms(),
+        away: false,
+        key: String::new(),
     };
     let others: Vec<String> = h.room.occupants.keys().cloned().collect();
     h.put_occupant(nick, Some(o.clone()));
