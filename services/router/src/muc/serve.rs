@@ -929,6 +929,7 @@ async fn message(h: &mut Handling<'_>, inb: &Inbound, out: &mut Outbox) -> anyho
     // Archived before it is reflected: every reflection carries the archive's id.
     if body.is_some() {
         h.write.archive = Some((format!("{}/{nick}", h.room.jid), m.to_xml()));
+        h.write.key = out.origin().map(str::to_owned);
     }
     let id = h.commit().await?;
     if let Some(id) = id {
