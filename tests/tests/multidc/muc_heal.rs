@@ -265,3 +265,75 @@ async fn muc_a_room_cut_in_two_goes_on_at_both_sides_and_heals_into_one() {
     assert_eq!(vc.now(&mut carol).await, all);
     m.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn muc_a_dead_home_returns_clears_its_gone_occupants_and_serves_the_whole_room() {
+    let mut m = multi(2).await;
+    let (a, b) = crate::accounts_apart(m.dc(1), m.dc(2)).await;
+    let mut alice = available(m.dc(1), &a, "phone").await;
+    let mut bob = available(m.dc(2), &b, "car").await;
+    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
+    let room = room_homed_at("dc2");
+    create(&mut alice, &room, "alice").await.unwrap();
+    join(&mut bob, &room, "bob").await.unwrap();
+    let mut va = View::new(&room, "alice");
+    va.until(&mut alice, &["alice", "bob"], CONVERGE).await;
+    say(&mut alice, &room, "before").await;
+
+    // The home dies with Bob's session: Alice sees him leave; DC 1 keeps his row aside.
+    m.kill_dc(2);
+    drop(bob);
+    va.until(&mut alice, &["alice"], TOLD).await;
+    say(&mut alice, &room, "while dc2 is gone").await;
+    let (s1, s2) = (crate::store(m.dc(1)).await, crate::store(m.dc(2)).await);
+    let rows = s1.muc_occupants(&room).await.unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+
+    // DC 2 returns (a new life): its routers say none of its old occupants is there, and the
+    // row goes at both DCs; Alice's stays.
+    m.links.heal();
+    m.dc_mut(2).revive().await.unwrap();
+    crate::eventually("only alice's row at both DCs", SETTLED, || async {
+        let (r1, r2) = (
+            s1.muc_occupants(&room).await.unwrap(),
+            s2.muc_occupants(&room).await.unwrap(),
+        );
+        r1 == r2 && r1.len() == 1 && r1[0].0.starts_with("alice\n")
+    })
+    .await;
+
+    // The room is back at DC 2 and has everything: Bob logs in again there and joins, gets
+    // both messages as history, and his message is archived by DC 2, after them.
+    let mut bob = available(m.dc(2), &b, "car").await;
+    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
+    join(&mut bob, &room, "bob").await.unwrap();
+    let mut history = Vec::new();
+    for _ in 0..2 {
+        let h = bob
+            .expect("history", |e| {
+                is_groupchat_from(&room)(e) && e.has_child("delay", ns::DELAY)
+            })
+            .await
+            .unwrap();
+        history.push(h.child_text("body", ns::CLIENT).unwrap_or_default());
+    }
+    assert_eq!(history, ["before", "while dc2 is gone"]);
+    va.until(&mut alice, &["alice", "bob"], CONVERGE).await;
+    bob.send(&groupchat(&room, "back")).await.unwrap();
+    let back = alice
+        .expect_within(CONVERGE, "bob's message", |e| {
+            is_groupchat_from(&room)(e)
+                && e.child_text("body", ns::CLIENT).as_deref() == Some("back")
+        })
+        .await
+        .unwrap();
+    assert!(
+        mam::stanza_id(&back, &room).is_some_and(|id| id.ends_with("-dc2")),
+        "{back}"
+    );
+    let page = mam::run_at(&mut alice, Some(&room), mam::query("q", &[], &[]))
+        .await
+        .unwrap();
+    assert_eq!(page.bodies(), ["before", "while dc2 is gone", "back"]);
+    m.stop().await.unwrap();
+}

@@ -162,6 +162,9 @@ pub struct Occupant {
     pub presence: String,
     /// The DC of its session.
     pub dc: String,
+    /// Its session's id (rows of an earlier version have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<uuid::Uuid>,
     /// When it took its nick (joined, or changed to it), ms since the Unix epoch: of two
     /// occupants holding one nick after a partition, the earlier keeps it.
     #[serde(default)]

@@ -221,7 +221,16 @@ impl<'a> Handling<'a> {
         };
         let mut el = el.clone();
         el.set_attr("to", o.jid.clone());
-        if !deliver(self.ctx, out, &o.jid, &el) && !self.ghosts.iter().any(|g| g == nick) {
+        if deliver(self.ctx, out, &o.jid, &el) || self.ghosts.iter().any(|g| g == nick) {
+            return;
+        }
+        // A session of another DC missing here is gone only once this directory saw it end:
+        // after a heal the directory learns the other side's sessions again, apart from the
+        // data, and until then they are missing, not gone.
+        let gone = o.dc == self.ctx.config.dc
+            || o.session
+                .is_none_or(|id| self.ctx.sessions.read().has_seen(id, 0));
+        if gone {
             self.ghosts.push(nick.to_owned());
         }
     }
@@ -479,18 +488,34 @@ fn tell_gone(h: &mut Handling<'_>, out: &mut Outbox, nick: &str, o: &Occupant, v
 
 /// The router's order when the DC `dc` is back (a partition healed, a DC returned), sent by
 /// that DC with the occupants whose sessions it still holds (`<occupant jid=…/>`), once this
-/// DC has applied what that DC wrote before (the data wait of the inter-DC path). Each of
+/// DC has applied what that DC wrote before (the data wait of the inter-DC path); also sent,
+/// `quiet`, by a router of `dc` that starts (its DC may be a new life whose occupants are all
+/// gone). Each of
 /// `dc`'s occupants still there is written again (its row then outlives any mark the other
 /// side wrote during the partition) and its presence goes to everyone; one away is put back
 /// (it gets everyone's presence and the subject), unless its nick went to an earlier
 /// occupant meanwhile (then it is told it left: 110, 333); the others of `dc` leave.
 async fn reconcile(h: &mut Handling<'_>, out: &mut Outbox, order: &Element) -> anyhow::Result<()> {
     let dc = order.attr("dc").unwrap_or("").to_owned();
-    let live: std::collections::HashSet<String> = order
+    let named: Vec<&Element> = order
         .children()
         .filter(|c| c.is("occupant", NS_PURGE))
+        .collect();
+    let live: std::collections::HashSet<String> = named
+        .iter()
         .filter_map(|c| c.attr("jid").map(str::to_owned))
         .collect();
+    // After a heal this DC's directory may not yet hold the other side's sessions again (the
+    // session replication catches up apart from the data): what is sent to them now would
+    // find no session and take them for gone. Wait for them (3 s at most, all together).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    for id in named
+        .iter()
+        .filter_map(|c| c.attr("session").and_then(|s| s.parse::<uuid::Uuid>().ok()))
+    {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        h.ctx.sessions.wait_seen(id, 0, left).await;
+    }
     // Occupants of `dc` in the room's view: written again, or gone.
     let here: Vec<(String, Occupant)> = h
         .room
@@ -499,12 +524,19 @@ async fn reconcile(h: &mut Handling<'_>, out: &mut Outbox, order: &Element) -> a
         .filter(|(_, o)| o.dc == dc)
         .map(|(n, o)| (n.clone(), o.clone()))
         .collect();
+    // A router that starts (`quiet`) only clears what its DC no longer holds: its occupants
+    // in the room are not news.
+    let quiet = order.attr("quiet") == Some("1");
     let mut confirmed = Vec::new();
     for (nick, o) in here {
         if live.contains(&o.jid) {
-            h.put_occupant(&nick, Some(o));
-            confirmed.push(nick);
-        } else if !h.ghosts.contains(&nick) {
+            if !quiet {
+                h.put_occupant(&nick, Some(o));
+                confirmed.push(nick);
+            }
+        } else if h.ctx.sessions.read().session(&o.jid).is_none() && !h.ghosts.contains(&nick) {
+            // Not named, and no session here either (a row the sender had not read yet, of a
+            // join handled here, stays).
             h.ghosts.push(nick);
         }
     }
@@ -597,6 +629,20 @@ async fn reconcile(h: &mut Handling<'_>, out: &mut Outbox, order: &Element) -> a
             h.send(out, nick, &s);
         }
     }
+    // Named: their sessions are there, whatever this directory says yet.
+    let mine_or_named = |g: &String| {
+        h.room
+            .occupants
+            .get(g)
+            .is_some_and(|o| live.contains(&o.jid))
+    };
+    let keep: Vec<String> = h
+        .ghosts
+        .iter()
+        .filter(|g| mine_or_named(g))
+        .cloned()
+        .collect();
+    h.ghosts.retain(|g| !keep.contains(g));
     Ok(())
 }
 
@@ -757,15 +803,15 @@ async fn join(
     }
     let config = h.config();
     let aff = h.room.affiliation(&bare);
+    let session = ctx.sessions.read().session(&inb.from).cloned();
     let o = Occupant {
         jid: inb.from.clone(),
         role: Role::default_for(aff, &config).as_str().to_owned(),
         presence: stored.to_xml(),
-        dc: ctx
-            .sessions
-            .read()
-            .session(&inb.from)
+        dc: session
+            .as_ref()
             .map_or_else(|| ctx.config.dc.clone(), |s| s.dc.clone()),
+        session: session.map(|s| s.session_id),
         since_ms: now_ms(),
         away: false,
         key: String::new(),
