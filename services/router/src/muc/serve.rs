@@ -394,6 +394,10 @@ pub async fn room(
     out: &mut Outbox,
     addr: &Addr,
 ) -> anyhow::Result<Outcome> {
+    let order = inb.el.get_child("reconcile", NS_PURGE);
+    if let (true, Some(order)) = (inb.from == addr.bare, order) {
+        wait_for_sessions(ctx, order).await;
+    }
     let mut h = Handling::new(ctx, &addr.bare).await?;
     settle(&mut h, out).await?;
     // The router's own orders: a DC was declared down, or is back.
@@ -428,6 +432,21 @@ pub async fn room(
     };
     h.finish(out).await?;
     Ok(outcome)
+}
+
+/// Waits until the directory holds the sessions a reconcile order names (3 s at most, all
+/// together): after a heal it learns the other side's sessions again apart from the data, and
+/// what the room sends them meanwhile would find no session.
+async fn wait_for_sessions(ctx: &Ctx, order: &Element) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    let ids = order
+        .children()
+        .filter(|c| c.is("occupant", NS_PURGE))
+        .filter_map(|c| c.attr("session").and_then(|s| s.parse::<uuid::Uuid>().ok()));
+    for id in ids {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        ctx.sessions.wait_seen(id, 0, left).await;
+    }
 }
 
 /// Removes the occupants that lost their nick to an earlier occupant (both sides of a
@@ -505,17 +524,7 @@ async fn reconcile(h: &mut Handling<'_>, out: &mut Outbox, order: &Element) -> a
         .iter()
         .filter_map(|c| c.attr("jid").map(str::to_owned))
         .collect();
-    // After a heal this DC's directory may not yet hold the other side's sessions again (the
-    // session replication catches up apart from the data): what is sent to them now would
-    // find no session and take them for gone. Wait for them (3 s at most, all together).
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
-    for id in named
-        .iter()
-        .filter_map(|c| c.attr("session").and_then(|s| s.parse::<uuid::Uuid>().ok()))
-    {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        h.ctx.sessions.wait_seen(id, 0, left).await;
-    }
+
     // Occupants of `dc` in the room's view: written again, or gone.
     let here: Vec<(String, Occupant)> = h
         .room
