@@ -34,6 +34,8 @@ fn room_homed_at(home: &str) -> String {
 struct View {
     room: String,
     present: BTreeSet<String>,
+    /// The real JID last shown for each nick (to a moderator, in a semi-anonymous room).
+    jids: std::collections::BTreeMap<String, String>,
 }
 
 impl View {
@@ -41,6 +43,7 @@ impl View {
         View {
             room: room.to_owned(),
             present: BTreeSet::from([own.to_owned()]),
+            jids: std::collections::BTreeMap::new(),
         }
     }
 
@@ -63,7 +66,12 @@ impl View {
         let nick = p.attr("from").unwrap_or_default()[self.room.len() + 1..].to_owned();
         if p.attr("type") == Some("unavailable") {
             self.present.remove(&nick);
+            self.jids.remove(&nick);
         } else {
+            let jid = meerkat_testkit::muc::item(p).and_then(|i| i.attr("jid"));
+            if let Some(jid) = jid {
+                self.jids.insert(nick.clone(), jid.to_owned());
+            }
             self.present.insert(nick);
         }
     }
@@ -126,14 +134,16 @@ async fn shown_subject(c: &mut Client, room: &str) -> String {
 async fn muc_a_room_cut_in_two_goes_on_at_both_sides_and_heals_into_one() {
     let m = multi(2).await;
     let (a, b) = crate::accounts_apart(m.dc(1), m.dc(2)).await;
-    let (c, d) = (user("carol"), user("dave"));
+    let (c, d, e) = (user("carol"), user("dave"), user("eve"));
     register(m.dc(1), &c).await;
     register(m.dc(2), &d).await;
+    register(m.dc(1), &e).await;
     let mut alice = available(m.dc(1), &a, "phone").await;
     let mut bob = available(m.dc(2), &b, "car").await;
     let mut carol = available(m.dc(1), &c, "desk").await;
     let mut dave = available(m.dc(2), &d, "pad").await;
-    m.wait_directory_sessions(4, CONVERGE).await.unwrap();
+    let mut eve = available(m.dc(1), &e, "laptop").await;
+    m.wait_directory_sessions(5, CONVERGE).await.unwrap();
 
     // Alice (DC 1) creates a room homed at DC 2; Bob (DC 2) joins; one message.
     let room = room_homed_at("dc2");
@@ -149,8 +159,9 @@ async fn muc_a_room_cut_in_two_goes_on_at_both_sides_and_heals_into_one() {
     va.until(&mut alice, &["alice"], TOLD).await;
     vb.until(&mut bob, &["bob"], TOLD).await;
 
-    // Both sides keep the room: messages on each, the subject set at DC 1, and one nick
-    // taken on both sides: first by Carol at DC 1, then by Dave at DC 2.
+    // Both sides keep the room: messages on each, the subject set at DC 1, one nick taken on
+    // both sides (first by Carol at DC 1, then by Dave at DC 2), and Bob's nick taken at DC 1,
+    // where Bob is away, by Eve.
     say(&mut alice, &room, "dc1 one").await;
     say(&mut bob, &room, "dc2 one").await;
     alice.send(&subject(&room, "set at dc1")).await.unwrap();
@@ -165,23 +176,29 @@ async fn muc_a_room_cut_in_two_goes_on_at_both_sides_and_heals_into_one() {
     join(&mut dave, &room, "dup").await.unwrap();
     vb.until(&mut bob, &["bob", "dup"], CONVERGE).await;
     say(&mut dave, &room, "dave at dc2").await;
+    join(&mut eve, &room, "bob").await.unwrap();
+    va.until(&mut alice, &["alice", "bob", "dup"], CONVERGE)
+        .await;
+    assert_eq!(va.jids.get("bob").map(String::as_str), Some(eve.jid()));
     say(&mut alice, &room, "dc1 two").await;
     say(&mut bob, &room, "dc2 two").await;
 
-    // The heal: Dave, who took the nick later, is removed (110, 333); everyone else sees
-    // the same three occupants, Carol holding the nick.
+    // The heal: Dave and Eve, who took their nicks later, are removed (110, 333); everyone
+    // else sees the same three occupants, Carol and Bob holding the nicks.
     m.links.heal();
-    let dup = format!("{room}/dup");
-    let gone = dave
-        .expect_within(SETTLED, "dave removed", |e| {
-            e.attr("from") == Some(dup.as_str()) && e.attr("type") == Some("unavailable")
-        })
-        .await
-        .unwrap();
-    assert!(
-        codes(&gone).contains(&110) && codes(&gone).contains(&333),
-        "{gone}"
-    );
+    for (c, nick) in [(&mut dave, "dup"), (&mut eve, "bob")] {
+        let occupant = format!("{room}/{nick}");
+        let gone = c
+            .expect_within(SETTLED, "removed", |e| {
+                e.attr("from") == Some(occupant.as_str()) && e.attr("type") == Some("unavailable")
+            })
+            .await
+            .unwrap();
+        assert!(
+            codes(&gone).contains(&110) && codes(&gone).contains(&333),
+            "{gone}"
+        );
+    }
     let all = ["alice", "bob", "dup"];
     va.until(&mut alice, &all, SETTLED).await;
     vb.until(&mut bob, &all, SETTLED).await;
@@ -259,8 +276,11 @@ async fn muc_a_room_cut_in_two_goes_on_at_both_sides_and_heals_into_one() {
         .await
         .unwrap();
     }
-    // And nothing received meanwhile changed anyone's list.
+    // And nothing received meanwhile changed anyone's list; the moderator Alice sees who
+    // holds each nick.
     assert_eq!(va.now(&mut alice).await, all);
+    assert_eq!(va.jids.get("bob").map(String::as_str), Some(bob.jid()));
+    assert_eq!(va.jids.get("dup").map(String::as_str), Some(carol.jid()));
     assert_eq!(vb.now(&mut bob).await, all);
     assert_eq!(vc.now(&mut carol).await, all);
     m.stop().await.unwrap();
