@@ -17,7 +17,8 @@ use crate::{replication, Store, StoreError};
 pub enum MucTable {
     /// `muc_rooms`: the configuration (key ''), the subject, affiliations.
     Room,
-    /// `muc_occupants`: keyed by nick.
+    /// `muc_occupants`: keyed by the nick and the real JID (`nick\njid`; by the nick alone in
+    /// rows of an earlier version), what the router decides.
     Occupant,
 }
 
@@ -88,7 +89,7 @@ impl Store {
         )
     }
 
-    /// The room's occupants (nick, body), by nick.
+    /// The room's occupant rows (key, body), by key.
     pub async fn muc_occupants(&self, room: &str) -> Result<Vec<(String, String)>, StoreError> {
         Ok(
             sqlx::query_as("SELECT key, body FROM muc_occupants WHERE username = $1 ORDER BY key")
@@ -118,7 +119,7 @@ impl Store {
         .await?)
     }
 
-    /// The rooms and nicks where the full JID `jid` is an occupant.
+    /// The rooms and occupant row keys where the full JID `jid` is an occupant.
     pub async fn muc_rooms_of(&self, jid: &str) -> Result<Vec<(String, String)>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT username, key FROM muc_occupants WHERE body::jsonb ->> 'jid' = $1 \

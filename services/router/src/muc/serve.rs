@@ -506,14 +506,15 @@ fn tell_gone(h: &mut Handling<'_>, out: &mut Outbox, nick: &str, o: &Occupant, v
 }
 
 /// The router's order when the DC `dc` is back (a partition healed, a DC returned), sent by
-/// that DC with the occupants whose sessions it still holds (`<occupant jid=…/>`), once this
-/// DC has applied what that DC wrote before (the data wait of the inter-DC path); also sent,
-/// `quiet`, by a router of `dc` that starts (its DC may be a new life whose occupants are all
-/// gone). Each of
-/// `dc`'s occupants still there is written again (its row then outlives any mark the other
-/// side wrote during the partition) and its presence goes to everyone; one away is put back
-/// (it gets everyone's presence and the subject), unless its nick went to an earlier
-/// occupant meanwhile (then it is told it left: 110, 333); the others of `dc` leave.
+/// that DC with the occupants whose sessions it still holds (`<occupant jid=… session=…/>`),
+/// handled once this DC has applied what that DC wrote before (the data wait of the inter-DC
+/// path) and holds those sessions ([`wait_for_sessions`]); also sent, `quiet`, by a router of
+/// `dc` that starts (its DC may be a new life whose occupants are all gone). Each of `dc`'s
+/// occupants named is written again (its row then outlives any mark the other side wrote
+/// during the partition); one away is put back, unless its nick went to an earlier occupant
+/// meanwhile (then it is told it left: 110, 333); the others of `dc` leave. Each one named
+/// then gets the presence of the occupants at other DCs, and they get its presence, and it
+/// gets the subject.
 async fn reconcile(h: &mut Handling<'_>, out: &mut Outbox, order: &Element) -> anyhow::Result<()> {
     let dc = order.attr("dc").unwrap_or("").to_owned();
     let named: Vec<&Element> = order
@@ -639,7 +640,7 @@ async fn reconcile(h: &mut Handling<'_>, out: &mut Outbox, order: &Element) -> a
         }
     }
     // Named: their sessions are there, whatever this directory says yet.
-    let mine_or_named = |g: &String| {
+    let named_ghost = |g: &String| {
         h.room
             .occupants
             .get(g)
@@ -648,7 +649,7 @@ async fn reconcile(h: &mut Handling<'_>, out: &mut Outbox, order: &Element) -> a
     let keep: Vec<String> = h
         .ghosts
         .iter()
-        .filter(|g| mine_or_named(g))
+        .filter(|g| named_ghost(g))
         .cloned()
         .collect();
     h.ghosts.retain(|g| !keep.contains(g));
