@@ -438,11 +438,17 @@ pub async fn room(
 /// together): after a heal it learns the other side's sessions again apart from the data, and
 /// what the room sends them meanwhile would find no session.
 async fn wait_for_sessions(ctx: &Ctx, order: &Element) {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
-    let ids = order
+    let ids: Vec<uuid::Uuid> = order
         .children()
         .filter(|c| c.is("occupant", NS_PURGE))
-        .filter_map(|c| c.attr("session").and_then(|s| s.parse::<uuid::Uuid>().ok()));
+        .filter_map(|c| c.attr("session").and_then(|s| s.parse().ok()))
+        .collect();
+    wait_seen(ctx, ids).await;
+}
+
+/// Waits until the directory has seen the sessions `ids` (3 s at most, all together).
+async fn wait_seen(ctx: &Ctx, ids: Vec<uuid::Uuid>) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
     for id in ids {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         ctx.sessions.wait_seen(id, 0, left).await;
@@ -471,7 +477,7 @@ async fn settle(h: &mut Handling<'_>, out: &mut Outbox) -> anyhow::Result<()> {
             .filter(|(n, v)| v.dc == o.dc && **n != nick)
             .map(|(n, _)| n.clone())
             .collect();
-        tell_gone(h, out, &nick, &o, &viewers);
+        tell_gone(h, out, &nick, &o, &viewers).await;
         if let Some(holder) = h.room.occupants.get(&nick).cloned() {
             for v in &viewers {
                 let p = h.presence_of(&nick, &holder, v, &[]);
@@ -483,7 +489,19 @@ async fn settle(h: &mut Handling<'_>, out: &mut Outbox) -> anyhow::Result<()> {
 }
 
 /// Unavailable presence (333) of `o`, no longer `nick` here, to `viewers` and to itself (110).
-fn tell_gone(h: &mut Handling<'_>, out: &mut Outbox, nick: &str, o: &Occupant, viewers: &[String]) {
+/// Right after a heal the directory may not hold their sessions yet: waited for first.
+async fn tell_gone(
+    h: &mut Handling<'_>,
+    out: &mut Outbox,
+    nick: &str,
+    o: &Occupant,
+    viewers: &[String],
+) {
+    let ids: Vec<uuid::Uuid> = std::iter::once(o)
+        .chain(viewers.iter().filter_map(|v| h.room.occupants.get(v)))
+        .filter_map(|x| x.session)
+        .collect();
+    wait_seen(h.ctx, ids).await;
     let leave = |h: &Handling<'_>, viewer: &str, codes: &[u16]| {
         let mut item = h.item(o, viewer);
         item.set_attr("role", "none");
@@ -568,7 +586,7 @@ async fn reconcile(h: &mut Handling<'_>, out: &mut Outbox, order: &Element) -> a
                 // Its nick went to an earlier occupant on the other side.
                 h.write_row(&o.key, None);
                 h.commit().await?;
-                tell_gone(h, out, &nick, &o, &[]);
+                tell_gone(h, out, &nick, &o, &[]).await;
             }
             holder => {
                 if let Some(holder) = holder {
@@ -583,7 +601,7 @@ async fn reconcile(h: &mut Handling<'_>, out: &mut Outbox, order: &Element) -> a
                         .filter(|(_, v)| v.dc == holder.dc)
                         .map(|(n, _)| n.clone())
                         .collect();
-                    tell_gone(h, out, &nick, &holder, &viewers);
+                    tell_gone(h, out, &nick, &holder, &viewers).await;
                 }
                 h.put_occupant(&nick, Some(o));
                 back.push(nick);
