@@ -162,6 +162,7 @@ async fn reconcile(ctx: &Ctx, quiet: bool) -> anyhow::Result<()> {
             .with_attr("to", room.clone())
             .with_child(order);
         let home = home(ctx, &room);
+        tracing::debug!(room, home, quiet, "MUC: reconcile order sent");
         super::send_to_home(ctx, &order, None, &room, &home, 1, None).await?;
     }
     Ok(())

@@ -339,6 +339,7 @@ impl<'a> Handling<'a> {
                 if let Some(o) = self.room.occupants.get(&nick).cloned() {
                     // Its DC declared down (dead or cut off): kept aside until it says
                     // whether the session is still there.
+                    tracing::debug!(room = %self.room.jid, nick, dc = %o.dc, "MUC: occupant gone");
                     if o.dc != self.ctx.config.dc && self.ctx.muc_liveness.is_down(&o.dc) {
                         self.put_away(&nick);
                     } else {
@@ -535,6 +536,7 @@ async fn tell_gone(
 /// gets the subject.
 async fn reconcile(h: &mut Handling<'_>, out: &mut Outbox, order: &Element) -> anyhow::Result<()> {
     let dc = order.attr("dc").unwrap_or("").to_owned();
+    tracing::debug!(room = %h.room.jid, dc, occupants = ?h.room.occupants.iter().map(|(n, o)| (n, &o.dc)).collect::<Vec<_>>(), away = ?h.room.away.iter().map(|(n, o)| (n, &o.dc)).collect::<Vec<_>>(), "MUC: reconcile of");
     let named: Vec<&Element> = order
         .children()
         .filter(|c| c.is("occupant", NS_PURGE))
@@ -609,6 +611,7 @@ async fn reconcile(h: &mut Handling<'_>, out: &mut Outbox, order: &Element) -> a
         }
     }
     h.commit().await?;
+    tracing::debug!(room = %h.room.jid, dc, quiet, named = live.len(), ?confirmed, ?back, ghosts = ?h.ghosts, "MUC: reconcile");
     // The two sides saw different joins and leaves: each one confirmed or back first gets the
     // presence of every occupant at another DC, then those get its presence (it gets its own,
     // 110). Of two reconciles (one per side), the later sees both and tells both.
