@@ -128,6 +128,9 @@ struct Handling<'a> {
     write: MucWrite,
     /// Occupants whose session is gone, found while sending: removed afterwards (333).
     ghosts: Vec<String>,
+    /// A DC this handling knows is down (a purge order for it), whatever this router's own
+    /// view of the DCs says yet (another router of the DC may have seen it first).
+    down: Option<String>,
 }
 
 impl<'a> Handling<'a> {
@@ -140,6 +143,7 @@ impl<'a> Handling<'a> {
                 ..MucWrite::default()
             },
             ghosts: Vec::new(),
+            down: None,
         })
     }
 
@@ -340,7 +344,9 @@ impl<'a> Handling<'a> {
                     // Its DC declared down (dead or cut off): kept aside until it says
                     // whether the session is still there.
                     tracing::debug!(room = %self.room.jid, nick, dc = %o.dc, "MUC: occupant gone");
-                    if o.dc != self.ctx.config.dc && self.ctx.muc_liveness.is_down(&o.dc) {
+                    let down = self.down.as_deref() == Some(o.dc.as_str())
+                        || self.ctx.muc_liveness.is_down(&o.dc);
+                    if o.dc != self.ctx.config.dc && down {
                         self.put_away(&nick);
                     } else {
                         self.put_occupant(&nick, None);
@@ -418,6 +424,7 @@ pub async fn room(
                 .map(|(n, _)| n.clone())
                 .collect();
             h.ghosts = dead;
+            h.down = Some(dc);
             h.finish(out).await?;
             return Ok(Outcome::Handled);
         }
