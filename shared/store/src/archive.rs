@@ -62,7 +62,7 @@ pub struct NewArchived {
 /// Namespace of the keys of archived messages (a fixed random UUID).
 const KEYED_ARCHIVE: uuid::Uuid = uuid::Uuid::from_u128(0x9d41_27c5_0b6e_4f38_a1d2_5e87_c093_6b14);
 
-fn archive_key(owner: &str, key: &str) -> uuid::Uuid {
+pub(crate) fn archive_key(owner: &str, key: &str) -> uuid::Uuid {
     uuid::Uuid::new_v5(&KEYED_ARCHIVE, format!("{owner}\n{key}").as_bytes())
 }
 

@@ -8,7 +8,7 @@
 use meerkat_wire::data::{ArchiveState, Record, Stamp};
 use sqlx::PgConnection;
 
-use crate::archive::archive_id;
+use crate::archive::{archive_id, archive_key};
 use crate::replication::{MUC_OCCUPANT, MUC_ROOM};
 use crate::{replication, Store, StoreError};
 
@@ -17,7 +17,8 @@ use crate::{replication, Store, StoreError};
 pub enum MucTable {
     /// `muc_rooms`: the configuration (key ''), the subject, affiliations.
     Room,
-    /// `muc_occupants`: keyed by nick.
+    /// `muc_occupants`: keyed by the nick and the real JID (`nick\njid`; by the nick alone in
+    /// rows of an earlier version), what the router decides.
     Occupant,
 }
 
@@ -56,6 +57,10 @@ pub struct MucWrite {
     /// A groupchat message to archive: (the occupant JID it is from, the stanza). Its id is the
     /// write's stamp written out ([`archive_id`]), returned by [`Store::muc_write`].
     pub archive: Option<(String, String)>,
+    /// What the message is archived under (the routed envelope's id, as for the 1:1 archive):
+    /// a second write under the same key for the room archives nothing and answers the first
+    /// row's id.
+    pub key: Option<String>,
 }
 
 impl Store {
@@ -84,7 +89,7 @@ impl Store {
         )
     }
 
-    /// The room's occupants (nick, body), by nick.
+    /// The room's occupant rows (key, body), by key.
     pub async fn muc_occupants(&self, room: &str) -> Result<Vec<(String, String)>, StoreError> {
         Ok(
             sqlx::query_as("SELECT key, body FROM muc_occupants WHERE username = $1 ORDER BY key")
@@ -114,7 +119,7 @@ impl Store {
         .await?)
     }
 
-    /// The rooms and nicks where the full JID `jid` is an occupant.
+    /// The rooms and occupant row keys where the full JID `jid` is an occupant.
     pub async fn muc_rooms_of(&self, jid: &str) -> Result<Vec<(String, String)>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT username, key FROM muc_occupants WHERE body::jsonb ->> 'jid' = $1 \
@@ -160,14 +165,27 @@ pub(crate) async fn apply(
     }
     let mut id = None;
     if let Some((with, stanza)) = &w.archive {
+        let key = w.key.as_deref().map(|k| archive_key(&w.room, k));
+        if let Some(k) = key {
+            // Written already under its key (a repeated handling): that row's id.
+            let earlier: Option<String> =
+                sqlx::query_scalar("SELECT id FROM archive WHERE username = $1 AND msg_key = $2")
+                    .bind(&w.room)
+                    .bind(k)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if earlier.is_some() {
+                return Ok((earlier, records));
+            }
+        }
         let aid = archive_id(stamp);
         let (bare, res) = match with.split_once('/') {
             Some((b, r)) => (b.to_lowercase(), r.to_owned()),
             None => (with.to_lowercase(), String::new()),
         };
         sqlx::query(
-            "INSERT INTO archive (id, username, with_jid, with_resource, stanza, hlc, hlc_dc) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO archive (id, username, with_jid, with_resource, stanza, hlc, hlc_dc, \
+             msg_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&aid)
         .bind(&w.room)
@@ -176,6 +194,7 @@ pub(crate) async fn apply(
         .bind(stanza)
         .bind(stamp.hlc)
         .bind(&stamp.dc)
+        .bind(key)
         .execute(&mut *conn)
         .await?;
         records.push(Record::Archive {

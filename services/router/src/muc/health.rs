@@ -67,8 +67,23 @@ pub fn home(ctx: &Ctx, room: &str) -> String {
         .to_owned()
 }
 
-/// Follows the DC's control exchange until `stop`.
+/// Follows the DC's control exchange until `stop`. Once its directory is warm, the router
+/// also tells the homes of its DC's rooms which occupants it still holds (a DC that returns
+/// under a new life holds none of its old ones, which the other DCs kept away).
 pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUsize>) {
+    if ctx.config.muc {
+        let ctx = ctx.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = ctx.sessions.until_warm() => {}
+                () = stop.cancelled() => return,
+            }
+            if let Err(e) = reconcile(&ctx, true).await {
+                tracing::warn!(error = %format!("{e:#}"), "MUC: start-up reconcile orders not sent");
+            }
+        });
+    }
     let queue = format!("{}.muc", names::control_queue(&ctx.instance));
     let spec = ConsumerSpec::instance(queue, names::CONTROL_EXCHANGE, 16, &ctx.parker, || async {});
     meerkat_bus::consume_events(ctx.bus.clone(), spec, stop, consuming, |event| {
@@ -82,6 +97,11 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
                 if state == DcState::Down {
                     if let Err(e) = purge(&ctx, &dc).await {
                         tracing::warn!(error = %format!("{e:#}"), dc, "MUC: purge of a dead DC's occupants not sent");
+                    }
+                }
+                if state == DcState::Up {
+                    if let Err(e) = reconcile(&ctx, false).await {
+                        tracing::warn!(error = %format!("{e:#}"), dc, "MUC: reconcile orders not sent");
                     }
                 }
             }
@@ -103,6 +123,47 @@ async fn purge(ctx: &Ctx, dead: &str) -> anyhow::Result<()> {
             .with_attr("to", room.clone())
             .with_child(Element::new("purge", super::NS_PURGE).with_attr("dc", dead));
         super::send_to_home(ctx, &order, None, &room, &home, 0, None).await?;
+    }
+    Ok(())
+}
+
+/// A DC is back (a partition healed, a DC returned): tells the home of every room with
+/// occupants of this DC (in the room's view or away) which of them still have their session
+/// here. Sent over the inter-DC path, the order waits at the home for the data this DC wrote
+/// before it (the rooms' rows of its side of a partition).
+async fn reconcile(ctx: &Ctx, quiet: bool) -> anyhow::Result<()> {
+    let own = ctx.config.dc.as_str();
+    for room in ctx.store.muc_rooms_with_occupants_at(own).await? {
+        let mut order = Element::new("reconcile", super::NS_PURGE).with_attr("dc", own);
+        if quiet {
+            order.set_attr("quiet", "1");
+        }
+        for (_, body) in ctx.store.muc_occupants(&room).await? {
+            let Ok(o) = serde_json::from_str::<super::room::Occupant>(&body) else {
+                continue;
+            };
+            let here = ctx
+                .sessions
+                .read()
+                .session(&o.jid)
+                .filter(|s| s.dc == own)
+                .map(|s| s.session_id);
+            if let (true, Some(session)) = (o.dc == own, here) {
+                order.push_child(
+                    Element::new("occupant", super::NS_PURGE)
+                        .with_attr("jid", o.jid)
+                        .with_attr("session", session.to_string()),
+                );
+            }
+        }
+        let order = Element::new("presence", ns::CLIENT)
+            .with_attr("type", "unavailable")
+            .with_attr("from", room.clone())
+            .with_attr("to", room.clone())
+            .with_child(order);
+        let home = home(ctx, &room);
+        tracing::debug!(room, home, quiet, "MUC: reconcile order sent");
+        super::send_to_home(ctx, &order, None, &room, &home, 1, None).await?;
     }
     Ok(())
 }

@@ -29,7 +29,8 @@ pub const NS_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
 pub const NS_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 /// XEP-0410 §4: the service answers a self-ping itself.
 pub const NS_SELF_PING: &str = "http://jabber.org/protocol/muc#self-ping-optimization";
-/// The router's own order to a room's home: remove the occupants of a DC declared down.
+/// The router's own orders to a room's home: remove the occupants of a DC declared down
+/// (`<purge dc=…/>`), reconcile those of a DC back (`<reconcile dc=…><occupant jid=…/>…`).
 pub const NS_PURGE: &str = "urn:xmpp:meerkat:muc:purge:0";
 
 /// Namespace of the ids of stanzas sent on to a room's home (a fixed random UUID).
@@ -147,7 +148,8 @@ pub async fn session_ended(ctx: &Ctx, inb: &Inbound, out: &Outbox) -> anyhow::Re
         return Ok(());
     }
     let rooms = ctx.store.muc_rooms_of(&inb.from).await?;
-    for (room, nick) in rooms {
+    for (room, key) in rooms {
+        let nick = room::nick_of_key(&key);
         let mut el = meerkat_xmpp::Element::new("presence", meerkat_xmpp::ns::CLIENT)
             .with_attr("type", "unavailable")
             .with_attr("from", inb.from.clone())

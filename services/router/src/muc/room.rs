@@ -137,6 +137,22 @@ impl Role {
     }
 }
 
+/// Key of an occupant's row: its nick and real JID, so that one nick taken by two users on
+/// the two sides of a partition leaves two rows that the merge keeps (rows of an earlier
+/// version are keyed by the nick alone).
+pub fn occupant_key(nick: &str, jid: &str) -> String {
+    format!("{nick}\n{jid}")
+}
+
+/// The nick of an occupant row's key.
+pub fn nick_of_key(key: &str) -> &str {
+    key.split_once('\n').map_or(key, |(n, _)| n)
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Occupant {
     /// The real full JID.
@@ -146,6 +162,20 @@ pub struct Occupant {
     pub presence: String,
     /// The DC of its session.
     pub dc: String,
+    /// Its session's id (rows of an earlier version have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<uuid::Uuid>,
+    /// When it took its nick (joined, or changed to it), ms since the Unix epoch: of two
+    /// occupants holding one nick after a partition, the earlier keeps it.
+    #[serde(default)]
+    pub since_ms: i64,
+    /// Removed from the room's view because its DC was declared down; kept (not deleted) so
+    /// that, when its DC returns and says its session is still there, it is put back.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub away: bool,
+    /// The key of its row (not stored in the body).
+    #[serde(skip)]
+    pub key: String,
 }
 
 impl Occupant {
@@ -167,6 +197,18 @@ pub struct Room {
     pub subject: Option<String>,
     pub affiliations: BTreeMap<String, Affiliation>,
     pub occupants: BTreeMap<String, Occupant>,
+    /// Occupants away with their DC, by nick (several per nick possible).
+    pub away: Vec<(String, Occupant)>,
+    /// Occupants that lost their nick to an earlier one (two sides of a partition took it).
+    pub losers: Vec<(String, Occupant)>,
+}
+
+impl Occupant {
+    /// Which of two occupants of one nick keeps it: the one that took it first (then the
+    /// smaller JID); every DC decides alike.
+    pub fn precedes(&self, other: &Occupant) -> bool {
+        (self.since_ms, &self.jid) < (other.since_ms, &other.jid)
+    }
 }
 
 impl Room {
@@ -186,8 +228,25 @@ impl Room {
                 }
             }
         }
-        for (nick, body) in ctx.store.muc_occupants(jid).await? {
-            room.occupants.insert(nick, serde_json::from_str(&body)?);
+        for (key, body) in ctx.store.muc_occupants(jid).await? {
+            let mut o: Occupant = serde_json::from_str(&body)?;
+            let nick = nick_of_key(&key).to_owned();
+            o.key = key;
+            if o.away {
+                room.away.push((nick, o));
+                continue;
+            }
+            match room.occupants.get(&nick) {
+                Some(held) if held.precedes(&o) => room.losers.push((nick, o)),
+                Some(_) => {
+                    if let Some(held) = room.occupants.insert(nick.clone(), o) {
+                        room.losers.push((nick, held));
+                    }
+                }
+                None => {
+                    room.occupants.insert(nick, o);
+                }
+            }
         }
         Ok(room)
     }

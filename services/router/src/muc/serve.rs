@@ -8,7 +8,9 @@ use meerkat_xmpp::stanza::{iq_result, iq_result_with};
 use meerkat_xmpp::{ns, Element, StanzaError, StanzaKind, StanzaType};
 
 use super::request::{AdminRequest, Invite, Join, OwnerRequest};
-use super::room::{aff_key, Affiliation, Config, Occupant, Role, Room, SUBJECT_KEY};
+use super::room::{
+    aff_key, nick_of_key, occupant_key, Affiliation, Config, Occupant, Role, Room, SUBJECT_KEY,
+};
 use super::{NS_ADMIN, NS_MUC, NS_OWNER, NS_PURGE, NS_SELF_PING, NS_USER};
 use crate::inbound::Inbound;
 use crate::jids::Addr;
@@ -126,6 +128,9 @@ struct Handling<'a> {
     write: MucWrite,
     /// Occupants whose session is gone, found while sending: removed afterwards (333).
     ghosts: Vec<String>,
+    /// A DC this handling knows is down (a purge order for it), whatever this router's own
+    /// view of the DCs says yet (another router of the DC may have seen it first).
+    down: Option<String>,
 }
 
 impl<'a> Handling<'a> {
@@ -138,18 +143,42 @@ impl<'a> Handling<'a> {
                 ..MucWrite::default()
             },
             ghosts: Vec::new(),
+            down: None,
         })
     }
 
+    /// Writes occupant `nick` (`Some`), or removes the one holding it (`None`).
     fn put_occupant(&mut self, nick: &str, o: Option<Occupant>) {
-        let body = o
-            .as_ref()
-            .map(|o| serde_json::to_string(o).unwrap_or_default());
         match o {
-            Some(o) => self.room.occupants.insert(nick.to_owned(), o),
-            None => self.room.occupants.remove(nick),
-        };
-        self.write.puts.push(MucPut::occupant(nick, body));
+            Some(mut o) => {
+                if o.key.is_empty() || nick_of_key(&o.key) != nick {
+                    o.key = occupant_key(nick, &o.jid);
+                }
+                o.away = false;
+                self.write_row(&o.key.clone(), Some(&o));
+                self.room.occupants.insert(nick.to_owned(), o);
+            }
+            None => {
+                if let Some(o) = self.room.occupants.remove(nick) {
+                    self.write_row(&o.key, None);
+                }
+            }
+        }
+    }
+
+    /// Writes the row `key` of an occupant (`None`: deletes it).
+    fn write_row(&mut self, key: &str, o: Option<&Occupant>) {
+        let body = o.map(|o| serde_json::to_string(o).unwrap_or_default());
+        self.write.puts.push(MucPut::occupant(key, body));
+    }
+
+    /// Occupant `nick` leaves the room's view because its DC is down; its row stays, marked.
+    fn put_away(&mut self, nick: &str) {
+        if let Some(mut o) = self.room.occupants.remove(nick) {
+            o.away = true;
+            self.write_row(&o.key.clone(), Some(&o));
+            self.room.away.push((nick.to_owned(), o));
+        }
     }
 
     fn put_config(&mut self, c: Config) {
@@ -196,7 +225,16 @@ impl<'a> Handling<'a> {
         };
         let mut el = el.clone();
         el.set_attr("to", o.jid.clone());
-        if !deliver(self.ctx, out, &o.jid, &el) && !self.ghosts.iter().any(|g| g == nick) {
+        if deliver(self.ctx, out, &o.jid, &el) || self.ghosts.iter().any(|g| g == nick) {
+            return;
+        }
+        // A session of another DC missing here is gone only once this directory saw it end:
+        // after a heal the directory learns the other side's sessions again, apart from the
+        // data, and until then they are missing, not gone.
+        let gone = o.dc == self.ctx.config.dc
+            || o.session
+                .is_none_or(|id| self.ctx.sessions.read().has_seen(id, 0));
+        if gone {
             self.ghosts.push(nick.to_owned());
         }
     }
@@ -303,7 +341,16 @@ impl<'a> Handling<'a> {
             let mut gone = Vec::new();
             for nick in ghosts {
                 if let Some(o) = self.room.occupants.get(&nick).cloned() {
-                    self.put_occupant(&nick, None);
+                    // Its DC declared down (dead or cut off): kept aside until it says
+                    // whether the session is still there.
+                    tracing::debug!(room = %self.room.jid, nick, dc = %o.dc, "MUC: occupant gone");
+                    let down = self.down.as_deref() == Some(o.dc.as_str())
+                        || self.ctx.muc_liveness.is_down(&o.dc);
+                    if o.dc != self.ctx.config.dc && down {
+                        self.put_away(&nick);
+                    } else {
+                        self.put_occupant(&nick, None);
+                    }
                     gone.push((nick, o));
                 }
             }
@@ -320,7 +367,8 @@ impl<'a> Handling<'a> {
         let Some(c) = &self.room.config else {
             return Ok(());
         };
-        if c.persistent || !self.room.occupants.is_empty() {
+        // Occupants away with their DC may come back: the room waits for them.
+        if c.persistent || !self.room.occupants.is_empty() || !self.room.away.is_empty() {
             return Ok(());
         }
         self.delete_room();
@@ -336,8 +384,11 @@ impl<'a> Handling<'a> {
         for bare in std::mem::take(&mut self.room.affiliations).into_keys() {
             self.write.puts.push(MucPut::room(&aff_key(&bare), None));
         }
-        for nick in std::mem::take(&mut self.room.occupants).into_keys() {
-            self.write.puts.push(MucPut::occupant(&nick, None));
+        let occupants = std::mem::take(&mut self.room.occupants).into_values();
+        let others = std::mem::take(&mut self.room.away).into_iter();
+        let losers = std::mem::take(&mut self.room.losers).into_iter();
+        for o in occupants.chain(others.chain(losers).map(|(_, o)| o)) {
+            self.write.puts.push(MucPut::occupant(&o.key, None));
         }
         self.room.config = None;
     }
@@ -350,9 +401,19 @@ pub async fn room(
     out: &mut Outbox,
     addr: &Addr,
 ) -> anyhow::Result<Outcome> {
+    let order = inb.el.get_child("reconcile", NS_PURGE);
+    if let (true, Some(order)) = (inb.from == addr.bare, order) {
+        wait_for_sessions(ctx, order).await;
+    }
     let mut h = Handling::new(ctx, &addr.bare).await?;
-    // The router's own order: a DC was declared down.
+    settle(&mut h, out).await?;
+    // The router's own orders: a DC was declared down, or is back.
     if inb.from == addr.bare {
+        if let Some(r) = inb.el.get_child("reconcile", NS_PURGE) {
+            reconcile(&mut h, out, r).await?;
+            h.finish(out).await?;
+            return Ok(Outcome::Handled);
+        }
         if let Some(p) = inb.el.get_child("purge", NS_PURGE) {
             let dc = p.attr("dc").unwrap_or("").to_owned();
             let dead: Vec<String> = h
@@ -363,6 +424,7 @@ pub async fn room(
                 .map(|(n, _)| n.clone())
                 .collect();
             h.ghosts = dead;
+            h.down = Some(dc);
             h.finish(out).await?;
             return Ok(Outcome::Handled);
         }
@@ -378,6 +440,248 @@ pub async fn room(
     };
     h.finish(out).await?;
     Ok(outcome)
+}
+
+/// Waits until the directory holds the sessions a reconcile order names (3 s at most, all
+/// together): after a heal it learns the other side's sessions again apart from the data, and
+/// what the room sends them meanwhile would find no session.
+async fn wait_for_sessions(ctx: &Ctx, order: &Element) {
+    let ids: Vec<uuid::Uuid> = order
+        .children()
+        .filter(|c| c.is("occupant", NS_PURGE))
+        .filter_map(|c| c.attr("session").and_then(|s| s.parse().ok()))
+        .collect();
+    wait_seen(ctx, ids).await;
+}
+
+/// Waits until the directory has seen the sessions `ids` (3 s at most, all together).
+async fn wait_seen(ctx: &Ctx, ids: Vec<uuid::Uuid>) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    for id in ids {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        ctx.sessions.wait_seen(id, 0, left).await;
+    }
+}
+
+/// Removes the occupants that lost their nick to an earlier occupant (both sides of a
+/// partition let one nick be taken; the merged rows show both): the loser is told it left
+/// (110, 333), and so are the occupants at its DC (the side that saw it join), who then get
+/// the presence of the nick's holder.
+async fn settle(h: &mut Handling<'_>, out: &mut Outbox) -> anyhow::Result<()> {
+    let losers = std::mem::take(&mut h.room.losers);
+    if losers.is_empty() {
+        return Ok(());
+    }
+    for (_, o) in &losers {
+        h.write_row(&o.key, None);
+    }
+    h.commit().await?;
+    for (nick, o) in losers {
+        tracing::info!(room = %h.room.jid, nick, jid = %o.jid, "MUC: nick taken on both sides of a partition; the later occupant leaves");
+        let viewers: Vec<String> = h
+            .room
+            .occupants
+            .iter()
+            .filter(|(n, v)| v.dc == o.dc && **n != nick)
+            .map(|(n, _)| n.clone())
+            .collect();
+        tell_gone(h, out, &nick, &o, &viewers).await;
+        if let Some(holder) = h.room.occupants.get(&nick).cloned() {
+            for v in &viewers {
+                let p = h.presence_of(&nick, &holder, v, &[]);
+                h.send(out, v, &p);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Unavailable presence (333) of `o`, no longer `nick` here, to `viewers` and to itself (110).
+/// Right after a heal the directory may not hold their sessions yet: waited for first.
+async fn tell_gone(
+    h: &mut Handling<'_>,
+    out: &mut Outbox,
+    nick: &str,
+    o: &Occupant,
+    viewers: &[String],
+) {
+    let ids: Vec<uuid::Uuid> = std::iter::once(o)
+        .chain(viewers.iter().filter_map(|v| h.room.occupants.get(v)))
+        .filter_map(|x| x.session)
+        .collect();
+    wait_seen(h.ctx, ids).await;
+    let leave = |h: &Handling<'_>, viewer: &str, codes: &[u16]| {
+        let mut item = h.item(o, viewer);
+        item.set_attr("role", "none");
+        let mut x = Element::new("x", NS_USER).with_child(item);
+        for c in codes {
+            x.push_child(Element::new("status", NS_USER).with_attr("code", c.to_string()));
+        }
+        Element::new("presence", ns::CLIENT)
+            .with_attr("type", "unavailable")
+            .with_attr("from", format!("{}/{nick}", h.room.jid))
+            .with_child(x)
+    };
+    for v in viewers {
+        let p = leave(h, v, &[333]);
+        h.send(out, v, &p);
+    }
+    let mut p = leave(h, nick, &[110, 333]);
+    p.set_attr("to", o.jid.clone());
+    deliver(h.ctx, out, &o.jid, &p);
+}
+
+/// The router's order when the DC `dc` is back (a partition healed, a DC returned), sent by
+/// that DC with the occupants whose sessions it still holds (`<occupant jid=… session=…/>`),
+/// handled once this DC has applied what that DC wrote before (the data wait of the inter-DC
+/// path) and holds those sessions ([`wait_for_sessions`]); also sent, `quiet`, by a router of
+/// `dc` that starts (its DC may be a new life whose occupants are all gone). Each of `dc`'s
+/// occupants named is written again (its row then outlives any mark the other side wrote
+/// during the partition); one away is put back, unless its nick went to an earlier occupant
+/// meanwhile (then it is told it left: 110, 333); the others of `dc` leave. Each one named
+/// then gets the presence of the occupants at other DCs, and they get its presence, and it
+/// gets the subject.
+async fn reconcile(h: &mut Handling<'_>, out: &mut Outbox, order: &Element) -> anyhow::Result<()> {
+    let dc = order.attr("dc").unwrap_or("").to_owned();
+    tracing::debug!(room = %h.room.jid, dc, occupants = ?h.room.occupants.iter().map(|(n, o)| (n, &o.dc)).collect::<Vec<_>>(), away = ?h.room.away.iter().map(|(n, o)| (n, &o.dc)).collect::<Vec<_>>(), "MUC: reconcile of");
+    let named: Vec<&Element> = order
+        .children()
+        .filter(|c| c.is("occupant", NS_PURGE))
+        .collect();
+    let live: std::collections::HashSet<String> = named
+        .iter()
+        .filter_map(|c| c.attr("jid").map(str::to_owned))
+        .collect();
+
+    // Occupants of `dc` in the room's view: written again, or gone.
+    let here: Vec<(String, Occupant)> = h
+        .room
+        .occupants
+        .iter()
+        .filter(|(_, o)| o.dc == dc)
+        .map(|(n, o)| (n.clone(), o.clone()))
+        .collect();
+    // A router that starts (`quiet`) only clears what its DC no longer holds: its occupants
+    // in the room are not news.
+    let quiet = order.attr("quiet") == Some("1");
+    let mut confirmed = Vec::new();
+    for (nick, o) in here {
+        if live.contains(&o.jid) {
+            if !quiet {
+                h.put_occupant(&nick, Some(o));
+                confirmed.push(nick);
+            }
+        } else if h.ctx.sessions.read().session(&o.jid).is_none() && !h.ghosts.contains(&nick) {
+            // Not named, and no session here either (a row the sender had not read yet, of a
+            // join handled here, stays).
+            h.ghosts.push(nick);
+        }
+    }
+    // Occupants of `dc` away: back, or deleted.
+    let away = std::mem::take(&mut h.room.away);
+    let mut back = Vec::new();
+    for (nick, o) in away {
+        if o.dc != dc {
+            h.room.away.push((nick, o));
+            continue;
+        }
+        let in_room = h.room.nick_of(&o.jid).is_some();
+        if !live.contains(&o.jid) || in_room {
+            h.write_row(&o.key, None);
+            continue;
+        }
+        match h.room.occupants.get(&nick).cloned() {
+            Some(holder) if holder.precedes(&o) => {
+                // Its nick went to an earlier occupant on the other side.
+                h.write_row(&o.key, None);
+                h.commit().await?;
+                tell_gone(h, out, &nick, &o, &[]).await;
+            }
+            holder => {
+                if let Some(holder) = holder {
+                    // It held the nick first: the one that took it meanwhile leaves.
+                    h.write_row(&holder.key, None);
+                    h.room.occupants.remove(&nick);
+                    h.commit().await?;
+                    let viewers: Vec<String> = h
+                        .room
+                        .occupants
+                        .iter()
+                        .filter(|(_, v)| v.dc == holder.dc)
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    tell_gone(h, out, &nick, &holder, &viewers).await;
+                }
+                h.put_occupant(&nick, Some(o));
+                back.push(nick);
+            }
+        }
+    }
+    h.commit().await?;
+    tracing::debug!(room = %h.room.jid, dc, quiet, named = live.len(), ?confirmed, ?back, ghosts = ?h.ghosts, "MUC: reconcile");
+    // The two sides saw different joins and leaves: each one confirmed or back first gets the
+    // presence of every occupant at another DC, then those get its presence (it gets its own,
+    // 110). Of two reconciles (one per side), the later sees both and tells both.
+    let mine: Vec<String> = confirmed.iter().chain(&back).cloned().collect();
+    for nick in &mine {
+        let Some(me) = h.room.occupants.get(nick).cloned() else {
+            continue;
+        };
+        let others: Vec<(String, Occupant)> = h
+            .room
+            .occupants
+            .iter()
+            .filter(|(n, o)| *n != nick && o.dc != me.dc)
+            .map(|(n, o)| (n.clone(), o.clone()))
+            .collect();
+        for (other, oo) in others {
+            let p = h.presence_of(&other, &oo, nick, &[]);
+            h.send(out, nick, &p);
+        }
+    }
+    for nick in &mine {
+        let Some(me) = h.room.occupants.get(nick).cloned() else {
+            continue;
+        };
+        let viewers: Vec<String> = h
+            .room
+            .occupants
+            .iter()
+            .filter(|(n, o)| *n == nick || o.dc != me.dc)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for v in viewers {
+            let codes: &[u16] = if v == *nick { &[110] } else { &[] };
+            let p = h.presence_of(nick, &me, &v, codes);
+            h.send(out, &v, &p);
+        }
+    }
+    // The subject may have changed on the other side meanwhile.
+    if let Some(s) = h
+        .room
+        .subject
+        .as_deref()
+        .and_then(|s| Element::parse(s).ok())
+    {
+        for nick in confirmed.iter().chain(&back) {
+            h.send(out, nick, &s);
+        }
+    }
+    // Named: their sessions are there, whatever this directory says yet.
+    let named_ghost = |g: &String| {
+        h.room
+            .occupants
+            .get(g)
+            .is_some_and(|o| live.contains(&o.jid))
+    };
+    let keep: Vec<String> = h
+        .ghosts
+        .iter()
+        .filter(|g| named_ghost(g))
+        .cloned()
+        .collect();
+    h.ghosts.retain(|g| !keep.contains(g));
+    Ok(())
 }
 
 /// Presence to `room/nick`: join, presence change, nick change, leave.
@@ -431,6 +735,7 @@ async fn presence(
                     }
                     let mut o = h.room.occupants[&old].clone();
                     o.presence = stored.to_xml();
+                    o.since_ms = now_ms();
                     h.put_occupant(&old, None);
                     h.put_occupant(nick, Some(o.clone()));
                     h.commit().await?;
@@ -536,15 +841,18 @@ async fn join(
     }
     let config = h.config();
     let aff = h.room.affiliation(&bare);
+    let session = ctx.sessions.read().session(&inb.from).cloned();
     let o = Occupant {
         jid: inb.from.clone(),
         role: Role::default_for(aff, &config).as_str().to_owned(),
         presence: stored.to_xml(),
-        dc: ctx
-            .sessions
-            .read()
-            .session(&inb.from)
+        dc: session
+            .as_ref()
             .map_or_else(|| ctx.config.dc.clone(), |s| s.dc.clone()),
+        session: session.map(|s| s.session_id),
+        since_ms: now_ms(),
+        away: false,
+        key: String::new(),
     };
     let others: Vec<String> = h.room.occupants.keys().cloned().collect();
     h.put_occupant(nick, Some(o.clone()));
@@ -705,6 +1013,7 @@ async fn message(h: &mut Handling<'_>, inb: &Inbound, out: &mut Outbox) -> anyho
     // Archived before it is reflected: every reflection carries the archive's id.
     if body.is_some() {
         h.write.archive = Some((format!("{}/{nick}", h.room.jid), m.to_xml()));
+        h.write.key = out.origin().map(str::to_owned);
     }
     let id = h.commit().await?;
     if let Some(id) = id {

@@ -222,3 +222,34 @@ async fn deletion_copy_and_retention() {
     assert_eq!(a.archive_purge(now).await.unwrap(), 1);
     assert!(ids(&a, &all("bob")).await.is_empty());
 }
+
+#[tokio::test]
+async fn muc_a_room_message_handled_twice_is_archived_once_with_its_first_id() {
+    use meerkat_store::MucWrite;
+    let (a, b) = (dc("dc1").await, dc("dc2").await);
+    let room = "kroom@conference.d";
+    let write = |key: &str, body: &str| MucWrite {
+        room: room.into(),
+        puts: Vec::new(),
+        archive: Some((
+            format!("{room}/alice"),
+            format!(
+                "<message xmlns='jabber:client' type='groupchat'><body>{body}</body></message>"
+            ),
+        )),
+        key: Some(key.into()),
+    };
+    let first = a.muc_write(write("envelope-1", "hello")).await.unwrap();
+    assert!(first.is_some());
+    // The handling is repeated after its write (a retry, a redelivery): the same id, no row.
+    let again = a.muc_write(write("envelope-1", "hello")).await.unwrap();
+    assert_eq!(again, first);
+    // Another envelope is another message, even with the same content.
+    let other = a.muc_write(write("envelope-2", "hello")).await.unwrap();
+    assert!(other.is_some() && other != first);
+    let want = vec![first.unwrap(), other.unwrap()];
+    assert_eq!(ids(&a, &all(room)).await, want);
+    // The other DC has each row once.
+    ship(&a, &b).await;
+    assert_eq!(ids(&b, &all(room)).await, want);
+}
