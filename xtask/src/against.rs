@@ -65,6 +65,9 @@ pub struct AgainstArgs {
     pub chat_args: Vec<String>,
     /// Skip the chat workload.
     pub no_chat: bool,
+    /// Run the workloads against the peer alone (Meerkat's column stays empty): when the
+    /// local stack cannot be up, e.g. another stack holds its ports.
+    pub peer_only: bool,
     /// Occupants of the group chat workload (`meerkat-bench --muc`); 0 skips it.
     pub muc_occupants: usize,
     /// Groupchat messages a second into its room, in all.
@@ -120,7 +123,11 @@ pub async fn run(args: AgainstArgs) -> anyhow::Result<i32> {
     anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
     let peer = args.peer;
     crate::bench::build_bench().await?;
-    let meerkat_addr = ensure_meerkat().await?;
+    let meerkat_addr = if args.peer_only {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    } else {
+        ensure_meerkat().await?
+    };
     ensure_installed(peer).await?;
     let mut instance = Instance::start(peer).await?;
     let result = rounds(&args, meerkat_addr, &mut instance).await;
@@ -144,7 +151,9 @@ async fn rounds(
                 "== round {round}/{}: fresh start of both servers",
                 args.runs
             );
-            restart_meerkat().await?;
+            if !args.peer_only {
+                restart_meerkat().await?;
+            }
             instance.restart().await?;
         }
         let meerkat_first = round % 2 == 1;
@@ -154,6 +163,9 @@ async fn rounds(
         }
         let mut figures: [[Figures; 2]; 5] = Default::default();
         for target in order {
+            if args.peer_only && matches!(target, Target::Meerkat) {
+                continue;
+            }
             let (addr, slot) = match target {
                 Target::Meerkat => (meerkat, 0),
                 Target::Peer(_) => (peer_addr, 1),

@@ -108,6 +108,10 @@ enum Command {
         /// Skip `--against`'s chat workload.
         #[arg(long, requires = "against")]
         no_chat: bool,
+        /// Run `--against`'s workloads against the peer alone (Meerkat's column stays empty),
+        /// without the local stack.
+        #[arg(long, requires = "against")]
+        peer_only: bool,
         /// Occupants of `--against`'s group chat workload (`meerkat-bench --muc`: one room,
         /// Meerkat's occupants half at DC 2 when the stack has two DCs); 0 skips it.
         #[arg(long, default_value_t = 0, requires = "against")]
@@ -164,6 +168,7 @@ async fn main() {
             peak_users,
             peak_from,
             no_chat,
+            peer_only,
             muc_occupants,
             muc_rate,
             muc_duration,
@@ -180,6 +185,7 @@ async fn main() {
                 peak_from,
                 chat_args: bench_args,
                 no_chat,
+                peer_only,
                 muc_occupants,
                 muc_rate,
                 muc_duration,
