@@ -104,11 +104,10 @@ pub async fn run(inter_dc: bool, replication: bool, args: Vec<String>) -> anyhow
     } else if args.iter().any(|a| a == "--muc") {
         bench.arg("--json");
         let (status, cost, json) = muc_run(bench, &stack_pids).await?;
-        let occupants = json
-            .as_ref()
-            .and_then(|j| j.get("joined")?.as_f64())
-            .unwrap_or(0.0);
-        println!("{}", cost.summary(occupants));
+        // Without the bench's result (it failed) the phases' figures mean nothing.
+        if let Some(occupants) = json.as_ref().and_then(|j| j.get("joined")?.as_f64()) {
+            println!("{}", cost.summary(occupants));
+        }
         status
     } else {
         bench.status().await.context("running meerkat-bench")?

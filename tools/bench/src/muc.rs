@@ -26,9 +26,10 @@ use crate::Args;
 const MUC: &str = "http://jabber.org/protocol/muc";
 const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
 const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+const PING: &str = "urn:xmpp:ping";
 
 /// How long a join or the room's configuration may take before it counts as refused.
-const ANSWER_WITHIN: Duration = Duration::from_secs(60);
+const ANSWER_WITHIN: Duration = Duration::from_secs(180);
 
 /// What a user's reader tells the joins.
 enum Event {
@@ -137,7 +138,9 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
                     joined[i] = true;
                 }
                 Some(Event::Refused(e)) => refusals.push(e),
-                _ => refusals.push(format!("u{i}: no answer within {ANSWER_WITHIN:?}")),
+                _ => refusals.push(format!(
+                    "u{i}: no answer within {ANSWER_WITHIN:?}, or its connection ended"
+                )),
             }
         }
     }
@@ -163,13 +166,28 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let begin = Instant::now();
     let mut sent = 0u64;
     let mut next = begin;
-    while next < begin + duration {
+    // Occupants whose connection the server closed: they send no more (their reflections
+    // count as lost).
+    let mut closed = Vec::new();
+    let mut turn = 0usize;
+    while next < begin + duration && closed.len() < occupants.len() {
         tokio::time::sleep_until(next.into()).await;
-        let i = occupants[sent as usize % occupants.len()];
-        writers[i]
+        let i = occupants[turn % occupants.len()];
+        turn += 1;
+        if closed.contains(&i) {
+            continue;
+        }
+        match writers[i]
             .send_typed(&room, "groupchat", &run, micros(&clock))
-            .await?;
-        sent += 1;
+            .await
+        {
+            Ok(()) => sent += 1,
+            Err(e) => {
+                eprintln!("muc: u{i}'s connection failed: {e}");
+                closed.push(i);
+                continue;
+            }
+        }
         next += every;
     }
     let late = begin.elapsed() > duration.mul_f64(1.2) + every;
@@ -188,9 +206,14 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let h = deliveries.latency.lock().await;
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "muc: delivered: messages {sent} ({:.0}/s offered{})  deliveries due {due}  delivered {delivered}  lost {}  rate {:.0} deliveries/s  latency p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        "muc: delivered: messages {sent} ({:.0}/s offered{}{})  deliveries due {due}  delivered {delivered}  lost {}  rate {:.0} deliveries/s  latency p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
         args.rate,
         if late { ", sending fell behind" } else { "" },
+        if closed.is_empty() {
+            String::new()
+        } else {
+            format!(", {} occupants' connections failed", closed.len())
+        },
         due.saturating_sub(delivered),
         delivered as f64 / secs,
         ms(0.5),
@@ -208,7 +231,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
                 "sent": sent, "offered_rate": args.rate, "late": late, "due": due,
                 "delivered": delivered, "lost": due.saturating_sub(delivered),
                 "rate": delivered as f64 / secs, "p50_ms": ms(0.5), "p99_ms": ms(0.99),
-                "max_ms": h.max() as f64 / 1000.0,
+                "max_ms": h.max() as f64 / 1000.0, "closed": closed.len(),
             })
         );
     }
@@ -248,7 +271,8 @@ fn is_own_presence(el: &Element) -> bool {
 }
 
 /// One user's reader: its join's answer and the configuration's go to the joins; this run's
-/// reflections are timed and counted (history, delayed, is not a delivery of this run).
+/// reflections are timed and counted (history, delayed, is not a delivery of this run); the
+/// server's pings are answered.
 async fn read(
     mut r: Reader,
     room: String,
@@ -281,6 +305,19 @@ async fn read(
                 Event::Refused(el.to_string())
             }
             "presence" if in_room(&el) && is_own_presence(&el) => Event::Joined(Instant::now()),
+            // The server's keepalive (XEP-0199): a user idle in a slow join must stay online.
+            "iq" if el.attr("type") == Some("get") && el.has_child("ping", PING) => {
+                let to = el
+                    .attr("from")
+                    .map(|f| format!(" to='{f}'"))
+                    .unwrap_or_default();
+                let id = el.attr("id").unwrap_or_default();
+                let pong = format!("<iq type='result' id='{id}'{to}/>");
+                if r.reply(&pong).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             "iq" if el.attr("id") == Some("muc-create") => {
                 Event::Configured((el.attr("type") != Some("result")).then(|| el.to_string()))
             }
