@@ -63,6 +63,17 @@ pub struct AgainstArgs {
     pub peak_from: f64,
     /// Passed on to `meerkat-bench` for the chat workload.
     pub chat_args: Vec<String>,
+    /// Skip the chat workload.
+    pub no_chat: bool,
+    /// Run the workloads against the peer alone (Meerkat's column stays empty): when the
+    /// local stack cannot be up, e.g. another stack holds its ports.
+    pub peer_only: bool,
+    /// Occupants of the group chat workload (`meerkat-bench --muc`); 0 skips it.
+    pub muc_occupants: usize,
+    /// Groupchat messages a second into its room, in all.
+    pub muc_rate: f64,
+    /// Seconds of its messages.
+    pub muc_duration: u64,
 }
 
 const DOMAIN: &str = "example.com";
@@ -87,6 +98,13 @@ struct Figures {
     mib: f64,
     /// Idle: the server's memory (PSS) before the users connected, MiB.
     mib_before: f64,
+    /// Group chat: the joins' time for the whole room (s), per join p50 and p99 (ms), the
+    /// server's CPU during them (% of one core), and its memory (PSS) grown per occupant (KiB).
+    join_secs: f64,
+    join_p50: f64,
+    join_p99: f64,
+    join_cpu: f64,
+    kib_per_occupant: f64,
 }
 
 /// Per round: (Meerkat, peer).
@@ -98,13 +116,18 @@ struct Results {
     chat: Series,
     login: Series,
     peak: Series,
+    muc: Series,
 }
 
 pub async fn run(args: AgainstArgs) -> anyhow::Result<i32> {
     anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
     let peer = args.peer;
     crate::bench::build_bench().await?;
-    let meerkat_addr = ensure_meerkat().await?;
+    let meerkat_addr = if args.peer_only {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    } else {
+        ensure_meerkat().await?
+    };
     ensure_installed(peer).await?;
     let mut instance = Instance::start(peer).await?;
     let result = rounds(&args, meerkat_addr, &mut instance).await;
@@ -128,7 +151,9 @@ async fn rounds(
                 "== round {round}/{}: fresh start of both servers",
                 args.runs
             );
-            restart_meerkat().await?;
+            if !args.peer_only {
+                restart_meerkat().await?;
+            }
             instance.restart().await?;
         }
         let meerkat_first = round % 2 == 1;
@@ -136,8 +161,11 @@ async fn rounds(
         if !meerkat_first {
             order.reverse();
         }
-        let mut figures: [[Figures; 2]; 4] = Default::default();
+        let mut figures: [[Figures; 2]; 5] = Default::default();
         for target in order {
+            if args.peer_only && matches!(target, Target::Meerkat) {
+                continue;
+            }
             let (addr, slot) = match target {
                 Target::Meerkat => (meerkat, 0),
                 Target::Peer(_) => (peer_addr, 1),
@@ -148,8 +176,10 @@ async fn rounds(
                 say("idle");
                 figures[0][slot] = measure_idle(&target, addr, args.idle_users).await?;
             }
-            say("chat");
-            figures[1][slot] = measure(&target, addr, &args.chat_args).await?;
+            if !args.no_chat {
+                say("chat");
+                figures[1][slot] = measure(&target, addr, &args.chat_args).await?;
+            }
             if args.login_clients > 0 {
                 say("login loop");
                 let login_args = strings(&[
@@ -173,13 +203,18 @@ async fn rounds(
                 ]);
                 figures[3][slot] = measure(&target, addr, &peak_args).await?;
             }
+            if args.muc_occupants > 0 {
+                say("group chat");
+                figures[4][slot] = measure_muc(&target, addr, args).await?;
+            }
         }
-        let [idle, chat, login, peak] = figures;
+        let [idle, chat, login, peak, muc] = figures;
         for (series, [m, p]) in [
             (&mut results.idle, idle),
             (&mut results.chat, chat),
             (&mut results.login, login),
             (&mut results.peak, peak),
+            (&mut results.muc, muc),
         ] {
             series.push((m, p));
         }
@@ -374,6 +409,55 @@ async fn measure(target: &Target, addr: SocketAddr, args: &[String]) -> anyhow::
     Ok(f)
 }
 
+/// The group chat workload (`meerkat-bench --muc`): against Meerkat with two DCs or more, the
+/// odd users at DC 2 (`--to-addr`). The server's CPU of the joins and of the messages, and its
+/// memory grown per occupant, are read at the bench's phase lines.
+async fn measure_muc(
+    target: &Target,
+    addr: SocketAddr,
+    args: &AgainstArgs,
+) -> anyhow::Result<Figures> {
+    let mut bench = tokio::process::Command::new(layout::release_bin("meerkat-bench"));
+    bench
+        .args(["--addr", &addr.to_string(), "--domain", DOMAIN, "--json"])
+        .args(["--muc", &args.muc_occupants.to_string()])
+        .args(["--rate", &args.muc_rate.to_string()])
+        .args(["--duration", &args.muc_duration.to_string()])
+        .stderr(std::process::Stdio::inherit());
+    if let Target::Meerkat = target {
+        if let Some(dc2) = Endpoints::read()?.as_ref().and_then(|e| e.dcs.get(1)) {
+            bench.args(["--to-addr", &dc2.c2s]);
+        }
+    }
+    let bench_before = procfs::children_cpu_seconds();
+    let started = Instant::now();
+    let (status, cost, json) = crate::bench::muc_run(bench, &|| target.pids()).await?;
+    let wall = started.elapsed().as_secs_f64();
+    anyhow::ensure!(status.success(), "meerkat-bench --muc failed ({status})");
+    let json = json.context("meerkat-bench --muc printed no JSON result")?;
+    let num = |k: &str| {
+        json.get(k)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0)
+    };
+    println!("{}", cost.summary(num("joined")));
+    Ok(Figures {
+        rate: num("rate"),
+        p50: num("p50_ms"),
+        p99: num("p99_ms"),
+        max: num("max_ms"),
+        lost: num("lost"),
+        server_cpu: cost.chat_cpu_percent(),
+        bench_cpu: 100.0 * (procfs::children_cpu_seconds() - bench_before) / wall,
+        join_secs: num("join_total_s"),
+        join_p50: num("join_p50_ms"),
+        join_p99: num("join_p99_ms"),
+        join_cpu: cost.join_cpu_percent(),
+        kib_per_occupant: cost.pss_per_occupant(num("joined")),
+        ..Figures::default()
+    })
+}
+
 /// A table row: its name, the figure it shows, the decimals.
 type Row = (&'static str, fn(&Figures) -> f64, usize);
 
@@ -421,8 +505,10 @@ fn print_table(args: &AgainstArgs, r: &Results) {
         ("latency max ms", |f| f.max, 2),
         ("lost", |f| f.lost, 0),
     ];
-    for (name, get, prec) in chat.iter().chain(&cpu) {
-        row(&format!("chat: {name}"), &r.chat, *get, *prec);
+    if !args.no_chat {
+        for (name, get, prec) in chat.iter().chain(&cpu) {
+            row(&format!("chat: {name}"), &r.chat, *get, *prec);
+        }
     }
     if args.login_clients > 0 {
         let rows: [Row; 4] = [
@@ -451,7 +537,35 @@ fn print_table(args: &AgainstArgs, r: &Results) {
             );
         }
     }
-    println!("chat: meerkat-bench {}", args.chat_args.join(" "));
+    if args.muc_occupants > 0 {
+        let rows: [Row; 12] = [
+            ("join, whole room s", |f| f.join_secs, 1),
+            ("join p50 ms", |f| f.join_p50, 2),
+            ("join p99 ms", |f| f.join_p99, 2),
+            ("joins: server CPU %", |f| f.join_cpu, 0),
+            ("KiB per occupant", |f| f.kib_per_occupant, 1),
+            ("deliveries/s", |f| f.rate, 0),
+            ("latency p50 ms", |f| f.p50, 2),
+            ("latency p99 ms", |f| f.p99, 2),
+            ("latency max ms", |f| f.max, 2),
+            ("lost", |f| f.lost, 0),
+            ("messages: server CPU %", |f| f.server_cpu, 0),
+            ("meerkat-bench CPU %", |f| f.bench_cpu, 0),
+        ];
+        for (name, get, prec) in rows {
+            let name = format!("muc {}: {name}", args.muc_occupants);
+            row(&name, &r.muc, get, prec);
+        }
+    }
+    if !args.no_chat {
+        println!("chat: meerkat-bench {}", args.chat_args.join(" "));
+    }
+    if args.muc_occupants > 0 {
+        println!(
+            "muc: {} occupants join one room (Meerkat with two DCs: half at each), then {} groupchat messages/s for {} s; deliveries = messages x occupants; memory (PSS) grown by the joins; CPU % of a core during the joins and during the messages",
+            args.muc_occupants, args.muc_rate, args.muc_duration
+        );
+    }
     if args.login_clients > 0 {
         println!(
             "login: {} clients in a closed loop of connect, STARTTLS, SASL PLAIN, bind, close, {} s",
@@ -757,7 +871,8 @@ fn ejabberdctl_args(dir: &Path) -> Vec<String> {
 
 /// ejabberd 23.01: one host, STARTTLS required, no shaper, roster, offline, ping, disco,
 /// carbons, MAM (every message archived), in-band registration for anyone without a
-/// per-address timeout, SCRAM-hashed passwords (as Meerkat and Prosody store them).
+/// per-address timeout, SCRAM-hashed passwords (as Meerkat and Prosody store them), group chat
+/// (rooms of up to 1000 occupants, archived).
 fn ejabberd_config(dir: &Path, port: u16) -> String {
     let pem = dir.join("server.pem").display().to_string();
     format!(
@@ -811,13 +926,26 @@ modules:
   mod_register:
     access: register
     ip_access: all
+  # Group chat at conference.{DOMAIN} (the default host), open to all (the default): rooms
+  # of up to 1000 occupants (the service's default cap is 200), presence broadcast to all of
+  # them (above max_users_presence it is limited), no per-user message or presence rate limits,
+  # every room message archived (as Meerkat's rooms are).
+  mod_muc:
+    max_users: 1000
+    max_users_presence: 1000
+    max_user_conferences: 1000
+    min_message_interval: 0
+    min_presence_interval: 0
+    default_room_options:
+      max_users: 1000
+      mam: true
 "#
     )
 }
 
 /// Prosody 0.12: one host, STARTTLS required, no mod_limits (no rate limits), roster, offline,
 /// ping, disco, carbons, MAM (every message archived), in-band registration without throttle,
-/// hashed passwords, default (internal) storage, no s2s or HTTP. As root (like everything
+/// hashed passwords, default (internal) storage, no s2s or HTTP; group chat (archived rooms). As root (like everything
 /// `cargo xtask` starts), hence `run_as_root`.
 fn prosody_config(dir: &Path, port: u16) -> String {
     let p = |f: &str| dir.join(f).display().to_string();
@@ -847,6 +975,13 @@ modules_disabled = {{ "s2s" }}
 default_archive_policy = true
 VirtualHost "{DOMAIN}"
   ssl = {{ certificate = "{cert}"; key = "{key}" }}
+-- Group chat: core mod_muc has no occupant cap and no rate limits (those are the community
+-- mod_muc_limits); new rooms are locked until their creator submits the configuration (as
+-- Meerkat's); mod_muc_mam archives every room message (as Meerkat's rooms do).
+Component "conference.{DOMAIN}" "muc"
+  modules_enabled = {{ "muc_mam" }}
+  muc_room_locking = true
+  muc_log_by_default = true
 "#,
         dir = dir.display(),
         pid = p("prosody.pid"),

@@ -101,6 +101,14 @@ pub async fn run(inter_dc: bool, replication: bool, args: Vec<String>) -> anyhow
         .args(&args);
     let status = if idle {
         idle_memory(bench, &memory_before).await?
+    } else if args.iter().any(|a| a == "--muc") {
+        bench.arg("--json");
+        let (status, cost, json) = muc_run(bench, &stack_pids).await?;
+        // Without the bench's result (it failed) the phases' figures mean nothing.
+        if let Some(occupants) = json.as_ref().and_then(|j| j.get("joined")?.as_f64()) {
+            println!("{}", cost.summary(occupants));
+        }
+        status
     } else {
         bench.status().await.context("running meerkat-bench")?
     };
@@ -152,6 +160,99 @@ async fn idle_memory(
         }
     }
     Ok(child.wait().await?)
+}
+
+/// What the server spent on the phases of `meerkat-bench --muc`, read from `/proc` at its
+/// `muc: online`, `muc: joined` and `muc: delivered` lines.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MucCost {
+    /// RSS and PSS (KiB) of the server's processes with the users online, not yet joined.
+    pub online: (f64, f64),
+    /// The same with every occupant joined.
+    pub joined: (f64, f64),
+    /// CPU-seconds and wall seconds of the joins (from `online` to `joined`).
+    pub join: (f64, f64),
+    /// CPU-seconds and wall seconds of the messages and their drain (`joined` to `delivered`).
+    pub chat: (f64, f64),
+}
+
+impl MucCost {
+    /// PSS grown per occupant by the joins, KiB.
+    pub fn pss_per_occupant(&self, occupants: f64) -> f64 {
+        (self.joined.1 - self.online.1) / occupants.max(1.0)
+    }
+    pub fn join_cpu_percent(&self) -> f64 {
+        100.0 * self.join.0 / self.join.1.max(0.001)
+    }
+    pub fn chat_cpu_percent(&self) -> f64 {
+        100.0 * self.chat.0 / self.chat.1.max(0.001)
+    }
+    pub fn summary(&self, occupants: f64) -> String {
+        format!(
+            "server memory with the users online: RSS {:.1} MiB, PSS {:.1} MiB; joined: RSS {:.1} MiB, PSS {:.1} MiB = {:+.1} KiB RSS, {:+.1} KiB PSS per occupant; server CPU during the joins {:.1} CPU-s in {:.1} s = {:.0}% of one core, during the messages {:.1} CPU-s in {:.1} s = {:.0}%",
+            self.online.0 / 1024.0,
+            self.online.1 / 1024.0,
+            self.joined.0 / 1024.0,
+            self.joined.1 / 1024.0,
+            (self.joined.0 - self.online.0) / occupants.max(1.0),
+            self.pss_per_occupant(occupants),
+            self.join.0,
+            self.join.1,
+            self.join_cpu_percent(),
+            self.chat.0,
+            self.chat.1,
+            self.chat_cpu_percent(),
+        )
+    }
+}
+
+/// Runs `meerkat-bench --muc … --json` (`bench`), passing its output on except its JSON line,
+/// which it returns; reads the memory and CPU of the server's processes (`pids`) at the bench's
+/// phase lines.
+pub(crate) async fn muc_run(
+    mut bench: tokio::process::Command,
+    pids: &dyn Fn() -> Vec<u32>,
+) -> anyhow::Result<(std::process::ExitStatus, MucCost, Option<serde_json::Value>)> {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = bench
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("running meerkat-bench --muc")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let memory = || {
+        memory_by_name(&pids())
+            .values()
+            .fold((0.0, 0.0), |(r, p), (rss, pss)| (r + rss, p + pss))
+    };
+    let mut cost = MucCost::default();
+    let mut mark = (0.0, std::time::Instant::now());
+    let mut json = None;
+    while let Some(line) = lines.next_line().await? {
+        if line.starts_with('{') {
+            json = serde_json::from_str(&line).ok();
+            continue;
+        }
+        println!("{line}");
+        let phase = line.strip_prefix("muc: ").and_then(|l| l.split(':').next());
+        let now = (
+            crate::procfs::cpu_seconds(&pids()),
+            std::time::Instant::now(),
+        );
+        let spent = (now.0 - mark.0, now.1.duration_since(mark.1).as_secs_f64());
+        match phase {
+            Some("online") => cost.online = memory(),
+            Some("joined") => {
+                cost.joined = memory();
+                cost.join = spent;
+            }
+            Some("delivered") => cost.chat = spent,
+            _ => continue,
+        }
+        mark = now;
+    }
+    Ok((child.wait().await?, cost, json))
 }
 
 /// RSS and PSS (KiB, `/proc/<pid>/smaps_rollup`) per command name (`c2s-gateway`, `router`,

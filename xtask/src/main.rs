@@ -105,6 +105,23 @@ enum Command {
         /// The peak workload's first rate, msg/s.
         #[arg(long, default_value_t = 500.0, requires = "against")]
         peak_from: f64,
+        /// Skip `--against`'s chat workload.
+        #[arg(long, requires = "against")]
+        no_chat: bool,
+        /// Run `--against`'s workloads against the peer alone (Meerkat's column stays empty),
+        /// without the local stack.
+        #[arg(long, requires = "against")]
+        peer_only: bool,
+        /// Occupants of `--against`'s group chat workload (`meerkat-bench --muc`: one room,
+        /// Meerkat's occupants half at DC 2 when the stack has two DCs); 0 skips it.
+        #[arg(long, default_value_t = 0, requires = "against")]
+        muc_occupants: usize,
+        /// Groupchat messages a second into the room of the group chat workload.
+        #[arg(long, default_value_t = 20.0, requires = "against")]
+        muc_rate: f64,
+        /// Seconds of the group chat workload's messages.
+        #[arg(long, default_value_t = 20, requires = "against")]
+        muc_duration: u64,
         /// Senders at DC 1, receivers at DC 2 (`meerkat-bench --to-addr`); needs `up --dcs 2`.
         #[arg(long)]
         inter_dc: bool,
@@ -150,6 +167,11 @@ async fn main() {
             idle_users,
             peak_users,
             peak_from,
+            no_chat,
+            peer_only,
+            muc_occupants,
+            muc_rate,
+            muc_duration,
             bench_args,
             ..
         } => {
@@ -162,6 +184,11 @@ async fn main() {
                 peak_users,
                 peak_from,
                 chat_args: bench_args,
+                no_chat,
+                peer_only,
+                muc_occupants,
+                muc_rate,
+                muc_duration,
             })
             .await
         }

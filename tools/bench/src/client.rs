@@ -120,10 +120,41 @@ async fn next_el<R: tokio::io::AsyncBufRead + Unpin>(
 
 /// The send timestamp in a bench message's body (`t=<µs>;<run>;…`), if it is of this run
 /// (messages of an earlier run, e.g. stored offline, are not).
-fn bench_stamp(body: &str, run: &str) -> Option<u64> {
+pub(crate) fn bench_stamp(body: &str, run: &str) -> Option<u64> {
     let mut fields = body.split(';');
     let ts = fields.next()?.strip_prefix("t=")?;
     (fields.next() == Some(run)).then(|| ts.parse().ok())?
+}
+
+/// Logs users `0..n` in, 20 at a time, each registered in-band first (an existing account is
+/// fine) and logged in as `args` says (transport, stream management, SASL); with `--to-addr` the
+/// odd users log in there. `name` gives user `i`'s name.
+pub async fn login_many(
+    args: &crate::Args,
+    n: usize,
+    name: fn(&crate::Args, usize) -> String,
+) -> anyhow::Result<Vec<BenchClient>> {
+    let mut clients = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(20) {
+        let mut batch = Vec::new();
+        for &i in chunk {
+            let args = args.clone();
+            batch.push(tokio::spawn(async move {
+                let addr = match args.to_addr {
+                    Some(to) if i % 2 == 1 => to,
+                    _ => args.addr,
+                };
+                let user = name(&args, i);
+                let opts = args.login_opts();
+                BenchClient::login_with(addr, &args.domain, &user, &args.password, true, &opts)
+                    .await
+            }));
+        }
+        for b in batch {
+            clients.push(b.await??);
+        }
+    }
+    Ok(clients)
 }
 
 impl BenchClient {

@@ -17,7 +17,7 @@ use sha1::{Digest as _, Sha1};
 use tokio::sync::Mutex;
 
 use crate::chat::histogram;
-use crate::client::{BenchClient, Reader, Writer};
+use crate::client::{Reader, Writer};
 use crate::Args;
 
 /// The node every user publishes to; its `+notify` is in every client's caps.
@@ -92,31 +92,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
 
     // Everyone online (registered in-band), 20 at a time, with caps in its presence.
     let started = Instant::now();
-    let mut clients = Vec::with_capacity(users);
-    for chunk in (0..users).collect::<Vec<_>>().chunks(20) {
-        let mut batch = Vec::new();
-        for &i in chunk {
-            let args = args.clone();
-            batch.push(tokio::spawn(async move {
-                let addr = match args.to_addr {
-                    Some(to) if i % 2 == 1 => to,
-                    _ => args.addr,
-                };
-                BenchClient::login_with(
-                    addr,
-                    &args.domain,
-                    &name(&args, i),
-                    &args.password,
-                    true,
-                    &args.login_opts(),
-                )
-                .await
-            }));
-        }
-        for b in batch {
-            clients.push(b.await??);
-        }
-    }
+    let clients = crate::client::login_many(args, users, name).await?;
     let counts = Arc::new(Counts {
         same_dc: Mutex::new(histogram()),
         cross_dc: Mutex::new(histogram()),

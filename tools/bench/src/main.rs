@@ -25,6 +25,9 @@
 //! in over WebSocket (RFC 7395) at `--http-addr` instead of TCP; `--bosh-loop C`: C BOSH
 //! clients, each in a closed loop of requests that are answered at once (see `bosh.rs`).
 //!
+//! Group chat mode (`--muc N`): N users join one room, then send groupchat messages into it;
+//! prints join times, deliveries per second, their latency and loss (see `muc.rs`).
+//!
 //! Failover mode (`--failover`): starts two DCs of its own and measures what users see when
 //! one dies or they are cut apart (see `failover.rs`); the other options do not apply.
 
@@ -37,6 +40,7 @@ mod failover;
 mod fanout;
 mod gwkill;
 mod lag;
+mod muc;
 mod replag;
 mod resume;
 mod websocket;
@@ -217,6 +221,14 @@ pub struct Args {
     /// The BOSH endpoint of --bosh-loop (any certificate is accepted).
     #[arg(long, default_value = "https://127.0.0.1:5281/http-bind")]
     bosh_url: String,
+    /// Group chat fan-out instead of chat: this many users (`<prefix>muc<i>`) join one new
+    /// room (XEP-0045), then the occupants send --rate groupchat messages a second in all into
+    /// it for --duration seconds (see `muc.rs`); with --to-addr the odd users log in there.
+    #[arg(long, default_value_t = 0)]
+    muc: usize,
+    /// The MUC service of --muc (default `conference.<domain>`).
+    #[arg(long)]
+    muc_host: Option<String>,
     /// Milliseconds between two messages of the sender in --failover rounds.
     #[arg(long, default_value_t = 100)]
     send_every_ms: u64,
@@ -293,6 +305,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.pep_fanout > 0 {
         return fanout::run(&args).await;
+    }
+    if args.muc > 0 {
+        return muc::run(&args).await;
     }
     if args.archive_query > 0 {
         return archive::query(&args).await;
