@@ -282,9 +282,11 @@ impl Record {
     /// The account (username) whose available resources are to be shown this record when it
     /// is stored at a DC, whether written there or applied from another: what was stored
     /// because no available resource was seen (an offline message, a pending subscription
-    /// request). `None` for what is only data (and for every deletion). Exhaustive on purpose:
-    /// a new kind must answer it (docs/decisions.md, "what is stored for an account reaches
-    /// its resources").
+    /// request). Also a roster item carrying a pre-approval (RFC 6121 §3.4): a request to the
+    /// account stored at this DC before the approval arrived is answered from it here, where
+    /// the requester's resources are known first-hand. `None` for what is only data (and for
+    /// every deletion). Exhaustive on purpose: a new kind must answer it (docs/decisions.md,
+    /// "what is stored for an account reaches its resources").
     pub fn awaits_delivery(&self) -> Option<&str> {
         match self {
             Record::Request {
@@ -295,6 +297,11 @@ impl Record {
             | Record::Offline {
                 username,
                 state: Some(_),
+                ..
+            }
+            | Record::Roster {
+                username,
+                state: Some(RosterState { approved: true, .. }),
                 ..
             } => Some(username),
             Record::Request { state: None, .. }
@@ -447,5 +454,21 @@ mod tests {
             state: None,
         };
         assert_eq!(roster.awaits_delivery(), None);
+        // A pre-approval may answer a request stored before it arrived; a plain item not.
+        let item = |approved| Record::Roster {
+            username: "bob".into(),
+            contact: "alice@example.com".into(),
+            stamp: stamp(1, "dc1"),
+            state: Some(RosterState {
+                name: None,
+                subscription: "none".into(),
+                ask_out: false,
+                approved,
+                groups: Vec::new(),
+                parts: None,
+            }),
+        };
+        assert_eq!(item(true).awaits_delivery(), Some("bob"));
+        assert_eq!(item(false).awaits_delivery(), None);
     }
 }
