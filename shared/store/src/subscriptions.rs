@@ -16,6 +16,8 @@ pub struct SubscriptionRequest {
     /// When the request was first made (µs since the Unix epoch): with the two JIDs, it
     /// names the request, so showing it twice to one session can be recognised.
     pub since: i64,
+    /// The DC that wrote it last (the requester's, where the request was routed).
+    pub dc: String,
 }
 
 impl Store {
@@ -58,8 +60,9 @@ impl Store {
         username: &str,
     ) -> Result<Vec<SubscriptionRequest>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT contact, stanza, (extract(epoch FROM created_at) * 1000000)::bigint AS since \
-             FROM subscription_requests WHERE username = $1 ORDER BY created_at, contact",
+            "SELECT contact, stanza, (extract(epoch FROM created_at) * 1000000)::bigint AS since, \
+             hlc_dc AS dc FROM subscription_requests WHERE username = $1 \
+             ORDER BY created_at, contact",
         )
         .bind(username)
         .fetch_all(self.pool())

@@ -11,7 +11,7 @@
 use meerkat_xmpp::Element;
 
 use super::offline;
-use super::subscription;
+use super::subscription::{self, Answering};
 use crate::inbound::Inbound;
 use crate::jids;
 use crate::metrics::Outcome;
@@ -26,7 +26,7 @@ pub async fn at_login(
     session: &Target,
 ) -> anyhow::Result<()> {
     offline::deliver_pending(ctx, username, out, session).await?;
-    subscription::answer_preapproved(ctx, out, username).await?;
+    subscription::answer_preapproved(ctx, out, username, Answering::All).await?;
     requests_to(ctx, username, out, std::slice::from_ref(session)).await
 }
 
@@ -36,9 +36,9 @@ pub async fn at_login(
 /// requests to every one (RFC 6121 §3.1.3). Nothing if it has none here: its other DCs do the
 /// same for theirs, and its next initial presence anywhere shows what is left.
 pub async fn on_nudge(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Result<Outcome> {
-    // A request its user approved before it reached this DC is answered now, wherever the
-    // user's resources are.
-    subscription::answer_preapproved(ctx, out, inb.username()).await?;
+    // A request made here that its user had approved before it could know (the approval
+    // made at another DC, arriving now or before) is answered now, by the requester's DC.
+    subscription::answer_preapproved(ctx, out, inb.username(), Answering::MadeHere).await?;
     let mut here: Vec<_> = {
         let dir = ctx.sessions.read();
         dir.available(&inb.from_bare)
@@ -61,7 +61,8 @@ pub async fn on_nudge(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Res
 
 /// The account's pending subscription requests, to each of `sessions`. Each is keyed by the
 /// request (contact and `since`, the same at every DC), so a session shown it live, at login
-/// and by a nudge sees it once (the gateway drops a message id it has delivered).
+/// and by a nudge sees it once (the gateway drops a message id it has delivered). A request
+/// the user pre-approved is not shown: its requester's DC answers it.
 async fn requests_to(
     ctx: &Ctx,
     username: &str,
@@ -69,6 +70,14 @@ async fn requests_to(
     sessions: &[Target],
 ) -> anyhow::Result<()> {
     for r in ctx.store.subscription_requests(username).await? {
+        let approved = ctx
+            .store
+            .roster_item(username, &jids::bare(&r.contact))
+            .await?
+            .is_some_and(|i| i.approved);
+        if approved {
+            continue;
+        }
         let key = subscription::request_key(&jids::bare(&r.contact), r.since);
         match Element::parse(&r.stanza) {
             Ok(p) => {

@@ -60,17 +60,33 @@ pub async fn cancel_all(
     Ok(())
 }
 
+/// Which stored requests [`answer_preapproved`] answers.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Answering {
+    /// Every one: the user's own initial presence, wherever the requests were made.
+    All,
+    /// Those this DC wrote (its users asked; it knows their sessions first-hand): on a nudge,
+    /// when a request or a pre-approval arrived here. A request made at another DC is answered
+    /// there, once the approval reaches it: right after a heal this DC may not list the
+    /// requester's sessions yet, and what it told them would find nobody.
+    MadeHere,
+}
+
 /// Answers, on the user's behalf, each request stored for it that its pre-approval already
-/// answers (RFC 6121 §3.4): the approval came first, here, and the request only later — made
-/// at another DC and replicated, or routed here before its data. Returns whether any was.
+/// answers (RFC 6121 §3.4): the approval and the request were made apart (at two DCs, or the
+/// request routed before the approval's data) and met here. Returns whether any was.
 pub async fn answer_preapproved(
     ctx: &Ctx,
     out: &mut Outbox,
     username: &str,
+    which: Answering,
 ) -> anyhow::Result<bool> {
     let user_bare = format!("{username}@{}", ctx.config.domain);
     let mut any = false;
     for r in ctx.store.subscription_requests(username).await? {
+        if which == Answering::MadeHere && r.dc != ctx.config.dc {
+            continue;
+        }
         let Some(contact) = Addr::parse(&jids::bare(&r.contact)) else {
             continue;
         };
