@@ -143,8 +143,18 @@ pub(crate) async fn send_to_home(
 
 /// A user's session ended (its unavailable presence broadcast): it leaves every room it was
 /// in, as if it had sent them its unavailable presence (RFC 6121 §4.6.3 directed presence).
+///
+/// Not for the unavailable presence this DC makes for the sessions of a DC declared down
+/// (`local-presence`): those may still be there behind a partition, and the room's home keeps
+/// them aside (its purge order) until their DC says. Leaving here deleted their rows instead,
+/// whenever that presence reached the home before the purge order: after the heal they were
+/// out of the room without knowing it.
 pub async fn session_ended(ctx: &Ctx, inb: &Inbound, out: &Outbox) -> anyhow::Result<()> {
-    if !ctx.config.muc || inb.kind != StanzaKind::Presence || inb.ty != StanzaType::Unavailable {
+    if !ctx.config.muc
+        || inb.kind != StanzaKind::Presence
+        || inb.ty != StanzaType::Unavailable
+        || inb.wire_kind == meerkat_wire::RouteKind::LocalPresence
+    {
         return Ok(());
     }
     let rooms = ctx.store.muc_rooms_of(&inb.from).await?;
