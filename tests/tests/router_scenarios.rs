@@ -432,10 +432,7 @@ async fn a_pre_approval_answers_the_request_that_follows(dc: &Dc) {
         .expect("the pre-approval pushed", push_for(&aj, "none"))
         .await
         .unwrap();
-    let item = p
-        .get_child("query", ns::ROSTER)
-        .and_then(|q| q.get_child("item", ns::ROSTER))
-        .unwrap();
+    let item = roster_item(&p, &aj).unwrap();
     assert_eq!(item.attr("approved"), Some("true"));
     ack_push(&mut bob, &p).await;
     alice.send(&presence("subscribe", &bj)).await.unwrap();
@@ -478,10 +475,7 @@ async fn subscription_handshake_both_online(dc: &Dc) {
         .expect("push with ask", push_for(&bj, "none"))
         .await
         .unwrap();
-    let item = p
-        .get_child("query", ns::ROSTER)
-        .and_then(|q| q.get_child("item", ns::ROSTER))
-        .unwrap();
+    let item = roster_item(&p, &bj).unwrap();
     assert_eq!(item.attr("ask"), Some("subscribe"));
     let req = bob
         .expect(

@@ -11,7 +11,7 @@ use meerkat_testkit::client::Client;
 use meerkat_testkit::multi::MultiDc;
 use meerkat_xmpp::{ns, Element};
 
-use crate::{available, befriend, multi, register, user, CONVERGE};
+use crate::{available, befriend, multi, register, room_homed_at, user, CONVERGE};
 
 /// Detection bound (the tests' fast timers: 2.5 s; production's: 5 s) plus the time for the
 /// purge to reach a client, with room for a loaded machine. A deadline: the test goes on as
@@ -294,16 +294,6 @@ async fn messages_sent_across_a_partition_arrive_when_it_heals() {
     let got = collect(&mut alice, &to_alice, SETTLED, Duration::from_secs(1)).await;
     assert_eq!(got.get(&to_alice[0]), Some(&1), "alice got {got:?}");
     m.stop().await.unwrap();
-}
-
-/// A new room name whose home, with both DCs up, is `home`.
-fn room_homed_at(home: &str) -> String {
-    loop {
-        let room = format!("{}@conference.example.com", user("room"));
-        if router::muc_home_order(&room, ["dc1", "dc2"])[0] == home {
-            return room;
-        }
-    }
 }
 
 #[tokio::test]

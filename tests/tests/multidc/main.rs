@@ -75,6 +75,17 @@ pub fn user(prefix: &str) -> String {
     )
 }
 
+/// A new room name whose home, with both DCs up, is `home` (a MUC room is served by the first
+/// DC of its rendezvous order that is up).
+pub fn room_homed_at(home: &str) -> String {
+    loop {
+        let room = format!("{}@conference.example.com", user("room"));
+        if router::muc_home_order(&room, ["dc1", "dc2"])[0] == home {
+            return room;
+        }
+    }
+}
+
 pub async fn register(dc: &impl DcAccess, name: &str) {
     Client::register_account(&dc.client(), name, "secret-pw")
         .await

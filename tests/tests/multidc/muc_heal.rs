@@ -11,23 +11,13 @@ use meerkat_testkit::mam;
 use meerkat_testkit::muc::{codes, create, groupchat, is_groupchat_from, join};
 use meerkat_xmpp::{ns, Element};
 
-use crate::{available, multi, register, user, CONVERGE};
+use crate::{available, multi, register, room_homed_at, user, CONVERGE};
 
 /// Detection bound plus delivery, with room for a loaded machine (a deadline).
 const TOLD: Duration = Duration::from_secs(20);
 
 /// The heal's detection, the data catch-up and the reconciliation (a deadline).
 const SETTLED: Duration = Duration::from_secs(40);
-
-/// A new room name whose home, with both DCs up, is `home`.
-fn room_homed_at(home: &str) -> String {
-    loop {
-        let room = format!("{}@conference.example.com", user("room"));
-        if router::muc_home_order(&room, ["dc1", "dc2"])[0] == home {
-            return room;
-        }
-    }
-}
 
 /// The occupants one user sees in a room: the nicks of the room's presences it got, in order
 /// (an unavailable one removes the nick).

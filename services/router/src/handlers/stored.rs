@@ -70,15 +70,11 @@ async fn requests_to(
     sessions: &[Target],
 ) -> anyhow::Result<()> {
     for r in ctx.store.subscription_requests(username).await? {
-        let approved = ctx
-            .store
-            .roster_item(username, &jids::bare(&r.contact))
-            .await?
-            .is_some_and(|i| i.approved);
-        if approved {
+        let contact = jids::bare(&r.contact);
+        if subscription::preapproved(ctx, username, &contact).await? {
             continue;
         }
-        let key = subscription::request_key(&jids::bare(&r.contact), r.since);
+        let key = subscription::request_key(&contact, r.since);
         match Element::parse(&r.stanza) {
             Ok(p) => {
                 for s in sessions {

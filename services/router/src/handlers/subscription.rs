@@ -90,18 +90,22 @@ pub async fn answer_preapproved(
         let Some(contact) = Addr::parse(&jids::bare(&r.contact)) else {
             continue;
         };
-        let approved = ctx
-            .store
-            .roster_item(username, &contact.bare)
-            .await?
-            .is_some_and(|i| i.approved);
-        if approved {
+        if preapproved(ctx, username, &contact.bare).await? {
             let p = presence(SubType::Subscribed, &user_bare, &contact.bare);
             send(ctx, out, &user_bare, &contact, SubType::Subscribed, &p).await?;
             any = true;
         }
     }
     Ok(any)
+}
+
+/// Whether `username` approved `contact_bare` before being asked (RFC 6121 §3.4).
+pub async fn preapproved(ctx: &Ctx, username: &str, contact_bare: &str) -> anyhow::Result<bool> {
+    Ok(ctx
+        .store
+        .roster_item(username, contact_bare)
+        .await?
+        .is_some_and(|i| i.approved))
 }
 
 /// `user_bare` sends `t` to `contact`: the user's side, then the contact's, then the

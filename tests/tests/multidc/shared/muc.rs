@@ -11,17 +11,7 @@ use meerkat_testkit::mam;
 use meerkat_testkit::muc::{create, error_from, groupchat, is_groupchat_from, join};
 use meerkat_xmpp::{ns, Element};
 
-use crate::{eventually, login, register_everywhere, shared, store, user, CONVERGE};
-
-/// A new room name whose home, with both DCs up, is `home`.
-fn room_homed_at(home: &str) -> String {
-    loop {
-        let room = format!("{}@conference.example.com", user("room"));
-        if router::muc_home_order(&room, ["dc1", "dc2"])[0] == home {
-            return room;
-        }
-    }
-}
+use crate::{eventually, login, register_everywhere, room_homed_at, shared, store, user, CONVERGE};
 
 #[tokio::test]
 async fn users_at_two_dcs_share_one_room_in_one_order() {
