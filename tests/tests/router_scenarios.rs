@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use meerkat_testkit::client::pred::{iq_request, message_with_body, presence_of_type};
 use meerkat_testkit::client::{stanza_error_condition, Client};
+use meerkat_testkit::shared::DcAccess;
 use meerkat_testkit::stack::{Dc, StackOptions};
 use meerkat_xmpp::{ns, Element};
 
@@ -129,6 +130,7 @@ async fn router_scenarios() {
     subscription_request_waits_for_login(&dc).await;
     a_request_asked_back_before_it_is_answered_stays_the_contacts(&dc).await;
     a_pre_approval_answers_the_request_that_follows(&dc).await;
+    a_request_read_as_another_dcs_answer_lands_is_not_shown(&dc).await;
     presence_probe_and_broadcast(&dc).await;
     roster_versioning_and_remove(&dc).await;
     directed_presence_and_a_lost_connection(&dc).await;
@@ -450,6 +452,32 @@ async fn a_pre_approval_answers_the_request_that_follows(dc: &Dc) {
     bob.expect("bob's push", push_for(&aj, "from"))
         .await
         .unwrap();
+}
+
+/// Another DC answers a request stored for Bob (he approved Alice there): that DC's answer
+/// removes the request and then writes his item, and this DC applies both in that order. A
+/// router that lists the request just before the answer is applied and reads the item just
+/// after sees a request with an item already `from`: the request is answered, and Bob is
+/// not asked. The database is put in that in-between state (the request kept, the item
+/// written) and Bob logs in: he is not shown the request.
+async fn a_request_read_as_another_dcs_answer_lands_is_not_shown(dc: &Dc) {
+    let (alice, b) = asked_while_away(dc, "t").await;
+    let aj = alice.bare_jid().to_owned();
+    let store = meerkat_store::Store::connect(dc.database_url())
+        .await
+        .unwrap();
+    assert_eq!(store.subscription_requests(&b).await.unwrap().len(), 1);
+    let item = meerkat_store::RosterItem {
+        jid: aj.clone(),
+        name: None,
+        subscription: meerkat_store::Subscription::From,
+        ask_out: false,
+        approved: false,
+        groups: Vec::new(),
+    };
+    store.put_roster_item(&b, &item).await.unwrap();
+    assert_eq!(store.subscription_requests(&b).await.unwrap().len(), 1);
+    no_request_at_next_login(dc, &b, &aj).await;
 }
 
 async fn subscription_handshake_both_online(dc: &Dc) {

@@ -62,7 +62,8 @@ pub async fn on_nudge(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Res
 /// The account's pending subscription requests, to each of `sessions`. Each is keyed by the
 /// request (contact and `since`, the same at every DC), so a session shown it live, at login
 /// and by a nudge sees it once (the gateway drops a message id it has delivered). A request
-/// the user pre-approved is not shown: its requester's DC answers it.
+/// the user pre-approved is not shown (its requester's DC answers it), nor one already
+/// answered.
 async fn requests_to(
     ctx: &Ctx,
     username: &str,
@@ -71,7 +72,7 @@ async fn requests_to(
 ) -> anyhow::Result<()> {
     for r in ctx.store.subscription_requests(username).await? {
         let contact = jids::bare(&r.contact);
-        if subscription::preapproved(ctx, username, &contact).await? {
+        if subscription::needs_no_answer(ctx, username, &contact).await? {
             continue;
         }
         let key = subscription::request_key(&contact, r.since);

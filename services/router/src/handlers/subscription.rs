@@ -100,12 +100,31 @@ pub async fn answer_preapproved(
 }
 
 /// Whether `username` approved `contact_bare` before being asked (RFC 6121 §3.4).
-pub async fn preapproved(ctx: &Ctx, username: &str, contact_bare: &str) -> anyhow::Result<bool> {
+async fn preapproved(ctx: &Ctx, username: &str, contact_bare: &str) -> anyhow::Result<bool> {
     Ok(ctx
         .store
         .roster_item(username, contact_bare)
         .await?
         .is_some_and(|i| i.approved))
+}
+
+/// Whether a stored request from `contact_bare` needs no answer from `username`: it is
+/// pre-approved (its requester's DC answers it), or already answered (the contact has a
+/// subscription from the user, RFC 6121 §3.1.3). The second covers a request read just
+/// before another DC's answer was applied here: the answer removes the request and then
+/// writes the item, so an item read after the request list may already show the answer.
+pub async fn needs_no_answer(
+    ctx: &Ctx,
+    username: &str,
+    contact_bare: &str,
+) -> anyhow::Result<bool> {
+    Ok(ctx
+        .store
+        .roster_item(username, contact_bare)
+        .await?
+        .is_some_and(|i| {
+            i.approved || matches!(i.subscription, Subscription::From | Subscription::Both)
+        }))
 }
 
 /// `user_bare` sends `t` to `contact`: the user's side, then the contact's, then the
