@@ -1,13 +1,14 @@
 //! What arrives from another process or DC, read by `meerkat-wire`: the `x-meerkat-wire` and
-//! `x-meerkat-kind` header values, the route envelope, every JSON event. Besides crashes and
-//! hangs: an accepted version or kind is written back as what it was read from (up to the
-//! legacy integer form), and an envelope's stanza, wrapped again, unwraps to the same element.
+//! `x-meerkat-kind` header values, the route envelope, every JSON event, a fan-out's
+//! recipients. Besides crashes and hangs: an accepted version or kind is written back as what
+//! it was read from (up to the legacy integer form), an envelope's stanza, wrapped again,
+//! unwraps to the same element, and accepted recipients, written again, read the same.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use meerkat_wire::data::DataChange;
 use meerkat_wire::{
-    envelope, ControlEvent, Heartbeat, InterControl, ReplicatedEvent, RouteKind, SessionEvent,
+    envelope, fanout, ControlEvent, Heartbeat, InterControl, ReplicatedEvent, RouteKind, SessionEvent,
     WireVersion,
 };
 
@@ -18,6 +19,10 @@ fuzz_target!(|data: &[u8]| {
         }
         if let Ok(k) = RouteKind::parse(text) {
             assert_eq!(k.as_str(), text);
+        }
+        if let Ok(r) = fanout::decode(text) {
+            assert!(!r.is_empty() && r.len() <= fanout::MAX_RECIPIENTS);
+            assert_eq!(fanout::decode(&fanout::encode(&r)), Ok(r));
         }
     }
     if let Ok(Some(stanza)) = envelope::unwrap(data) {

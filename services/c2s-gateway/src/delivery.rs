@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use crate::registry::{Delivered, Outbound};
+use crate::registry::{BrokerAck, Delivered, Outbound, SharedAck};
 use crate::Ctx;
 
 pub async fn run(ctx: Arc<Ctx>) {
@@ -68,7 +68,9 @@ pub async fn run(ctx: Arc<Ctx>) {
         );
         async move {
             let headers = delivery.properties.headers().as_ref();
-            if let Some(id) = delivery.properties.message_id() {
+            // A fan-out is deduplicated copy by copy (fan_out).
+            let fanout = meerkat_bus::wire::kind(headers) == Ok(RouteKind::Fanout);
+            if let (Some(id), false) = (delivery.properties.message_id(), fanout) {
                 if !dedup.lock().first_time(id.as_str()) {
                     tracing::debug!(message = %id, "duplicate delivery dropped");
                     let _ = delivery.ack(BasicAckOptions::default()).await;
@@ -89,6 +91,11 @@ pub async fn run(ctx: Arc<Ctx>) {
             // A step of a session moving between gateways (XEP-0198 resumption elsewhere).
             if kind == RouteKind::Handover {
                 crate::handover::arrived(&ctx, delivery).await;
+                return;
+            }
+            // One stanza for several sessions of this gateway (a room's reflection).
+            if kind == RouteKind::Fanout {
+                fan_out(&ctx, &queue, delivery, &dedup).await;
                 return;
             }
             let kind_is_stanza = kind != RouteKind::Conflict;
@@ -138,7 +145,8 @@ pub async fn run(ctx: Arc<Ctx>) {
             }
             let hops = headers.get_u64(h::HOPS).unwrap_or(3).saturating_sub(1);
             // A session that moved to another gateway a moment ago: there.
-            if crate::handover::follow(&ctx, session, &delivery, hops).await {
+            if crate::handover::follow(&ctx, session, &delivery.data, hops).await {
+                let _ = delivery.ack(BasicAckOptions::default()).await;
                 return;
             }
             tracing::debug!(?session, hops, message = ?delivery.properties.message_id(), "no such session here: bounced");
@@ -151,6 +159,89 @@ pub async fn run(ctx: Arc<Ctx>) {
         .instrument(span)
     });
     let _ = task.await;
+}
+
+/// A fan-out (`fanout`, meerkat_wire::fanout): each copy, addressed to its recipient, to its
+/// session as a delivery of its own would go (or on to where the session moved, or back to
+/// the routers). The broker's delivery is acknowledged once every copy is safe. A copy id
+/// already handed over (the fan-out given again) is not handed over twice.
+async fn fan_out(
+    ctx: &Arc<Ctx>,
+    queue: &str,
+    delivery: lapin::message::Delivery,
+    dedup: &Mutex<Dedup>,
+) {
+    let headers = delivery.properties.headers().as_ref();
+    let read = headers
+        .get_str(h::RECIPIENTS)
+        .ok_or_else(|| "a fan-out without recipients".to_owned())
+        .and_then(|v| meerkat_wire::fanout::decode(&v).map_err(|e| e.to_string()))
+        .and_then(|r| {
+            Element::parse(&String::from_utf8_lossy(&delivery.data))
+                .map(|el| (r, el))
+                .map_err(|e| e.to_string())
+        });
+    let (recipients, stanza) = match read {
+        Ok(read) => read,
+        Err(why) => {
+            ctx.parker
+                .park(queue, &delivery, &meerkat_bus::NotForUs::unreadable(why))
+                .await;
+            return;
+        }
+    };
+    let hops = headers.get_u64(h::HOPS).unwrap_or(3).saturating_sub(1);
+    let fresh: Vec<_> = {
+        let seen = dedup.lock();
+        recipients
+            .into_iter()
+            .filter(|r| !seen.contains(&r.id))
+            .collect()
+    };
+    if fresh.is_empty() {
+        let _ = delivery.ack(BasicAckOptions::default()).await;
+        return;
+    }
+    let share = SharedAck::new(delivery.acker.clone(), fresh.len());
+    for r in fresh {
+        let mut el = stanza.clone();
+        el.set_attr("to", r.to.clone());
+        let copy = Delivered::copy(el.to_xml(), BrokerAck::Shared(share.clone()), Some(&r.id));
+        dedup.lock().insert(&r.id);
+        let tx = ctx
+            .registry
+            .get(r.session)
+            .or_else(|| ctx.registry.get_by_jid(&r.to));
+        let copy = match tx {
+            Some(tx) => match tx.offer(copy) {
+                Ok(backing_up) => {
+                    if backing_up {
+                        tokio::task::yield_now().await;
+                    }
+                    continue;
+                }
+                Err(copy) => copy,
+            },
+            None => copy,
+        };
+        tracing::debug!(session = %r.session, message = %r.id, "fan-out copy: no such session here");
+        let ctx = ctx.clone();
+        let session = r.session;
+        // Forwarded or bounced in its own task: a broker that refuses the publication for a
+        // while holds up that copy only (its share stays unsettled until it is sent).
+        tokio::spawn(async move {
+            let data = copy.xml.as_bytes();
+            loop {
+                if crate::handover::follow(&ctx, Some(session), data, hops).await
+                    || bounce(&ctx, data, Some(session), copy.id.as_deref(), hops).await
+                {
+                    copy.settle(&ctx.acks);
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
+    }
 }
 
 /// Sends an undeliverable stanza back to the routers to be routed again without that session;

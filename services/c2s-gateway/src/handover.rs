@@ -220,27 +220,14 @@ pub async fn refuse(ctx: &Ctx, req: &Request, too_high: Option<(u32, u32)>) {
     send(ctx, &asker(req), step::REFUSED, None, 1, &body).await;
 }
 
-/// A stanza for a session that left this gateway: on to where it went, if this gateway
-/// remembers. True when it was forwarded (and its delivery acknowledged).
-pub async fn follow(ctx: &Ctx, old: Option<Uuid>, delivery: &Delivery, hops: u64) -> bool {
+/// A stanza (`data`) for a session that left this gateway: on to where it went, if this
+/// gateway remembers. True when it was forwarded (its delivery is then the caller's to
+/// acknowledge).
+pub async fn follow(ctx: &Ctx, old: Option<Uuid>, data: &[u8], hops: u64) -> bool {
     let Some(peer) = old.and_then(|id| ctx.handovers.moved_to(id)) else {
         return false;
     };
-    if hops == 0
-        || !send(
-            ctx,
-            &peer,
-            step::FORWARD,
-            Some(peer.session),
-            hops,
-            &delivery.data,
-        )
-        .await
-    {
-        return false;
-    }
-    let _ = delivery.ack(BasicAckOptions::default()).await;
-    true
+    hops > 0 && send(ctx, &peer, step::FORWARD, Some(peer.session), hops, data).await
 }
 
 /// A `handover` message on this gateway's delivery queue: every step. Acknowledges it.

@@ -22,7 +22,7 @@ use crate::sm::ResumeId;
 #[derive(Debug)]
 pub struct Delivered {
     pub xml: String,
-    pub ack: Option<Acker>,
+    pub ack: Option<BrokerAck>,
     /// The broker delivery's message id (what a bounce of it is keyed by).
     pub id: Option<Box<str>>,
     /// When the gateway got it (the time a redelivered message is stamped with).
@@ -32,6 +32,11 @@ pub struct Delivered {
 impl Delivered {
     /// A stanza from the broker, acknowledged through `ack`.
     pub fn from_broker(xml: String, ack: Acker, id: Option<&str>) -> Delivered {
+        Delivered::copy(xml, BrokerAck::One(Box::new(ack)), id)
+    }
+
+    /// One copy of a broker delivery that carried several (a fan-out, crate::delivery).
+    pub fn copy(xml: String, ack: BrokerAck, id: Option<&str>) -> Delivered {
         Delivered {
             xml,
             ack: Some(ack),
@@ -54,7 +59,53 @@ impl Delivered {
     /// session does not wait for it).
     pub fn settle(self, acks: &Acks) {
         if let Some(ack) = self.ack {
-            let _ = acks.send(ack);
+            ack.settle(acks);
+        }
+    }
+}
+
+/// What acknowledges a stanza's broker delivery: its own, or a share of one that carried
+/// several copies (a fan-out), acknowledged when its last copy is settled.
+#[derive(Debug, Clone)]
+pub enum BrokerAck {
+    /// Boxed: a [`Delivered`] stays small, whichever it holds.
+    One(Box<Acker>),
+    Shared(Arc<SharedAck>),
+}
+
+/// A broker delivery that carried `left` copies still unsettled.
+#[derive(Debug)]
+pub struct SharedAck {
+    acker: Acker,
+    left: std::sync::atomic::AtomicUsize,
+}
+
+impl SharedAck {
+    /// A delivery carrying `copies` copies, each to be settled once.
+    pub fn new(acker: Acker, copies: usize) -> Arc<SharedAck> {
+        Arc::new(SharedAck {
+            acker,
+            left: std::sync::atomic::AtomicUsize::new(copies),
+        })
+    }
+}
+
+impl BrokerAck {
+    /// One copy is safe: the delivery is acknowledged if it was its own, or its last.
+    pub fn settle(self, acks: &Acks) {
+        match self {
+            BrokerAck::One(ack) => {
+                let _ = acks.send(*ack);
+            }
+            BrokerAck::Shared(shared) => {
+                if shared
+                    .left
+                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+                    == 1
+                {
+                    let _ = acks.send(shared.acker.clone());
+                }
+            }
         }
     }
 }

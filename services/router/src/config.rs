@@ -102,6 +102,12 @@ pub struct Config {
     /// Archived messages older than this many days are deleted (every DC purges alike);
     /// 0 keeps them for ever.
     pub archive_retention_days: u32,
+    /// A stanza for several sessions (a room's groupchat reflection) goes as one `fanout`
+    /// message per gateway and per other DC instead of one per session (docs/muc.md). A
+    /// gateway or DC of a version before wire 1.5 cannot take the kind (it parks it): off
+    /// while a mesh is upgraded from such a version, until every gateway and router runs this
+    /// one.
+    pub fanout: bool,
     /// Test only (the mixed-version test, docs/protocol.md): speak the next minor wire
     /// version — stamp it, add a field to every message, and send next to every stanza
     /// for another DC a message of a kind this version does not know — as a DC that was upgraded
@@ -140,6 +146,7 @@ impl Default for Config {
             archive: true,
             archive_default: "always".into(),
             archive_retention_days: 0,
+            fanout: true,
             test_newer_minor_wire: false,
         }
     }

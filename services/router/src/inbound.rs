@@ -44,6 +44,9 @@ pub struct Inbound {
     pub hops: u64,
     /// Milliseconds since the epoch when the gateway read it.
     pub received_at: Option<u64>,
+    /// A fan-out from another DC: its recipients as they came (`x-meerkat-recipients`,
+    /// read by fanout.rs).
+    pub recipients: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -112,6 +115,9 @@ impl Inbound {
             },
             hops: headers.get_u64(h::HOPS).unwrap_or(3),
             received_at: headers.get_u64(h::RECEIVED_AT),
+            recipients: headers
+                .get_str(h::RECIPIENTS)
+                .filter(|_| wire_kind == RouteKind::Fanout),
             el,
         })
     }

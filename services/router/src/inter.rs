@@ -149,7 +149,11 @@ pub async fn run_returned(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc
                         origin_dc: Some(ctx.config.dc.clone()),
                         ..r
                     };
-                    republish(&ctx, &r, RouteKind::Returned, id.as_deref()).await
+                    match r.recipients.clone() {
+                        // A fan-out: each copy again, as if it had been sent alone.
+                        Some(list) => return_copies(&ctx, &r, &list).await,
+                        None => republish(&ctx, &r, RouteKind::Returned, id.as_deref()).await,
+                    }
                 }
                 Arrival::Park(why) => {
                     ctx.parker.park(&queue, &delivery, &why).await;
@@ -174,6 +178,32 @@ pub async fn run_returned(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc
         }
     })
     .await;
+}
+
+/// A fan-out that came back from a DC that did not take it: each copy routed again as a
+/// returned stanza of its own (its `to`, its target session, its id). Unreadable
+/// recipients: nothing to route (logged).
+async fn return_copies(ctx: &Ctx, r: &RouteIn, recipients: &str) -> anyhow::Result<()> {
+    let copies = match meerkat_wire::fanout::decode(recipients) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "returned fan-out with unreadable recipients dropped");
+            return Ok(());
+        }
+    };
+    let stanza = meerkat_xmpp::Element::parse(&r.body)?;
+    for c in copies {
+        let mut el = stanza.clone();
+        el.set_attr("to", c.to);
+        let copy = RouteIn {
+            body: el.to_xml(),
+            target: Some(c.session),
+            recipients: None,
+            ..r.clone()
+        };
+        republish(ctx, &copy, RouteKind::Returned, Some(&c.id)).await?;
+    }
+    Ok(())
 }
 
 /// Hops a stanza starts with (as the gateways stamp it).
@@ -439,6 +469,8 @@ pub struct RouteIn {
     pub sender: Option<String>,
     pub hops: u64,
     pub origin_dc: Option<String>,
+    /// A fan-out's recipients (`x-meerkat-recipients`, meerkat_wire::fanout), as they came.
+    pub recipients: Option<String>,
 }
 
 /// Reads one inter-DC message (pure: tested below).
@@ -481,6 +513,7 @@ pub fn read(body: &[u8], headers: Option<&FieldTable>) -> Arrival {
     else {
         return Arrival::Invalid("stanza with neither sender nor recipient".into());
     };
+    let fanout = meerkat_bus::wire::kind(headers) == Ok(RouteKind::Fanout);
     Arrival::Stanza(RouteIn {
         key,
         body: stanza.to_xml(),
@@ -488,6 +521,7 @@ pub fn read(body: &[u8], headers: Option<&FieldTable>) -> Arrival {
         sender,
         hops: headers.get_u64(h::HOPS).unwrap_or(0),
         origin_dc: headers.get_str(h::ORIGIN_DC),
+        recipients: headers.get_str(h::RECIPIENTS).filter(|_| fanout),
     })
 }
 
@@ -527,6 +561,7 @@ async fn forward(
         Arrival::Stanza(r) => {
             let kind = match meerkat_bus::wire::kind(headers) {
                 Ok(RouteKind::Room) => RouteKind::Room,
+                Ok(RouteKind::Fanout) => RouteKind::Fanout,
                 _ => RouteKind::Remote,
             };
             republish(ctx, &r, kind, id).await
@@ -563,7 +598,8 @@ async fn republish(
         .id(message_id.clone())
         .u64(h::HOPS, r.hops)
         .opt_str(h::SESSION, r.target.map(|t| t.to_string()).as_deref())
-        .opt_str(h::SENDER, r.sender.as_deref());
+        .opt_str(h::SENDER, r.sender.as_deref())
+        .opt_str(h::RECIPIENTS, r.recipients.as_deref());
     let span = tracing::info_span!(
         "publish meerkat.route",
         otel.kind = "producer",
@@ -619,6 +655,7 @@ mod tests {
                 sender: Some("Alice@Example.com/phone".into()),
                 hops: 2,
                 origin_dc: Some("dc1".into()),
+                recipients: None,
             })
         );
     }

@@ -10,6 +10,7 @@ mod blocking;
 mod config;
 pub mod directory;
 mod failure;
+mod fanout;
 mod handlers;
 mod handover;
 mod inbound;

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use meerkat_bus::Props;
+use meerkat_wire::fanout::{self, Recipient};
 use meerkat_wire::{envelope, headers as h, topology as names, RouteKind, SessionInfo};
 use meerkat_xmpp::Element;
 use tracing::Instrument as _;
@@ -42,12 +43,15 @@ impl From<&SessionInfo> for Target {
 
 #[derive(Debug)]
 struct Out {
+    /// For a fan-out, where it goes (the DC, or this DC's gateway); its session is nil.
     target: Target,
     kind: RouteKind,
-    /// `None` for a kick.
+    /// `None` for a kick. A fan-out's without `to` (each copy gets its recipient's).
     stanza: Option<Element>,
     /// The delivery's message id (the gateway shows a message id only once).
     id: DeliveryId,
+    /// A fan-out's copies (meerkat_wire::fanout); empty otherwise.
+    copies: Vec<Recipient>,
 }
 
 #[derive(Debug)]
@@ -128,6 +132,7 @@ impl Outbox {
             kind: RouteKind::Stanza,
             stanza: Some(stanza.clone()),
             id,
+            copies: Vec::new(),
         });
     }
 
@@ -139,6 +144,7 @@ impl Outbox {
             kind: RouteKind::Stanza,
             stanza: Some(stanza.clone()),
             id: DeliveryId::Given(id.to_owned()),
+            copies: Vec::new(),
         });
     }
 
@@ -150,7 +156,97 @@ impl Outbox {
             kind: RouteKind::Stanza,
             stanza: Some(stanza.clone()),
             id: DeliveryId::Keyed(key.to_owned()),
+            copies: Vec::new(),
         });
+    }
+
+    /// Queues `stanza` for each of `recipients` (a session and the full JID that is its
+    /// `to`), as [`Outbox::deliver`] of each copy would, in that order, but as one fan-out
+    /// message per gateway of this DC and per other DC (meerkat_wire::fanout; without
+    /// `config.fanout`, one delivery each).
+    pub fn fan_out(&mut self, ctx: &Ctx, stanza: &Element, recipients: Vec<(Target, String)>) {
+        let copies = recipients
+            .into_iter()
+            .map(|(target, to)| {
+                let id = match self.fresh_id(target.session) {
+                    DeliveryId::Given(id) | DeliveryId::Keyed(id) => id,
+                    DeliveryId::Fresh => Uuid::new_v4().to_string(),
+                };
+                (target, to, id)
+            })
+            .collect();
+        self.fan_out_as(ctx, stanza, copies);
+    }
+
+    /// [`Outbox::fan_out`] with each copy's message id given (a fan-out from another DC).
+    pub fn fan_out_as(
+        &mut self,
+        ctx: &Ctx,
+        stanza: &Element,
+        copies: Vec<(Target, String, String)>,
+    ) {
+        if !ctx.config.fanout || copies.len() < 2 {
+            for (target, to, id) in copies {
+                let mut el = stanza.clone();
+                el.set_attr("to", to);
+                self.deliver_as(target, &el, &id);
+            }
+            return;
+        }
+        let own = ctx.config.dc.as_str();
+        let mut bare = stanza.clone();
+        bare.remove_attr("to");
+        // Grouped by where they go, in the order each place first appears.
+        let mut groups: Vec<(Target, Vec<Recipient>)> = Vec::new();
+        for (target, to, id) in copies {
+            let place = if target.is_remote(own) {
+                Target {
+                    dc: target.dc.clone(),
+                    gateway: String::new(),
+                    session: Uuid::nil(),
+                }
+            } else {
+                Target {
+                    dc: String::new(),
+                    gateway: target.gateway.clone(),
+                    session: Uuid::nil(),
+                }
+            };
+            let copy = Recipient {
+                session: target.session,
+                id,
+                to,
+            };
+            match groups.iter_mut().find(|(p, _)| *p == place) {
+                Some((_, list)) => list.push(copy),
+                None => groups.push((place, vec![copy])),
+            }
+        }
+        for (place, list) in groups {
+            // Alone at its gateway or DC: a delivery of its own, as without fan-outs.
+            if let [one] = list.as_slice() {
+                let mut el = bare.clone();
+                el.set_attr("to", one.to.clone());
+                let target = Target {
+                    session: one.session,
+                    ..place
+                };
+                self.deliver_as(target, &el, &one.id);
+                continue;
+            }
+            for chunk in list.chunks(fanout::MAX_RECIPIENTS) {
+                // The same copies make the same id: a retried handling's fan-out is one.
+                let ids: Vec<&str> = chunk.iter().map(|c| c.id.as_str()).collect();
+                let id = Uuid::new_v5(&FANOUT_DELIVERY, ids.join("\n").as_bytes());
+                self.items.push(Out {
+                    target: place.clone(),
+                    kind: RouteKind::Fanout,
+                    stanza: Some(bare.clone()),
+                    id: DeliveryId::Given(id.to_string()),
+                    copies: chunk.to_vec(),
+                });
+            }
+        }
     }
 
     /// Queues a kick: the gateway closes the session with a `<conflict/>` stream error.
@@ -162,6 +258,7 @@ impl Outbox {
             kind: RouteKind::Conflict,
             stanza: None,
             id,
+            copies: Vec::new(),
         });
     }
 
@@ -169,8 +266,11 @@ impl Outbox {
     pub fn delivered_sessions(&self) -> Vec<Uuid> {
         self.items
             .iter()
-            .filter(|o| o.kind == RouteKind::Stanza)
-            .map(|o| o.target.session)
+            .flat_map(|o| match o.kind {
+                RouteKind::Stanza => vec![o.target.session],
+                RouteKind::Fanout => o.copies.iter().map(|c| c.session).collect(),
+                _ => Vec::new(),
+            })
             .collect()
     }
 
@@ -197,10 +297,12 @@ impl Outbox {
                 self.hops
             };
             let id = message_id(o);
-            let mut props = Props::stanza(o.kind, own)
-                .id(id.clone())
-                .str(h::SESSION, &o.target.session.to_string())
-                .u64(h::HOPS, hops);
+            let mut props = Props::stanza(o.kind, own).id(id.clone()).u64(h::HOPS, hops);
+            props = if o.copies.is_empty() {
+                props.str(h::SESSION, &o.target.session.to_string())
+            } else {
+                props.str(h::RECIPIENTS, &fanout::encode(&o.copies))
+            };
             if remote {
                 props = props.str(h::TARGET_DC, &o.target.dc);
                 if let Some((epoch, seq)) = &written {
@@ -210,7 +312,7 @@ impl Outbox {
                 }
                 props = props.opt_str(h::SENDER, o.stanza.as_ref().and_then(|s| s.attr("from")));
             }
-            tracing::debug!(session = %o.target.session, dc = %o.target.dc, gateway = %o.target.gateway, message = %id, stanza = ?o.stanza.as_ref().and_then(|s| s.attr("id")), kind = o.kind.as_str(), "delivery");
+            tracing::debug!(session = %o.target.session, copies = o.copies.len(), dc = %o.target.dc, gateway = %o.target.gateway, message = %id, stanza = ?o.stanza.as_ref().and_then(|s| s.attr("id")), kind = o.kind.as_str(), "delivery");
             let span = publish_span(remote, o, &id);
             span.in_scope(|| meerkat_runtime::telemetry::inject_context(props.headers_mut()));
             let (exchange, key, body) = if remote {
@@ -295,6 +397,8 @@ fn publish_span(remote: bool, o: &Out, message_id: &str) -> tracing::Span {
 
 /// Namespace of keyed delivery ids (a fixed random UUID).
 const KEYED_DELIVERY: Uuid = Uuid::from_u128(0x5d1c_83a4_2b6f_4e0d_9a57_c3e1_64f0_8b29);
+/// Namespace of fan-out ids, derived from their copies' (a fixed random UUID).
+const FANOUT_DELIVERY: Uuid = Uuid::from_u128(0x2c8a_61f4_0b93_47e5_8d1e_97a3_5f06_c4d2);
 /// Namespace of delivery ids derived from the handled envelope's (a fixed random UUID).
 const DERIVED_DELIVERY: Uuid = Uuid::from_u128(0x9e3f_0c27_71d8_4b5a_a6e4_2f19_c08d_53b6);
 
@@ -326,6 +430,7 @@ mod tests {
             kind: RouteKind::Stanza,
             stanza: None,
             id: key.map_or(DeliveryId::Fresh, |k| DeliveryId::Keyed(k.to_owned())),
+            copies: Vec::new(),
         }
     }
 

@@ -332,6 +332,10 @@ async fn handle(ctx: &Ctx, inb: &Inbound, id: Option<&str>) -> anyhow::Result<()
             .wait_seen(sender.target.session, sender.version, SESSION_EVENT_WAIT)
             .await;
     }
+    // One stanza for several sessions here, from another DC (a room's reflection).
+    if inb.wire_kind == RouteKind::Fanout {
+        return crate::fanout::arrived(ctx, inb, id, REMOTE_TARGET_WAIT).await;
+    }
     let rerouted;
     let inb = if inb.wire_kind == RouteKind::Remote {
         match arrival(ctx, inb).await {

@@ -14,6 +14,7 @@ use meerkat_bus::lapin::types::{AMQPValue, FieldTable};
 use meerkat_bus::lapin::BasicProperties;
 use meerkat_bus::{HeaderExt, Headers};
 use meerkat_testkit::client::pred::message_with_body;
+use meerkat_testkit::client::Client;
 use meerkat_testkit::stack::{Dc, StackOptions};
 use meerkat_wire::headers as h;
 use meerkat_wire::topology as names;
@@ -88,16 +89,7 @@ async fn from_dc(
         headers = headers.str(h::SENDER, from);
     }
     if let Some(uri) = via {
-        let mut hop = FieldTable::default();
-        hop.insert("uri".into(), AMQPValue::LongString(uri.into()));
-        hop.insert(
-            "exchange".into(),
-            AMQPValue::LongString(names::INTER_STANZAS_EXCHANGE.into()),
-        );
-        headers.table().insert(
-            meerkat_bus::origin::RECEIVED_FROM.into(),
-            AMQPValue::FieldArray(vec![AMQPValue::FieldTable(hop)].into()),
-        );
+        came_through(&mut headers, uri);
     }
     let props = BasicProperties::default()
         .with_message_id(id.into())
@@ -107,6 +99,20 @@ async fn from_dc(
         .publish(names::INTER_STANZAS_EXCHANGE, "dc1", props, body.as_bytes())
         .await
         .unwrap();
+}
+
+/// The `x-received-from` entry the federation link from `uri` appends.
+fn came_through(headers: &mut Headers, uri: &str) {
+    let mut hop = FieldTable::default();
+    hop.insert("uri".into(), AMQPValue::LongString(uri.into()));
+    hop.insert(
+        "exchange".into(),
+        AMQPValue::LongString(names::INTER_STANZAS_EXCHANGE.into()),
+    );
+    headers.table().insert(
+        meerkat_bus::origin::RECEIVED_FROM.into(),
+        AMQPValue::FieldArray(vec![AMQPValue::FieldTable(hop)].into()),
+    );
 }
 
 /// A session of DC 2 as its replicator republishes it into this DC's session fanout.
@@ -427,5 +433,163 @@ async fn a_stanza_waits_for_its_data_even_from_a_dc_never_heard_from() {
     )
     .await
     .unwrap();
+    dc.stop().await.unwrap();
+}
+
+/// A fan-out (one stanza, several recipients), as DC 2's router or this DC's router sends it.
+fn fan_out_headers(recipients: &[(Uuid, &str, String)]) -> Headers {
+    let list: Vec<meerkat_wire::fanout::Recipient> = recipients
+        .iter()
+        .map(|(session, id, to)| meerkat_wire::fanout::Recipient {
+            session: *session,
+            id: (*id).to_owned(),
+            to: to.clone(),
+        })
+        .collect();
+    Headers::new()
+        .u64(h::WIRE, 1)
+        .str(h::KIND, meerkat_wire::RouteKind::Fanout.as_str())
+        .str(h::RECIPIENTS, &meerkat_wire::fanout::encode(&list))
+        .u64(h::HOPS, 2)
+}
+
+/// A groupchat-like stanza without `to`, each copy gets its recipient's.
+fn reflection(body: &str) -> Element {
+    let mut m = chat("room@conference.example.com/nick", "", body);
+    m.remove_attr("to");
+    m
+}
+
+/// Dave (registered, offline) logs in and finds `body` stored for him, stamped with a delay.
+async fn offline_reaches(dc: &Dc, dave: &str, body: &str) {
+    let mut d = Client::login(&dc.client(), dave, "secret-pw", Some("later"))
+        .await
+        .unwrap();
+    d.send_presence().await.unwrap();
+    let got = d
+        .expect("the copy kept offline", message_with_body(body))
+        .await
+        .unwrap();
+    assert!(got.get_child("delay", "urn:xmpp:delay").is_some(), "{got}");
+}
+
+/// DC 2 sends one fan-out for two sessions here and one that is not (Dave's, who is
+/// offline): each session here gets its copy, addressed to it, once, though the federation
+/// delivers the fan-out twice; the copy for the missing session is routed again like a
+/// bounce and kept offline for Dave.
+#[tokio::test]
+async fn a_fan_out_from_another_dc_reaches_each_session_once_and_a_missing_one_is_kept() {
+    let dc = dc().await;
+    let a = amqp(&dc).await;
+    let mut events = listen(&a, names::SESSIONS_EXCHANGE, "").await;
+    let (bob, carol, dave) = (user("bob"), user("carol"), user("dave"));
+    let mut b = online(&dc, &bob, "desk").await;
+    let bob_full = format!("{bob}@example.com/desk");
+    let bs = available_session(&mut events, &bob_full).await;
+    let mut c = online(&dc, &carol, "laptop").await;
+    let carol_full = format!("{carol}@example.com/laptop");
+    let cs = available_session(&mut events, &carol_full).await;
+    Client::register_account(&dc.client(), &dave, "secret-pw")
+        .await
+        .unwrap();
+    let copies = [
+        (bs.session_id, "copy-b", bob_full.clone()),
+        (cs.session_id, "copy-c", carol_full.clone()),
+        (Uuid::now_v7(), "copy-d", format!("{dave}@example.com/gone")),
+    ];
+    let m = reflection("to everyone");
+    let body = format!(
+        "<route xmlns='{}' from='dc2.example.com' to='dc1.example.com'>{}</route>",
+        h::ROUTE_NS,
+        m.to_xml()
+    );
+    for _ in 0..2 {
+        let mut headers = fan_out_headers(&copies)
+            .str(h::TARGET_DC, "dc1")
+            .str(h::ORIGIN_DC, "dc2")
+            .str(h::SENDER, "room@conference.example.com/nick");
+        came_through(&mut headers, DC2_LINK);
+        let props = BasicProperties::default()
+            .with_message_id("fan-out-1".into())
+            .with_delivery_mode(2)
+            .with_headers(headers.build());
+        a.publisher
+            .publish(names::INTER_STANZAS_EXCHANGE, "dc1", props, body.as_bytes())
+            .await
+            .unwrap();
+    }
+    for (client, full) in [(&mut b, &bob_full), (&mut c, &carol_full)] {
+        let got = client
+            .expect("its copy", message_with_body("to everyone"))
+            .await
+            .unwrap();
+        assert_eq!(got.attr("to"), Some(full.as_str()));
+        assert_eq!(got.attr("from"), Some("room@conference.example.com/nick"));
+    }
+    for client in [&mut b, &mut c] {
+        client
+            .expect_none(Duration::from_millis(700), message_with_body("to everyone"))
+            .await
+            .unwrap();
+    }
+    offline_reaches(&dc, &dave, "to everyone").await;
+    dc.stop().await.unwrap();
+}
+
+/// A fan-out on a gateway's own queue naming a session that gateway does not hold (it ended
+/// a moment ago, before the router knew): the session it holds gets its copy; the other
+/// copy goes back to the routers and is kept offline for its account. A fan-out with
+/// unreadable recipients is parked, and the gateway goes on.
+#[tokio::test]
+async fn a_gateway_hands_each_fan_out_copy_to_its_session_and_bounces_the_missing_one() {
+    let dc = dc().await;
+    let a = amqp(&dc).await;
+    let mut events = listen(&a, names::SESSIONS_EXCHANGE, "").await;
+    let (bob, dave) = (user("bob"), user("dave"));
+    let mut b = online(&dc, &bob, "desk").await;
+    let bob_full = format!("{bob}@example.com/desk");
+    let bs = available_session(&mut events, &bob_full).await;
+    Client::register_account(&dc.client(), &dave, "secret-pw")
+        .await
+        .unwrap();
+    let publish = |headers: Headers, id: &'static str, body: String| {
+        let props = BasicProperties::default()
+            .with_message_id(id.into())
+            .with_delivery_mode(2)
+            .with_headers(headers.build());
+        let gateway = bs.gateway.clone();
+        let publisher = &a.publisher;
+        async move {
+            publisher
+                .publish(names::DELIVER_EXCHANGE, &gateway, props, body.as_bytes())
+                .await
+                .unwrap();
+        }
+    };
+    let bad = fan_out_headers(&[]).str(h::RECIPIENTS, "not json");
+    publish(bad, "fan-out-bad", reflection("unreadable").to_xml()).await;
+    let copies = [
+        (bs.session_id, "gw-copy-b", bob_full.clone()),
+        (
+            Uuid::now_v7(),
+            "gw-copy-d",
+            format!("{dave}@example.com/gone"),
+        ),
+    ];
+    publish(
+        fan_out_headers(&copies),
+        "fan-out-2",
+        reflection("from the gateway").to_xml(),
+    )
+    .await;
+    let got = b
+        .expect("its copy", message_with_body("from the gateway"))
+        .await
+        .unwrap();
+    assert_eq!(got.attr("to"), Some(bob_full.as_str()));
+    b.expect_none(Duration::from_millis(300), message_with_body("unreadable"))
+        .await
+        .unwrap();
+    offline_reaches(&dc, &dave, "from the gateway").await;
     dc.stop().await.unwrap();
 }

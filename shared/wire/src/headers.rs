@@ -17,6 +17,8 @@ pub const HOPS: &str = "x-meerkat-hops";
 pub const SENDER: &str = "x-meerkat-sender";
 /// Session id of the sending session (route) or of the target session (deliver).
 pub const SESSION: &str = "x-meerkat-session";
+/// A fan-out's recipients (kind `fanout`): JSON, see [`crate::fanout`].
+pub const RECIPIENTS: &str = "x-meerkat-recipients";
 /// Gateway instance that owns the sending session.
 pub const GATEWAY: &str = "x-meerkat-gateway";
 /// Version of the sending session's entry when the stanza was sent.

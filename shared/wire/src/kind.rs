@@ -43,6 +43,11 @@ pub enum RouteKind {
     /// a time (docs/muc.md). `x-meerkat-session`/`-session-version` name the sender's session.
     /// Since issue 19.
     Room,
+    /// Deliver, or route when it came from another DC: one stanza for several sessions, each
+    /// copy addressed and identified on its own ([`crate::fanout`]): to a gateway, which
+    /// hands each copy to its session; to another DC, whose router delivers each copy to its
+    /// session there or routes it again. Since wire 1.5.
+    Fanout,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -51,7 +56,7 @@ pub struct UnknownKind(pub String);
 
 impl RouteKind {
     /// Every kind this version knows.
-    pub const ALL: [RouteKind; 9] = [
+    pub const ALL: [RouteKind; 10] = [
         RouteKind::Stanza,
         RouteKind::Bounce,
         RouteKind::Remote,
@@ -61,6 +66,7 @@ impl RouteKind {
         RouteKind::Offline,
         RouteKind::Handover,
         RouteKind::Room,
+        RouteKind::Fanout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +80,7 @@ impl RouteKind {
             RouteKind::Offline => "offline",
             RouteKind::Handover => "handover",
             RouteKind::Room => "room",
+            RouteKind::Fanout => "fanout",
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod data;
 pub mod envelope;
 pub mod event;
+pub mod fanout;
 pub mod federation;
 pub mod handover;
 pub mod headers;

@@ -210,6 +210,7 @@ mod tests {
             target_session: None,
             hops: 3,
             received_at: None,
+            recipients: None,
             el,
         }
     }

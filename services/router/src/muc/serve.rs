@@ -225,7 +225,37 @@ impl<'a> Handling<'a> {
         };
         let mut el = el.clone();
         el.set_attr("to", o.jid.clone());
-        if deliver(self.ctx, out, &o.jid, &el) || self.ghosts.iter().any(|g| g == nick) {
+        if !deliver(self.ctx, out, &o.jid, &el) {
+            self.missing(nick);
+        }
+    }
+
+    /// Sends `el` to every occupant, each copy to its occupant (one fan-out, outbox.rs);
+    /// remembers those whose session is gone as ghosts.
+    fn send_all(&mut self, out: &mut Outbox, el: &Element) {
+        let mut copies = Vec::with_capacity(self.room.occupants.len());
+        let mut missing = Vec::new();
+        {
+            let dir = self.ctx.sessions.read();
+            for (nick, o) in &self.room.occupants {
+                match dir.session(&o.jid) {
+                    Some(s) => copies.push((Target::from(s), o.jid.clone())),
+                    None => missing.push(nick.clone()),
+                }
+            }
+        }
+        out.fan_out(self.ctx, el, copies);
+        for nick in missing {
+            self.missing(&nick);
+        }
+    }
+
+    /// The occupant `nick` has no session in the directory: a ghost if it is gone.
+    fn missing(&mut self, nick: &str) {
+        let Some(o) = self.room.occupants.get(nick) else {
+            return;
+        };
+        if self.ghosts.iter().any(|g| g == nick) {
             return;
         }
         // A session of another DC missing here is gone only once this directory saw it end:
@@ -1005,9 +1035,7 @@ async fn message(h: &mut Handling<'_>, inb: &Inbound, out: &mut Outbox) -> anyho
             .puts
             .push(MucPut::room(SUBJECT_KEY, Some(m.to_xml())));
         h.commit().await?;
-        for v in h.room.occupants.keys().cloned().collect::<Vec<_>>() {
-            h.send(out, &v, &m);
-        }
+        h.send_all(out, &m);
         return Ok(Outcome::Handled);
     }
     // Archived before it is reflected: every reflection carries the archive's id.
@@ -1023,9 +1051,7 @@ async fn message(h: &mut Handling<'_>, inb: &Inbound, out: &mut Outbox) -> anyho
                 .with_attr("id", id),
         );
     }
-    for v in h.room.occupants.keys().cloned().collect::<Vec<_>>() {
-        h.send(out, &v, &m);
-    }
+    h.send_all(out, &m);
     Ok(Outcome::Delivered)
 }
 

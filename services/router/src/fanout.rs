@@ -1,0 +1,77 @@
+//! A fan-out from another DC (`x-meerkat-kind: fanout`, meerkat_wire::fanout): one stanza for
+//! several sessions of this DC, handled in its sender's partition (a room's, so in the room's
+//! order). Each copy goes to its session as a stanza from another DC for one session would
+//! (partition.rs): the copies whose session is here go on as one fan-out per gateway, under
+//! their own ids; a copy whose session is gone, moved or unknown is routed again like a
+//! bounce of it, with one hop fewer.
+
+use std::time::Duration;
+
+use meerkat_wire::RouteKind;
+
+use crate::inbound::Inbound;
+use crate::metrics::Outcome;
+use crate::outbox::Outbox;
+use crate::route::{self, RemoteArrival};
+use crate::Ctx;
+
+/// Delivers or routes again each copy of `inb`. `id`: the fan-out's message id.
+/// `target_wait`: how long a recipient session this directory has not seen yet is waited
+/// for (its event may lag behind the stanza).
+pub async fn arrived(
+    ctx: &Ctx,
+    inb: &Inbound,
+    id: Option<&str>,
+    target_wait: Duration,
+) -> anyhow::Result<()> {
+    let copies = match inb.recipients.as_deref().map(meerkat_wire::fanout::decode) {
+        Some(Ok(c)) => c,
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, from = %inb.from, "fan-out with unreadable recipients dropped");
+            return Ok(());
+        }
+        None => {
+            tracing::warn!(from = %inb.from, "fan-out without recipients dropped");
+            return Ok(());
+        }
+    };
+    futures::future::join_all(
+        copies
+            .iter()
+            .map(|c| ctx.sessions.wait_seen(c.session, 0, target_wait)),
+    )
+    .await;
+    let mut here = Vec::with_capacity(copies.len());
+    let mut elsewhere = Vec::new();
+    {
+        let dir = ctx.sessions.read();
+        for c in copies {
+            match route::remote_arrival(dir.by_session(c.session), &ctx.config.dc, inb.hops) {
+                RemoteArrival::Deliver(target) => here.push((target, c.to, c.id)),
+                RemoteArrival::Reresolve { hops } => elsewhere.push((c, hops)),
+            }
+        }
+    }
+    let mut out = Outbox::new(inb.hops).derived_from(id);
+    out.fan_out_as(ctx, &inb.el, here);
+    out.flush(ctx).await?;
+    for (c, hops) in elsewhere {
+        tracing::debug!(session = %c.session, hops, "fan-out copy's session not here: re-resolved");
+        let mut el = inb.el.clone();
+        el.set_attr("to", c.to);
+        let copy = Inbound {
+            el,
+            wire_kind: RouteKind::Bounce,
+            hops,
+            target_session: Some(c.session),
+            recipients: None,
+            ..inb.clone()
+        };
+        let mut out = Outbox::new(hops).derived_from(Some(&c.id));
+        let outcome = route::route(ctx, &copy, &mut out).await?;
+        out.flush(ctx).await?;
+        ctx.metrics.routed(copy.kind.as_str(), outcome);
+    }
+    ctx.metrics.routed(inb.kind.as_str(), Outcome::Delivered);
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! A fan-out (`x-meerkat-kind: fanout`, since wire 1.5): one stanza for several sessions in
+//! one message, each copy addressed to its recipient (`to`) and known by its own message id
+//! (what the gateway shows once and what a bounce of that copy is keyed by). The body is the
+//! stanza (to a gateway) or its route envelope (to another DC); the recipients travel in the
+//! `x-meerkat-recipients` header as a JSON array of [`Recipient`]s. A room's reflection of a
+//! groupchat message to its occupants is one fan-out per gateway and one per other DC instead
+//! of one message per occupant (docs/muc.md).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Recipients in one fan-out message at most: the header stays far below the broker's frame
+/// size (about 130 bytes a recipient), and a larger set is sent as several messages.
+pub const MAX_RECIPIENTS: usize = 128;
+
+/// One copy of a fan-out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    /// The session the copy is for.
+    #[serde(rename = "s")]
+    pub session: Uuid,
+    /// The copy's message id.
+    pub id: String,
+    /// The copy's `to` (the session's full JID).
+    pub to: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FanoutError {
+    #[error("unreadable recipients: {0}")]
+    Unreadable(String),
+    #[error("no recipients")]
+    Empty,
+    #[error("{0} recipients, more than {MAX_RECIPIENTS}")]
+    TooMany(usize),
+    #[error("a recipient's id or address is empty or longer than 3071 bytes")]
+    BadRecipient,
+}
+
+/// The header's value for `recipients`.
+pub fn encode(recipients: &[Recipient]) -> String {
+    serde_json::to_string(recipients).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// Reads the header's value: between 1 and [`MAX_RECIPIENTS`] recipients, each with an id
+/// and an address of at most 3071 bytes (a JID's bound, RFC 7622).
+pub fn decode(value: &str) -> Result<Vec<Recipient>, FanoutError> {
+    let recipients: Vec<Recipient> =
+        serde_json::from_str(value).map_err(|e| FanoutError::Unreadable(e.to_string()))?;
+    match recipients.len() {
+        0 => return Err(FanoutError::Empty),
+        n if n > MAX_RECIPIENTS => return Err(FanoutError::TooMany(n)),
+        _ => {}
+    }
+    let fits = |s: &str| !s.is_empty() && s.len() <= 3071;
+    if recipients.iter().any(|r| !fits(&r.id) || !fits(&r.to)) {
+        return Err(FanoutError::BadRecipient);
+    }
+    Ok(recipients)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(n: u128) -> Recipient {
+        Recipient {
+            session: Uuid::from_u128(n),
+            id: format!("id-{n}"),
+            to: format!("u{n}@example.com/phone"),
+        }
+    }
+
+    #[test]
+    fn recipients_round_trip() {
+        let all: Vec<Recipient> = (1..=MAX_RECIPIENTS as u128).map(r).collect();
+        let header = encode(&all);
+        assert_eq!(decode(&header), Ok(all));
+        assert!(header.len() < 16 * 1024, "{} bytes", header.len());
+    }
+
+    #[test]
+    fn bad_recipient_lists_are_refused() {
+        assert_eq!(decode("[]"), Err(FanoutError::Empty));
+        let many: Vec<Recipient> = (0..=MAX_RECIPIENTS as u128).map(r).collect();
+        assert_eq!(
+            decode(&encode(&many)),
+            Err(FanoutError::TooMany(MAX_RECIPIENTS + 1))
+        );
+        let mut empty_to = r(1);
+        empty_to.to.clear();
+        assert_eq!(decode(&encode(&[empty_to])), Err(FanoutError::BadRecipient));
+        assert!(matches!(
+            decode("{\"s\":1}"),
+            Err(FanoutError::Unreadable(_))
+        ));
+        assert!(matches!(
+            decode("[{\"s\":\"not a uuid\",\"id\":\"a\",\"to\":\"b\"}]"),
+            Err(FanoutError::Unreadable(_))
+        ));
+    }
+}
