@@ -234,7 +234,7 @@ impl Outbox {
                 self.deliver_as(target, &el, &one.id);
                 continue;
             }
-            for chunk in list.chunks(fanout::MAX_RECIPIENTS) {
+            for chunk in fanout::split(&list) {
                 // The same copies make the same id: a retried handling's fan-out is one.
                 let ids: Vec<&str> = chunk.iter().map(|c| c.id.as_str()).collect();
                 let id = Uuid::new_v5(&FANOUT_DELIVERY, ids.join("\n").as_bytes());

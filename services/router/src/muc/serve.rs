@@ -233,11 +233,20 @@ impl<'a> Handling<'a> {
     /// Sends `el` to every occupant, each copy to its occupant (one fan-out, outbox.rs);
     /// remembers those whose session is gone as ghosts.
     fn send_all(&mut self, out: &mut Outbox, el: &Element) {
-        let mut copies = Vec::with_capacity(self.room.occupants.len());
+        let nicks: Vec<String> = self.room.occupants.keys().cloned().collect();
+        self.send_to(out, &nicks, el);
+    }
+
+    /// Sends `el` to each of the occupants `nicks`, as [`Handling::send_all`].
+    fn send_to(&mut self, out: &mut Outbox, nicks: &[String], el: &Element) {
+        let mut copies = Vec::with_capacity(nicks.len());
         let mut missing = Vec::new();
         {
             let dir = self.ctx.sessions.read();
-            for (nick, o) in &self.room.occupants {
+            for nick in nicks {
+                let Some(o) = self.room.occupants.get(nick) else {
+                    continue;
+                };
                 match dir.session(&o.jid) {
                     Some(s) => copies.push((Target::from(s), o.jid.clone())),
                     None => missing.push(nick.clone()),
@@ -247,6 +256,22 @@ impl<'a> Handling<'a> {
         out.fan_out(self.ctx, el, copies);
         for nick in missing {
             self.missing(&nick);
+        }
+    }
+
+    /// Sends each occupant its own element (`per_viewer`: nick and element). Viewers that
+    /// see the same element (a presence shows the real JID to some, not to others) get it
+    /// in one fan-out.
+    fn send_each(&mut self, out: &mut Outbox, per_viewer: Vec<(String, Element)>) {
+        let mut groups: Vec<(Element, Vec<String>)> = Vec::new();
+        for (nick, el) in per_viewer {
+            match groups.iter_mut().find(|(e, _)| *e == el) {
+                Some((_, nicks)) => nicks.push(nick),
+                None => groups.push((el, vec![nick])),
+            }
+        }
+        for (el, nicks) in groups {
+            self.send_to(out, &nicks, &el);
         }
     }
 
@@ -309,14 +334,16 @@ impl<'a> Handling<'a> {
             return;
         };
         let viewers: Vec<String> = self.room.occupants.keys().cloned().collect();
+        let mut per_viewer = Vec::with_capacity(viewers.len());
         for v in viewers {
             let mut c = codes.to_vec();
             if v == nick {
                 c.extend_from_slice(own);
             }
             let p = self.presence_of(nick, &o, &v, &c);
-            self.send(out, &v, &p);
+            per_viewer.push((v, p));
         }
+        self.send_each(out, per_viewer);
     }
 
     /// Unavailable presence of the gone occupant `o` (already removed) to everyone left, and
@@ -347,10 +374,14 @@ impl<'a> Handling<'a> {
             p.push_child(x);
             p
         };
-        for v in viewers {
-            let p = leave(self, &v, codes);
-            self.send(out, &v, &p);
-        }
+        let per_viewer = viewers
+            .into_iter()
+            .map(|v| {
+                let p = leave(self, &v, codes);
+                (v, p)
+            })
+            .collect();
+        self.send_each(out, per_viewer);
         if to_self {
             let mut c = codes.to_vec();
             c.push(110);
