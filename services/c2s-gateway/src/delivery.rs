@@ -68,8 +68,11 @@ pub async fn run(ctx: Arc<Ctx>) {
         );
         async move {
             let headers = delivery.properties.headers().as_ref();
-            // A fan-out is deduplicated copy by copy (fan_out).
-            let fanout = meerkat_bus::wire::kind(headers) == Ok(RouteKind::Fanout);
+            // A fan-out or a bundle is deduplicated copy by copy (fan_out).
+            let fanout = matches!(
+                meerkat_bus::wire::kind(headers),
+                Ok(RouteKind::Fanout | RouteKind::Bundle)
+            );
             if let (Some(id), false) = (delivery.properties.message_id(), fanout) {
                 if !dedup.lock().first_time(id.as_str()) {
                     tracing::debug!(message = %id, "duplicate delivery dropped");
@@ -93,9 +96,10 @@ pub async fn run(ctx: Arc<Ctx>) {
                 crate::handover::arrived(&ctx, delivery).await;
                 return;
             }
-            // One stanza for several sessions of this gateway (a room's reflection).
-            if kind == RouteKind::Fanout {
-                fan_out(&ctx, &queue, delivery, &dedup).await;
+            // One stanza for several sessions of this gateway (a room's reflection), or
+            // several stanzas for its sessions in one message.
+            if matches!(kind, RouteKind::Fanout | RouteKind::Bundle) {
+                fan_out(&ctx, &queue, delivery, &dedup, kind).await;
                 return;
             }
             let kind_is_stanza = kind != RouteKind::Conflict;
@@ -161,28 +165,40 @@ pub async fn run(ctx: Arc<Ctx>) {
     let _ = task.await;
 }
 
-/// A fan-out (`fanout`, meerkat_wire::fanout): each copy, addressed to its recipient, to its
-/// session as a delivery of its own would go (or on to where the session moved, or back to
-/// the routers). The broker's delivery is acknowledged once every copy is safe. A copy id
-/// already handed over (the fan-out given again) is not handed over twice.
+/// A fan-out or a bundle (meerkat_wire::fanout): each copy (a fan-out's stanza addressed to
+/// its recipient; a bundle's stanza as it is) to its session as a delivery of its own would
+/// go (or on to where the session moved, or back to the routers). The broker's delivery is
+/// acknowledged once every copy is safe. A copy id already handed over (the message given
+/// again) is not handed over twice.
 async fn fan_out(
     ctx: &Arc<Ctx>,
     queue: &str,
     delivery: lapin::message::Delivery,
     dedup: &Mutex<Dedup>,
+    kind: RouteKind,
 ) {
     let headers = delivery.properties.headers().as_ref();
     let read = headers
         .get_str(h::RECIPIENTS)
-        .ok_or_else(|| "a fan-out without recipients".to_owned())
+        .ok_or_else(|| "no recipients".to_owned())
         .and_then(|v| meerkat_wire::fanout::decode(&v).map_err(|e| e.to_string()))
         .and_then(|r| {
-            Element::parse(&String::from_utf8_lossy(&delivery.data))
-                .map(|el| (r, el))
-                .map_err(|e| e.to_string())
+            if kind == RouteKind::Bundle {
+                return meerkat_wire::fanout::unbundle(&delivery.data, r)
+                    .map_err(|e| e.to_string());
+            }
+            let stanza = Element::parse(&String::from_utf8_lossy(&delivery.data))
+                .map_err(|e| e.to_string())?;
+            Ok(r.into_iter()
+                .map(|r| {
+                    let mut el = stanza.clone();
+                    el.set_attr("to", r.to.clone());
+                    (r, el)
+                })
+                .collect())
         });
-    let (recipients, stanza) = match read {
-        Ok(read) => read,
+    let copies = match read {
+        Ok(copies) => copies,
         Err(why) => {
             ctx.parker
                 .park(queue, &delivery, &meerkat_bus::NotForUs::unreadable(why))
@@ -193,9 +209,9 @@ async fn fan_out(
     let hops = headers.get_u64(h::HOPS).unwrap_or(3).saturating_sub(1);
     let fresh: Vec<_> = {
         let seen = dedup.lock();
-        recipients
+        copies
             .into_iter()
-            .filter(|r| !seen.contains(&r.id))
+            .filter(|(r, _)| !seen.contains(&r.id))
             .collect()
     };
     if fresh.is_empty() {
@@ -203,9 +219,7 @@ async fn fan_out(
         return;
     }
     let share = SharedAck::new(delivery.acker.clone(), fresh.len());
-    for r in fresh {
-        let mut el = stanza.clone();
-        el.set_attr("to", r.to.clone());
+    for (r, el) in fresh {
         let copy = Delivered::copy(el.to_xml(), BrokerAck::Shared(share.clone()), Some(&r.id));
         dedup.lock().insert(&r.id);
         let tx = ctx

@@ -284,8 +284,12 @@ impl Outbox {
 
     /// Publishes everything queued and waits for every confirm.
     pub async fn flush(&mut self, ctx: &Ctx) -> anyhow::Result<()> {
-        let items = std::mem::take(&mut self.items);
         let own = ctx.config.dc.as_str();
+        let items = if ctx.config.fanout {
+            bundled(std::mem::take(&mut self.items), own)
+        } else {
+            std::mem::take(&mut self.items)
+        };
         let written = ctx.store.written_mark();
         // Started in order: the publisher's channel lock is fair, so the broker sees them in
         // this order; the confirms are awaited together.
@@ -360,6 +364,86 @@ impl Outbox {
             ctx.publisher.offline_nudge(own, &bare).await?;
         }
         Ok(())
+    }
+}
+
+/// `items` with each run of two or more consecutive stanzas for sessions of one gateway of
+/// this DC made one bundle (meerkat_wire::fanout), or several when their recipients do not
+/// fit one header; in order, each stanza under the id it would have had alone.
+fn bundled(items: Vec<Out>, own: &str) -> Vec<Out> {
+    let bundleable = |o: &Out| {
+        o.kind == RouteKind::Stanza
+            && o.copies.is_empty()
+            && o.stanza.is_some()
+            && !o.target.is_remote(own)
+    };
+    let mut result = Vec::with_capacity(items.len());
+    let mut run: Vec<Out> = Vec::new();
+    for o in items {
+        let joins = bundleable(&o)
+            && run
+                .first()
+                .is_some_and(|first| first.target.gateway == o.target.gateway);
+        if !joins {
+            bundle_run(std::mem::take(&mut run), &mut result);
+        }
+        if bundleable(&o) {
+            run.push(o);
+        } else {
+            result.push(o);
+        }
+    }
+    bundle_run(run, &mut result);
+    result
+}
+
+fn bundle_run(run: Vec<Out>, result: &mut Vec<Out>) {
+    if run.len() < 2 {
+        result.extend(run);
+        return;
+    }
+    let copies: Vec<Recipient> = run
+        .iter()
+        .map(|o| Recipient {
+            session: o.target.session,
+            id: message_id(o),
+            to: o
+                .stanza
+                .as_ref()
+                .and_then(|s| s.attr("to"))
+                .unwrap_or("-")
+                .to_owned(),
+        })
+        .collect();
+    let gateway = run[0].target.gateway.clone();
+    let mut at = 0;
+    for chunk in fanout::split(&copies) {
+        let outs = &run[at..at + chunk.len()];
+        at += chunk.len();
+        if let ([o], [copy]) = (outs, chunk) {
+            result.push(Out {
+                target: o.target.clone(),
+                kind: RouteKind::Stanza,
+                stanza: o.stanza.clone(),
+                id: DeliveryId::Given(copy.id.clone()),
+                copies: Vec::new(),
+            });
+            continue;
+        }
+        let stanzas: Vec<&Element> = outs.iter().filter_map(|o| o.stanza.as_ref()).collect();
+        let ids: Vec<&str> = chunk.iter().map(|c| c.id.as_str()).collect();
+        let id = Uuid::new_v5(&FANOUT_DELIVERY, ids.join("\n").as_bytes());
+        result.push(Out {
+            target: Target {
+                dc: String::new(),
+                gateway: gateway.clone(),
+                session: Uuid::nil(),
+            },
+            kind: RouteKind::Bundle,
+            stanza: Some(fanout::bundle(&stanzas)),
+            id: DeliveryId::Given(id.to_string()),
+            copies: chunk.to_vec(),
+        });
     }
 }
 

@@ -5,6 +5,12 @@
 //! `x-meerkat-recipients` header as a JSON array of [`Recipient`]s. A room's reflection of a
 //! groupchat message to its occupants is one fan-out per gateway and one per other DC instead
 //! of one message per occupant (docs/muc.md).
+//!
+//! A bundle (`x-meerkat-kind: bundle`, since wire 1.5) is its sibling for stanzas that differ:
+//! several stanzas for sessions of one gateway, the body `<bundle xmlns='urn:xmpp:meerkat:
+//! route:1'>` holding them in order, one recipient per stanza in the same order (its `to` the
+//! stanza's own, `-` when it has none). What one handling queues for one gateway (the presences
+//! a newcomer to a room gets, a page of archive results) is one message instead of one each.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -42,6 +48,41 @@ pub enum FanoutError {
     TooLong(usize),
     #[error("a recipient's id or address is empty or longer than 3071 bytes")]
     BadRecipient,
+}
+
+/// A bundle's body: `stanzas` in order.
+pub fn bundle(stanzas: &[&meerkat_xmpp::Element]) -> meerkat_xmpp::Element {
+    let mut b = meerkat_xmpp::Element::new("bundle", crate::headers::ROUTE_NS);
+    for s in stanzas {
+        b.push_child((*s).clone());
+    }
+    b
+}
+
+/// A bundle's stanzas, each with its recipient: the body must be a bundle holding exactly
+/// one stanza per recipient.
+pub fn unbundle(
+    body: &[u8],
+    recipients: Vec<Recipient>,
+) -> Result<Vec<(Recipient, meerkat_xmpp::Element)>, FanoutError> {
+    let text = std::str::from_utf8(body).map_err(|e| FanoutError::Unreadable(e.to_string()))?;
+    let b =
+        meerkat_xmpp::Element::parse(text).map_err(|e| FanoutError::Unreadable(e.to_string()))?;
+    if !b.is("bundle", crate::headers::ROUTE_NS) {
+        return Err(FanoutError::Unreadable(format!(
+            "<{}/> is not a bundle",
+            b.name()
+        )));
+    }
+    let stanzas: Vec<meerkat_xmpp::Element> = b.children().cloned().collect();
+    if stanzas.len() != recipients.len() {
+        return Err(FanoutError::Unreadable(format!(
+            "{} stanzas for {} recipients",
+            stanzas.len(),
+            recipients.len()
+        )));
+    }
+    Ok(recipients.into_iter().zip(stanzas).collect())
 }
 
 /// The header's value for `recipients`.
@@ -99,6 +140,23 @@ mod tests {
             id: format!("id-{n}"),
             to: format!("u{n}@example.com/phone"),
         }
+    }
+
+    #[test]
+    fn a_bundle_pairs_each_stanza_with_its_recipient() {
+        let m = |b: &str| {
+            meerkat_xmpp::Element::new("message", meerkat_xmpp::ns::CLIENT).with_child(
+                meerkat_xmpp::Element::new("body", meerkat_xmpp::ns::CLIENT)
+                    .with_text(b.to_owned()),
+            )
+        };
+        let (a, b) = (m("a"), m("b"));
+        let body = bundle(&[&a, &b]).to_xml();
+        let got = unbundle(body.as_bytes(), vec![r(1), r(2)]).unwrap();
+        assert_eq!(got, vec![(r(1), a.clone()), (r(2), b)]);
+        assert!(unbundle(body.as_bytes(), vec![r(1)]).is_err());
+        assert!(unbundle(a.to_xml().as_bytes(), vec![r(1)]).is_err());
+        assert!(unbundle(b"<bundle", vec![r(1)]).is_err());
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub enum RouteKind {
     /// hands each copy to its session; to another DC, whose router delivers each copy to its
     /// session there or routes it again. Since wire 1.5.
     Fanout,
+    /// Deliver: several stanzas for sessions of one gateway in one message, each with its own
+    /// session and id ([`crate::fanout`]): what one handling queued, in order. Since wire 1.5.
+    Bundle,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -56,7 +59,7 @@ pub struct UnknownKind(pub String);
 
 impl RouteKind {
     /// Every kind this version knows.
-    pub const ALL: [RouteKind; 10] = [
+    pub const ALL: [RouteKind; 11] = [
         RouteKind::Stanza,
         RouteKind::Bounce,
         RouteKind::Remote,
@@ -67,6 +70,7 @@ impl RouteKind {
         RouteKind::Handover,
         RouteKind::Room,
         RouteKind::Fanout,
+        RouteKind::Bundle,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +85,7 @@ impl RouteKind {
             RouteKind::Handover => "handover",
             RouteKind::Room => "room",
             RouteKind::Fanout => "fanout",
+            RouteKind::Bundle => "bundle",
         }
     }
 
