@@ -460,17 +460,20 @@ fn reflection(body: &str) -> Element {
     m
 }
 
-/// Dave (registered, offline) logs in and finds `body` stored for him, stamped with a delay.
-async fn offline_reaches(dc: &Dc, dave: &str, body: &str) {
+/// Dave (registered, offline) logs in and finds each of `bodies` stored for him, stamped
+/// with a delay.
+async fn offline_reaches(dc: &Dc, dave: &str, bodies: &[&str]) {
     let mut d = Client::login(&dc.client(), dave, "secret-pw", Some("later"))
         .await
         .unwrap();
     d.send_presence().await.unwrap();
-    let got = d
-        .expect("the copy kept offline", message_with_body(body))
-        .await
-        .unwrap();
-    assert!(got.get_child("delay", "urn:xmpp:delay").is_some(), "{got}");
+    for body in bodies {
+        let got = d
+            .expect("the copy kept offline", message_with_body(body))
+            .await
+            .unwrap();
+        assert!(got.get_child("delay", "urn:xmpp:delay").is_some(), "{got}");
+    }
 }
 
 /// DC 2 sends one fan-out for two sessions here and one that is not (Dave's, who is
@@ -532,14 +535,15 @@ async fn a_fan_out_from_another_dc_reaches_each_session_once_and_a_missing_one_i
             .await
             .unwrap();
     }
-    offline_reaches(&dc, &dave, "to everyone").await;
+    offline_reaches(&dc, &dave, &["to everyone"]).await;
     dc.stop().await.unwrap();
 }
 
 /// A fan-out on a gateway's own queue naming a session that gateway does not hold (it ended
 /// a moment ago, before the router knew): the session it holds gets its copy; the other
 /// copy goes back to the routers and is kept offline for its account. A fan-out with
-/// unreadable recipients is parked, and the gateway goes on.
+/// unreadable recipients is parked, and the gateway goes on. Likewise a bundle (stanzas that
+/// differ): each to its session in order, the missing one's bounced and kept.
 #[tokio::test]
 async fn a_gateway_hands_each_fan_out_copy_to_its_session_and_bounces_the_missing_one() {
     let dc = dc().await;
@@ -590,6 +594,54 @@ async fn a_gateway_hands_each_fan_out_copy_to_its_session_and_bounces_the_missin
     b.expect_none(Duration::from_millis(300), message_with_body("unreadable"))
         .await
         .unwrap();
-    offline_reaches(&dc, &dave, "from the gateway").await;
+    // A bundle: stanzas that differ, one recipient each, in order; the missing session's is
+    // bounced like the fan-out's copy. One whose stanzas and recipients do not pair up is
+    // parked.
+    let dave_gone = format!("{dave}@example.com/gone");
+    let b1 = chat("alice@example.com/x", &bob_full, "bundled 1");
+    let b2 = chat("alice@example.com/x", &dave_gone, "bundled 2");
+    let b3 = chat("alice@example.com/x", &bob_full, "bundled 3");
+    let bundle_headers = |copies: &[(Uuid, &str, String)]| {
+        fan_out_headers(copies).str(h::KIND, meerkat_wire::RouteKind::Bundle.as_str())
+    };
+    let uneven = [(bs.session_id, "uneven-b", bob_full.clone())];
+    publish(
+        bundle_headers(&uneven),
+        "bundle-bad",
+        meerkat_wire::fanout::bundle(&[&b1, &b3]).to_xml(),
+    )
+    .await;
+    let copies = [
+        (bs.session_id, "bundle-b1", bob_full.clone()),
+        (Uuid::now_v7(), "bundle-b2", dave_gone.clone()),
+        (bs.session_id, "bundle-b3", bob_full.clone()),
+    ];
+    publish(
+        bundle_headers(&copies),
+        "bundle-1",
+        meerkat_wire::fanout::bundle(&[&b1, &b2, &b3]).to_xml(),
+    )
+    .await;
+    let first = b
+        .expect("a bundled stanza", |e| {
+            e.get_child("body", meerkat_xmpp::ns::CLIENT)
+                .is_some_and(|b| b.text().starts_with("bundled"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        first
+            .get_child("body", meerkat_xmpp::ns::CLIENT)
+            .map(|b| b.text())
+            .as_deref(),
+        Some("bundled 1")
+    );
+    b.expect("the third, after the first", message_with_body("bundled 3"))
+        .await
+        .unwrap();
+    b.expect_none(Duration::from_millis(300), message_with_body("bundled 1"))
+        .await
+        .unwrap();
+    offline_reaches(&dc, &dave, &["from the gateway", "bundled 2"]).await;
     dc.stop().await.unwrap();
 }
