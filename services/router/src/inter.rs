@@ -86,8 +86,8 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
     let _ = worker.await;
 }
 
-/// A delivery of the inter-DC queue with its envelope id.
-type Arrived = (Delivery, Option<String>);
+/// A delivery of the inter-DC queue with its envelope id and when the consumer took it.
+type Arrived = (Delivery, Option<String>, tokio::time::Instant);
 
 /// Forwards each batch of stanzas handed over by the consumer, in order (see
 /// [`forward_batch`]), until the consumer is gone.
@@ -226,10 +226,18 @@ struct AppliedView {
 }
 
 /// Holds a stanza until this DC has applied the data its origin wrote before sending it
-/// (headers `x-meerkat-data-epoch`/`-seq`), at most `DATA_WAIT`; nothing applied from the
-/// origin yet counts as behind. Without those headers, for another life of the origin's
-/// database, or while replication is stalled: no wait.
-async fn wait_for_data(ctx: &Ctx, headers: Option<&FieldTable>, view: &Mutex<AppliedView>) {
+/// (headers `x-meerkat-data-epoch`/`-seq`), until `DATA_WAIT` after it was taken from the
+/// queue (`taken`); nothing applied from the origin yet counts as behind. Without those
+/// headers, for another life of the origin's database, or while replication is stalled: no
+/// wait. The bound counts from `taken`, not from the start of this wait: stanzas wait one
+/// after another, and a wait each just under the bound, replication falling further behind
+/// all the while, used to add up to a delay without bound.
+async fn wait_for_data(
+    ctx: &Ctx,
+    headers: Option<&FieldTable>,
+    view: &Mutex<AppliedView>,
+    taken: tokio::time::Instant,
+) {
     let (Some(origin), Some(epoch), Some(seq)) = (
         headers.get_str(h::ORIGIN_DC),
         headers.get_str(h::DATA_EPOCH),
@@ -245,7 +253,7 @@ async fn wait_for_data(ctx: &Ctx, headers: Option<&FieldTable>, view: &Mutex<App
     if caught_up(&view.lock()) {
         return;
     }
-    let deadline = tokio::time::Instant::now() + DATA_WAIT;
+    let deadline = taken + DATA_WAIT;
     loop {
         match ctx.store.applied().await {
             Ok(all) => {
@@ -287,6 +295,7 @@ async fn handle_batch(
 ) -> Vec<Arrived> {
     let (mut steps, mut stanzas) = (Vec::new(), Vec::with_capacity(batch.len()));
     let batch_len = batch.len();
+    let taken = tokio::time::Instant::now();
     for delivery in batch {
         let id = delivery
             .properties
@@ -325,7 +334,7 @@ async fn handle_batch(
             }
             Ok(_) => {}
         }
-        stanzas.push((delivery, id));
+        stanzas.push((delivery, id, taken));
     }
     // The steps first, together: started in queue order on one channel, so each session's
     // steps keep theirs, and a burst of resumptions costs one round of confirms.
@@ -347,8 +356,8 @@ async fn forward_batch(
     applied: &Mutex<AppliedView>,
 ) {
     let mut todo = Vec::with_capacity(stanzas.len());
-    for (delivery, id) in stanzas {
-        wait_for_data(ctx, delivery.properties.headers().as_ref(), applied).await;
+    for (delivery, id, taken) in stanzas {
+        wait_for_data(ctx, delivery.properties.headers().as_ref(), applied, taken).await;
         todo.push((delivery, id));
     }
     let forwards = todo.iter().map(|(delivery, id)| {
