@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use crate::registry::{BrokerAck, Delivered, Outbound, SharedAck};
+use crate::registry::{BrokerAck, Delivered, Mailbox, Outbound, SharedAck};
 use crate::Ctx;
 
 pub async fn run(ctx: Arc<Ctx>) {
@@ -132,16 +132,9 @@ pub async fn run(ctx: Arc<Ctx>) {
                         delivery.acker.clone(),
                         message_id(&delivery),
                     );
-                    let offered = tx.offer(handed);
-                    tracing::debug!(?session, message = ?delivery.properties.message_id(), taken = offered.is_ok(), "handed to its session");
-                    if let Ok(backing_up) = offered {
-                        // A session more than half full gets to write before the next
-                        // hand-off: a burst for it (an offline backlog) is taken at the pace
-                        // its client reads, rather than piled past its cap. Every other
-                        // hand-off goes on at once: one session never slows the others.
-                        if backing_up {
-                            tokio::task::yield_now().await;
-                        }
+                    let taken = hand_to(&tx, handed).await.is_none();
+                    tracing::debug!(?session, message = ?delivery.properties.message_id(), taken, "handed to its session");
+                    if taken {
                         return;
                     }
                 }
@@ -163,6 +156,22 @@ pub async fn run(ctx: Arc<Ctx>) {
         .instrument(span)
     });
     let _ = task.await;
+}
+
+/// Hands `d` to a session's mailbox; gives it back if the session is gone. A session more
+/// than half full gets to write before the next hand-off: a burst for it (an offline backlog)
+/// is taken at the pace its client reads, rather than piled past its cap. Every other
+/// hand-off goes on at once: one session never slows the others.
+async fn hand_to(tx: &Mailbox, d: Delivered) -> Option<Delivered> {
+    match tx.offer(d) {
+        Ok(backing_up) => {
+            if backing_up {
+                tokio::task::yield_now().await;
+            }
+            None
+        }
+        Err(d) => Some(d),
+    }
 }
 
 /// A fan-out or a bundle (meerkat_wire::fanout): each copy (a fan-out's stanza addressed to
@@ -227,14 +236,9 @@ async fn fan_out(
             .get(r.session)
             .or_else(|| ctx.registry.get_by_jid(&r.to));
         let copy = match tx {
-            Some(tx) => match tx.offer(copy) {
-                Ok(backing_up) => {
-                    if backing_up {
-                        tokio::task::yield_now().await;
-                    }
-                    continue;
-                }
-                Err(copy) => copy,
+            Some(tx) => match hand_to(&tx, copy).await {
+                None => continue,
+                Some(copy) => copy,
             },
             None => copy,
         };

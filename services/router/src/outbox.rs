@@ -235,14 +235,11 @@ impl Outbox {
                 continue;
             }
             for chunk in fanout::split(&list) {
-                // The same copies make the same id: a retried handling's fan-out is one.
-                let ids: Vec<&str> = chunk.iter().map(|c| c.id.as_str()).collect();
-                let id = Uuid::new_v5(&FANOUT_DELIVERY, ids.join("\n").as_bytes());
                 self.items.push(Out {
                     target: place.clone(),
                     kind: RouteKind::Fanout,
                     stanza: Some(bare.clone()),
-                    id: DeliveryId::Given(id.to_string()),
+                    id: combined_id(chunk),
                     copies: chunk.to_vec(),
                 });
             }
@@ -431,8 +428,6 @@ fn bundle_run(run: Vec<Out>, result: &mut Vec<Out>) {
             continue;
         }
         let stanzas: Vec<&Element> = outs.iter().filter_map(|o| o.stanza.as_ref()).collect();
-        let ids: Vec<&str> = chunk.iter().map(|c| c.id.as_str()).collect();
-        let id = Uuid::new_v5(&FANOUT_DELIVERY, ids.join("\n").as_bytes());
         result.push(Out {
             target: Target {
                 dc: String::new(),
@@ -441,10 +436,17 @@ fn bundle_run(run: Vec<Out>, result: &mut Vec<Out>) {
             },
             kind: RouteKind::Bundle,
             stanza: Some(fanout::bundle(&stanzas)),
-            id: DeliveryId::Given(id.to_string()),
+            id: combined_id(chunk),
             copies: chunk.to_vec(),
         });
     }
+}
+
+/// A fan-out's or a bundle's id, derived from its copies': the same copies make the same id,
+/// so a retried handling's message is one.
+fn combined_id(copies: &[Recipient]) -> DeliveryId {
+    let ids: Vec<&str> = copies.iter().map(|c| c.id.as_str()).collect();
+    DeliveryId::Given(Uuid::new_v5(&FANOUT_DELIVERY, ids.join("\n").as_bytes()).to_string())
 }
 
 /// The publish span of one delivery, a child of the span handling the stanza (current here);

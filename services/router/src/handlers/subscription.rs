@@ -8,7 +8,7 @@ use meerkat_store::{RequestChange, RosterItem, SubSnapshot, Subscription};
 use meerkat_xmpp::{ns, Element};
 
 use super::roster::{item_element, push};
-use super::substate::{SubState, SubType};
+use super::substate::{has_from, SubState, SubType};
 use crate::handlers::account_exists;
 use crate::inbound::Inbound;
 use crate::jids::{self, Addr};
@@ -122,9 +122,7 @@ pub async fn needs_no_answer(
         .store
         .roster_item(username, contact_bare)
         .await?
-        .is_some_and(|i| {
-            i.approved || matches!(i.subscription, Subscription::From | Subscription::Both)
-        }))
+        .is_some_and(|i| i.approved || has_from(i.subscription)))
 }
 
 /// `user_bare` sends `t` to `contact`: the user's side, then the contact's, then the

@@ -73,7 +73,7 @@ fn has_to(s: Subscription) -> bool {
     matches!(s, Subscription::To | Subscription::Both)
 }
 
-fn has_from(s: Subscription) -> bool {
+pub(super) fn has_from(s: Subscription) -> bool {
     matches!(s, Subscription::From | Subscription::Both)
 }
 
