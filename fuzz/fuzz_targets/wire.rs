@@ -2,7 +2,8 @@
 //! `x-meerkat-kind` header values, the route envelope, every JSON event, a fan-out's
 //! recipients. Besides crashes and hangs: an accepted version or kind is written back as what
 //! it was read from (up to the legacy integer form), an envelope's stanza, wrapped again,
-//! unwraps to the same element, and accepted recipients, written again, read the same.
+//! unwraps to the same element, accepted recipients, written again, read the same, and a bundle
+//! read as one stanza per recipient holds exactly that many, each written again the same.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -28,6 +29,20 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Some(stanza)) = envelope::unwrap(data) {
         let again = envelope::wrap(Some(&stanza), "dc1.example.com", "dc2.example.com");
         assert_eq!(envelope::unwrap(again.as_bytes()), Ok(Some(stanza)));
+    }
+    let recipient = |n: u128| fanout::Recipient {
+        session: uuid::Uuid::from_u128(n),
+        id: n.to_string(),
+        to: "u@example.com/r".to_owned(),
+    };
+    for n in 1..=3 {
+        if let Ok(pairs) = fanout::unbundle(data, (0..n).map(recipient).collect()) {
+            assert_eq!(pairs.len() as u128, n);
+            let stanzas: Vec<_> = pairs.iter().map(|(_, s)| s).collect();
+            let again = fanout::bundle(&stanzas).to_xml();
+            let back = fanout::unbundle(again.as_bytes(), (0..n).map(recipient).collect());
+            assert_eq!(back, Ok(pairs));
+        }
     }
     let _ = SessionEvent::from_json(data);
     let _ = ControlEvent::from_json(data);
