@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use meerkat_wire::fanout::FanoutError;
 use meerkat_wire::RouteKind;
 
 use crate::inbound::Inbound;
@@ -26,6 +27,12 @@ pub async fn arrived(
 ) -> anyhow::Result<()> {
     let copies = match inb.recipients.as_deref().map(meerkat_wire::fanout::decode) {
         Some(Ok(c)) => c,
+        // A room's archive copy for this DC, where it has no occupant (partition.rs kept
+        // the row): nothing to deliver.
+        Some(Err(FanoutError::Empty)) => {
+            ctx.metrics.routed(inb.kind.as_str(), Outcome::Handled);
+            return Ok(());
+        }
         Some(Err(e)) => {
             tracing::warn!(error = %e, from = %inb.from, "fan-out with unreadable recipients dropped");
             return Ok(());

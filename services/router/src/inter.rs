@@ -186,6 +186,8 @@ pub async fn run_returned(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc
 async fn return_copies(ctx: &Ctx, r: &RouteIn, recipients: &str) -> anyhow::Result<()> {
     let copies = match meerkat_wire::fanout::decode(recipients) {
         Ok(c) => c,
+        // A room's archive copy: nobody to route it to.
+        Err(meerkat_wire::fanout::FanoutError::Empty) => return Ok(()),
         Err(e) => {
             tracing::warn!(error = %e, "returned fan-out with unreadable recipients dropped");
             return Ok(());

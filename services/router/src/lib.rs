@@ -45,6 +45,7 @@ pub use handlers::blocking::BlockingRequest;
 pub use handlers::private::PrivateRequest;
 pub use handlers::vcard::VcardRequest;
 pub use muc::health::order as muc_home_order;
+pub use muc::kept::record_of as muc_reflection_record;
 pub use muc::request as muc_request;
 pub use muc::room::Config as RoomConfig;
 pub use pep::caps::{ver_of, verification_string, CapsRef};

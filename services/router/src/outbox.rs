@@ -246,6 +246,41 @@ impl Outbox {
         }
     }
 
+    /// Queues a fan-out of `stanza` with no copies for `dc` (another DC): a room's archive
+    /// copy for a DC where the room has no occupant (muc/kept.rs). Nothing when fan-outs are
+    /// off (a mesh being upgraded: the receivers before wire 1.6 would drop it).
+    pub fn archive_copy(&mut self, ctx: &Ctx, dc: &str, stanza: &Element) {
+        if !ctx.config.fanout {
+            return;
+        }
+        let mut bare = stanza.clone();
+        bare.remove_attr("to");
+        let id = self.fresh_id(Uuid::nil());
+        self.items.push(Out {
+            target: Target {
+                dc: dc.to_owned(),
+                gateway: String::new(),
+                session: Uuid::nil(),
+            },
+            kind: RouteKind::Fanout,
+            stanza: Some(bare),
+            id,
+            copies: Vec::new(),
+        });
+    }
+
+    /// The other DCs something is queued for so far.
+    pub fn remote_dcs(&self, ctx: &Ctx) -> Vec<String> {
+        let own = ctx.config.dc.as_str();
+        let mut dcs: Vec<String> = Vec::new();
+        for o in &self.items {
+            if o.target.is_remote(own) && !dcs.contains(&o.target.dc) {
+                dcs.push(o.target.dc.clone());
+            }
+        }
+        dcs
+    }
+
     /// Queues a kick: the gateway closes the session with a `<conflict/>` stream error.
     pub fn kick(&mut self, target: impl Into<Target>) {
         let target = target.into();
@@ -299,10 +334,11 @@ impl Outbox {
             };
             let id = message_id(o);
             let mut props = Props::stanza(o.kind, own).id(id.clone()).u64(h::HOPS, hops);
-            props = if o.copies.is_empty() {
-                props.str(h::SESSION, &o.target.session.to_string())
-            } else {
+            // A fan-out or bundle names its copies; an archive copy names none (`[]`).
+            props = if o.kind == RouteKind::Fanout || !o.copies.is_empty() {
                 props.str(h::RECIPIENTS, &fanout::encode(&o.copies))
+            } else {
+                props.str(h::SESSION, &o.target.session.to_string())
             };
             if remote {
                 props = props.str(h::TARGET_DC, &o.target.dc);

@@ -332,6 +332,9 @@ async fn handle(ctx: &Ctx, inb: &Inbound, id: Option<&str>) -> anyhow::Result<()
             .wait_seen(sender.target.session, sender.version, SESSION_EVENT_WAIT)
             .await;
     }
+    // A room's reflection from its home at another DC: the row its home archived, kept here
+    // too if replication has not brought it yet.
+    crate::muc::kept::reflection(ctx, inb).await?;
     // One stanza for several sessions here, from another DC (a room's reflection).
     if inb.wire_kind == RouteKind::Fanout {
         return crate::fanout::arrived(ctx, inb, id, REMOTE_TARGET_WAIT).await;

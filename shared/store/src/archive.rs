@@ -135,6 +135,28 @@ pub fn archive_id(stamp: &Stamp) -> String {
     format!("{:x}-{}", stamp.hlc, stamp.dc)
 }
 
+/// The stamp an archive id was written from ([`archive_id`] read back); `None` for anything
+/// that is not such an id.
+pub fn archive_stamp(id: &str) -> Option<Stamp> {
+    let (hex, dc) = id.split_once('-')?;
+    if hex.is_empty() || hex.len() > 16 || dc.is_empty() || dc.len() > 64 {
+        return None;
+    }
+    if !hex
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        return None;
+    }
+    let hlc = i64::try_from(u64::from_str_radix(hex, 16).ok()?).ok()?;
+    let stamp = Stamp {
+        hlc,
+        dc: dc.to_owned(),
+    };
+    // Only the one spelling `archive_id` writes (no leading zeros).
+    (archive_id(&stamp) == id).then_some(stamp)
+}
+
 /// `(bare, resource)` of a JID (resource '' when none).
 fn split_jid(jid: &str) -> (String, String) {
     match jid.split_once('/') {
@@ -186,6 +208,27 @@ fn prefs_of(row: &sqlx::postgres::PgRow) -> Result<Option<ArchivePrefs>, StoreEr
 }
 
 impl Store {
+    /// Keeps `rec`, a message another DC archived, unless this DC holds it already: what a
+    /// room's reflection from its home at another DC says the home archived, in case the home
+    /// dies before its replication ships the row. Applied as replication applies it (inserted
+    /// if absent, the clock moved past its stamp), so the row the replication brings later
+    /// changes nothing. Whether it was written here.
+    pub async fn archive_keep(&self, rec: &Record) -> Result<bool, StoreError> {
+        let Record::Archive { id, .. } = rec else {
+            return Err(StoreError::Corrupt("not an archive record".into()));
+        };
+        let held = sqlx::query("SELECT 1 FROM archive WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+            .is_some();
+        if held {
+            return Ok(false);
+        }
+        self.apply_copy(std::slice::from_ref(rec)).await?;
+        Ok(true)
+    }
+
     /// Archives what the owners' preferences (else `default`) allow, in one transaction with
     /// its outbox records, as [`Store::write`] does; an owner with no account here archives
     /// nothing. Returns each entry's archive id, `None` where nothing was archived.
@@ -525,5 +568,27 @@ mod tests {
             Some(ArchiveDefault::Roster)
         );
         assert_eq!(ArchiveDefault::parse("x"), None);
+    }
+
+    #[test]
+    fn an_id_reads_back_as_its_stamp_and_nothing_else_does() {
+        let s = Stamp {
+            hlc: 0x1_8c2f_0000_0001,
+            dc: "dc-east".into(),
+        };
+        assert_eq!(archive_stamp(&archive_id(&s)), Some(s));
+        for bad in [
+            "",
+            "-dc1",
+            "12ab-",
+            "12AB-dc1",
+            "12g4-dc1",
+            "012-dc1",
+            "ffffffffffffffff-dc1",
+            "11111111111111111-dc1",
+            "nodash",
+        ] {
+            assert_eq!(archive_stamp(bad), None, "{bad}");
+        }
     }
 }

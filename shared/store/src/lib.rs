@@ -26,8 +26,8 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 
 pub use archive::{
-    archive_id, ArchiveDefault, ArchivePage, ArchivePrefs, ArchiveQuery, Archived, NewArchived,
-    Page,
+    archive_id, archive_stamp, ArchiveDefault, ArchivePage, ArchivePrefs, ArchiveQuery, Archived,
+    NewArchived, Page,
 };
 pub use change::{Change, Outcome, RequestChange, SubSnapshot};
 pub use meerkat_wire::data::{Applied, Record, Stamp};

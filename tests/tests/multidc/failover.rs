@@ -325,6 +325,58 @@ async fn a_rooms_home_dies_and_the_room_goes_on_at_the_other_dc() {
     })
     .await;
 
+    // A room where only Bob, at the home, is an occupant: DC 1 takes no reflection of it.
+    let quiet = room_homed_at("dc2");
+    create(&mut bob, &quiet, "bob").await.unwrap();
+
+    // The home's replication stops: what it archives from now on never ships. Each DC keeps
+    // the archived row from the room's message it takes instead (muc/kept.rs): DC 1 from
+    // Alice's reflection, and from an archive copy for the room it has no occupant of.
+    m.dc_mut(2).stop_replicator().await.unwrap();
+    alice.send(&groupchat(&room, "unshipped")).await.unwrap();
+    let unshipped = alice
+        .expect(
+            "reflection of the unshipped message",
+            is_groupchat_from(&room),
+        )
+        .await
+        .unwrap();
+    bob.expect("the unshipped message", is_groupchat_from(&room))
+        .await
+        .unwrap();
+    bob.send(&groupchat(&quiet, "lonely")).await.unwrap();
+    bob.expect("reflection in the quiet room", is_groupchat_from(&quiet))
+        .await
+        .unwrap();
+    let bodies_at_dc1 = |room: String| {
+        let s1 = &s1;
+        async move {
+            let q = meerkat_store::ArchiveQuery::all(&room, 10);
+            let page = s1
+                .archive_query(&q)
+                .await
+                .unwrap()
+                .unwrap_or(meerkat_store::ArchivePage {
+                    items: Vec::new(),
+                    complete: true,
+                });
+            page.items
+                .iter()
+                .map(|a| {
+                    Element::parse(&a.stanza)
+                        .ok()
+                        .and_then(|e| e.child_text("body", ns::CLIENT))
+                        .unwrap_or_default()
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    crate::eventually("DC 1 kept the quiet room's message", CONVERGE, || async {
+        bodies_at_dc1(quiet.clone()).await == ["lonely"]
+    })
+    .await;
+    assert_eq!(bodies_at_dc1(room.clone()).await, ["before", "unshipped"]);
+
     // The home dies: Alice sees Bob (at the dead DC) leave with 333; the room goes on at DC 1.
     m.kill_dc(2);
     let bob_occ = format!("{room}/bob");
@@ -344,9 +396,14 @@ async fn a_rooms_home_dies_and_the_room_goes_on_at_the_other_dc() {
         .await
         .unwrap();
     assert!(mam::stanza_id(&after, &room).is_some_and(|id| id.ends_with("-dc1")));
-    // The archive keeps what was reflected before, and goes on.
+    // The archive keeps what was reflected before, what the home never shipped included, under
+    // the id Alice saw, and goes on after it.
     let page = mam::run_at(&mut alice, Some(&room), mam::query("q", &[], &[]))
         .await
         .unwrap();
-    assert_eq!(page.bodies(), ["before", "after"]);
+    assert_eq!(page.bodies(), ["before", "unshipped", "after"]);
+    assert_eq!(
+        Some(page.ids()[1].clone()),
+        mam::stanza_id(&unshipped, &room)
+    );
 }

@@ -8,6 +8,7 @@
 //! broadcasts as ordinary stanzas to each occupant's session, wherever it is.
 
 pub mod health;
+pub mod kept;
 pub mod request;
 pub mod room;
 mod serve;

@@ -1075,6 +1075,7 @@ async fn message(h: &mut Handling<'_>, inb: &Inbound, out: &mut Outbox) -> anyho
         h.write.key = out.origin().map(str::to_owned);
     }
     let id = h.commit().await?;
+    let archived = id.is_some();
     if let Some(id) = id {
         m.push_child(
             Element::new("stanza-id", ns::SID)
@@ -1083,6 +1084,17 @@ async fn message(h: &mut Handling<'_>, inb: &Inbound, out: &mut Outbox) -> anyho
         );
     }
     h.send_all(out, &m);
+    if archived {
+        // Each other DC keeps the archived row from the reflection it takes (kept.rs), in case
+        // this DC dies before its replication ships it; a live DC where the room has no
+        // occupant is sent a copy for nobody.
+        let reached = out.remote_dcs(ctx);
+        for peer in &ctx.config.peers {
+            if !reached.contains(&peer.dc) && !ctx.muc_liveness.is_down(&peer.dc) {
+                out.archive_copy(ctx, &peer.dc, &m);
+            }
+        }
+    }
     Ok(Outcome::Delivered)
 }
 
