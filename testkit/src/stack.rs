@@ -668,11 +668,22 @@ impl Dc {
     /// Starts the DC's services again after [`Dc::kill`], on the same database and client
     /// ports: new instances, new epochs, as after a power cut.
     pub async fn revive(&mut self) -> anyhow::Result<()> {
+        self.revive_with(self.options.replicator).await
+    }
+
+    /// [`Dc::revive`] without the session replicator, which [`Dc::start_replicator`] starts
+    /// later: the DC serves from its database as it was, applying nothing of the other DCs
+    /// meanwhile.
+    pub async fn revive_without_replicator(&mut self) -> anyhow::Result<()> {
+        self.revive_with(false).await
+    }
+
+    async fn revive_with(&mut self, replicator: bool) -> anyhow::Result<()> {
         self.gateways.clear();
         self.routers.clear();
         self.replicators.clear();
         self.health.clear();
-        if self.options.replicator {
+        if replicator {
             self.start_replicator().await?;
         }
         if self.options.health {

@@ -76,6 +76,8 @@ pub(crate) struct Ctx {
     pub caps: pep::caps::Cache,
     /// The DCs declared down, which a room's home follows (muc/health.rs).
     pub muc_liveness: muc::health::Liveness,
+    /// Whether rooms wait for this DC to apply what other DCs wrote (muc/catchup.rs).
+    pub muc_catch_up: muc::catchup::CatchUp,
 }
 
 pub struct Router {
@@ -122,6 +124,7 @@ impl Router {
             started: std::time::Instant::now(),
             caps: pep::caps::Cache::default(),
             muc_liveness: muc::health::Liveness::default(),
+            muc_catch_up: muc::catchup::CatchUp::default(),
             metrics,
             config,
         });

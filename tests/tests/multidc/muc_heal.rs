@@ -347,3 +347,58 @@ async fn muc_a_dead_home_returns_clears_its_gone_occupants_and_serves_the_whole_
     assert_eq!(page.bodies(), ["before", "while dc2 is gone", "back"]);
     m.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn muc_a_returning_home_serves_its_rooms_only_once_it_has_caught_up() {
+    use meerkat_testkit::muc::{join_presence, presence_with};
+
+    let mut m = multi(2).await;
+    let (a, b) = crate::accounts_apart(m.dc(1), m.dc(2)).await;
+    let mut alice = available(m.dc(1), &a, "phone").await;
+    let mut bob = available(m.dc(2), &b, "car").await;
+    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
+    let room = room_homed_at("dc2");
+    create(&mut alice, &room, "alice").await.unwrap();
+    join(&mut bob, &room, "bob").await.unwrap();
+    let mut va = View::new(&room, "alice");
+    va.until(&mut alice, &["alice", "bob"], CONVERGE).await;
+
+    // The home dies; the room goes on at DC 1, where Carol joins it.
+    m.kill_dc(2);
+    drop(bob);
+    va.until(&mut alice, &["alice"], TOLD).await;
+    let c = user("carol");
+    register(m.dc(1), &c).await;
+    let mut carol = available(m.dc(1), &c, "desk").await;
+    join(&mut carol, &room, "carol").await.unwrap();
+    va.until(&mut alice, &["alice", "carol"], CONVERGE).await;
+
+    // DC 2 returns, its replication not yet running: the room is its again, but its copy of
+    // the room does not know Carol. Bob joins there; his join waits for DC 2 to catch up.
+    m.links.heal();
+    m.dc_mut(2).revive_without_replicator().await.unwrap();
+    let mut bob = available(m.dc(2), &b, "car").await;
+    let occupant = format!("{room}/bob");
+    bob.send(&join_presence(&occupant, None, &[]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    m.dc_mut(2).start_replicator().await.unwrap();
+    bob.expect_within(SETTLED, "own presence (110)", presence_with(&occupant, 110))
+        .await
+        .unwrap();
+    // Served from the caught-up copy: Bob is shown Carol, who joined while DC 2 was away.
+    let mut vb = View::new(&room, "bob");
+    assert_eq!(vb.now(&mut bob).await, ["alice", "bob", "carol"]);
+
+    // And the room goes on as one: Bob's message reaches Carol.
+    bob.send(&groupchat(&room, "back")).await.unwrap();
+    carol
+        .expect_within(SETTLED, "bob's message", |e| {
+            is_groupchat_from(&room)(e)
+                && e.child_text("body", ns::CLIENT).as_deref() == Some("back")
+        })
+        .await
+        .unwrap();
+    m.stop().await.unwrap();
+}

@@ -100,6 +100,9 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
                     }
                 }
                 if state == DcState::Up {
+                    // It may have served rooms of this DC meanwhile: this DC's rooms wait
+                    // for its data (catchup.rs).
+                    ctx.muc_catch_up.behind();
                     if let Err(e) = reconcile(&ctx, false).await {
                         tracing::warn!(error = %format!("{e:#}"), dc, "MUC: reconcile orders not sent");
                     }

@@ -7,6 +7,7 @@
 //! (`serve.rs`), writes the room's replicated state and archive, and sends reflections and
 //! broadcasts as ordinary stanzas to each occupant's session, wherever it is.
 
+pub mod catchup;
 pub mod health;
 pub mod kept;
 pub mod request;
@@ -61,6 +62,8 @@ pub async fn route(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Result
                 .wait_seen(id, 0, std::time::Duration::from_secs(2))
                 .await;
         }
+        // A room that was served elsewhere meanwhile is served from an up-to-date copy.
+        catchup::wait(ctx).await;
         return serve::room(ctx, inb, out, &addr).await.map(Some);
     }
     let hops = if inb.wire_kind == RouteKind::Room {
