@@ -1,10 +1,12 @@
 //! XEP-0198 resumption at a gateway other than the one holding the session (docs/protocol.md
 //! "Handover", docs/stream-management.md). The resuming gateway asks through the routers
 //! ([`ask`]); the holder's session answers `moved`, forwards what its client has not
-//! acknowledged and what still reaches it, then a `fence`, and leaves ([`leave`]); the
-//! resuming gateway's delivery consumer registers the new session on `moved`, so that the
-//! forwards find it ([`arrived`]). Later arrivals for the old session at the old holder follow
-//! a tombstone to the new one for a minute.
+//! acknowledged and its mailbox, then a `fence`, and leaves ([`leave`]); the resuming
+//! gateway's delivery consumer registers the new session on `moved`, so that the forwards find
+//! it ([`arrived`]). Later arrivals for the old session at the old holder follow a tombstone to
+//! the new one for a minute; the new holder writes what reaches it directly only after the
+//! fence, and for [`SETTLE`] after it holds each such stanza [`HOLD`] ([`Settle`]), so that one
+//! a lagging router sent to the old holder before it, forwarded, still goes first.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -24,10 +26,14 @@ use crate::Ctx;
 
 /// How long a resuming client waits for the holder's answer before `<failed/>`.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
-/// How long the old holder forwards what still reaches it before its `fence`.
-pub const GRACE: Duration = Duration::from_secs(1);
 /// How long the new holder holds what reaches it directly without a `fence`.
 pub const FENCE_WITHIN: Duration = Duration::from_secs(3);
+/// After the `fence`: how long what reaches the new holder directly is still held, each
+/// stanza for [`HOLD`] after it came ([`Settle`]).
+pub const SETTLE: Duration = Duration::from_secs(1);
+/// How long a stanza that reached the new holder directly waits, during [`SETTLE`], for one a
+/// lagging router sent before it to the old holder, which forwards it.
+pub const HOLD: Duration = Duration::from_millis(250);
 /// How long the old holder remembers where a session went.
 const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
 
@@ -389,9 +395,9 @@ async fn abandoned(ctx: &Ctx, moved: &Moved) {
     }
 }
 
-/// The session moved to the gateway that asked (`req`): what it kept goes there, then what
-/// still reaches it for the grace, then the `fence`. The caller has stopped the session
-/// writing (`inbox` closed).
+/// The session moved to the gateway that asked (`req`): what it kept goes there, then the
+/// `fence`; what still reaches it later follows the tombstone. The caller has stopped the
+/// session writing (`inbox` closed).
 pub async fn leave(ctx: &Ctx, old: Uuid, req: &Request, kept: Vec<Delivered>, inbox: &Inbox) {
     let to = &asker(req);
     ctx.handovers.tombstone(old, to.clone(), &req.jid);
@@ -416,9 +422,9 @@ pub async fn leave(ctx: &Ctx, old: Uuid, req: &Request, kept: Vec<Delivered>, in
         }
     }
     ctx.registry.remove(old);
-    // What a router routes to the old session until it learns of the new one follows the
-    // tombstone meanwhile.
-    tokio::time::sleep(GRACE).await;
+    // Everything this session held has been forwarded: the fence follows at once. What a
+    // router still routes here until it learns of the new session follows the tombstone, and
+    // the new holder holds what reaches it directly a moment for it ([`Settle`]).
     let body = serde_json::to_vec(&Fence {
         request: req.request,
     })
@@ -427,9 +433,98 @@ pub async fn leave(ctx: &Ctx, old: Uuid, req: &Request, kept: Vec<Delivered>, in
     tracing::debug!(session = %old, to = %to.gateway, forwarded, "session handed over");
 }
 
+/// What reached the new holder directly after the `fence`, during [`SETTLE`]: each stanza
+/// held until [`HOLD`] after it came, then written in the order they came. A router that
+/// learnt of the move late routed a sender's earlier stanzas to the old holder, which
+/// forwards them at once; the sender's later ones, routed here directly, wait that long for
+/// them. Forwarded stanzas are never held.
+pub struct Settle<T> {
+    until: Instant,
+    /// Each with when it is due.
+    held: std::collections::VecDeque<(Instant, T)>,
+}
+
+impl<T> Settle<T> {
+    /// From the fence at `now`, with what came before it (each with when it came).
+    pub fn new(now: Instant, came: impl IntoIterator<Item = (Instant, T)>) -> Settle<T> {
+        Settle {
+            until: now + SETTLE,
+            held: came.into_iter().map(|(at, d)| (at + HOLD, d)).collect(),
+        }
+    }
+
+    /// A stanza that came directly at `now`: held, or `Err` with it when the settling is
+    /// over (write [`Settle::due`] first).
+    pub fn hold(&mut self, now: Instant, d: T) -> Result<(), T> {
+        if now >= self.until {
+            return Err(d);
+        }
+        self.held.push_back((now + HOLD, d));
+        Ok(())
+    }
+
+    /// What is due at `now`, in order: every held stanza once the settling is over.
+    pub fn due(&mut self, now: Instant) -> Vec<T> {
+        let mut out = Vec::new();
+        while let Some((at, _)) = self.held.front() {
+            if *at > now && now < self.until {
+                break;
+            }
+            out.extend(self.held.pop_front().map(|(_, d)| d));
+        }
+        out
+    }
+
+    /// When something is next due (nothing held: nothing to wake for).
+    pub fn next(&self) -> Option<Instant> {
+        self.held.front().map(|(at, _)| (*at).min(self.until))
+    }
+
+    /// Over and empty: nothing more to hold.
+    pub fn over(&self, now: Instant) -> bool {
+        now >= self.until && self.held.is_empty()
+    }
+
+    /// Everything held, in order (the connection is gone).
+    pub fn take_all(&mut self) -> Vec<T> {
+        self.held.drain(..).map(|(_, d)| d).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn after_the_fence_a_direct_stanza_waits_its_hold_then_goes_in_order() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // Two came before the fence (at t0 - 300 ms and t0 - 100 ms).
+        let mut s = Settle::new(t0, [(t0 - ms(300), "a"), (t0 - ms(100), "b")]);
+        assert_eq!(s.due(t0), ["a"], "a's hold is over, b's is not");
+        assert_eq!(s.next(), Some(t0 + HOLD - ms(100)));
+        assert_eq!(s.hold(t0 + ms(10), "c"), Ok(()));
+        assert!(s.due(t0 + ms(100)).is_empty());
+        assert_eq!(s.due(t0 + ms(150)), ["b"]);
+        assert_eq!(s.due(t0 + ms(260)), ["c"]);
+        assert!(s.next().is_none());
+        assert!(!s.over(t0 + ms(260)));
+        // Near the end of the settling a hold is cut short: all goes at its end.
+        assert_eq!(s.hold(t0 + SETTLE - ms(50), "d"), Ok(()));
+        assert_eq!(s.next(), Some(t0 + SETTLE));
+        assert_eq!(s.due(t0 + SETTLE), ["d"]);
+        assert!(s.over(t0 + SETTLE));
+        assert_eq!(s.hold(t0 + SETTLE, "e"), Err("e"));
+    }
+
+    #[test]
+    fn what_is_held_when_the_connection_goes_is_all_taken_in_order() {
+        let t0 = Instant::now();
+        let mut s = Settle::new(t0, [(t0, 1)]);
+        s.hold(t0, 2).unwrap();
+        assert_eq!(s.take_all(), [1, 2]);
+        assert!(s.over(t0 + SETTLE));
+    }
 
     #[test]
     fn a_tombstone_names_where_the_session_went() {

@@ -5,7 +5,7 @@
 //! go back to the routers.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use meerkat_xmpp::{Inbound, ReadError, StreamError};
 use prometheus_client::metrics::counter::Counter;
@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::conn::{Activity, Transport, Writer};
 use crate::csi::{Csi, CsiLimits, Offer};
 use crate::handoff::{Counted, End};
+use crate::handover::Settle;
 use crate::registry::{Acks, Delivered};
 use crate::sm::{self, Sm};
 use crate::Ctx;
@@ -130,6 +131,9 @@ pub struct Link {
     pub acks: Acks,
     /// `meerkat_gateway_csi_saved_stanzas` and `_bytes`.
     saved: (Counter, Counter),
+    /// After the session moved here: what reached it directly, held a moment
+    /// ([`crate::handover::Settle`]).
+    settle: Option<Box<Settle<Delivered>>>,
 }
 
 impl Link {
@@ -146,6 +150,7 @@ impl Link {
                 ctx.metrics.csi_saved.clone(),
                 ctx.metrics.csi_saved_bytes.clone(),
             ),
+            settle: None,
         }
     }
 
@@ -153,6 +158,12 @@ impl Link {
     /// Cancel-safe: what a cut-off write leaves is kept (pending, unacknowledged, or
     /// `unwritten`), for [`Link::take_kept`].
     pub async fn stanza(&mut self, d: Delivered) -> Result<(), End> {
+        self.enqueue(d);
+        self.flush().await
+    }
+
+    /// Takes a stanza to write: pending, or held by CSI.
+    fn enqueue(&mut self, d: Delivered) {
         match self.csi.as_mut() {
             Some(csi) if self.conn.is_some() => {
                 let xml = d.xml.clone();
@@ -170,6 +181,49 @@ impl Link {
                 }
             }
             _ => self.pending.push_back(d),
+        }
+    }
+
+    /// The session moved here and the old holder's fence came: `came` (what reached this
+    /// gateway directly before it, each with when it came) and what comes directly for
+    /// [`crate::handover::SETTLE`] are held a moment ([`Link::direct`]).
+    pub async fn settle(&mut self, came: Vec<(Instant, Delivered)>) -> Result<(), End> {
+        self.settle = Some(Box::new(Settle::new(Instant::now(), came)));
+        self.release_due().await
+    }
+
+    /// A stanza that reached this gateway directly (not forwarded by an old holder): held a
+    /// moment while the session settles after a move, else as [`Link::stanza`].
+    pub async fn direct(&mut self, d: Delivered) -> Result<(), End> {
+        let d = match self.settle.as_mut() {
+            Some(s) => match s.hold(Instant::now(), d) {
+                Ok(()) => return self.release_due().await,
+                Err(d) => d,
+            },
+            None => d,
+        };
+        self.release_due().await?;
+        self.stanza(d).await
+    }
+
+    /// When held direct stanzas are next due, if any are held.
+    pub fn next_release(&self) -> Option<Instant> {
+        self.settle.as_ref().and_then(|s| s.next())
+    }
+
+    /// Writes the held direct stanzas that are due; the settling ends once it is over.
+    /// Cancel-safe: what is due is taken to write before anything is written.
+    pub async fn release_due(&mut self) -> Result<(), End> {
+        let Some(s) = self.settle.as_mut() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let due = s.due(now);
+        if s.over(now) {
+            self.settle = None;
+        }
+        for d in due {
+            self.enqueue(d);
         }
         self.flush().await
     }
@@ -194,6 +248,9 @@ impl Link {
     pub fn release_held(&mut self) {
         if let Some(mut csi) = self.csi.take() {
             self.pending.extend(csi.take_all());
+        }
+        if let Some(mut s) = self.settle.take() {
+            self.pending.extend(s.take_all());
         }
     }
 

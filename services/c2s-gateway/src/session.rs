@@ -250,7 +250,9 @@ async fn first_words(
 /// A session moved here: announced (the routers replace the old holder's entry), then
 /// `<resumed/>`, then what the old holder forwards (what the client had not acknowledged, then
 /// what reached the old holder meanwhile), and only after its `fence` (or
-/// [`crate::handover::FENCE_WITHIN`]) what reached this gateway directly: the order holds.
+/// [`crate::handover::FENCE_WITHIN`]) what reached this gateway directly, each such stanza
+/// held a moment more for what a lagging router sent the old holder before it
+/// ([`crate::handover::Settle`]): the order holds.
 async fn moved_in(
     ctx: &Ctx,
     st: &mut State,
@@ -277,11 +279,16 @@ async fn moved_in(
                     ctx.metrics.sm_resent.inc();
                     link.stanza(d).await?;
                 }
-                Next::Item(Outbound::Stanza(d)) => held.push(d),
-                Next::Item(Outbound::Fence) => break,
+                Next::Item(Outbound::Stanza(d)) => held.push((std::time::Instant::now(), d)),
+                Next::Item(Outbound::Fence) => {
+                    // What came directly is held a moment more, and what comes directly for
+                    // a second after (handover::Settle).
+                    link.settle(std::mem::take(&mut held)).await?;
+                    break;
+                }
                 Next::Item(other) => {
                     // Written what came so far first: a move on goes with it.
-                    for d in held.drain(..) {
+                    for (_, d) in held.drain(..) {
                         link.stanza(d).await?;
                     }
                     control(ctx, st, link, other).await?;
@@ -294,7 +301,7 @@ async fn moved_in(
             }
         }
     }
-    for d in held {
+    for (_, d) in held {
         link.stanza(d).await?;
     }
     tracing::debug!(jid = %st.info.jid, session = %st.info.session_id, "session moved here");
@@ -366,6 +373,7 @@ async fn attached(ctx: &Ctx, st: &mut State, link: &mut Link, inbox: &Inbox) -> 
     );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let end = loop {
+        let release = link.next_release();
         let Some(conn) = link.conn.as_mut() else {
             break End::Gone;
         };
@@ -394,14 +402,14 @@ async fn attached(ctx: &Ctx, st: &mut State, link: &mut Link, inbox: &Inbox) -> 
                 Some(Err(_)) | None => break End::Gone,
             },
             next = inbox.next() => match next {
-                Next::Item(Outbound::Stanza(d) | Outbound::Forwarded(d)) => {
-                    // A write that waits on a client not reading is cut by the write deadline,
-                    // or sooner when the mailbox overflows meanwhile.
-                    let written = tokio::select! {
-                        r = link.stanza(d) => r,
-                        bytes = inbox.overflowed() => Err(overflowed(bytes)),
-                    };
-                    if let Err(end) = written {
+                Next::Item(Outbound::Stanza(d)) => {
+                    if let Err(end) = write_out(link, inbox, d, true).await {
+                        break end;
+                    }
+                    ctx.metrics.stanzas_out.inc();
+                }
+                Next::Item(Outbound::Forwarded(d)) => {
+                    if let Err(end) = write_out(link, inbox, d, false).await {
                         break end;
                     }
                     ctx.metrics.stanzas_out.inc();
@@ -413,6 +421,11 @@ async fn attached(ctx: &Ctx, st: &mut State, link: &mut Link, inbox: &Inbox) -> 
                 }
                 Next::Overflowed { bytes } => break overflowed(bytes),
             },
+            () = until(release) => {
+                if let Err(end) = link.release_due().await {
+                    break end;
+                }
+            }
             r = resumption(&mut st.resume_rx) => return Attached::Resumed(r),
             _ = tick.tick() => {
                 let idle = conn.activity.idle_for();
@@ -435,6 +448,31 @@ async fn attached(ctx: &Ctx, st: &mut State, link: &mut Link, inbox: &Inbox) -> 
         }
     };
     Attached::Ended(end)
+}
+
+/// Writes `d` to the client (`direct`: it reached this gateway directly, not forwarded by an
+/// old holder, and may be held a moment after a move: handover::Settle). A write that waits on
+/// a client not reading is cut by the write deadline, or sooner when the mailbox overflows
+/// meanwhile.
+async fn write_out(link: &mut Link, inbox: &Inbox, d: Delivered, direct: bool) -> Result<(), End> {
+    tokio::select! {
+        r = async {
+            if direct {
+                link.direct(d).await
+            } else {
+                link.stanza(d).await
+            }
+        } => r,
+        bytes = inbox.overflowed() => Err(overflowed(bytes)),
+    }
+}
+
+/// Sleeps until `at`, or forever.
+async fn until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// On every tick: asks a quiet client for an ack of what waits for one, and pings a silent
