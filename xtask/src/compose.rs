@@ -2,8 +2,10 @@
 //! images the compose file names when they are missing (the project's from deploy/Dockerfile
 //! with prebuilt release binaries; stand-ins built from Debian packages for the upstream
 //! images, deploy/standins/), starts the file as a user would, drives the README's journey
-//! through the published ports, scales DC 1's gateways to three, finds a cross-DC message's
-//! trace and the federation links' state, and tears it all down. docs/compose-check.md.
+//! through the published ports and the web clients' (XEP-0156 discovery, WebSocket, BOSH)
+//! through the load balancers' HTTPS ports, scales DC 1's gateways to three, finds a cross-DC
+//! message's trace and the federation links' state, and tears it all down.
+//! docs/compose-check.md.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -311,7 +313,7 @@ fn check_blocking(args: CheckArgs) -> anyhow::Result<i32> {
     if args.keep {
         println!("\n--keep: the stack stays up (`docker-compose down -v` to remove it)");
     } else {
-        let down = steps.run(6, "teardown: down -v (volumes included)", || {
+        let down = steps.run(7, "teardown: down -v (volumes included)", || {
             run(docker.compose_logged()?.args([
                 "down",
                 "-v",
@@ -404,8 +406,20 @@ fn journey(
         ]))
     })?;
 
+    steps.run(4, "web clients through the load balancers", || {
+        run(Command::new(probe).args([
+            "web",
+            &format!("{host}:5281"),
+            &format!("{host}:5232"),
+            &format!("{host}:5291"),
+            &domain,
+            &prefix,
+            password,
+        ]))
+    })?;
+
     steps.run(
-        4,
+        5,
         "three gateways at DC 1: new sessions spread behind 5222",
         || {
             run(docker.compose_logged()?.args([
@@ -465,7 +479,7 @@ fn journey(
     )?;
 
     steps.run(
-        5,
+        6,
         "a cross-DC message's trace; the federation links' state",
         || {
             run(Command::new(probe).args(["trace", &format!("http://{op_host}:16686")]))?;

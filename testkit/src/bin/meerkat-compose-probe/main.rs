@@ -3,6 +3,11 @@
 //!
 //! - `journey DC1_ADDR DC2_ADDR DC2_TLS_ADDR DOMAIN PREFIX PASSWORD`: two accounts registered
 //!   in-band, one per DC, mutual subscription, presence, chat both ways, offline delivery;
+//! - `web DC1_HTTPS_ADDR DC2_ADDR DC2_HTTPS_ADDR DOMAIN PREFIX PASSWORD`: the web clients'
+//!   endpoints through the load balancers' HTTPS ports, with the journey's two accounts:
+//!   XEP-0156 discovery at both DCs, alice over WebSocket at DC 1 chatting with bob over TCP
+//!   (STARTTLS) at DC 2, then bob over BOSH at DC 2 (session, SASL PLAIN, restart, bind)
+//!   chatting with alice's WebSocket session (`web.rs`);
 //! - `sessions ADDR DOMAIN USER PASSWORD N`: N sessions of USER (resources s1..sN) at ADDR,
 //!   prints `ready` once all are bound, holds them until standard input closes;
 //! - `lb-wait STATS_URL BACKEND N`: waits until the HAProxy backend has N servers UP;
@@ -23,6 +28,8 @@ use meerkat_xmpp::{ns, Element};
 use serde_json::Value;
 use tokio::io::AsyncReadExt as _;
 
+mod web;
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -31,6 +38,9 @@ async fn main() {
         ["journey", dc1, dc2, dc2_tls, domain, prefix, password] => {
             journey(dc1, dc2, dc2_tls, domain, prefix, password).await
         }
+        ["web", dc1_https, dc2, dc2_https, domain, prefix, password] => {
+            web::web(dc1_https, dc2, dc2_https, domain, prefix, password).await
+        }
         ["sessions", addr, domain, user, password, n] => {
             sessions(addr, domain, user, password, n).await
         }
@@ -38,7 +48,7 @@ async fn main() {
         ["trace", url] => trace(url).await,
         ["links", url, user, password] => links(url, user, password).await,
         _ => Err(anyhow::anyhow!(
-            "usage: meerkat-compose-probe journey|sessions|lb-wait|trace|links ... (see the source)"
+            "usage: meerkat-compose-probe journey|web|sessions|lb-wait|trace|links ... (see the source)"
         )),
     };
     if let Err(e) = result {
@@ -61,9 +71,14 @@ fn presence(kind: &str, to: &str) -> Element {
         .with_attr("to", to)
 }
 
-/// Logged in, roster fetched, available.
-async fn online(cfg: &ClientConfig, user: &str, password: &str) -> anyhow::Result<Client> {
-    let mut c = Client::login(cfg, user, password, Some("compose")).await?;
+/// Logged in (SCRAM-SHA-256) as `resource`, roster fetched, available.
+async fn online(
+    cfg: &ClientConfig,
+    user: &str,
+    password: &str,
+    resource: &str,
+) -> anyhow::Result<Client> {
+    let mut c = Client::login(cfg, user, password, Some(resource)).await?;
     c.iq_ok("get", None, Element::new("query", ns::ROSTER))
         .await?;
     c.send_presence().await?;
@@ -100,10 +115,10 @@ async fn journey(
         &format!("{bj} registered in-band at DC 2 ({dc2_tls}, direct TLS)"),
     );
 
-    let mut alice = online(&at_dc1, &a, password)
+    let mut alice = online(&at_dc1, &a, password, "compose")
         .await
         .context("login at DC 1")?;
-    let mut bob = online(&at_dc2_tls, &b, password)
+    let mut bob = online(&at_dc2_tls, &b, password, "compose")
         .await
         .context("login at DC 2")?;
     step(
