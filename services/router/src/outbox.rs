@@ -80,8 +80,6 @@ pub struct Outbox {
     origin: Option<String>,
     /// Deliveries queued so far per session (the derived ids' sequence).
     per_session: HashMap<Uuid, u32>,
-    /// Published transient (see [`Outbox::transient`]).
-    transient: bool,
 }
 
 impl Outbox {
@@ -92,16 +90,7 @@ impl Outbox {
             nudges: Vec::new(),
             origin: None,
             per_session: HashMap::new(),
-            transient: false,
         }
-    }
-
-    /// What this handling sends is an answer its client can ask for again (a page of archive
-    /// results and its iq result): published transient, so that the broker confirms it without
-    /// a disk write. A broker restart before the gateway took it loses it, and the client's
-    /// query goes unanswered (it asks again); a gateway's death does not (the broker keeps it).
-    pub fn transient(&mut self) {
-        self.transient = true;
     }
 
     /// Derives every delivery's id from `origin`, the id of the envelope being handled: the
@@ -345,9 +334,6 @@ impl Outbox {
             };
             let id = message_id(o);
             let mut props = Props::stanza(o.kind, own).id(id.clone()).u64(h::HOPS, hops);
-            if self.transient {
-                props = props.transient();
-            }
             // A fan-out or bundle names its copies; an archive copy names none (`[]`).
             props = if o.kind == RouteKind::Fanout || !o.copies.is_empty() {
                 props.str(h::RECIPIENTS, &fanout::encode(&o.copies))

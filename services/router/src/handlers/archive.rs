@@ -109,9 +109,6 @@ pub async fn query(
     let Some(page) = ctx.store.archive_query(&aq).await? else {
         return Ok(error(ctx, inb, out, StanzaError::item_not_found()));
     };
-    // A page the client can ask for again: not written to the broker's disk, so that its
-    // confirm (which the partition waits for before its next stanza) takes no disk sync.
-    out.transient();
     let now = chrono::Utc::now().timestamp_millis();
     let stable = page.items.last().is_none_or(|a| now - a.at_ms >= SETTLE_MS);
     for a in &page.items {

@@ -492,14 +492,7 @@ pub async fn room(
         return Ok(Outcome::Dropped);
     }
     let outcome = match (inb.kind, &addr.resource) {
-        (StanzaKind::Presence, Some(nick)) => {
-            // A join, a leave, a nick or status change: presence, which the room states
-            // again at the next change and a client can ask for again by joining; its
-            // deliveries (presences, the join's history from the archive) are not written to
-            // the broker's disk, so the room's next stanza waits for no disk sync (decisions.md).
-            out.transient();
-            presence(&mut h, inb, out, nick).await?
-        }
+        (StanzaKind::Presence, Some(nick)) => presence(&mut h, inb, out, nick).await?,
         (StanzaKind::Presence, None) => Outcome::Dropped,
         (StanzaKind::Message, None) => message(&mut h, inb, out).await?,
         (StanzaKind::Message, Some(nick)) => private(&mut h, inb, out, nick),
