@@ -26,6 +26,9 @@ use crate::Ctx;
 
 /// How long a resuming client waits for the holder's answer before `<failed/>`.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+/// How long after the `fence` the old holder announces the old session id closed: after the
+/// new one's open has reached every router.
+const CLOSE_AFTER: Duration = Duration::from_secs(1);
 /// How long the new holder holds what reaches it directly without a `fence`.
 pub const FENCE_WITHIN: Duration = Duration::from_secs(3);
 /// After the `fence`: how long what reaches the new holder directly is still held, each
@@ -396,8 +399,9 @@ async fn abandoned(ctx: &Ctx, moved: &Moved) {
 }
 
 /// The session moved to the gateway that asked (`req`): what it kept goes there, then the
-/// `fence`; what still reaches it later follows the tombstone. The caller has stopped the
-/// session writing (`inbox` closed).
+/// `fence`; what still reaches it later follows the tombstone. Returns [`CLOSE_AFTER`] later,
+/// for the caller to announce the old id closed. The caller has stopped the session writing
+/// (`inbox` closed).
 pub async fn leave(ctx: &Ctx, old: Uuid, req: &Request, kept: Vec<Delivered>, inbox: &Inbox) {
     let to = &asker(req);
     ctx.handovers.tombstone(old, to.clone(), &req.jid);
@@ -430,6 +434,10 @@ pub async fn leave(ctx: &Ctx, old: Uuid, req: &Request, kept: Vec<Delivered>, in
     })
     .unwrap_or_default();
     send(ctx, to, step::FENCE, Some(to.session), 1, &body).await;
+    // The caller then announces the old id closed. Each router must have the new session
+    // before that: one that took the close first would hold no session for the full JID in
+    // between, and route what comes for it as for a resource that is gone (offline storage).
+    tokio::time::sleep(CLOSE_AFTER).await;
     tracing::debug!(session = %old, to = %to.gateway, forwarded, "session handed over");
 }
 
