@@ -391,7 +391,9 @@ async fn muc_a_returning_home_serves_its_rooms_only_once_it_has_caught_up() {
     let mut vb = View::new(&room, "bob");
     assert_eq!(vb.now(&mut bob).await, ["alice", "bob", "carol"]);
 
-    // And the room goes on as one: Bob's message reaches Carol.
+    // And the room goes on as one: Bob's message reaches Carol (once DC 2's directory, which
+    // learns DC 1's sessions apart from the data, holds hers).
+    m.wait_directory_sessions(3, SETTLED).await.unwrap();
     bob.send(&groupchat(&room, "back")).await.unwrap();
     carol
         .expect_within(SETTLED, "bob's message", |e| {

@@ -369,3 +369,111 @@ async fn a_room_refuses_what_xep_0045_says_it_must() {
         .await
         .unwrap();
 }
+
+/// A room with the rest of the server: an occupant whose connection drops under stream
+/// management stays in the room (nobody sees it leave) and, resumed, gets what the room said
+/// meanwhile, in order, then what follows; a bookmark with autojoin (XEP-0402) that one of the
+/// user's clients stored tells another which room to join and under which nick.
+#[tokio::test]
+async fn a_room_works_with_stream_management_and_bookmarks() {
+    const BOOKMARKS: &str = "urn:xmpp:bookmarks:1";
+    let dc = dc().await;
+    let a = user("alice");
+    let mut alice = online(&dc, &a, "phone").await;
+    let mut bob = online(&dc, &user("bob"), "desk").await;
+    let room = room_jid();
+    create(&mut alice, &room, "alice").await.unwrap();
+    join(&mut bob, &room, "bob").await.unwrap();
+
+    // Alice's phone keeps a bookmark of the room, to join at every login.
+    let conference = Element::new("conference", BOOKMARKS)
+        .with_attr("name", "The room")
+        .with_attr("autojoin", "true")
+        .with_child(Element::new("nick", BOOKMARKS).with_text("al"));
+    alice
+        .iq_ok(
+            "set",
+            None,
+            meerkat_testkit::pep::publish(
+                BOOKMARKS,
+                &room,
+                conference,
+                &[
+                    ("pubsub#persist_items", "true"),
+                    ("pubsub#access_model", "whitelist"),
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+
+    // The phone's connection drops; the session waits for it, still in the room.
+    let enabled = alice.enable_sm(None).await.unwrap();
+    let previd = enabled.attr("id").unwrap().to_owned();
+    let handled = alice.sm_received().unwrap();
+    let alice_full = alice.jid().to_owned();
+    alice.drop_connection();
+    for body in ["while away 1", "while away 2"] {
+        bob.send(&groupchat(&room, body)).await.unwrap();
+        bob.expect("own reflection", |e| {
+            is_groupchat_from(&room)(e) && e.child_text("body", ns::CLIENT).as_deref() == Some(body)
+        })
+        .await
+        .unwrap();
+    }
+    let (mut alice, answer) =
+        Client::resume(&dc.client(), &a, "secret-pw", &previd, handled, &alice_full)
+            .await
+            .unwrap();
+    assert_eq!(answer.name(), "resumed", "{answer}");
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let m = alice
+            .expect("a message of the room", is_groupchat_from(&room))
+            .await
+            .unwrap();
+        got.push(m.child_text("body", ns::CLIENT).unwrap_or_default());
+    }
+    assert_eq!(got, ["while away 1", "while away 2"]);
+    bob.send(&groupchat(&room, "after")).await.unwrap();
+    alice
+        .expect("the message after", |e| {
+            is_groupchat_from(&room)(e)
+                && e.child_text("body", ns::CLIENT).as_deref() == Some("after")
+        })
+        .await
+        .unwrap();
+    // Bob never saw Alice leave: what he got from her occupant JID is no unavailable presence.
+    let alice_occupant = format!("{room}/alice");
+    let left = bob
+        .expect_within(std::time::Duration::ZERO, "alice leaving", |e| {
+            e.is("presence", ns::CLIENT)
+                && e.attr("from") == Some(alice_occupant.as_str())
+                && e.attr("type") == Some("unavailable")
+        })
+        .await;
+    assert!(left.is_err(), "bob saw alice leave: {left:?}");
+
+    // Her laptop reads the bookmarks and joins as they say.
+    let mut laptop = Client::login(&dc.client(), &a, "secret-pw", Some("laptop"))
+        .await
+        .unwrap();
+    let reply = laptop
+        .iq_ok("get", None, meerkat_testkit::pep::items(BOOKMARKS))
+        .await
+        .unwrap();
+    let items = meerkat_testkit::pep::result_items(&reply);
+    let (id, conf) = items.first().expect("the bookmark");
+    assert_eq!(id, &room);
+    assert!(conf.is("conference", BOOKMARKS), "{conf}");
+    assert_eq!(conf.attr("autojoin"), Some("true"));
+    let nick = conf.child_text("nick", BOOKMARKS).unwrap();
+    join(&mut laptop, &room, &nick).await.unwrap();
+    let laptop_occupant = format!("{room}/{nick}");
+    bob.expect("the laptop joining", |e| {
+        e.is("presence", ns::CLIENT) && e.attr("from") == Some(laptop_occupant.as_str())
+    })
+    .await
+    .unwrap();
+    dc.stop().await.unwrap();
+}

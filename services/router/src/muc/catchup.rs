@@ -5,7 +5,9 @@
 //! not yet hold what the interim home wrote (occupants who joined there, a subject, a
 //! configuration). Until this DC has applied every live peer's data stream up to the head that
 //! peer reported after the change, a room stanza waits before its home serves it, at most
-//! [`WAIT`]; then it is served from what is there.
+//! [`WAIT`]; then it is served from what is there. For [`SESSIONS_WINDOW`] after, a handling
+//! also waits (at most 3 s) for the sessions of its room's occupants at other DCs
+//! that the directory has not seen yet, so that what the room sends them is not lost.
 
 use std::time::Duration;
 
@@ -20,10 +22,17 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// Between two reads of the replication positions while waiting.
 const POLL: Duration = Duration::from_millis(50);
 
+/// After catching up, how long a room's home still waits (at most 3 s per handling) for the
+/// sessions of its occupants at other DCs that its directory has not seen:
+/// the directory learns another DC's sessions apart from the data.
+pub const SESSIONS_WINDOW: Duration = Duration::from_secs(10);
+
 /// Whether this DC may lag behind what another DC wrote for its rooms.
 pub struct CatchUp {
     /// Since when (µs since the Unix epoch), or `None` when caught up.
     since_us: Mutex<Option<i64>>,
+    /// When it last caught up.
+    caught_at: Mutex<Option<std::time::Instant>>,
 }
 
 impl Default for CatchUp {
@@ -31,6 +40,7 @@ impl Default for CatchUp {
     fn default() -> CatchUp {
         CatchUp {
             since_us: Mutex::new(Some(now_us())),
+            caught_at: Mutex::new(None),
         }
     }
 }
@@ -46,7 +56,17 @@ impl CatchUp {
         let mut s = self.since_us.lock();
         if *s == Some(since) {
             *s = None;
+            *self.caught_at.lock() = Some(std::time::Instant::now());
         }
+    }
+
+    /// Caught up within the last [`SESSIONS_WINDOW`], or still catching up.
+    pub fn recent(&self) -> bool {
+        self.since_us.lock().is_some()
+            || self
+                .caught_at
+                .lock()
+                .is_some_and(|at| at.elapsed() < SESSIONS_WINDOW)
     }
 }
 

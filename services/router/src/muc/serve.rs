@@ -467,6 +467,24 @@ pub async fn room(
         wait_for_sessions(ctx, order).await;
     }
     let mut h = Handling::new(ctx, &addr.bare).await?;
+    if ctx.muc_catch_up.recent() {
+        // Right after a return or a heal, the directory may not know yet the sessions of
+        // occupants at other DCs (it learns them apart from the data): what the room sends
+        // them would be lost (catchup.rs).
+        let unseen: Vec<uuid::Uuid> = {
+            let dir = ctx.sessions.read();
+            h.room
+                .occupants
+                .values()
+                .filter(|o| o.dc != ctx.config.dc)
+                .filter_map(|o| o.session)
+                .filter(|id| !dir.has_seen(*id, 0))
+                .collect()
+        };
+        if !unseen.is_empty() {
+            wait_seen(ctx, unseen).await;
+        }
+    }
     settle(&mut h, out).await?;
     // The router's own orders: a DC was declared down, or is back.
     if inb.from == addr.bare {
