@@ -350,31 +350,66 @@ async fn muc_a_dead_home_returns_clears_its_gone_occupants_and_serves_the_whole_
 
 #[tokio::test]
 async fn muc_a_returning_home_serves_its_rooms_only_once_it_has_caught_up() {
-    use meerkat_testkit::muc::{join_presence, presence_with};
+    use meerkat_testkit::client::pred::presence_of_type;
+    use meerkat_testkit::client::stanza_error_condition;
+    use meerkat_testkit::muc::{config, join_presence, presence_with};
 
     let mut m = multi(2).await;
     let (a, b) = crate::accounts_apart(m.dc(1), m.dc(2)).await;
     let mut alice = available(m.dc(1), &a, "phone").await;
     let mut bob = available(m.dc(2), &b, "car").await;
     m.wait_directory_sessions(2, CONVERGE).await.unwrap();
+    crate::befriend(&mut alice, &mut bob).await;
+    // A persistent room homed at DC 2, which Alice creates and leaves: nobody is in it.
     let room = room_homed_at("dc2");
     create(&mut alice, &room, "alice").await.unwrap();
-    join(&mut bob, &room, "bob").await.unwrap();
-    let mut va = View::new(&room, "alice");
-    va.until(&mut alice, &["alice", "bob"], CONVERGE).await;
+    alice
+        .iq_ok(
+            "set",
+            Some(&room),
+            config(&[("muc#roomconfig_persistentroom", "1")]),
+        )
+        .await
+        .unwrap();
+    let own = format!("{room}/alice");
+    alice
+        .send(
+            &Element::new("presence", ns::CLIENT)
+                .with_attr("to", own.clone())
+                .with_attr("type", "unavailable"),
+        )
+        .await
+        .unwrap();
+    alice
+        .expect("own leave", presence_with(&own, 110))
+        .await
+        .unwrap();
 
-    // The home dies; the room goes on at DC 1, where Carol joins it.
+    // The home dies (Alice sees Bob go); DC 1 serves the room meanwhile, and there Alice, its
+    // owner, makes it members-only.
+    let bob_full = bob.jid().to_owned();
     m.kill_dc(2);
     drop(bob);
-    va.until(&mut alice, &["alice"], TOLD).await;
-    let c = user("carol");
-    register(m.dc(1), &c).await;
-    let mut carol = available(m.dc(1), &c, "desk").await;
-    join(&mut carol, &room, "carol").await.unwrap();
-    va.until(&mut alice, &["alice", "carol"], CONVERGE).await;
+    alice
+        .expect_within(
+            TOLD,
+            "bob gone",
+            presence_of_type(&bob_full, Some("unavailable")),
+        )
+        .await
+        .unwrap();
+    alice
+        .iq_ok(
+            "set",
+            Some(&room),
+            config(&[("muc#roomconfig_membersonly", "1")]),
+        )
+        .await
+        .unwrap();
 
-    // DC 2 returns, its replication not yet running: the room is its again, but its copy of
-    // the room does not know Carol. Bob joins there; his join waits for DC 2 to catch up.
+    // DC 2 returns, its replication held back a moment: the room is its again, and its copy
+    // of it is open to all. Bob, no member, asks to join there; the answer waits for DC 2 to
+    // catch up.
     m.links.heal();
     m.dc_mut(2).revive_without_replicator().await.unwrap();
     let mut bob = available(m.dc(2), &b, "car").await;
@@ -382,25 +417,20 @@ async fn muc_a_returning_home_serves_its_rooms_only_once_it_has_caught_up() {
     bob.send(&join_presence(&occupant, None, &[]))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     m.dc_mut(2).start_replicator().await.unwrap();
-    bob.expect_within(SETTLED, "own presence (110)", presence_with(&occupant, 110))
-        .await
-        .unwrap();
-    // Served from the caught-up copy: Bob is shown Carol, who joined while DC 2 was away.
-    let mut vb = View::new(&room, "bob");
-    assert_eq!(vb.now(&mut bob).await, ["alice", "bob", "carol"]);
-
-    // And the room goes on as one: Bob's message reaches Carol (once DC 2's directory, which
-    // learns DC 1's sessions apart from the data, holds hers).
-    m.wait_directory_sessions(3, SETTLED).await.unwrap();
-    bob.send(&groupchat(&room, "back")).await.unwrap();
-    carol
-        .expect_within(SETTLED, "bob's message", |e| {
-            is_groupchat_from(&room)(e)
-                && e.child_text("body", ns::CLIENT).as_deref() == Some("back")
+    // Served from the caught-up copy: members-only, so Bob is refused (XEP-0045 §7.2.7).
+    let answer = bob
+        .expect_within(SETTLED, "the room's answer", |e| {
+            e.is("presence", ns::CLIENT) && e.attr("from") == Some(occupant.as_str())
         })
         .await
         .unwrap();
+    assert_eq!(answer.attr("type"), Some("error"), "{answer}");
+    assert_eq!(
+        stanza_error_condition(&answer).as_deref(),
+        Some("registration-required"),
+        "{answer}"
+    );
     m.stop().await.unwrap();
 }

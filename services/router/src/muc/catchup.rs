@@ -16,8 +16,14 @@ use parking_lot::Mutex;
 
 use crate::Ctx;
 
-/// How long a room stanza waits for this DC to catch up before it is served anyway.
-pub const WAIT: Duration = Duration::from_secs(10);
+/// How long a room stanza waits for this DC to catch up before it is served anyway. The wait
+/// holds the room's route partition, so every sender hashed to it waits too: kept short.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// How far apart (µs) two received reports that show a peer's head applied must be for it to
+/// count as caught up: more than a burst of queued reports, less than the report period
+/// (`data_status_ms`, 1 s; the tests' fast timers use less).
+const CONFIRM_US: i64 = 500_000;
 
 /// Between two reads of the replication positions while waiting.
 const POLL: Duration = Duration::from_millis(50);
@@ -81,6 +87,11 @@ pub async fn wait(ctx: &Ctx) {
         return;
     };
     let deadline = tokio::time::Instant::now() + WAIT;
+    // Per peer: when the report was received that first showed its head applied. Reports
+    // carry no send time, and those that waited in the federation queue while this DC was
+    // away come all at once: a peer counts as caught up once two reports received apart
+    // ([`CONFIRM_US`]) both show it.
+    let mut first_ok: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     loop {
         match ctx.store.peers().await {
             Ok(states) => {
@@ -90,7 +101,19 @@ pub async fn wait(ctx: &Ctx) {
                     .iter()
                     .map(|p| p.dc.as_str())
                     .filter(|dc| !ctx.muc_liveness.is_down(dc))
-                    .filter(|dc| !applied_since(states.iter().find(|s| s.dc == *dc), since))
+                    .filter(|dc| {
+                        let state = states.iter().find(|s| s.dc == *dc);
+                        match (applied_since(state, since), state.and_then(|s| s.seen_at)) {
+                            (true, Some(seen)) => {
+                                let first = *first_ok.entry((*dc).to_owned()).or_insert(seen);
+                                seen - first < CONFIRM_US
+                            }
+                            _ => {
+                                first_ok.remove(*dc);
+                                true
+                            }
+                        }
+                    })
                     .collect();
                 if behind.is_empty() {
                     tracing::info!(

@@ -26,7 +26,15 @@ pub async fn reflection(ctx: &Ctx, inb: &Inbound) -> anyhow::Result<()> {
     {
         return Ok(());
     }
-    let Some(rec) = record_of(&inb.el, &ctx.config.muc_domain()) else {
+    element(ctx, &inb.el).await
+}
+
+/// [`reflection`] for one stanza of a bundle from another DC.
+pub async fn element(ctx: &Ctx, el: &Element) -> anyhow::Result<()> {
+    if !ctx.config.muc || el.name() != "message" || StanzaType::of(el) != StanzaType::Groupchat {
+        return Ok(());
+    }
+    let Some(rec) = record_of(el, &ctx.config.muc_domain()) else {
         return Ok(());
     };
     if ctx.store.archive_keep(&rec).await? {
