@@ -3,7 +3,9 @@
 //! order). Each copy goes to its session as a stanza from another DC for one session would
 //! (partition.rs): the copies whose session is here go on as one fan-out per gateway, under
 //! their own ids; a copy whose session is gone, moved or unknown is routed again like a
-//! bounce of it, with one hop fewer.
+//! bounce of it, with one hop fewer. A bundle from another DC (`bundle`: stanzas one
+//! handling there queued, one after another, for sessions of this DC, all from one sender) is
+//! handled the same way, each stanza as it came ([`bundle_arrived`]).
 
 use std::time::Duration;
 
@@ -80,5 +82,69 @@ pub async fn arrived(
         ctx.metrics.routed(copy.kind.as_str(), outcome);
     }
     ctx.metrics.routed(inb.kind.as_str(), Outcome::Delivered);
+    Ok(())
+}
+
+/// Delivers or routes again each stanza of a bundle from another DC (`body`, its recipients in
+/// `headers`), in the partition of its sender: the ones whose session is here go on as
+/// deliveries of one handling (bundled again per gateway, ids kept), the others are routed
+/// again like a bounce of each. An unreadable bundle is dropped (logged).
+pub async fn bundle_arrived(
+    ctx: &Ctx,
+    body: &[u8],
+    headers: Option<&meerkat_bus::lapin::types::FieldTable>,
+    target_wait: Duration,
+) -> anyhow::Result<()> {
+    use meerkat_bus::HeaderExt;
+    use meerkat_wire::headers as h;
+    let pairs = headers
+        .get_str(h::RECIPIENTS)
+        .ok_or(FanoutError::Empty)
+        .and_then(|r| meerkat_wire::fanout::decode(&r))
+        .and_then(|r| meerkat_wire::fanout::unbundle(body, r));
+    let pairs = match pairs {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "bundle from another DC unreadable: dropped");
+            return Ok(());
+        }
+    };
+    for (_, el) in &pairs {
+        crate::muc::kept::element(ctx, el).await?;
+    }
+    let hops = headers.get_u64(h::HOPS).unwrap_or(0);
+    futures::future::join_all(
+        pairs
+            .iter()
+            .map(|(r, _)| ctx.sessions.wait_seen(r.session, 0, target_wait)),
+    )
+    .await;
+    let mut out = Outbox::new(hops);
+    let mut elsewhere = Vec::new();
+    {
+        let dir = ctx.sessions.read();
+        for (r, el) in pairs {
+            match route::remote_arrival(dir.by_session(r.session), &ctx.config.dc, hops) {
+                RemoteArrival::Deliver(target) => out.deliver_as(target, &el, &r.id),
+                RemoteArrival::Reresolve { hops } => elsewhere.push((r, el, hops)),
+            }
+        }
+    }
+    out.flush(ctx).await?;
+    for (r, el, hops) in elsewhere {
+        tracing::debug!(session = %r.session, hops, "bundled stanza's session not here: re-resolved");
+        let Ok(mut copy) = Inbound::parse(el.to_xml().as_bytes(), headers) else {
+            tracing::warn!(session = %r.session, "unreadable stanza in a bundle from another DC dropped");
+            continue;
+        };
+        copy.wire_kind = RouteKind::Bounce;
+        copy.hops = hops;
+        copy.target_session = Some(r.session);
+        copy.recipients = None;
+        let mut out = Outbox::new(hops).derived_from(Some(&r.id));
+        let outcome = route::route(ctx, &copy, &mut out).await?;
+        out.flush(ctx).await?;
+        ctx.metrics.routed(copy.kind.as_str(), outcome);
+    }
     Ok(())
 }

@@ -180,8 +180,8 @@ pub async fn run_returned(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc
     .await;
 }
 
-/// A fan-out that came back from a DC that did not take it: each copy routed again as a
-/// returned stanza of its own (its `to`, its target session, its id). Unreadable
+/// A fan-out or a bundle that came back from a DC that did not take it: each copy routed again
+/// as a returned stanza of its own (its `to`, its target session, its id). Unreadable
 /// recipients: nothing to route (logged).
 async fn return_copies(ctx: &Ctx, r: &RouteIn, recipients: &str) -> anyhow::Result<()> {
     let copies = match meerkat_wire::fanout::decode(recipients) {
@@ -194,9 +194,25 @@ async fn return_copies(ctx: &Ctx, r: &RouteIn, recipients: &str) -> anyhow::Resu
         }
     };
     let stanza = meerkat_xmpp::Element::parse(&r.body)?;
-    for c in copies {
-        let mut el = stanza.clone();
-        el.set_attr("to", c.to);
+    let pairs = if stanza.is("bundle", meerkat_wire::headers::ROUTE_NS) {
+        match meerkat_wire::fanout::unbundle(r.body.as_bytes(), copies) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "returned bundle unreadable: dropped");
+                return Ok(());
+            }
+        }
+    } else {
+        copies
+            .into_iter()
+            .map(|c| {
+                let mut el = stanza.clone();
+                el.set_attr("to", c.to.clone());
+                (c, el)
+            })
+            .collect()
+    };
+    for (c, el) in pairs {
         let copy = RouteIn {
             body: el.to_xml(),
             target: Some(c.session),
@@ -524,7 +540,11 @@ pub fn read(body: &[u8], headers: Option<&FieldTable>) -> Arrival {
     else {
         return Arrival::Invalid("stanza with neither sender nor recipient".into());
     };
-    let fanout = meerkat_bus::wire::kind(headers) == Ok(RouteKind::Fanout);
+    // A fan-out's or a bundle's copies travel on (fanout.rs).
+    let fanout = matches!(
+        meerkat_bus::wire::kind(headers),
+        Ok(RouteKind::Fanout | RouteKind::Bundle)
+    );
     Arrival::Stanza(RouteIn {
         key,
         body: stanza.to_xml(),
@@ -573,6 +593,7 @@ async fn forward(
             let kind = match meerkat_bus::wire::kind(headers) {
                 Ok(RouteKind::Room) => RouteKind::Room,
                 Ok(RouteKind::Fanout) => RouteKind::Fanout,
+                Ok(RouteKind::Bundle) => RouteKind::Bundle,
                 _ => RouteKind::Remote,
             };
             republish(ctx, &r, kind, id).await

@@ -347,7 +347,12 @@ impl Outbox {
                         .str(h::DATA_EPOCH, epoch)
                         .u64(h::DATA_SEQ, u64::try_from(*seq).unwrap_or(0));
                 }
-                props = props.opt_str(h::SENDER, o.stanza.as_ref().and_then(|s| s.attr("from")));
+                // A bundle's sender is its stanzas' (one per bundle to another DC).
+                let stanza = o.stanza.as_ref().and_then(|s| match o.kind {
+                    RouteKind::Bundle => s.children().next(),
+                    _ => Some(s),
+                });
+                props = props.opt_str(h::SENDER, stanza.and_then(|s| s.attr("from")));
             }
             tracing::debug!(session = %o.target.session, copies = o.copies.len(), dc = %o.target.dc, gateway = %o.target.gateway, message = %id, stanza = ?o.stanza.as_ref().and_then(|s| s.attr("id")), kind = o.kind.as_str(), "delivery");
             let span = publish_span(remote, o, &id);
@@ -401,24 +406,37 @@ impl Outbox {
 }
 
 /// `items` with each run of two or more consecutive stanzas for sessions of one gateway of
-/// this DC made one bundle (meerkat_wire::fanout), or several when their recipients do not
-/// fit one header; in order, each stanza under the id it would have had alone.
+/// this DC, or for sessions at one other DC from one sender, made one bundle
+/// (meerkat_wire::fanout), or several when their recipients do not fit one header; in order,
+/// each stanza under the id it would have had alone. A bundle to another DC is handled there
+/// in the partition of its sender (fanout.rs), hence one sender per bundle: a sender's stanzas
+/// keep their order there.
 fn bundled(items: Vec<Out>, own: &str) -> Vec<Out> {
-    let bundleable = |o: &Out| {
-        o.kind == RouteKind::Stanza
-            && o.copies.is_empty()
-            && o.stanza.is_some()
-            && !o.target.is_remote(own)
+    let bundleable =
+        |o: &Out| o.kind == RouteKind::Stanza && o.copies.is_empty() && o.stanza.is_some();
+    // Where a bundle of `o` goes: its gateway here, or its DC and sender's bare JID.
+    let place = |o: &Out| {
+        if o.target.is_remote(own) {
+            let sender = o
+                .stanza
+                .as_ref()
+                .and_then(|s| s.attr("from"))
+                .map(crate::jids::bare);
+            (o.target.dc.clone(), sender)
+        } else {
+            (String::new(), Some(o.target.gateway.clone()))
+        }
     };
     let mut result = Vec::with_capacity(items.len());
     let mut run: Vec<Out> = Vec::new();
     for o in items {
         let joins = bundleable(&o)
-            && run
-                .first()
-                .is_some_and(|first| first.target.gateway == o.target.gateway);
+            && run.first().is_some_and(|first| {
+                let (p, q) = (place(first), place(&o));
+                p == q && p.1.is_some()
+            });
         if !joins {
-            bundle_run(std::mem::take(&mut run), &mut result);
+            bundle_run(std::mem::take(&mut run), own, &mut result);
         }
         if bundleable(&o) {
             run.push(o);
@@ -426,11 +444,11 @@ fn bundled(items: Vec<Out>, own: &str) -> Vec<Out> {
             result.push(o);
         }
     }
-    bundle_run(run, &mut result);
+    bundle_run(run, own, &mut result);
     result
 }
 
-fn bundle_run(run: Vec<Out>, result: &mut Vec<Out>) {
+fn bundle_run(run: Vec<Out>, own: &str, result: &mut Vec<Out>) {
     if run.len() < 2 {
         result.extend(run);
         return;
@@ -448,7 +466,12 @@ fn bundle_run(run: Vec<Out>, result: &mut Vec<Out>) {
                 .to_owned(),
         })
         .collect();
-    let gateway = run[0].target.gateway.clone();
+    // Another DC, or a gateway of this one.
+    let (dc, gateway) = if run[0].target.is_remote(own) {
+        (run[0].target.dc.clone(), String::new())
+    } else {
+        (String::new(), run[0].target.gateway.clone())
+    };
     let mut at = 0;
     for chunk in fanout::split(&copies) {
         let outs = &run[at..at + chunk.len()];
@@ -466,7 +489,7 @@ fn bundle_run(run: Vec<Out>, result: &mut Vec<Out>) {
         let stanzas: Vec<&Element> = outs.iter().filter_map(|o| o.stanza.as_ref()).collect();
         result.push(Out {
             target: Target {
-                dc: String::new(),
+                dc: dc.clone(),
                 gateway: gateway.clone(),
                 session: Uuid::nil(),
             },

@@ -143,6 +143,18 @@ async fn handle_delivery(ctx: &Ctx, queue: &str, delivery: Delivery, seen: &Mute
         }
         return;
     }
+    // Stanzas from another DC for sessions here, bundled there (fanout.rs).
+    if wire_kind == RouteKind::Bundle {
+        match crate::fanout::bundle_arrived(ctx, &delivery.data, headers, REMOTE_TARGET_WAIT).await
+        {
+            Ok(()) => done(&delivery, id.as_deref(), seen).await,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "bundle from another DC not delivered; requeued");
+                meerkat_bus::requeue_after(&delivery, retry_pause(1)).await;
+            }
+        }
+        return;
+    }
     // A bounce means the gateway no longer has that session: forget it first, whether or
     // not the stanza itself can be routed again.
     if wire_kind == RouteKind::Bounce {

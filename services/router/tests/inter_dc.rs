@@ -453,6 +453,20 @@ fn fan_out_headers(recipients: &[(Uuid, &str, String)]) -> Headers {
         .u64(h::HOPS, 2)
 }
 
+/// Bob online at `dc` (his client, full JID and session as announced), Dave registered and
+/// offline.
+async fn bob_online_dave_offline(dc: &Dc, a: &Amqp) -> (Client, String, SessionInfo, String) {
+    let mut events = listen(a, names::SESSIONS_EXCHANGE, "").await;
+    let (bob, dave) = (user("bob"), user("dave"));
+    let b = online(dc, &bob, "desk").await;
+    let bob_full = format!("{bob}@example.com/desk");
+    let bs = available_session(&mut events, &bob_full).await;
+    Client::register_account(&dc.client(), &dave, "secret-pw")
+        .await
+        .unwrap();
+    (b, bob_full, bs, dave)
+}
+
 /// A groupchat-like stanza without `to`, each copy gets its recipient's.
 fn reflection(body: &str) -> Element {
     let mut m = chat("room@conference.example.com/nick", "", body);
@@ -539,6 +553,87 @@ async fn a_fan_out_from_another_dc_reaches_each_session_once_and_a_missing_one_i
     dc.stop().await.unwrap();
 }
 
+/// A bundle from another DC (stanzas one handling there queued for sessions here, all from one
+/// sender: a room's presences to a newcomer, its history): Bob gets his three in order, each
+/// once though the federation delivers the bundle twice, and the one for Dave's session, gone,
+/// is routed again and kept offline for him. An uneven bundle (fewer stanzas than recipients)
+/// is dropped, and the partition goes on.
+#[tokio::test]
+async fn a_bundle_from_another_dc_reaches_its_sessions_in_order_and_a_missing_one_is_kept() {
+    let dc = dc().await;
+    let a = amqp(&dc).await;
+    let (mut b, bob_full, bs, dave) = bob_online_dave_offline(&dc, &a).await;
+    let dave_to = format!("{dave}@example.com/gone");
+    let stanza = |body: &str, to: &str| {
+        let mut m = reflection(body);
+        m.set_attr("to", to);
+        m
+    };
+    let stanzas = [
+        stanza("first", &bob_full),
+        stanza("for dave", &dave_to),
+        stanza("second", &bob_full),
+        stanza("third", &bob_full),
+    ];
+    let copies = [
+        (bs.session_id, "b-1", bob_full.clone()),
+        (Uuid::now_v7(), "d-1", dave_to.clone()),
+        (bs.session_id, "b-2", bob_full.clone()),
+        (bs.session_id, "b-3", bob_full.clone()),
+    ];
+    let send = |copies: &[(Uuid, &str, String)], stanzas: &[Element], id: &'static str| {
+        let refs: Vec<&Element> = stanzas.iter().collect();
+        let body = format!(
+            "<route xmlns='{}' from='dc2.example.com' to='dc1.example.com'>{}</route>",
+            h::ROUTE_NS,
+            meerkat_wire::fanout::bundle(&refs).to_xml()
+        );
+        let mut headers = fan_out_headers(copies)
+            .str(h::KIND, meerkat_wire::RouteKind::Bundle.as_str())
+            .str(h::TARGET_DC, "dc1")
+            .str(h::ORIGIN_DC, "dc2")
+            .str(h::SENDER, "room@conference.example.com/nick");
+        came_through(&mut headers, DC2_LINK);
+        let props = BasicProperties::default()
+            .with_message_id(id.into())
+            .with_delivery_mode(2)
+            .with_headers(headers.build());
+        let publisher = &a.publisher;
+        async move {
+            publisher
+                .publish(names::INTER_STANZAS_EXCHANGE, "dc1", props, body.as_bytes())
+                .await
+                .unwrap();
+        }
+    };
+    send(&copies[..2], &stanzas[..1], "bundle-uneven").await;
+    for _ in 0..2 {
+        send(&copies, &stanzas, "bundle-1").await;
+    }
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let m = b
+            .expect("a bundled stanza", |e| {
+                e.attr("from") == Some("room@conference.example.com/nick")
+            })
+            .await
+            .unwrap();
+        assert_eq!(m.attr("to"), Some(bob_full.as_str()));
+        got.push(
+            m.child_text("body", meerkat_xmpp::ns::CLIENT)
+                .unwrap_or_default(),
+        );
+    }
+    assert_eq!(got, ["first", "second", "third"]);
+    b.expect_none(Duration::from_millis(700), |e| {
+        e.attr("from") == Some("room@conference.example.com/nick")
+    })
+    .await
+    .unwrap();
+    offline_reaches(&dc, &dave, &["for dave"]).await;
+    dc.stop().await.unwrap();
+}
+
 /// A fan-out on a gateway's own queue naming a session that gateway does not hold (it ended
 /// a moment ago, before the router knew): the session it holds gets its copy; the other
 /// copy goes back to the routers and is kept offline for its account. A fan-out with
@@ -548,14 +643,7 @@ async fn a_fan_out_from_another_dc_reaches_each_session_once_and_a_missing_one_i
 async fn a_gateway_hands_each_fan_out_copy_to_its_session_and_bounces_the_missing_one() {
     let dc = dc().await;
     let a = amqp(&dc).await;
-    let mut events = listen(&a, names::SESSIONS_EXCHANGE, "").await;
-    let (bob, dave) = (user("bob"), user("dave"));
-    let mut b = online(&dc, &bob, "desk").await;
-    let bob_full = format!("{bob}@example.com/desk");
-    let bs = available_session(&mut events, &bob_full).await;
-    Client::register_account(&dc.client(), &dave, "secret-pw")
-        .await
-        .unwrap();
+    let (mut b, bob_full, bs, dave) = bob_online_dave_offline(&dc, &a).await;
     let publish = |headers: Headers, id: &'static str, body: String| {
         let props = BasicProperties::default()
             .with_message_id(id.into())

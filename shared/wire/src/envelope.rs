@@ -1,7 +1,7 @@
 //! The readable envelope a stanza travels in between DCs (docs/protocol.md):
 //! `<route xmlns='urn:xmpp:meerkat:route:1' from='dc1.example.com' to='dc2.example.com'>STANZA</route>`,
 //! the stanza inside untouched (namespace `jabber:client` declared). A conflict kick travels
-//! as an empty envelope. Routing metadata stays in the AMQP headers; the envelope only makes
+//! as an empty envelope, a bundle as its `<bundle/>`. Routing metadata stays in the AMQP headers; the envelope only makes
 //! the message readable in the management UI.
 
 use crate::headers::ROUTE_NS;
@@ -47,7 +47,8 @@ pub fn unwrap(body: &[u8]) -> Result<Option<Element>, EnvelopeError> {
     if children.next().is_some() {
         return Err(EnvelopeError::SeveralStanzas);
     }
-    if StanzaKind::of(stanza).is_none() {
+    // A bundle (several stanzas for sessions of the receiving DC, fanout.rs) travels whole.
+    if StanzaKind::of(stanza).is_none() && !stanza.is("bundle", ROUTE_NS) {
         return Err(EnvelopeError::NotAStanza(
             stanza.name().to_owned(),
             stanza.ns().to_owned(),
@@ -67,6 +68,20 @@ mod tests {
             .with_attr("to", "bob@example.com/desk")
             .with_attr("type", "chat")
             .with_child(Element::new("body", ns::CLIENT).with_text("hi <there> & 'you'"))
+    }
+
+    #[test]
+    fn a_bundle_travels_whole() {
+        let (a, b) = (message(), message().with_attr("id", "2"));
+        let bundle = crate::fanout::bundle(&[&a, &b]);
+        let body = wrap(Some(&bundle), "dc1.example.com", "dc2.example.com");
+        assert_eq!(unwrap(body.as_bytes()), Ok(Some(bundle)));
+        let other = Element::new("other", ROUTE_NS);
+        let body = wrap(Some(&other), "dc1.example.com", "dc2.example.com");
+        assert!(matches!(
+            unwrap(body.as_bytes()),
+            Err(EnvelopeError::NotAStanza(..))
+        ));
     }
 
     #[test]
