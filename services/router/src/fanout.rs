@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use meerkat_wire::fanout::FanoutError;
+use meerkat_wire::fanout::{FanoutError, Recipient};
 use meerkat_wire::RouteKind;
 
 use crate::inbound::Inbound;
@@ -67,19 +67,9 @@ pub async fn arrived(
     for (c, hops) in elsewhere {
         tracing::debug!(session = %c.session, hops, "fan-out copy's session not here: re-resolved");
         let mut el = inb.el.clone();
-        el.set_attr("to", c.to);
-        let copy = Inbound {
-            el,
-            wire_kind: RouteKind::Bounce,
-            hops,
-            target_session: Some(c.session),
-            recipients: None,
-            ..inb.clone()
-        };
-        let mut out = Outbox::new(hops).derived_from(Some(&c.id));
-        let outcome = route::route(ctx, &copy, &mut out).await?;
-        out.flush(ctx).await?;
-        ctx.metrics.routed(copy.kind.as_str(), outcome);
+        el.set_attr("to", c.to.clone());
+        let copy = Inbound { el, ..inb.clone() };
+        reroute(ctx, copy, &c, hops).await?;
     }
     ctx.metrics.routed(inb.kind.as_str(), Outcome::Delivered);
     Ok(())
@@ -133,18 +123,28 @@ pub async fn bundle_arrived(
     out.flush(ctx).await?;
     for (r, el, hops) in elsewhere {
         tracing::debug!(session = %r.session, hops, "bundled stanza's session not here: re-resolved");
-        let Ok(mut copy) = Inbound::parse(el.to_xml().as_bytes(), headers) else {
+        let Ok(copy) = Inbound::parse(el.to_xml().as_bytes(), headers) else {
             tracing::warn!(session = %r.session, "unreadable stanza in a bundle from another DC dropped");
             continue;
         };
-        copy.wire_kind = RouteKind::Bounce;
-        copy.hops = hops;
-        copy.target_session = Some(r.session);
-        copy.recipients = None;
-        let mut out = Outbox::new(hops).derived_from(Some(&r.id));
-        let outcome = route::route(ctx, &copy, &mut out).await?;
-        out.flush(ctx).await?;
-        ctx.metrics.routed(copy.kind.as_str(), outcome);
+        reroute(ctx, copy, &r, hops).await?;
     }
+    Ok(())
+}
+
+/// Routes `copy`, one copy of a fan-out or one stanza of a bundle whose session (`r`) is not
+/// here, again like a bounce of it, with `hops` left and under its own id.
+async fn reroute(ctx: &Ctx, copy: Inbound, r: &Recipient, hops: u64) -> anyhow::Result<()> {
+    let copy = Inbound {
+        wire_kind: RouteKind::Bounce,
+        hops,
+        target_session: Some(r.session),
+        recipients: None,
+        ..copy
+    };
+    let mut out = Outbox::new(hops).derived_from(Some(&r.id));
+    let outcome = route::route(ctx, &copy, &mut out).await?;
+    out.flush(ctx).await?;
+    ctx.metrics.routed(copy.kind.as_str(), outcome);
     Ok(())
 }

@@ -10,7 +10,7 @@
 use meerkat_store::{archive_stamp, Record};
 use meerkat_wire::data::ArchiveState;
 use meerkat_wire::RouteKind;
-use meerkat_xmpp::{ns, Element, StanzaKind, StanzaType};
+use meerkat_xmpp::{ns, Element, StanzaType};
 
 use crate::inbound::Inbound;
 use crate::jids::Addr;
@@ -19,11 +19,7 @@ use crate::Ctx;
 /// Keeps the archive row a room's reflection from another DC carries, if this DC lacks it.
 /// Anything else passes untouched.
 pub async fn reflection(ctx: &Ctx, inb: &Inbound) -> anyhow::Result<()> {
-    if !ctx.config.muc
-        || !matches!(inb.wire_kind, RouteKind::Remote | RouteKind::Fanout)
-        || inb.kind != StanzaKind::Message
-        || inb.ty != StanzaType::Groupchat
-    {
+    if !matches!(inb.wire_kind, RouteKind::Remote | RouteKind::Fanout) {
         return Ok(());
     }
     element(ctx, &inb.el).await
