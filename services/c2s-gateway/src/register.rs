@@ -78,7 +78,7 @@ async fn create(ctx: &Ctx, username: &str, password: &str) -> Result<(), StanzaE
     let name = jid::NodePart::new(username.trim())
         .map_err(|_| StanzaError::jid_malformed().text("not a valid username"))?
         .to_string();
-    let creds = credentials(password)?;
+    let creds = credentials(password).await?;
     match ctx.store.create_account(&name, &creds).await {
         Ok(()) => {
             tracing::info!(user = %name, "account registered");
@@ -92,11 +92,20 @@ async fn create(ctx: &Ctx, username: &str, password: &str) -> Result<(), StanzaE
     }
 }
 
-fn credentials(password: &str) -> Result<Credentials, StanzaError> {
+/// Derives the stored credentials of `password`: two PBKDF2 derivations of milliseconds each,
+/// on the blocking pool, so that a registration does not hold up the other connections the
+/// same async worker serves.
+async fn credentials(password: &str) -> Result<Credentials, StanzaError> {
     if password.is_empty() {
         return Err(StanzaError::not_acceptable().text("the password must not be empty"));
     }
-    Credentials::derive(password, Credentials::DEFAULT_ITERATIONS).map_err(|_| {
+    let password = password.to_owned();
+    let derived = tokio::task::spawn_blocking(move || {
+        Credentials::derive(&password, Credentials::DEFAULT_ITERATIONS)
+    })
+    .await
+    .map_err(|_| StanzaError::internal_server_error())?;
+    derived.map_err(|_| {
         StanzaError::not_acceptable().text("the password contains characters that are not allowed")
     })
 }
@@ -163,7 +172,7 @@ pub async fn after_auth(
                     AccountChange::None,
                 );
             }
-            let creds = match credentials(&password) {
+            let creds = match credentials(&password).await {
                 Ok(c) => c,
                 Err(e) => return (error_reply(iq, &e), AccountChange::None),
             };

@@ -154,9 +154,17 @@ async fn plain(
         .credentials(&user)
         .await
         .map_err(|_| Failure::Condition("temporary-auth-failure"))?;
-    match creds {
-        Some(c) if c.verify_plain(&auth.password) => Ok((user, None)),
-        _ => Err(Failure::Condition("not-authorized")),
+    let Some(c) = creds else {
+        return Err(Failure::Condition("not-authorized"));
+    };
+    // PLAIN derives the password's PBKDF2 key on every login (milliseconds): on the blocking
+    // pool, so that a burst of logins does not hold up the other connections of the same
+    // async worker (their TLS handshakes, their stanzas).
+    let password = auth.password;
+    match tokio::task::spawn_blocking(move || c.verify_plain(&password)).await {
+        Ok(true) => Ok((user, None)),
+        Ok(false) => Err(Failure::Condition("not-authorized")),
+        Err(_) => Err(Failure::Condition("temporary-auth-failure")),
     }
 }
 

@@ -3,9 +3,9 @@
 //! DC's database (`--database-url`), spread over 100 conversations, as if they had been
 //! archived over a few days; then the user asks N times, one query after another, for the
 //! last 50 messages of one conversation (`with` = one contact, RSM `<max>50</max><before/>`),
-//! and N times for the last 50 of the whole archive. Per query: from sending the iq until its
-//! result (`<fin/>`), after every `<result/>` message. Also the archive table's size on disk
-//! per message (heap, TOAST and indexes).
+//! and N times for the last 50 of the whole archive, 40 queries a second ([`PACE`]). Per
+//! query: from sending the iq until its result (`<fin/>`), after every `<result/>` message.
+//! Also the archive table's size on disk per message (heap, TOAST and indexes).
 //!
 //! The rows written here are not replicated (no outbox record): the figures are one DC's.
 
@@ -24,6 +24,11 @@ use crate::Args;
 const CONVERSATIONS: i64 = 100;
 /// Messages per page, as a client catching up asks.
 const PAGE: usize = 50;
+/// The time from one query's start to the next's: 40 queries a second, within what the
+/// gateway reads from one client (`client_stanzas_per_sec`, 50 by default). Faster, the
+/// session spends its stanza burst (200) and then each query waits 20 ms for the shaper
+/// before it is read: the shaper's figure, not the archive's.
+const PACE: std::time::Duration = std::time::Duration::from_millis(25);
 
 pub async fn query(args: &Args) -> anyhow::Result<()> {
     let owner = format!("{}archiveowner", args.prefix);
@@ -81,6 +86,7 @@ pub async fn query(args: &Args) -> anyhow::Result<()> {
             let got = last_page(&mut client, &format!("q{i}"), with).await?;
             anyhow::ensure!(got == PAGE, "query {i}: {got} results, not {PAGE}");
             h.record(u64::try_from(started.elapsed().as_micros())?.max(1))?;
+            tokio::time::sleep_until((started + PACE).into()).await;
         }
     }
     let (_, mut writer) = client.split();
