@@ -310,19 +310,12 @@ async fn negotiate(
                     }
                     let allowed = t.is_secure() || !ctx.config.tls_required;
                     match sasl::authenticate(ctx, t, &el, peer, allowed).await? {
-                        Some(user) => {
-                            // What the session holds against later account changes: read
-                            // just after the proof was checked against the same row.
-                            state.credentials = match accounts::current(ctx, &user).await {
-                                Ok(Some(fp)) => fp,
-                                Ok(None) => {
-                                    return Err(End::Error(StreamError::with_text(
-                                        "not-authorized",
-                                        "the account was removed",
-                                    )))
-                                }
-                                Err(e) => return Err(End::Error(e)),
-                            };
+                        Some((user, fingerprint)) => {
+                            // What the session holds against later account changes: the
+                            // credentials the proof was checked against. A change since that
+                            // read is caught by the check after binding (or resuming), which
+                            // reads the account again (accounts::check).
+                            state.credentials = fingerprint;
                             state.username = Some(user);
                             let t = holder.take().ok_or(End::Gone)?;
                             *holder = Some(t.restart());

@@ -27,14 +27,15 @@ pub fn offered(secure: bool) -> &'static [&'static str] {
     }
 }
 
-/// Runs one SASL exchange. `Some(username)` on success (the success element is sent).
+/// Runs one SASL exchange. On success (the success element is sent): the username, and the
+/// fingerprint of the credentials the proof was checked against (crate::accounts).
 pub async fn authenticate(
     ctx: &Ctx,
     t: &mut Transport,
     auth: &Element,
     peer: SocketAddr,
     allowed: bool,
-) -> Result<Option<String>, End> {
+) -> Result<Option<(String, u64)>, End> {
     let mechanism = auth.attr("mechanism").unwrap_or_default().to_owned();
     let mut ticket = None;
     let outcome = if !allowed {
@@ -57,7 +58,7 @@ pub async fn authenticate(
         outcome: o.to_owned(),
     };
     match outcome {
-        Ok((user, server_final)) => {
+        Ok((user, fingerprint, server_final)) => {
             if let Some(ticket) = ticket {
                 ctx.throttle.take_back(ticket);
             }
@@ -69,7 +70,7 @@ pub async fn authenticate(
             t.write(&format!("<success xmlns='{}'>{body}</success>", ns::SASL))
                 .await?;
             tracing::debug!(%peer, user, mechanism, "authenticated");
-            Ok(Some(user))
+            Ok(Some((user, fingerprint)))
         }
         Err(failure) => {
             let (condition, outcome) = match failure {
@@ -117,7 +118,8 @@ async fn count_attempt(
     }
 }
 
-type Success = (String, Option<Vec<u8>>);
+/// The username, its credentials' fingerprint, and SCRAM's server-final message.
+type Success = (String, u64, Option<Vec<u8>>);
 
 fn decode(text: &str) -> Result<Vec<u8>, Failure> {
     let text = text.trim();
@@ -157,12 +159,13 @@ async fn plain(
     let Some(c) = creds else {
         return Err(Failure::Condition("not-authorized"));
     };
+    let fingerprint = crate::accounts::fingerprint(&c);
     // PLAIN derives the password's PBKDF2 key on every login (milliseconds): on the blocking
     // pool, so that a burst of logins does not hold up the other connections of the same
     // async worker (their TLS handshakes, their stanzas).
     let password = auth.password;
     match tokio::task::spawn_blocking(move || c.verify_plain(&password)).await {
-        Ok(true) => Ok((user, None)),
+        Ok(true) => Ok((user, fingerprint, None)),
         Ok(false) => Err(Failure::Condition("not-authorized")),
         Err(_) => Err(Failure::Condition("temporary-auth-failure")),
     }
@@ -219,9 +222,10 @@ async fn scram(
         Ok(b) => b,
         Err(f) => return Ok(Err(f)),
     };
-    match (server.client_final(&client_final), user) {
-        (Ok(server_final), Some(user)) if creds.is_some() => Ok(Ok((user, Some(server_final)))),
-        (Ok(_), _) => Ok(Err(Failure::Condition("not-authorized"))),
-        (Err(e), _) => Ok(Err(Failure::Sasl(e))),
+    let fingerprint = creds.as_ref().map(crate::accounts::fingerprint);
+    match (server.client_final(&client_final), user, fingerprint) {
+        (Ok(server_final), Some(user), Some(fp)) => Ok(Ok((user, fp, Some(server_final)))),
+        (Ok(_), _, _) => Ok(Err(Failure::Condition("not-authorized"))),
+        (Err(e), _, _) => Ok(Err(Failure::Sasl(e))),
     }
 }
