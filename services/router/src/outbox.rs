@@ -429,19 +429,26 @@ fn bundled(items: Vec<Out>, own: &str) -> Vec<Out> {
     };
     let mut result = Vec::with_capacity(items.len());
     let mut run: Vec<Out> = Vec::new();
+    // The place of the run's first item: each item's place is worked out once (a sender's
+    // bare JID is a normalising parse), not again for every item that joins the run.
+    let mut run_place = None;
     for o in items {
-        let joins = bundleable(&o)
-            && run.first().is_some_and(|first| {
-                let (p, q) = (place(first), place(&o));
-                p == q && p.1.is_some()
-            });
+        let at = bundleable(&o).then(|| place(&o));
+        let joins = at
+            .as_ref()
+            .is_some_and(|p| p.1.is_some() && run_place.as_ref() == Some(p));
         if !joins {
             bundle_run(std::mem::take(&mut run), own, &mut result);
+            run_place = None;
         }
-        if bundleable(&o) {
-            run.push(o);
-        } else {
-            result.push(o);
+        match at {
+            Some(p) => {
+                if run.is_empty() {
+                    run_place = Some(p);
+                }
+                run.push(o);
+            }
+            None => result.push(o),
         }
     }
     bundle_run(run, own, &mut result);

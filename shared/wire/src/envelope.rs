@@ -1,8 +1,8 @@
 //! The readable envelope a stanza travels in between DCs (docs/protocol.md):
 //! `<route xmlns='urn:xmpp:meerkat:route:1' from='dc1.example.com' to='dc2.example.com'>STANZA</route>`,
 //! the stanza inside untouched (namespace `jabber:client` declared). A conflict kick travels
-//! as an empty envelope, a bundle as its `<bundle/>`. Routing metadata stays in the AMQP headers; the envelope only makes
-//! the message readable in the management UI.
+//! as an empty envelope, a bundle as its `<bundle/>`. Routing metadata stays in the AMQP
+//! headers; the envelope only makes the message readable in the management UI.
 
 use crate::headers::ROUTE_NS;
 use meerkat_xmpp::{Element, StanzaKind};
