@@ -10,6 +10,7 @@
 use meerkat_wire::data::{ArchivePrefsState, ArchiveState, Record, Stamp};
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
+use crate::replication::split_jid;
 use crate::{replication, Store, StoreError};
 
 /// A user's default archiving rule (XEP-0313 §6.1).
@@ -158,13 +159,6 @@ pub fn archive_stamp(id: &str) -> Option<Stamp> {
 }
 
 /// `(bare, resource)` of a JID (resource '' when none).
-fn split_jid(jid: &str) -> (String, String) {
-    match jid.split_once('/') {
-        Some((b, r)) => (b.to_lowercase(), r.to_owned()),
-        None => (jid.to_lowercase(), String::new()),
-    }
-}
-
 /// Whether `prefs` (or the server's `default` when the user has none) archive a message with
 /// `with_bare`; `in_roster` is asked only when the answer depends on it.
 async fn wanted(
@@ -241,7 +235,10 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut tx = self.pool().begin().await?;
-        let first = replication::tick(&mut tx).await?;
+        // What decides the write is read first; the DC's clock row, which every write
+        // transaction of the DC holds from its tick until it commits, is taken only for the
+        // writing. A handling repeated meanwhile by another router is caught by the key's
+        // unique index: this transaction fails and each entry is written again on its own.
         // Written already under its key (a repeated handling): that row's id, nothing new.
         // A key names its owner too (`archive_key`), so it alone finds the earlier row here.
         let keys: Vec<Option<uuid::Uuid>> = entries
@@ -305,36 +302,24 @@ impl Store {
         if n == 0 {
             return Ok(keys.iter().map(earlier).collect());
         }
-        // One stamp per row: the clock row is locked by this transaction since `tick`.
-        if n > 1 {
-            sqlx::query("UPDATE replication_clock SET hlc = hlc + $1")
-                .bind(n - 1)
-                .execute(&mut *tx)
-                .await?;
-        }
+        // One stamp per row.
+        let first = replication::tick_many(&mut tx, n).await?;
         let mut ids = Vec::with_capacity(entries.len());
         let mut records = Vec::with_capacity(n as usize);
-        let mut cols: [Vec<String>; 5] = Default::default();
-        let mut hlcs = Vec::with_capacity(n as usize);
-        let mut row_keys = Vec::with_capacity(n as usize);
+        let mut rows = replication::ArchiveRows::default();
         let mut next = first.hlc;
         for ((e, ok), key) in entries.iter().zip(&chosen).zip(&keys) {
             if !ok {
                 ids.push(earlier(key));
                 continue;
             }
-            row_keys.push(*key);
             let stamp = Stamp {
                 hlc: next,
                 dc: first.dc.clone(),
             };
             next += 1;
             let id = archive_id(&stamp);
-            let (bare, res) = split_jid(&e.with);
-            for (c, v) in cols.iter_mut().zip([&id, &e.owner, &bare, &res, &e.stanza]) {
-                c.push(v.clone());
-            }
-            hlcs.push(stamp.hlc);
+            rows.push(&id, &e.owner, &e.with, &e.stanza, &stamp, *key);
             records.push(Record::Archive {
                 username: e.owner.clone(),
                 id: id.clone(),
@@ -346,21 +331,7 @@ impl Store {
             });
             ids.push(Some(id));
         }
-        sqlx::query(
-            "INSERT INTO archive (id, username, with_jid, with_resource, stanza, hlc, hlc_dc, \
-             msg_key) SELECT i, u, w, r, s, h, $7, k FROM unnest($1::text[], $2::text[], \
-             $3::text[], $4::text[], $5::text[], $6::bigint[], $8::uuid[]) AS t(i, u, w, r, s, h, k)",
-        )
-        .bind(&cols[0])
-        .bind(&cols[1])
-        .bind(&cols[2])
-        .bind(&cols[3])
-        .bind(&cols[4])
-        .bind(&hlcs)
-        .bind(&first.dc)
-        .bind(&row_keys)
-        .execute(&mut *tx)
-        .await?;
+        rows.insert(&mut tx).await?;
         let mark = replication::append(&mut tx, &records).await?;
         tx.commit().await?;
         if let Some((epoch, seq)) = mark {

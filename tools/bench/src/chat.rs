@@ -127,9 +127,10 @@ impl Online {
                         &args.login_opts(),
                     )
                     .await?;
-                    if args.archive_off {
-                        c.archive_never().await?;
-                    }
+                    // Set either way: the preference stays with the account, and a run
+                    // reusing the names of an `--archive-off` run would archive nothing.
+                    c.archive_default(if args.archive_off { "never" } else { "always" })
+                        .await?;
                     let mut copy = None;
                     if args.carbons && i % 2 == 0 {
                         c.enable_carbons().await?;

@@ -265,10 +265,10 @@ impl BenchClient {
         self.iq("carbons", &xml).await.map(drop)
     }
 
-    /// XEP-0313: this account's messages are no longer archived.
-    pub async fn archive_never(&mut self) -> anyhow::Result<()> {
+    /// XEP-0313: this account's messages are archived (`always`) or not (`never`) from now on.
+    pub async fn archive_default(&mut self, mode: &str) -> anyhow::Result<()> {
         let xml = format!(
-            "<iq type='set' id='prefs'><prefs xmlns='{}' default='never'/></iq>",
+            "<iq type='set' id='prefs'><prefs xmlns='{}' default='{mode}'/></iq>",
             ns::MAM
         );
         self.iq("prefs", &xml).await.map(drop)

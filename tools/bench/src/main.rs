@@ -155,6 +155,7 @@ pub struct Args {
     database_url: String,
     /// Every user sets its archiving preference to `never` (XEP-0313 `<prefs default='never'/>`)
     /// right after logging in: the chat workload without the message archive, for comparison.
+    /// Without it every user sets `always`, so a run reusing the names is archived again.
     #[arg(long)]
     archive_off: bool,
     /// Resumption burst instead of chat: this many users with stream management (users

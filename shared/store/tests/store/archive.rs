@@ -4,7 +4,8 @@
 
 use meerkat_auth::Credentials;
 use meerkat_store::{
-    ArchiveDefault, ArchivePrefs, ArchiveQuery, NewArchived, Page, RosterItem, Store, Subscription,
+    ApplyOutcome, ArchiveDefault, ArchivePrefs, ArchiveQuery, NewArchived, Page, RosterItem, Store,
+    Subscription,
 };
 
 use crate::replication::{dc, ship};
@@ -252,4 +253,69 @@ async fn muc_a_room_message_handled_twice_is_archived_once_with_its_first_id() {
     // The other DC has each row once.
     ship(&a, &b).await;
     assert_eq!(ids(&b, &all(room)).await, want);
+}
+
+/// A run of archived messages is applied as one set (a few statements for the whole run):
+/// DC 2 applies DC 1's messages in one batch, DC 3 one by one, and both hold the same. Those
+/// of an account DC 2 deleted meanwhile are refused at both, and a full copy bringing them
+/// again, one of them twice, changes nothing.
+#[tokio::test]
+async fn archived_messages_applied_as_a_set_are_what_one_by_one_gives() {
+    let (a, b) = two_dcs_with(&["salice", "sbob", "scarol"]).await;
+    let c = dc("dc3").await;
+    ship(&a, &c).await;
+    let me = a.identity().await.unwrap();
+    let from = a.identity().await.unwrap().head;
+    let batch = [
+        entry("salice", "sbob@d/phone", "1"),
+        entry("sbob", "salice@d/laptop", "1"),
+        entry("scarol", "salice@d", "2"),
+        entry("salice", "scarol@d", "2"),
+        entry("salice", "sbob@d/phone", "3"),
+        entry("sbob", "salice@d/laptop", "3"),
+    ];
+    a.archive_messages(&batch, ArchiveDefault::Always)
+        .await
+        .unwrap();
+    assert!(b.delete_account("scarol").await.unwrap());
+    ship(&b, &c).await;
+
+    let entries = a.outbox_after(from, 100).await.unwrap();
+    assert_eq!(entries.len(), 6);
+    let changes: Vec<(i64, &meerkat_store::Record)> =
+        entries.iter().map(|e| (e.seq, &e.record)).collect();
+    let done = b
+        .apply_remote_batch(&me.dc, &me.epoch, &changes)
+        .await
+        .unwrap();
+    assert!(done.iter().all(|o| *o == ApplyOutcome::Applied), "{done:?}");
+    assert_eq!(ship(&a, &c).await, 6);
+    for (user, held) in [("salice", 3), ("sbob", 2), ("scarol", 0)] {
+        let at_b = ids(&b, &all(user)).await;
+        assert_eq!(at_b.len(), held, "{user} at dc2: {at_b:?}");
+        assert_eq!(
+            at_b,
+            ids(&c, &all(user)).await,
+            "{user}: dc2 and dc3 differ"
+        );
+    }
+    assert_eq!(ids(&a, &all("salice")).await, ids(&b, &all("salice")).await);
+
+    let mut again: Vec<meerkat_store::Record> = entries.into_iter().map(|e| e.record).collect();
+    again.push(again[0].clone());
+    b.apply_copy(&again).await.unwrap();
+    for user in ["salice", "sbob", "scarol"] {
+        assert_eq!(
+            ids(&b, &all(user)).await,
+            ids(&c, &all(user)).await,
+            "{user}"
+        );
+    }
+    let stanzas = b.archive_query(&all("salice")).await.unwrap().unwrap();
+    assert_eq!(stanzas.items.len(), 3);
+    assert!(
+        stanzas.items[0].stanza.contains("<body>1</body>"),
+        "{:?}",
+        stanzas.items[0]
+    );
 }
