@@ -496,7 +496,33 @@ impl Dc {
             http: self.http,
             https: self.https,
         };
-        let ports = self.spawn_gateway(ports).await?;
+        // The ports a stopped gateway left may have been taken meanwhile (another test's
+        // outgoing connection can be given one): wait a little for them, then take others.
+        let mut tries = 0;
+        let ports = loop {
+            match self.spawn_gateway(ports).await {
+                Err(e) if port_taken(&e) && tries < 5 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) if port_taken(&e) => {
+                    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+                    eprintln!(
+                        "{}: the gateway's ports are taken: new ones ({e:#})",
+                        self.options.dc
+                    );
+                    break self
+                        .spawn_gateway(GatewayPorts {
+                            c2s: any,
+                            tls: Some(any),
+                            http: Some(any),
+                            https: Some(any),
+                        })
+                        .await?;
+                }
+                other => break other?,
+            }
+        };
         self.c2s = ports.c2s;
         self.tls = ports.tls;
         self.http = ports.http;
@@ -750,4 +776,12 @@ async fn wait_path(admin: SocketAddr, path: &str) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Whether starting a service failed because an address it listens on is in use.
+fn port_taken(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+    })
 }

@@ -158,7 +158,6 @@ pub fn archive_stamp(id: &str) -> Option<Stamp> {
     (archive_id(&stamp) == id).then_some(stamp)
 }
 
-/// `(bare, resource)` of a JID (resource '' when none).
 /// Whether `prefs` (or the server's `default` when the user has none) archive a message with
 /// `with_bare`; `in_roster` is asked only when the answer depends on it.
 async fn wanted(
