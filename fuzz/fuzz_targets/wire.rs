@@ -3,11 +3,13 @@
 //! recipients. Besides crashes and hangs: an accepted version or kind is written back as what
 //! it was read from (up to the legacy integer form), an envelope's stanza, wrapped again,
 //! unwraps to the same element, accepted recipients, written again, read the same, and a bundle
-//! read as one stanza per recipient holds exactly that many, each written again the same.
+//! read as one stanza per recipient holds exactly that many, each written again the same, and a
+//! data message (one change or a batch) reads as changes in increasing order that, written
+//! again as a batch, read the same.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use meerkat_wire::data::DataChange;
+use meerkat_wire::data::{read_changes, DataChange, DataChanges};
 use meerkat_wire::{
     envelope, fanout, ControlEvent, Heartbeat, InterControl, ReplicatedEvent, RouteKind, SessionEvent,
     WireVersion,
@@ -49,5 +51,11 @@ fuzz_target!(|data: &[u8]| {
     let _ = ReplicatedEvent::from_json(data);
     let _ = InterControl::from_json(data);
     let _ = DataChange::from_json(data);
+    if let Ok(changes) = read_changes(data) {
+        assert!(!changes.is_empty());
+        assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
+        let again = DataChanges::json_of(&changes);
+        assert_eq!(read_changes(&again).ok(), Some(changes));
+    }
     let _ = Heartbeat::from_json(data);
 });

@@ -40,6 +40,9 @@ pub struct DcInfo {
     pub amqp_url: String,
     /// Admin addresses of its routers.
     pub routers: Vec<SocketAddr>,
+    /// Admin addresses of its session replicators.
+    #[serde(default)]
+    pub replicators: Vec<SocketAddr>,
 }
 
 impl DcInfo {
@@ -53,6 +56,7 @@ impl DcInfo {
             database_url: dc.database_url.clone(),
             amqp_url: dc.amqp_url.clone(),
             routers: dc.routers.iter().map(|r| r.admin).collect(),
+            replicators: dc.replicators.iter().map(|r| r.admin).collect(),
         }
     }
 

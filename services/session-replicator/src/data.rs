@@ -13,7 +13,7 @@ use meerkat_bus::lapin::message::Delivery;
 use meerkat_bus::lapin::options::BasicAckOptions;
 use meerkat_bus::PublishError;
 use meerkat_store::{Applied, ApplyOutcome, Record, Store};
-use meerkat_wire::data::{DataChange, DataControl};
+use meerkat_wire::data::{read_changes, DataChange, DataChanges, DataControl};
 use meerkat_wire::{topology as names, InterControl};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -40,6 +40,19 @@ pub(crate) struct DataState {
     /// Per origin, the next change this DC needed at that origin's last status (and the
     /// origin's epoch then): if it moved since, the stream is flowing.
     progress: HashMap<String, (String, i64)>,
+    /// Whether each peer's last status said it reads batches of changes (wire 1.7).
+    reads_batches: HashMap<String, bool>,
+}
+
+impl DataState {
+    /// Whether the outbox may go in batches: every peer has said, in its last status, that it
+    /// reads them. Until each has reported (after this process starts) and while any runs an
+    /// earlier version, one change a message, which every version reads.
+    fn batches_for(&self, peers: &[crate::config::Peer]) -> bool {
+        peers
+            .iter()
+            .all(|p| self.reads_batches.get(&p.dc).copied().unwrap_or(false))
+    }
 }
 
 pub(crate) fn store(ctx: &Ctx) -> &Store {
@@ -50,25 +63,90 @@ pub(crate) fn store(ctx: &Ctx) -> &Store {
 
 /// Outbox entries published together, their confirms awaited together.
 const PUBLISH_BATCH: usize = 64;
+/// At most this many bytes of records in one batch message (a record over it goes alone).
+const BATCH_BYTES: usize = 256 * 1024;
 
-/// Publishes `changes` in order, one message each, with one wait for the broker's confirms.
-async fn publish_changes(ctx: &Ctx, changes: &[DataChange]) -> Result<(), PublishError> {
-    let batch = changes
-        .iter()
-        .map(|change| {
-            let id = format!("{}/{}/{}", change.origin_dc, change.epoch, change.seq);
-            let props = publish::props(&change.origin_dc, &change.epoch).id(id);
-            (ctx.config.dc.clone(), props.into(), change.to_json())
-        })
-        .collect();
+/// Publishes `changes` in order with one wait for the broker's confirms: one message each, or
+/// with `batches` as few messages as [`BATCH_BYTES`] allows ([`DataChanges`]).
+async fn publish_changes(
+    ctx: &Ctx,
+    changes: &[DataChange],
+    batches: bool,
+) -> Result<(), PublishError> {
+    let message = |part: &[DataChange], body: Vec<u8>| {
+        let (first, last) = (&part[0], &part[part.len() - 1]);
+        let id = if part.len() == 1 {
+            format!("{}/{}/{}", first.origin_dc, first.epoch, first.seq)
+        } else {
+            format!(
+                "{}/{}/{}-{}",
+                first.origin_dc, first.epoch, first.seq, last.seq
+            )
+        };
+        let props = publish::props(&first.origin_dc, &first.epoch).id(id);
+        (ctx.config.dc.clone(), props.into(), body)
+    };
+    let messages: Vec<_> = if batches {
+        sized_parts(changes)
+            .into_iter()
+            .map(|part| message(part, DataChanges::json_of(part)))
+            .collect()
+    } else {
+        changes
+            .iter()
+            .map(|c| message(std::slice::from_ref(c), c.to_json()))
+            .collect()
+    };
+    let n = messages.len() as u64;
     ctx.publisher
-        .publish_all(names::INTER_DATA_EXCHANGE, batch)
-        .await
+        .publish_all(names::INTER_DATA_EXCHANGE, messages)
+        .await?;
+    ctx.metrics.data_messages_shipped.inc_by(n);
+    Ok(())
+}
+
+/// `changes` cut into runs whose records, roughly measured, stay within [`BATCH_BYTES`].
+fn sized_parts(changes: &[DataChange]) -> Vec<&[DataChange]> {
+    let mut parts = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, c) in changes.iter().enumerate() {
+        let size = record_size(&c.record);
+        if i > start && bytes + size > BATCH_BYTES {
+            parts.push(&changes[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < changes.len() {
+        parts.push(&changes[start..]);
+    }
+    parts
+}
+
+/// About how many bytes a record takes in JSON: its stanza or document, and the rest.
+fn record_size(record: &Record) -> usize {
+    let body = match record {
+        Record::Archive { state: Some(s), .. } => s.stanza.len() + s.with.len(),
+        Record::Offline { state: Some(s), .. } => s.stanza.len(),
+        Record::Request { state: Some(s), .. } => s.stanza.len(),
+        Record::Private { state: Some(s), .. }
+        | Record::Vcard { state: Some(s), .. }
+        | Record::LastActivity { state: Some(s), .. }
+        | Record::PepNode { state: Some(s), .. }
+        | Record::PepItem { state: Some(s), .. }
+        | Record::Caps { state: Some(s), .. }
+        | Record::MucRoom { state: Some(s), .. }
+        | Record::MucOccupant { state: Some(s), .. } => s.body.len(),
+        _ => 0,
+    };
+    // JSON escaping of XML grows it a little; the keys, stamps and names are a few hundred.
+    body + body / 8 + 256
 }
 
 /// Publishes outbox entries after `after` (up to the head); returns the last one published.
 async fn publish_from(ctx: &Ctx, after: i64) -> anyhow::Result<i64> {
     let me = store(ctx).identity().await?;
+    let batches = ctx.data.lock().batches_for(&ctx.config.peers);
     let mut last = after;
     loop {
         let entries = store(ctx).outbox_after(last, BATCH).await?;
@@ -87,7 +165,7 @@ async fn publish_from(ctx: &Ctx, after: i64) -> anyhow::Result<i64> {
             })
             .collect();
         for part in changes.chunks(PUBLISH_BATCH) {
-            publish_changes(ctx, part).await?;
+            publish_changes(ctx, part, batches).await?;
             for change in part {
                 // A local account change (in-band or `meerkatctl`) ends stale sessions here
                 // too.
@@ -200,20 +278,26 @@ pub(crate) async fn run_inbound(
     .await;
 }
 
-/// One change taken from the queue, to be applied.
+/// One message taken from the queue: the changes it holds (one, or a batch), to be applied.
 struct Incoming {
     delivery: Delivery,
-    change: DataChange,
+    changes: Vec<DataChange>,
+}
+
+impl Incoming {
+    fn stream(&self) -> (&str, &str) {
+        (&self.changes[0].origin_dc, &self.changes[0].epoch)
+    }
 }
 
 async fn handle_batch(ctx: &Ctx, queue: &str, deliveries: Vec<Delivery>) {
-    // Consecutive changes of one origin's stream (same life) are applied together.
+    // Consecutive messages of one origin's stream (same life) are applied together.
     let mut runs: Vec<Vec<Incoming>> = Vec::new();
     for delivery in deliveries {
         // A record kind or field this version cannot read: parked (its origin's stream
         // stalls at it until the upgrade, see docs/protocol.md: new data kinds are sent
         // only once every DC reads them).
-        let change = match DataChange::from_json(&delivery.data) {
+        let changes = match read_changes(&delivery.data) {
             Ok(c) => c,
             Err(e) => {
                 let why = meerkat_bus::NotForUs::unreadable(e);
@@ -221,18 +305,14 @@ async fn handle_batch(ctx: &Ctx, queue: &str, deliveries: Vec<Delivery>) {
                 continue;
             }
         };
-        if !accepted(ctx, &delivery, &change) {
+        if !accepted(ctx, &delivery, &changes[0]) {
             let _ = delivery.ack(BasicAckOptions::default()).await;
             continue;
         }
+        let incoming = Incoming { delivery, changes };
         match runs.last_mut() {
-            Some(run)
-                if run[0].change.origin_dc == change.origin_dc
-                    && run[0].change.epoch == change.epoch =>
-            {
-                run.push(Incoming { delivery, change });
-            }
-            _ => runs.push(vec![Incoming { delivery, change }]),
+            Some(run) if run[0].stream() == incoming.stream() => run.push(incoming),
+            _ => runs.push(vec![incoming]),
         }
     }
     for run in runs {
@@ -240,7 +320,8 @@ async fn handle_batch(ctx: &Ctx, queue: &str, deliveries: Vec<Delivery>) {
     }
 }
 
-/// Whether a change is to be applied here: not this DC's own, and from the DC it claims.
+/// Whether a message's changes are to be applied here: not this DC's own, and from the DC
+/// they claim (a batch's changes share their origin).
 fn accepted(ctx: &Ctx, delivery: &Delivery, change: &DataChange) -> bool {
     if change.origin_dc == ctx.config.dc {
         return false;
@@ -259,45 +340,57 @@ fn accepted(ctx: &Ctx, delivery: &Delivery, change: &DataChange) -> bool {
     true
 }
 
-/// Applies consecutive changes of one origin in one transaction, then acknowledges each. If
-/// the transaction fails, each is applied on its own, so that only what the database refuses
-/// waits (and is retried).
+/// Applies the changes of consecutive messages of one origin in transactions of up to
+/// [`APPLY_BATCH`] changes, then acknowledges each message. If a transaction fails, each of
+/// its changes is applied on its own, so that only what the database refuses waits: a message
+/// holding such a change is requeued whole (what of it was applied is a duplicate next time).
 async fn apply_run(ctx: &Ctx, run: Vec<Incoming>) {
-    let origin = run[0].change.origin_dc.clone();
-    let epoch = run[0].change.epoch.clone();
-    let changes: Vec<(i64, &Record)> = run
+    let origin = run[0].changes[0].origin_dc.clone();
+    let epoch = run[0].changes[0].epoch.clone();
+    // Every change of the run, with the message it came in.
+    let all: Vec<(usize, &DataChange)> = run
         .iter()
-        .map(|i| (i.change.seq, &i.change.record))
+        .enumerate()
+        .flat_map(|(m, i)| i.changes.iter().map(move |c| (m, c)))
         .collect();
-    match store(ctx)
-        .apply_remote_batch(&origin, &epoch, &changes)
-        .await
-    {
-        Ok(outcomes) => {
-            for (incoming, outcome) in run.into_iter().zip(outcomes) {
-                after_apply(ctx, &incoming.change, outcome).await;
-                let _ = incoming.delivery.ack(BasicAckOptions::default()).await;
+    let mut failed = vec![false; run.len()];
+    for part in all.chunks(APPLY_BATCH) {
+        let changes: Vec<(i64, &Record)> = part.iter().map(|(_, c)| (c.seq, &c.record)).collect();
+        match store(ctx)
+            .apply_remote_batch(&origin, &epoch, &changes)
+            .await
+        {
+            Ok(outcomes) => {
+                for ((_, change), outcome) in part.iter().zip(outcomes) {
+                    after_apply(ctx, change, outcome).await;
+                }
             }
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, origin, n = run.len(), "batch not applied: one by one");
-            for incoming in run {
-                let Incoming { delivery, change } = incoming;
-                let applied = store(ctx)
-                    .apply_remote(&origin, &change.epoch, change.seq, &change.record)
-                    .await;
-                match applied {
-                    Ok(outcome) => {
-                        after_apply(ctx, &change, outcome).await;
-                        let _ = delivery.ack(BasicAckOptions::default()).await;
+            Err(e) => {
+                tracing::debug!(error = %e, origin, n = part.len(), "batch not applied: one by one");
+                for &(m, change) in part {
+                    if failed[m] {
+                        continue;
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, origin, seq = change.seq, "data change not applied");
-                        // The database is unreachable: keep the change, try again shortly.
-                        meerkat_bus::requeue_after(&delivery, Duration::from_secs(1)).await;
+                    let applied = store(ctx)
+                        .apply_remote(&origin, &epoch, change.seq, &change.record)
+                        .await;
+                    match applied {
+                        Ok(outcome) => after_apply(ctx, change, outcome).await,
+                        Err(e) => {
+                            tracing::warn!(error = %e, origin, seq = change.seq, "data change not applied");
+                            failed[m] = true;
+                        }
                     }
                 }
             }
+        }
+    }
+    for (incoming, failed) in run.into_iter().zip(failed) {
+        if failed {
+            // The database is unreachable: keep the message, try again shortly.
+            meerkat_bus::requeue_after(&incoming.delivery, Duration::from_secs(1)).await;
+        } else {
+            let _ = incoming.delivery.ack(BasicAckOptions::default()).await;
         }
     }
 }
@@ -399,7 +492,19 @@ pub(crate) async fn handle_control(ctx: &Arc<Ctx>, msg: DataControl) {
             epoch,
             head,
             applied,
-        } => on_status(ctx, &from_dc, epoch, head, &applied).await,
+            batches,
+        } => {
+            let changed = ctx
+                .data
+                .lock()
+                .reads_batches
+                .insert(from_dc.clone(), batches)
+                != Some(batches);
+            if changed {
+                tracing::info!(peer = %from_dc, batches, "peer's reading of batched data changes");
+            }
+            on_status(ctx, &from_dc, epoch, head, &applied).await
+        }
         DataControl::Replay { from_dc, from_seq } => {
             replay_apart(ctx, from_dc, from_seq);
             Ok(())
@@ -568,6 +673,7 @@ async fn report_once(ctx: &Ctx, trim: bool) -> anyhow::Result<()> {
             epoch: me.epoch.clone(),
             head: me.head,
             applied: applied.clone(),
+            batches: true,
         });
         publish::inter_control(ctx, &p.dc, &msg).await?;
     }
@@ -603,4 +709,75 @@ async fn report_once(ctx: &Ctx, trim: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meerkat_store::Stamp;
+    use meerkat_wire::data::ArchiveState;
+
+    fn archived(seq: i64, stanza_bytes: usize) -> DataChange {
+        DataChange {
+            v: 1,
+            origin_dc: "dc1".into(),
+            epoch: "e".into(),
+            seq,
+            written_at: 0,
+            record: Record::Archive {
+                username: "alice".into(),
+                id: seq.to_string(),
+                stamp: Stamp {
+                    hlc: seq,
+                    dc: "dc1".into(),
+                },
+                state: Some(ArchiveState {
+                    with: "bob@example.com".into(),
+                    stanza: "x".repeat(stanza_bytes),
+                }),
+            },
+        }
+    }
+
+    #[test]
+    fn batches_are_cut_by_size_and_keep_every_change_in_order() {
+        let small: Vec<DataChange> = (1..=64).map(|s| archived(s, 300)).collect();
+        assert_eq!(sized_parts(&small).len(), 1);
+        // 100 KiB records: two fit in 256 KiB, a third does not.
+        let big: Vec<DataChange> = (1..=5).map(|s| archived(s, 100 * 1024)).collect();
+        let parts = sized_parts(&big);
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            vec![2, 2, 1]
+        );
+        // A record over the cap goes alone, and nothing is dropped or reordered.
+        let mixed = vec![archived(1, 10), archived(2, 400 * 1024), archived(3, 10)];
+        let parts = sized_parts(&mixed);
+        let seqs: Vec<Vec<i64>> = parts
+            .iter()
+            .map(|p| p.iter().map(|c| c.seq).collect())
+            .collect();
+        assert_eq!(seqs, vec![vec![1], vec![2], vec![3]]);
+        assert!(sized_parts(&[]).is_empty());
+    }
+
+    #[test]
+    fn batches_go_only_once_every_peer_has_said_it_reads_them() {
+        let peer = |dc: &str| crate::config::Peer {
+            dc: dc.into(),
+            upstream_uri: String::new(),
+        };
+        let peers = [peer("dc2"), peer("dc3")];
+        let mut st = DataState::default();
+        assert!(!st.batches_for(&peers), "before any status");
+        st.reads_batches.insert("dc2".into(), true);
+        assert!(!st.batches_for(&peers), "dc3 not heard from");
+        st.reads_batches.insert("dc3".into(), false);
+        assert!(!st.batches_for(&peers), "dc3 runs an earlier version");
+        st.reads_batches.insert("dc3".into(), true);
+        assert!(st.batches_for(&peers));
+        // Rolled back: back to one change a message.
+        st.reads_batches.insert("dc2".into(), false);
+        assert!(!st.batches_for(&peers));
+    }
 }

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub local_sessions: Gauge,
     /// Outbox entries of this DC published to the other DCs (replays included).
     pub data_shipped: Counter,
+    /// Messages those entries went in: fewer than the entries once every peer reads batches.
+    pub data_messages_shipped: Counter,
     /// Data changes applied, by origin DC.
     pub data_applied: Family<DcLabel, Counter>,
     /// Gaps seen in a DC's data stream.
@@ -65,6 +67,7 @@ impl Metrics {
             purged: Family::default(),
             local_sessions: Gauge::default(),
             data_shipped: Counter::default(),
+            data_messages_shipped: Counter::default(),
             data_applied: Family::default(),
             data_gaps: Family::default(),
             data_replays: Family::default(),
@@ -129,6 +132,11 @@ impl Metrics {
             "data_shipped",
             "Outbox entries published to the other DCs",
             m.data_shipped.clone(),
+        );
+        r.register(
+            "data_messages_shipped",
+            "Messages the outbox entries were published in (a batch holds several)",
+            m.data_messages_shipped.clone(),
         );
         r.register(
             "data_applied",

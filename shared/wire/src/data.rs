@@ -7,8 +7,9 @@
 //! the larger stamp wins, everywhere the same way.
 //!
 //! Records travel on `meerkat.inter.data` (topic, federated, routing key = origin DC) as
-//! [`DataChange`]; replay requests, status and full copies on `meerkat.inter.control` as
-//! [`DataControl`] inside [`crate::InterControl`].
+//! [`DataChange`], or several consecutive ones of a stream in one message as [`DataChanges`]
+//! (wire 1.7, sent once every peer reports it reads them); replay requests, status and full
+//! copies on `meerkat.inter.control` as [`DataControl`] inside [`crate::InterControl`].
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -336,6 +337,123 @@ pub struct DataChange {
     pub record: Record,
 }
 
+/// Consecutive outbox entries of one origin's stream (one database life) in one message
+/// (wire 1.7): one publication, one federation hop and one acknowledgement for many records
+/// instead of one each. Sent only once every peer has reported that it reads them
+/// ([`DataControl::Status`]'s `batches`): a 1.6 receiver cannot, and would park it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataChanges {
+    pub v: u32,
+    pub origin_dc: String,
+    pub epoch: String,
+    /// In increasing `seq` order, at least one.
+    pub changes: Vec<Entry>,
+}
+
+/// One outbox entry inside [`DataChanges`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: i64,
+    pub written_at: i64,
+    pub record: Record,
+}
+
+/// Why a data message was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum DataReadError {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("a batch of data changes with none")]
+    Empty,
+    #[error("a batch of data changes out of sequence order at seq {0}")]
+    OutOfOrder(i64),
+}
+
+impl DataChanges {
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The JSON of the batch holding `changes`, written from them as they are. They must be
+    /// at least one, all of one origin and epoch, in increasing `seq` order.
+    pub fn json_of(changes: &[DataChange]) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Batch<'a> {
+            v: u32,
+            origin_dc: &'a str,
+            epoch: &'a str,
+            changes: Vec<EntryRef<'a>>,
+        }
+        #[derive(Serialize)]
+        struct EntryRef<'a> {
+            seq: i64,
+            written_at: i64,
+            record: &'a Record,
+        }
+        let first = &changes[0];
+        let batch = Batch {
+            v: first.v,
+            origin_dc: &first.origin_dc,
+            epoch: &first.epoch,
+            changes: changes
+                .iter()
+                .map(|c| EntryRef {
+                    seq: c.seq,
+                    written_at: c.written_at,
+                    record: &c.record,
+                })
+                .collect(),
+        };
+        serde_json::to_vec(&batch).unwrap_or_default()
+    }
+}
+
+/// Reads a message of `meerkat.inter.data`: a batch ([`DataChanges`]) or a single
+/// [`DataChange`] (what every version sends to a peer that does not read batches), as the
+/// changes it holds, in order.
+pub fn read_changes(bytes: &[u8]) -> Result<Vec<DataChange>, DataReadError> {
+    let batch = match serde_json::from_slice::<DataChanges>(bytes) {
+        Ok(b) => b,
+        Err(as_batch) => {
+            return match DataChange::from_json(bytes) {
+                Ok(one) => Ok(vec![one]),
+                // Say what is wrong with it as what it claims to be.
+                Err(_) if claims_batch(bytes) => Err(as_batch.into()),
+                Err(as_one) => Err(as_one.into()),
+            };
+        }
+    };
+    if batch.changes.is_empty() {
+        return Err(DataReadError::Empty);
+    }
+    if let Some(w) = batch.changes.windows(2).find(|w| w[1].seq <= w[0].seq) {
+        return Err(DataReadError::OutOfOrder(w[1].seq));
+    }
+    let DataChanges {
+        v,
+        origin_dc,
+        epoch,
+        changes,
+    } = batch;
+    Ok(changes
+        .into_iter()
+        .map(|e| DataChange {
+            v,
+            origin_dc: origin_dc.clone(),
+            epoch: epoch.clone(),
+            seq: e.seq,
+            written_at: e.written_at,
+            record: e.record,
+        })
+        .collect())
+}
+
+/// Whether unreadable JSON is an object with `changes`, as a batch has.
+fn claims_batch(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes)
+        .is_ok_and(|m| m.contains_key("changes"))
+}
+
 /// Data replication between replicators, inside [`crate::InterControl::Data`] (routing key =
 /// target DC).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -348,6 +466,10 @@ pub enum DataControl {
         epoch: String,
         head: i64,
         applied: BTreeMap<String, Applied>,
+        /// The sender reads [`DataChanges`] (wire 1.7); absent (false) from an earlier
+        /// version, to which changes go one a message.
+        #[serde(default)]
+        batches: bool,
     },
     /// "Send me your outbox from `from_seq` on" (after a gap or a missed tail). Answered on
     /// `meerkat.inter.data`, or with a full copy when the outbox no longer holds `from_seq`
@@ -418,6 +540,82 @@ mod tests {
         let json = String::from_utf8(c.to_json()).unwrap();
         assert!(json.contains(r#""item":"roster""#), "{json}");
         assert_eq!(DataChange::from_json(json.as_bytes()).unwrap(), c);
+    }
+
+    fn change(seq: i64) -> DataChange {
+        DataChange {
+            v: 1,
+            origin_dc: "dc1".into(),
+            epoch: "e".into(),
+            seq,
+            written_at: seq * 10,
+            record: Record::Archive {
+                username: "alice".into(),
+                id: format!("{seq:x}-dc1"),
+                stamp: stamp(seq, "dc1"),
+                state: Some(ArchiveState {
+                    with: "bob@example.com".into(),
+                    stanza: "<message/>".into(),
+                }),
+            },
+        }
+    }
+
+    #[test]
+    fn a_batch_reads_as_the_changes_it_was_made_of_and_a_single_change_as_one() {
+        let changes: Vec<DataChange> = (7..10).map(change).collect();
+        let json = DataChanges::json_of(&changes);
+        let batch: DataChanges = serde_json::from_slice(&json).unwrap();
+        assert_eq!(batch.changes.len(), 3);
+        assert_eq!(batch.to_json(), json);
+        assert_eq!(read_changes(&json).unwrap(), changes);
+        // What every earlier version sends, and sends to a peer that does not read batches.
+        assert_eq!(read_changes(&change(7).to_json()).unwrap(), vec![change(7)]);
+    }
+
+    #[test]
+    fn a_batch_empty_or_out_of_order_is_refused() {
+        let mut batch = DataChanges {
+            v: 1,
+            origin_dc: "dc1".into(),
+            epoch: "e".into(),
+            changes: Vec::new(),
+        };
+        assert!(matches!(
+            read_changes(&batch.to_json()),
+            Err(DataReadError::Empty)
+        ));
+        let entry = |seq| Entry {
+            seq,
+            written_at: 0,
+            record: change(seq).record,
+        };
+        batch.changes = vec![entry(3), entry(5), entry(5)];
+        assert!(matches!(
+            read_changes(&batch.to_json()),
+            Err(DataReadError::OutOfOrder(5))
+        ));
+        batch.changes = vec![entry(3), entry(2)];
+        assert!(matches!(
+            read_changes(&batch.to_json()),
+            Err(DataReadError::OutOfOrder(2))
+        ));
+        // A batch holding a record this version cannot read: the batch's error.
+        let unknown = br#"{"v":1,"origin_dc":"dc1","epoch":"e","changes":[{"seq":1,"written_at":0,"record":{"item":"hologram"}}]}"#;
+        let why = read_changes(unknown).unwrap_err().to_string();
+        assert!(why.contains("hologram"), "{why}");
+        // Neither a batch nor a change: the single change's error.
+        assert!(matches!(
+            read_changes(br#"{"v":1}"#),
+            Err(DataReadError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn a_status_of_an_earlier_version_does_not_claim_to_read_batches() {
+        let old = r#"{"op":"status","from_dc":"dc2","epoch":"e","head":3,"applied":{}}"#;
+        let status: DataControl = serde_json::from_str(old).unwrap();
+        assert!(matches!(status, DataControl::Status { batches: false, .. }));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use meerkat_testkit::client::Client;
 use meerkat_testkit::mam::{query, run, stanza_id};
 use meerkat_xmpp::{ns, Element};
 
-use crate::{available, eventually, register_everywhere, shared, store, user, CONVERGE};
+use crate::{available, eventually, metric, register_everywhere, shared, store, user, CONVERGE};
 
 #[tokio::test]
 async fn a_conversation_at_dc1_is_in_the_archive_at_dc2_with_the_same_ids_in_order() {
@@ -17,6 +17,8 @@ async fn a_conversation_at_dc1_is_in_the_archive_at_dc2_with_the_same_ids_in_ord
     let mut alice = available(m.dc(1), &a, "phone").await;
     let mut bob = available(m.dc(1), &b, "desk").await;
     let bj = format!("{b}@example.com");
+    let shipped = || async { shipped(m.dc(1).replicators[0]).await };
+    let (changes_before, messages_before) = shipped().await;
     let mut seen = Vec::new();
     for i in 0..6 {
         let body = format!("m{i}");
@@ -55,6 +57,18 @@ async fn a_conversation_at_dc1_is_in_the_archive_at_dc2_with_the_same_ids_in_ord
             .is_some_and(|p| p.items.len() == 1)
     })
     .await;
+    // Each message's two archive rows (one per owner) were written together, and crossed to
+    // DC 2 in one message: DC 1 shipped fewer messages than changes (wire 1.7, batches).
+    let (changes, messages) = shipped().await;
+    let (changes, messages) = (changes - changes_before, messages - messages_before);
+    assert!(
+        changes >= 12.0,
+        "{changes} changes shipped for 12 archive rows"
+    );
+    assert!(
+        messages < changes,
+        "{messages} messages for {changes} changes: not batched"
+    );
     let mut bob2 = available(m.dc(2), &b, "tablet").await;
     let at_dc2 = run(&mut bob2, query("q", &[], &[])).await.unwrap();
     assert_eq!(at_dc2.bodies(), at_dc1.bodies());
@@ -108,6 +122,14 @@ async fn a_conversation_at_dc1_is_in_the_archive_at_dc2_with_the_same_ids_in_ord
     let still = run(&mut bob2, query("s", &[], &[])).await.unwrap();
     assert_eq!(still.items.len(), 6);
     let _ = Client::close(bob2).await;
+}
+
+/// A replicator's outbox entries shipped, and the messages they went in.
+async fn shipped(replicator: std::net::SocketAddr) -> (f64, f64) {
+    (
+        metric(replicator, "meerkat_replicator_data_shipped_total").await,
+        metric(replicator, "meerkat_replicator_data_messages_shipped_total").await,
+    )
 }
 
 /// The acceptance check with a stock client library: slixmpp's XEP-0313 plugin, chatting at
