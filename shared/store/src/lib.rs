@@ -66,6 +66,11 @@ pub enum StoreError {
 /// server has cores buy no throughput (docs/benchmarks.md, "Memory").
 pub const DEFAULT_POOL: NonZeroU32 = NonZeroU32::new(4).unwrap();
 
+/// A pooled connection idle at least this long is pinged before it is handed out; one in use
+/// more recently is handed out as it is (a query on a connection the server has closed since
+/// fails, and the connection is dropped).
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// Handle to the database; cheap to clone (wraps a pool).
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -90,6 +95,19 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(pool.get())
             .acquire_timeout(Duration::from_secs(5))
+            // sqlx pings every connection it hands out by default: a second round trip to the
+            // server for every query, which under load waits for the server's turn like the
+            // query itself. A connection in steady use is known good; one idle for a while
+            // (possibly cut by a server restart) is pinged first.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect(url)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
