@@ -23,7 +23,10 @@ pub async fn run_inter(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<At
     let queue = names::inter_control_queue(&ctx.config.dc);
     let spec = ConsumerSpec::new(queue.clone(), 16, &ctx.parker, move |ch| {
         let ctx = declare_ctx.clone();
-        async move { meerkat_bus::topology::declare_replicator_queues(&ch, &ctx.config.dc).await }
+        async move {
+            meerkat_bus::topology::declare_replicator_queues(&ch, &ctx.config.dc, &ctx.peer_ids())
+                .await
+        }
     });
     meerkat_bus::consume(ctx.bus.clone(), spec, stop, consuming, |delivery| {
         let ctx = ctx.clone();

@@ -153,6 +153,9 @@ async fn publish_from(ctx: &Ctx, after: i64) -> anyhow::Result<i64> {
         if entries.is_empty() {
             return Ok(last);
         }
+        // Fewer than asked for: this was the head. What is written after it comes with its own
+        // notification (or the next tick), so no query to find nothing more.
+        let at_head = (entries.len() as i64) < BATCH;
         let changes: Vec<DataChange> = entries
             .into_iter()
             .map(|e| DataChange {
@@ -173,6 +176,9 @@ async fn publish_from(ctx: &Ctx, after: i64) -> anyhow::Result<i64> {
                 last = change.seq;
             }
             ctx.metrics.data_shipped.inc_by(part.len() as u64);
+        }
+        if at_head {
+            return Ok(last);
         }
     }
 }
@@ -256,9 +262,10 @@ pub(crate) async fn run_inbound(
         exclusive: false,
         declare: Arc::new(move |ch| {
             let ctx = declare_ctx.clone();
-            Box::pin(
-                async move { meerkat_bus::topology::declare_data_queue(&ch, &ctx.config.dc).await },
-            )
+            Box::pin(async move {
+                meerkat_bus::topology::declare_data_queue(&ch, &ctx.config.dc, &ctx.peer_ids())
+                    .await
+            })
         }),
         parker: ctx.parker.clone(),
         drain_on_stop: false,
@@ -701,7 +708,7 @@ async fn report_once(ctx: &Ctx, trim: bool) -> anyhow::Result<()> {
             .set(behind.max(0));
     }
     if trim {
-        let names: Vec<String> = ctx.config.peers.iter().map(|p| p.dc.clone()).collect();
+        let names = ctx.peer_ids();
         let retention = Duration::from_secs(ctx.config.outbox_retention_secs);
         let n = store(ctx).trim_outbox(&names, retention).await?;
         if n > 0 {

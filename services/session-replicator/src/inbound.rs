@@ -20,7 +20,10 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
     let queue = names::inter_sessions_queue(&ctx.config.dc);
     let spec = ConsumerSpec::new(queue.clone(), 256, &ctx.parker, move |ch| {
         let ctx = declare_ctx.clone();
-        async move { meerkat_bus::topology::declare_replicator_queues(&ch, &ctx.config.dc).await }
+        async move {
+            meerkat_bus::topology::declare_replicator_queues(&ch, &ctx.config.dc, &ctx.peer_ids())
+                .await
+        }
     });
     meerkat_bus::consume(ctx.bus.clone(), spec, stop, consuming, |delivery| {
         let ctx = ctx.clone();

@@ -59,6 +59,13 @@ pub(crate) struct Ctx {
     pub data: parking_lot::Mutex<data::DataState>,
 }
 
+impl Ctx {
+    /// The other DCs' ids: what this DC's inter-DC queues are bound with.
+    pub(crate) fn peer_ids(&self) -> Vec<String> {
+        self.config.peers.iter().map(|p| p.dc.clone()).collect()
+    }
+}
+
 pub struct SessionReplicator {
     ctx: Arc<Ctx>,
     base: Base,
@@ -229,7 +236,7 @@ impl Service for SessionReplicator {
 /// asking those that have not answered (the request or the answer may have found no binding
 /// yet).
 async fn ask_peers_then_retry(ctx: Arc<Ctx>, stop: CancellationToken) {
-    let peers: Vec<String> = ctx.config.peers.iter().map(|p| p.dc.clone()).collect();
+    let peers = ctx.peer_ids();
     for dc in peers {
         tokio::select! {
             _ = actions::request_snapshot(&ctx, &dc) => {}

@@ -23,7 +23,12 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
         declare: Arc::new(move |ch| {
             let ctx = declare_ctx.clone();
             Box::pin(async move {
-                meerkat_bus::topology::declare_replicator_queues(&ch, &ctx.config.dc).await?;
+                meerkat_bus::topology::declare_replicator_queues(
+                    &ch,
+                    &ctx.config.dc,
+                    &ctx.peer_ids(),
+                )
+                .await?;
                 request_local_resync(&ctx);
                 Ok(())
             })

@@ -226,8 +226,13 @@ pub async fn declare_inter_replication_exchanges(ch: &Channel) -> Result<(), lap
 }
 
 /// A DC's queue of the other DCs' persistent-data changes, `meerkat.inter.data.<dc>` bound
-/// with `#` (durable; declared only where data replication runs, or it would fill unread).
-pub async fn declare_data_queue(ch: &Channel, dc: &str) -> Result<(), lapin::Error> {
+/// with each peer's id (durable; declared only where data replication runs, or it would fill
+/// unread).
+pub async fn declare_data_queue(
+    ch: &Channel,
+    dc: &str,
+    peers: &[String],
+) -> Result<(), lapin::Error> {
     declare_inter_replication_exchanges(ch).await?;
     let queue = names::inter_data_queue(dc);
     ch.queue_declare(
@@ -239,33 +244,53 @@ pub async fn declare_data_queue(ch: &Channel, dc: &str) -> Result<(), lapin::Err
         FieldTable::default(),
     )
     .await?;
-    ch.queue_bind(
-        &queue,
-        names::INTER_DATA_EXCHANGE,
-        "#",
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
+    bind_peers(ch, &queue, names::INTER_DATA_EXCHANGE, peers).await
 }
 
-/// A DC's replicator queues: `meerkat.inter.sessions.<dc>` bound with `#` (every DC's stream;
-/// its own events are ignored by the consumer), `meerkat.inter.control.<dc>` bound with the
-/// DC's id, and `meerkat.sessions.replicator.<dc>` on the local session fanout. All durable:
-/// what arrives while the replicator restarts waits for it.
-pub async fn declare_replicator_queues(ch: &Channel, dc: &str) -> Result<(), lapin::Error> {
+/// Binds `queue` to the federated topic exchange `exchange` (routing key = origin DC) with
+/// each peer's id, so that it gets what the other DCs publish and not what its own DC does:
+/// each DC's own stream would otherwise come back to it, to be stored, delivered, read and
+/// dropped. Queues of versions before 1.7 were bound with `#`: that binding is removed.
+async fn bind_peers(
+    ch: &Channel,
+    queue: &str,
+    exchange: &str,
+    peers: &[String],
+) -> Result<(), lapin::Error> {
+    for peer in peers {
+        ch.queue_bind(
+            queue,
+            exchange,
+            peer,
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    ch.queue_unbind(queue, exchange, "#", FieldTable::default())
+        .await
+}
+
+/// A DC's replicator queues: `meerkat.inter.sessions.<dc>` bound with each peer's id (the other
+/// DCs' streams), `meerkat.inter.control.<dc>` bound with the DC's id, and
+/// `meerkat.sessions.replicator.<dc>` on the local session fanout. All durable: what arrives
+/// while the replicator restarts waits for it.
+pub async fn declare_replicator_queues(
+    ch: &Channel,
+    dc: &str,
+    peers: &[String],
+) -> Result<(), lapin::Error> {
     declare_exchanges(ch).await?;
     declare_inter_replication_exchanges(ch).await?;
     let durable = QueueDeclareOptions {
         durable: true,
         ..QueueDeclareOptions::default()
     };
+    let sessions = names::inter_sessions_queue(dc);
+    ch.queue_declare(&sessions, durable, FieldTable::default())
+        .await?;
+    bind_peers(ch, &sessions, names::INTER_SESSIONS_EXCHANGE, peers).await?;
     let bindings = [
-        (
-            names::inter_sessions_queue(dc),
-            names::INTER_SESSIONS_EXCHANGE,
-            "#",
-        ),
         (
             names::inter_control_queue(dc),
             names::INTER_CONTROL_EXCHANGE,

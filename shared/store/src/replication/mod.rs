@@ -287,7 +287,8 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, record, (extract(epoch FROM written_at) * 1000000)::bigint AS written_at \
+            "SELECT seq, record::text AS record, \
+             (extract(epoch FROM written_at) * 1000000)::bigint AS written_at \
              FROM outbox WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(after)
@@ -296,10 +297,11 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
-                let body: serde_json::Value = r.try_get("record")?;
+                // As text, read straight into the record (no intermediate JSON tree).
+                let body: &str = r.try_get("record")?;
                 Ok(OutboxEntry {
                     seq: r.try_get("seq")?,
-                    record: serde_json::from_value(body)
+                    record: serde_json::from_str(body)
                         .map_err(|e| StoreError::Corrupt(format!("outbox record: {e}")))?,
                     written_at: r.try_get("written_at")?,
                 })
