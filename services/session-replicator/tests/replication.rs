@@ -91,7 +91,7 @@ async fn start(me: &DcBroker, all: &[DcBroker]) -> Running {
 /// Waits until each DC's replicator bindings on the inter-DC exchanges reached the other DC.
 async fn wait_bindings(b: &[DcBroker]) {
     for (down, up) in [(&b[0], &b[1]), (&b[1], &b[0])] {
-        wait_binding_propagated(up, down, names::INTER_SESSIONS_EXCHANGE, "#", WAIT)
+        wait_binding_propagated(up, down, names::INTER_SESSIONS_EXCHANGE, &up.dc, WAIT)
             .await
             .expect("sessions binding");
         wait_binding_propagated(up, down, names::INTER_CONTROL_EXCHANGE, &down.dc, WAIT)
