@@ -123,23 +123,10 @@ fn sized_parts(changes: &[DataChange]) -> Vec<&[DataChange]> {
     parts
 }
 
-/// About how many bytes a record takes in JSON: its stanza or document, and the rest.
+/// About how many bytes a record takes in JSON: its stanza or document, grown a little by
+/// JSON's escaping of XML, and a few hundred for the keys, stamps and names.
 fn record_size(record: &Record) -> usize {
-    let body = match record {
-        Record::Archive { state: Some(s), .. } => s.stanza.len() + s.with.len(),
-        Record::Offline { state: Some(s), .. } => s.stanza.len(),
-        Record::Request { state: Some(s), .. } => s.stanza.len(),
-        Record::Private { state: Some(s), .. }
-        | Record::Vcard { state: Some(s), .. }
-        | Record::LastActivity { state: Some(s), .. }
-        | Record::PepNode { state: Some(s), .. }
-        | Record::PepItem { state: Some(s), .. }
-        | Record::Caps { state: Some(s), .. }
-        | Record::MucRoom { state: Some(s), .. }
-        | Record::MucOccupant { state: Some(s), .. } => s.body.len(),
-        _ => 0,
-    };
-    // JSON escaping of XML grows it a little; the keys, stamps and names are a few hundred.
+    let body = record.payload_len();
     body + body / 8 + 256
 }
 

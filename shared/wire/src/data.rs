@@ -280,6 +280,40 @@ impl Record {
         }
     }
 
+    /// The length of the stanza or document the record carries (0 for a deletion and for the
+    /// kinds whose state is a few fields): what makes a record large, for sizing batches.
+    /// Exhaustive on purpose: a new kind must say whether it carries one.
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Record::Archive { state: Some(s), .. } => s.stanza.len() + s.with.len(),
+            Record::Offline { state: Some(s), .. } => s.stanza.len(),
+            Record::Request { state: Some(s), .. } => s.stanza.len(),
+            Record::Private { state: Some(s), .. }
+            | Record::Vcard { state: Some(s), .. }
+            | Record::LastActivity { state: Some(s), .. }
+            | Record::PepNode { state: Some(s), .. }
+            | Record::PepItem { state: Some(s), .. }
+            | Record::Caps { state: Some(s), .. }
+            | Record::MucRoom { state: Some(s), .. }
+            | Record::MucOccupant { state: Some(s), .. } => s.body.len(),
+            Record::Archive { state: None, .. }
+            | Record::Offline { state: None, .. }
+            | Record::Request { state: None, .. }
+            | Record::Private { state: None, .. }
+            | Record::Vcard { state: None, .. }
+            | Record::LastActivity { state: None, .. }
+            | Record::PepNode { state: None, .. }
+            | Record::PepItem { state: None, .. }
+            | Record::Caps { state: None, .. }
+            | Record::MucRoom { state: None, .. }
+            | Record::MucOccupant { state: None, .. }
+            | Record::Account { .. }
+            | Record::Roster { .. }
+            | Record::Block { .. }
+            | Record::ArchivePrefs { .. } => 0,
+        }
+    }
+
     /// The account (username) whose available resources are to be shown this record when it
     /// is stored at a DC, whether written there or applied from another: what was stored
     /// because no available resource was seen (an offline message, a pending subscription

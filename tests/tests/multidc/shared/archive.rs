@@ -17,8 +17,8 @@ async fn a_conversation_at_dc1_is_in_the_archive_at_dc2_with_the_same_ids_in_ord
     let mut alice = available(m.dc(1), &a, "phone").await;
     let mut bob = available(m.dc(1), &b, "desk").await;
     let bj = format!("{b}@example.com");
-    let shipped = || async { shipped(m.dc(1).replicators[0]).await };
-    let (changes_before, messages_before) = shipped().await;
+    let dc1_shipped = || async { shipped(m.dc(1).replicators[0]).await };
+    let (changes_before, messages_before) = dc1_shipped().await;
     let mut seen = Vec::new();
     for i in 0..6 {
         let body = format!("m{i}");
@@ -59,7 +59,7 @@ async fn a_conversation_at_dc1_is_in_the_archive_at_dc2_with_the_same_ids_in_ord
     .await;
     // Each message's two archive rows (one per owner) were written together, and crossed to
     // DC 2 in one message: DC 1 shipped fewer messages than changes (wire 1.7, batches).
-    let (changes, messages) = shipped().await;
+    let (changes, messages) = dc1_shipped().await;
     let (changes, messages) = (changes - changes_before, messages - messages_before);
     assert!(
         changes >= 12.0,
