@@ -221,6 +221,31 @@ impl Reader {
         }
     }
 
+    /// Reads and discards what the client still sends, for at most a second and 256 KiB, or
+    /// until it closes: what lets the client read a stream error before the socket closes
+    /// (closing one that holds unread input makes the kernel reset the connection, and the
+    /// reset can destroy the error in the client's receive buffer).
+    pub async fn drain(&mut self) {
+        use tokio::io::AsyncReadExt;
+        let tracked = match self {
+            Reader::Xml(r) => r.get_mut(),
+            Reader::Frames(f) => return f.drain().await,
+            // Nothing to read off: what a request brought was taken whole.
+            Reader::Bosh(_) => return,
+        };
+        let mut sink = [0u8; 4096];
+        let mut left: usize = 256 * 1024;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            while left > 0 {
+                match tracked.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        })
+        .await;
+    }
+
     fn restart_with(self, limits: Limits) -> Reader {
         match self {
             Reader::Xml(r) => Reader::Xml(r.restart_with(limits)),
@@ -363,29 +388,11 @@ impl Transport {
         self.writer.send(data).await
     }
 
-    /// After a stream error: stop writing, then read and discard what the client still sends,
-    /// briefly. Closing a socket that holds unread input makes the kernel reset the
-    /// connection, and the client may then never read the error it was just sent.
+    /// After a stream error: stop writing, then let the client read the error
+    /// ([`Reader::drain`]).
     pub async fn linger(&mut self) {
-        use tokio::io::AsyncReadExt;
         self.writer.shutdown().await;
-        let tracked = match &mut self.reader {
-            Reader::Xml(r) => r.get_mut(),
-            Reader::Frames(f) => return f.drain().await,
-            // Nothing to read off: what a request brought was taken whole.
-            Reader::Bosh(_) => return,
-        };
-        let mut sink = [0u8; 4096];
-        let mut left: usize = 256 * 1024;
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
-            while left > 0 {
-                match tracked.read(&mut sink).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => left = left.saturating_sub(n),
-                }
-            }
-        })
-        .await;
+        self.reader.drain().await;
     }
 
     /// A new XML document begins on the same connection after SASL success: the peer is

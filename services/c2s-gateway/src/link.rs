@@ -11,6 +11,7 @@ use meerkat_xmpp::{Inbound, ReadError, StreamError};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::conn::{Activity, Transport, Writer};
 use crate::csi::{Csi, CsiLimits, Offer};
@@ -36,6 +37,9 @@ pub struct Conn {
     writer: Writer,
     pub input: mpsc::Receiver<Box<Result<Inbound, ReadError>>>,
     read_task: JoinHandle<()>,
+    /// Cancelled after a stream error: the read task then reads and discards what the client
+    /// still sends, briefly, instead of ending ([`crate::conn::Reader::drain`]).
+    linger: CancellationToken,
     pub activity: Activity,
     _counted: Counted,
     /// Longest one write may take: past it the client has stopped reading.
@@ -51,9 +55,11 @@ impl Conn {
         let (reader, writer) = transport.into_parts();
         // What the client sends waits in the channel until the session takes it.
         let (tx, input) = mpsc::channel(64);
+        let linger = CancellationToken::new();
         let read_task = tokio::spawn(crate::session::read_loop(
             reader,
             tx,
+            linger.clone(),
             activity.clone(),
             ctx.config.client_rates(),
             ctx.metrics.throttled.clone(),
@@ -62,6 +68,7 @@ impl Conn {
             writer,
             input,
             read_task,
+            linger,
             activity,
             _counted: counted,
             timeout: Duration::from_secs(ctx.config.write_timeout_secs.get()),
@@ -83,7 +90,13 @@ impl Conn {
 
     /// Ends the connection: the stream error or close it is owed, then the socket.
     pub async fn finish(mut self, ctx: &Ctx, end: End) {
-        self.read_task.abort();
+        // The client is owed the error: it must be able to read it, so its input is read
+        // and discarded while it does (the task ends by itself, in at most a second).
+        if matches!(end, End::Error(_)) {
+            self.linger.cancel();
+        } else {
+            self.read_task.abort();
+        }
         let text = match &end {
             End::Error(e) => {
                 ctx.metrics
@@ -109,7 +122,9 @@ impl Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        self.read_task.abort();
+        if !self.linger.is_cancelled() {
+            self.read_task.abort();
+        }
     }
 }
 

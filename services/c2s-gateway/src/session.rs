@@ -15,6 +15,7 @@ use meerkat_xmpp::{
     ns, Element, Inbound, ReadError, StanzaError, StanzaKind, StanzaType, StreamError,
 };
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
@@ -806,6 +807,7 @@ async fn refuse_resumptions(ctx: &Ctx, st: &mut State) {
 pub(crate) fn read_loop(
     mut reader: Reader,
     tx: mpsc::Sender<Box<Result<Inbound, ReadError>>>,
+    linger: CancellationToken,
     activity: Activity,
     rates: Rates,
     throttled: prometheus_client::metrics::counter::Counter,
@@ -813,19 +815,39 @@ pub(crate) fn read_loop(
     async move {
         let mut shaper = Shaper::new(rates, Instant::now());
         let mut charged = activity.bytes_read();
-        loop {
-            let item = reader.next().await;
+        // Whether the client is owed a stream error: then what it still sends is read and
+        // discarded for a moment, so that it can read the error before the socket closes.
+        let owed = loop {
+            let item = tokio::select! {
+                _ = linger.cancelled() => break true,
+                item = reader.next() => item,
+            };
+            let failed = matches!(item, Err(ReadError::Stream(_)));
             let stop = !matches!(item, Ok(Inbound::Stanza(_)));
-            if tx.send(Box::new(item)).await.is_err() || stop {
-                return;
+            tokio::select! {
+                _ = linger.cancelled() => break true,
+                sent = tx.send(Box::new(item)) => {
+                    if sent.is_err() {
+                        return;
+                    }
+                }
+            }
+            if stop {
+                break failed;
             }
             let read = activity.bytes_read();
             let pause = shaper.charge(read.saturating_sub(charged), 1, Instant::now());
             charged = read;
             if !pause.is_zero() {
                 throttled.inc();
-                tokio::time::sleep(pause).await;
+                tokio::select! {
+                    _ = linger.cancelled() => break true,
+                    _ = tokio::time::sleep(pause) => {}
+                }
             }
+        };
+        if owed {
+            reader.drain().await;
         }
     }
 }
