@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use meerkat_bus::lapin::message::Delivery;
 use meerkat_bus::lapin::options::BasicAckOptions;
 use meerkat_bus::{HeaderExt, Props};
-use meerkat_wire::handover::{self as step, Fence, Moved, Refused, Request};
+use meerkat_wire::handover::{self as step, Fence, Kept, Moved, Refused, Request};
 use meerkat_wire::{headers as h, topology as names, RouteKind};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
@@ -61,6 +61,8 @@ struct Waiting {
     new_session: Uuid,
     credentials: u64,
     tx: oneshot::Sender<Answer>,
+    /// When the request was sent (ms since the Unix epoch), for the log.
+    asked_ms: u64,
 }
 
 enum Answer {
@@ -124,6 +126,7 @@ pub async fn ask(ctx: &Ctx, rid: &ResumeId, account: &str, credentials: u64, h: 
             new_session,
             credentials,
             tx,
+            asked_ms: crate::session::now_ms(),
         },
     );
     let req = Request {
@@ -136,6 +139,7 @@ pub async fn ask(ctx: &Ctx, rid: &ResumeId, account: &str, credentials: u64, h: 
         to_dc: ctx.config.dc.clone(),
         to_gateway: ctx.instance.clone(),
         sent_at_ms: crate::session::now_ms(),
+        inline: true,
     };
     // However the wait ends (answered, timed out, or the negotiation dropped), the request is
     // forgotten: a later answer finds nothing.
@@ -250,6 +254,11 @@ pub async fn arrived(ctx: &std::sync::Arc<Ctx>, delivery: Delivery) {
     match step.as_str() {
         step::REQUEST => {
             if let Ok(req) = serde_json::from_slice::<Request>(&delivery.data) {
+                tracing::debug!(
+                    since_request_ms = crate::session::now_ms().saturating_sub(req.sent_at_ms),
+                    jid = %req.jid,
+                    "handover request at the holder"
+                );
                 // The session checks the secret and the account, and answers.
                 let told = ctx
                     .registry
@@ -272,8 +281,21 @@ pub async fn arrived(ctx: &std::sync::Arc<Ctx>, delivery: Delivery) {
             }
         }
         step::MOVED => {
-            if let Ok(moved) = serde_json::from_slice::<Moved>(&delivery.data) {
-                moved_here(ctx, moved).await;
+            if let Ok(mut moved) = serde_json::from_slice::<Moved>(&delivery.data) {
+                let kept = std::mem::take(&mut moved.kept);
+                let fenced = moved.fenced;
+                let session = moved_here(ctx, moved).await;
+                if !kept.is_empty() {
+                    // Acknowledged once every stanza it carried is safe.
+                    took_kept(ctx, session, kept, &delivery, hops);
+                    if fenced {
+                        fence(ctx, session);
+                    }
+                    return;
+                }
+                if fenced {
+                    fence(ctx, session);
+                }
             }
         }
         step::REFUSED => {
@@ -310,11 +332,7 @@ pub async fn arrived(ctx: &std::sync::Arc<Ctx>, delivery: Delivery) {
                 return;
             }
         }
-        step::FENCE => {
-            if let Some(tx) = session.and_then(|id| ctx.registry.get(id)) {
-                tx.tell(Outbound::Fence);
-            }
-        }
+        step::FENCE => fence(ctx, session),
         // BOSH across the gateways of a DC: answered in a task of its own (it may be held
         // for `wait`), never in this consumer's way.
         step::BOSH_REQUEST => {
@@ -332,12 +350,16 @@ pub async fn arrived(ctx: &std::sync::Arc<Ctx>, delivery: Delivery) {
 /// `moved`: registers the new session, so that the forwards that follow find it, and wakes
 /// the waiting negotiation. A resumption given up meanwhile: nothing is registered, and what
 /// follows is bounced to the routers.
-async fn moved_here(ctx: &Ctx, moved: Moved) {
+async fn moved_here(ctx: &Ctx, moved: Moved) -> Option<Uuid> {
     let Some(w) = ctx.handovers.waiting.lock().remove(&moved.request) else {
         tracing::info!(request = %moved.request, "late handover answer: what follows goes back to the routers");
         abandoned(ctx, &moved).await;
-        return;
+        return None;
     };
+    tracing::debug!(
+        since_request_ms = crate::session::now_ms().saturating_sub(w.asked_ms),
+        "moved here: the holder answered"
+    );
     let (mailbox, inbox) = crate::registry::mailbox(ctx.config.max_queued_bytes);
     let replaced = ctx
         .registry
@@ -348,13 +370,65 @@ async fn moved_here(ctx: &Ctx, moved: Moved) {
         inbox,
         replaced,
     });
-    if let Err(Answer::Moved(a)) = w.tx.send(Answer::Moved(arrived)) {
-        ctx.registry.remove(a.session);
-        a.inbox.close();
-        if let Some(old) = a.replaced {
-            old.tell(Outbound::Conflict);
+    match w.tx.send(Answer::Moved(arrived)) {
+        Ok(()) => Some(w.new_session),
+        Err(Answer::Moved(a)) => {
+            ctx.registry.remove(a.session);
+            a.inbox.close();
+            if let Some(old) = a.replaced {
+                old.tell(Outbound::Conflict);
+            }
+            abandoned(ctx, &a.moved).await;
+            None
         }
-        abandoned(ctx, &a.moved).await;
+        Err(Answer::Refused(_)) => None,
+    }
+}
+
+/// The old holder's fence for the resumed `session`: what reached it directly may be written.
+fn fence(ctx: &Ctx, session: Option<Uuid>) {
+    if let Some(tx) = session.and_then(|id| ctx.registry.get(id)) {
+        tx.tell(Outbound::Fence);
+    }
+}
+
+/// What the old holder kept, carried in `moved` (`delivery`): into the resumed session's
+/// mailbox, in order, as `forward`s would be; when the resumption was given up meanwhile
+/// (`session` is `None` or gone), back to the routers. The delivery is acknowledged once every
+/// one of them is safe.
+fn took_kept(
+    ctx: &std::sync::Arc<Ctx>,
+    session: Option<Uuid>,
+    kept: Vec<Kept>,
+    delivery: &Delivery,
+    hops: u64,
+) {
+    let share = crate::registry::SharedAck::new(delivery.acker.clone(), kept.len());
+    let tx = session.and_then(|id| ctx.registry.get(id));
+    for k in kept {
+        let d = Delivered::copy(
+            k.xml,
+            crate::registry::BrokerAck::Shared(share.clone()),
+            k.id.as_deref(),
+        );
+        let d = match &tx {
+            Some(tx) => match tx.offer_forwarded(d) {
+                Ok(_) => continue,
+                Err(d) => d,
+            },
+            None => d,
+        };
+        // Bounced in a task of its own, until the broker takes it: its share stays
+        // unsettled meanwhile.
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            while !crate::delivery::bounce(&ctx, d.xml.as_bytes(), session, d.id.as_deref(), hops)
+                .await
+            {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            d.settle(&ctx.acks);
+        });
     }
 }
 
@@ -398,15 +472,62 @@ async fn abandoned(ctx: &Ctx, moved: &Moved) {
     }
 }
 
-/// The session moved to the gateway that asked (`req`): what it kept goes there, then the
-/// `fence`; what still reaches it later follows the tombstone. Returns [`CLOSE_AFTER`] later,
-/// for the caller to announce the old id closed. The caller has stopped the session writing
-/// (`inbox` closed).
-pub async fn leave(ctx: &Ctx, old: Uuid, req: &Request, kept: Vec<Delivered>, inbox: &Inbox) {
+/// The session moved to the gateway that asked (`req`): `moved` goes there, carrying what
+/// the session kept when the asker reads it ([`Request::inline`]; up to
+/// [`step::KEPT_INLINE_MAX`], and then it is the fence too), else followed by a `forward` for
+/// each, then the `fence`; what still reaches the session later follows the tombstone.
+/// Returns [`CLOSE_AFTER`] later, for the caller to announce the old id closed. The caller has
+/// stopped the session writing (`inbox` closed). `Err` with everything taken when `moved`
+/// could not be sent: the asker was not told, and the session ends here as one not resumed.
+pub async fn leave(
+    ctx: &Ctx,
+    old: Uuid,
+    req: &Request,
+    mut moved: Moved,
+    mut kept: Vec<Delivered>,
+    inbox: &Inbox,
+) -> Result<(), Vec<Delivered>> {
     let to = &asker(req);
+    // What waits in the mailbox now goes with what was kept; what comes meanwhile still
+    // waits there, and follows `moved` as `forward`s.
+    kept.extend(inbox.take_waiting());
+    let mut inline = 0;
+    if req.inline {
+        let mut bytes = 0;
+        for d in &kept {
+            bytes += d.xml.len();
+            if inline > 0 && bytes > step::KEPT_INLINE_MAX {
+                break;
+            }
+            inline += 1;
+        }
+        moved.kept = kept[..inline]
+            .iter()
+            .map(|d| Kept {
+                id: d.id.as_deref().map(str::to_owned),
+                xml: d.xml.clone(),
+            })
+            .collect();
+        moved.fenced = inline == kept.len();
+    }
+    let body = serde_json::to_vec(&moved).unwrap_or_default();
+    // Two hops, as a `forward` has: what it carries may be routed again once more.
+    if !send(ctx, to, step::MOVED, None, 2, &body).await {
+        return Err(kept);
+    }
+    tracing::debug!(
+        since_request_ms = crate::session::now_ms().saturating_sub(req.sent_at_ms),
+        kept = inline,
+        "moved sent"
+    );
+    // From here what reaches this gateway for the old session follows it.
     ctx.handovers.tombstone(old, to.clone(), &req.jid);
-    let mut forwarded = 0u64;
-    for d in kept.into_iter().chain(std::iter::from_fn(|| inbox.drain())) {
+    let mut rest = kept.into_iter();
+    for d in rest.by_ref().take(inline) {
+        d.settle(&ctx.acks);
+    }
+    let mut forwarded = inline as u64;
+    for d in rest.chain(std::iter::from_fn(|| inbox.drain())) {
         if send(
             ctx,
             to,
@@ -426,19 +547,23 @@ pub async fn leave(ctx: &Ctx, old: Uuid, req: &Request, kept: Vec<Delivered>, in
         }
     }
     ctx.registry.remove(old);
-    // Everything this session held has been forwarded: the fence follows at once. What a
-    // router still routes here until it learns of the new session follows the tombstone, and
-    // the new holder holds what reaches it directly a moment for it ([`Settle`]).
-    let body = serde_json::to_vec(&Fence {
-        request: req.request,
-    })
-    .unwrap_or_default();
-    send(ctx, to, step::FENCE, Some(to.session), 1, &body).await;
+    // Everything this session held has been forwarded: the fence follows at once (unless
+    // `moved` was it). What a router still routes here until it learns of the new session
+    // follows the tombstone, and the new holder holds what reaches it directly a moment for
+    // it ([`Settle`]).
+    if !moved.fenced {
+        let body = serde_json::to_vec(&Fence {
+            request: req.request,
+        })
+        .unwrap_or_default();
+        send(ctx, to, step::FENCE, Some(to.session), 1, &body).await;
+    }
     // The caller then announces the old id closed. Each router must have the new session
     // before that: one that took the close first would hold no session for the full JID in
     // between, and route what comes for it as for a resource that is gone (offline storage).
     tokio::time::sleep(CLOSE_AFTER).await;
     tracing::debug!(session = %old, to = %to.gateway, forwarded, "session handed over");
+    Ok(())
 }
 
 /// What reached the new holder directly after the `fence`, during [`SETTLE`]: each stanza

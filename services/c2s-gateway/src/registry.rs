@@ -302,6 +302,20 @@ impl Inbox {
         }
     }
 
+    /// Takes every stanza waiting now, in order, leaving the mailbox as it is: what comes
+    /// later still waits in it (for [`Inbox::drain`]).
+    pub fn take_waiting(&self) -> Vec<Delivered> {
+        let mut q = self.0.queue.lock();
+        let mut taken = Vec::new();
+        while let Some(item) = q.items.pop_front() {
+            if let Outbound::Stanza(d) | Outbound::Forwarded(d) = item {
+                q.bytes -= d.xml.len();
+                taken.push(d);
+            }
+        }
+        taken
+    }
+
     /// Takes the oldest stanza left, or, when none is left, marks the mailbox gone in the same
     /// step, so that no stanza can slip in behind the last one taken.
     pub fn drain(&self) -> Option<Delivered> {

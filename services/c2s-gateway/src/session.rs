@@ -41,7 +41,12 @@ struct State {
     /// Where connections resuming the session arrive, once it is resumable.
     resume_rx: Option<mpsc::Receiver<Box<Resumption>>>,
     /// The client resumed at another gateway, which this session moves to.
-    moved: Option<Box<meerkat_wire::handover::Request>>,
+    moved: Option<
+        Box<(
+            meerkat_wire::handover::Request,
+            meerkat_wire::handover::Moved,
+        )>,
+    >,
 }
 
 /// How a session begins.
@@ -187,7 +192,7 @@ pub fn start(
         // The account is checked again now that the session is registered: a change made
         // since authentication ends it here, one made from now on reaches it.
         let valid = accounts::check(&ctx, &st.username, credentials).await;
-        let end = if let Err(e) = valid {
+        let mut end = if let Err(e) = valid {
             End::Error(e)
         } else if let Err(end) =
             Box::pin(first_words(&ctx, &mut st, &mut link, &inbox, first)).await
@@ -204,22 +209,30 @@ pub fn start(
         // that is bounced by whoever holds it, behind these.
         inbox.close();
         refuse_resumptions(&ctx, &mut st).await;
-        if let Some(req) = st.moved.take() {
+        let mut kept = link.take_kept();
+        if let Some(to) = st.moved.take() {
             // Moved to another gateway: what was kept goes there, not back to the routers,
-            // and the contacts see no change (the new holder announced the same presence).
+            // and the contacts see no change (the new holder announces the same presence).
             if let Some(conn) = link.conn.take() {
+                let end = std::mem::replace(&mut end, End::Gone);
                 Box::pin(conn.finish(&ctx, end)).await;
             }
-            let kept = link.take_kept();
-            Box::pin(crate::handover::leave(&ctx, id, &req, kept, &inbox)).await;
-            st.info.available = false;
-            st.info.presence = None;
-            st.info.version += 1;
-            events::publish(&ctx, SessionEventKind::Close, &st.info).await;
-            ctx.metrics.sessions.dec();
-            return;
+            let (req, moved) = *to;
+            match Box::pin(crate::handover::leave(&ctx, id, &req, moved, kept, &inbox)).await {
+                Ok(()) => {
+                    st.info.available = false;
+                    st.info.presence = None;
+                    st.info.version += 1;
+                    events::publish(&ctx, SessionEventKind::Close, &st.info).await;
+                    ctx.metrics.sessions.dec();
+                    return;
+                }
+                // The asking gateway was not told: it gives up, its client binds afresh, and
+                // the session ends here as one that was not resumed.
+                Err(back) => kept = back,
+            }
         }
-        let bounced = Box::pin(bounce_kept(&ctx, id, link.take_kept(), &inbox)).await;
+        let bounced = Box::pin(bounce_kept(&ctx, id, kept, &inbox)).await;
         if bounced > 0 {
             tracing::info!(jid = %st.info.jid, session = %id, bounced, "undelivered stanzas sent back to the routers");
         }
@@ -538,8 +551,8 @@ async fn control(ctx: &Ctx, st: &mut State, link: &mut Link, what: Outbound) -> 
 }
 
 /// The client resumed at another gateway, which asks for the session: checked (the secret
-/// and the account), the client's `h` applied, `moved` sent; the session then ends here
-/// (closing a connection still open with `<conflict/>`) and forwards what it kept
+/// and the account), the client's `h` applied; the session then ends here (closing a
+/// connection still open with `<conflict/>`) and sends `moved` with what it kept
 /// (crate::handover::leave). Refused: the session goes on.
 async fn hand_over(
     ctx: &Ctx,
@@ -547,7 +560,7 @@ async fn hand_over(
     link: &mut Link,
     req: Box<meerkat_wire::handover::Request>,
 ) -> Result<(), End> {
-    use meerkat_wire::handover::{self as step, Moved};
+    use meerkat_wire::handover::Moved;
     let Some(sm) = link.sm.as_mut() else {
         crate::handover::refuse(ctx, &req, None).await;
         return Ok(());
@@ -577,14 +590,11 @@ async fn hand_over(
         directed: st.directed.iter().cloned().collect(),
         handled: sm.handled,
         max_secs: window,
+        kept: Vec::new(),
+        fenced: false,
     };
-    let body = serde_json::to_vec(&moved).unwrap_or_default();
-    let to = crate::handover::asker(&req);
-    if !crate::handover::send(ctx, &to, step::MOVED, None, 1, &body).await {
-        // The asking gateway gives up; the session goes on here.
-        return Ok(());
-    }
-    st.moved = Some(req);
+    // Sent once the session has stopped, with what it kept (crate::handover::leave).
+    st.moved = Some(Box::new((*req, moved)));
     Err(End::Error(StreamError::with_text(
         "conflict",
         "the session was resumed at another gateway",

@@ -174,29 +174,46 @@ async fn drain_once(ctx: &Ctx, queue: &str, declared: Uuid) -> Result<Drained, l
             .get_u64(h::HOPS)
             .unwrap_or(publish::HOPS)
             .saturating_sub(1);
-        // Back to the routers as the gateway itself bounces what it cannot hand to a session.
-        let bounced = ctx
-            .publisher
-            .bounce(
-                &ctx.config.dc,
-                &ctx.epoch,
-                &delivery.data,
-                session,
-                delivery
-                    .properties
-                    .message_id()
-                    .as_ref()
-                    .map(|id| id.as_str()),
-                hops,
-            )
-            .await;
-        match bounced {
-            Ok(()) => {
-                delivery.ack(BasicAckOptions::default()).await?;
-                taken += 1;
-                ctx.metrics.gateway_stanzas_rerouted.inc();
+        let id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str().to_owned());
+        // Back to the routers as the gateway itself bounces what it cannot hand to a session:
+        // a stanza, or the stanzas a session's old holder sent in its `moved` (wire 1.8). The
+        // other handover steps carry none.
+        let stanzas = match meerkat_bus::wire::kind(headers) {
+            Ok(meerkat_wire::RouteKind::Handover) => handover_stanzas(headers, &delivery.data, id),
+            _ => vec![(delivery.data.clone(), id)],
+        };
+        let mut refused = None;
+        for (data, id) in &stanzas {
+            if let Err(e) = ctx
+                .publisher
+                .bounce(
+                    &ctx.config.dc,
+                    &ctx.epoch,
+                    data,
+                    session,
+                    id.as_deref(),
+                    hops,
+                )
+                .await
+            {
+                refused = Some(e);
+                break;
             }
-            Err(e) => {
+        }
+        match refused {
+            None => {
+                delivery.ack(BasicAckOptions::default()).await?;
+                let n = u64::try_from(stanzas.len()).unwrap_or(u64::MAX);
+                taken += n;
+                ctx.metrics.gateway_stanzas_rerouted.inc_by(n);
+            }
+            Some(e) => {
+                // What went already goes again with the rest: the routers drop a bounce they
+                // saw (its id).
                 tracing::warn!(error = %e, "stanza of a dead gateway not re-routed; left queued");
                 delivery
                     .nack(BasicNackOptions {
@@ -210,4 +227,27 @@ async fn drain_once(ctx: &Ctx, queue: &str, declared: Uuid) -> Result<Drained, l
     };
     let _ = ch.close(200, "drained").await;
     Ok(outcome)
+}
+
+/// The stanzas a `handover` message in a dead gateway's queue carries, with their ids: a
+/// `forward`'s one, a `moved`'s `kept` (what a session's old holder handed to this gateway,
+/// which died before its client had them); none in the other steps.
+fn handover_stanzas(
+    headers: Option<&FieldTable>,
+    data: &[u8],
+    id: Option<String>,
+) -> Vec<(Vec<u8>, Option<String>)> {
+    use meerkat_wire::handover as step;
+    match headers.get_str(h::HANDOVER).as_deref() {
+        Some(step::FORWARD) => vec![(data.to_vec(), id)],
+        Some(step::MOVED) => serde_json::from_slice::<step::Moved>(data)
+            .map(|m| {
+                m.kept
+                    .into_iter()
+                    .map(|k| (k.xml.into_bytes(), k.id))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
 }

@@ -402,6 +402,10 @@ async fn a_gateway_that_dies_without_a_word_has_its_sessions_ended() {
             .with_child(Element::new("body", ns::CLIENT).with_text(format!("while gone {n}")));
         bob.send(&msg).await.unwrap();
     }
+    // And what a session's old holder had handed to it in a `moved` (wire 1.8: the stanzas
+    // the client had not acknowledged, for a resumption there), with the fence that came with
+    // it: the stanzas are routed again, the steps themselves carry nothing more.
+    handed_over(m.dc(1), &alice_gw, bob.jid(), &alice_full).await;
 
     // Bob is told, from Alice's full JID, as if she had logged out.
     bob.expect_within(
@@ -454,6 +458,75 @@ async fn a_gateway_that_dies_without_a_word_has_its_sessions_ended() {
             .await
             .unwrap();
     }
+    for body in ["kept 1", "kept 2"] {
+        alice.expect(body, message_with_body(body)).await.unwrap();
+    }
     assert!(alice_bare.starts_with(&a));
     m.stop().await.unwrap();
+}
+
+/// Puts into the delivery queue of `gateway` a `moved` carrying two stanzas from `from` to
+/// `to` (what an old holder hands a resuming gateway, wire 1.8), then that resumption's
+/// `fence`.
+async fn handed_over(dc: &Dc, gateway: &str, from: &str, to: &str) {
+    use lapin::options::BasicPublishOptions;
+    use meerkat_wire::handover::{self as step, Kept, Moved};
+    use meerkat_wire::{headers as h, RouteKind, SessionInfo};
+    let props = ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio);
+    let conn = Connection::connect(&dc.amqp_url, props).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let request = uuid::Uuid::now_v7();
+    let kept = ["kept 1", "kept 2"].map(|body| Kept {
+        id: Some(uuid::Uuid::new_v4().to_string()),
+        xml: Element::new("message", ns::CLIENT)
+            .with_attr("type", "chat")
+            .with_attr("from", from.to_owned())
+            .with_attr("to", to.to_owned())
+            .with_child(Element::new("body", ns::CLIENT).with_text(body))
+            .to_xml(),
+    });
+    let moved = Moved {
+        request,
+        session: SessionInfo {
+            jid: to.to_owned(),
+            session_id: uuid::Uuid::now_v7(),
+            version: 1,
+            dc: dc.options.dc.clone(),
+            gateway: "the-old-holder".into(),
+            available: true,
+            priority: 0,
+            presence: None,
+            interested: false,
+            carbons: false,
+            blocklist: false,
+        },
+        directed: Vec::new(),
+        handled: 0,
+        max_secs: 300,
+        kept: kept.to_vec(),
+        fenced: false,
+    };
+    let fence = serde_json::json!({ "request": request });
+    for (which, body) in [
+        (step::MOVED, serde_json::to_vec(&moved).unwrap()),
+        (step::FENCE, serde_json::to_vec(&fence).unwrap()),
+    ] {
+        let props = meerkat_bus::Props::stanza(RouteKind::Handover, &dc.options.dc)
+            .str(h::HANDOVER, which)
+            .str(h::WIRE, "1.8")
+            .u64(h::HOPS, 2);
+        ch.basic_publish(
+            "",
+            &names::gateway_queue(gateway),
+            BasicPublishOptions::default(),
+            &body,
+            props.build(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
 }

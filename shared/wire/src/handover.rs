@@ -9,6 +9,11 @@
 //! [`HANDOVER`](crate::headers::HANDOVER) says which step it is; `request`, `moved`,
 //! `refused` and `fence` carry these JSON bodies, `forward` carries one stanza (XML) as a
 //! delivery would, with [`SESSION`](crate::headers::SESSION) naming the session it is for.
+//!
+//! Since 1.8 a resuming gateway says it reads [`Moved::kept`] ([`Request::inline`]): the
+//! holder then sends `moved` once the session has stopped, carrying what it kept, and with
+//! [`Moved::fenced`] it stands for the `fence` too. A cross-DC resumption then costs one
+//! message each way instead of 3 + one per kept stanza back.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -47,7 +52,24 @@ pub struct Request {
     pub to_gateway: String,
     /// When it was sent (ms since the Unix epoch): a request met late is refused.
     pub sent_at_ms: u64,
+    /// The asking gateway reads the kept stanzas in `moved` ([`Moved::kept`], since 1.8). A
+    /// 1.7 gateway's request has no such field: it gets `forward`s and a `fence`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inline: bool,
 }
+
+/// A stanza the holder kept for the client (not acknowledged, or not yet written), carried in
+/// [`Moved::kept`], with the id of the broker delivery it came in (what a bounce is keyed by).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kept {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub xml: String,
+}
+
+/// The most stanza bytes a `moved` carries in [`Moved::kept`]; the rest follow as `forward`s
+/// and a `fence`.
+pub const KEPT_INLINE_MAX: usize = 256 * 1024;
 
 /// The holder's answer: the session's state. The stanzas the client had not acknowledged, and
 /// whatever arrives for the session meanwhile, follow as `forward` messages, then a `fence`.
@@ -64,6 +86,14 @@ pub struct Moved {
     pub handled: u32,
     /// The resumption window the client was given, in seconds.
     pub max_secs: u64,
+    /// What the holder kept, in order, to be written after `<resumed/>` as `forward`s are
+    /// (only when the request was [`Request::inline`]; since 1.8).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<Kept>,
+    /// Nothing else was kept: this `moved` is the `fence` too (what comes from the holder
+    /// later are stragglers; since 1.8).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fenced: bool,
 }
 
 /// The holder refuses: unknown session, wrong secret or account, a request met late — or the
@@ -117,11 +147,54 @@ mod tests {
             to_dc: "dc2".into(),
             to_gateway: "dc2-gw-1".into(),
             sent_at_ms: 1,
+            inline: true,
         };
         let back: Request = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back, r);
         let refused: Refused =
             serde_json::from_str(&format!("{{\"request\":\"{}\"}}", r.request)).unwrap();
         assert_eq!(refused.too_high, None);
+    }
+
+    #[test]
+    fn a_1_7_request_asks_for_forwards_and_a_1_7_moved_carries_nothing_kept() {
+        let old = r#"{"request":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b","jid":"a@b/c","new_session":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c","secret":"00","account":"a@b","h":0,"to_dc":"dc2","to_gateway":"g","sent_at_ms":1}"#;
+        let r: Request = serde_json::from_str(old).unwrap();
+        assert!(!r.inline);
+        // What a 1.8 gateway writes for a 1.7 asker reads the same there: no new fields.
+        assert!(!serde_json::to_string(&r).unwrap().contains("inline"));
+        let moved = Moved {
+            request: r.request,
+            session: crate::SessionInfo {
+                jid: "a@b/c".into(),
+                session_id: Uuid::now_v7(),
+                version: 1,
+                dc: "dc1".into(),
+                gateway: "g1".into(),
+                available: true,
+                priority: 0,
+                presence: None,
+                interested: false,
+                carbons: false,
+                blocklist: false,
+            },
+            directed: Vec::new(),
+            handled: 3,
+            max_secs: 300,
+            kept: Vec::new(),
+            fenced: false,
+        };
+        let text = serde_json::to_string(&moved).unwrap();
+        assert!(!text.contains("kept") && !text.contains("fenced"), "{text}");
+        let with = Moved {
+            kept: vec![Kept {
+                id: Some("m1".into()),
+                xml: "<message/>".into(),
+            }],
+            fenced: true,
+            ..moved
+        };
+        let back: Moved = serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back, with);
     }
 }

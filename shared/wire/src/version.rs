@@ -15,7 +15,7 @@ pub struct WireVersion {
 }
 
 /// The version this build speaks.
-pub const CURRENT: WireVersion = WireVersion { major: 1, minor: 7 };
+pub const CURRENT: WireVersion = WireVersion { major: 1, minor: 8 };
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum VersionError {

@@ -605,3 +605,164 @@ async fn a_client_that_never_acknowledges_is_cut_and_loses_nothing() {
     assert_eq!(got, sent, "every message, once its copies are counted once");
     dc.stop().await.unwrap();
 }
+
+/// What a holder sends a resuming gateway depends on what that gateway reads: one of wire 1.7
+/// (its request has no `inline`) gets `moved`, a `forward` per kept stanza, then the `fence`;
+/// one of 1.8 gets the kept stanzas in `moved`, which is the fence too, and nothing more. The
+/// asking gateway here is the test, on the DC's broker, as a gateway instance of its own.
+#[tokio::test]
+async fn a_holder_answers_a_1_7_gateway_with_forwards_and_a_1_8_one_with_one_message() {
+    use futures::StreamExt as _;
+    use lapin::options::{
+        BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions,
+    };
+    use lapin::types::FieldTable;
+    use meerkat_bus::HeaderExt as _;
+    use meerkat_wire::handover::{Moved, Request};
+    use meerkat_wire::{headers as h, topology as names, RouteKind};
+
+    let dc = dc().await;
+    let amqp = lapin::Connection::connect(
+        &dc.amqp_url,
+        lapin::ConnectionProperties::default()
+            .with_executor(tokio_executor_trait::Tokio::current())
+            .with_reactor(tokio_reactor_trait::Tokio),
+    )
+    .await
+    .unwrap();
+    let ch = amqp.create_channel().await.unwrap();
+    for inline in [false, true] {
+        let (mut alice, mut bob, b) = friends(&dc, &dc.client()).await;
+        let previd = resumable(&mut bob).await;
+        let sent = texts(if inline { "inline" } else { "forwarded" }, 2);
+        send_all(&mut alice, bob.bare_jid(), &sent).await;
+        for t in &sent {
+            bob.expect("a message", message_with_body(t)).await.unwrap();
+        }
+        let bob_full = bob.jid().to_owned();
+        bob.drop_connection();
+
+        // The asking gateway's delivery queue.
+        let gateway = format!("old-gateway-{}", uuid::Uuid::new_v4().simple());
+        let q = ch
+            .queue_declare(
+                "",
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        ch.queue_bind(
+            q.name().as_str(),
+            names::DELIVER_EXCHANGE,
+            &gateway,
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        let mut steps = ch
+            .basic_consume(
+                q.name().as_str(),
+                "",
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let secret = {
+            use base64::Engine as _;
+            let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(&previd)
+                .unwrap();
+            raw[..16].iter().map(|x| format!("{x:02x}")).collect()
+        };
+        let request = Request {
+            request: uuid::Uuid::now_v7(),
+            jid: bob_full.clone(),
+            new_session: uuid::Uuid::now_v7(),
+            secret,
+            account: format!("{b}@{}", dc.options.domain),
+            h: 0,
+            to_dc: dc.options.dc.clone(),
+            to_gateway: gateway.clone(),
+            sent_at_ms: u64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis(),
+            )
+            .unwrap(),
+            inline,
+        };
+        let props = meerkat_bus::Props::stanza(RouteKind::Handover, &dc.options.dc)
+            .str(h::HANDOVER, "request")
+            .str(h::WIRE, if inline { "1.8" } else { "1.7" });
+        ch.basic_publish(
+            "",
+            names::HANDOVER_REQUESTS_QUEUE,
+            BasicPublishOptions::default(),
+            &serde_json::to_vec(&request).unwrap(),
+            props.build(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+        // Every step until the fence (or a quiet second after `moved`, for 1.8).
+        let mut got: Vec<(String, Vec<u8>)> = Vec::new();
+        loop {
+            let wait = if got.is_empty() { 10 } else { 1 };
+            let Ok(Some(Ok(d))) =
+                tokio::time::timeout(Duration::from_secs(wait), steps.next()).await
+            else {
+                break;
+            };
+            let step = d
+                .properties
+                .headers()
+                .as_ref()
+                .get_str(h::HANDOVER)
+                .unwrap_or_default();
+            let fence = step == "fence";
+            got.push((step, d.data));
+            if fence {
+                break;
+            }
+        }
+        let names: Vec<&str> = got.iter().map(|(s, _)| s.as_str()).collect();
+        let moved: Moved = serde_json::from_slice(&got[0].1).unwrap();
+        assert_eq!(moved.session.jid, bob_full);
+        let bodies = |xml: &[u8]| {
+            Element::parse(std::str::from_utf8(xml).unwrap())
+                .unwrap()
+                .child_text("body", ns::CLIENT)
+                .unwrap()
+        };
+        if inline {
+            assert_eq!(names, ["moved"], "{names:?}");
+            assert!(moved.fenced);
+            let kept: Vec<String> = moved
+                .kept
+                .iter()
+                .map(|k| bodies(k.xml.as_bytes()))
+                .collect();
+            assert_eq!(kept, sent);
+        } else {
+            assert_eq!(names, ["moved", "forward", "forward", "fence"], "{names:?}");
+            // Read as 1.7 reads it: nothing of 1.8 in it.
+            assert!(!String::from_utf8_lossy(&got[0].1).contains("kept"));
+            let forwarded: Vec<String> = got[1..3].iter().map(|(_, x)| bodies(x)).collect();
+            assert_eq!(forwarded, sent);
+        }
+    }
+    dc.stop().await.unwrap();
+}
