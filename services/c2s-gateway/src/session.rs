@@ -190,10 +190,19 @@ pub fn start(
             old.tell(Outbound::Conflict);
         }
         // The account is checked again now that the session is registered: a change made
-        // since authentication ends it here, one made from now on reaches it.
-        let valid = accounts::check(&ctx, &st.username, credentials).await;
+        // since authentication ends it here, one made from now on reaches it. The session is
+        // announced meanwhile (a check that fails ends it, and its end is announced after).
+        let (valid, announced) = tokio::join!(
+            accounts::check(&ctx, &st.username, credentials),
+            events::publish(&ctx, SessionEventKind::Open, &st.info)
+        );
         let mut end = if let Err(e) = valid {
             End::Error(e)
+        } else if !announced {
+            End::Error(StreamError::with_text(
+                "internal-server-error",
+                "session directory unavailable",
+            ))
         } else if let Err(end) =
             Box::pin(first_words(&ctx, &mut st, &mut link, &inbox, first)).await
         {
@@ -256,12 +265,12 @@ async fn first_words(
     first: First,
 ) -> Result<(), End> {
     match first {
-        First::Bind(xml) => announce(ctx, &st.info, link, xml).await,
+        First::Bind(xml) => link.raw(&xml).await,
         First::Resumed(previd) => moved_in(ctx, st, link, inbox, &previd).await,
     }
 }
 
-/// A session moved here: announced (the routers replace the old holder's entry), then
+/// A session moved here, announced already (the routers replace the old holder's entry):
 /// `<resumed/>`, then what the old holder forwards (what the client had not acknowledged, then
 /// what reached the old holder meanwhile), and only after its `fence` (or
 /// [`crate::handover::FENCE_WITHIN`]) what reached this gateway directly, each such stanza
@@ -274,12 +283,6 @@ async fn moved_in(
     inbox: &Inbox,
     previd: &str,
 ) -> Result<(), End> {
-    if !events::publish(ctx, SessionEventKind::Open, &st.info).await {
-        return Err(End::Error(StreamError::with_text(
-            "internal-server-error",
-            "session directory unavailable",
-        )));
-    }
     let handled = link.sm.as_ref().map_or(0, |sm| sm.handled);
     link.raw(&sm::resumed(previd, handled)).await?;
     ctx.metrics.sm_resumed.inc();
@@ -766,22 +769,6 @@ async fn csi_element(link: &mut Link, el: &Element) -> Result<(), End> {
             format!("<{other}/> in {} is not a client state", ns::CSI),
         ))),
     }
-}
-
-/// Tells the routers the session is open, then answers the bind request.
-async fn announce(
-    ctx: &Ctx,
-    info: &SessionInfo,
-    link: &mut Link,
-    bind_xml: String,
-) -> Result<(), End> {
-    if !events::publish(ctx, SessionEventKind::Open, info).await {
-        return Err(End::Error(StreamError::with_text(
-            "internal-server-error",
-            "session directory unavailable",
-        )));
-    }
-    link.raw(&bind_xml).await
 }
 
 /// The session's end when its mailbox overflowed: its client does not read what it is sent
