@@ -132,23 +132,24 @@ fn record_size(record: &Record) -> usize {
 
 /// Publishes outbox entries after `after` (up to the head); returns the last one published.
 async fn publish_from(ctx: &Ctx, after: i64) -> anyhow::Result<i64> {
-    let me = store(ctx).identity().await?;
     let batches = ctx.data.lock().batches_for(&ctx.config.peers);
     let mut last = after;
     loop {
-        let entries = store(ctx).outbox_after(last, BATCH).await?;
-        if entries.is_empty() {
+        // The entries with the stream they belong to, in one query.
+        let page = store(ctx).outbox_page(last, BATCH).await?;
+        if page.entries.is_empty() {
             return Ok(last);
         }
         // Fewer than asked for: this was the head. What is written after it comes with its own
         // notification (or the next tick), so no query to find nothing more.
-        let at_head = (entries.len() as i64) < BATCH;
-        let changes: Vec<DataChange> = entries
+        let at_head = (page.entries.len() as i64) < BATCH;
+        let changes: Vec<DataChange> = page
+            .entries
             .into_iter()
             .map(|e| DataChange {
                 v: 1,
-                origin_dc: me.dc.clone(),
-                epoch: me.epoch.clone(),
+                origin_dc: page.dc.clone(),
+                epoch: page.epoch.clone(),
                 seq: e.seq,
                 written_at: e.written_at,
                 record: e.record,

@@ -226,6 +226,26 @@ pub struct Identity {
     pub head: i64,
 }
 
+/// Outbox entries of this DC's stream (`dc`, `epoch`; empty when there are none).
+#[derive(Clone, Debug, Default)]
+pub struct OutboxPage {
+    pub dc: String,
+    pub epoch: String,
+    pub entries: Vec<OutboxEntry>,
+}
+
+/// An outbox row (`seq`, `record` as text, `written_at` in µs) read into its entry.
+fn outbox_entry(r: &sqlx::postgres::PgRow) -> Result<OutboxEntry, StoreError> {
+    // As text, read straight into the record (no intermediate JSON tree).
+    let body: &str = r.try_get("record")?;
+    Ok(OutboxEntry {
+        seq: r.try_get("seq")?,
+        record: serde_json::from_str(body)
+            .map_err(|e| StoreError::Corrupt(format!("outbox record: {e}")))?,
+        written_at: r.try_get("written_at")?,
+    })
+}
+
 /// An outbox entry.
 #[derive(Clone, Debug)]
 pub struct OutboxEntry {
@@ -280,6 +300,33 @@ impl Store {
         })
     }
 
+    /// Outbox entries after `after`, in order, at most `limit`, with the stream they belong to
+    /// (this DC and its database's epoch), read in the same statement: what the shipper
+    /// publishes is named by the identity it was read under, even if the database was rebuilt
+    /// under it meanwhile, without a query of its own for the identity on every pass.
+    pub async fn outbox_page(&self, after: i64, limit: i64) -> Result<OutboxPage, StoreError> {
+        let rows = sqlx::query(
+            "SELECT coalesce(c.dc, '') AS dc, c.epoch, o.seq, o.record::text AS record, \
+             (extract(epoch FROM o.written_at) * 1000000)::bigint AS written_at \
+             FROM outbox o CROSS JOIN replication_clock c \
+             WHERE o.seq > $1 ORDER BY o.seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        let mut page = OutboxPage::default();
+        if let Some(first) = rows.first() {
+            page.dc = first.try_get("dc")?;
+            page.epoch = first.try_get("epoch")?;
+        }
+        page.entries = rows
+            .iter()
+            .map(outbox_entry)
+            .collect::<Result<_, StoreError>>()?;
+        Ok(page)
+    }
+
     /// Outbox entries after `after`, in order, at most `limit`.
     pub async fn outbox_after(
         &self,
@@ -295,18 +342,7 @@ impl Store {
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                // As text, read straight into the record (no intermediate JSON tree).
-                let body: &str = r.try_get("record")?;
-                Ok(OutboxEntry {
-                    seq: r.try_get("seq")?,
-                    record: serde_json::from_str(body)
-                        .map_err(|e| StoreError::Corrupt(format!("outbox record: {e}")))?,
-                    written_at: r.try_get("written_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(outbox_entry).collect()
     }
 
     /// The oldest sequence still in the outbox (head + 1 when it is empty).

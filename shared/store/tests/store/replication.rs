@@ -433,3 +433,32 @@ async fn a_database_belongs_to_one_dc() {
     let err = a.claim_dc("dc2").await.unwrap_err().to_string();
     assert!(err.contains("belongs to DC \"dc1\""), "{err}");
 }
+
+#[tokio::test]
+async fn an_outbox_page_names_the_stream_its_entries_belong_to() {
+    let a = dc("dc1").await;
+    let empty = a.outbox_page(0, 10).await.unwrap();
+    assert!(empty.entries.is_empty());
+    assert_eq!((empty.dc.as_str(), empty.epoch.as_str()), ("", ""));
+    let creds = Credentials::derive("p", 16).unwrap();
+    for u in ["u1", "u2", "u3"] {
+        a.create_account(u, &creds).await.unwrap();
+    }
+    let me = a.identity().await.unwrap();
+    let page = a.outbox_page(1, 10).await.unwrap();
+    assert_eq!(
+        (page.dc.as_str(), page.epoch.as_str()),
+        ("dc1", me.epoch.as_str())
+    );
+    let seqs: Vec<i64> = page.entries.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [2, 3]);
+    let same: Vec<i64> = a
+        .outbox_after(1, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(same, seqs);
+    assert_eq!(a.outbox_page(1, 1).await.unwrap().entries.len(), 1);
+}
