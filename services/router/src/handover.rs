@@ -44,9 +44,6 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
     // request's publish confirmed beside the others', so that a burst of resumptions (a
     // network change drops a hundred phones at once) waits for one round of confirms, not for
     // a hundred in a row.
-    // Nor does the next batch wait for this one's confirms: each is passed on in a task of its
-    // own (at most the prefetch unacknowledged), so that a request arriving while a burst's
-    // confirms are awaited goes on at once.
     meerkat_bus::consume_batches(bus, spec, usize::from(BATCH), stop, consuming, |batch| {
         let ctx = ctx.clone();
         let queue = queue.clone();
@@ -56,7 +53,7 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc<AtomicUs
                 let queue = queue.clone();
                 async move { one(&ctx, &queue, delivery).await }
             });
-            tokio::spawn(futures::future::join_all(each));
+            futures::future::join_all(each).await;
         }
     })
     .await;
