@@ -130,6 +130,14 @@ async function say(page, who, to, text) {
 
 /// Waits until `text` shows in `page`'s chat, and was received from `from`.
 async function reads(page, who, from, text) {
+  // First the stanza: Converse has then made the chat for it and queued the message there.
+  // Opening the chat before that races Converse's own creation of it (both make a chat
+  // model for `from`; the message can land in the one that is dropped), which a user who
+  // clicks the contact once the message arrived never meets.
+  await page.waitForFunction(
+    (text) => window.meerkat.received.some((m) => m.body === text),
+    { timeout: 60_000 }, text,
+  ).catch(() => { throw new Error(`${who}: "${text}" was not received within 60 s`); });
   // The chat with `from` in view, as the user would click it in the roster.
   await page.evaluate((c) => window.meerkat.api.chats.open(c, {}, true), from);
   await page.waitForFunction(
