@@ -97,6 +97,9 @@ impl Default for StackOptions {
 /// as a crashed process would) and the token that stops it gracefully.
 pub struct ServiceHandle {
     pub name: String,
+    /// The instance id the service runs under (a gateway's delivery queue's routing key);
+    /// empty when the service chose its own.
+    pub instance: String,
     pub admin: SocketAddr,
     stop: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -141,6 +144,7 @@ impl ServiceHandle {
         });
         let mut handle = ServiceHandle {
             name: name.to_owned(),
+            instance: String::new(),
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             stop,
             task: Some(task),
@@ -560,8 +564,9 @@ impl Dc {
     async fn spawn_gateway(&mut self, ports: GatewayPorts) -> anyhow::Result<GatewayPorts> {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let n = self.gateways.len() + 1;
+        let instance = format!("{}-gw{n}-{}", self.options.dc, short_id());
         let config = c2s_gateway::Config {
-            common: self.common(format!("{}-gw{n}-{}", self.options.dc, short_id())),
+            common: self.common(instance.clone()),
             database: self.database(),
             c2s_addr: ports.c2s,
             tls_addr: Some(ports.tls.unwrap_or(any)),
@@ -581,7 +586,7 @@ impl Dc {
             ..self.options.gateway.clone().unwrap_or_default()
         };
         let (addrs_tx, addrs_rx) = tokio::sync::oneshot::channel();
-        let handle = ServiceHandle::spawn(
+        let mut handle = ServiceHandle::spawn(
             &format!("{}-gw{n}", self.options.dc),
             |stop| async move {
                 let g = c2s_gateway::Gateway::build(config, stop).await?;
@@ -599,6 +604,7 @@ impl Dc {
         .await?;
         let addrs = addrs_rx.await.context("gateway addresses")?;
         let admin = handle.admin;
+        handle.instance = instance;
         self.gateways.push(handle);
         wait_ready(admin).await?;
         Ok(addrs)

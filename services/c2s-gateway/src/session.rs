@@ -564,6 +564,13 @@ async fn hand_over(
     req: Box<meerkat_wire::handover::Request>,
 ) -> Result<(), End> {
     use meerkat_wire::handover::Moved;
+    if req.new_session == st.info.session_id {
+        // The request that made this session, delivered again (a router or a gateway that
+        // stopped before acknowledging it passes it on twice; it follows the session here).
+        // Its asker is this session: nobody waits for an answer.
+        tracing::debug!(request = %req.request, "a repeated handover request ignored");
+        return Ok(());
+    }
     let Some(sm) = link.sm.as_mut() else {
         crate::handover::refuse(ctx, &req, None).await;
         return Ok(());

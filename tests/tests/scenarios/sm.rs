@@ -606,22 +606,11 @@ async fn a_client_that_never_acknowledges_is_cut_and_loses_nothing() {
     dc.stop().await.unwrap();
 }
 
-/// What a holder sends a resuming gateway depends on what that gateway reads: one of wire 1.7
-/// (its request has no `inline`) gets `moved`, a `forward` per kept stanza, then the `fence`;
-/// one of 1.8 gets the kept stanzas in `moved`, which is the fence too, and nothing more. The
-/// asking gateway here is the test, on the DC's broker, as a gateway instance of its own.
-#[tokio::test]
-async fn a_holder_answers_a_1_7_gateway_with_forwards_and_a_1_8_one_with_one_message() {
-    use futures::StreamExt as _;
-    use lapin::options::{
-        BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions,
-    };
+/// A channel on `dc`'s broker, and what the routers send the gateway `instance` (a queue of the
+/// test's own bound to the delivery exchange with that key: a copy, when such a gateway runs).
+async fn tap(dc: &Dc, instance: &str) -> (lapin::Connection, lapin::Channel, lapin::Consumer) {
+    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
     use lapin::types::FieldTable;
-    use meerkat_bus::HeaderExt as _;
-    use meerkat_wire::handover::{Moved, Request};
-    use meerkat_wire::{headers as h, topology as names, RouteKind};
-
-    let dc = dc().await;
     let amqp = lapin::Connection::connect(
         &dc.amqp_url,
         lapin::ConnectionProperties::default()
@@ -631,6 +620,55 @@ async fn a_holder_answers_a_1_7_gateway_with_forwards_and_a_1_8_one_with_one_mes
     .await
     .unwrap();
     let ch = amqp.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            "",
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    ch.queue_bind(
+        q.name().as_str(),
+        meerkat_wire::topology::DELIVER_EXCHANGE,
+        instance,
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let consumer = ch
+        .basic_consume(
+            q.name().as_str(),
+            "",
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    (amqp, ch, consumer)
+}
+
+/// What a holder sends a resuming gateway depends on what that gateway reads: one of wire 1.7
+/// (its request has no `inline`) gets `moved`, a `forward` per kept stanza, then the `fence`;
+/// one of 1.8 gets the kept stanzas in `moved`, which is the fence too, and nothing more. The
+/// asking gateway here is the test, on the DC's broker, as a gateway instance of its own.
+#[tokio::test]
+async fn a_holder_answers_a_1_7_gateway_with_forwards_and_a_1_8_one_with_one_message() {
+    use futures::StreamExt as _;
+    use lapin::options::BasicPublishOptions;
+    use meerkat_bus::HeaderExt as _;
+    use meerkat_wire::handover::{Moved, Request};
+    use meerkat_wire::{headers as h, topology as names, RouteKind};
+
+    let dc = dc().await;
     for inline in [false, true] {
         let (mut alice, mut bob, b) = friends(&dc, &dc.client()).await;
         let previd = resumable(&mut bob).await;
@@ -644,39 +682,7 @@ async fn a_holder_answers_a_1_7_gateway_with_forwards_and_a_1_8_one_with_one_mes
 
         // The asking gateway's delivery queue.
         let gateway = format!("old-gateway-{}", uuid::Uuid::new_v4().simple());
-        let q = ch
-            .queue_declare(
-                "",
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        ch.queue_bind(
-            q.name().as_str(),
-            names::DELIVER_EXCHANGE,
-            &gateway,
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        let mut steps = ch
-            .basic_consume(
-                q.name().as_str(),
-                "",
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        let (_amqp, ch, mut steps) = tap(&dc, &gateway).await;
         let secret = {
             use base64::Engine as _;
             let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -764,5 +770,88 @@ async fn a_holder_answers_a_1_7_gateway_with_forwards_and_a_1_8_one_with_one_mes
             assert_eq!(forwarded, sent);
         }
     }
+    dc.stop().await.unwrap();
+}
+
+/// A handover request delivered twice (a router that passed it on stopped before
+/// acknowledging it, and another passes it on again) does not move the session it created:
+/// the copy that reaches the old holder follows the session to its new gateway, as does the
+/// copy the routers send there straight, and the resumed session ignores both and goes on.
+#[tokio::test]
+async fn a_handover_request_delivered_again_leaves_the_resumed_session_alone() {
+    use futures::StreamExt as _;
+    use lapin::options::BasicPublishOptions;
+    use meerkat_bus::HeaderExt as _;
+    use meerkat_wire::{headers as h, topology as names};
+
+    let mut dc = dc().await;
+    let second = dc.start_gateway_on_own_port().await.unwrap();
+    let first = dc.gateways[0].instance.clone();
+    let (mut alice, mut bob, b) = friends(&dc, &dc.client()).await;
+    let previd = resumable(&mut bob).await;
+
+    // A copy of what the routers send the first gateway.
+    let (_amqp, ch, mut copies) = tap(&dc, &first).await;
+
+    let bob_full = bob.jid().to_owned();
+    bob.drop_connection();
+    let (mut bob, answer) = Client::resume(&second, &b, PW, &previd, 0, &bob_full)
+        .await
+        .unwrap();
+    assert_eq!(answer.name(), "resumed", "{answer}");
+    let request = loop {
+        let d = tokio::time::timeout(Duration::from_secs(10), copies.next())
+            .await
+            .expect("the handover request, as the first gateway got it")
+            .unwrap()
+            .unwrap();
+        let step = d.properties.headers().as_ref().get_str(h::HANDOVER);
+        if step.as_deref() == Some("request") {
+            break d;
+        }
+    };
+
+    // Again to the first gateway, which follows the session; and again through the routers,
+    // which know where it is now.
+    ch.basic_publish(
+        names::DELIVER_EXCHANGE,
+        &first,
+        BasicPublishOptions::default(),
+        &request.data,
+        request.properties.clone(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    ch.basic_publish(
+        "",
+        names::HANDOVER_REQUESTS_QUEUE,
+        BasicPublishOptions::default(),
+        &request.data,
+        request.properties.clone(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+
+    // Bob's resumed connection is not closed and his session goes on.
+    bob.expect_none(Duration::from_secs(2), |e: &Element| {
+        e.is("message", ns::CLIENT)
+    })
+    .await
+    .unwrap();
+    alice
+        .send_message(&bob_full, "after the repeated request")
+        .await
+        .unwrap();
+    bob.expect(
+        "the next message",
+        message_with_body("after the repeated request"),
+    )
+    .await
+    .unwrap();
+    no_flap(&mut alice, &bob_full).await;
     dc.stop().await.unwrap();
 }
