@@ -192,10 +192,44 @@ pub fn start(
         // The account is checked again now that the session is registered: a change made
         // since authentication ends it here, one made from now on reaches it. The session is
         // announced meanwhile (a check that fails ends it, and its end is announced after).
-        let (valid, announced) = tokio::join!(
-            accounts::check(&ctx, &st.username, credentials),
-            events::publish(&ctx, SessionEventKind::Open, &st.info)
+        // A new session's bind result waits for the announcement's confirm too: until the
+        // routers have it, nothing reaches the session. A moved one is reachable before (the
+        // routers still name the old holder, whose tombstone forwards here), so its
+        // `<resumed/>` and what the old holder kept wait for the check only; the session
+        // goes on once the announcement is confirmed, and ends if it is not.
+        let began = std::time::Instant::now();
+        let announcing = {
+            let ctx = ctx.clone();
+            let info = st.info.clone();
+            tokio::spawn(async move {
+                let announced = events::publish(&ctx, SessionEventKind::Open, &info).await;
+                (announced, began.elapsed().as_millis())
+            })
+        };
+        let valid = accounts::check(&ctx, &st.username, credentials).await;
+        let checked = began.elapsed().as_millis();
+        let (early, later) = match first {
+            f @ First::Resumed(_) if valid.is_ok() => (Some(f), None),
+            f => (None, Some(f)),
+        };
+        let said = match early {
+            Some(f) => Some(Box::pin(first_words(&ctx, &mut st, &mut link, &inbox, f)).await),
+            None => None,
+        };
+        let (announced, confirmed) = announcing.await.unwrap_or((false, 0));
+        tracing::debug!(
+            jid = %st.info.jid,
+            checked_ms = checked,
+            announced_ms = confirmed,
+            "session checked and announced"
         );
+        let said = match (said, later) {
+            (Some(said), _) => said,
+            (None, Some(f)) if valid.is_ok() && announced => {
+                Box::pin(first_words(&ctx, &mut st, &mut link, &inbox, f)).await
+            }
+            (None, _) => Ok(()),
+        };
         let mut end = if let Err(e) = valid {
             End::Error(e)
         } else if !announced {
@@ -203,9 +237,7 @@ pub fn start(
                 "internal-server-error",
                 "session directory unavailable",
             ))
-        } else if let Err(end) =
-            Box::pin(first_words(&ctx, &mut st, &mut link, &inbox, first)).await
-        {
+        } else if let Err(end) = said {
             end
         } else {
             tracing::debug!(jid = %st.info.jid, session = %id, "session bound");
