@@ -32,7 +32,8 @@ pub struct DcEnv<'a> {
     pub cert: &'a Path,
     pub key: &'a Path,
     /// The other DCs for the session replicator and the health service,
-    /// `dc2=amqp://...,dc3=...`; empty for a single DC, which needs no replicator.
+    /// `dc2=amqp://...,dc3=...`; empty for a single DC (its replicator then only trims the
+    /// outbox).
     pub peers: String,
     /// The management API of the DC's broker (the health service shows the federation links).
     pub management_url: String,
@@ -98,7 +99,7 @@ impl Service {
     }
 }
 
-/// The routers, gateways, health service and (with peers) session replicator of one DC, with
+/// The routers, gateways, health service and session replicator of one DC, with
 /// their environment.
 pub fn plan(env: &DcEnv<'_>, gateways: u16, routers: u16) -> Vec<Service> {
     let ports = DcPorts::of(env.dc);
@@ -187,18 +188,20 @@ pub fn plan(env: &DcEnv<'_>, gateways: u16, routers: u16) -> Vec<Service> {
         instance_id: id,
         admin_port: admin,
     });
+    // A replicator in every DC, alone too: it keeps the DC's outbox trimmed (with no peers,
+    // of everything it has read).
+    let id = format!("{dc}-replicator");
+    let admin = ports.replicator_admin();
+    let mut e = common(&id, admin);
     if !env.peers.is_empty() {
-        let id = format!("{dc}-replicator");
-        let admin = ports.replicator_admin();
-        let mut e = common(&id, admin);
         e.push(("MEERKAT_PEERS".into(), env.peers.clone()));
-        out.push(Service {
-            binary: "session-replicator",
-            env: e,
-            instance_id: id,
-            admin_port: admin,
-        });
     }
+    out.push(Service {
+        binary: "session-replicator",
+        env: e,
+        instance_id: id,
+        admin_port: admin,
+    });
     out
 }
 
@@ -444,9 +447,12 @@ mod tests {
                 ("dc2-router1", 8151),
                 ("dc2-gw1", 8101),
                 ("dc2-gw2", 8102),
-                ("dc2-health", 8100)
+                ("dc2-health", 8100),
+                ("dc2-replicator", 8150)
             ]
         );
+        // Alone, the replicator has no peers (it keeps the outbox trimmed).
+        assert!(plan[4].env.iter().all(|(k, _)| k != "MEERKAT_PEERS"));
         let health = &plan[3];
         assert_eq!(health.binary, "dc-health");
         assert!(health.env.contains(&(
@@ -476,7 +482,7 @@ mod tests {
             .all(|(k, _)| k != "MEERKAT_THROTTLE_RELAXED_FOR"));
         assert!(plan[0].env.iter().all(|(k, _)| k != "MEERKAT_C2S_ADDR"));
 
-        // With other DCs, a session replicator too, told its peers.
+        // With other DCs, the session replicator is told its peers.
         let env = DcEnv {
             peers: "dc1=amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             ..env

@@ -42,6 +42,9 @@ pub(crate) struct DataState {
     progress: HashMap<String, (String, i64)>,
     /// Whether each peer's last status said it reads batches of changes (wire 1.7).
     reads_batches: HashMap<String, bool>,
+    /// The last outbox entry the shipper has passed over (published, or with no peers
+    /// only read): trimming never goes past it, so no entry is dropped unread.
+    shipped: i64,
 }
 
 impl DataState {
@@ -156,7 +159,11 @@ async fn publish_from(ctx: &Ctx, after: i64) -> anyhow::Result<i64> {
             })
             .collect();
         for part in changes.chunks(PUBLISH_BATCH) {
-            publish_changes(ctx, part, batches).await?;
+            // A DC alone publishes nothing; its outbox is read for the account changes below
+            // and trimmed as it is passed over.
+            if !ctx.config.peers.is_empty() {
+                publish_changes(ctx, part, batches).await?;
+            }
             for change in part {
                 // A local account change (in-band or `meerkatctl`) ends stale sessions here
                 // too.
@@ -194,7 +201,10 @@ pub(crate) async fn ship(ctx: Arc<Ctx>, stop: CancellationToken) {
             }
         }
         match publish_from(&ctx, shipped).await {
-            Ok(last) => shipped = last,
+            Ok(last) => {
+                shipped = last;
+                ctx.data.lock().shipped = last;
+            }
             Err(e) => tracing::warn!(error = %e, after = shipped, "outbox not shipped; retrying"),
         }
         let wait = tokio::time::sleep(Duration::from_secs(1));
@@ -698,7 +708,8 @@ async fn report_once(ctx: &Ctx, trim: bool) -> anyhow::Result<()> {
     if trim {
         let names = ctx.peer_ids();
         let retention = Duration::from_secs(ctx.config.outbox_retention_secs);
-        let n = store(ctx).trim_outbox(&names, retention).await?;
+        let shipped = ctx.data.lock().shipped;
+        let n = store(ctx).trim_outbox(&names, shipped, retention).await?;
         if n > 0 {
             tracing::debug!(trimmed = n, "outbox trimmed");
         }

@@ -450,3 +450,56 @@ async fn wrong_archive_requests_are_refused_and_a_large_max_is_clamped() {
         .await
         .unwrap();
 }
+
+/// A DC alone runs its replicator too, which keeps its outbox (a copy of every change, kept
+/// for the other DCs) empty: with nobody to ship to, what it has read goes at its next trim.
+/// Without it the outbox grew by a whole stanza per archived copy, for ever. The archive
+/// itself keeps the conversation.
+#[tokio::test]
+async fn a_dc_alone_keeps_no_outbox_but_its_archive() {
+    let dc = Dc::start(StackOptions {
+        archive: true,
+        replicator: true,
+        data_status_ms: Some(100),
+        ..StackOptions::default()
+    })
+    .await
+    .expect("start DC");
+    let mut alice = online(&dc, &user("alice"), "a").await;
+    let mut bob = online(&dc, &user("bob"), "b").await;
+    alice.send_presence().await.unwrap();
+    bob.send_presence().await.unwrap();
+    let bj = bob.bare_jid().to_owned();
+    let sent: Vec<String> = (0..5).map(|i| format!("kept {i}")).collect();
+    for body in &sent {
+        alice.send(&message(&bj, body, None)).await.unwrap();
+        receive(&mut bob, body).await;
+    }
+
+    let store = meerkat_store::Store::connect(&dc.database_url)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = store.outbox_page(0, 100).await.unwrap().entries.len();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the outbox still holds {left} entries after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all = run(&mut bob, query("all", &[], &[])).await.unwrap();
+    assert_eq!(all.bodies(), sent);
+    // Written after the trim: trimmed in turn.
+    alice.send(&message(&bj, "later", None)).await.unwrap();
+    receive(&mut bob, "later").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !store.outbox_page(0, 100).await.unwrap().entries.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "not trimmed again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    dc.stop().await.unwrap();
+}

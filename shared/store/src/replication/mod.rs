@@ -538,17 +538,19 @@ impl Store {
             .collect()
     }
 
-    /// Deletes outbox entries every DC in `peers` has applied (per their reports), and
+    /// Deletes outbox entries up to `shipped` (the last the shipper passed over) that every DC
+    /// in `peers` has applied (per their reports; with no peers, every one shipped), and
     /// entries older than `retention` whatever the peers say (a DC that far behind gets a
     /// full copy). Tombstones older than the retention go too. Returns the entries deleted.
     pub async fn trim_outbox(
         &self,
         peers: &[String],
+        shipped: i64,
         retention: std::time::Duration,
     ) -> Result<u64, StoreError> {
         let me = self.identity().await?;
         let reports = self.peers().await?;
-        let mut upto = me.head;
+        let mut upto = me.head.min(shipped);
         for p in peers {
             let acked = reports
                 .iter()
