@@ -112,9 +112,6 @@ pub async fn at_routing(
 /// Most messages' archive writes put in one transaction.
 pub const MAX_BATCH: usize = 64;
 
-/// Batches written at once.
-const WRITERS: usize = 2;
-
 type Reply = oneshot::Sender<Result<Vec<Option<String>>, StoreError>>;
 
 /// Writes the archive entries of every partition of this router, batching those that wait
@@ -131,15 +128,7 @@ impl Archiver {
     pub fn start(store: Store, default: ArchiveDefault) -> Archiver {
         let (tx, mut rx) = mpsc::channel::<(Vec<NewArchived>, Reply)>(1024);
         tokio::spawn(async move {
-            // Two batches in flight: the next one reads what decides its write (keys,
-            // preferences) while the one before holds the DC's clock row and commits. A
-            // caller waits for its own write, so a sender's next message, and a reply to it,
-            // is only ever in a later batch than its own: their order in the archive holds.
-            let writers = std::sync::Arc::new(tokio::sync::Semaphore::new(WRITERS));
             while let Some(first) = rx.recv().await {
-                let Ok(permit) = writers.clone().acquire_owned().await else {
-                    return;
-                };
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
                     match rx.try_recv() {
@@ -147,11 +136,7 @@ impl Archiver {
                         Err(_) => break,
                     }
                 }
-                let store = store.clone();
-                tokio::spawn(async move {
-                    write_batch(&store, default, batch).await;
-                    drop(permit);
-                });
+                write_batch(&store, default, batch).await;
             }
         });
         Archiver { tx }

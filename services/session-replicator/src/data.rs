@@ -159,11 +159,7 @@ async fn publish_from(ctx: &Ctx, after: i64) -> anyhow::Result<i64> {
             })
             .collect();
         for part in changes.chunks(PUBLISH_BATCH) {
-            // A DC alone publishes nothing; its outbox is read for the account changes below
-            // and trimmed as it is passed over.
-            if !ctx.config.peers.is_empty() {
-                publish_changes(ctx, part, batches).await?;
-            }
+            publish_changes(ctx, part, batches).await?;
             for change in part {
                 // A local account change (in-band or `meerkatctl`) ends stale sessions here
                 // too.
@@ -178,8 +174,12 @@ async fn publish_from(ctx: &Ctx, after: i64) -> anyhow::Result<i64> {
     }
 }
 
-/// Ships the outbox as it grows: woken by the writers' notification, or every second.
+/// Ships the outbox as it grows: woken by the writers' notification, or every second. A DC
+/// with no peers ships nothing: see [`alone`].
 pub(crate) async fn ship(ctx: Arc<Ctx>, stop: CancellationToken) {
+    if ctx.config.peers.is_empty() {
+        return alone(ctx, stop).await;
+    }
     let mut listener = None;
     // From the lowest position any peer has reported; the receivers drop duplicates.
     let mut shipped = match start_position(&ctx).await {
@@ -221,6 +221,38 @@ pub(crate) async fn ship(ctx: Arc<Ctx>, stop: CancellationToken) {
                     listener = None;
                 }
             }
+        }
+    }
+}
+
+/// The shipper of a DC with no peers: every second it reads the outbox's new account records
+/// only (announced, so that a change `meerkatctl` made ends stale sessions here) and marks
+/// everything up to the head as passed over, for the next trim. No notification wakes it:
+/// nothing waits on it but those announcements, which are due within a second.
+async fn alone(ctx: Arc<Ctx>, stop: CancellationToken) {
+    // What the outbox still holds may not have been announced (this replicator was down).
+    let mut passed = store(&ctx)
+        .outbox_first()
+        .await
+        .map_or(0, |first| (first - 1).max(0));
+    loop {
+        match store(&ctx).outbox_accounts(passed).await {
+            Ok((accounts, head)) => {
+                let mut announced = true;
+                for record in &accounts {
+                    announced &= crate::accounts::announce(&ctx, record).await;
+                }
+                // An announcement that failed is tried again on the next pass.
+                if announced {
+                    passed = head;
+                    ctx.data.lock().shipped = head;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, after = passed, "outbox not read; retrying"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }

@@ -452,9 +452,10 @@ async fn wrong_archive_requests_are_refused_and_a_large_max_is_clamped() {
 }
 
 /// A DC alone runs its replicator too, which keeps its outbox (a copy of every change, kept
-/// for the other DCs) empty: with nobody to ship to, what it has read goes at its next trim.
-/// Without it the outbox grew by a whole stanza per archived copy, for ever. The archive
-/// itself keeps the conversation.
+/// for the other DCs) empty: with nobody to ship to, it reads only the account changes (and
+/// announces them: a password changed in the database ends the sessions) and what it has
+/// passed over goes at its next trim. Without it the outbox grew by a whole stanza per
+/// archived copy, for ever. The archive itself keeps the conversation.
 #[tokio::test]
 async fn a_dc_alone_keeps_no_outbox_but_its_archive() {
     let dc = Dc::start(StackOptions {
@@ -501,5 +502,14 @@ async fn a_dc_alone_keeps_no_outbox_but_its_archive() {
         assert!(std::time::Instant::now() < deadline, "not trimmed again");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The account changes in it are still read: a password changed in the database only (as
+    // `meerkatctl user passwd` does) ends Bob's session, which must log in again.
+    let bob_name = bj.split('@').next().unwrap().to_owned();
+    let creds = meerkat_auth::Credentials::derive("another-pw", 4096).unwrap();
+    assert!(store.set_credentials(&bob_name, &creds).await.unwrap());
+    assert_eq!(
+        bob.expect_stream_end().await.unwrap().as_deref(),
+        Some("reset")
+    );
     dc.stop().await.unwrap();
 }

@@ -300,6 +300,32 @@ impl Store {
         })
     }
 
+    /// What a DC with no peers reads of its outbox: the account records after `after` up to
+    /// the head, in order, and that head (everything up to it may then be trimmed). The
+    /// other records are neither read nor parsed.
+    pub async fn outbox_accounts(&self, after: i64) -> Result<(Vec<Record>, i64), StoreError> {
+        // The head first: a sequence number is taken under the clock row and committed with
+        // it, so no entry up to the head can still appear.
+        let head = self.identity().await?.head;
+        let rows = sqlx::query(
+            "SELECT record::text AS record FROM outbox \
+             WHERE seq > $1 AND seq <= $2 AND record->>'item' = 'account' ORDER BY seq",
+        )
+        .bind(after)
+        .bind(head)
+        .fetch_all(self.pool())
+        .await?;
+        let records = rows
+            .iter()
+            .map(|r| {
+                let text: String = r.try_get("record")?;
+                serde_json::from_str(&text)
+                    .map_err(|e| StoreError::Corrupt(format!("outbox record: {e}")))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok((records, head))
+    }
+
     /// Outbox entries after `after`, in order, at most `limit`, with the stream they belong to
     /// (this DC and its database's epoch), read in the same statement: what the shipper
     /// publishes is named by the identity it was read under, even if the database was rebuilt
