@@ -285,16 +285,16 @@ pub async fn arrived(ctx: &std::sync::Arc<Ctx>, delivery: Delivery) {
                 let kept = std::mem::take(&mut moved.kept);
                 let fenced = moved.fenced;
                 let session = moved_here(ctx, moved).await;
-                if !kept.is_empty() {
-                    // Acknowledged once every stanza it carried is safe.
+                let carried = !kept.is_empty();
+                if carried {
                     took_kept(ctx, session, kept, &delivery, hops);
-                    if fenced {
-                        fence(ctx, session);
-                    }
-                    return;
                 }
                 if fenced {
                     fence(ctx, session);
+                }
+                if carried {
+                    // Acknowledged once every stanza it carried is safe (took_kept).
+                    return;
                 }
             }
         }

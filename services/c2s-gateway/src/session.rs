@@ -198,38 +198,35 @@ pub fn start(
         // `<resumed/>` and what the old holder kept wait for the check only; the session
         // goes on once the announcement is confirmed, and ends if it is not.
         let began = std::time::Instant::now();
-        let announcing = {
-            let ctx = ctx.clone();
-            let info = st.info.clone();
-            tokio::spawn(async move {
+        let info = st.info.clone();
+        let mut first = Some(first);
+        let ((valid, checked, mut said), (announced, confirmed)) = tokio::join!(
+            async {
+                let valid = accounts::check(&ctx, &st.username, credentials).await;
+                let checked = began.elapsed().as_millis();
+                let mut said = Ok(());
+                // A moved session speaks once checked: it is reachable already.
+                let speaks_now = |f: &mut First| valid.is_ok() && matches!(f, First::Resumed(_));
+                if let Some(f) = first.take_if(speaks_now) {
+                    said = Box::pin(first_words(&ctx, &mut st, &mut link, &inbox, f)).await;
+                }
+                (valid, checked, said)
+            },
+            async {
                 let announced = events::publish(&ctx, SessionEventKind::Open, &info).await;
                 (announced, began.elapsed().as_millis())
-            })
-        };
-        let valid = accounts::check(&ctx, &st.username, credentials).await;
-        let checked = began.elapsed().as_millis();
-        let (early, later) = match first {
-            f @ First::Resumed(_) if valid.is_ok() => (Some(f), None),
-            f => (None, Some(f)),
-        };
-        let said = match early {
-            Some(f) => Some(Box::pin(first_words(&ctx, &mut st, &mut link, &inbox, f)).await),
-            None => None,
-        };
-        let (announced, confirmed) = announcing.await.unwrap_or((false, 0));
+            }
+        );
         tracing::debug!(
             jid = %st.info.jid,
             checked_ms = checked,
             announced_ms = confirmed,
             "session checked and announced"
         );
-        let said = match (said, later) {
-            (Some(said), _) => said,
-            (None, Some(f)) if valid.is_ok() && announced => {
-                Box::pin(first_words(&ctx, &mut st, &mut link, &inbox, f)).await
-            }
-            (None, _) => Ok(()),
-        };
+        // A new session's bind result, once it is announced.
+        if let Some(f) = first.take_if(|_| valid.is_ok() && announced) {
+            said = Box::pin(first_words(&ctx, &mut st, &mut link, &inbox, f)).await;
+        }
         let mut end = if let Err(e) = valid {
             End::Error(e)
         } else if !announced {

@@ -236,14 +236,18 @@ pub struct OutboxPage {
 
 /// An outbox row (`seq`, `record` as text, `written_at` in µs) read into its entry.
 fn outbox_entry(r: &sqlx::postgres::PgRow) -> Result<OutboxEntry, StoreError> {
-    // As text, read straight into the record (no intermediate JSON tree).
-    let body: &str = r.try_get("record")?;
     Ok(OutboxEntry {
         seq: r.try_get("seq")?,
-        record: serde_json::from_str(body)
-            .map_err(|e| StoreError::Corrupt(format!("outbox record: {e}")))?,
+        record: outbox_record(r)?,
         written_at: r.try_get("written_at")?,
     })
+}
+
+/// An outbox row's `record`, selected as text and read straight into the record (no
+/// intermediate JSON tree).
+fn outbox_record(r: &sqlx::postgres::PgRow) -> Result<Record, StoreError> {
+    let body: &str = r.try_get("record")?;
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("outbox record: {e}")))
 }
 
 /// An outbox entry.
@@ -317,11 +321,7 @@ impl Store {
         .await?;
         let records = rows
             .iter()
-            .map(|r| {
-                let text: String = r.try_get("record")?;
-                serde_json::from_str(&text)
-                    .map_err(|e| StoreError::Corrupt(format!("outbox record: {e}")))
-            })
+            .map(outbox_record)
             .collect::<Result<_, StoreError>>()?;
         Ok((records, head))
     }
@@ -351,24 +351,6 @@ impl Store {
             .map(outbox_entry)
             .collect::<Result<_, StoreError>>()?;
         Ok(page)
-    }
-
-    /// Outbox entries after `after`, in order, at most `limit`.
-    pub async fn outbox_after(
-        &self,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, record::text AS record, \
-             (extract(epoch FROM written_at) * 1000000)::bigint AS written_at \
-             FROM outbox WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(after)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter().map(outbox_entry).collect()
     }
 
     /// The oldest sequence still in the outbox (head + 1 when it is empty).

@@ -280,7 +280,7 @@ async fn archived_messages_applied_as_a_set_are_what_one_by_one_gives() {
     assert!(b.delete_account("scarol").await.unwrap());
     ship(&b, &c).await;
 
-    let entries = a.outbox_after(from, 100).await.unwrap();
+    let entries = a.outbox_page(from, 100).await.unwrap().entries;
     assert_eq!(entries.len(), 6);
     let changes: Vec<(i64, &meerkat_store::Record)> =
         entries.iter().map(|e| (e.seq, &e.record)).collect();

@@ -22,7 +22,7 @@ pub async fn ship(from: &Store, to: &Store) -> usize {
         .get(&me.dc)
         .filter(|a| a.epoch == me.epoch)
         .map_or(0, |a| a.seq);
-    let entries = from.outbox_after(after, 10_000).await.unwrap();
+    let entries = from.outbox_page(after, 10_000).await.unwrap().entries;
     for e in &entries {
         let done = to
             .apply_remote(&me.dc, &me.epoch, e.seq, &e.record)
@@ -233,7 +233,7 @@ async fn a_gap_is_reported_and_nothing_is_applied_out_of_order() {
     a.create_account("u1", &creds).await.unwrap();
     a.create_account("u2", &creds).await.unwrap();
     let me = a.identity().await.unwrap();
-    let entries = a.outbox_after(0, 10).await.unwrap();
+    let entries = a.outbox_page(0, 10).await.unwrap().entries;
     assert_eq!(entries.len(), 2);
     let second = b
         .apply_remote(&me.dc, &me.epoch, 2, &entries[1].record)
@@ -259,7 +259,7 @@ async fn a_batch_applies_up_to_its_first_gap_in_one_transaction() {
         a.create_account(u, &creds).await.unwrap();
     }
     let me = a.identity().await.unwrap();
-    let e = a.outbox_after(0, 10).await.unwrap();
+    let e = a.outbox_page(0, 10).await.unwrap().entries;
     assert_eq!(e.len(), 5);
     b.apply_remote(&me.dc, &me.epoch, 1, &e[0].record)
         .await
@@ -452,13 +452,5 @@ async fn an_outbox_page_names_the_stream_its_entries_belong_to() {
     );
     let seqs: Vec<i64> = page.entries.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, [2, 3]);
-    let same: Vec<i64> = a
-        .outbox_after(1, 10)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.seq)
-        .collect();
-    assert_eq!(same, seqs);
     assert_eq!(a.outbox_page(1, 1).await.unwrap().entries.len(), 1);
 }
