@@ -20,19 +20,20 @@ use crate::Ctx;
 
 pub async fn run(ctx: Arc<Ctx>) {
     let instance = ctx.instance.clone();
+    let dc = ctx.config.dc.clone();
     let queue = names::gateway_queue(&ctx.instance);
     let spec = ConsumerSpec {
         queue: queue.clone(),
         prefetch: 0,
         exclusive: false,
         declare: Arc::new(move |ch| {
-            let instance = instance.clone();
+            let (dc, instance) = (dc.clone(), instance.clone());
             Box::pin(async move {
                 // The partitions too: what clients send waits in them while no router runs.
                 meerkat_bus::topology::declare_route_partitions(&ch).await?;
                 // And the routers' queue of handover requests, which this gateway sends to.
                 meerkat_bus::topology::declare_handover_requests(&ch).await?;
-                meerkat_bus::topology::declare_gateway_queue(&ch, &instance)
+                meerkat_bus::topology::declare_gateway_queue(&ch, &dc, &instance)
                     .await
                     .map(|_| ())
             })
@@ -91,6 +92,18 @@ pub async fn run(ctx: Arc<Ctx>) {
                     return;
                 }
             };
+            // Straight from another DC comes only a handover step: a stanza from there goes
+            // through this DC's routers, which route it.
+            if delivery.exchange.as_str() == names::INTER_STANZAS_EXCHANGE
+                && kind != RouteKind::Handover
+            {
+                let why = meerkat_bus::NotForUs::unreadable(format!(
+                    "a {} message straight from another DC",
+                    kind.as_str()
+                ));
+                ctx.parker.park(&queue, &delivery, &why).await;
+                return;
+            }
             // A step of a session moving between gateways (XEP-0198 resumption elsewhere).
             if kind == RouteKind::Handover {
                 crate::handover::arrived(&ctx, delivery).await;

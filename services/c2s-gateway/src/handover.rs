@@ -46,6 +46,8 @@ pub struct Peer {
     pub dc: String,
     pub gateway: String,
     pub session: Uuid,
+    /// The gateway takes steps from another DC on its own key ([`Request::direct`]).
+    pub direct: bool,
 }
 
 /// Resumptions this gateway waits for, and sessions that moved away from it.
@@ -63,6 +65,9 @@ struct Waiting {
     tx: oneshot::Sender<Answer>,
     /// When the request was sent (ms since the Unix epoch), for the log.
     asked_ms: u64,
+    /// Copies of the request sent (to the gateway the id names, then to the routers): a
+    /// refusal answers only when it is the last one's.
+    copies: u8,
 }
 
 enum Answer {
@@ -114,22 +119,30 @@ impl Handovers {
 }
 
 /// Asks for the session `rid` names (of account `account`, authenticated with `credentials`)
-/// through the routers, and waits for the holder's answer.
+/// and waits for the holder's answer: first straight at the gateway the id names, past the
+/// routers ([`ResumeId::holder`]; the session is there unless it moved since), then, if
+/// nothing is bound for that gateway or it has not answered within [`HINT_WAIT`], through this
+/// DC's routers, which find the session wherever it is.
 pub async fn ask(ctx: &Ctx, rid: &ResumeId, account: &str, credentials: u64, h: u32) -> Outcome {
     let request = Uuid::now_v7();
     let new_session = Uuid::now_v7();
-    let (tx, rx) = oneshot::channel();
-    ctx.handovers.waiting.lock().insert(
-        request,
-        Waiting {
-            jid: rid.jid.clone(),
-            new_session,
-            credentials,
-            tx,
-            asked_ms: crate::session::now_ms(),
-        },
-    );
-    let req = Request {
+    let wait = || {
+        let (tx, rx) = oneshot::channel();
+        ctx.handovers.waiting.lock().insert(
+            request,
+            Waiting {
+                jid: rid.jid.clone(),
+                new_session,
+                credentials,
+                tx,
+                asked_ms: crate::session::now_ms(),
+                copies: 1,
+            },
+        );
+        rx
+    };
+    let mut rx = wait();
+    let mut req = Request {
         request,
         jid: rid.jid.clone(),
         new_session,
@@ -140,33 +153,132 @@ pub async fn ask(ctx: &Ctx, rid: &ResumeId, account: &str, credentials: u64, h: 
         to_gateway: ctx.instance.clone(),
         sent_at_ms: crate::session::now_ms(),
         inline: true,
+        direct: true,
+        hinted: false,
     };
     // However the wait ends (answered, timed out, or the negotiation dropped), the request is
     // forgotten: a later answer finds nothing.
     let _forget = Forget(ctx, request);
-    let body = serde_json::to_vec(&req).unwrap_or_default();
-    let props = props(ctx, step::REQUEST);
-    // On the routers' own queue for requests, not a route partition: a request waits behind
-    // no stanza.
-    let sent = ctx
-        .publisher
-        .publish("", names::HANDOVER_REQUESTS_QUEUE, props, &body)
-        .await;
-    let answer = match sent {
-        Ok(()) => tokio::time::timeout(ANSWER_WITHIN, rx).await.ok(),
-        Err(e) => {
-            tracing::warn!(error = %e, "handover request not sent");
-            None
+    // Not this gateway: a session held here would have been resumed without asking.
+    let hint = rid
+        .holder
+        .as_ref()
+        .filter(|at| at.dc != ctx.config.dc || at.gateway != ctx.instance);
+    let started = tokio::time::Instant::now();
+    let mut hinted = false;
+    if let Some(at) = hint {
+        req.hinted = true;
+        hinted = ask_at(ctx, at, &req).await;
+        req.hinted = false;
+    }
+    if hinted {
+        // The gateway named answers at once, or passes the request to its routers when the
+        // session left it; one that is gone answers nothing, and then this DC's routers are
+        // asked as well (two copies: only the second refusal is the answer).
+        match tokio::time::timeout(HINT_WAIT, &mut rx).await {
+            // A gateway of 1.8 refuses a session it does not hold: the routers may find it.
+            Ok(Ok(Answer::Refused(Refused { too_high: None, .. }))) => rx = wait(),
+            Ok(answer) => return outcome(answer.ok()),
+            Err(_) => {
+                let still = match ctx.handovers.waiting.lock().get_mut(&request) {
+                    Some(w) => {
+                        w.copies += 1;
+                        true
+                    }
+                    None => false,
+                };
+                if !still {
+                    // Answered meanwhile.
+                    return outcome(rx.await.ok());
+                }
+                tracing::info!(jid = %req.jid, "no answer from the gateway the resumption id names: asking the routers");
+            }
         }
-    };
+    }
+    if let Err(e) = ask_routers(ctx, &req).await {
+        tracing::warn!(error = %e, "handover request not sent");
+        if !hinted {
+            return Outcome::NotFound;
+        }
+    }
+    let left = ANSWER_WITHIN.saturating_sub(started.elapsed());
+    outcome(
+        tokio::time::timeout(left, rx)
+            .await
+            .ok()
+            .and_then(Result::ok),
+    )
+}
+
+/// How long a resuming gateway waits for the gateway a resumption id names before it asks the
+/// routers too.
+const HINT_WAIT: Duration = Duration::from_secs(1);
+
+fn outcome(answer: Option<Answer>) -> Outcome {
     match answer {
-        Some(Ok(Answer::Moved(a))) => Outcome::Moved(a),
-        Some(Ok(Answer::Refused(Refused {
+        Some(Answer::Moved(a)) => Outcome::Moved(a),
+        Some(Answer::Refused(Refused {
             too_high: Some((h, sent)),
             ..
-        }))) => Outcome::TooHigh(TooHigh { h, sent }),
+        })) => Outcome::TooHigh(TooHigh { h, sent }),
         _ => Outcome::NotFound,
     }
+}
+
+/// Sends `req` straight to the gateway `at`: on the deliver exchange in this DC, on its own
+/// key of the inter-DC stanza exchange in another. False when nothing is bound for it (no such
+/// gateway, or one of 1.8 or before) or it could not be sent.
+async fn ask_at(ctx: &Ctx, at: &crate::sm::Holder, req: &Request) -> bool {
+    let body = serde_json::to_vec(req).unwrap_or_default();
+    // Dropped, as on the routers' queue, once the asker no longer waits: a gateway gone keeps
+    // its queue, and its next life (same instance id) would otherwise find the request there.
+    let props =
+        props(ctx, step::REQUEST).expires_after_ms(u64::from(names::HANDOVER_REQUEST_TTL_MS));
+    let sent = if at.dc == ctx.config.dc {
+        ctx.publisher
+            .publish_routed_within(
+                names::DELIVER_EXCHANGE,
+                &at.gateway,
+                props,
+                &body,
+                Duration::ZERO,
+            )
+            .await
+    } else {
+        let props = props.str(h::TARGET_DC, &at.dc).str(h::GATEWAY, &at.gateway);
+        let key = names::gateway_inter_key(&at.dc, &at.gateway);
+        ctx.publisher
+            .publish_routed_within(
+                names::INTER_STANZAS_EXCHANGE,
+                &key,
+                props,
+                &body,
+                Duration::ZERO,
+            )
+            .await
+    };
+    match sent {
+        Ok(()) => true,
+        Err(meerkat_bus::PublishError::Unroutable) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, gateway = %at.gateway, "handover request not sent to the gateway the id names");
+            false
+        }
+    }
+}
+
+/// Sends `req` to this DC's routers, on their own queue for requests, not a route partition:
+/// a request waits behind no stanza.
+async fn ask_routers(ctx: &Ctx, req: &Request) -> Result<(), meerkat_bus::PublishError> {
+    let body = serde_json::to_vec(req).unwrap_or_default();
+    ctx.publisher
+        .publish(
+            "",
+            names::HANDOVER_REQUESTS_QUEUE,
+            props(ctx, step::REQUEST),
+            &body,
+        )
+        .await
 }
 
 /// Forgets a request when dropped.
@@ -204,8 +316,15 @@ pub async fn send(
             .await
     } else {
         let props = props.str(h::TARGET_DC, &to.dc).str(h::GATEWAY, &to.gateway);
+        // Straight to the gateway's own key when it has one, past the routers of both DCs;
+        // every step for it goes that one way, so they keep their order.
+        let key = if to.direct {
+            names::gateway_inter_key(&to.dc, &to.gateway)
+        } else {
+            to.dc.clone()
+        };
         ctx.publisher
-            .publish_routed(names::INTER_STANZAS_EXCHANGE, &to.dc, props, body)
+            .publish_routed(names::INTER_STANZAS_EXCHANGE, &key, props, body)
             .await
     };
     if let Err(e) = &sent {
@@ -220,6 +339,7 @@ pub fn asker(req: &Request) -> Peer {
         dc: req.to_dc.clone(),
         gateway: req.to_gateway.clone(),
         session: req.new_session,
+        direct: req.direct,
     }
 }
 
@@ -276,7 +396,19 @@ pub async fn arrived(ctx: &std::sync::Arc<Ctx>, delivery: Delivery) {
                         None => false,
                     };
                 if !told && !followed {
-                    refuse(ctx, &req, None).await;
+                    if req.hinted {
+                        // Sent here by a resumption id naming this gateway, but the session
+                        // left it long ago, or never was: the routers know where it is.
+                        let req = Request {
+                            hinted: false,
+                            ..req
+                        };
+                        if let Err(e) = ask_routers(ctx, &req).await {
+                            tracing::warn!(error = %e, "handover request not passed to the routers");
+                        }
+                    } else {
+                        refuse(ctx, &req, None).await;
+                    }
                 }
             }
         }
@@ -300,7 +432,17 @@ pub async fn arrived(ctx: &std::sync::Arc<Ctx>, delivery: Delivery) {
         }
         step::REFUSED => {
             if let Ok(r) = serde_json::from_slice::<Refused>(&delivery.data) {
-                if let Some(w) = ctx.handovers.waiting.lock().remove(&r.request) {
+                let mut waiting = ctx.handovers.waiting.lock();
+                let last = match waiting.get_mut(&r.request) {
+                    // The other copy may still find the session.
+                    Some(w) if w.copies > 1 && r.too_high.is_none() => {
+                        w.copies -= 1;
+                        false
+                    }
+                    Some(_) => true,
+                    None => false,
+                };
+                if let Some(w) = last.then(|| waiting.remove(&r.request)).flatten() {
                     let _ = w.tx.send(Answer::Refused(r));
                 }
             }
@@ -670,6 +812,7 @@ mod tests {
                 dc: "dc1".into(),
                 gateway: "dc1-gw-2".into(),
                 session: new,
+                direct: true,
             },
             "a@example.com/phone",
         );

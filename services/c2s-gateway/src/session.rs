@@ -746,7 +746,7 @@ async fn sm_element(ctx: &Ctx, st: &mut State, link: &mut Link, el: &Element) ->
             let mut sm = Sm::default();
             let mut resume = None;
             if sm::wants_resume(el) {
-                let id = ResumeId::new(&st.info.jid);
+                let id = ResumeId::new(&st.info.jid, &ctx.config.dc, &ctx.instance);
                 let max = sm::window(el, ctx.config.sm_resume_max_secs);
                 let (tx, rx) = mpsc::channel(1);
                 ctx.registry

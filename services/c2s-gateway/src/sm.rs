@@ -149,32 +149,57 @@ impl<T> Sm<T> {
     }
 }
 
-/// What names a resumable session to its client: the full JID it is bound to and a secret
-/// only that client was given. Written as `previd` (base64url, no padding). It names no
-/// gateway: after the session moves to the gateway where its client resumed, the client keeps
-/// resuming with the same id (XEP-0198 keeps one id for the stream's life), and the new holder
-/// inherits the secret.
+/// What names a resumable session to its client: the full JID it is bound to, a secret only
+/// that client was given, and where the session was when the id was given (its DC and gateway:
+/// [`Holder`]). Written as `previd` (base64url, no padding): the secret, the JID, then a NUL
+/// byte, the DC, a NUL byte and the gateway (an id of 1.8 and before ends with the JID). After
+/// the session moves to the gateway where its client resumed, the client keeps resuming with
+/// the same id (XEP-0198 keeps one id for the stream's life), and the new holder inherits the
+/// secret; the place it names is then where the session was, a hint only
+/// (crate::handover::ask).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResumeId {
     pub jid: String,
     pub secret: [u8; 16],
+    pub holder: Option<Holder>,
 }
 
-/// Longest `previd` read (a full JID is at most 3 × 1023 bytes; anything longer is not ours).
-const MAX_PREVID: usize = 4200;
+/// The DC and gateway instance a [`ResumeId`] was given at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    pub dc: String,
+    pub gateway: String,
+}
+
+/// Longest `previd` read (a full JID is at most 3 × 1023 bytes, a DC and a gateway id at most
+/// [`MAX_NAME`] each; anything longer is not ours).
+const MAX_PREVID: usize = 4800;
+/// Longest DC or gateway id a `previd` names.
+const MAX_NAME: usize = 255;
 
 impl ResumeId {
-    pub fn new(jid: &str) -> ResumeId {
+    /// A new id for the session bound to `jid` at gateway `gateway` of DC `dc`.
+    pub fn new(jid: &str, dc: &str, gateway: &str) -> ResumeId {
         ResumeId {
             jid: jid.to_owned(),
             secret: rand::random(),
+            holder: Some(Holder {
+                dc: dc.to_owned(),
+                gateway: gateway.to_owned(),
+            }),
         }
     }
 
     pub fn encode(&self) -> String {
-        let mut raw = Vec::with_capacity(16 + self.jid.len());
+        let mut raw = Vec::with_capacity(16 + self.jid.len() + 64);
         raw.extend_from_slice(&self.secret);
         raw.extend_from_slice(self.jid.as_bytes());
+        if let Some(h) = &self.holder {
+            for part in [&h.dc, &h.gateway] {
+                raw.push(0);
+                raw.extend_from_slice(part.as_bytes());
+            }
+        }
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
     }
 
@@ -190,13 +215,35 @@ impl ResumeId {
             return None;
         }
         let secret: [u8; 16] = raw[..16].try_into().ok()?;
-        let jid = String::from_utf8(raw[16..].to_vec()).ok()?;
+        let text = String::from_utf8(raw[16..].to_vec()).ok()?;
+        // No JID holds a NUL (RFC 7622 forbids control characters).
+        let mut parts = text.split('\0');
+        let jid = parts.next()?.to_owned();
+        let holder = match (parts.next(), parts.next(), parts.next()) {
+            (None, _, _) => None,
+            (Some(dc), Some(gateway), None)
+                if !dc.is_empty()
+                    && !gateway.is_empty()
+                    && dc.len() <= MAX_NAME
+                    && gateway.len() <= MAX_NAME =>
+            {
+                Some(Holder {
+                    dc: dc.to_owned(),
+                    gateway: gateway.to_owned(),
+                })
+            }
+            _ => return None,
+        };
         // A full JID: an account and a resource.
         let (bare, resource) = jid.split_once('/')?;
         if bare.is_empty() || resource.is_empty() {
             return None;
         }
-        Some(ResumeId { jid, secret })
+        Some(ResumeId {
+            jid,
+            secret,
+            holder,
+        })
     }
 
     /// The account (bare JID) the id's session belongs to.
@@ -375,19 +422,50 @@ mod tests {
 
     #[test]
     fn a_resume_id_reads_back_and_refuses_what_it_never_gave() {
-        let id = ResumeId::new("alice@example.com/phone");
+        let id = ResumeId::new("alice@example.com/phone", "dc1", "dc1-gw-1");
         let back = ResumeId::parse(&id.encode()).unwrap();
         assert_eq!(back, id);
+        let holder = back.holder.as_ref().unwrap();
+        assert_eq!(
+            (holder.dc.as_str(), holder.gateway.as_str()),
+            ("dc1", "dc1-gw-1")
+        );
+        // An id given by 1.8 or before names no holder, and still reads.
+        let old = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode([&id.secret[..], id.jid.as_bytes()].concat());
+        let back = ResumeId::parse(&old).unwrap();
+        assert_eq!((back.jid.as_str(), &back.holder), (id.jid.as_str(), &None));
+        assert!(back.same_secret(&id));
         assert_eq!(back.account(), "alice@example.com");
         assert!(back.same_secret(&id));
         assert!(id.secret_is_hex(&id.secret_hex()));
-        let other = ResumeId::new(&id.jid);
+        let other = ResumeId::new(&id.jid, "dc1", "dc1-gw-1");
         assert!(!other.same_secret(&id));
         assert!(!other.secret_is_hex(&id.secret_hex()));
         assert!(!id.secret_is_hex("zz"));
         let bare = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode([&[0u8; 16][..], b"alice@example.com"].concat());
-        for bad in ["", "!!", "AAAA", &"A".repeat(6000), &bare] {
+        let hint = |tail: &[u8]| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode([&[0u8; 16][..], b"alice@example.com/phone", tail].concat())
+        };
+        let (no_gateway, empty_dc, too_many, too_long) = (
+            hint(b"\0dc1"),
+            hint(b"\0\0gw"),
+            hint(b"\0dc1\0gw\0x"),
+            hint(&[b"\0dc1\0".as_slice(), &[b'g'; 256]].concat()),
+        );
+        for bad in [
+            "",
+            "!!",
+            "AAAA",
+            &"A".repeat(6000),
+            &bare,
+            &no_gateway,
+            &empty_dc,
+            &too_many,
+            &too_long,
+        ] {
             assert_eq!(ResumeId::parse(bad), None, "{bad}");
         }
     }

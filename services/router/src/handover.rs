@@ -103,7 +103,15 @@ pub async fn pass(ctx: &Ctx, body: &[u8]) -> anyhow::Result<()> {
     match holder {
         Some(s) => {
             tracing::debug!(jid = %req.jid, gateway = %s.gateway, dc = %s.dc, "handover request passed on");
-            send(ctx, &s.dc, &s.gateway, handover::REQUEST, body).await
+            send(
+                ctx,
+                &s.dc,
+                &s.gateway,
+                Direct::IfBound,
+                handover::REQUEST,
+                body,
+            )
+            .await
         }
         None => {
             tracing::debug!(jid = %req.jid, "handover request for no session: refused");
@@ -111,10 +119,12 @@ pub async fn pass(ctx: &Ctx, body: &[u8]) -> anyhow::Result<()> {
                 request: req.request,
                 too_high: None,
             })?;
+            let direct = if req.direct { Direct::Yes } else { Direct::No };
             send(
                 ctx,
                 &req.to_dc,
                 &req.to_gateway,
+                direct,
                 handover::REFUSED,
                 &refused,
             )
@@ -123,19 +133,59 @@ pub async fn pass(ctx: &Ctx, body: &[u8]) -> anyhow::Result<()> {
     }
 }
 
+/// Whether a gateway at another DC takes steps on its own key of the inter-DC stanza exchange
+/// (`meerkat_wire::topology::gateway_inter_key`, since 1.9), past the routers there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direct {
+    /// It said so (`Request::direct`).
+    Yes,
+    /// Not known: tried, and through that DC's routers if nothing is bound for it (a gateway
+    /// of 1.8 or before).
+    IfBound,
+    No,
+}
+
 /// Publishes a `handover` step for `gateway` at `dc`.
-async fn send(ctx: &Ctx, dc: &str, gateway: &str, step: &str, body: &[u8]) -> anyhow::Result<()> {
+async fn send(
+    ctx: &Ctx,
+    dc: &str,
+    gateway: &str,
+    direct: Direct,
+    step: &str,
+    body: &[u8],
+) -> anyhow::Result<()> {
     let own = ctx.config.dc.as_str();
     let props = Props::stanza(RouteKind::Handover, own).str(h::HANDOVER, step);
     if dc.is_empty() || dc == own {
         ctx.publisher
             .publish(names::DELIVER_EXCHANGE, gateway, props, body)
             .await?;
-    } else {
-        let props = props.str(h::TARGET_DC, dc).str(h::GATEWAY, gateway);
-        ctx.publisher
-            .publish_routed(names::INTER_STANZAS_EXCHANGE, dc, props, body)
-            .await?;
+        return Ok(());
+    }
+    let props = props.str(h::TARGET_DC, dc).str(h::GATEWAY, gateway);
+    let key = names::gateway_inter_key(dc, gateway);
+    let inter = names::INTER_STANZAS_EXCHANGE;
+    match direct {
+        Direct::Yes => {
+            ctx.publisher
+                .publish_routed(inter, &key, props, body)
+                .await?
+        }
+        Direct::IfBound => {
+            let props = meerkat_bus::lapin::BasicProperties::from(props);
+            let once = ctx
+                .publisher
+                .publish_routed_within(inter, &key, props.clone(), body, Duration::ZERO)
+                .await;
+            match once {
+                Err(meerkat_bus::PublishError::Unroutable) => {
+                    tracing::debug!(gateway, dc, "no key of its own: through its DC's routers");
+                    ctx.publisher.publish_routed(inter, dc, props, body).await?;
+                }
+                other => other?,
+            }
+        }
+        Direct::No => ctx.publisher.publish_routed(inter, dc, props, body).await?,
     }
     Ok(())
 }

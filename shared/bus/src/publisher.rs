@@ -26,7 +26,7 @@ pub enum PublishError {
     Shutdown,
     #[error("not published: {0}")]
     Failed(String),
-    #[error("returned by the broker: nothing bound for it within {UNROUTABLE_FOR:?}")]
+    #[error("returned by the broker: nothing bound for it")]
     Unroutable,
 }
 
@@ -106,6 +106,21 @@ impl Publisher {
         props: impl Into<BasicProperties>,
         body: &[u8],
     ) -> Result<(), PublishError> {
+        self.publish_routed_within(exchange, routing_key, props, body, UNROUTABLE_FOR)
+            .await
+    }
+
+    /// [`Publisher::publish_routed`] that publishes a returned message again only for `within`:
+    /// with [`Duration::ZERO`], one that nothing is bound for is `Err(Unroutable)` at once, for
+    /// a caller that has another way to send it.
+    pub async fn publish_routed_within(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        props: impl Into<BasicProperties>,
+        body: &[u8],
+        within: Duration,
+    ) -> Result<(), PublishError> {
         let (props, extended) = self.stamped(props.into(), body);
         let body = extended.as_deref().unwrap_or(body);
         let started = tokio::time::Instant::now();
@@ -117,8 +132,10 @@ impl Publisher {
             {
                 Ok(()) => return Ok(()),
                 Err(Retry::Shutdown) => return Err(PublishError::Shutdown),
-                Err(Retry::Unroutable) if started.elapsed() >= UNROUTABLE_FOR => {
-                    tracing::error!(exchange, routing_key, "unroutable: nothing bound for it");
+                Err(Retry::Unroutable) if started.elapsed() >= within => {
+                    if !within.is_zero() {
+                        tracing::error!(exchange, routing_key, "unroutable: nothing bound for it");
+                    }
                     return Err(PublishError::Unroutable);
                 }
                 Err(Retry::Again(_)) if started.elapsed() >= self.deadline => {

@@ -81,9 +81,16 @@ pub async fn declare_route_partitions(ch: &Channel) -> Result<(), lapin::Error> 
 }
 
 /// A gateway's delivery queue: durable so a broker restart keeps what was in flight, and
-/// expiring once its gateway has been gone for a while.
-pub async fn declare_gateway_queue(ch: &Channel, instance: &str) -> Result<String, lapin::Error> {
+/// expiring once its gateway has been gone for a while. Bound on the deliver exchange with the
+/// instance id, and on the inter-DC stanza exchange with the gateway's own key there, for the
+/// handover steps of another DC ([`names::gateway_inter_key`]).
+pub async fn declare_gateway_queue(
+    ch: &Channel,
+    dc: &str,
+    instance: &str,
+) -> Result<String, lapin::Error> {
     declare_exchanges(ch).await?;
+    declare_inter_stanzas_exchange(ch).await?;
     let queue = names::gateway_queue(instance);
     let mut args = FieldTable::default();
     args.insert(
@@ -103,6 +110,14 @@ pub async fn declare_gateway_queue(ch: &Channel, instance: &str) -> Result<Strin
         &queue,
         names::DELIVER_EXCHANGE,
         instance,
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    ch.queue_bind(
+        &queue,
+        names::INTER_STANZAS_EXCHANGE,
+        &names::gateway_inter_key(dc, instance),
         QueueBindOptions::default(),
         FieldTable::default(),
     )

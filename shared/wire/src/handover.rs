@@ -56,6 +56,16 @@ pub struct Request {
     /// 1.7 gateway's request has no such field: it gets `forward`s and a `fence`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub inline: bool,
+    /// The asking gateway's queue is bound with its key on the inter-DC stanza exchange
+    /// ([`crate::topology::gateway_inter_key`], since 1.9): a holder at another DC sends the
+    /// answers there, past the routers. Absent (a 1.8 gateway): through the routers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub direct: bool,
+    /// Sent straight to the gateway the client's resumption id names (since 1.9), not through
+    /// the routers: a gateway that neither holds the session nor knows where it went passes it
+    /// to its DC's routers (as not `hinted`) instead of refusing it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hinted: bool,
 }
 
 /// A stanza the holder kept for the client (not acknowledged, or not yet written), carried in
@@ -148,6 +158,8 @@ mod tests {
             to_gateway: "dc2-gw-1".into(),
             sent_at_ms: 1,
             inline: true,
+            direct: true,
+            hinted: true,
         };
         let back: Request = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back, r);
@@ -161,8 +173,13 @@ mod tests {
         let old = r#"{"request":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b","jid":"a@b/c","new_session":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c","secret":"00","account":"a@b","h":0,"to_dc":"dc2","to_gateway":"g","sent_at_ms":1}"#;
         let r: Request = serde_json::from_str(old).unwrap();
         assert!(!r.inline);
-        // What a 1.8 gateway writes for a 1.7 asker reads the same there: no new fields.
-        assert!(!serde_json::to_string(&r).unwrap().contains("inline"));
+        // Nor is it answered on a key of its own, nor was it sent past the routers (1.9).
+        assert!(!r.direct && !r.hinted);
+        // What a 1.9 gateway writes for a 1.7 asker reads the same there: no new fields.
+        let written = serde_json::to_string(&r).unwrap();
+        for field in ["inline", "direct", "hinted"] {
+            assert!(!written.contains(field), "{written}");
+        }
         let moved = Moved {
             request: r.request,
             session: crate::SessionInfo {

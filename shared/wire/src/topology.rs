@@ -60,6 +60,13 @@ pub fn inter_stanzas_queue(dc: &str) -> String {
     format!("meerkat.inter.stanzas.{dc}")
 }
 
+/// A gateway's own routing key on [`INTER_STANZAS_EXCHANGE`] (since 1.9): its delivery queue is
+/// bound with it too, so that a handover step from another DC reaches it straight, past the
+/// routers of both DCs. The DC is in it, since instance ids are unique only within a DC.
+pub fn gateway_inter_key(dc: &str, instance: &str) -> String {
+    format!("gateway.{dc}.{instance}")
+}
+
 /// Sequenced session events of every DC: topic exchange, routing key = origin DC id.
 pub const INTER_SESSIONS_EXCHANGE: &str = "meerkat.inter.sessions";
 

@@ -15,7 +15,7 @@ pub struct WireVersion {
 }
 
 /// The version this build speaks.
-pub const CURRENT: WireVersion = WireVersion { major: 1, minor: 8 };
+pub const CURRENT: WireVersion = WireVersion { major: 1, minor: 9 };
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum VersionError {
@@ -97,7 +97,7 @@ mod tests {
     #[test]
     fn a_receiver_takes_its_major_whatever_the_minor() {
         assert!(CURRENT.understands(WireVersion::new(1, 0)));
-        assert!(CURRENT.understands(WireVersion::new(1, 9)));
+        assert!(CURRENT.understands(WireVersion::new(1, 10)));
         assert!(!CURRENT.understands(WireVersion::new(2, 0)));
         assert!(!CURRENT.understands(WireVersion::new(0, 9)));
     }

@@ -14,6 +14,7 @@
 mod failover;
 mod federation;
 mod gateways;
+mod handover;
 mod muc_heal;
 mod origin;
 mod replication;

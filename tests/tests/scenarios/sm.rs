@@ -707,6 +707,8 @@ async fn a_holder_answers_a_1_7_gateway_with_forwards_and_a_1_8_one_with_one_mes
             )
             .unwrap(),
             inline,
+            direct: false,
+            hinted: false,
         };
         let props = meerkat_bus::Props::stanza(RouteKind::Handover, &dc.options.dc)
             .str(h::HANDOVER, "request")
@@ -853,5 +855,92 @@ async fn a_handover_request_delivered_again_leaves_the_resumed_session_alone() {
     .await
     .unwrap();
     no_flap(&mut alice, &bob_full).await;
+    dc.stop().await.unwrap();
+}
+
+/// `previd` with the place it names (the DC and gateway that gave it) replaced by `dc` and
+/// `gateway`: what a client holds after its session moved, or a forgery.
+fn naming(previd: &str, dc: &str, gateway: &str) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let raw = b64.decode(previd).unwrap();
+    let end = raw[16..]
+        .iter()
+        .position(|b| *b == 0)
+        .map_or(raw.len(), |at| 16 + at);
+    let mut named = raw[..end].to_vec();
+    for part in [dc, gateway] {
+        named.push(0);
+        named.extend_from_slice(part.as_bytes());
+    }
+    b64.encode(named)
+}
+
+/// A resumption id names the gateway that gave it, and a resuming gateway asks there first,
+/// past the routers. When the gateway named is not where the session is — no such gateway, one
+/// that never held it, one that does not answer (gone, or hung) — the session is still found,
+/// through the routers: each time Bob resumes, at one gateway or another, and gets what was
+/// sent while he was away, once, with no flap for Alice.
+#[tokio::test]
+async fn a_resumption_id_naming_the_wrong_gateway_still_finds_the_session() {
+    use futures::StreamExt as _;
+    use meerkat_bus::HeaderExt as _;
+    use meerkat_wire::headers as h;
+
+    let mut dc = dc().await;
+    let second = dc.start_gateway_on_own_port().await.unwrap();
+    let _third = dc.start_gateway_on_own_port().await.unwrap();
+    let third = dc.gateways.last().unwrap().instance.clone();
+    let (mut alice, mut bob, b) = friends(&dc, &dc.client()).await;
+    let previd = resumable(&mut bob).await;
+    let bob_full = bob.jid().to_owned();
+    // A gateway that does not answer: what is sent to it, read by nobody who answers.
+    let silent = format!("silent-{}", uuid::Uuid::new_v4().simple());
+    let (_amqp, _ch, mut to_silent) = tap(&dc, &silent).await;
+
+    let dc_id = dc.options.dc.clone();
+    let rounds = [
+        ("no such gateway", "no-such-gateway", second.clone()),
+        ("a gateway that never held it", third.as_str(), dc.client()),
+        (
+            "a gateway that does not answer",
+            silent.as_str(),
+            second.clone(),
+        ),
+    ];
+    for (what, named, at) in rounds {
+        let h = bob.sm_received().unwrap();
+        bob.sm_ack(h).await.unwrap();
+        bob.drop_connection();
+        let away = texts(what, 2);
+        send_all(&mut alice, &bob_full, &away).await;
+        let id = naming(&previd, &dc_id, named);
+        let (resumed, answer) = Client::resume(&at, &b, PW, &id, h, &bob_full)
+            .await
+            .unwrap();
+        assert_eq!(answer.name(), "resumed", "{what}: {answer}");
+        bob = resumed;
+        assert_eq!(
+            bodies(&mut bob, Duration::from_secs(1)).await,
+            away,
+            "{what}"
+        );
+        no_flap(&mut alice, &bob_full).await;
+    }
+    // The silent gateway was asked first.
+    let asked = tokio::time::timeout(Duration::from_secs(5), to_silent.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        asked
+            .properties
+            .headers()
+            .as_ref()
+            .get_str(h::HANDOVER)
+            .as_deref(),
+        Some("request")
+    );
     dc.stop().await.unwrap();
 }

@@ -168,6 +168,11 @@ pub struct Args {
     /// gateway's or another DC's STARTTLS port, which moves each session there.
     #[arg(long)]
     resume_addr: Option<SocketAddr>,
+    /// The users of --resume-burst resume with their id as a gateway of wire 1.8 gave it,
+    /// naming no gateway: the resuming gateway asks through the routers, not the gateway that
+    /// holds the session (for comparison).
+    #[arg(long)]
+    resume_unnamed: bool,
     /// Gateway-kill figures instead of chat: this many users' phones hold unacknowledged
     /// messages at a gateway that is then killed (see `gwkill.rs`); starts a DC of its own in
     /// this process, like --failover (on the infrastructure `MEERKAT_TEST_INFRA` names, else on

@@ -123,7 +123,10 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
             if let Some(f) = failure {
                 anyhow::bail!("{name}: {f}");
             }
-            let sm = sm.context("no stream management")?;
+            let mut sm = sm.context("no stream management")?;
+            if args.resume_unnamed {
+                sm.id = unnamed(&sm.id);
+            }
             let resumed = tokio::time::timeout(
                 PATIENCE,
                 BenchClient::resume(
@@ -239,4 +242,20 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A resumption id without the DC and gateway it names (docs/stream-management.md), as a
+/// gateway of wire 1.8 gave it: the 16-byte secret and the full JID.
+fn unnamed(id: &str) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let Ok(raw) = b64.decode(id) else {
+        return id.to_owned();
+    };
+    let end = raw
+        .iter()
+        .skip(16)
+        .position(|b| *b == 0)
+        .map_or(raw.len(), |at| 16 + at);
+    b64.encode(&raw[..end])
 }

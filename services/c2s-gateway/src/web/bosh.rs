@@ -638,6 +638,7 @@ async fn forward(ctx: &Ctx, instance: &str, text: &str) -> String {
         dc: ctx.config.dc.clone(),
         gateway: instance.to_owned(),
         session: Uuid::nil(),
+        direct: false,
     };
     let within = Duration::from_secs(ctx.config.bosh_max_wait_secs.max(1)) + FORWARD_SLACK;
     let answer = if crate::handover::send(ctx, &to, step::BOSH_REQUEST, None, 1, &body).await {
@@ -679,6 +680,7 @@ pub async fn forwarded(ctx: Arc<Ctx>, data: Vec<u8>) {
         dc: req.reply_dc,
         gateway: req.reply_gateway,
         session: Uuid::nil(),
+        direct: false,
     };
     crate::handover::send(&ctx, &to, step::BOSH_REPLY, None, 1, &body).await;
 }
