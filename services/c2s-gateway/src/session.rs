@@ -40,6 +40,10 @@ struct State {
     directed: HashSet<String>,
     /// Where connections resuming the session arrive, once it is resumable.
     resume_rx: Option<mpsc::Receiver<Box<Resumption>>>,
+    /// The id this session had at the gateway it moved here from (`None`: bound here). The
+    /// request that made that session was made for it (its `new_session`), and a late copy of
+    /// it is ignored here as there.
+    before: Option<Uuid>,
     /// The client resumed at another gateway, which this session moves to.
     moved: Option<
         Box<(
@@ -110,6 +114,7 @@ pub fn start(
                 bare,
                 directed: HashSet::new(),
                 resume_rx: None,
+                before: None,
                 moved: None,
             };
             let bind_xml = bind_result(&bound.bind_request, &st.info.jid).to_client_xml();
@@ -144,6 +149,7 @@ pub fn start(
             // The same session to every directory (full JID, presence, priority), under a new
             // id that replaces the old entry: no presence flap.
             let mut info = moved.session;
+            let before = Some(info.session_id);
             info.session_id = session;
             info.version += 1;
             info.dc = ctx.config.dc.clone();
@@ -163,6 +169,7 @@ pub fn start(
                 bare,
                 directed: moved.directed.into_iter().collect(),
                 resume_rx: Some(rx),
+                before,
                 moved: None,
             };
             let mut sm = Sm::moved_in(moved.handled, h);
@@ -593,10 +600,12 @@ async fn hand_over(
     req: Box<meerkat_wire::handover::Request>,
 ) -> Result<(), End> {
     use meerkat_wire::handover::Moved;
-    if req.new_session == st.info.session_id {
-        // The request that made this session, delivered again (a router or a gateway that
-        // stopped before acknowledging it passes it on twice; it follows the session here).
-        // Its asker is this session: nobody waits for an answer.
+    if req.new_session == st.info.session_id || Some(req.new_session) == st.before {
+        // The request that made this session, or the one before it (the session moved on
+        // again since), delivered again: a router or a gateway that stopped before
+        // acknowledging it passes it on twice, or it went both to the gateway the resumption
+        // id names and to the routers; it follows the session here. Its asker is this
+        // session, or was the one before: nobody waits for an answer.
         tracing::debug!(request = %req.request, "a repeated handover request ignored");
         return Ok(());
     }

@@ -855,6 +855,47 @@ async fn a_handover_request_delivered_again_leaves_the_resumed_session_alone() {
     .await
     .unwrap();
     no_flap(&mut alice, &bob_full).await;
+
+    // Moved on again, back to the first gateway: the session the request made is gone, and
+    // the one made from it ignores the request too, however it comes.
+    let h = bob.sm_received().unwrap();
+    bob.drop_connection();
+    let (mut bob, answer) = Client::resume(&dc.client(), &b, PW, &previd, h, &bob_full)
+        .await
+        .unwrap();
+    assert_eq!(answer.name(), "resumed", "{answer}");
+    for (exchange, key) in [
+        (names::DELIVER_EXCHANGE, first.as_str()),
+        ("", names::HANDOVER_REQUESTS_QUEUE),
+    ] {
+        ch.basic_publish(
+            exchange,
+            key,
+            BasicPublishOptions::default(),
+            &request.data,
+            request.properties.clone(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    bob.expect_none(Duration::from_secs(2), |e: &Element| {
+        e.is("message", ns::CLIENT)
+    })
+    .await
+    .unwrap();
+    alice
+        .send_message(&bob_full, "after the second move")
+        .await
+        .unwrap();
+    bob.expect(
+        "the next message",
+        message_with_body("after the second move"),
+    )
+    .await
+    .unwrap();
+    no_flap(&mut alice, &bob_full).await;
     dc.stop().await.unwrap();
 }
 
