@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use meerkat_bus::lapin::message::Delivery;
 use meerkat_bus::lapin::options::BasicAckOptions;
+use meerkat_bus::topology::gateway_route;
 use meerkat_bus::{HeaderExt, Props};
 use meerkat_wire::handover::{self as step, Fence, Kept, Moved, Refused, Request};
 use meerkat_wire::{headers as h, topology as names, RouteKind};
@@ -177,7 +178,10 @@ pub async fn ask(ctx: &Ctx, rid: &ResumeId, account: &str, credentials: u64, h: 
         // asked as well (two copies: only the second refusal is the answer).
         match tokio::time::timeout(HINT_WAIT, &mut rx).await {
             // A gateway of 1.8 refuses a session it does not hold: the routers may find it.
-            Ok(Ok(Answer::Refused(Refused { too_high: None, .. }))) => rx = wait(),
+            Ok(Ok(Answer::Refused(Refused { too_high: None, .. }))) => {
+                rx = wait();
+                hinted = false;
+            }
             Ok(answer) => return outcome(answer.ok()),
             Err(_) => {
                 let still = match ctx.handovers.waiting.lock().get_mut(&request) {
@@ -197,6 +201,7 @@ pub async fn ask(ctx: &Ctx, rid: &ResumeId, account: &str, credentials: u64, h: 
     }
     if let Err(e) = ask_routers(ctx, &req).await {
         tracing::warn!(error = %e, "handover request not sent");
+        // Only a gateway named that has not answered yet may still answer.
         if !hinted {
             return Outcome::NotFound;
         }
@@ -234,29 +239,11 @@ async fn ask_at(ctx: &Ctx, at: &crate::sm::Holder, req: &Request) -> bool {
     // its queue, and its next life (same instance id) would otherwise find the request there.
     let props =
         props(ctx, step::REQUEST).expires_after_ms(u64::from(names::HANDOVER_REQUEST_TTL_MS));
-    let sent = if at.dc == ctx.config.dc {
-        ctx.publisher
-            .publish_routed_within(
-                names::DELIVER_EXCHANGE,
-                &at.gateway,
-                props,
-                &body,
-                Duration::ZERO,
-            )
-            .await
-    } else {
-        let props = props.str(h::TARGET_DC, &at.dc).str(h::GATEWAY, &at.gateway);
-        let key = names::gateway_inter_key(&at.dc, &at.gateway);
-        ctx.publisher
-            .publish_routed_within(
-                names::INTER_STANZAS_EXCHANGE,
-                &key,
-                props,
-                &body,
-                Duration::ZERO,
-            )
-            .await
-    };
+    let to = gateway_route(&ctx.config.dc, &at.dc, &at.gateway, true, props);
+    let sent = ctx
+        .publisher
+        .publish_routed_within(to.exchange, &to.key, to.props, &body, Duration::ZERO)
+        .await;
     match sent {
         Ok(()) => true,
         Err(meerkat_bus::PublishError::Unroutable) => false,
@@ -309,22 +296,15 @@ pub async fn send(
     if let Some(s) = session {
         props = props.str(h::SESSION, &s.to_string());
     }
-    let own = ctx.config.dc.as_str();
-    let sent = if to.dc.is_empty() || to.dc == own {
+    // Every step for a gateway goes the one way `to.direct` says, so they keep their order.
+    let route = gateway_route(&ctx.config.dc, &to.dc, &to.gateway, to.direct, props);
+    let sent = if route.inter_dc() {
         ctx.publisher
-            .publish(names::DELIVER_EXCHANGE, &to.gateway, props, body)
+            .publish_routed(route.exchange, &route.key, route.props, body)
             .await
     } else {
-        let props = props.str(h::TARGET_DC, &to.dc).str(h::GATEWAY, &to.gateway);
-        // Straight to the gateway's own key when it has one, past the routers of both DCs;
-        // every step for it goes that one way, so they keep their order.
-        let key = if to.direct {
-            names::gateway_inter_key(&to.dc, &to.gateway)
-        } else {
-            to.dc.clone()
-        };
         ctx.publisher
-            .publish_routed(names::INTER_STANZAS_EXCHANGE, &key, props, body)
+            .publish(route.exchange, &route.key, route.props, body)
             .await
     };
     if let Err(e) = &sent {

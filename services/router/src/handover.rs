@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meerkat_bus::lapin::options::BasicAckOptions;
+use meerkat_bus::topology::gateway_route;
 use meerkat_bus::{ConsumerSpec, Props};
 use meerkat_wire::handover::{self, Refused, Request};
 use meerkat_wire::{headers as h, topology as names, RouteKind};
@@ -156,36 +157,32 @@ async fn send(
 ) -> anyhow::Result<()> {
     let own = ctx.config.dc.as_str();
     let props = Props::stanza(RouteKind::Handover, own).str(h::HANDOVER, step);
-    if dc.is_empty() || dc == own {
+    let route = gateway_route(own, dc, gateway, direct != Direct::No, props);
+    if !route.inter_dc() {
         ctx.publisher
-            .publish(names::DELIVER_EXCHANGE, gateway, props, body)
+            .publish(route.exchange, &route.key, route.props, body)
             .await?;
         return Ok(());
     }
-    let props = props.str(h::TARGET_DC, dc).str(h::GATEWAY, gateway);
-    let key = names::gateway_inter_key(dc, gateway);
-    let inter = names::INTER_STANZAS_EXCHANGE;
-    match direct {
-        Direct::Yes => {
-            ctx.publisher
-                .publish_routed(inter, &key, props, body)
-                .await?
-        }
-        Direct::IfBound => {
-            let props = meerkat_bus::lapin::BasicProperties::from(props);
+    let props = meerkat_bus::lapin::BasicProperties::from(route.props);
+    let (ex, key) = (route.exchange, route.key.as_str());
+    match (direct, route.via_routers) {
+        (Direct::IfBound, Some(dc_key)) => {
             let once = ctx
                 .publisher
-                .publish_routed_within(inter, &key, props.clone(), body, Duration::ZERO)
+                .publish_routed_within(ex, key, props.clone(), body, Duration::ZERO)
                 .await;
             match once {
                 Err(meerkat_bus::PublishError::Unroutable) => {
                     tracing::debug!(gateway, dc, "no key of its own: through its DC's routers");
-                    ctx.publisher.publish_routed(inter, dc, props, body).await?;
+                    ctx.publisher
+                        .publish_routed(ex, &dc_key, props, body)
+                        .await?;
                 }
                 other => other?,
             }
         }
-        Direct::No => ctx.publisher.publish_routed(inter, dc, props, body).await?,
+        _ => ctx.publisher.publish_routed(ex, key, props, body).await?,
     }
     Ok(())
 }

@@ -431,3 +431,91 @@ pub async fn declare_returned_queue(ch: &Channel, dc: &str) -> Result<String, la
 pub fn long(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s))
 }
+
+/// Where a message for the gateway `gateway` at DC `dc` (a handover step) is published, seen
+/// from DC `own`: built by [`gateway_route`].
+pub struct GatewayRoute {
+    pub exchange: &'static str,
+    pub key: String,
+    /// For a gateway at another DC reached on its own key: that DC's key, through its routers,
+    /// for when nothing is bound on the gateway's (a gateway of 1.8 or before).
+    pub via_routers: Option<String>,
+    /// `props` given, with the target headers another DC's routers read.
+    pub props: crate::Props,
+}
+
+impl GatewayRoute {
+    /// Whether it crosses to another DC (over federation, where a publish is made mandatory).
+    pub fn inter_dc(&self) -> bool {
+        self.exchange == names::INTER_STANZAS_EXCHANGE
+    }
+}
+
+/// The one rule for reaching a gateway: in DC `own`, the deliver exchange with its instance
+/// id; at another DC, the inter-DC stanza exchange, with the gateway's own key when `direct`
+/// (past the routers of both DCs, [`names::gateway_inter_key`]) or else with its DC's key, and
+/// the headers naming the target DC and gateway.
+pub fn gateway_route(
+    own: &str,
+    dc: &str,
+    gateway: &str,
+    direct: bool,
+    props: crate::Props,
+) -> GatewayRoute {
+    use meerkat_wire::headers as h;
+    if dc.is_empty() || dc == own {
+        return GatewayRoute {
+            exchange: names::DELIVER_EXCHANGE,
+            key: gateway.to_owned(),
+            via_routers: None,
+            props,
+        };
+    }
+    let props = props.str(h::TARGET_DC, dc).str(h::GATEWAY, gateway);
+    let (key, via_routers) = if direct {
+        (names::gateway_inter_key(dc, gateway), Some(dc.to_owned()))
+    } else {
+        (dc.to_owned(), None)
+    };
+    GatewayRoute {
+        exchange: names::INTER_STANZAS_EXCHANGE,
+        key,
+        via_routers,
+        props,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gateway_is_reached_by_one_rule() {
+        let props = || crate::Props::stanza(meerkat_wire::RouteKind::Handover, "dc1");
+        let here = gateway_route("dc1", "dc1", "gw-a", true, props());
+        assert_eq!(
+            (here.exchange, here.key.as_str()),
+            (names::DELIVER_EXCHANGE, "gw-a")
+        );
+        assert!(!here.inter_dc() && here.via_routers.is_none());
+        let unnamed = gateway_route("dc1", "", "gw-a", false, props());
+        assert_eq!(unnamed.exchange, names::DELIVER_EXCHANGE);
+        let straight = gateway_route("dc1", "dc2", "gw-b", true, props());
+        assert!(straight.inter_dc());
+        assert_eq!(straight.key, names::gateway_inter_key("dc2", "gw-b"));
+        assert_eq!(straight.via_routers.as_deref(), Some("dc2"));
+        let routed = gateway_route("dc1", "dc2", "gw-b", false, props());
+        assert_eq!((routed.key.as_str(), routed.via_routers), ("dc2", None));
+        use crate::HeaderExt;
+        let props = lapin::BasicProperties::from(routed.props);
+        let headers = props.headers().as_ref();
+        assert_eq!(
+            headers.get_str(meerkat_wire::headers::TARGET_DC).as_deref(),
+            Some("dc2")
+        );
+        assert_eq!(
+            headers.get_str(meerkat_wire::headers::GATEWAY).as_deref(),
+            Some("gw-b")
+        );
+    }
+}
