@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::inbound::Inbound;
 use crate::jids::{self, Addr};
+use crate::metrics::ArchiveMetrics;
 use crate::Ctx;
 
 /// Whether `m` is archived (before the preferences): a one-to-one chat or normal message with
@@ -125,7 +126,7 @@ pub struct Archiver {
 
 impl Archiver {
     /// Starts the writing task; it ends when the last `Archiver` is dropped.
-    pub fn start(store: Store, default: ArchiveDefault) -> Archiver {
+    pub fn start(store: Store, default: ArchiveDefault, metrics: ArchiveMetrics) -> Archiver {
         let (tx, mut rx) = mpsc::channel::<(Vec<NewArchived>, Reply)>(1024);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -136,7 +137,7 @@ impl Archiver {
                         Err(_) => break,
                     }
                 }
-                write_batch(&store, default, batch).await;
+                write_batch(&store, default, &metrics, batch).await;
             }
         });
         Archiver { tx }
@@ -158,11 +159,12 @@ impl Archiver {
 async fn write_batch(
     store: &Store,
     default: ArchiveDefault,
+    metrics: &ArchiveMetrics,
     batch: Vec<(Vec<NewArchived>, Reply)>,
 ) {
     if batch.len() > 1 {
         let all: Vec<NewArchived> = batch.iter().flat_map(|(e, _)| e.iter().cloned()).collect();
-        if let Ok(mut ids) = store.archive_messages(&all, default).await {
+        if let Ok(mut ids) = timed(store, default, metrics, &all).await {
             for (entries, reply) in batch {
                 let rest = ids.split_off(entries.len());
                 let _ = reply.send(Ok(std::mem::replace(&mut ids, rest)));
@@ -173,8 +175,24 @@ async fn write_batch(
         // (a message the database refuses fails alone).
     }
     for (entries, reply) in batch {
-        let _ = reply.send(store.archive_messages(&entries, default).await);
+        let _ = reply.send(timed(store, default, metrics, &entries).await);
     }
+}
+
+/// One transaction of the writer, its size and time recorded.
+async fn timed(
+    store: &Store,
+    default: ArchiveDefault,
+    metrics: &ArchiveMetrics,
+    entries: &[NewArchived],
+) -> Result<Vec<Option<String>>, StoreError> {
+    metrics.batch_entries.observe(entries.len() as f64);
+    let started = std::time::Instant::now();
+    let written = store.archive_messages(entries, default).await;
+    metrics
+        .write_seconds
+        .observe(started.elapsed().as_secs_f64());
+    written
 }
 
 /// Every hour, deletes this DC's archived messages older than `archive_retention_days` (none

@@ -112,7 +112,11 @@ impl Router {
                 .map(|p| (p.dc.as_str(), p.upstream_uri.as_str())),
         );
         let ctx = Arc::new(Ctx {
-            archiver: archive::Archiver::start(store.clone(), config.archive_default()),
+            archiver: archive::Archiver::start(
+                store.clone(),
+                config.archive_default(),
+                metrics.archive.clone(),
+            ),
             origins,
             parker: base.parker.clone(),
             instance,

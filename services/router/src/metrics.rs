@@ -41,6 +41,16 @@ pub struct Metrics {
     /// of the DC they claim, by reason: `unknown-dc`, `not-federated`, `wrong-link`,
     /// `no-origin`.
     pub inter_refused: Family<ReasonLabel, Counter>,
+    /// The archive writer's transactions: seconds each took, and the messages' entries each
+    /// wrote (two per one-to-one message: sender's and recipient's copy).
+    pub archive: ArchiveMetrics,
+}
+
+/// What the router's archive writer ([`crate::archive::Archiver`]) reports.
+#[derive(Clone)]
+pub struct ArchiveMetrics {
+    pub write_seconds: Histogram,
+    pub batch_entries: Histogram,
 }
 
 impl Metrics {
@@ -55,6 +65,10 @@ impl Metrics {
             returned: Counter::default(),
             failures: Family::default(),
             inter_refused: Family::default(),
+            archive: ArchiveMetrics {
+                write_seconds: Histogram::new(exponential_buckets(0.0002, 2.0, 16)),
+                batch_entries: Histogram::new(exponential_buckets(1.0, 2.0, 9)),
+            },
         };
         registry.register(
             "meerkat_router_stanzas",
@@ -100,6 +114,16 @@ impl Metrics {
             "meerkat_router_inter_refused",
             "Messages from other DCs refused: not from the link of the DC they claim",
             m.inter_refused.clone(),
+        );
+        registry.register(
+            "meerkat_router_archive_write_seconds",
+            "Archive writer transactions: time from start to commit",
+            m.archive.write_seconds.clone(),
+        );
+        registry.register(
+            "meerkat_router_archive_batch_entries",
+            "Archive writer transactions: archive entries handed to each",
+            m.archive.batch_entries.clone(),
         );
         m
     }

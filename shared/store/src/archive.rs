@@ -159,32 +159,25 @@ pub fn archive_stamp(id: &str) -> Option<Stamp> {
 }
 
 /// Whether `prefs` (or the server's `default` when the user has none) archive a message with
-/// `with_bare`; `in_roster` is asked only when the answer depends on it.
-async fn wanted(
-    conn: &mut PgConnection,
-    owner: &str,
+/// `with_bare`; `in_roster`: whether the owner has `with_bare` in the roster, read where the
+/// rule in force is `roster`.
+fn wanted(
     with_bare: &str,
     prefs: Option<&ArchivePrefs>,
     default: ArchiveDefault,
-) -> Result<bool, StoreError> {
+    in_roster: Option<bool>,
+) -> bool {
     let mode = match prefs {
-        Some(p) if p.never.iter().any(|j| j == with_bare) => return Ok(false),
-        Some(p) if p.always.iter().any(|j| j == with_bare) => return Ok(true),
+        Some(p) if p.never.iter().any(|j| j == with_bare) => return false,
+        Some(p) if p.always.iter().any(|j| j == with_bare) => return true,
         Some(p) => p.default,
         None => default,
     };
-    Ok(match mode {
+    match mode {
         ArchiveDefault::Always => true,
         ArchiveDefault::Never => false,
-        ArchiveDefault::Roster => {
-            sqlx::query("SELECT 1 FROM roster_items WHERE username = $1 AND contact = $2")
-                .bind(owner)
-                .bind(with_bare)
-                .fetch_optional(conn)
-                .await?
-                .is_some()
-        }
-    })
+        ArchiveDefault::Roster => in_roster.unwrap_or(false),
+    }
 }
 
 fn prefs_of(row: &sqlx::postgres::PgRow) -> Result<Option<ArchivePrefs>, StoreError> {
@@ -233,83 +226,66 @@ impl Store {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool().begin().await?;
-        // What decides the write is read first; the DC's clock row, which every write
-        // transaction of the DC holds from its tick until it commits, is taken only for the
-        // writing. A handling repeated meanwhile by another router is caught by the key's
-        // unique index: this transaction fails and each entry is written again on its own.
+        // What decides the write is read first, in one statement before the transaction: the
+        // DC's clock row, which every write transaction of the DC holds from its tick until
+        // it commits, is taken only for the writing. A handling repeated meanwhile by another
+        // router is caught by the key's unique index: the transaction fails and each entry is
+        // written again on its own.
         // Written already under its key (a repeated handling): that row's id, nothing new.
         // A key names its owner too (`archive_key`), so it alone finds the earlier row here.
         let keys: Vec<Option<uuid::Uuid>> = entries
             .iter()
             .map(|e| e.key.as_deref().map(|k| archive_key(&e.owner, k)))
             .collect();
-        let mut before = std::collections::HashMap::new();
-        if keys.iter().any(Option::is_some) {
-            let (owners, wanted): (Vec<&str>, Vec<uuid::Uuid>) = entries
-                .iter()
-                .zip(&keys)
-                .filter_map(|(e, k)| k.map(|k| (e.owner.as_str(), k)))
-                .unzip();
-            let rows = sqlx::query(
-                "SELECT a.msg_key, a.id FROM archive a \
-                 JOIN unnest($1::text[], $2::uuid[]) AS t(u, k) \
-                 ON a.username = t.u AND a.msg_key = t.k",
-            )
-            .bind(&owners)
-            .bind(&wanted)
-            .fetch_all(&mut *tx)
-            .await?;
-            for r in rows {
-                before.insert(
-                    r.try_get::<uuid::Uuid, _>("msg_key")?,
-                    r.try_get::<String, _>("id")?,
-                );
-            }
-        }
-        let earlier = |key: &Option<uuid::Uuid>| key.and_then(|k| before.get(&k).cloned());
-        let mut owners: Vec<&str> = entries.iter().map(|e| e.owner.as_str()).collect();
-        owners.sort_unstable();
-        owners.dedup();
+        let owners: Vec<&str> = entries.iter().map(|e| e.owner.as_str()).collect();
+        let withs: Vec<String> = entries.iter().map(|e| split_jid(&e.with).0).collect();
         let rows = sqlx::query(
-            "SELECT a.username, p.default_mode, p.always, p.never FROM accounts a \
-             LEFT JOIN archive_prefs p USING (username) WHERE a.username = ANY($1)",
+            "SELECT a.id AS earlier, acc.username IS NOT NULL AS known, \
+             p.default_mode, p.always, p.never, \
+             CASE WHEN acc.username IS NOT NULL AND coalesce(p.default_mode, $4) = 'roster' \
+             THEN EXISTS (SELECT 1 FROM roster_items r WHERE r.username = t.u AND r.contact = t.w) \
+             END AS in_roster \
+             FROM unnest($1::text[], $2::uuid[], $3::text[]) WITH ORDINALITY AS t(u, k, w, i) \
+             LEFT JOIN archive a ON a.username = t.u AND a.msg_key = t.k \
+             AND a.msg_key IS NOT NULL \
+             LEFT JOIN accounts acc ON acc.username = t.u \
+             LEFT JOIN archive_prefs p ON p.username = t.u ORDER BY t.i",
         )
         .bind(&owners)
-        .fetch_all(&mut *tx)
+        .bind(&keys)
+        .bind(&withs)
+        .bind(default.as_str())
+        .fetch_all(self.pool())
         .await?;
-        let mut known = std::collections::HashMap::new();
-        for r in &rows {
-            known.insert(r.try_get::<String, _>("username")?, prefs_of(r)?);
+        if rows.len() != entries.len() {
+            return Err(StoreError::Corrupt(
+                "archive read: one row per entry".into(),
+            ));
         }
+        let mut earlier: Vec<Option<String>> = Vec::with_capacity(entries.len());
         let mut chosen = Vec::with_capacity(entries.len());
-        for (e, key) in entries.iter().zip(&keys) {
-            if key.is_some_and(|k| before.contains_key(&k)) {
-                chosen.push(false);
-                continue;
-            }
-            let ok = match known.get(&e.owner) {
-                Some(prefs) => {
-                    let (bare, _) = split_jid(&e.with);
-                    wanted(&mut tx, &e.owner, &bare, prefs.as_ref(), default).await?
-                }
-                None => false,
-            };
+        for (r, w) in rows.iter().zip(&withs) {
+            let before: Option<String> = r.try_get("earlier")?;
+            let ok = before.is_none()
+                && r.try_get::<bool, _>("known")?
+                && wanted(w, prefs_of(r)?.as_ref(), default, r.try_get("in_roster")?);
+            earlier.push(before);
             chosen.push(ok);
         }
         let n = chosen.iter().filter(|c| **c).count() as i64;
         if n == 0 {
-            return Ok(keys.iter().map(earlier).collect());
+            return Ok(earlier);
         }
+        let mut tx = self.pool().begin().await?;
         // One stamp per row.
         let first = replication::tick_many(&mut tx, n).await?;
         let mut ids = Vec::with_capacity(entries.len());
         let mut records = Vec::with_capacity(n as usize);
         let mut rows = replication::ArchiveRows::default();
         let mut next = first.hlc;
-        for ((e, ok), key) in entries.iter().zip(&chosen).zip(&keys) {
+        for (((e, ok), key), before) in entries.iter().zip(&chosen).zip(&keys).zip(earlier) {
             if !ok {
-                ids.push(earlier(key));
+                ids.push(before);
                 continue;
             }
             let stamp = Stamp {

@@ -67,27 +67,24 @@ pub(crate) async fn append(
         return Ok(None);
     }
     let n = records.len() as i64;
-    let row = sqlx::query("UPDATE replication_clock SET seq = seq + $1 RETURNING seq, epoch")
-        .bind(n)
-        .fetch_one(&mut *conn)
-        .await?;
+    let bodies: Vec<String> = records
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap_or_default())
+        .collect();
+    // One round trip: the sequence numbers taken (the clock row's lock held to the commit keeps
+    // them in commit order), the records written under them in order, the replicator woken.
+    let row = sqlx::query(
+        "WITH c AS (UPDATE replication_clock SET seq = seq + $1 RETURNING seq, epoch), \
+         o AS (INSERT INTO outbox (seq, record) SELECT c.seq - $1 + r.i, r.body::jsonb \
+               FROM c, unnest($2::text[]) WITH ORDINALITY AS r(body, i)) \
+         SELECT seq, epoch, pg_notify('meerkat_outbox', seq::text)::text AS woken FROM c",
+    )
+    .bind(n)
+    .bind(&bodies)
+    .fetch_one(conn)
+    .await?;
     let last: i64 = row.try_get("seq")?;
     let epoch: String = row.try_get("epoch")?;
-    let first = last - n + 1;
-    let seqs: Vec<i64> = (first..=last).collect();
-    let bodies: Vec<serde_json::Value> = records
-        .iter()
-        .map(|r| serde_json::to_value(r).unwrap_or_default())
-        .collect();
-    sqlx::query("INSERT INTO outbox (seq, record) SELECT * FROM unnest($1::bigint[], $2::jsonb[])")
-        .bind(&seqs)
-        .bind(&bodies)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("SELECT pg_notify('meerkat_outbox', $1)")
-        .bind(last.to_string())
-        .execute(conn)
-        .await?;
     Ok(Some((epoch, last)))
 }
 
