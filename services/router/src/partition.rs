@@ -1,6 +1,6 @@
 //! One route partition: each sender's deliveries are handled one at a time, in order (the
 //! queue has a single active consumer, which keeps each sender's stanzas in order however many
-//! routers run); different senders' deliveries at hand go side by side (`by_key`). A delivery is acked only after its deliveries are confirmed and its writes done, or
+//! routers run); different senders' deliveries go side by side, each as it arrives (`consume_lanes`). A delivery is acked only after its deliveries are confirmed and its writes done, or
 //! once its sender has been told it failed (failure.rs: permanent at once, transient after
 //! `transient_retry_ms` of retries in place); a duplicate envelope id is dropped.
 
@@ -64,44 +64,17 @@ pub async fn run(
         drain_on_stop: true,
     };
     let bus = ctx.bus.clone();
-    meerkat_bus::consume_batches(bus, spec, usize::from(PREFETCH), stop, consuming, |batch| {
-        let ctx = ctx.clone();
-        let seen = seen.clone();
-        let queue = queue.clone();
-        async move {
-            let lanes = by_key(batch).into_iter().map(|lane| {
-                let (ctx, seen, queue) = (&ctx, &seen, &queue);
-                async move {
-                    for delivery in lane {
-                        handle_delivery(ctx, queue, delivery, seen).await;
-                    }
-                }
-            });
-            futures::future::join_all(lanes).await;
-        }
+    // Lanes by routing key (the sender's or the account's key): one lane's deliveries are
+    // handled one after another, so a sender's stanzas (and an account's nudges among them)
+    // keep their order; lanes go side by side, as they would in two partitions, so that one
+    // sender's wait (its archive write, a confirm) holds no other sender hashed here, and the
+    // archive writer gets their messages together.
+    let lane = |d: &Delivery| d.routing_key.as_str().to_owned();
+    meerkat_bus::consume_lanes(bus, spec, stop, consuming, lane, |delivery| {
+        let (ctx, seen, queue) = (ctx.clone(), seen.clone(), queue.clone());
+        async move { handle_delivery(&ctx, &queue, delivery, &seen).await }
     })
     .await;
-}
-
-/// What is at hand, in lanes by routing key (the sender's or the account's key), each in queue
-/// order. One lane's deliveries are handled one after another, so a sender's stanzas (and an
-/// account's nudges among them) keep their order; lanes go side by side, as they would in two
-/// partitions, so that one sender's wait (its archive write, a confirm) no longer holds the
-/// others hashed to the same partition, and the archive writer gets their messages together.
-fn by_key(batch: Vec<Delivery>) -> Vec<Vec<Delivery>> {
-    let mut lanes: Vec<Vec<Delivery>> = Vec::new();
-    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for delivery in batch {
-        let key = delivery.routing_key.as_str().to_owned();
-        match index.get(&key) {
-            Some(&i) => lanes[i].push(delivery),
-            None => {
-                index.insert(key, lanes.len());
-                lanes.push(vec![delivery]);
-            }
-        }
-    }
-    lanes
 }
 
 async fn handle_delivery(ctx: &Ctx, queue: &str, delivery: Delivery, seen: &Mutex<Dedup>) {

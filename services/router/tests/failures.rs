@@ -8,7 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use meerkat_bus::lapin::BasicProperties;
+use meerkat_bus::lapin::options::{ExchangeDeclareOptions, QueueBindOptions};
+use meerkat_bus::lapin::types::FieldTable;
+use meerkat_bus::lapin::{BasicProperties, ExchangeKind};
 use meerkat_bus::Headers;
 use meerkat_testkit::client::pred::message_with_body;
 use meerkat_testkit::client::{stanza_error_condition, Client};
@@ -42,10 +44,81 @@ async fn as_gateway(a: &Amqp, n: u16, session: &SessionInfo, xml: &str) {
         .with_content_type(h::CONTENT_XMPP.into())
         .with_delivery_mode(2)
         .with_headers(headers.build());
+    // Through an exchange of the test's own bound to the partition only, with the sender's
+    // bare JID as the routing key, as the gateway's publish on `meerkat.route` has it: the
+    // router's lanes go by that key.
+    let exchange = format!("test.partition.{n}");
+    let ch = a.conn.create_channel().await.unwrap();
+    ch.exchange_declare(
+        &exchange,
+        ExchangeKind::Fanout,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        &names::route_queue(n),
+        &exchange,
+        "",
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let _ = ch.close(200, "done").await;
+    let key = session.jid.split('/').next().unwrap_or_default();
     a.publisher
-        .publish("", &names::route_queue(n), props, xml.as_bytes())
+        .publish(&exchange, key, props, xml.as_bytes())
         .await
         .unwrap();
+}
+
+/// A sender whose stanza waits (here: for its session's event, which never comes, for up to
+/// 2 s) holds no other sender of its partition, even one whose stanza arrives after the wait
+/// began: Carol's message, published 300 ms after Dave's, reaches Bob first.
+#[tokio::test]
+async fn a_waiting_sender_holds_no_later_sender_of_its_partition() {
+    let dc = Dc::start(StackOptions::default()).await.unwrap();
+    let a = amqp(&dc).await;
+    let mut events = listen(&a, names::SESSIONS_EXCHANGE, "").await;
+    let (bob, carol) = (user("bob"), user("carol"));
+    let mut b = online(&dc, &bob, "desk").await;
+    available_session(&mut events, &format!("{bob}@example.com/desk")).await;
+    let _c = online(&dc, &carol, "laptop").await;
+    let carol_session =
+        available_session(&mut events, &format!("{carol}@example.com/laptop")).await;
+    // A session no router has heard of: its stanza waits for the session's event.
+    let mut dave_session = carol_session.clone();
+    dave_session.jid = format!("{}@example.com/phone", user("dave"));
+    dave_session.session_id = uuid::Uuid::new_v4();
+    let to_bob = format!("{bob}@example.com");
+    let waiting = chat(&dave_session.jid, &to_bob, "from the waiting sender");
+    as_gateway(&a, 3, &dave_session, &waiting.to_xml()).await;
+    // Taken by the router meanwhile, and waiting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = chat(&carol_session.jid, &to_bob, "from the sender after it");
+    as_gateway(&a, 3, &carol_session, &after.to_xml()).await;
+    let first = b
+        .expect("a message", message_with_body_any())
+        .await
+        .unwrap();
+    assert_eq!(body_of(&first), "from the sender after it", "{first}");
+    let second = b
+        .expect("the waiting sender's message", message_with_body_any())
+        .await
+        .unwrap();
+    assert_eq!(body_of(&second), "from the waiting sender", "{second}");
+}
+
+fn message_with_body_any() -> impl Fn(&Element) -> bool {
+    |s: &Element| s.name() == "message" && s.get_child("body", ns::CLIENT).is_some()
+}
+
+fn body_of(m: &Element) -> String {
+    m.get_child("body", ns::CLIENT)
+        .map(|b| b.text())
+        .unwrap_or_default()
 }
 
 fn error_with_id<'a>(id: &'a str) -> impl Fn(&Element) -> bool + 'a {

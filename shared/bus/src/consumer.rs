@@ -16,6 +16,7 @@
 //! batching: one when the queue is quiet, more as they pile up while the previous batch is
 //! handled).
 
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -200,63 +201,160 @@ pub async fn consume_batches<H, F>(
     F: Future<Output = ()>,
 {
     let max = max.max(1);
+    let (spec, stop, handler) = (&spec, &stop, &handler);
+    subscribed(
+        &bus,
+        spec,
+        stop,
+        &consuming,
+        |channel, mut consumer| async move {
+            let mut draining: Option<Instant> = None;
+            loop {
+                let Some(next) =
+                    next_delivery(&channel, &mut consumer, spec, stop, &mut draining).await
+                else {
+                    return Some((channel, consumer));
+                };
+                let (gathered, end) = match next {
+                    Some(Ok(first)) => gather(&mut consumer, first, max),
+                    Some(Err(e)) => (Vec::new(), Some(End::Failed(e))),
+                    None => (Vec::new(), Some(End::Closed)),
+                };
+                let mut batch = Vec::with_capacity(gathered.len());
+                for delivery in gathered {
+                    match crate::wire::check(delivery.properties.headers().as_ref()) {
+                        Ok(_) => batch.push(delivery),
+                        Err(why) => spec.parker.park(&spec.queue, &delivery, &why).await,
+                    }
+                }
+                if !batch.is_empty() {
+                    handler(batch).await;
+                }
+                if let Some(end) = end {
+                    end.log(&spec.queue);
+                    return None;
+                }
+            }
+        },
+    )
+    .await;
+}
+
+/// Like [`consume_batches`] with every delivery its own batch, but with no batch's end to wait
+/// for: the deliveries with the same `key` are handled one after another, in queue order, and
+/// those with different keys side by side, each as soon as it arrives. What is in hand at once
+/// is bounded by the prefetch (the handler acks). When the stream ends or the consumer stops,
+/// what is in hand is handled first.
+pub async fn consume_lanes<K, H, F>(
+    bus: Bus,
+    spec: ConsumerSpec,
+    stop: CancellationToken,
+    consuming: Arc<AtomicUsize>,
+    key: K,
+    handler: H,
+) where
+    K: Fn(&Delivery) -> String,
+    H: Fn(Delivery) -> F,
+    F: Future<Output = ()>,
+{
+    let run = |k: String, d: Delivery| {
+        let handled = handler(d);
+        async move {
+            handled.await;
+            k
+        }
+    };
+    // The next delivery of lane `k` once the one before is done, if any waits.
+    let next_of = |k: String, lanes: &mut HashMap<String, VecDeque<Delivery>>| match lanes
+        .get_mut(&k)
+        .and_then(VecDeque::pop_front)
+    {
+        Some(d) => Some(run(k, d)),
+        None => {
+            lanes.remove(&k);
+            None
+        }
+    };
+    let (spec, stop, key, next_of) = (&spec, &stop, &key, &next_of);
+    subscribed(
+        &bus,
+        spec,
+        stop,
+        &consuming,
+        |channel, mut consumer| async move {
+            let mut draining: Option<Instant> = None;
+            let mut running = futures::stream::FuturesUnordered::new();
+            // The keys being handled, each with what waits behind the one in hand.
+            let mut lanes: HashMap<String, VecDeque<Delivery>> = HashMap::new();
+            let end = loop {
+                let next = tokio::select! {
+                    biased;
+                    Some(k) = running.next(), if !running.is_empty() => {
+                        running.extend(next_of(k, &mut lanes));
+                        continue;
+                    }
+                    n = next_delivery(&channel, &mut consumer, spec, stop, &mut draining) => n,
+                };
+                let delivery = match next {
+                    None => break None,
+                    Some(Some(Ok(d))) => d,
+                    Some(Some(Err(e))) => break Some(End::Failed(e)),
+                    Some(None) => break Some(End::Closed),
+                };
+                if let Err(why) = crate::wire::check(delivery.properties.headers().as_ref()) {
+                    spec.parker.park(&spec.queue, &delivery, &why).await;
+                    continue;
+                }
+                let k = key(&delivery);
+                match lanes.get_mut(&k) {
+                    Some(behind) => behind.push_back(delivery),
+                    None => {
+                        lanes.insert(k.clone(), VecDeque::new());
+                        running.push(run(k, delivery));
+                    }
+                }
+            };
+            while let Some(k) = running.next().await {
+                running.extend(next_of(k, &mut lanes));
+            }
+            match end {
+                None => Some((channel, consumer)),
+                Some(end) => {
+                    end.log(&spec.queue);
+                    None
+                }
+            }
+        },
+    )
+    .await;
+}
+
+/// Subscribes on every (re)connection and runs `session` on the subscription, until a session
+/// ends with the consumer stopped (it hands back its channel and subscription, to be finished)
+/// rather than with its stream broken (`None`: subscribed again on the next connection).
+async fn subscribed<S, F>(
+    bus: &Bus,
+    spec: &ConsumerSpec,
+    stop: &CancellationToken,
+    consuming: &AtomicUsize,
+    mut session: S,
+) where
+    S: FnMut(Channel, lapin::Consumer) -> F,
+    F: Future<Output = Option<(Channel, lapin::Consumer)>>,
+{
     loop {
         let conn = tokio::select! {
             c = bus.connected() => c,
             _ = stop.cancelled() => return,
         };
         let Some(conn) = conn else { return };
-        match open(&conn, &spec).await {
-            Ok((channel, mut consumer)) => {
+        match open(&conn, spec).await {
+            Ok((channel, consumer)) => {
                 tracing::debug!(queue = %spec.queue, "consuming");
                 consuming.fetch_add(1, Ordering::AcqRel);
-                let mut draining: Option<Instant> = None;
-                loop {
-                    let next = match draining {
-                        None => tokio::select! {
-                            n = consumer.next() => n,
-                            _ = stop.cancelled() => {
-                                if spec.drain_on_stop {
-                                    draining = Some(Instant::now() + DRAIN_MAX);
-                                    continue;
-                                }
-                                finish(&channel, &consumer, &consuming).await;
-                                return;
-                            }
-                        },
-                        Some(until) => {
-                            match drained_next(&channel, &mut consumer, &spec.queue, until).await {
-                                Some(n) => n,
-                                None => {
-                                    finish(&channel, &consumer, &consuming).await;
-                                    return;
-                                }
-                            }
-                        }
-                    };
-                    let (gathered, end) = match next {
-                        Some(Ok(first)) => gather(&mut consumer, first, max),
-                        Some(Err(e)) => (Vec::new(), Some(End::Failed(e))),
-                        None => (Vec::new(), Some(End::Closed)),
-                    };
-                    let mut batch = Vec::with_capacity(gathered.len());
-                    for delivery in gathered {
-                        match crate::wire::check(delivery.properties.headers().as_ref()) {
-                            Ok(_) => batch.push(delivery),
-                            Err(why) => spec.parker.park(&spec.queue, &delivery, &why).await,
-                        }
-                    }
-                    if !batch.is_empty() {
-                        handler(batch).await;
-                    }
-                    match end {
-                        None => {}
-                        Some(End::Failed(e)) => {
-                            tracing::warn!(queue = %spec.queue, error = %e, "consumer failed");
-                            break;
-                        }
-                        Some(End::Closed) => break,
-                    }
+                if let Some((channel, consumer)) = session(channel, consumer).await {
+                    finish(&channel, &consumer, consuming).await;
+                    return;
                 }
                 consuming.fetch_sub(1, Ordering::AcqRel);
             }
@@ -265,6 +363,31 @@ pub async fn consume_batches<H, F>(
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// The consumer's next item; `None` when it is to finish: stopped (and not draining), or
+/// drained.
+async fn next_delivery(
+    channel: &Channel,
+    consumer: &mut lapin::Consumer,
+    spec: &ConsumerSpec,
+    stop: &CancellationToken,
+    draining: &mut Option<Instant>,
+) -> Option<Option<Result<Delivery, lapin::Error>>> {
+    loop {
+        match *draining {
+            None => tokio::select! {
+                n = consumer.next() => return Some(n),
+                _ = stop.cancelled() => {
+                    if !spec.drain_on_stop {
+                        return None;
+                    }
+                    *draining = Some(Instant::now() + DRAIN_MAX);
+                }
+            },
+            Some(until) => return drained_next(channel, consumer, &spec.queue, until).await,
         }
     }
 }
@@ -317,6 +440,14 @@ async fn queue_is_empty(channel: &Channel, queue: &str) -> bool {
 enum End {
     Failed(lapin::Error),
     Closed,
+}
+
+impl End {
+    fn log(&self, queue: &str) {
+        if let End::Failed(e) = self {
+            tracing::warn!(queue, error = %e, "consumer failed");
+        }
+    }
 }
 
 /// `first` and the deliveries that are ready now, up to `max` in all; and the end of the

@@ -19,7 +19,8 @@ pub mod wire;
 
 pub use connection::Bus;
 pub use consumer::{
-    consume, consume_batches, consume_events, requeue_after, spawn_consumer, ConsumerSpec, Declare,
+    consume, consume_batches, consume_events, consume_lanes, requeue_after, spawn_consumer,
+    ConsumerSpec, Declare,
 };
 pub use dedup::Dedup;
 pub use headers::{HeaderExt, Headers};
