@@ -14,7 +14,8 @@
 //!
 //! With [`consume_batches`] the handler gets every delivery already at hand (opportunistic
 //! batching: one when the queue is quiet, more as they pile up while the previous batch is
-//! handled).
+//! handled). With [`consume_lanes`] each delivery is handled on its own as soon as it arrives,
+//! after those of its key before it and beside those of other keys.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
