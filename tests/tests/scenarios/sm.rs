@@ -76,6 +76,42 @@ async fn resumable(c: &mut Client) -> String {
 }
 
 /// `watcher` sees no unavailable presence of `full` (a resumed session shows no flap).
+/// Publishes a captured delivery again, as it was, to each (exchange, key).
+async fn republish(
+    ch: &meerkat_bus::lapin::Channel,
+    d: &meerkat_bus::lapin::message::Delivery,
+    to: &[(&str, &str)],
+) {
+    for (exchange, key) in to {
+        ch.basic_publish(
+            exchange,
+            key,
+            meerkat_bus::lapin::options::BasicPublishOptions::default(),
+            &d.data,
+            d.properties.clone(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+}
+
+/// Bob's connection stays open with nothing unexpected on it, he gets Alice's next message
+/// (`body`), and Alice sees no flap of his presence.
+async fn goes_on(bob: &mut Client, alice: &mut Client, bob_full: &str, body: &str) {
+    bob.expect_none(Duration::from_secs(2), |e: &Element| {
+        e.is("message", ns::CLIENT)
+    })
+    .await
+    .unwrap();
+    alice.send_message(bob_full, body).await.unwrap();
+    bob.expect("the next message", message_with_body(body))
+        .await
+        .unwrap();
+    no_flap(alice, bob_full).await;
+}
+
 async fn no_flap(watcher: &mut Client, full: &str) {
     watcher
         .expect_none(
@@ -782,7 +818,6 @@ async fn a_holder_answers_a_1_7_gateway_with_forwards_and_a_1_8_one_with_one_mes
 #[tokio::test]
 async fn a_handover_request_delivered_again_leaves_the_resumed_session_alone() {
     use futures::StreamExt as _;
-    use lapin::options::BasicPublishOptions;
     use meerkat_bus::HeaderExt as _;
     use meerkat_wire::{headers as h, topology as names};
 
@@ -815,46 +850,19 @@ async fn a_handover_request_delivered_again_leaves_the_resumed_session_alone() {
 
     // Again to the first gateway, which follows the session; and again through the routers,
     // which know where it is now.
-    ch.basic_publish(
-        names::DELIVER_EXCHANGE,
-        &first,
-        BasicPublishOptions::default(),
-        &request.data,
-        request.properties.clone(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
-    ch.basic_publish(
-        "",
-        names::HANDOVER_REQUESTS_QUEUE,
-        BasicPublishOptions::default(),
-        &request.data,
-        request.properties.clone(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
-
+    let again = [
+        (names::DELIVER_EXCHANGE, first.as_str()),
+        ("", names::HANDOVER_REQUESTS_QUEUE),
+    ];
+    republish(&ch, &request, &again).await;
     // Bob's resumed connection is not closed and his session goes on.
-    bob.expect_none(Duration::from_secs(2), |e: &Element| {
-        e.is("message", ns::CLIENT)
-    })
-    .await
-    .unwrap();
-    alice
-        .send_message(&bob_full, "after the repeated request")
-        .await
-        .unwrap();
-    bob.expect(
-        "the next message",
-        message_with_body("after the repeated request"),
+    goes_on(
+        &mut bob,
+        &mut alice,
+        &bob_full,
+        "after the repeated request",
     )
-    .await
-    .unwrap();
-    no_flap(&mut alice, &bob_full).await;
+    .await;
 
     // Moved on again, back to the first gateway: the session the request made is gone, and
     // the one made from it ignores the request too, however it comes.
@@ -864,38 +872,8 @@ async fn a_handover_request_delivered_again_leaves_the_resumed_session_alone() {
         .await
         .unwrap();
     assert_eq!(answer.name(), "resumed", "{answer}");
-    for (exchange, key) in [
-        (names::DELIVER_EXCHANGE, first.as_str()),
-        ("", names::HANDOVER_REQUESTS_QUEUE),
-    ] {
-        ch.basic_publish(
-            exchange,
-            key,
-            BasicPublishOptions::default(),
-            &request.data,
-            request.properties.clone(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    }
-    bob.expect_none(Duration::from_secs(2), |e: &Element| {
-        e.is("message", ns::CLIENT)
-    })
-    .await
-    .unwrap();
-    alice
-        .send_message(&bob_full, "after the second move")
-        .await
-        .unwrap();
-    bob.expect(
-        "the next message",
-        message_with_body("after the second move"),
-    )
-    .await
-    .unwrap();
-    no_flap(&mut alice, &bob_full).await;
+    republish(&ch, &request, &again).await;
+    goes_on(&mut bob, &mut alice, &bob_full, "after the second move").await;
     dc.stop().await.unwrap();
 }
 
