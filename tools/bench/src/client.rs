@@ -266,12 +266,27 @@ impl BenchClient {
     }
 
     /// XEP-0313: this account's messages are archived (`always`) or not (`never`) from now on.
+    /// A server with its archive disabled (`service-unavailable`) archives nothing either way:
+    /// not an error.
     pub async fn archive_default(&mut self, mode: &str) -> anyhow::Result<()> {
         let xml = format!(
             "<iq type='set' id='prefs'><prefs xmlns='{}' default='{mode}'/></iq>",
             ns::MAM
         );
-        self.iq("prefs", &xml).await.map(drop)
+        self.write(&xml).await?;
+        loop {
+            let el = next_el(&mut self.reader).await?;
+            if el.name() != "iq" || el.attr("id") != Some("prefs") {
+                continue;
+            }
+            let no_archive = el
+                .get_child("error", ns::CLIENT)
+                .is_some_and(|e| e.has_child("service-unavailable", ns::STANZAS_ERR));
+            if el.attr("type") == Some("result") || no_archive {
+                return Ok(());
+            }
+            bail!("iq prefs failed: {el}");
+        }
     }
 
     /// XEP-0198 `<enable resume='true'/>`, waiting for `<enabled/>`.
