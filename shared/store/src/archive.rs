@@ -193,6 +193,84 @@ fn prefs_of(row: &sqlx::postgres::PgRow) -> Result<Option<ArchivePrefs>, StoreEr
     }))
 }
 
+/// This DC's own archive rows, column by column, to write in one statement ([`OwnRows::write`]).
+#[derive(Default)]
+struct OwnRows {
+    users: Vec<String>,
+    withs: Vec<String>,
+    resources: Vec<String>,
+    stanzas: Vec<String>,
+    keys: Vec<Option<uuid::Uuid>>,
+    /// Each row's outbox record, its `id` and `stamp` still to be filled in.
+    records: Vec<String>,
+}
+
+impl OwnRows {
+    fn push(&mut self, e: &NewArchived, key: Option<uuid::Uuid>) {
+        let (bare, res) = split_jid(&e.with);
+        let record = Record::Archive {
+            username: e.owner.clone(),
+            id: String::new(),
+            stamp: Stamp {
+                hlc: 0,
+                dc: String::new(),
+            },
+            state: Some(ArchiveState {
+                with: e.with.clone(),
+                stanza: e.stanza.clone(),
+            }),
+        };
+        self.users.push(e.owner.clone());
+        self.withs.push(bare);
+        self.resources.push(res);
+        self.stanzas.push(e.stanza.clone());
+        self.keys.push(key);
+        self.records
+            .push(serde_json::to_string(&record).unwrap_or_default());
+    }
+
+    /// Writes the rows in one statement, as a write transaction's tick, inserts and
+    /// [`replication::append`] would in five: the clock advanced once per row (each row's
+    /// stamp its own, its id [`archive_id`] of it), the outbox's sequence numbers taken, the
+    /// rows and their records (stamp and id filled in) inserted in order, the replicator woken
+    /// at the commit. Returns the rows' ids, the database epoch and the last sequence used.
+    async fn write(&self, pool: &sqlx::PgPool) -> Result<(Vec<String>, String, i64), StoreError> {
+        let n = self.users.len() as i64;
+        let row = sqlx::query(
+            "WITH c AS (UPDATE replication_clock SET \
+               hlc = GREATEST(hlc + 1, \
+                 (floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint) << 16) + ($1 - 1), \
+               seq = seq + $1 \
+               RETURNING hlc - ($1 - 1) AS first, coalesce(dc, '') AS dc, seq, epoch), \
+             e AS (SELECT t.i, t.u, t.w, t.r, t.st, t.k, t.rec, c.first + t.i - 1 AS hlc, c.dc, \
+                     c.seq - $1 + t.i AS seq, to_hex(c.first + t.i - 1) || '-' || c.dc AS id \
+                   FROM c, unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::uuid[], \
+                     $7::text[]) WITH ORDINALITY AS t(u, w, r, st, k, rec, i)), \
+             a AS (INSERT INTO archive (id, username, with_jid, with_resource, stanza, hlc, \
+                     hlc_dc, msg_key) SELECT id, u, w, r, st, hlc, dc, k FROM e), \
+             o AS (INSERT INTO outbox (seq, record) SELECT seq, jsonb_set(jsonb_set(rec::jsonb, \
+                     '{id}', to_jsonb(id)), '{stamp}', jsonb_build_object('hlc', hlc, 'dc', dc)) \
+                   FROM e) \
+             SELECT (SELECT array_agg(id ORDER BY i) FROM e) AS ids, c.epoch, c.seq, \
+               pg_notify('meerkat_outbox', c.seq::text)::text AS woken FROM c",
+        )
+        .bind(n)
+        .bind(&self.users)
+        .bind(&self.withs)
+        .bind(&self.resources)
+        .bind(&self.stanzas)
+        .bind(&self.keys)
+        .bind(&self.records)
+        .fetch_one(pool)
+        .await?;
+        let ids: Vec<String> = row.try_get("ids")?;
+        if ids.len() != self.users.len() {
+            return Err(StoreError::Corrupt("archive write: one id per row".into()));
+        }
+        Ok((ids, row.try_get("epoch")?, row.try_get("seq")?))
+    }
+}
+
 impl Store {
     /// Keeps `rec`, a message another DC archived, unless this DC holds it already: what a
     /// room's reflection from its home at another DC says the home archived, in case the home
@@ -215,8 +293,8 @@ impl Store {
         Ok(true)
     }
 
-    /// Archives what the owners' preferences (else `default`) allow, in one transaction with
-    /// its outbox records, as [`Store::write`] does; an owner with no account here archives
+    /// Archives what the owners' preferences (else `default`) allow, in one statement with
+    /// its outbox records ([`OwnRows::write`]); an owner with no account here archives
     /// nothing. Returns each entry's archive id, `None` where nothing was archived.
     pub async fn archive_messages(
         &self,
@@ -226,11 +304,11 @@ impl Store {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        // What decides the write is read first, in one statement before the transaction: the
-        // DC's clock row, which every write transaction of the DC holds from its tick until
-        // it commits, is taken only for the writing. A handling repeated meanwhile by another
-        // router is caught by the key's unique index: the transaction fails and each entry is
-        // written again on its own.
+        // What decides the write is read first, in one statement before the write: the DC's
+        // clock row, which every write of the DC holds from its tick until it commits, is
+        // taken only for the writing. A handling repeated meanwhile by another router is
+        // caught by the key's unique index: the write fails and each entry is written again
+        // on its own.
         // Written already under its key (a repeated handling): that row's id, nothing new.
         // A key names its owner too (`archive_key`), so it alone finds the earlier row here.
         let keys: Vec<Option<uuid::Uuid>> = entries
@@ -276,42 +354,22 @@ impl Store {
         if n == 0 {
             return Ok(earlier);
         }
-        let mut tx = self.pool().begin().await?;
-        // One stamp per row.
-        let first = replication::tick_many(&mut tx, n).await?;
-        let mut ids = Vec::with_capacity(entries.len());
-        let mut records = Vec::with_capacity(n as usize);
-        let mut rows = replication::ArchiveRows::default();
-        let mut next = first.hlc;
-        for (((e, ok), key), before) in entries.iter().zip(&chosen).zip(&keys).zip(earlier) {
-            if !ok {
-                ids.push(before);
-                continue;
+        // The write is one statement: the stamps and the sequence numbers taken together from
+        // the clock row (its lock held only for this statement), the rows inserted, the
+        // outbox records appended with their stamps and ids filled in, the replicator woken.
+        let mut cols = OwnRows::default();
+        for ((e, ok), key) in entries.iter().zip(&chosen).zip(&keys) {
+            if *ok {
+                cols.push(e, *key);
             }
-            let stamp = Stamp {
-                hlc: next,
-                dc: first.dc.clone(),
-            };
-            next += 1;
-            let id = archive_id(&stamp);
-            rows.push(&id, &e.owner, &e.with, &e.stanza, &stamp, *key);
-            records.push(Record::Archive {
-                username: e.owner.clone(),
-                id: id.clone(),
-                stamp,
-                state: Some(ArchiveState {
-                    with: e.with.clone(),
-                    stanza: e.stanza.clone(),
-                }),
-            });
-            ids.push(Some(id));
         }
-        rows.insert(&mut tx).await?;
-        let mark = replication::append(&mut tx, &records).await?;
-        tx.commit().await?;
-        if let Some((epoch, seq)) = mark {
-            self.note_written(&epoch, seq);
+        let (written, epoch, seq) = cols.write(self.pool()).await?;
+        let mut written = written.into_iter();
+        let mut ids = Vec::with_capacity(entries.len());
+        for (ok, before) in chosen.iter().zip(earlier) {
+            ids.push(if *ok { written.next() } else { before });
         }
+        self.note_written(&epoch, seq);
         Ok(ids)
     }
 

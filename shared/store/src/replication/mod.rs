@@ -23,7 +23,7 @@ use kind::Kind as _;
 use crate::{Store, StoreError};
 
 pub(crate) use accounts::{account_created, account_deleted, account_record};
-pub(crate) use archive::{archive_prefs_put, split_jid, Rows as ArchiveRows};
+pub(crate) use archive::{archive_prefs_put, split_jid};
 pub(crate) use blocking::{block_removed, unblock_key};
 pub use copy::FullCopy;
 pub(crate) use docs::{

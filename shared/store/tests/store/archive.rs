@@ -274,7 +274,8 @@ async fn archived_messages_applied_as_a_set_are_what_one_by_one_gives() {
         entry("salice", "sbob@d/phone", "3"),
         entry("sbob", "salice@d/laptop", "3"),
     ];
-    a.archive_messages(&batch, ArchiveDefault::Always)
+    let written = a
+        .archive_messages(&batch, ArchiveDefault::Always)
         .await
         .unwrap();
     assert!(b.delete_account("scarol").await.unwrap());
@@ -282,6 +283,32 @@ async fn archived_messages_applied_as_a_set_are_what_one_by_one_gives() {
 
     let entries = a.outbox_page(from, 100).await.unwrap().entries;
     assert_eq!(entries.len(), 6);
+    // Each record names its row as the writer answered it: in order, one sequence number
+    // after another, its id its stamp written out, its stamp's clock one past the one before.
+    for (i, (e, id)) in entries.iter().zip(&written).enumerate() {
+        let meerkat_store::Record::Archive {
+            id: rid,
+            stamp,
+            username,
+            state,
+        } = &e.record
+        else {
+            panic!("not an archive record: {:?}", e.record);
+        };
+        assert_eq!(Some(rid), id.as_ref());
+        assert_eq!(meerkat_store::archive_id(stamp), *rid);
+        assert_eq!(
+            (username.as_str(), stamp.dc.as_str()),
+            (batch[i].owner.as_str(), me.dc.as_str())
+        );
+        assert_eq!(
+            state.as_ref().map(|s| s.with.as_str()),
+            Some(batch[i].with.as_str())
+        );
+        assert_eq!(e.seq, entries[0].seq + i as i64);
+        let first = meerkat_store::archive_stamp(written[0].as_deref().unwrap()).unwrap();
+        assert_eq!(stamp.hlc, first.hlc + i as i64);
+    }
     let changes: Vec<(i64, &meerkat_store::Record)> =
         entries.iter().map(|e| (e.seq, &e.record)).collect();
     let done = b
