@@ -113,7 +113,9 @@ impl Router {
         );
         let ctx = Arc::new(Ctx {
             archiver: archive::Archiver::start(
-                store.clone(),
+                store
+                    .for_one_writer(config.database.database_url.expose())
+                    .context("database_url")?,
                 config.archive_default(),
                 metrics.archive.clone(),
             ),

@@ -71,6 +71,26 @@ pub const DEFAULT_POOL: NonZeroU32 = NonZeroU32::new(4).unwrap();
 /// fails, and the connection is dropped).
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
+/// A pool of at most `size` connections.
+fn pool_options(size: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(Duration::from_secs(5))
+        // sqlx pings every connection it hands out by default: a second round trip to the
+        // server for every query, which under load waits for the server's turn like the query
+        // itself. A connection in steady use is known good; one idle for a while (possibly cut
+        // by a server restart) is pinged first.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
 /// Handle to the database; cheap to clone (wraps a pool).
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -92,26 +112,31 @@ impl Store {
         // One direct connection first: fails fast and with the real cause (refused, auth...),
         // where the pool would retry until its timeout and report only that.
         PgConnection::connect(url).await?.close().await?;
-        let pool = PgPoolOptions::new()
-            .max_connections(pool.get())
-            .acquire_timeout(Duration::from_secs(5))
-            // sqlx pings every connection it hands out by default: a second round trip to the
-            // server for every query, which under load waits for the server's turn like the
-            // query itself. A connection in steady use is known good; one idle for a while
-            // (possibly cut by a server restart) is pinged first.
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= PING_IF_IDLE_FOR {
-                        conn.ping().await?;
-                    }
-                    Ok(true)
-                })
-            })
-            .connect(url)
-            .await?;
+        let pool = pool_options(pool.get()).connect(url).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Store::from_pool(pool))
+    }
+
+    /// A handle for one task that writes one batch after another (the router's archive
+    /// writer): a connection of its own, opened as needed, so that it waits for none of the
+    /// process's other queries, and on which PostgreSQL plans each statement once. Its
+    /// statements take arrays as parameters, and for those PostgreSQL kept planning anew at
+    /// most executions, which cost it three times the execution (docs/benchmarks.md). Writes
+    /// through it count as this store's ([`Store::written_mark`]).
+    pub fn for_one_writer(&self, url: &str) -> Result<Store, StoreError> {
+        let pool = pool_options(1)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::Executor::execute(&mut *conn, "SET plan_cache_mode = force_generic_plan")
+                        .await
+                        .map(drop)
+                })
+            })
+            .connect_lazy(url)?;
+        Ok(Store {
+            pool,
+            written: self.written.clone(),
+        })
     }
 
     /// Wraps an existing pool without migrating (the caller has done so).
