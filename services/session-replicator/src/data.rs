@@ -193,7 +193,7 @@ pub(crate) async fn ship(ctx: Arc<Ctx>, stop: CancellationToken) {
         if listener.is_none() {
             match sqlx::postgres::PgListener::connect_with(store(&ctx).pool()).await {
                 Ok(mut l) => {
-                    if l.listen("meerkat_outbox").await.is_ok() {
+                    if l.listen(meerkat_store::OUTBOX_CHANNEL).await.is_ok() {
                         listener = Some(l);
                     }
                 }

@@ -236,11 +236,10 @@ impl OwnRows {
     /// at the commit. Returns the rows' ids, the database epoch and the last sequence used.
     async fn write(&self, pool: &sqlx::PgPool) -> Result<(Vec<String>, String, i64), StoreError> {
         let n = self.users.len() as i64;
-        let row = sqlx::query(
-            "WITH c AS (UPDATE replication_clock SET \
-               hlc = GREATEST(hlc + 1, \
-                 (floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint) << 16) + ($1 - 1), \
-               seq = seq + $1 \
+        let row = sqlx::query(concat!(
+            "WITH c AS (UPDATE replication_clock SET hlc = ",
+            replication::next_hlc!(),
+            " + ($1 - 1), seq = seq + $1 \
                RETURNING hlc - ($1 - 1) AS first, coalesce(dc, '') AS dc, seq, epoch), \
              e AS (SELECT t.i, t.u, t.w, t.r, t.st, t.k, t.rec, c.first + t.i - 1 AS hlc, c.dc, \
                      c.seq - $1 + t.i AS seq, to_hex(c.first + t.i - 1) || '-' || c.dc AS id \
@@ -252,8 +251,10 @@ impl OwnRows {
                      '{id}', to_jsonb(id)), '{stamp}', jsonb_build_object('hlc', hlc, 'dc', dc)) \
                    FROM e) \
              SELECT (SELECT array_agg(id ORDER BY i) FROM e) AS ids, c.epoch, c.seq, \
-               pg_notify('meerkat_outbox', c.seq::text)::text AS woken FROM c",
-        )
+               pg_notify('",
+            replication::outbox_channel!(),
+            "', c.seq::text)::text AS woken FROM c"
+        ))
         .bind(n)
         .bind(&self.users)
         .bind(&self.withs)

@@ -35,7 +35,9 @@ pub use muc::{MucPut, MucTable, MucWrite};
 pub use offline::OfflineMessage;
 pub use pep::{LastPublished, PepChange, PepItem};
 pub use personal::LastActivity;
-pub use replication::{ApplyOutcome, FullCopy, Identity, OutboxEntry, OutboxPage, PeerState};
+pub use replication::{
+    ApplyOutcome, FullCopy, Identity, OutboxEntry, OutboxPage, PeerState, OUTBOX_CHANNEL,
+};
 pub use roster::{RosterItem, Subscription};
 pub use subscriptions::SubscriptionRequest;
 

@@ -75,7 +75,6 @@ async fn resumable(c: &mut Client) -> String {
         .to_owned()
 }
 
-/// `watcher` sees no unavailable presence of `full` (a resumed session shows no flap).
 /// Publishes a captured delivery again, as it was, to each (exchange, key).
 async fn republish(
     ch: &meerkat_bus::lapin::Channel,
@@ -112,6 +111,7 @@ async fn goes_on(bob: &mut Client, alice: &mut Client, bob_full: &str, body: &st
     no_flap(alice, bob_full).await;
 }
 
+/// `watcher` sees no unavailable presence of `full` (a resumed session shows no flap).
 async fn no_flap(watcher: &mut Client, full: &str) {
     watcher
         .expect_none(

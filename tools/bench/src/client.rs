@@ -241,15 +241,27 @@ impl BenchClient {
         &mut self,
         id: &str,
         xml: &str,
+        other: impl FnMut(&meerkat_xmpp::Element),
+    ) -> anyhow::Result<meerkat_xmpp::Element> {
+        let el = self.iq_answer(id, xml, other).await?;
+        if el.attr("type") != Some("result") {
+            bail!("iq {id} failed: {el}");
+        }
+        Ok(el)
+    }
+
+    /// Sends an iq and returns its answer, result or error, handing everything else that
+    /// arrives before it to `other`.
+    async fn iq_answer(
+        &mut self,
+        id: &str,
+        xml: &str,
         mut other: impl FnMut(&meerkat_xmpp::Element),
     ) -> anyhow::Result<meerkat_xmpp::Element> {
         self.write(xml).await?;
         loop {
             let el = next_el(&mut self.reader).await?;
             if el.name() == "iq" && el.attr("id") == Some(id) {
-                if el.attr("type") != Some("result") {
-                    bail!("iq {id} failed: {el}");
-                }
                 return Ok(el);
             }
             other(&el);
@@ -273,20 +285,14 @@ impl BenchClient {
             "<iq type='set' id='prefs'><prefs xmlns='{}' default='{mode}'/></iq>",
             ns::MAM
         );
-        self.write(&xml).await?;
-        loop {
-            let el = next_el(&mut self.reader).await?;
-            if el.name() != "iq" || el.attr("id") != Some("prefs") {
-                continue;
-            }
-            let no_archive = el
-                .get_child("error", ns::CLIENT)
-                .is_some_and(|e| e.has_child("service-unavailable", ns::STANZAS_ERR));
-            if el.attr("type") == Some("result") || no_archive {
-                return Ok(());
-            }
+        let el = self.iq_answer("prefs", &xml, |_| {}).await?;
+        let no_archive = el
+            .get_child("error", ns::CLIENT)
+            .is_some_and(|e| e.has_child("service-unavailable", ns::STANZAS_ERR));
+        if el.attr("type") != Some("result") && !no_archive {
             bail!("iq prefs failed: {el}");
         }
+        Ok(())
     }
 
     /// XEP-0198 `<enable resume='true'/>`, waiting for `<enabled/>`.

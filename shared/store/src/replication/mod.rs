@@ -33,21 +33,35 @@ pub(crate) use offline::offline_removed;
 pub(crate) use requests::{request_put, request_removed};
 pub(crate) use roster::{parts_changed, parts_of, roster_put, roster_record, roster_removed};
 
+/// The DC's next clock value, as SQL over `replication_clock`: `max(hlc + 1, now_ms << 16)`.
+/// Every write takes its stamp by this one rule ([`tick`], the archive writer's statement).
+macro_rules! next_hlc {
+    () => {
+        "GREATEST(hlc + 1, (floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint) << 16)"
+    };
+}
+pub(crate) use next_hlc;
+
+/// The channel a write notifies at its commit, for the replicator ([`OUTBOX_CHANNEL`]), as
+/// a string literal to put in SQL.
+macro_rules! outbox_channel {
+    () => {
+        "meerkat_outbox"
+    };
+}
+pub(crate) use outbox_channel;
+
+/// What the replicator listens on: every write to the outbox notifies it at its commit.
+pub const OUTBOX_CHANNEL: &str = outbox_channel!();
+
 /// The DC's clock, read and advanced at the start of a write transaction (which then holds
 /// the clock row's lock until it commits).
 pub(crate) async fn tick(conn: &mut PgConnection) -> Result<Stamp, StoreError> {
-    tick_many(conn, 1).await
-}
-
-/// [`tick`] for `n` (at least 1) consecutive stamps, in one statement: returns the first;
-/// the others are the next `n - 1` clock values, all this transaction's.
-pub(crate) async fn tick_many(conn: &mut PgConnection, n: i64) -> Result<Stamp, StoreError> {
-    let row = sqlx::query(
-        "UPDATE replication_clock SET hlc = GREATEST(hlc + 1, \
-         (floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint) << 16) + ($1 - 1) \
-         RETURNING hlc - ($1 - 1) AS hlc, coalesce(dc, '') AS dc",
-    )
-    .bind(n.max(1))
+    let row = sqlx::query(concat!(
+        "UPDATE replication_clock SET hlc = ",
+        next_hlc!(),
+        " RETURNING hlc, coalesce(dc, '') AS dc"
+    ))
     .fetch_one(conn)
     .await?;
     Ok(Stamp {
@@ -73,12 +87,14 @@ pub(crate) async fn append(
         .collect();
     // One round trip: the sequence numbers taken (the clock row's lock held to the commit keeps
     // them in commit order), the records written under them in order, the replicator woken.
-    let row = sqlx::query(
+    let row = sqlx::query(concat!(
         "WITH c AS (UPDATE replication_clock SET seq = seq + $1 RETURNING seq, epoch), \
          o AS (INSERT INTO outbox (seq, record) SELECT c.seq - $1 + r.i, r.body::jsonb \
                FROM c, unnest($2::text[]) WITH ORDINALITY AS r(body, i)) \
-         SELECT seq, epoch, pg_notify('meerkat_outbox', seq::text)::text AS woken FROM c",
-    )
+         SELECT seq, epoch, pg_notify('",
+        outbox_channel!(),
+        "', seq::text)::text AS woken FROM c"
+    ))
     .bind(n)
     .bind(&bodies)
     .fetch_one(conn)
