@@ -293,6 +293,11 @@ pub async fn send(
     body: &[u8],
 ) -> bool {
     let mut props = props(ctx, step).u64(h::HOPS, hops);
+    if step == step::REQUEST {
+        // A request following a tombstone: dropped wherever it waits longer than its asker
+        // does, as everywhere else (a cut link must not deliver it after the heal).
+        props = props.expires_after_ms(u64::from(names::HANDOVER_REQUEST_TTL_MS));
+    }
     if let Some(s) = session {
         props = props.str(h::SESSION, &s.to_string());
     }

@@ -156,7 +156,12 @@ async fn send(
     body: &[u8],
 ) -> anyhow::Result<()> {
     let own = ctx.config.dc.as_str();
-    let props = Props::stanza(RouteKind::Handover, own).str(h::HANDOVER, step);
+    let mut props = Props::stanza(RouteKind::Handover, own).str(h::HANDOVER, step);
+    if step == handover::REQUEST {
+        // Dropped wherever it waits longer than its asker does (a cut link): arriving after
+        // the heal, it would move a session its client has resumed elsewhere since.
+        props = props.expires_after_ms(u64::from(names::HANDOVER_REQUEST_TTL_MS));
+    }
     let route = gateway_route(own, dc, gateway, direct != Direct::No, props);
     if !route.inter_dc() {
         ctx.publisher

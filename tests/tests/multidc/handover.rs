@@ -87,3 +87,100 @@ async fn a_session_moves_to_the_other_dc_while_no_router_runs() {
         .unwrap();
     m.stop().await.unwrap();
 }
+
+/// A resumption asked for at DC 2 while the link to DC 1, where the session is, is cut: the
+/// request waits in the cut link, the client gets `<failed/>` and resumes at DC 1 instead.
+/// When the link heals (before the link's backlog sends what waits in it back) the requests,
+/// given up, must not move the session: Bob's resumed connection at DC 1 goes on and gets what
+/// Alice, at DC 2, sends him after the heal.
+#[tokio::test]
+async fn a_resumption_request_caught_in_a_cut_link_moves_nothing_after_the_heal() {
+    // Production's backlog: a stanza waits up to 10 s in a cut link before it comes back, so
+    // the heal below comes while the requests, given up after 5 s, would still be there.
+    let timers = meerkat_testkit::timers::Timers {
+        stanza_backlog_ttl_ms: meerkat_localstack::federation::STANZA_BACKLOG_TTL_MS,
+        ..meerkat_testkit::timers::Timers::fast()
+    };
+    let m = meerkat_testkit::multi::MultiDc::start(
+        2,
+        meerkat_testkit::stack::StackOptions {
+            timers,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("start DCs");
+    let (a, b) = (user("alice"), user("bob"));
+    register(m.dc(1), &a).await;
+    register(m.dc(1), &b).await;
+    crate::wait_account(m.dc(2), &a).await;
+    crate::wait_account(m.dc(2), &b).await;
+    let mut bob = available(m.dc(1), &b, "phone").await;
+    let previd = bob
+        .enable_sm(None)
+        .await
+        .unwrap()
+        .attr("id")
+        .unwrap()
+        .to_owned();
+    let bob_full = bob.jid().to_owned();
+    m.wait_directory_sessions(1, CONVERGE).await.unwrap();
+
+    // Asked at once, while DC 2's router still has Bob at DC 1: the request goes straight to
+    // his gateway and, a second later, through DC 2's router too; both wait in the cut link.
+    m.links.cut(1, 2);
+    let handled = bob.sm_received().unwrap();
+    bob.drop_connection();
+    let asked = std::time::Instant::now();
+    let (_, answer) = Client::resume(
+        &m.dc(2).client(),
+        &b,
+        "secret-pw",
+        &previd,
+        handled,
+        &bob_full,
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.name(), "failed", "{answer}");
+    let (mut bob, answer) = Client::resume(
+        &m.dc(1).client(),
+        &b,
+        "secret-pw",
+        &previd,
+        handled,
+        &bob_full,
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.name(), "resumed", "{answer}");
+
+    // Longer than a request waits for its asker (topology::HANDOVER_REQUEST_TTL_MS).
+    tokio::time::sleep(Duration::from_secs(7).saturating_sub(asked.elapsed())).await;
+    m.links.heal();
+    let mut alice = available(m.dc(2), &a, "laptop").await;
+    m.wait_directory_sessions(2, CONVERGE).await.unwrap();
+    // Alice's message crosses the same link after whatever waited in it.
+    alice
+        .send_message(&bob_full, "after the heal")
+        .await
+        .unwrap();
+    bob.expect_within(
+        CONVERGE,
+        "Alice's message on the resumed connection",
+        message_with_body("after the heal"),
+    )
+    .await
+    .unwrap();
+    bob.expect_none(Duration::from_secs(2), |_| false)
+        .await
+        .expect("the resumed connection goes on");
+    bob.iq_ok(
+        "get",
+        None,
+        meerkat_xmpp::Element::new("ping", "urn:xmpp:ping"),
+    )
+    .await
+    .unwrap();
+    m.stop().await.unwrap();
+}

@@ -326,15 +326,21 @@ impl BenchClient {
     /// A new connection that resumes the stream-management session `sm` (XEP-0198
     /// `<resume/>` after authentication as `sasl` says, instead of binding); returns once
     /// `<resumed/>` came.
+    /// With `direct_tls`, `addr` is a direct TLS port (XEP-0368).
     pub async fn resume(
         addr: SocketAddr,
+        direct_tls: bool,
         domain: &str,
         user: &str,
         password: &str,
         sm: Sm,
         sasl: Sasl,
     ) -> anyhow::Result<(BenchClient, Phases)> {
-        let mut c = BenchClient::connect(addr, domain).await?;
+        let mut c = if direct_tls {
+            BenchClient::connect_direct_tls(addr, domain).await?
+        } else {
+            BenchClient::connect(addr, domain).await?
+        };
         let secure = Instant::now();
         c.sasl = sasl;
         let mut c = c.authenticate(domain, user, password).await?;
@@ -471,6 +477,16 @@ impl BenchClient {
                 bail!("STARTTLS refused");
             }
         }
+        let tls = BenchClient::tls_connect(tcp, domain).await?;
+        BenchClient::over(crate::websocket::Io::Tls(Box::new(tls)), domain).await
+    }
+
+    /// Direct TLS (XEP-0368): TLS at once on `addr`, then the stream, up to its features.
+    async fn connect_direct_tls(addr: SocketAddr, domain: &str) -> anyhow::Result<BenchClient> {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connect {addr}"))?;
+        tcp.set_nodelay(true)?;
         let tls = BenchClient::tls_connect(tcp, domain).await?;
         BenchClient::over(crate::websocket::Io::Tls(Box::new(tls)), domain).await
     }

@@ -168,6 +168,16 @@ pub struct Args {
     /// gateway's or another DC's STARTTLS port, which moves each session there.
     #[arg(long)]
     resume_addr: Option<SocketAddr>,
+    /// The users of --resume-burst reconnect with direct TLS (XEP-0368), as phones do where
+    /// the domain publishes `_xmpps-client`: --resume-addr is then a direct TLS port (5223 at
+    /// DC 1, 5233 at DC 2 on the local stack), and the STARTTLS exchange is saved.
+    #[arg(long, requires = "resume_addr")]
+    resume_direct_tls: bool,
+    /// How long the users of --resume-burst stay idle after their chat before they drop
+    /// (milliseconds): with 0 the drop comes while the stack still archives and replicates
+    /// that chat and the logins before it; phones that lose their network are mostly idle.
+    #[arg(long, default_value_t = 0)]
+    resume_idle_ms: u64,
     /// The users of --resume-burst resume with their id as a gateway of wire 1.8 gave it,
     /// naming no gateway: the resuming gateway asks through the routers, not the gateway that
     /// holds the session (for comparison).

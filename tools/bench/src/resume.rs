@@ -3,8 +3,9 @@
 //! at the same moment, without closing their streams, as phones losing their network. Right
 //! after the drop 20 other users, online throughout, send each of them one message to their
 //! full JID; each dropped user connects again (at `--resume-addr` if given: another gateway or
-//! DC), authenticates (PLAIN, or with `--scram` SCRAM-SHA-256 reusing the salted password of its
-//! first login, as a phone does) and resumes (`<resume/>`). Per user: the time from its drop
+//! DC; with `--resume-direct-tls` over direct TLS instead of STARTTLS), authenticates (PLAIN, or
+//! with `--scram` SCRAM-SHA-256 reusing the salted password of its first login, as a phone does)
+//! and resumes (`<resume/>`). Per user: the time from its drop
 //! until `<resumed/>`, and until that message (the first stanza sent while it was away) arrives
 //! on the resumed stream.
 
@@ -86,11 +87,13 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
 
     // Every user and this task: all ready to drop, then all dropped.
     let ready = Arc::new(Barrier::new(n + 1));
+    // Passed after `--resume-idle-ms`.
+    let go = Arc::new(Barrier::new(n + 1));
     let dropped = Arc::new(Barrier::new(n + 1));
     let mut tasks = Vec::with_capacity(n);
     for (i, client) in clients.into_iter().enumerate() {
         let (args, name, partner) = (args.clone(), user(i), user(i ^ 1));
-        let (ready, dropped) = (ready.clone(), dropped.clone());
+        let (ready, go, dropped) = (ready.clone(), go.clone(), dropped.clone());
         let (before_run, away_run) = (before_run.clone(), away_run.clone());
         tasks.push(tokio::spawn(async move {
             let sasl = client.sasl().clone();
@@ -116,6 +119,7 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
             let sm = reader.sm().cloned();
             // Every task reaches both barriers, whatever failed.
             ready.wait().await;
+            go.wait().await;
             let at = Instant::now();
             drop(reader);
             drop(writer);
@@ -131,6 +135,7 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
                 PATIENCE,
                 BenchClient::resume(
                     args.resume_addr.unwrap_or(args.addr),
+                    args.resume_direct_tls,
                     &args.domain,
                     &name,
                     &args.password,
@@ -161,8 +166,14 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
         }));
     }
     ready.wait().await;
+    tokio::time::sleep(Duration::from_millis(args.resume_idle_ms)).await;
+    go.wait().await;
     dropped.wait().await;
     let away_from = clock.elapsed();
+    // For lining the burst up with the services' logs and a CPU sampler's record.
+    if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        eprintln!("dropped at {} ms (Unix time)", d.as_millis());
+    }
     let mut sending = Vec::with_capacity(SENDERS);
     for (s, (reader, mut writer)) in senders.into_iter().enumerate() {
         let (args, away_run) = (args.clone(), away_run.clone());
@@ -216,9 +227,10 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
         )
     };
     println!(
-        "resume burst ({}, resumed at {}): {n} users dropped at once, resumed {}  failed {failed} (the {n} messages sent in {:.1} ms after the drop); from the drop until: TLS up {}; SASL done {}; <resumed/> {}; first stanza sent while away {}",
+        "resume burst ({}, resumed at {}{}): {n} users dropped at once, resumed {}  failed {failed} (the {n} messages sent in {:.1} ms after the drop); from the drop until: TLS up {}; SASL done {}; <resumed/> {}; first stanza sent while away {}",
         if args.scram { "SCRAM-SHA-256 with the salted password kept" } else { "PLAIN" },
         args.resume_addr.unwrap_or(args.addr),
+        if args.resume_direct_tls { ", direct TLS" } else { "" },
         to_first.len(),
         away_secs * 1000.0,
         line(secure),
