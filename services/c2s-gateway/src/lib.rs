@@ -19,6 +19,7 @@ mod negotiate;
 pub mod proxy;
 mod register;
 mod registry;
+mod roster_order;
 mod sasl;
 mod session;
 mod shaper;

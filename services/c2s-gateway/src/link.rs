@@ -18,6 +18,7 @@ use crate::csi::{Csi, CsiLimits, Offer};
 use crate::handoff::{Counted, End};
 use crate::handover::Settle;
 use crate::registry::{Acks, Delivered};
+use crate::roster_order::RosterOrder;
 use crate::sm::{self, Sm};
 use crate::Ctx;
 
@@ -149,6 +150,8 @@ pub struct Link {
     /// After the session moved here: what reached it directly, held a moment
     /// ([`crate::handover::Settle`]).
     settle: Option<Box<Settle<Delivered>>>,
+    /// The versions of the roster pushes written, per item ([`RosterOrder`]).
+    roster: RosterOrder,
 }
 
 impl Link {
@@ -166,6 +169,7 @@ impl Link {
                 ctx.metrics.csi_saved_bytes.clone(),
             ),
             settle: None,
+            roster: RosterOrder::default(),
         }
     }
 
@@ -179,6 +183,12 @@ impl Link {
 
     /// Takes a stanza to write: pending, or held by CSI.
     fn enqueue(&mut self, d: Delivered) {
+        // A roster push older than one written for its item: done with, never written.
+        if self.roster.stale(&d.xml) {
+            tracing::debug!(id = ?d.id, "stale roster push not written");
+            d.settle(&self.acks);
+            return;
+        }
         match self.csi.as_mut() {
             Some(csi) if self.conn.is_some() => {
                 let xml = d.xml.clone();

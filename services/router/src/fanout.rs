@@ -102,6 +102,15 @@ pub async fn bundle_arrived(
     for (_, el) in &pairs {
         crate::muc::kept::element(ctx, el).await?;
     }
+    // Roster pushes, written from this DC's copy (roster::as_here).
+    let mut pairs = pairs;
+    if headers.get_bool(h::DATA_APPLIED) {
+        for (_, el) in &mut pairs {
+            if let Some(here) = crate::handlers::roster::as_here(ctx, el).await? {
+                *el = here;
+            }
+        }
+    }
     let hops = headers.get_u64(h::HOPS).unwrap_or(0);
     futures::future::join_all(
         pairs

@@ -47,6 +47,9 @@ pub struct Inbound {
     /// A fan-out from another DC: its recipients as they came (`x-meerkat-recipients`,
     /// read by fanout.rs).
     pub recipients: Option<String>,
+    /// A stanza from another DC routed once this DC had applied the data its DC wrote
+    /// before sending it (`x-meerkat-data-applied`).
+    pub data_here: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -118,6 +121,7 @@ impl Inbound {
             recipients: headers
                 .get_str(h::RECIPIENTS)
                 .filter(|_| wire_kind == RouteKind::Fanout),
+            data_here: remote && headers.get_bool(h::DATA_APPLIED),
             el,
         })
     }

@@ -152,7 +152,9 @@ pub async fn run_returned(ctx: Arc<Ctx>, stop: CancellationToken, consuming: Arc
                     match r.recipients.clone() {
                         // A fan-out: each copy again, as if it had been sent alone.
                         Some(list) => return_copies(&ctx, &r, &list).await,
-                        None => republish(&ctx, &r, RouteKind::Returned, id.as_deref()).await,
+                        None => {
+                            republish(&ctx, &r, RouteKind::Returned, id.as_deref(), false).await
+                        }
                     }
                 }
                 Arrival::Park(why) => {
@@ -219,7 +221,7 @@ async fn return_copies(ctx: &Ctx, r: &RouteIn, recipients: &str) -> anyhow::Resu
             recipients: None,
             ..r.clone()
         };
-        republish(ctx, &copy, RouteKind::Returned, Some(&c.id)).await?;
+        republish(ctx, &copy, RouteKind::Returned, Some(&c.id), false).await?;
     }
     Ok(())
 }
@@ -249,27 +251,30 @@ struct AppliedView {
 /// headers, for another life of the origin's database, or while replication is stalled: no
 /// wait. The bound counts from `taken`, not from the start of this wait: stanzas wait one
 /// after another, and a wait each just under the bound, replication falling further behind
-/// all the while, used to add up to a delay without bound.
+/// all the while, used to add up to a delay without bound. Returns whether this DC has
+/// applied that data (not when the stanza names none, is of another life, or the wait gave up).
 async fn wait_for_data(
     ctx: &Ctx,
     headers: Option<&FieldTable>,
     view: &Mutex<AppliedView>,
     taken: tokio::time::Instant,
-) {
+) -> bool {
     let (Some(origin), Some(epoch), Some(seq)) = (
         headers.get_str(h::ORIGIN_DC),
         headers.get_str(h::DATA_EPOCH),
         headers.get_u64(h::DATA_SEQ),
     ) else {
-        return;
+        return false;
     };
     let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+    // Whether to wait no longer, and whether the data is here.
     let caught_up = |view: &AppliedView| match view.applied.get(&origin) {
-        Some((e, s)) => *e != epoch || *s >= seq || view.stalled.get(&origin) == Some(s),
-        None => false,
+        Some((e, s)) if *e == epoch && *s >= seq => Some(true),
+        Some((e, s)) if *e != epoch || view.stalled.get(&origin) == Some(s) => Some(false),
+        _ => None,
     };
-    if caught_up(&view.lock()) {
-        return;
+    if let Some(here) = caught_up(&view.lock()) {
+        return here;
     }
     let deadline = taken + DATA_WAIT;
     loop {
@@ -284,18 +289,18 @@ async fn wait_for_data(
                     .map_or((epoch.clone(), 0), |a| (a.epoch.clone(), a.seq));
                 let mut v = view.lock();
                 v.applied.insert(origin.clone(), (a_epoch, a_seq));
-                if caught_up(&v) {
-                    return;
+                if let Some(here) = caught_up(&v) {
+                    return here;
                 }
                 if tokio::time::Instant::now() >= deadline {
                     tracing::warn!(%origin, want = seq, have = a_seq, "data replication behind: routing without waiting");
                     v.stalled.insert(origin.clone(), a_seq);
-                    return;
+                    return false;
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "applied positions unreadable");
-                return;
+                return false;
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -375,10 +380,10 @@ async fn forward_batch(
 ) {
     let mut todo = Vec::with_capacity(stanzas.len());
     for (delivery, id, taken) in stanzas {
-        wait_for_data(ctx, delivery.properties.headers().as_ref(), applied, taken).await;
-        todo.push((delivery, id));
+        let here = wait_for_data(ctx, delivery.properties.headers().as_ref(), applied, taken).await;
+        todo.push((delivery, id, here));
     }
-    let forwards = todo.iter().map(|(delivery, id)| {
+    let forwards = todo.iter().map(|(delivery, id, here)| {
         let headers = delivery.properties.headers().as_ref();
         // Its parent is the other DC's router's publish: the federation link forwards the
         // headers.
@@ -394,11 +399,11 @@ async fn forward_batch(
             messaging.message.id = id.as_deref().unwrap_or(""),
         );
         meerkat_runtime::telemetry::set_parent_from_headers(&span, headers);
-        forward(ctx, &delivery.data, headers, id.as_deref()).instrument(span)
+        forward(ctx, &delivery.data, headers, id.as_deref(), *here).instrument(span)
     });
     let results = futures::future::join_all(forwards).await;
     let mut requeue = false;
-    for ((delivery, id), result) in todo.into_iter().zip(results) {
+    for ((delivery, id, _), result) in todo.into_iter().zip(results) {
         match result {
             Ok(()) => {
                 if let Some(id) = &id {
@@ -421,7 +426,7 @@ async fn forward_batch(
 /// Forwards one handover step to its gateway and acks it (requeued if the broker refused).
 async fn handover_now(ctx: &Ctx, delivery: Delivery, id: Option<&str>, seen: &Mutex<Dedup>) {
     let headers = delivery.properties.headers().as_ref();
-    match forward(ctx, &delivery.data, headers, id).await {
+    match forward(ctx, &delivery.data, headers, id, false).await {
         Ok(()) => {
             if let Some(id) = id {
                 seen.lock().insert(id);
@@ -556,11 +561,13 @@ pub fn read(body: &[u8], headers: Option<&FieldTable>) -> Arrival {
     })
 }
 
+/// `data_here`: this DC has applied the data the stanza's DC wrote before sending it.
 async fn forward(
     ctx: &Ctx,
     body: &[u8],
     headers: Option<&FieldTable>,
     id: Option<&str>,
+    data_here: bool,
 ) -> anyhow::Result<()> {
     match read(body, headers) {
         Arrival::Invalid(why) => {
@@ -596,7 +603,7 @@ async fn forward(
                 Ok(RouteKind::Bundle) => RouteKind::Bundle,
                 _ => RouteKind::Remote,
             };
-            republish(ctx, &r, kind, id).await
+            republish(ctx, &r, kind, id, data_here).await
         }
         Arrival::Handover { gateway } => {
             // The headers travel on as they came (the step, the session, the origin).
@@ -623,6 +630,7 @@ async fn republish(
     r: &RouteIn,
     kind: RouteKind,
     id: Option<&str>,
+    data_here: bool,
 ) -> anyhow::Result<()> {
     // The envelope id travels on, so the partition also drops a duplicate republish.
     let message_id = id.map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
@@ -632,6 +640,9 @@ async fn republish(
         .opt_str(h::SESSION, r.target.map(|t| t.to_string()).as_deref())
         .opt_str(h::SENDER, r.sender.as_deref())
         .opt_str(h::RECIPIENTS, r.recipients.as_deref());
+    if data_here {
+        props = props.bool(h::DATA_APPLIED, true);
+    }
     let span = tracing::info_span!(
         "publish meerkat.route",
         otel.kind = "producer",

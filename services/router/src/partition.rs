@@ -329,11 +329,18 @@ async fn handle(ctx: &Ctx, inb: &Inbound, id: Option<&str>) -> anyhow::Result<()
         match arrival(ctx, inb).await {
             RemoteArrival::Deliver(target) => {
                 let mut out = Outbox::new(inb.hops);
+                // A roster push, written from this DC's copy (roster::as_here).
+                let here = if inb.data_here {
+                    crate::handlers::roster::as_here(ctx, &inb.el).await?
+                } else {
+                    None
+                };
+                let el = here.as_ref().unwrap_or(&inb.el);
                 // Under the envelope's id: one the other DC keyed (a subscription request)
                 // stays recognisable to the gateway if this DC delivers it too (stored.rs).
                 match id {
-                    Some(id) => out.deliver_as(target, &inb.el, id),
-                    None => out.deliver(target, &inb.el),
+                    Some(id) => out.deliver_as(target, el, id),
+                    None => out.deliver(target, el),
                 }
                 out.flush(ctx).await?;
                 tracing::debug!(stanza = ?inb.el.attr("id"), from = %inb.from, session = ?inb.target_session, "from another DC: delivered");

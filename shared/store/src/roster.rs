@@ -68,6 +68,23 @@ impl Store {
     /// The current roster version and every item (version 0 and nothing for an unknown user).
     pub async fn roster(&self, username: &str) -> Result<(i64, Vec<RosterItem>), StoreError> {
         // One snapshot, so the version matches the items.
+        let (mut tx, version) = self.roster_snapshot(username).await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM roster_items WHERE username = $1 ORDER BY contact"
+        ))
+        .bind(username)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let items = rows.iter().map(item).collect::<Result<_, _>>()?;
+        Ok((version, items))
+    }
+
+    /// A repeatable-read transaction and the roster version it sees (0 for an unknown user).
+    async fn roster_snapshot(
+        &self,
+        username: &str,
+    ) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, i64), StoreError> {
         let mut tx = self.pool().begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             .execute(&mut *tx)
@@ -77,15 +94,26 @@ impl Store {
                 .bind(username)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM roster_items WHERE username = $1 ORDER BY contact"
+        Ok((tx, version.unwrap_or(0)))
+    }
+
+    /// The roster version and `contact`'s item, read in one snapshot, so that the version
+    /// names that state of the item (version 0 and nothing for an unknown user).
+    pub async fn roster_item_versioned(
+        &self,
+        username: &str,
+        contact: &str,
+    ) -> Result<(i64, Option<RosterItem>), StoreError> {
+        let (mut tx, version) = self.roster_snapshot(username).await?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM roster_items WHERE username = $1 AND contact = $2"
         ))
         .bind(username)
-        .fetch_all(&mut *tx)
+        .bind(contact)
+        .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
-        let items = rows.iter().map(item).collect::<Result<_, _>>()?;
-        Ok((version.unwrap_or(0), items))
+        Ok((version, row.as_ref().map(item).transpose()?))
     }
 
     pub async fn roster_item(

@@ -37,6 +37,11 @@ pub const RECEIVED_AT: &str = "x-meerkat-received-at";
 /// announces (e.g. a subscription request).
 pub const DATA_EPOCH: &str = "x-meerkat-data-epoch";
 pub const DATA_SEQ: &str = "x-meerkat-data-seq";
+/// Set by the receiving DC's inter-DC consumer on a stanza it routes once this DC had applied
+/// the data named by [`DATA_EPOCH`]/[`DATA_SEQ`] (not after a wait that timed out): what this
+/// DC's store says is then at least as new as what the stanza announces, so a roster push
+/// can be written from it (router `handlers/roster.rs`, `as_here`).
+pub const DATA_APPLIED: &str = "x-meerkat-data-applied";
 /// On a [`crate::RouteKind::Handover`] message: the step (`request`, `moved`, `refused`,
 /// `forward`, `fence`; [`crate::handover`]).
 pub const HANDOVER: &str = "x-meerkat-handover";

@@ -19,6 +19,7 @@ mod muc_heal;
 mod origin;
 mod replication;
 mod restarts;
+mod rosters;
 mod stored;
 mod three_dcs;
 mod traces;

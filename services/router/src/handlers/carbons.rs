@@ -211,6 +211,7 @@ mod tests {
             hops: 3,
             received_at: None,
             recipients: None,
+            data_here: false,
             el,
         }
     }

@@ -125,6 +125,60 @@ pub fn push(ctx: &Ctx, out: &mut Outbox, user_bare: &str, item: Element, ver: i6
     }
 }
 
+/// A roster push that another DC's router sent to a session here, written again from this
+/// DC's copy of the roster: the item as stored here now, and this DC's version. `None` for
+/// anything else. Call it only once this DC has applied what the other DC wrote before
+/// sending it (`x-meerkat-data-applied`): the copy here is then at least as new as the push.
+///
+/// Why: a session here gets pushes from this DC's routers and from other DCs', by paths that
+/// do not keep one order. A change made here in answer to a change made there (Alice
+/// approves, at DC 1, the request Bob made at DC 2 right after approving hers; she learnt of
+/// it from DC 1's stored-request nudge) could reach the client before the push of the change
+/// it answers, which would then undo it on the client (`to` after `both`). Written from here,
+/// every push a session gets carries this DC's version, which orders them: the gateway drops
+/// a push for an item older than one it already wrote (c2s-gateway `roster_order.rs`), and a
+/// roster get with the push's version is answered "unchanged" (RFC 6121 §2.6).
+pub async fn as_here(ctx: &Ctx, el: &Element) -> anyhow::Result<Option<Element>> {
+    let Some((owner, contact)) = pushed_item(ctx, el) else {
+        return Ok(None);
+    };
+    let (version, item) = ctx.store.roster_item_versioned(&owner, &contact).await?;
+    let item = match item {
+        Some(i) => item_element(&i),
+        None => Element::new("item", ns::ROSTER)
+            .with_attr("jid", contact)
+            .with_attr("subscription", "remove"),
+    };
+    let mut push = Element::new("iq", ns::CLIENT);
+    for (k, v) in el.attrs() {
+        push.set_attr(k, v);
+    }
+    push.push_child(
+        Element::new("query", ns::ROSTER)
+            .with_attr("ver", ver_string(ctx, version))
+            .with_child(item),
+    );
+    Ok(Some(push))
+}
+
+/// The owner (username) and contact of a server's roster push to an account of this domain.
+fn pushed_item(ctx: &Ctx, el: &Element) -> Option<(String, String)> {
+    if !el.is("iq", ns::CLIENT) || el.attr("type") != Some("set") || el.attr("from").is_some() {
+        return None;
+    }
+    let query = el.get_child("query", ns::ROSTER)?;
+    let mut items = query.children();
+    let (Some(item), None) = (items.next(), items.next()) else {
+        return None;
+    };
+    let contact = jids::bare(item.attr("jid")?);
+    let to = Addr::parse(el.attr("to")?)?;
+    if !to.domain.eq_ignore_ascii_case(&ctx.config.domain) {
+        return None;
+    }
+    Some((to.node?, contact))
+}
+
 pub async fn handle(ctx: &Ctx, inb: &Inbound, out: &mut Outbox) -> anyhow::Result<Outcome> {
     let Some(query) = inb.el.get_child("query", ns::ROSTER) else {
         return Ok(error(ctx, inb, out, StanzaError::bad_request()));
