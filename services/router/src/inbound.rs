@@ -15,7 +15,7 @@ pub enum InboundError {
     #[error("body is not a stanza: {0}")]
     NotAStanza(String),
     #[error("stanza without a from")]
-    NoFrom,
+    NoFrom(StanzaKind),
     #[error("a {0} message on a route queue")]
     NotRoutable(RouteKind),
 }
@@ -81,7 +81,7 @@ impl Inbound {
             // A server-made stanza from another DC (a roster push) speaks for the account
             // it is addressed to.
             .or_else(|| remote.then(|| el.attr("to").map(jids::bare)).flatten())
-            .ok_or(InboundError::NoFrom)?;
+            .ok_or(InboundError::NoFrom(kind))?;
         // Only a client's own stanza names its sending session; on a stanza from another DC
         // x-meerkat-session is the target, and the sender's session lives elsewhere.
         // A returned stanza is routed again like a new one of its sender's, without a sending

@@ -22,7 +22,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::failure::{self, Failure};
-use crate::inbound::Inbound;
+use crate::inbound::{Inbound, InboundError};
 use crate::metrics::Outcome;
 use crate::outbox::{Outbox, Target};
 use crate::route::{self, RemoteArrival};
@@ -153,6 +153,21 @@ async fn handle_delivery(ctx: &Ctx, queue: &str, delivery: Delivery, seen: &Mute
     meerkat_runtime::telemetry::set_parent_from_headers(&span, headers);
     let inb = match Inbound::parse(&delivery.data, headers) {
         Ok(i) => i,
+        // A server's own stanza (an iq result, a roster push: no `from`) that a gateway gave
+        // back because its session ended: nobody to route it to, nothing to tell (RFC 6121
+        // §8.5.3.1 drops what was for a resource that is gone, when it is not a message to
+        // keep). Not an unreadable delivery.
+        Err(InboundError::NoFrom(kind))
+            if matches!(wire_kind, RouteKind::Bounce | RouteKind::Returned) =>
+        {
+            tracing::debug!(
+                kind = kind.as_str(),
+                "a server's stanza to a session that ended: dropped"
+            );
+            ctx.metrics.routed(kind.as_str(), Outcome::Dropped);
+            done(&delivery, id.as_deref(), seen).await;
+            return;
+        }
         Err(e) => {
             tracing::warn!(error = %e, "unreadable delivery refused");
             ctx.metrics.failed("unreadable");

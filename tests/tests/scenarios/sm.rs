@@ -378,6 +378,10 @@ async fn when_the_window_passes_unacknowledged_messages_go_offline_once_with_the
     for t in &read {
         bob.expect("a message", message_with_body(t)).await.unwrap();
     }
+    // A server's reply among what he never acknowledged (to an iq without `to`: no `from`).
+    let ping = Element::new("ping", "urn:xmpp:ping");
+    let pong = bob.iq_ok("get", None, ping).await.unwrap();
+    assert_eq!(pong.attr("from"), None, "{pong}");
     let bob_full = bob.jid().to_owned();
     bob.drop_connection();
     let later = texts("while detached", 1);
@@ -412,6 +416,26 @@ async fn when_the_window_passes_unacknowledged_messages_go_offline_once_with_the
     want.sort();
     got.sort();
     assert_eq!(got, want);
+    // The ping's result went back to the routers with the rest, and was dropped as a reply
+    // for a session that ended, not refused as unreadable.
+    let mut dropped = 0;
+    for r in &dc.routers {
+        let url = format!("http://{}/metrics", r.admin);
+        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        assert!(
+            !text.contains("meerkat_router_failures_total{reason=\"unreadable\"}"),
+            "{text}"
+        );
+        let prefix = "meerkat_router_stanzas_total{kind=\"iq\",outcome=\"dropped\"} ";
+        dropped += text
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap());
+    }
+    assert!(
+        dropped >= 1,
+        "the ping's result was not routed back and dropped"
+    );
     dc.stop().await.unwrap();
 }
 
