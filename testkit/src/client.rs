@@ -235,17 +235,7 @@ impl Client {
         username: &str,
         password: &str,
     ) -> anyhow::Result<Result<(), String>> {
-        let mut scram = match mech {
-            Mechanism::ScramSha1 => Some(ScramClient::new(ScramHash::Sha1, username, password)?),
-            Mechanism::ScramSha256 => {
-                Some(ScramClient::new(ScramHash::Sha256, username, password)?)
-            }
-            Mechanism::Plain => None,
-        };
-        let initial = match &scram {
-            Some(s) => s.client_first(),
-            None => format!("\0{username}\0{password}"),
-        };
+        let (mut scram, initial) = sasl_start(mech, username, password)?;
         self.send_raw(&format!(
             "<auth xmlns='{}' mechanism='{}'>{}</auth>",
             ns::SASL,
@@ -306,6 +296,82 @@ impl Client {
                     return Ok(Ok(()));
                 }
                 other => bail!("unexpected SASL element <{other}/>"),
+            }
+        }
+    }
+
+    /// SASL2 authentication (XEP-0388) with `inline` requests in `<authenticate/>` (e.g. an
+    /// XEP-0198 `<resume/>`). On success returns `<success/>` (its additional data checked as
+    /// SCRAM's server-final); unless it holds `<resumed/>`, the stream features that follow it
+    /// (no restart) become the client's. `Ok(Err(condition))` on `<failure/>`.
+    pub async fn authenticate_sasl2(
+        &mut self,
+        mech: Mechanism,
+        username: &str,
+        password: &str,
+        inline: &[Element],
+    ) -> anyhow::Result<Result<Element, String>> {
+        let (mut scram, initial) = sasl_start(mech, username, password)?;
+        let mut authenticate = Element::new("authenticate", ns::SASL2)
+            .with_attr("mechanism", mech.name())
+            .with_child(Element::new("initial-response", ns::SASL2).with_text(B64.encode(initial)))
+            .with_child(
+                Element::new("user-agent", ns::SASL2)
+                    .with_attr("id", uuid::Uuid::new_v4().to_string())
+                    .with_child(Element::new("software", ns::SASL2).with_text("meerkat-testkit")),
+            );
+        for el in inline {
+            authenticate.push_child(el.clone());
+        }
+        self.send(&authenticate).await?;
+        loop {
+            let el = self.read_nonza(DEFAULT_TIMEOUT).await?;
+            if el.ns() != ns::SASL2 {
+                bail!("unexpected element during SASL2: {el}");
+            }
+            match el.name() {
+                "failure" => {
+                    let cond = el
+                        .children()
+                        .find(|c| c.ns() == ns::SASL)
+                        .map(|c| c.name().to_owned())
+                        .unwrap_or_default();
+                    return Ok(Err(cond));
+                }
+                "challenge" => {
+                    let data = decode_sasl(&el)?;
+                    let scram = scram
+                        .as_mut()
+                        .ok_or_else(|| anyhow!("unexpected challenge for PLAIN"))?;
+                    let response = scram.client_final(&data)?;
+                    self.send_raw(&format!(
+                        "<response xmlns='{}'>{}</response>",
+                        ns::SASL2,
+                        B64.encode(response)
+                    ))
+                    .await?;
+                }
+                "success" => {
+                    if let Some(scram) = &scram {
+                        let data = el
+                            .get_child("additional-data", ns::SASL2)
+                            .ok_or_else(|| anyhow!("SASL2 success without server-final: {el}"))?;
+                        scram.verify_server_final(&decode_sasl(data)?)?;
+                    }
+                    let aid = el
+                        .child_text("authorization-identifier", ns::SASL2)
+                        .ok_or_else(|| anyhow!("SASL2 success without an identifier: {el}"))?;
+                    self.jid = aid;
+                    if !el.has_child("resumed", ns::SM) {
+                        let features = self.read_nonza(DEFAULT_TIMEOUT).await?;
+                        if !features.is("features", ns::STREAM) {
+                            bail!("no stream features after SASL2 success: {features}");
+                        }
+                        self.features = features;
+                    }
+                    return Ok(Ok(el));
+                }
+                other => bail!("unexpected SASL2 element <{other}/>"),
             }
         }
     }
@@ -665,6 +731,37 @@ impl Client {
         Ok((client, answer))
     }
 
+    /// As [`Client::resume`], inline in SASL2's `<authenticate/>` (XEP-0198 §7.2): returns
+    /// the client and what `<success/>` answered (`<resumed/>` or `<failed/>`).
+    pub async fn resume_sasl2(
+        cfg: &ClientConfig,
+        username: &str,
+        password: &str,
+        previd: &str,
+        h: u32,
+    ) -> anyhow::Result<(Client, Element)> {
+        let mut client = Client::connect(cfg).await?;
+        let resume = Element::new("resume", ns::SM)
+            .with_attr("previd", previd)
+            .with_attr("h", h.to_string());
+        let success = match client
+            .authenticate_sasl2(Mechanism::ScramSha256, username, password, &[resume])
+            .await?
+        {
+            Ok(s) => s,
+            Err(cond) => bail!("SASL2 authentication of {username} failed: {cond}"),
+        };
+        let answer = success
+            .children()
+            .find(|e| e.ns() == ns::SM && matches!(e.name(), "resumed" | "failed"))
+            .cloned()
+            .ok_or_else(|| anyhow!("no <resumed/> or <failed/> in {success}"))?;
+        if answer.name() == "resumed" {
+            client.sm_h = Some(h);
+        }
+        Ok((client, answer))
+    }
+
     /// Drops the connection without closing the stream, as a lost network does.
     pub fn drop_connection(mut self) {
         self.conn.take();
@@ -796,6 +893,24 @@ pub fn stanza_error_condition(stanza: &Element) -> Option<String> {
         .find(|c| c.ns() == ns::STANZAS_ERR && c.name() != "text")
         .map(|c| c.name().to_owned())
         .or_else(|| Some(String::new()))
+}
+
+/// The SCRAM client of `mech` (none for PLAIN) and the initial response.
+fn sasl_start(
+    mech: Mechanism,
+    username: &str,
+    password: &str,
+) -> anyhow::Result<(Option<ScramClient>, String)> {
+    let scram = match mech {
+        Mechanism::ScramSha1 => Some(ScramClient::new(ScramHash::Sha1, username, password)?),
+        Mechanism::ScramSha256 => Some(ScramClient::new(ScramHash::Sha256, username, password)?),
+        Mechanism::Plain => None,
+    };
+    let initial = match &scram {
+        Some(s) => s.client_first(),
+        None => format!("\0{username}\0{password}"),
+    };
+    Ok((scram, initial))
 }
 
 fn decode_sasl(el: &Element) -> anyhow::Result<String> {

@@ -62,6 +62,8 @@ pub struct Config {
     pub tls_required: bool,
     /// XEP-0077 in-band registration.
     pub registration: bool,
+    /// XEP-0388 SASL2 offered (inside TLS only), with XEP-0198 resumption inline.
+    pub sasl2: bool,
     /// Largest stanza accepted, in bytes.
     pub max_stanza_bytes: usize,
     /// A connection that sends nothing (not even whitespace) for this long is closed
@@ -159,6 +161,7 @@ impl Default for Config {
             key_path: None,
             tls_required: true,
             registration: false,
+            sasl2: true,
             max_stanza_bytes: 256 * 1024,
             idle_timeout_secs: 90,
             sm_resume_max_secs: 300,

@@ -46,6 +46,12 @@ use tokio_util::task::TaskTracker;
 
 pub use config::{CidrList, Config, Invalid, Secret};
 
+/// What the fuzz targets (`fuzz/`) reach of modules that are otherwise the gateway's own.
+pub mod fuzzing {
+    pub use crate::roster_order::RosterOrder;
+    pub use crate::sasl::{initial_response, Profile};
+}
+
 /// Everything a connection task needs, shared by all of them.
 pub(crate) struct Ctx {
     pub config: Config,

@@ -28,8 +28,8 @@ pub struct Resumption {
     pub counted: Counted,
     /// The client's `h`: what it received of the session's stanzas.
     pub h: u32,
-    /// The `previd` it resumed, echoed in `<resumed/>`.
-    pub previd: String,
+    /// The `previd` it resumed, echoed in `<resumed/>`, and how that is written.
+    pub resumed: sm::ResumedAs,
 }
 
 /// One client connection of a session: its read task (parsed input arrives in `input`), and

@@ -231,6 +231,17 @@ fn features(ctx: &Ctx, t: &Transport, state: &Negotiated) -> String {
                     mechs.push_child(Element::new("mechanism", ns::SASL).with_text(*m));
                 }
                 f.push_child(mechs);
+                // XEP-0388, inside TLS only (its §5), with XEP-0198 resumption inline (§7.2).
+                if secure && ctx.config.sasl2 {
+                    let mut sasl2 = Element::new("authentication", ns::SASL2);
+                    for m in sasl::offered(secure) {
+                        sasl2.push_child(Element::new("mechanism", ns::SASL2).with_text(*m));
+                    }
+                    sasl2.push_child(
+                        Element::new("inline", ns::SASL2).with_child(Element::new("sm", ns::SM)),
+                    );
+                    f.push_child(sasl2);
+                }
                 if ctx.config.registration {
                     f.push_child(Element::new("register", ns::REGISTER_FEATURE));
                 }
@@ -309,20 +320,57 @@ async fn negotiate(
                         )));
                     }
                     let allowed = t.is_secure() || !ctx.config.tls_required;
-                    match sasl::authenticate(ctx, t, &el, peer, allowed).await? {
-                        Some((user, fingerprint)) => {
+                    let profile = sasl::Profile::Rfc6120;
+                    match sasl::authenticate(ctx, t, &el, peer, allowed, profile).await? {
+                        Some(done) => {
                             // What the session holds against later account changes: the
                             // credentials the proof was checked against. A change since that
                             // read is caught by the check after binding (or resuming), which
                             // reads the account again (accounts::check).
-                            state.credentials = fingerprint;
-                            state.username = Some(user);
+                            state.credentials = done.credentials;
+                            state.username = Some(done.user);
                             let t = holder.take().ok_or(End::Gone)?;
                             *holder = Some(t.restart());
                             break;
                         }
                         None => continue,
                     }
+                }
+                // XEP-0388: no restart; `<success/>` carries what inline features answered,
+                // and the features of the authenticated stream follow it, unless the session
+                // was resumed (XEP-0198 §7.2).
+                (ns::SASL2, "authenticate") if ctx.config.sasl2 => {
+                    if state.username.is_some() {
+                        return Err(End::Error(StreamError::with_text(
+                            "policy-violation",
+                            "already authenticated",
+                        )));
+                    }
+                    let allowed = t.is_secure();
+                    let profile = sasl::Profile::Sasl2;
+                    let Some(done) =
+                        sasl::authenticate(ctx, t, &el, peer, allowed, profile).await?
+                    else {
+                        continue;
+                    };
+                    state.credentials = done.credentials;
+                    let bare = meerkat_xmpp::addr::account(&done.user, &ctx.config.domain);
+                    state.username = Some(done.user);
+                    let inline = match el.get_child("resume", ns::SM) {
+                        Some(r) => {
+                            let sasl2 = Some(done.additional.clone());
+                            if let Some(resumed) = try_resume(ctx, holder, state, r, sasl2).await? {
+                                return Ok(resumed);
+                            }
+                            ctx.metrics.sm_failed.inc();
+                            sm::failed("item-not-found", None)
+                        }
+                        None => String::new(),
+                    };
+                    let t = holder.as_mut().ok_or(End::Gone)?;
+                    let success = sasl::sasl2_success(done.additional.as_deref(), &bare, &inline);
+                    t.write(&format!("{success}{}", features(ctx, t, state)))
+                        .await?;
                 }
                 (ns::CLIENT, "iq") => {
                     if let Some(bound) = pre_session_iq(ctx, t, el, state, peer).await? {
@@ -366,6 +414,24 @@ async fn resume(
     state: &mut Negotiated,
     el: &Element,
 ) -> Result<Option<Negotiation>, End> {
+    if let Some(resumed) = try_resume(ctx, holder, state, el, None).await? {
+        return Ok(Some(resumed));
+    }
+    ctx.metrics.sm_failed.inc();
+    let t = holder.as_mut().ok_or(End::Gone)?;
+    t.write(&sm::failed("item-not-found", None)).await?;
+    Ok(None)
+}
+
+/// The resumption `el` asks for, answered as `sasl2` says ([`sm::ResumedAs`]); `None` when
+/// there is nothing to resume (nothing written: the caller says `<failed/>`).
+async fn try_resume(
+    ctx: &Ctx,
+    holder: &mut Option<Transport>,
+    state: &mut Negotiated,
+    el: &Element,
+    sasl2: Option<Option<String>>,
+) -> Result<Option<Negotiation>, End> {
     let h = sm::h_of(el).map_err(End::Error)?;
     let previd = el.attr("previd").unwrap_or_default().to_owned();
     let user = state.username.as_deref().unwrap_or_default();
@@ -384,7 +450,7 @@ async fn resume(
                 return Ok(Some(Negotiation::Moved(Box::new(session::MovedIn {
                     arrived,
                     rid,
-                    previd,
+                    resumed: sm::ResumedAs { previd, sasl2 },
                     h,
                     username: user.to_owned(),
                     credentials: state.credentials,
@@ -405,7 +471,7 @@ async fn resume(
             transport,
             counted,
             h,
-            previd,
+            resumed: sm::ResumedAs { previd, sasl2 },
         });
         match tx.try_send(handed) {
             Ok(()) => return Ok(Some(Negotiation::Resumed)),
@@ -417,9 +483,6 @@ async fn resume(
             }
         }
     }
-    ctx.metrics.sm_failed.inc();
-    let t = holder.as_mut().ok_or(End::Gone)?;
-    t.write(&sm::failed("item-not-found", None)).await?;
     Ok(None)
 }
 

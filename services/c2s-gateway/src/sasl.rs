@@ -27,15 +27,75 @@ pub fn offered(secure: bool) -> &'static [&'static str] {
     }
 }
 
-/// Runs one SASL exchange. On success (the success element is sent): the username, and the
-/// fingerprint of the credentials the proof was checked against (crate::accounts).
+/// Which SASL profile an exchange speaks: RFC 6120 §6 (`<auth/>`, then a stream restart), or
+/// XEP-0388's (`<authenticate/>`, no restart, inline features answered in `<success/>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    Rfc6120,
+    Sasl2,
+}
+
+impl Profile {
+    fn ns(self) -> &'static str {
+        match self {
+            Profile::Rfc6120 => ns::SASL,
+            Profile::Sasl2 => ns::SASL2,
+        }
+    }
+
+    /// The initial response: the text of `<auth/>`, or SASL2's `<initial-response/>`.
+    fn initial(self, auth: &Element) -> String {
+        match self {
+            Profile::Rfc6120 => auth.text(),
+            Profile::Sasl2 => auth
+                .child_text("initial-response", ns::SASL2)
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// What an `<auth/>` or `<authenticate/>` carries as its initial response, decoded; the
+/// condition to fail with when it is not base64.
+pub fn initial_response(profile: Profile, auth: &Element) -> Result<Vec<u8>, &'static str> {
+    decode(&profile.initial(auth)).map_err(|f| match f {
+        Failure::Condition(c) => c,
+        Failure::Sasl(e) => e.condition(),
+        Failure::Throttled => "temporary-auth-failure",
+    })
+}
+
+/// A successful exchange: the username, the fingerprint of the credentials the proof was
+/// checked against (crate::accounts), and SASL2's additional data (base64), if any.
+pub struct Authenticated {
+    pub user: String,
+    pub credentials: u64,
+    pub additional: Option<String>,
+}
+
+/// SASL2's `<success/>` (XEP-0388 §2.6.1): the mechanism's additional data, the
+/// authorization identifier (a bare JID, or the full JID of a resumed session), and what
+/// inline features answered (`inline`, written as it is).
+pub fn sasl2_success(additional: Option<&str>, jid: &str, inline: &str) -> String {
+    let additional = additional
+        .map(|a| format!("<additional-data>{a}</additional-data>"))
+        .unwrap_or_default();
+    format!(
+        "<success xmlns='{}'>{additional}<authorization-identifier>{}</authorization-identifier>{inline}</success>",
+        ns::SASL2,
+        meerkat_xmpp::escape_text(jid)
+    )
+}
+
+/// Runs one SASL exchange. On success: with RFC 6120's profile the success element is sent;
+/// with SASL2's the caller sends it ([`sasl2_success`]), with what inline features answered.
 pub async fn authenticate(
     ctx: &Ctx,
     t: &mut Transport,
     auth: &Element,
     peer: SocketAddr,
     allowed: bool,
-) -> Result<Option<(String, u64)>, End> {
+    profile: Profile,
+) -> Result<Option<Authenticated>, End> {
     let mechanism = auth.attr("mechanism").unwrap_or_default().to_owned();
     let mut ticket = None;
     let outcome = if !allowed {
@@ -43,14 +103,23 @@ pub async fn authenticate(
     } else if !offered(t.is_secure()).contains(&mechanism.as_str()) {
         Err(Failure::Condition("invalid-mechanism"))
     } else {
-        match decode(&auth.text()) {
-            Err(f) => Err(f),
+        match initial_response(profile, auth) {
+            Err(c) => Err(Failure::Condition(c)),
             Ok(initial) => match mechanism.as_str() {
                 "PLAIN" => plain(ctx, &initial, peer, &mut ticket).await,
                 "SCRAM-SHA-256" => {
-                    scram(ctx, t, ScramAlg::Sha256, &initial, peer, &mut ticket).await?
+                    scram(
+                        ctx,
+                        t,
+                        ScramAlg::Sha256,
+                        &initial,
+                        peer,
+                        &mut ticket,
+                        profile,
+                    )
+                    .await?
                 }
-                _ => scram(ctx, t, ScramAlg::Sha1, &initial, peer, &mut ticket).await?,
+                _ => scram(ctx, t, ScramAlg::Sha1, &initial, peer, &mut ticket, profile).await?,
             },
         }
     };
@@ -63,14 +132,18 @@ pub async fn authenticate(
                 ctx.throttle.take_back(ticket);
             }
             ctx.metrics.auth.get_or_create(&label("success")).inc();
-            let body = match server_final {
-                Some(data) => B64.encode(data),
-                None => String::new(),
-            };
-            t.write(&format!("<success xmlns='{}'>{body}</success>", ns::SASL))
-                .await?;
-            tracing::debug!(%peer, user, mechanism, "authenticated");
-            Ok(Some((user, fingerprint)))
+            let additional = server_final.map(|data| B64.encode(data));
+            if profile == Profile::Rfc6120 {
+                let body = additional.as_deref().unwrap_or_default();
+                t.write(&format!("<success xmlns='{}'>{body}</success>", ns::SASL))
+                    .await?;
+            }
+            tracing::debug!(%peer, user, mechanism, ?profile, "authenticated");
+            Ok(Some(Authenticated {
+                user,
+                credentials: fingerprint,
+                additional,
+            }))
         }
         Err(failure) => {
             let (condition, outcome) = match failure {
@@ -85,8 +158,10 @@ pub async fn authenticate(
                     tokio::time::sleep(delay).await;
                 }
             }
+            // SASL2's failure carries RFC 6120's condition, in RFC 6120's namespace.
             t.write(&format!(
-                "<failure xmlns='{}'><{condition}/></failure>",
+                "<failure xmlns='{}'><{condition} xmlns='{}'/></failure>",
+                profile.ns(),
                 ns::SASL
             ))
             .await?;
@@ -178,6 +253,7 @@ async fn scram(
     client_first: &[u8],
     peer: SocketAddr,
     ticket: &mut Option<Ticket>,
+    profile: Profile,
 ) -> Result<Result<Success, Failure>, End> {
     let (mut server, name) = match ScramServer::start(alg, client_first) {
         Ok(ok) => ok,
@@ -206,13 +282,13 @@ async fn scram(
     let server_first = server.server_first(creds.as_ref().map(|c| c.get(alg)));
     t.write(&format!(
         "<challenge xmlns='{}'>{}</challenge>",
-        ns::SASL,
+        profile.ns(),
         B64.encode(server_first)
     ))
     .await?;
     let response = match t.read().await? {
-        Inbound::Stanza(el) if el.is("response", ns::SASL) => el,
-        Inbound::Stanza(el) if el.is("abort", ns::SASL) => {
+        Inbound::Stanza(el) if el.is("response", profile.ns()) => el,
+        Inbound::Stanza(el) if el.is("abort", profile.ns()) => {
             return Ok(Err(Failure::Condition("aborted")))
         }
         Inbound::Close => return Err(End::ClientClosed),

@@ -66,7 +66,7 @@ pub struct MovedIn {
     pub arrived: Box<crate::handover::Arrived>,
     /// The resumption id: the client keeps it, and this gateway inherits its secret.
     pub rid: ResumeId,
-    pub previd: String,
+    pub resumed: sm::ResumedAs,
     /// The client's `h`: what it got.
     pub h: u32,
     pub username: String,
@@ -78,7 +78,7 @@ enum First {
     /// The bind result.
     Bind(String),
     /// `<resumed/>` (the `previd` to echo), then what the previous holder forwards.
-    Resumed(String),
+    Resumed(sm::ResumedAs),
 }
 
 /// Sets up the session of a bound connection and returns it, to run on its own task. What is
@@ -135,7 +135,7 @@ pub fn start(
             let MovedIn {
                 arrived,
                 rid,
-                previd,
+                resumed,
                 h,
                 username,
                 credentials,
@@ -182,7 +182,7 @@ pub fn start(
                 credentials,
                 inbox,
                 replaced,
-                First::Resumed(previd),
+                First::Resumed(resumed),
                 Some(sm),
             )
         }
@@ -302,7 +302,7 @@ async fn first_words(
 ) -> Result<(), End> {
     match first {
         First::Bind(xml) => link.raw(&xml).await,
-        First::Resumed(previd) => moved_in(ctx, st, link, inbox, &previd).await,
+        First::Resumed(resumed) => moved_in(ctx, st, link, inbox, &resumed).await,
     }
 }
 
@@ -317,10 +317,10 @@ async fn moved_in(
     st: &mut State,
     link: &mut Link,
     inbox: &Inbox,
-    previd: &str,
+    resumed: &sm::ResumedAs,
 ) -> Result<(), End> {
     let handled = link.sm.as_ref().map_or(0, |sm| sm.handled);
-    link.raw(&sm::resumed(previd, handled)).await?;
+    link.raw(&resumed.xml(handled, &st.info.jid)).await?;
     ctx.metrics.sm_resumed.inc();
     let mut held = Vec::new();
     let fence = tokio::time::sleep(crate::handover::FENCE_WITHIN);
@@ -702,7 +702,7 @@ async fn resume(ctx: &Ctx, st: &mut State, link: &mut Link, r: Box<Resumption>) 
         transport,
         counted,
         h,
-        previd,
+        resumed,
     } = *r;
     let mut conn = Conn::open(ctx, transport, counted);
     if let Some(old) = link.conn.take() {
@@ -731,7 +731,7 @@ async fn resume(ctx: &Ctx, st: &mut State, link: &mut Link, r: Box<Resumption>) 
         }
     }
     sm.requested = None;
-    conn.send(&sm::resumed(&previd, sm.handled)).await?;
+    conn.send(&resumed.xml(sm.handled, &st.info.jid)).await?;
     let mut resent = 0u64;
     for d in sm.unacked() {
         conn.send(&d.xml).await?;

@@ -332,6 +332,29 @@ pub fn enabled(resume: Option<(&ResumeId, u64)>) -> String {
     out
 }
 
+/// How a resumption is answered: `<resumed/>` on its own (XEP-0198 §5), or, when the client
+/// resumed inline in SASL2's `<authenticate/>` (XEP-0198 §7.2), inside the `<success/>` that
+/// ends the authentication (XEP-0388 §2.6.1), with no stream features after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResumedAs {
+    /// The `previd` to echo.
+    pub previd: String,
+    /// SASL2: the mechanism's additional data (base64), if it has any.
+    pub sasl2: Option<Option<String>>,
+}
+
+impl ResumedAs {
+    /// The answer, `h` being what the gateway handled of the client's stanzas and `jid` the
+    /// session's full JID (SASL2's authorization identifier after a resumption).
+    pub fn xml(&self, h: u32, jid: &str) -> String {
+        let resumed = resumed(&self.previd, h);
+        match &self.sasl2 {
+            None => resumed,
+            Some(additional) => crate::sasl::sasl2_success(additional.as_deref(), jid, &resumed),
+        }
+    }
+}
+
 /// `<resumed/>`: what the gateway handled of the client's stanzas.
 pub fn resumed(previd: &str, h: u32) -> String {
     format!(

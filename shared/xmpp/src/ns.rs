@@ -8,6 +8,8 @@ pub const STREAMS_ERR: &str = "urn:ietf:params:xml:ns:xmpp-streams";
 pub const STANZAS_ERR: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 pub const TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 pub const SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+/// XEP-0388 Extensible SASL Profile.
+pub const SASL2: &str = "urn:xmpp:sasl:2";
 pub const BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 pub const SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
 pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";

@@ -277,6 +277,149 @@ async fn a_session_resumes_at_another_gateway_of_the_dc_and_back() {
     dc.stop().await.unwrap();
 }
 
+/// SASL2 (XEP-0388) with resumption inline (XEP-0198 §7.2). Offered inside TLS only, with
+/// `<inline><sm/></inline>`. A fresh login authenticates without a stream restart and binds on
+/// the features that follow `<success/>`; a wrong password gets SASL2's `<failure/>`, an
+/// unknown id `<failed/>` inside `<success/>` and then the features, so the client binds.
+/// Bob's session, held by the first gateway, resumes inline at the second (it moves) and then
+/// back at the first: `<resumed/>` inside `<success/>` naming his full JID, no features, then
+/// what he had not acknowledged and what came meanwhile, in order, each once.
+#[tokio::test]
+async fn sasl2_logs_in_without_a_restart_and_resumes_inline_at_any_gateway() {
+    let mut dc = dc().await;
+    let second = dc.start_gateway_on_own_port().await.unwrap();
+    let (mut alice, mut bob, b) = friends(&dc, &dc.client()).await;
+
+    // Offered inside TLS, not before it.
+    let c = Client::connect(&dc.client()).await.unwrap();
+    let offer = c
+        .features()
+        .get_child("authentication", ns::SASL2)
+        .expect("SASL2 offered inside TLS")
+        .clone();
+    let mechanisms: Vec<String> = offer
+        .children()
+        .filter(|m| m.name() == "mechanism")
+        .map(|m| m.text())
+        .collect();
+    assert!(mechanisms.contains(&"SCRAM-SHA-256".to_owned()), "{offer}");
+    assert!(
+        offer
+            .get_child("inline", ns::SASL2)
+            .is_some_and(|i| i.has_child("sm", ns::SM)),
+        "{offer}"
+    );
+    let plain = ClientConfig::without_tls(dc.c2s, dc.options.domain.as_str());
+    let c = Client::connect(&plain).await.unwrap();
+    assert!(
+        c.features()
+            .get_child("authentication", ns::SASL2)
+            .is_none(),
+        "{:?}",
+        c.features()
+    );
+
+    // A fresh login: no restart, features follow, bind, chat.
+    let mut fresh = Client::connect(&dc.client()).await.unwrap();
+    let success = fresh
+        .authenticate_sasl2(meerkat_testkit::client::Mechanism::ScramSha256, &b, PW, &[])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        success
+            .child_text("authorization-identifier", ns::SASL2)
+            .as_deref(),
+        Some(bob.bare_jid()),
+        "{success}"
+    );
+    assert!(
+        fresh.features().has_child("bind", ns::BIND),
+        "{:?}",
+        fresh.features()
+    );
+    let fresh_jid = fresh.bind(Some("laptop")).await.unwrap();
+    alice
+        .send_message(&fresh_jid, "to the laptop")
+        .await
+        .unwrap();
+    fresh
+        .expect("a message", message_with_body("to the laptop"))
+        .await
+        .unwrap();
+    fresh.close().await.unwrap();
+
+    // A wrong password: SASL2's failure with RFC 6120's condition.
+    let mut wrong = Client::connect(&dc.client()).await.unwrap();
+    let failed = wrong
+        .authenticate_sasl2(
+            meerkat_testkit::client::Mechanism::ScramSha256,
+            &b,
+            "not-it",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed, Err("not-authorized".to_owned()));
+
+    // An unknown id: `<failed/>` in `<success/>`, then the features; the client binds.
+    let (mut unknown, answer) = Client::resume_sasl2(&dc.client(), &b, PW, "bm90IGFuIGlk", 0)
+        .await
+        .unwrap();
+    assert_eq!(answer.name(), "failed", "{answer}");
+    assert!(
+        answer.has_child("item-not-found", ns::STANZAS_ERR),
+        "{answer}"
+    );
+    assert!(unknown.features().has_child("bind", ns::BIND));
+    unknown.bind(Some("other")).await.unwrap();
+    unknown.close().await.unwrap();
+
+    // Bob's session: dropped, resumed inline at the second gateway (moved), then back.
+    let previd = resumable(&mut bob).await;
+    let before = texts("before", 3);
+    send_all(&mut alice, bob.bare_jid(), &before).await;
+    for t in &before {
+        bob.expect("a message", message_with_body(t)).await.unwrap();
+    }
+    bob.sm_ack(1).await.unwrap();
+    let bob_full = bob.jid().to_owned();
+    bob.drop_connection();
+    let meanwhile = texts("meanwhile", 4);
+    send_all(&mut alice, &bob_full, &meanwhile).await;
+    let (mut bob, answer) = Client::resume_sasl2(&second, &b, PW, &previd, 1)
+        .await
+        .unwrap();
+    assert_eq!(answer.name(), "resumed", "{answer}");
+    assert_eq!(answer.attr("previd"), Some(previd.as_str()));
+    assert_eq!(
+        bob.jid(),
+        bob_full,
+        "the authorization identifier is the resumed full JID"
+    );
+    let mut want = before[1..].to_vec();
+    want.extend(meanwhile);
+    assert_eq!(bodies(&mut bob, Duration::from_secs(2)).await, want);
+
+    let h = bob.sm_received().unwrap();
+    bob.drop_connection();
+    alice.send_message(&bob_full, "away again").await.unwrap();
+    let (mut bob, answer) = Client::resume_sasl2(&dc.client(), &b, PW, &previd, h)
+        .await
+        .unwrap();
+    assert_eq!(answer.name(), "resumed", "{answer}");
+    assert_eq!(
+        bodies(&mut bob, Duration::from_secs(2)).await,
+        vec!["away again".to_owned()]
+    );
+    alice.send_message(&bob_full, "home again").await.unwrap();
+    bob.expect("the next message", message_with_body("home again"))
+        .await
+        .unwrap();
+    no_flap(&mut alice, &bob_full).await;
+    dc.stop().await.unwrap();
+}
+
 /// Resuming with a count above what the gateway sent (a buggy client, or a stale count) ends
 /// that connection with the XEP's stream error, at the gateway holding the session as at
 /// another one; the session stays detached, and resuming with the right count gets everything.

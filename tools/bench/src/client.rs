@@ -32,6 +32,14 @@ pub struct BenchClient {
     sasl: Sasl,
 }
 
+/// How a resuming client comes back: over direct TLS (XEP-0368) rather than STARTTLS, and
+/// with the resumption inline in SASL2 (XEP-0388) rather than after RFC 6120 SASL.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ResumeVia {
+    pub direct_tls: bool,
+    pub sasl2: bool,
+}
+
 /// When a resuming connection passed its steps before `<resume/>`.
 #[derive(Clone, Copy, Debug)]
 pub struct Phases {
@@ -329,13 +337,14 @@ impl BenchClient {
     /// With `direct_tls`, `addr` is a direct TLS port (XEP-0368).
     pub async fn resume(
         addr: SocketAddr,
-        direct_tls: bool,
+        via: ResumeVia,
         domain: &str,
         user: &str,
         password: &str,
         sm: Sm,
         sasl: Sasl,
     ) -> anyhow::Result<(BenchClient, Phases)> {
+        let ResumeVia { direct_tls, sasl2 } = via;
         let mut c = if direct_tls {
             BenchClient::connect_direct_tls(addr, domain).await?
         } else {
@@ -343,6 +352,17 @@ impl BenchClient {
         };
         let secure = Instant::now();
         c.sasl = sasl;
+        if sasl2 {
+            let c = c.resume_in_sasl2(user, password, sm).await?;
+            let authenticated = Instant::now();
+            return Ok((
+                c,
+                Phases {
+                    secure,
+                    authenticated,
+                },
+            ));
+        }
         let mut c = c.authenticate(domain, user, password).await?;
         let authenticated = Instant::now();
         c.write(&format!(
@@ -364,6 +384,56 @@ impl BenchClient {
                 authenticated,
             },
         ))
+    }
+
+    /// SCRAM-SHA-256 in SASL2 (XEP-0388) with the resumption inline (XEP-0198 §7.2): no
+    /// stream restart, `<resumed/>` inside `<success/>`.
+    async fn resume_in_sasl2(
+        mut self,
+        user: &str,
+        password: &str,
+        sm: Sm,
+    ) -> anyhow::Result<BenchClient> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let Sasl::Scram(cached) = self.sasl.clone() else {
+            bail!("SASL2 resumption needs --scram");
+        };
+        let mut scram = ScramClient::new(ScramHash::Sha256, user, password)?.with_cached(cached);
+        self.write(&format!(
+            "<authenticate xmlns='{}' mechanism='SCRAM-SHA-256'><initial-response>{}</initial-response><resume xmlns='{}' previd='{}' h='{}'/></authenticate>",
+            ns::SASL2,
+            b64.encode(scram.client_first()),
+            ns::SM,
+            sm.id,
+            sm.h
+        ))
+        .await?;
+        let challenge = next_el(&mut self.reader).await?;
+        if !challenge.is("challenge", ns::SASL2) {
+            bail!("{user}: SASL2 authentication failed: {challenge}");
+        }
+        let server_first = String::from_utf8(b64.decode(challenge.text().trim())?)?;
+        let fin = scram.client_final(&server_first)?;
+        self.write(&format!(
+            "<response xmlns='{}'>{}</response>",
+            ns::SASL2,
+            b64.encode(fin)
+        ))
+        .await?;
+        let success = next_el(&mut self.reader).await?;
+        if !success.is("success", ns::SASL2) {
+            bail!("{user}: SASL2 authentication failed: {success}");
+        }
+        let additional = success
+            .child_text("additional-data", ns::SASL2)
+            .unwrap_or_default();
+        scram.verify_server_final(&String::from_utf8(b64.decode(additional.trim())?)?)?;
+        if !success.has_child("resumed", ns::SM) {
+            bail!("{user}: resumption refused: {success}");
+        }
+        self.sasl = Sasl::Scram(scram.salted().cloned());
+        self.sm = Some(sm);
+        Ok(self)
     }
 
     async fn authenticate_and_bind(

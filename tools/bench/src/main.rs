@@ -173,6 +173,10 @@ pub struct Args {
     /// DC 1, 5233 at DC 2 on the local stack), and the STARTTLS exchange is saved.
     #[arg(long, requires = "resume_addr")]
     resume_direct_tls: bool,
+    /// The users of --resume-burst resume inline in SASL2 (XEP-0388, XEP-0198 §7.2): no stream
+    /// restart and no separate `<resume/>` round trip; needs --scram.
+    #[arg(long, requires = "scram")]
+    resume_sasl2: bool,
     /// How long the users of --resume-burst stay idle after their chat before they drop
     /// (milliseconds): with 0 the drop comes while the stack still archives and replicates
     /// that chat and the logins before it; phones that lose their network are mostly idle.

@@ -17,7 +17,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::Barrier;
 
 use crate::chat::histogram;
-use crate::client::{BenchClient, LoginOpts};
+use crate::client::{BenchClient, LoginOpts, ResumeVia};
 use crate::Args;
 
 /// Messages each user gets from its partner before the drop.
@@ -135,7 +135,10 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
                 PATIENCE,
                 BenchClient::resume(
                     args.resume_addr.unwrap_or(args.addr),
-                    args.resume_direct_tls,
+                    ResumeVia {
+                        direct_tls: args.resume_direct_tls,
+                        sasl2: args.resume_sasl2,
+                    },
                     &args.domain,
                     &name,
                     &args.password,
@@ -230,7 +233,12 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
         "resume burst ({}, resumed at {}{}): {n} users dropped at once, resumed {}  failed {failed} (the {n} messages sent in {:.1} ms after the drop); from the drop until: TLS up {}; SASL done {}; <resumed/> {}; first stanza sent while away {}",
         if args.scram { "SCRAM-SHA-256 with the salted password kept" } else { "PLAIN" },
         args.resume_addr.unwrap_or(args.addr),
-        if args.resume_direct_tls { ", direct TLS" } else { "" },
+        match (args.resume_direct_tls, args.resume_sasl2) {
+            (true, true) => ", direct TLS, SASL2 inline",
+            (true, false) => ", direct TLS",
+            (false, true) => ", SASL2 inline",
+            (false, false) => "",
+        },
         to_first.len(),
         away_secs * 1000.0,
         line(secure),

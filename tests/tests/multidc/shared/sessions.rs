@@ -187,6 +187,59 @@ async fn reconnecting_at_another_dc_mid_stream_gets_every_message_once() {
     }
 }
 
+/// As above, inline in SASL2 (XEP-0388, XEP-0198 §7.2): Bob's session at DC 1 resumes in the
+/// `<authenticate/>` he sends DC 2, `<resumed/>` comes inside `<success/>` naming his full JID,
+/// then what he had not acknowledged and what came meanwhile, in order, each once.
+#[tokio::test]
+async fn a_session_resumes_inline_in_sasl2_at_the_other_dc() {
+    use meerkat_testkit::client::pred::message_with_body;
+    let m = shared().await;
+    let b = user("s2bob");
+    crate::register_everywhere(m, &b).await;
+    let mut alice = crate::online(m.dc(1), &user("s2alice"), "phone").await;
+    let mut bob = crate::login(m.dc(1), &b, "phone").await;
+    let previd = bob
+        .enable_sm(None)
+        .await
+        .unwrap()
+        .attr("id")
+        .unwrap()
+        .to_owned();
+    let bob_full = bob.jid().to_owned();
+    m.wait_directory_holds(&[alice.jid(), bob_full.as_str()], CONVERGE)
+        .await
+        .unwrap();
+    for t in ["before 0", "before 1"] {
+        alice.send_message(&bob_full, t).await.unwrap();
+        bob.expect("a message", message_with_body(t)).await.unwrap();
+    }
+    bob.sm_ack(1).await.unwrap();
+    bob.drop_connection();
+    for t in ["meanwhile 0", "meanwhile 1"] {
+        alice.send_message(&bob_full, t).await.unwrap();
+    }
+    let (mut bob, answer) = Client::resume_sasl2(&m.dc(2).client(), &b, "secret-pw", &previd, 1)
+        .await
+        .unwrap();
+    assert_eq!(answer.name(), "resumed", "{answer}");
+    assert_eq!(bob.jid(), bob_full, "the authorization identifier");
+    for t in ["before 1", "meanwhile 0", "meanwhile 1"] {
+        let got = bob
+            .expect("a message", |e| e.is("message", meerkat_xmpp::ns::CLIENT))
+            .await
+            .unwrap();
+        assert_eq!(
+            got.child_text("body", meerkat_xmpp::ns::CLIENT).as_deref(),
+            Some(t)
+        );
+    }
+    bob.expect_none(std::time::Duration::from_secs(1), |e| {
+        e.is("message", meerkat_xmpp::ns::CLIENT)
+    })
+    .await
+    .unwrap();
+}
+
 /// Bob's stream-managed session is at DC 1; his connection drops and he resumes at DC 2 (DC 1
 /// alive) with the same id: the session moves across. He gets the two he had not
 /// acknowledged, then the three sent meanwhile, in order, each once, and the moved session
