@@ -50,6 +50,77 @@ async fn run_script(script: &str, second_gateway: bool) {
     dc.stop().await.expect("stop the DC");
 }
 
+/// xmpp.js over `wss://` (SASL2, stream management) loses its connection without a close
+/// and resumes by itself, inline in SASL2 (`tests/interop/xmppjs/resume.mjs`): the three
+/// messages a TCP user sent meanwhile arrive once each and in order, and its answer reaches
+/// the TCP user from the same full JID.
+#[tokio::test]
+async fn xmppjs_drops_its_connection_and_resumes_inline_in_sasl2() {
+    use meerkat_testkit::client::pred::message_with_body;
+    use meerkat_testkit::client::Client;
+
+    let dc = dc().await;
+    let web = user("jsr");
+    Client::register_account(&dc.client(), &web, "secret-pw")
+        .await
+        .expect("register");
+    let mut tcp = crate::online(&dc, &user("tcpr"), "desk").await;
+    let peer = tcp.jid().to_owned();
+    let dir = format!("{}/interop/xmppjs", env!("CARGO_MANIFEST_DIR"));
+    let url = format!("wss://{}/xmpp-websocket", dc.https.expect("an HTTPS port"));
+    let run = tokio::process::Command::new("node")
+        .arg(format!("{dir}/resume.mjs"))
+        .args([
+            url.as_str(),
+            "example.com",
+            web.as_str(),
+            "secret-pw",
+            peer.as_str(),
+            "3",
+        ])
+        .env("NODE_TLS_REJECT_UNAUTHORIZED", "0")
+        .kill_on_drop(true)
+        .output();
+    let peer_side = async {
+        let wait = std::time::Duration::from_secs(60);
+        let ready = tcp
+            .expect_within(wait, "xmpp.js ready", message_with_body("ready"))
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let from = ready.attr("from").unwrap_or_default().to_owned();
+        // After its drop (300 ms after "ready"), before or after the gateway notices it.
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        for i in 0..3 {
+            tcp.send_message(&from, &format!("away {i}"))
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+        }
+        let ok = tcp
+            .expect_within(wait, "xmpp.js resumed", message_with_body("resumed ok"))
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        if ok.attr("from") != Some(from.as_str()) {
+            return Err(format!("resumed ok from {:?}, not {from}", ok.attr("from")));
+        }
+        Ok(())
+    };
+    tokio::pin!(run);
+    let (answered, out) = tokio::select! {
+        a = peer_side => (Some(a), run.await),
+        out = &mut run => (None, out),
+    };
+    let out = out.expect("node runs (cargo xtask test installs xmpp.js)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("xmpp.js:\n{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("all steps passed"),
+        "xmpp.js failed (our side: {answered:?})\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(matches!(answered, Some(Ok(())) | None), "{answered:?}");
+    dc.stop().await.expect("stop the DC");
+}
+
 /// A stock XMPP-over-WebSocket client (xmpp.js, `@xmpp/client` from npm, installed by `cargo
 /// xtask test`) logs in with SCRAM over `wss://` and chats with a TCP user both ways.
 #[tokio::test]
