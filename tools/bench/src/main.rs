@@ -40,6 +40,7 @@ mod failover;
 mod fanout;
 mod gwkill;
 mod lag;
+mod latency;
 mod muc;
 mod replag;
 mod resume;
@@ -177,6 +178,10 @@ pub struct Args {
     /// restart and no separate `<resume/>` round trip; needs --scram.
     #[arg(long, requires = "scram")]
     resume_sasl2: bool,
+    /// The users of --resume-burst reconnect through a relay that adds this round trip
+    /// (milliseconds, half each way), as a phone network would; 0: straight.
+    #[arg(long, default_value_t = 0)]
+    resume_rtt_ms: u64,
     /// How long the users of --resume-burst stay idle after their chat before they drop
     /// (milliseconds): with 0 the drop comes while the stack still archives and replicates
     /// that chat and the logins before it; phones that lose their network are mostly idle.

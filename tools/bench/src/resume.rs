@@ -38,6 +38,14 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
     let (before_run, away_run): (Arc<str>, Arc<str>) =
         (format!("{run}b").into(), format!("{run}a").into());
     let user = |i: usize| format!("{}resume{i}", args.prefix);
+    // Where the dropped users come back: through a relay adding a round trip, if asked.
+    let resume_at = args.resume_addr.unwrap_or(args.addr);
+    let resume_via = if args.resume_rtt_ms > 0 {
+        let one_way = Duration::from_millis(args.resume_rtt_ms) / 2;
+        crate::latency::relay(resume_at, one_way).await?
+    } else {
+        resume_at
+    };
 
     // Everyone online with stream management, 20 logins at a time.
     let mut clients = Vec::with_capacity(n);
@@ -134,7 +142,7 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
             let resumed = tokio::time::timeout(
                 PATIENCE,
                 BenchClient::resume(
-                    args.resume_addr.unwrap_or(args.addr),
+                    resume_via,
                     ResumeVia {
                         direct_tls: args.resume_direct_tls,
                         sasl2: args.resume_sasl2,
@@ -230,9 +238,14 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
         )
     };
     println!(
-        "resume burst ({}, resumed at {}{}): {n} users dropped at once, resumed {}  failed {failed} (the {n} messages sent in {:.1} ms after the drop); from the drop until: TLS up {}; SASL done {}; <resumed/> {}; first stanza sent while away {}",
+        "resume burst ({}, resumed at {}{}{}): {n} users dropped at once, resumed {}  failed {failed} (the {n} messages sent in {:.1} ms after the drop); from the drop until: TLS up {}; SASL done {}; <resumed/> {}; first stanza sent while away {}",
         if args.scram { "SCRAM-SHA-256 with the salted password kept" } else { "PLAIN" },
-        args.resume_addr.unwrap_or(args.addr),
+        resume_at,
+        if args.resume_rtt_ms > 0 {
+            format!(", through a {} ms round trip", args.resume_rtt_ms)
+        } else {
+            String::new()
+        },
         match (args.resume_direct_tls, args.resume_sasl2) {
             (true, true) => ", direct TLS, SASL2 inline",
             (true, false) => ", direct TLS",
