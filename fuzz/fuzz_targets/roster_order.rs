@@ -1,7 +1,7 @@
 //! What a session's gateway makes of the roster pushes it is handed (`RosterOrder`, which
 //! writes no push older than one written for its item): arbitrary deliveries, separated by
 //! 0xFF (never in UTF-8). Besides crashes and hangs: a delivery that was written (not stale),
-//! handed again at once, is stale when it is a push, and what is remembered stays bounded.
+//! handed again at once, may be held back only if it is a roster push.
 #![no_main]
 
 use c2s_gateway::fuzzing::RosterOrder;
