@@ -145,7 +145,7 @@ pub async fn run(ctx: Arc<Ctx>) {
                         delivery.acker.clone(),
                         message_id(&delivery),
                     );
-                    let taken = hand_to(&tx, handed).await.is_none();
+                    let taken = hand_to(&tx, handed, false).await.is_none();
                     tracing::debug!(?session, message = ?delivery.properties.message_id(), taken, "handed to its session");
                     if taken {
                         return;
@@ -172,11 +172,18 @@ pub async fn run(ctx: Arc<Ctx>) {
 }
 
 /// Hands `d` to a session's mailbox; gives it back if the session is gone. A session more
-/// than half full gets to write before the next hand-off: a burst for it (an offline backlog)
-/// is taken at the pace its client reads, rather than piled past its cap. Every other
-/// hand-off goes on at once: one session never slows the others.
-async fn hand_to(tx: &Mailbox, d: Delivered) -> Option<Delivered> {
-    match tx.offer(d) {
+/// than half full gets to write before the next hand-off. `paced`: `d` is one of a batch sent
+/// at once (a bundle: a login's offline backlog, say), which waits in the mailbox behind what
+/// its session has yet to take rather than count against its cap ([`Mailbox::offer_paced`]):
+/// a session busy for a moment (waiting for the broker to confirm its presence) is not cut by
+/// its own backlog. Every hand-off goes on at once: one session never slows the others.
+async fn hand_to(tx: &Mailbox, d: Delivered, paced: bool) -> Option<Delivered> {
+    let offered = if paced {
+        tx.offer_paced(d)
+    } else {
+        tx.offer(d)
+    };
+    match offered {
         Ok(backing_up) => {
             if backing_up {
                 tokio::task::yield_now().await;
@@ -249,7 +256,7 @@ async fn fan_out(
             .get(r.session)
             .or_else(|| ctx.registry.get_by_jid(&r.to));
         let copy = match tx {
-            Some(tx) => match hand_to(&tx, copy).await {
+            Some(tx) => match hand_to(&tx, copy, kind == RouteKind::Bundle).await {
                 None => continue,
                 Some(copy) => copy,
             },

@@ -4,7 +4,9 @@
 //! A mailbox never makes the one who hands something in wait: the delivery consumer is shared
 //! by every session of the gateway, so a session that cannot keep up must not slow the others.
 //! Instead each mailbox counts the bytes of the stanzas waiting in it; past its cap the session
-//! is told to end, and everything still in it goes back to the routers, in order.
+//! is told to end, and everything still in it goes back to the routers, in order. A batch the
+//! server sends at once (an offline backlog, a bundle) is paced instead: what does not fit in
+//! half the cap waits behind, and is let in as the session takes ([`Mailbox::offer_paced`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -148,6 +150,19 @@ impl Outbound {
             _ => None,
         }
     }
+
+    /// The bytes it counts against the mailbox's cap.
+    fn len(&self) -> usize {
+        self.stanza().map_or(0, |d| d.xml.len())
+    }
+
+    /// The stanza of a [`Outbound::Stanza`] or [`Outbound::Forwarded`] made by the mailbox.
+    fn into_stanza(self) -> Delivered {
+        match self {
+            Outbound::Stanza(d) | Outbound::Forwarded(d) => d,
+            _ => unreachable!("the mailbox makes only stanzas of what it is offered"),
+        }
+    }
 }
 
 /// Slots an emptied mailbox may keep; beyond, it lets them go.
@@ -174,7 +189,49 @@ struct Queue {
     items: VecDeque<Outbound>,
     /// Bytes of the stanzas in `items`.
     bytes: usize,
+    /// What waits behind `items` ([`Mailbox::offer_paced`]): let in, in order, while `items`
+    /// holds at most half the cap. Anything handed in while something waits here queues
+    /// behind it, so the order holds.
+    held: VecDeque<Outbound>,
+    /// Bytes of the stanzas in `held`.
+    held_bytes: usize,
     phase: Phase,
+}
+
+/// How many times its cap a mailbox may hold back of a paced batch ([`Mailbox::offer_paced`])
+/// before its session is told to end: a login's offline backlog (at most the routers'
+/// `max_offline` messages) fits, a session that never reads does not pin more.
+pub const HELD_FACTOR: usize = 16;
+
+impl Queue {
+    /// Lets what waits behind in while the session's side holds at most half of `cap`.
+    fn let_in(&mut self, cap: usize) {
+        while self.bytes <= cap / 2 {
+            let Some(item) = self.held.pop_front() else {
+                break;
+            };
+            if let Some(d) = item.stanza() {
+                self.held_bytes -= d.xml.len();
+                self.bytes += d.xml.len();
+            }
+            self.items.push_back(item);
+        }
+    }
+
+    /// The oldest thing waiting, in `items` or behind them.
+    fn pop_any(&mut self) -> Option<Outbound> {
+        if let Some(item) = self.items.pop_front() {
+            if let Some(d) = item.stanza() {
+                self.bytes -= d.xml.len();
+            }
+            return Some(item);
+        }
+        let item = self.held.pop_front()?;
+        if let Some(d) = item.stanza() {
+            self.held_bytes -= d.xml.len();
+        }
+        Some(item)
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -206,31 +263,54 @@ impl Mailbox {
     /// write before handing it more). `Err` gives the stanza back when the session is gone: the
     /// caller bounces it.
     pub fn offer(&self, d: Delivered) -> Result<bool, Delivered> {
-        self.offer_as(d, false)
+        self.put(Outbound::Stanza(d), false)
     }
 
     /// [`Mailbox::offer`] of a stanza forwarded by the session's previous holder.
     pub fn offer_forwarded(&self, d: Delivered) -> Result<bool, Delivered> {
-        self.offer_as(d, true)
+        self.put(Outbound::Forwarded(d), false)
     }
 
-    fn offer_as(&self, d: Delivered, forwarded: bool) -> Result<bool, Delivered> {
+    /// [`Mailbox::offer`] of one stanza of a batch the server sends at once (a bundle: a
+    /// login's offline backlog, say), which comes faster than any client reads: what does not
+    /// fit in half the cap waits behind, not counted against the cap, and is let in as the
+    /// session takes. Past [`HELD_FACTOR`] times the cap waiting behind, the session is told to
+    /// end, as past the cap.
+    pub fn offer_paced(&self, d: Delivered) -> Result<bool, Delivered> {
+        self.put(Outbound::Stanza(d), true)
+    }
+
+    fn put(&self, item: Outbound, paced: bool) -> Result<bool, Delivered> {
         let mut q = self.0.queue.lock();
+        let cap = self.0.cap;
+        let behind = !q.held.is_empty() || (paced && q.bytes + item.len() > cap / 2);
         match q.phase {
-            Phase::Gone => return Err(d),
-            Phase::Open if q.bytes + d.xml.len() > self.0.cap => q.phase = Phase::Ending,
+            Phase::Gone => return Err(item.into_stanza()),
+            // Behind what waits there already: the order holds.
+            _ if behind => {
+                self.hold(q, item);
+                return Ok(true);
+            }
+            Phase::Open if q.bytes + item.len() > cap => q.phase = Phase::Ending,
             Phase::Open | Phase::Ending => {}
         }
-        q.bytes += d.xml.len();
-        q.items.push_back(if forwarded {
-            Outbound::Forwarded(d)
-        } else {
-            Outbound::Stanza(d)
-        });
-        let backing_up = q.phase == Phase::Open && q.bytes > self.0.cap / 2;
+        q.bytes += item.len();
+        q.items.push_back(item);
+        let backing_up = q.phase == Phase::Open && q.bytes > cap / 2;
         drop(q);
         self.0.wake.notify_one();
         Ok(backing_up)
+    }
+
+    /// Queues `item` behind what waits already ([`Queue::held`]).
+    fn hold(&self, mut q: parking_lot::MutexGuard<'_, Queue>, item: Outbound) {
+        q.held_bytes += item.len();
+        if q.phase == Phase::Open && q.held_bytes > self.0.cap.saturating_mul(HELD_FACTOR) {
+            q.phase = Phase::Ending;
+        }
+        q.held.push_back(item);
+        drop(q);
+        self.0.wake.notify_one();
     }
 
     /// Asks something of the session (not a stanza: it does not count against the cap).
@@ -239,6 +319,11 @@ impl Mailbox {
         let mut q = self.0.queue.lock();
         if q.phase != Phase::Open {
             return q.phase == Phase::Ending;
+        }
+        if !q.held.is_empty() {
+            // In its place behind the stanzas waiting (a handover's fence after its forwards).
+            self.hold(q, what);
+            return true;
         }
         q.items.push_back(what);
         drop(q);
@@ -263,17 +348,28 @@ impl Inbox {
             {
                 let mut q = self.0.queue.lock();
                 if q.phase != Phase::Open {
-                    return Next::Overflowed { bytes: q.bytes };
+                    return Next::Overflowed {
+                        bytes: q.bytes + q.held_bytes,
+                    };
                 }
                 if let Some(item) = q.items.pop_front() {
                     if let Some(d) = item.stanza() {
                         q.bytes -= d.xml.len();
                     }
+                    q.let_in(self.0.cap);
                     // A burst leaves its capacity behind; an idle session keeps none.
                     if q.items.is_empty() && q.items.capacity() > IDLE_CAPACITY {
                         q.items = VecDeque::new();
                     }
+                    if q.held.is_empty() && q.held.capacity() > IDLE_CAPACITY {
+                        q.held = VecDeque::new();
+                    }
                     return Next::Item(item);
+                }
+                // Everything let in was taken: what waits behind comes next.
+                if !q.held.is_empty() {
+                    q.let_in(self.0.cap);
+                    continue;
                 }
             }
             self.0.wake.notified().await;
@@ -287,7 +383,7 @@ impl Inbox {
             {
                 let q = self.0.queue.lock();
                 if q.phase != Phase::Open {
-                    return q.bytes;
+                    return q.bytes + q.held_bytes;
                 }
             }
             self.0.wake.notified().await;
@@ -307,9 +403,8 @@ impl Inbox {
     pub fn take_waiting(&self) -> Vec<Delivered> {
         let mut q = self.0.queue.lock();
         let mut taken = Vec::new();
-        while let Some(item) = q.items.pop_front() {
+        while let Some(item) = q.pop_any() {
             if let Outbound::Stanza(d) | Outbound::Forwarded(d) = item {
-                q.bytes -= d.xml.len();
                 taken.push(d);
             }
         }
@@ -320,9 +415,8 @@ impl Inbox {
     /// step, so that no stanza can slip in behind the last one taken.
     pub fn drain(&self) -> Option<Delivered> {
         let mut q = self.0.queue.lock();
-        while let Some(item) = q.items.pop_front() {
+        while let Some(item) = q.pop_any() {
             if let Outbound::Stanza(d) | Outbound::Forwarded(d) = item {
-                q.bytes -= d.xml.len();
                 return Some(d);
             }
         }
@@ -534,6 +628,74 @@ mod tests {
         // Gone: the caller gets the stanza back to bounce it itself.
         assert_eq!(tx.offer(d(4)).map_err(|d| d.xml), Err(stanza(4)));
         assert!(!tx.tell(Outbound::Conflict));
+    }
+
+    fn taken(inbox: &Inbox) -> Vec<String> {
+        std::iter::from_fn(|| match take(inbox) {
+            Some(Next::Item(Outbound::Stanza(d) | Outbound::Forwarded(d))) => Some(d.xml),
+            Some(Next::Item(Outbound::Fence)) => Some("fence".to_owned()),
+            _ => None,
+        })
+        .collect()
+    }
+
+    #[test]
+    fn a_paced_batch_past_the_cap_waits_behind_and_comes_whole_and_in_order() {
+        let one = stanza(0).len();
+        let (tx, rx) = mailbox(one * 4);
+        // Ten times the cap, handed in while the session takes nothing.
+        for n in 0..40 {
+            tx.offer_paced(d(n)).unwrap();
+        }
+        assert!(
+            poll_once(rx.overflowed()).is_none(),
+            "a paced batch is no overflow"
+        );
+        // What comes meanwhile, a stanza or a step, queues behind the batch.
+        tx.offer(d(40)).unwrap();
+        tx.offer_forwarded(d(41)).unwrap();
+        assert!(tx.tell(Outbound::Fence));
+        let q = rx.0.queue.lock();
+        assert!(q.bytes <= one * 2, "let in: half the cap at most");
+        drop(q);
+        let mut want: Vec<String> = (0..42).map(stanza).collect();
+        want.push("fence".to_owned());
+        assert_eq!(taken(&rx), want);
+        let q = rx.0.queue.lock();
+        assert_eq!((q.bytes, q.held_bytes, q.held.len()), (0, 0, 0));
+        drop(q);
+        // Emptied, the mailbox takes stanzas as before.
+        tx.offer(d(42)).unwrap();
+        assert_eq!(taken(&rx), vec![stanza(42)]);
+    }
+
+    #[test]
+    fn a_paced_batch_past_its_bound_ends_the_session_and_nothing_is_lost_or_reordered() {
+        let one = stanza(0).len();
+        let (tx, rx) = mailbox(one * 2);
+        let past = 2 * HELD_FACTOR + 2;
+        for n in 0..past {
+            tx.offer_paced(d(n)).unwrap();
+        }
+        assert!(poll_once(rx.overflowed()).is_some());
+        assert!(matches!(take(&rx), Some(Next::Overflowed { .. })));
+        tx.offer(d(past)).unwrap();
+        rx.close();
+        let drained: Vec<String> = std::iter::from_fn(|| xml(rx.drain())).collect();
+        assert_eq!(drained, (0..=past).map(stanza).collect::<Vec<_>>());
+        assert!(tx.offer_paced(d(0)).is_err(), "gone: given back");
+    }
+
+    #[test]
+    fn what_waits_behind_is_taken_by_a_handover_too() {
+        let one = stanza(0).len();
+        let (tx, rx) = mailbox(one * 2);
+        for n in 0..6 {
+            tx.offer_paced(d(n)).unwrap();
+        }
+        let waiting: Vec<String> = rx.take_waiting().into_iter().map(|d| d.xml).collect();
+        assert_eq!(waiting, (0..6).map(stanza).collect::<Vec<_>>());
+        assert!(take(&rx).is_none(), "nothing left");
     }
 
     #[test]

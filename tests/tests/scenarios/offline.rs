@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use meerkat_testkit::client::Client;
 use meerkat_testkit::stack::{Dc, StackOptions};
-use meerkat_xmpp::ns;
+use meerkat_xmpp::{ns, Element};
 
 use crate::{online, user};
 
@@ -82,5 +82,81 @@ async fn messages_sent_while_the_recipient_comes_online_all_arrive_in_that_sessi
             missing.len()
         );
     }
+    dc.stop().await.unwrap();
+}
+
+/// A login's offline backlog many times what may wait for one session (`max_queued_bytes`)
+/// arrives whole and in order, even when it comes while the session is busy with its client's
+/// own stanzas: it is taken at the pace the session writes, not counted against the cap at
+/// once. Before that, a backlog that came while the session waited for the broker (on its
+/// presence, here on the client's burst of messages) ended it with `<policy-violation/>`, and
+/// the backlog went back to storage until the next login.
+#[tokio::test]
+async fn an_offline_backlog_many_times_the_sessions_cap_arrives_whole_while_it_is_busy() {
+    const BACKLOG: usize = 60;
+    let dc = Dc::start(StackOptions {
+        max_stanza_bytes: 16 * 1024,
+        gateway: Some(c2s_gateway::Config {
+            max_queued_bytes: 32 * 1024,
+            client_stanzas_per_sec: NonZeroU32::new(10_000).unwrap(),
+            client_burst_stanzas: NonZeroU32::new(1_000).unwrap(),
+            client_bytes_per_sec: NonZeroU32::new(10_000_000).unwrap(),
+            ..c2s_gateway::Config::default()
+        }),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
+    let (a, b) = (user("ba"), user("bb"));
+    let mut alice = online(&dc, &a, "phone").await;
+    Client::register_account(&dc.client(), &b, "secret-pw")
+        .await
+        .unwrap();
+    let bob_bare = format!("{b}@example.com");
+    // About six times the cap, stored while Bob is away.
+    let padding = "x".repeat(3000);
+    let sent: Vec<String> = (0..BACKLOG).map(|i| format!("{i:02} {padding}")).collect();
+    for body in &sent {
+        alice.send_message(&bob_bare, body).await.unwrap();
+    }
+    // Stored: an iq to Bob's account is answered once the router has handled what Alice sent
+    // before it (each sender's stanzas in order).
+    alice
+        .iq(
+            "get",
+            Some(&bob_bare),
+            Element::new("query", ns::DISCO_INFO),
+        )
+        .await
+        .unwrap();
+
+    let mut bob = Client::login(&dc.client(), &b, "secret-pw", Some("desk"))
+        .await
+        .unwrap();
+    // Initial presence and, at once, a burst of his own: the session publishes them one after
+    // another while the backlog comes.
+    let mut burst = String::from("<presence/>");
+    for i in 0..100 {
+        burst.push_str(&format!(
+            "<message to='{a}@example.com' type='chat'><body>b{i}</body></message>"
+        ));
+    }
+    bob.send_raw(&burst).await.unwrap();
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while got.len() < BACKLOG {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match bob.next(left).await {
+            Ok(el) => got.extend(el.child_text("body", ns::CLIENT)),
+            Err(e) => panic!("{} of {BACKLOG} arrived, then: {e}", got.len()),
+        }
+    }
+    assert_eq!(got, sent, "the whole backlog, in order");
+    assert!(
+        bob.expect_stream_end_within(Duration::from_millis(300))
+            .await
+            .is_err(),
+        "the session goes on"
+    );
     dc.stop().await.unwrap();
 }
