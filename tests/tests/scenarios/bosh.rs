@@ -590,12 +590,27 @@ async fn a_bosh_session_gone_inactive_resumes_with_stream_management_in_a_new_on
     let mut tcp = online(&dc, &t, "desk").await;
     let (mut web, _, _) = Bosh::create(&at, &domain).await;
     let wj = web.login(std::slice::from_ref(&at), &w, &domain).await;
+    // The bind result waits for the broker's confirm of the session's announcement, not for
+    // the routers to have applied it: a message to the new full JID routed before they have
+    // is stored offline (RFC 6121 §8.5.3.2.1), and this session, which never sends presence,
+    // would not get it. A stanza from the session is routed only once the router's directory
+    // has its announcement (router partition.rs `wait_seen`): once the TCP user has this one,
+    // the session is reachable.
     web.send_at(
         &at,
         &[],
-        &[Element::new("enable", ns::SM).with_attr("resume", "true")],
+        &[
+            message(tcp.jid(), "reachable"),
+            Element::new("enable", ns::SM).with_attr("resume", "true"),
+        ],
     )
     .await;
+    tcp.expect(
+        "the BOSH user's first message",
+        message_with_body("reachable"),
+    )
+    .await
+    .unwrap();
     let enabled = web
         .expect_at(&at, "<enabled/>", |e| e.is("enabled", ns::SM))
         .await;
