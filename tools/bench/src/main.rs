@@ -192,6 +192,12 @@ pub struct Args {
     /// holds the session (for comparison).
     #[arg(long)]
     resume_unnamed: bool,
+    /// The users of --resume-burst leave the last message before the drop unacknowledged (a
+    /// phone whose connection died with it in flight) and resume with the `h` before it, so
+    /// the gateway sends it again right after `<resumed/>`; prints the time from the drop
+    /// until it arrives (the first resumed stanza) besides the rest.
+    #[arg(long)]
+    resume_unacked: bool,
     /// Gateway-kill figures instead of chat: this many users' phones hold unacknowledged
     /// messages at a gateway that is then killed (see `gwkill.rs`); starts a DC of its own in
     /// this process, like --failover (on the infrastructure `MEERKAT_TEST_INFRA` names, else on

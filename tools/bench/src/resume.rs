@@ -7,7 +7,9 @@
 //! with `--scram` SCRAM-SHA-256 reusing the salted password of its first login, as a phone does)
 //! and resumes (`<resume/>`). Per user: the time from its drop
 //! until `<resumed/>`, and until that message (the first stanza sent while it was away) arrives
-//! on the resumed stream.
+//! on the resumed stream. With `--resume-unacked` each user leaves the last message before the
+//! drop unacknowledged and resumes with the `h` before it: the time until that one, sent again
+//! after `<resumed/>`, arrives too (the first resumed stanza).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,8 +30,9 @@ const SENDERS: usize = 20;
 const PATIENCE: Duration = Duration::from_secs(30);
 
 /// What one user saw, each from its drop: until TLS was up, until SASL succeeded, until
-/// `<resumed/>` and until the message sent meanwhile.
-type Timings = [Duration; 4];
+/// `<resumed/>`, until the message sent meanwhile, and (`--resume-unacked`) until the one it
+/// had not acknowledged came again.
+type Timings = [Duration; 5];
 
 pub async fn burst(args: &Args) -> anyhow::Result<()> {
     let n = args.resume_burst.max(2) & !1;
@@ -113,18 +116,32 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
                     failure = Some("sending before the drop failed");
                 }
             }
-            for _ in 0..BEFORE {
+            // With --resume-unacked: what was handled before the last message, the `h` to
+            // resume with.
+            let mut before_last = None;
+            for k in 0..BEFORE {
+                if args.resume_unacked && k == BEFORE - 1 {
+                    // Everything before it acknowledged; it and what follows never are.
+                    if reader.ack().await.is_err() {
+                        failure = Some("acknowledging before the drop failed");
+                    }
+                    reader.never_acknowledge();
+                    before_last = reader.sm().map(|sm| sm.h);
+                }
                 match tokio::time::timeout(PATIENCE, reader.next_bench_message(&before_run)).await {
                     Ok(Ok(Some(_))) => {}
                     _ => failure = Some("a message before the drop did not arrive"),
                 }
             }
-            // Acknowledge everything, so the first stanza after resuming is the one sent
-            // while away.
-            if reader.ack().await.is_err() {
+            // Acknowledge everything (unless --resume-unacked), so the first stanza after
+            // resuming is the one sent while away.
+            if before_last.is_none() && reader.ack().await.is_err() {
                 failure = Some("acknowledging before the drop failed");
             }
-            let sm = reader.sm().cloned();
+            let mut sm = reader.sm().cloned();
+            if let (Some(sm), Some(h)) = (sm.as_mut(), before_last) {
+                sm.h = h;
+            }
             // Every task reaches both barriers, whatever failed.
             ready.wait().await;
             go.wait().await;
@@ -159,6 +176,19 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
             let to_resumed = at.elapsed();
             let (resumed, phases) = resumed;
             let (mut reader, mut writer) = resumed.split();
+            let mut to_resent = Duration::ZERO;
+            if before_last.is_some() {
+                let again = tokio::time::timeout(PATIENCE, reader.next_bench_message(&before_run))
+                    .await
+                    .with_context(|| {
+                        format!("{name}: the unacknowledged message did not come again")
+                    })?;
+                anyhow::ensure!(
+                    matches!(again, Ok(Some(_))),
+                    "{name}: the resumed stream ended before the unacknowledged message"
+                );
+                to_resent = at.elapsed();
+            }
             let first = tokio::time::timeout(PATIENCE, reader.next_bench_message(&away_run))
                 .await
                 .with_context(|| format!("{name}: nothing sent while away arrived"))?;
@@ -173,6 +203,7 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
                 phases.authenticated - at,
                 to_resumed,
                 to_first,
+                to_resent,
             ])
         }));
     }
@@ -205,7 +236,13 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
     }
     let away_secs = (clock.elapsed() - away_from).as_secs_f64();
 
-    let mut phases = [histogram(), histogram(), histogram(), histogram()];
+    let mut phases = [
+        histogram(),
+        histogram(),
+        histogram(),
+        histogram(),
+        histogram(),
+    ];
     let mut failed = 0;
     for t in tasks {
         match t.await? {
@@ -228,7 +265,7 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
     }
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let max = |h: &Histogram<u64>| h.max() as f64 / 1000.0;
-    let [secure, authenticated, to_resumed, to_first] = &phases;
+    let [secure, authenticated, to_resumed, to_first, to_resent] = &phases;
     let line = |h: &Histogram<u64>| {
         format!(
             "p50 {:.1} / p99 {:.1} / max {:.1} ms",
@@ -238,7 +275,7 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
         )
     };
     println!(
-        "resume burst ({}, resumed at {}{}{}): {n} users dropped at once, resumed {}  failed {failed} (the {n} messages sent in {:.1} ms after the drop); from the drop until: TLS up {}; SASL done {}; <resumed/> {}; first stanza sent while away {}",
+        "resume burst ({}, resumed at {}{}{}): {n} users dropped at once, resumed {}  failed {failed} (the {n} messages sent in {:.1} ms after the drop); from the drop until: TLS up {}; SASL done {}; <resumed/> {}; first stanza sent while away {}{}",
         if args.scram { "SCRAM-SHA-256 with the salted password kept" } else { "PLAIN" },
         resume_at,
         if args.resume_rtt_ms > 0 {
@@ -258,6 +295,11 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
         line(authenticated),
         line(to_resumed),
         line(to_first),
+        if args.resume_unacked {
+            format!("; the unacknowledged stanza again {}", line(to_resent))
+        } else {
+            String::new()
+        },
     );
     if args.json {
         println!(
@@ -271,6 +313,9 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
                 "resumed_max_ms": max(to_resumed),
                 "first_p50_ms": ms(to_first, 0.5), "first_p99_ms": ms(to_first, 0.99),
                 "first_max_ms": max(to_first),
+                "resent_p50_ms": args.resume_unacked.then(|| ms(to_resent, 0.5)),
+                "resent_p99_ms": args.resume_unacked.then(|| ms(to_resent, 0.99)),
+                "resent_max_ms": args.resume_unacked.then(|| max(to_resent)),
             })
         );
     }
