@@ -198,6 +198,11 @@ pub struct Args {
     /// until it arrives (the first resumed stanza) besides the rest.
     #[arg(long)]
     resume_unacked: bool,
+    /// The senders of --resume-burst send the messages for the users away only once every
+    /// user has resumed (or failed): the resumptions alone, without 100 messages routed,
+    /// archived and replicated in the same moment (for comparison).
+    #[arg(long)]
+    resume_quiet: bool,
     /// Gateway-kill figures instead of chat: this many users' phones hold unacknowledged
     /// messages at a gateway that is then killed (see `gwkill.rs`); starts a DC of its own in
     /// this process, like --failover (on the infrastructure `MEERKAT_TEST_INFRA` names, else on

@@ -101,10 +101,16 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
     // Passed after `--resume-idle-ms`.
     let go = Arc::new(Barrier::new(n + 1));
     let dropped = Arc::new(Barrier::new(n + 1));
+    // With --resume-quiet: users whose resumption ended (resumed or failed).
+    let settled = Arc::new((
+        std::sync::atomic::AtomicUsize::new(0),
+        tokio::sync::Notify::new(),
+    ));
     let mut tasks = Vec::with_capacity(n);
     for (i, client) in clients.into_iter().enumerate() {
         let (args, name, partner) = (args.clone(), user(i), user(i ^ 1));
         let (ready, go, dropped) = (ready.clone(), go.clone(), dropped.clone());
+        let settled = Settled(settled.clone());
         let (before_run, away_run) = (before_run.clone(), away_run.clone());
         tasks.push(tokio::spawn(async move {
             let sasl = client.sasl().clone();
@@ -174,6 +180,7 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("{name}: no <resumed/> within {PATIENCE:?}"))??;
             let to_resumed = at.elapsed();
+            drop(settled);
             let (resumed, phases) = resumed;
             let (mut reader, mut writer) = resumed.split();
             let mut to_resent = Duration::ZERO;
@@ -211,6 +218,19 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(args.resume_idle_ms)).await;
     go.wait().await;
     dropped.wait().await;
+    if args.resume_quiet {
+        let (count, changed) = &*settled;
+        let all = async {
+            loop {
+                let notified = changed.notified();
+                if count.load(std::sync::atomic::Ordering::Acquire) >= n {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(PATIENCE, all).await;
+    }
     let away_from = clock.elapsed();
     // For lining the burst up with the services' logs and a CPU sampler's record.
     if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
@@ -275,7 +295,7 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
         )
     };
     println!(
-        "resume burst ({}, resumed at {}{}{}): {n} users dropped at once, resumed {}  failed {failed} (the {n} messages sent in {:.1} ms after the drop); from the drop until: TLS up {}; SASL done {}; <resumed/> {}; first stanza sent while away {}{}",
+        "resume burst ({}, resumed at {}{}{}{}): {n} users dropped at once, resumed {}  failed {failed} (the {n} messages sent in {:.1} ms after the drop); from the drop until: TLS up {}; SASL done {}; <resumed/> {}; first stanza sent while away {}{}",
         if args.scram { "SCRAM-SHA-256 with the salted password kept" } else { "PLAIN" },
         resume_at,
         if args.resume_rtt_ms > 0 {
@@ -288,6 +308,11 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
             (true, false) => ", direct TLS",
             (false, true) => ", SASL2 inline",
             (false, false) => "",
+        },
+        if args.resume_quiet {
+            ", the messages sent once all resumed"
+        } else {
+            ""
         },
         to_first.len(),
         away_secs * 1000.0,
@@ -320,6 +345,16 @@ pub async fn burst(args: &Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Counts a user's resumption as ended when dropped (resumed, or failed on the way).
+struct Settled(Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>);
+
+impl Drop for Settled {
+    fn drop(&mut self) {
+        self.0 .0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.0 .1.notify_waiters();
+    }
 }
 
 /// A resumption id without the DC and gateway it names (docs/stream-management.md), as a
