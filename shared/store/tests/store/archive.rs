@@ -278,6 +278,9 @@ async fn archived_messages_applied_as_a_set_are_what_one_by_one_gives() {
         .archive_messages(&batch, ArchiveDefault::Always)
         .await
         .unwrap();
+    // Deleted after the write, in the clocks' order too: within the same millisecond the two
+    // DCs' stamps (milliseconds, then a counter) are concurrent, and DC 1's may be the larger.
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     assert!(b.delete_account("scarol").await.unwrap());
     ship(&b, &c).await;
 
