@@ -253,6 +253,18 @@ impl Link {
         self.flush().await
     }
 
+    /// With stream management: what the client has yet to acknowledge is over half of what
+    /// may be kept for it. The session then writes nothing more until acks come (a client
+    /// whose acks lag behind a backlog written at the socket's pace is not cut for it); what
+    /// comes meanwhile waits in the mailbox, against its cap.
+    pub fn awaits_acks(&self) -> bool {
+        self.conn.is_some()
+            && self
+                .sm
+                .as_ref()
+                .is_some_and(|sm| sm.unacked_bytes() > self.cap / 2)
+    }
+
     /// The client said `<inactive/>`.
     pub fn inactive(&mut self) {
         self.csi
@@ -314,7 +326,7 @@ impl Link {
             if let Some(last) = sm.newest() {
                 conn.send(&last.xml).await?;
             }
-            if sm.should_request() {
+            if sm.should_request() || (sm.requested.is_none() && sm.unacked_bytes() > *cap / 2) {
                 sm.requested = Some(std::time::Instant::now());
                 conn.send(&sm::request()).await?;
             }

@@ -376,6 +376,40 @@ impl Inbox {
         }
     }
 
+    /// While the session writes no stanza (its client has yet to acknowledge what it was
+    /// sent): the first request that ends or moves the session, wherever it waits (those do not
+    /// depend on the stanzas' order: what waits is bounced or moved in order after them), or
+    /// the overflow; waits otherwise. Stanzas and other steps stay in their place.
+    pub async fn next_urgent(&self) -> Next {
+        let urgent = |o: &Outbound| {
+            matches!(
+                o,
+                Outbound::Handover(_) | Outbound::Conflict | Outbound::End(_)
+            )
+        };
+        loop {
+            {
+                let mut q = self.0.queue.lock();
+                if q.phase != Phase::Open {
+                    return Next::Overflowed {
+                        bytes: q.bytes + q.held_bytes,
+                    };
+                }
+                if let Some(at) = q.items.iter().position(urgent) {
+                    if let Some(item) = q.items.remove(at) {
+                        return Next::Item(item);
+                    }
+                }
+                if let Some(at) = q.held.iter().position(urgent) {
+                    if let Some(item) = q.held.remove(at) {
+                        return Next::Item(item);
+                    }
+                }
+            }
+            self.0.wake.notified().await;
+        }
+    }
+
     /// Resolves once the mailbox overflowed (to stop a write that does not progress). Not to be
     /// awaited together with [`Inbox::next`].
     pub async fn overflowed(&self) -> usize {
@@ -696,6 +730,31 @@ mod tests {
         let waiting: Vec<String> = rx.take_waiting().into_iter().map(|d| d.xml).collect();
         assert_eq!(waiting, (0..6).map(stanza).collect::<Vec<_>>());
         assert!(take(&rx).is_none(), "nothing left");
+    }
+
+    #[test]
+    fn while_no_stanza_is_taken_only_an_end_or_a_move_is() {
+        let one = stanza(0).len();
+        let (tx, rx) = mailbox(one * 4);
+        tx.offer(d(0)).unwrap();
+        assert!(tx.tell(Outbound::Fence));
+        assert!(
+            poll_once(rx.next_urgent()).is_none(),
+            "a stanza and a fence wait"
+        );
+        assert!(tx.tell(Outbound::Conflict));
+        assert!(matches!(
+            poll_once(rx.next_urgent()),
+            Some(Next::Item(Outbound::Conflict))
+        ));
+        assert_eq!(taken(&rx), vec![stanza(0), "fence".to_owned()]);
+        for n in 1..6 {
+            tx.offer(d(n)).unwrap();
+        }
+        assert!(matches!(
+            poll_once(rx.next_urgent()),
+            Some(Next::Overflowed { .. })
+        ));
     }
 
     #[test]

@@ -427,6 +427,9 @@ async fn attached(ctx: &Ctx, st: &mut State, link: &mut Link, inbox: &Inbox) -> 
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let end = loop {
         let release = link.next_release();
+        // Nothing more is written while the client has yet to acknowledge half of what may
+        // be kept for it: it is asked (Link::write), and writing goes on as its acks come.
+        let paused = link.awaits_acks();
         let Some(conn) = link.conn.as_mut() else {
             break End::Gone;
         };
@@ -454,7 +457,13 @@ async fn attached(ctx: &Ctx, st: &mut State, link: &mut Link, inbox: &Inbox) -> 
                 Some(Err(ReadError::Stream(e))) => break End::Error(e),
                 Some(Err(_)) | None => break End::Gone,
             },
-            next = inbox.next() => match next {
+            next = async {
+                if paused {
+                    inbox.next_urgent().await
+                } else {
+                    inbox.next().await
+                }
+            } => match next {
                 Next::Item(Outbound::Stanza(d)) => {
                     if let Err(end) = write_out(link, inbox, d, true).await {
                         break end;

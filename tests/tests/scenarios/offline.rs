@@ -1,5 +1,9 @@
 //! Offline storage racing an initial presence: a message stored while its recipient's
-//! first presence is being handled must still reach that session, not wait for the next login.
+//! first presence is being handled must still reach that session, not wait for the next login;
+//! a backlog larger than what may wait for a session reaches it whole.
+
+// Test helpers panic on failure by design.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
 use std::num::NonZeroU32;
@@ -93,6 +97,20 @@ async fn messages_sent_while_the_recipient_comes_online_all_arrive_in_that_sessi
 /// the backlog went back to storage until the next login.
 #[tokio::test]
 async fn an_offline_backlog_many_times_the_sessions_cap_arrives_whole_while_it_is_busy() {
+    backlog_at_login(false).await;
+}
+
+/// The same backlog to a client with stream management that acknowledges when asked: the
+/// session writes no more while half of what it may keep is unacknowledged, and goes on as
+/// the acks come. Before that, the gateway wrote the backlog at the socket's pace, faster than
+/// any ack came back, and cut the client for not acknowledging (`<policy-violation/>`) after
+/// 9 of 60.
+#[tokio::test]
+async fn an_offline_backlog_many_times_the_cap_reaches_a_client_acknowledging_as_asked() {
+    backlog_at_login(true).await;
+}
+
+async fn backlog_at_login(sm: bool) {
     const BACKLOG: usize = 60;
     let dc = Dc::start(StackOptions {
         max_stanza_bytes: 16 * 1024,
@@ -133,6 +151,9 @@ async fn an_offline_backlog_many_times_the_sessions_cap_arrives_whole_while_it_i
     let mut bob = Client::login(&dc.client(), &b, "secret-pw", Some("desk"))
         .await
         .unwrap();
+    if sm {
+        bob.enable_sm(None).await.unwrap();
+    }
     // Initial presence and, at once, a burst of his own: the session publishes them one after
     // another while the backlog comes.
     let mut burst = String::from("<presence/>");
@@ -143,11 +164,16 @@ async fn an_offline_backlog_many_times_the_sessions_cap_arrives_whole_while_it_i
     }
     bob.send_raw(&burst).await.unwrap();
     let mut got = Vec::new();
+    let mut handled = 0u32;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while got.len() < BACKLOG {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match bob.next(left).await {
-            Ok(el) => got.extend(el.child_text("body", ns::CLIENT)),
+            Ok(el) if el.is("r", ns::SM) => bob.sm_ack(handled).await.unwrap(),
+            Ok(el) => {
+                handled += 1;
+                got.extend(el.child_text("body", ns::CLIENT));
+            }
             Err(e) => panic!("{} of {BACKLOG} arrived, then: {e}", got.len()),
         }
     }

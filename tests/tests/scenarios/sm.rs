@@ -768,10 +768,11 @@ async fn a_silent_client_is_pinged_cut_and_with_sm_resumes() {
     dc.stop().await.unwrap();
 }
 
-/// A client that enables stream management, reads everything and never acknowledges is cut
-/// once what it has not acknowledged passes `max_queued_bytes`; nothing it was sent is lost:
-/// at its next login every message is there (the ones it read but never acknowledged too,
-/// at least once).
+/// A client that enables stream management, reads everything and never acknowledges is
+/// written nothing more once half of `max_queued_bytes` is unacknowledged; what comes for it
+/// then waits, and once that passes `max_queued_bytes` the session is cut. Nothing it was sent
+/// is lost: at its next login every message is there (the ones it read but never acknowledged
+/// too, at least once).
 #[tokio::test]
 async fn a_client_that_never_acknowledges_is_cut_and_loses_nothing() {
     let dc = Dc::start(StackOptions {
@@ -786,7 +787,8 @@ async fn a_client_that_never_acknowledges_is_cut_and_loses_nothing() {
     let (mut alice, mut bob, b) = friends(&dc, &dc.client()).await;
     bob.enable_sm(None).await.unwrap();
     let padding = "x".repeat(4000);
-    let sent: Vec<String> = (0..80).map(|i| format!("{i:02} {padding}")).collect();
+    // 128 KiB written unacknowledged, then 256 KiB waiting: the cut comes at about the 97th.
+    let sent: Vec<String> = (0..120).map(|i| format!("{i:03} {padding}")).collect();
     // Paced under the sender's rate limit; Bob reads all along and never acknowledges.
     for chunk in sent.chunks(10) {
         send_all(&mut alice, bob.bare_jid(), chunk).await;
